@@ -28,6 +28,15 @@ impl Algorithm {
         }
     }
 
+    /// The hash function's block size in bytes: HMAC hashes longer keys down to
+    /// [`Algorithm::output_len`] bytes, so a longer secret adds no strength.
+    pub const fn block_len(self) -> usize {
+        match self {
+            Self::Sha1 | Self::Sha256 => 64,
+            Self::Sha512 => 128,
+        }
+    }
+
     /// The size of the hash output in bytes, which is also the recommended secret length
     /// (RFC 4226 section 4 asks for at least 128 bits and recommends 160 for SHA-1).
     pub const fn output_len(self) -> usize {

@@ -3,11 +3,15 @@
 
 use core::fmt;
 
+use subtle::ConstantTimeEq;
+use zeroize::Zeroize;
+
 use crate::algorithm::Digits;
 
-/// A generated one-time code: its value and number of digits. `Debug` is redacted, since a
-/// live code is a credential; [`Code::as_str`] and `Display` give the zero-padded digits.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// A generated one-time code: its value and number of digits. A live code is a credential:
+/// `Debug` is redacted, equality is constant-time, and the digits are wiped on drop.
+/// [`Code::as_str`] and `Display` give the zero-padded digits.
+#[derive(Clone)]
 pub struct Code {
     text: [u8; 8],
     digits: Digits,
@@ -44,6 +48,21 @@ impl Code {
     /// The number of digits.
     pub fn digits(&self) -> Digits {
         self.digits
+    }
+}
+
+/// Constant-time: comparing a typed code with a generated one leaks nothing.
+impl PartialEq for Code {
+    fn eq(&self, other: &Self) -> bool {
+        (self.text.ct_eq(&other.text) & self.digits.get().ct_eq(&other.digits.get())).into()
+    }
+}
+
+impl Eq for Code {}
+
+impl Drop for Code {
+    fn drop(&mut self) {
+        self.text.zeroize();
     }
 }
 

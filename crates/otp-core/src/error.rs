@@ -21,7 +21,7 @@ pub enum ParamError {
         /// The minimum in force.
         min_bits: usize,
     },
-    /// The secret is longer than [`crate::Secret::MAX_LEN`] bytes.
+    /// The secret is longer than the algorithm's block size: HMAC would hash it down.
     #[error("the secret has {bits} bits; at most {max_bits} are accepted")]
     SecretTooLong {
         /// The secret's length in bits.
@@ -72,12 +72,11 @@ pub enum Base32Error {
     /// Nothing but separators was given.
     #[error("the secret is empty")]
     Empty,
-    /// A character outside A-Z, 2-7 (in either case), space, hyphen and trailing `=`.
-    #[error("invalid character {character:?} at position {position}")]
+    /// A character outside A-Z, 2-7 (in either case), space, hyphen and trailing `=`. The
+    /// character itself is not kept: it is part of a secret, and errors get logged.
+    #[error("invalid character at position {position}")]
     InvalidCharacter {
-        /// The offending character.
-        character: char,
-        /// Its position (in characters) in the input.
+        /// Its position (in characters, from 0) in the input.
         position: usize,
     },
     /// `=` padding followed by more characters.

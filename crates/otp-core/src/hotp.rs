@@ -60,7 +60,7 @@ pub struct Hotp {
 impl Hotp {
     /// Checks the parameters and the secret length.
     pub fn new(secret: Secret, params: HotpParams) -> Result<Self, ParamError> {
-        secret.check_len(params.legacy_short_secret)?;
+        secret.check_len(params.algorithm, params.legacy_short_secret)?;
         if params.look_ahead > HotpParams::MAX_LOOK_AHEAD {
             return Err(ParamError::WindowTooLarge {
                 which: "look-ahead",
@@ -118,7 +118,11 @@ impl Hotp {
         let last = next.saturating_add(u64::from(self.params.resync_window));
         // Each counter's code is computed once and reused as the previous code of the next.
         let mut previous = mac.code(next, digits);
-        for counter in next.saturating_add(1)..=last {
+        // An empty range when `next` is u64::MAX: there is no consecutive pair up there.
+        let Some(start) = next.checked_add(1) else {
+            return Err(VerifyError::Mismatch);
+        };
+        for counter in start..=last {
             let current = mac.code(counter, digits);
             if bool::from(previous.ct_eq(&first) & current.ct_eq(&second)) {
                 return Ok(counter);

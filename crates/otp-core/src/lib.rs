@@ -11,7 +11,7 @@
 //!
 //! let secret = Secret::generate(Algorithm::Sha1).expect("the OS has a CSPRNG");
 //! let totp = Totp::new(secret, TotpParams::default())?;
-//! let uri = OtpAuthUri::for_totp(&totp, Some("ACME"), "alice@example.com").to_uri();
+//! let uri = OtpAuthUri::for_totp(&totp, Some("ACME"), "alice@example.com").to_uri()?;
 //! assert!(uri.starts_with("otpauth://totp/ACME:alice%40example.com?secret="));
 //!
 //! let now = 1_700_000_000;

@@ -18,10 +18,6 @@ pub struct Secret {
 }
 
 impl Secret {
-    /// The longest secret accepted, in bytes (1024 bits): far above any app's, small enough
-    /// to bound what a stored or pasted secret can cost.
-    pub const MAX_LEN: usize = 128;
-
     /// A fresh secret from the operating system's CSPRNG, as long as the algorithm's output
     /// (20 bytes for SHA-1, 32 for SHA-256, 64 for SHA-512), as RFC 4226 and RFC 6238
     /// recommend.
@@ -60,10 +56,8 @@ impl Secret {
                 }
                 'a'..='z' | 'A'..='Z' | '2'..='7' => return Err(Base32Error::MisplacedPadding),
                 _ => {
-                    return Err(Base32Error::InvalidCharacter {
-                        character,
-                        position,
-                    });
+                    // The character itself is not reported: it is part of a secret.
+                    return Err(Base32Error::InvalidCharacter { position });
                 }
             }
         }
@@ -119,18 +113,22 @@ impl Secret {
     }
 
     /// Checks the length: at least 128 bits (or 80 with `legacy_short`, for the 16-character
-    /// secrets that older apps and hosted products still issue) and at most
-    /// [`Secret::MAX_LEN`] bytes.
-    pub(crate) fn check_len(&self, legacy_short: bool) -> Result<(), ParamError> {
+    /// secrets that older apps and hosted products still issue) and at most the algorithm's
+    /// block size.
+    pub(crate) fn check_len(
+        &self,
+        algorithm: Algorithm,
+        legacy_short: bool,
+    ) -> Result<(), ParamError> {
         let bits = self.bytes.len() * 8;
         let min_bits = if legacy_short { 80 } else { 128 };
         if bits < min_bits {
             return Err(ParamError::SecretTooShort { bits, min_bits });
         }
-        if self.bytes.len() > Self::MAX_LEN {
+        if self.bytes.len() > algorithm.block_len() {
             return Err(ParamError::SecretTooLong {
                 bits,
-                max_bits: Self::MAX_LEN * 8,
+                max_bits: algorithm.block_len() * 8,
             });
         }
         Ok(())
@@ -207,10 +205,7 @@ mod tests {
         assert_eq!(Secret::from_base32(" - ").unwrap_err(), Base32Error::Empty);
         assert_eq!(
             Secret::from_base32("JBSW1").unwrap_err(),
-            Base32Error::InvalidCharacter {
-                character: '1',
-                position: 4
-            }
+            Base32Error::InvalidCharacter { position: 4 }
         );
         assert_eq!(
             Secret::from_base32("JBSW=Y3DP").unwrap_err(),
@@ -242,27 +237,50 @@ mod tests {
     fn length_limits() {
         let short = Secret::from_bytes(vec![1; 10]);
         assert_eq!(
-            short.check_len(false),
+            short.check_len(Algorithm::Sha1, false),
             Err(ParamError::SecretTooShort {
                 bits: 80,
                 min_bits: 128
             })
         );
-        assert_eq!(short.check_len(true), Ok(()));
+        assert_eq!(short.check_len(Algorithm::Sha1, true), Ok(()));
         assert_eq!(
-            Secret::from_bytes(vec![1; 9]).check_len(true),
+            Secret::from_bytes(vec![1; 9]).check_len(Algorithm::Sha1, true),
             Err(ParamError::SecretTooShort {
                 bits: 72,
                 min_bits: 80
             })
         );
-        assert_eq!(Secret::from_bytes(vec![1; 16]).check_len(false), Ok(()));
         assert_eq!(
-            Secret::from_bytes(vec![1; 129]).check_len(false),
-            Err(ParamError::SecretTooLong {
-                bits: 1032,
-                max_bits: 1024
-            })
+            Secret::from_bytes(vec![1; 16]).check_len(Algorithm::Sha1, false),
+            Ok(())
         );
+        // At most one block: 64 bytes for SHA-1 and SHA-256, 128 for SHA-512.
+        for (alg, max) in [
+            (Algorithm::Sha1, 64),
+            (Algorithm::Sha256, 64),
+            (Algorithm::Sha512, 128),
+        ] {
+            assert_eq!(
+                Secret::from_bytes(vec![1; max]).check_len(alg, false),
+                Ok(())
+            );
+            assert_eq!(
+                Secret::from_bytes(vec![1; max + 1]).check_len(alg, false),
+                Err(ParamError::SecretTooLong {
+                    bits: (max + 1) * 8,
+                    max_bits: max * 8
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn zeroize_wipes_the_bytes() {
+        // Drop runs the same `Zeroizing` wipe; an explicit call shows it without unsafe code.
+        let mut secret = Secret::from_bytes(vec![0xa5; 20]);
+        secret.zeroize();
+        assert!(secret.expose_bytes().iter().all(|&b| b == 0));
+        assert!(secret.is_empty(), "zeroize also truncates the vector");
     }
 }

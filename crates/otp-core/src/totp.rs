@@ -84,7 +84,7 @@ pub struct Totp {
 impl Totp {
     /// Checks the parameters and the secret length.
     pub fn new(secret: Secret, params: TotpParams) -> Result<Self, ParamError> {
-        secret.check_len(params.legacy_short_secret)?;
+        secret.check_len(params.algorithm, params.legacy_short_secret)?;
         if params.period == 0 {
             return Err(ParamError::ZeroPeriod);
         }
@@ -161,5 +161,64 @@ impl Totp {
             .chain(ahead)
             .find(|&step| matches(step))
             .ok_or(VerifyError::Mismatch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mac::counters::count;
+
+    fn totp(window: Window) -> Totp {
+        let params = TotpParams {
+            window,
+            ..TotpParams::default()
+        };
+        Totp::new(Secret::from_bytes(b"12345678901234567890".to_vec()), params).unwrap()
+    }
+
+    #[test]
+    fn a_malformed_code_costs_no_hmac() {
+        let t = totp(Window::default());
+        for bad in ["", "12345", "1234567", "12a456", "123 456"] {
+            let (keys, macs) = count(|| assert_eq!(t.verify(bad, 59), Err(VerifyError::Malformed)));
+            assert_eq!((keys, macs), (0, 0), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_wrong_code_computes_every_step_of_the_window_once() {
+        for (behind, ahead) in [(1, 1), (0, 0), (3, 2), (10, 10)] {
+            let t = totp(Window { behind, ahead });
+            let now = 1_700_000_000;
+            let step = t.step(now).unwrap();
+            let wrong = (0..1_000_000u32)
+                .map(|n| format!("{n:06}"))
+                .find(|c| {
+                    (step - u64::from(behind)..=step + u64::from(ahead))
+                        .all(|s| t.generate_step(s).as_str() != c)
+                })
+                .unwrap();
+            let (keys, macs) =
+                count(|| assert_eq!(t.verify(&wrong, now), Err(VerifyError::Mismatch)));
+            assert_eq!(
+                (keys, macs),
+                (1, 1 + behind + ahead),
+                "window {behind}/{ahead}"
+            );
+        }
+        // At step 0 nothing lies behind: only the current and the ahead steps are computed.
+        let t = totp(Window::default());
+        // (RFC 4226's secret: step 0 is 755224, step 1 is 287082.)
+        let (_, macs) = count(|| assert_eq!(t.verify("000000", 0), Err(VerifyError::Mismatch)));
+        assert_eq!(macs, 2);
+    }
+
+    #[test]
+    fn the_current_code_is_accepted_after_one_hmac() {
+        let t = totp(Window::default());
+        let code = t.generate(59).unwrap();
+        let (keys, macs) = count(|| assert_eq!(t.verify(code.as_str(), 59), Ok(1)));
+        assert_eq!((keys, macs), (1, 1));
     }
 }

@@ -102,10 +102,21 @@ impl OtpAuthUri {
     /// The URI text: `otpauth://TYPE/ISSUER:ACCOUNT?secret=…&issuer=…&algorithm=…&digits=…`
     /// followed by `period` or `counter`. Every parameter is written out, defaults included,
     /// because some apps ignore what they do not see.
-    pub fn to_uri(&self) -> Zeroizing<String> {
+    ///
+    /// Refuses ([`UriError::Label`]) what could not be read back as the same label: an empty
+    /// account, an account that starts with a space (the Key Uri Format lets readers drop
+    /// spaces after the separator), an empty issuer, and a colon in the account when there
+    /// is no issuer (readers take the first colon, encoded or not, as the separator).
+    pub fn to_uri(&self) -> Result<Zeroizing<String>, UriError> {
         use fmt::Write as _;
 
-        let mut out = String::with_capacity(128);
+        self.check_label()?;
+        let secret = self.secret.to_base32();
+        let issuer_len = self.issuer.as_ref().map_or(0, String::len);
+        // Sized up front (percent-encoding at most triples a byte), so the buffer is never
+        // reallocated: a reallocation would leave an unwiped copy of the secret behind.
+        let capacity = 128 + secret.len() + 3 * (2 * issuer_len + self.account.len());
+        let mut out = String::with_capacity(capacity);
         let kind = match self.kind {
             OtpKind::Totp { .. } => "totp",
             OtpKind::Hotp { .. } => "hotp",
@@ -119,7 +130,7 @@ impl OtpAuthUri {
         }
         out.extend(utf8_percent_encode(&self.account, ENCODE));
         out.push_str("?secret=");
-        out.push_str(&self.secret.to_base32());
+        out.push_str(&secret);
         if let Some(issuer) = &self.issuer {
             out.push_str("&issuer=");
             out.extend(utf8_percent_encode(issuer, ENCODE));
@@ -135,7 +146,24 @@ impl OtpAuthUri {
             OtpKind::Totp { period } => write!(out, "&period={period}"),
             OtpKind::Hotp { counter } => write!(out, "&counter={counter}"),
         };
-        Zeroizing::new(out)
+        debug_assert_eq!(out.capacity(), capacity, "the URI buffer was reallocated");
+        Ok(Zeroizing::new(out))
+    }
+
+    fn check_label(&self) -> Result<(), UriError> {
+        if self.account.is_empty() {
+            return Err(UriError::Label("the account name is empty"));
+        }
+        if self.account.starts_with(' ') {
+            return Err(UriError::Label("the account name starts with a space"));
+        }
+        match &self.issuer {
+            Some(issuer) if issuer.is_empty() => Err(UriError::Label("the issuer is empty")),
+            None if self.account.contains(':') => Err(UriError::Label(
+                "the account name contains ':' and there is no issuer",
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Parses an `otpauth://` URI. The scheme and type are case-insensitive; unknown
@@ -143,7 +171,8 @@ impl OtpAuthUri {
     /// The secret's length is not checked here but when a generator is built from it.
     pub fn parse(uri: &str) -> Result<Self, UriError> {
         let rest = strip_prefix_ignore_case(uri, "otpauth://").ok_or(UriError::Scheme)?;
-        let (kind, rest) = rest.split_once('/').ok_or(UriError::Type)?;
+        let type_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (kind, rest) = rest.split_at(type_end);
         let is_totp = if kind.eq_ignore_ascii_case("totp") {
             true
         } else if kind.eq_ignore_ascii_case("hotp") {
@@ -151,6 +180,9 @@ impl OtpAuthUri {
         } else {
             return Err(UriError::Type);
         };
+        let rest = rest
+            .strip_prefix('/')
+            .ok_or(UriError::Label("the label is missing"))?;
         let (label, query) = rest.split_once('?').unwrap_or((rest, ""));
         let (label_issuer, account) = parse_label(label)?;
 
@@ -160,24 +192,27 @@ impl OtpAuthUri {
             let (name, value) = pair
                 .split_once('=')
                 .ok_or_else(|| UriError::Query(format!("number {}", index + 1)))?;
-            let slot = match name {
-                "secret" => &mut fields.secret,
-                "issuer" => &mut fields.issuer,
-                "algorithm" => &mut fields.algorithm,
-                "digits" => &mut fields.digits,
-                "period" => &mut fields.period,
-                "counter" => &mut fields.counter,
+            // Names are matched ignoring ASCII case, as some generators capitalise them.
+            let (slot, name) = match name.to_ascii_lowercase().as_str() {
+                "secret" => (&mut fields.secret, "secret"),
+                "issuer" => (&mut fields.issuer, "issuer"),
+                "algorithm" => (&mut fields.algorithm, "algorithm"),
+                "digits" => (&mut fields.digits, "digits"),
+                "period" => (&mut fields.period, "period"),
+                "counter" => (&mut fields.counter, "counter"),
                 _ => continue,
             };
             let value = decode_query(value).ok_or_else(|| UriError::Query(name.to_owned()))?;
             if slot.replace(value).is_some() {
-                return Err(UriError::Duplicate(field_name(name)));
+                return Err(UriError::Duplicate(name));
             }
         }
 
         let secret = fields.secret.ok_or(UriError::MissingSecret)?;
         let secret = Secret::from_base32(&secret).map_err(UriError::Secret)?;
-        let issuer = match (label_issuer, fields.issuer) {
+        // An empty `issuer=` says nothing.
+        let param_issuer = fields.issuer.filter(|issuer| !issuer.is_empty());
+        let issuer = match (label_issuer, param_issuer) {
             (Some(label), Some(param)) if label != *param => {
                 return Err(UriError::IssuerMismatch);
             }
@@ -272,17 +307,6 @@ struct Fields {
     digits: Option<Zeroizing<String>>,
     period: Option<Zeroizing<String>>,
     counter: Option<Zeroizing<String>>,
-}
-
-fn field_name(name: &str) -> &'static str {
-    match name {
-        "secret" => "secret",
-        "issuer" => "issuer",
-        "algorithm" => "algorithm",
-        "digits" => "digits",
-        "period" => "period",
-        _ => "counter",
-    }
 }
 
 /// The label is `ACCOUNT` or `ISSUER:ACCOUNT`, percent-encoded, and spaces after the colon

@@ -17,7 +17,9 @@ fn rfc_secret() -> Secret {
 #[test]
 fn builds_the_key_uri_format_with_every_parameter() {
     let totp = Totp::new(rfc_secret(), TotpParams::default()).unwrap();
-    let uri = OtpAuthUri::for_totp(&totp, Some("ACME Co"), "alice@example.com").to_uri();
+    let uri = OtpAuthUri::for_totp(&totp, Some("ACME Co"), "alice@example.com")
+        .to_uri()
+        .unwrap();
     assert_eq!(
         uri.as_str(),
         "otpauth://totp/ACME%20Co:alice%40example.com\
@@ -34,7 +36,9 @@ fn builds_the_key_uri_format_with_every_parameter() {
         },
     )
     .unwrap();
-    let uri = OtpAuthUri::for_hotp(&hotp, 7, None, "bob").to_uri();
+    let uri = OtpAuthUri::for_hotp(&hotp, 7, None, "bob")
+        .to_uri()
+        .unwrap();
     assert_eq!(
         uri.as_str(),
         "otpauth://hotp/bob?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\
@@ -46,7 +50,7 @@ fn builds_the_key_uri_format_with_every_parameter() {
 fn a_colon_in_the_account_or_issuer_cannot_break_the_label() {
     let totp = Totp::new(rfc_secret(), TotpParams::default()).unwrap();
     let built = OtpAuthUri::for_totp(&totp, Some("A:B & C?"), "x:y/z#w%");
-    let text = built.to_uri();
+    let text = built.to_uri().unwrap();
     assert!(text.starts_with("otpauth://totp/A%3AB%20%26%20C%3F:x%3Ay%2Fz%23w%25?"));
     // The separator is the one literal colon; the encoded ones stay inside the parts.
     let parsed = OtpAuthUri::parse(&text).unwrap();
@@ -101,7 +105,9 @@ fn a_parsed_uri_gives_the_same_codes_as_the_generator_it_came_from() {
         },
     )
     .unwrap();
-    let text = OtpAuthUri::for_totp(&totp, Some("Tollgate"), "dave@example.com").to_uri();
+    let text = OtpAuthUri::for_totp(&totp, Some("Tollgate"), "dave@example.com")
+        .to_uri()
+        .unwrap();
     let app = OtpAuthUri::parse(&text)
         .unwrap()
         .to_totp(TotpParams::default())
@@ -116,7 +122,9 @@ fn a_parsed_uri_gives_the_same_codes_as_the_generator_it_came_from() {
         HotpParams::default(),
     )
     .unwrap();
-    let text = OtpAuthUri::for_hotp(&hotp, 5, Some("T"), "e").to_uri();
+    let text = OtpAuthUri::for_hotp(&hotp, 5, Some("T"), "e")
+        .to_uri()
+        .unwrap();
     let parsed = OtpAuthUri::parse(&text).unwrap();
     assert!(parsed.to_totp(TotpParams::default()).is_none());
     let (app, counter) = parsed.to_hotp(HotpParams::default()).unwrap().unwrap();
@@ -130,7 +138,12 @@ fn parse_errors_name_the_part_that_is_wrong() {
         ("https://totp/a?secret=JBSWY3DPEHPK3PXP", UriError::Scheme),
         ("otpauth:/totp/a?secret=JBSWY3DPEHPK3PXP", UriError::Scheme),
         ("otpauth://motp/a?secret=JBSWY3DPEHPK3PXP", UriError::Type),
-        ("otpauth://totp", UriError::Type),
+        ("otpauth://totp", UriError::Label("the label is missing")),
+        (
+            "otpauth://totp?secret=JBSWY3DPEHPK3PXP",
+            UriError::Label("the label is missing"),
+        ),
+        ("otpauth://tot/a?secret=JBSWY3DPEHPK3PXP", UriError::Type),
         (
             "otpauth://totp/?secret=JBSWY3DPEHPK3PXP",
             UriError::Label("the account name is empty"),
@@ -151,10 +164,7 @@ fn parse_errors_name_the_part_that_is_wrong() {
         ("otpauth://totp/a?issuer=X", UriError::MissingSecret),
         (
             "otpauth://totp/a?secret=JBSWY3DPEHPK3PX1",
-            UriError::Secret(Base32Error::InvalidCharacter {
-                character: '1',
-                position: 15,
-            }),
+            UriError::Secret(Base32Error::InvalidCharacter { position: 15 }),
         ),
         (
             "otpauth://totp/a?secret=JBSWY3DPEHPK3PXP&secret=JBSWY3DPEHPK3PXP",
@@ -208,6 +218,64 @@ fn parse_errors_name_the_part_that_is_wrong() {
     for (uri, expected) in cases {
         assert_eq!(&OtpAuthUri::parse(uri).unwrap_err(), expected, "{uri}");
     }
+}
+
+#[test]
+fn parameter_names_ignore_case_and_an_empty_issuer_says_nothing() {
+    let uri =
+        OtpAuthUri::parse("otpauth://totp/a?Secret=JBSWY3DPEHPK3PXP&DIGITS=8&issuer=").unwrap();
+    assert_eq!(uri.digits, Digits::EIGHT);
+    assert_eq!(uri.issuer, None);
+    assert_eq!(
+        OtpAuthUri::parse("otpauth://totp/a?secret=JBSWY3DPEHPK3PXP&SECRET=JBSWY3DPEHPK3PXP")
+            .unwrap_err(),
+        UriError::Duplicate("secret")
+    );
+}
+
+#[test]
+fn the_builder_refuses_labels_that_would_not_read_back() {
+    let totp = Totp::new(rfc_secret(), TotpParams::default()).unwrap();
+    let cases: &[(Option<&str>, &str, &str)] = &[
+        (Some("ACME"), "", "the account name is empty"),
+        (Some("ACME"), " bob", "the account name starts with a space"),
+        (Some(""), "bob", "the issuer is empty"),
+        (
+            None,
+            "a:b",
+            "the account name contains ':' and there is no issuer",
+        ),
+    ];
+    for &(issuer, account, reason) in cases {
+        let uri = OtpAuthUri::for_totp(&totp, issuer, account);
+        assert_eq!(
+            uri.to_uri().unwrap_err(),
+            UriError::Label(reason),
+            "{issuer:?} {account:?}"
+        );
+    }
+    // With an issuer, colons anywhere are fine: the separator is the one literal colon.
+    let ok = OtpAuthUri::for_totp(&totp, Some("a:b"), "c:d");
+    assert_eq!(OtpAuthUri::parse(&ok.to_uri().unwrap()).unwrap(), ok);
+}
+
+#[test]
+fn long_labels_do_not_reallocate_the_buffer_holding_the_secret() {
+    // `to_uri` debug-asserts that its buffer kept its first capacity; tests run with debug
+    // assertions, so a reallocation would fail here.
+    let totp = Totp::new(
+        Secret::generate(Algorithm::Sha512).unwrap(),
+        TotpParams {
+            algorithm: Algorithm::Sha512,
+            ..TotpParams::default()
+        },
+    )
+    .unwrap();
+    let long = "é:/?#[]@!$&'()*+,;= ".repeat(20);
+    let uri = OtpAuthUri::for_totp(&totp, Some(&long), &format!("x{long}"));
+    let text = uri.to_uri().unwrap();
+    assert!(text.len() > 1_000);
+    assert_eq!(OtpAuthUri::parse(&text).unwrap(), uri);
 }
 
 #[test]
