@@ -1,0 +1,91 @@
+//! Throttling of failed attempts: a small free budget, then lockouts that double.
+
+/// Lockout parameters. `Default`: five free failures, then 30 seconds, doubling with each
+/// further failure, up to one hour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Throttle {
+    /// Failures allowed before the first lockout.
+    pub free_failures: u32,
+    /// The first lockout, in seconds.
+    pub base_delay_secs: u64,
+    /// The longest lockout, in seconds.
+    pub max_delay_secs: u64,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Self {
+            free_failures: 5,
+            base_delay_secs: 30,
+            max_delay_secs: 3_600,
+        }
+    }
+}
+
+impl Throttle {
+    /// The lockout that follows the `failures`-th consecutive failure, in seconds, or `None`
+    /// while within the free budget. Grows as base × 2^(failures − free − 1), capped.
+    pub fn lockout_after(&self, failures: u32) -> Option<u64> {
+        let over = failures.checked_sub(self.free_failures)?.checked_sub(1)?;
+        let factor = 1u64.checked_shl(over).unwrap_or(u64::MAX);
+        Some(
+            self.base_delay_secs
+                .saturating_mul(factor)
+                .min(self.max_delay_secs),
+        )
+    }
+
+    /// When a lockout that follows the `failures`-th failure at `now` ends (Unix seconds).
+    pub fn locked_until(&self, failures: u32, now: u64) -> Option<u64> {
+        self.lockout_after(failures)
+            .map(|delay| now.saturating_add(delay))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_budget_then_doubling_delays_up_to_the_cap() {
+        let t = Throttle::default();
+        let delays: Vec<_> = (0..=14).map(|n| t.lockout_after(n)).collect();
+        assert_eq!(
+            delays,
+            [
+                None,
+                None,
+                None,
+                None,
+                None,
+                None, // 0..=5: free
+                Some(30),
+                Some(60),
+                Some(120),
+                Some(240),
+                Some(480),
+                Some(960),
+                Some(1920),
+                Some(3600),
+                Some(3600),
+            ]
+        );
+        assert_eq!(t.lockout_after(u32::MAX), Some(3_600));
+        assert_eq!(t.locked_until(6, 1_000), Some(1_030));
+        assert_eq!(t.locked_until(6, u64::MAX), Some(u64::MAX));
+        assert_eq!(t.locked_until(5, 1_000), None);
+    }
+
+    #[test]
+    fn a_zero_budget_locks_at_the_first_failure() {
+        let t = Throttle {
+            free_failures: 0,
+            base_delay_secs: 1,
+            max_delay_secs: u64::MAX,
+        };
+        assert_eq!(t.lockout_after(0), None);
+        assert_eq!(t.lockout_after(1), Some(1));
+        assert_eq!(t.lockout_after(64), Some(1 << 63));
+        assert_eq!(t.lockout_after(65), Some(u64::MAX));
+    }
+}

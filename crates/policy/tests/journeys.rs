@@ -1,0 +1,436 @@
+//! One test for each journey of DESIGN.md that involves a decision, named after it.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers may panic: that is a failed test"
+)]
+
+use policy::{
+    Actor, AdminRefusal, AfterRecoveryCode, Assurance, Denial, EnrollmentReason, EnumSet,
+    FactorKind, FactorRefusal, Factors, LoginKind, LoginOutcome, Method, NoSecondFactorReason,
+    OrgPolicy, Proof, Role, SsoMode, UserState, after_recovery_code, choose_organization,
+    login_outcome, remove_factor, reset_member_mfa, reset_own_mfa, update_mfa_policy,
+};
+
+const NOW: u64 = 1_700_000_000;
+
+fn admin() -> Actor {
+    Actor {
+        role: Role::Admin,
+        has_password: true,
+        password_confirmed: true,
+    }
+}
+
+fn required() -> OrgPolicy {
+    OrgPolicy {
+        mfa_required: true,
+        ..OrgPolicy::default()
+    }
+}
+
+fn user_with(factors: Factors, recovery_codes_left: u32) -> UserState {
+    UserState {
+        has_password: true,
+        factors,
+        recovery_codes_left,
+        ..UserState::default()
+    }
+}
+
+fn totp_user() -> UserState {
+    user_with(
+        Factors {
+            totp: 1,
+            ..Factors::default()
+        },
+        10,
+    )
+}
+
+fn password_login(org: &OrgPolicy, user: &UserState) -> LoginOutcome {
+    login_outcome(org, user, LoginKind::Password, NOW)
+}
+
+#[test]
+fn journey_1_admin_turns_on_mandatory_2fa() {
+    let before = OrgPolicy::default();
+    let after = required();
+    // Confirmation with the password is required.
+    let unconfirmed = Actor {
+        password_confirmed: false,
+        ..admin()
+    };
+    assert_eq!(
+        update_mfa_policy(&unconfirmed, &before, &after),
+        Err(AdminRefusal::PasswordConfirmationRequired)
+    );
+    // A plain member cannot.
+    let member = Actor {
+        role: Role::Member,
+        ..admin()
+    };
+    assert_eq!(
+        update_mfa_policy(&member, &before, &after),
+        Err(AdminRefusal::NotAnAdmin)
+    );
+    // The admin can; sessions below assurance 2 are revoked.
+    let change = update_mfa_policy(&admin(), &before, &after).unwrap();
+    assert!(change.enforcement_turned_on);
+    assert_eq!(change.revoke_sessions_below, Some(Assurance::Two));
+
+    // A member without a factor: logged in before, must enroll now, and gets no session.
+    let plain = user_with(Factors::default(), 0);
+    assert!(matches!(
+        password_login(&before, &plain),
+        LoginOutcome::Authenticated { .. }
+    ));
+    assert_eq!(
+        password_login(&after, &plain),
+        LoginOutcome::EnrollmentRequired {
+            methods: EnumSet::all(),
+            reason: EnrollmentReason::OrganizationRequires
+        }
+    );
+    // A member with a factor is asked for it.
+    assert!(matches!(
+        password_login(&after, &totp_user()),
+        LoginOutcome::SecondFactorRequired { .. }
+    ));
+    // Turning it off again revokes nothing and leaves each member's own 2FA in place.
+    let off = update_mfa_policy(&admin(), &after, &before).unwrap();
+    assert_eq!(off.revoke_sessions_below, None);
+    assert!(matches!(
+        password_login(&before, &totp_user()),
+        LoginOutcome::SecondFactorRequired { .. }
+    ));
+}
+
+#[test]
+fn journey_2_sso_exempt_or_enforced_per_organization() {
+    let exempt = OrgPolicy {
+        sso_enabled: true,
+        sso_mode: SsoMode::Exempt,
+        ..OrgPolicy::default()
+    };
+    // Exempt: SSO logins skip 2FA, even for a user with a factor...
+    assert_eq!(
+        login_outcome(&exempt, &totp_user(), LoginKind::Sso, NOW),
+        LoginOutcome::Authenticated {
+            assurance: Assurance::One,
+            reason: NoSecondFactorReason::SsoExempt
+        }
+    );
+    // ...and org-wide 2FA cannot be turned on while SSO exempts.
+    let exempt_required = OrgPolicy {
+        mfa_required: true,
+        ..exempt
+    };
+    assert_eq!(
+        update_mfa_policy(&admin(), &exempt, &exempt_required),
+        Err(AdminRefusal::SsoExempts)
+    );
+    // Enforce: 2FA is layered on top of SSO.
+    let enforce = OrgPolicy {
+        mfa_required: true,
+        sso_enabled: true,
+        sso_mode: SsoMode::Enforce,
+        ..OrgPolicy::default()
+    };
+    assert!(update_mfa_policy(&admin(), &exempt, &enforce).is_ok());
+    let sso_only = UserState {
+        has_password: false,
+        ..UserState::default()
+    };
+    assert!(matches!(
+        login_outcome(&enforce, &sso_only, LoginKind::Sso, NOW),
+        LoginOutcome::EnrollmentRequired { .. }
+    ));
+    assert!(matches!(
+        login_outcome(&enforce, &totp_user(), LoginKind::Sso, NOW),
+        LoginOutcome::SecondFactorRequired { .. }
+    ));
+    // SSO logins where SSO is off are refused.
+    assert_eq!(
+        login_outcome(&OrgPolicy::default(), &totp_user(), LoginKind::Sso, NOW),
+        LoginOutcome::Denied(Denial::SsoNotEnabled)
+    );
+}
+
+#[test]
+fn journey_3_passwordless_admin_must_set_a_password_first() {
+    let sso_admin = Actor {
+        role: Role::Owner,
+        has_password: false,
+        password_confirmed: false,
+    };
+    let refusal = update_mfa_policy(&sso_admin, &OrgPolicy::default(), &required()).unwrap_err();
+    assert_eq!(refusal, AdminRefusal::PasswordNotSet);
+    assert_eq!(refusal.reason(), "PASSWORD_NOT_SET");
+    assert!(refusal.to_string().contains("set a password"));
+    // Once the password is set and confirmed, the same change goes through.
+    let with_password = Actor {
+        has_password: true,
+        password_confirmed: true,
+        ..sso_admin
+    };
+    assert!(update_mfa_policy(&with_password, &OrgPolicy::default(), &required()).is_ok());
+}
+
+#[test]
+fn journey_7_login_with_codes_and_the_last_recovery_code() {
+    // App and recovery codes are offered.
+    assert_eq!(
+        password_login(&OrgPolicy::default(), &totp_user()),
+        LoginOutcome::SecondFactorRequired {
+            methods: Method::Totp | Method::RecoveryCode
+        }
+    );
+    // Each recovery code works once; codes left: nothing changes.
+    assert_eq!(
+        after_recovery_code(9),
+        AfterRecoveryCode::Continue { remaining: 9 }
+    );
+    // The last one: the user must set up 2FA again at the next login.
+    assert_eq!(after_recovery_code(0), AfterRecoveryCode::MustReenroll);
+    let exhausted = UserState {
+        must_reenroll: true,
+        recovery_codes_left: 0,
+        ..totp_user()
+    };
+    assert_eq!(
+        password_login(&OrgPolicy::default(), &exhausted),
+        LoginOutcome::EnrollmentRequired {
+            methods: EnumSet::all(),
+            reason: EnrollmentReason::ReenrollmentPending
+        }
+    );
+    // With no codes left the app alone is offered.
+    let no_codes = user_with(
+        Factors {
+            totp: 1,
+            ..Factors::default()
+        },
+        0,
+    );
+    assert_eq!(
+        password_login(&required(), &no_codes),
+        LoginOutcome::SecondFactorRequired {
+            methods: EnumSet::only(Method::Totp)
+        }
+    );
+}
+
+#[test]
+fn journey_8_changing_method_enrolls_the_new_then_removes_the_old() {
+    // SMS to app under enforcement: with both enrolled, the old SMS factor can go.
+    let both = user_with(
+        Factors {
+            totp: 1,
+            sms: 1,
+            ..Factors::default()
+        },
+        10,
+    );
+    let removal = remove_factor(&both, FactorKind::Sms, Proof::FactorCode, &[required()]).unwrap();
+    assert!(!removal.delete_recovery_codes);
+    // Only SMS enrolled: removing it first would strand the user.
+    let sms_only = user_with(
+        Factors {
+            sms: 1,
+            ..Factors::default()
+        },
+        10,
+    );
+    assert_eq!(
+        remove_factor(&sms_only, FactorKind::Sms, Proof::FactorCode, &[required()]),
+        Err(FactorRefusal::LastRequiredFactor)
+    );
+}
+
+#[test]
+fn journey_9_turning_2fa_off_needs_proof_and_no_enforcement() {
+    let user = totp_user();
+    // Needs a current code or a recovery code.
+    assert_eq!(
+        remove_factor(&user, FactorKind::Totp, Proof::None, &[]),
+        Err(FactorRefusal::ProofRequired)
+    );
+    let removal = remove_factor(&user, FactorKind::Totp, Proof::RecoveryCode, &[]).unwrap();
+    assert!(
+        removal.delete_recovery_codes,
+        "no factor left: codes go too"
+    );
+    // Under enforcement, the last factor stays; only an admin can reset it.
+    assert_eq!(
+        remove_factor(&user, FactorKind::Totp, Proof::FactorCode, &[required()]),
+        Err(FactorRefusal::LastRequiredFactor)
+    );
+    assert_eq!(reset_member_mfa(Role::Admin, Role::Member, false), Ok(()));
+    // In several organizations, one that requires 2FA is enough to keep it.
+    assert_eq!(
+        remove_factor(
+            &user,
+            FactorKind::Totp,
+            Proof::FactorCode,
+            &[OrgPolicy::default(), required()]
+        ),
+        Err(FactorRefusal::LastRequiredFactor)
+    );
+}
+
+#[test]
+fn journey_10_admin_resets_a_member_after_a_lost_phone() {
+    assert_eq!(reset_member_mfa(Role::Owner, Role::Admin, false), Ok(()));
+    assert_eq!(reset_member_mfa(Role::Admin, Role::Member, false), Ok(()));
+    assert_eq!(
+        reset_member_mfa(Role::Admin, Role::Owner, false),
+        Err(AdminRefusal::CannotResetOwner)
+    );
+    assert_eq!(
+        reset_member_mfa(Role::Member, Role::Member, false),
+        Err(AdminRefusal::NotAnAdmin)
+    );
+    assert_eq!(
+        reset_member_mfa(Role::Owner, Role::Owner, true),
+        Err(AdminRefusal::CannotResetSelf)
+    );
+    // After the reset (factors and codes gone), the member enrolls at next login.
+    let reset = user_with(Factors::default(), 0);
+    assert!(matches!(
+        password_login(&required(), &reset),
+        LoginOutcome::EnrollmentRequired {
+            reason: EnrollmentReason::OrganizationRequires,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn journey_11_own_reset_to_move_to_a_new_phone() {
+    let user = totp_user();
+    assert_eq!(
+        reset_own_mfa(&user, Proof::None),
+        Err(FactorRefusal::ProofRequired)
+    );
+    assert_eq!(reset_own_mfa(&user, Proof::FactorCode), Ok(()));
+    assert_eq!(reset_own_mfa(&user, Proof::RecoveryCode), Ok(()));
+    // Allowed under enforcement too, because the user must enroll again at once.
+    let after_reset = UserState {
+        must_reenroll: true,
+        factors: Factors::default(),
+        recovery_codes_left: 0,
+        ..user
+    };
+    assert!(matches!(
+        password_login(&required(), &after_reset),
+        LoginOutcome::EnrollmentRequired { .. }
+    ));
+    // Nothing to reset without a factor.
+    assert_eq!(
+        reset_own_mfa(&after_reset, Proof::FactorCode),
+        Err(FactorRefusal::NoSuchFactor)
+    );
+}
+
+#[test]
+fn allowed_methods_decide_what_counts_under_enforcement() {
+    let app_only = OrgPolicy {
+        allowed_methods: EnumSet::only(FactorKind::Totp),
+        ..required()
+    };
+    let sms_user = user_with(
+        Factors {
+            sms: 1,
+            ..Factors::default()
+        },
+        10,
+    );
+    // SMS does not count here: enroll an app.
+    assert_eq!(
+        password_login(&app_only, &sms_user),
+        LoginOutcome::EnrollmentRequired {
+            methods: EnumSet::only(FactorKind::Totp),
+            reason: EnrollmentReason::OrganizationRequires
+        }
+    );
+    // Without enforcement the user's own SMS factor still protects them.
+    let not_required = OrgPolicy {
+        mfa_required: false,
+        ..app_only
+    };
+    assert_eq!(
+        password_login(&not_required, &sms_user),
+        LoginOutcome::SecondFactorRequired {
+            methods: Method::Sms | Method::RecoveryCode
+        }
+    );
+}
+
+#[test]
+fn lockouts_and_disabled_accounts_are_denied() {
+    let locked = UserState {
+        locked_until: Some(NOW + 30),
+        ..totp_user()
+    };
+    assert_eq!(
+        password_login(&OrgPolicy::default(), &locked),
+        LoginOutcome::Denied(Denial::LockedOut { until: NOW + 30 })
+    );
+    // A lockout that ended no longer counts.
+    let expired = UserState {
+        locked_until: Some(NOW),
+        ..totp_user()
+    };
+    assert!(matches!(
+        password_login(&OrgPolicy::default(), &expired),
+        LoginOutcome::SecondFactorRequired { .. }
+    ));
+}
+
+#[test]
+fn the_login_names_the_organization_when_the_user_has_several() {
+    assert_eq!(choose_organization(&[7], None), Ok(Some(7)));
+    assert_eq!(choose_organization::<u32>(&[], None), Ok(None));
+    assert_eq!(choose_organization(&[7, 9], Some(9)), Ok(Some(9)));
+    assert_eq!(
+        choose_organization(&[7, 9], None),
+        Err(Denial::OrganizationRequired)
+    );
+    assert_eq!(choose_organization(&[7], Some(8)), Err(Denial::NotAMember));
+    assert_eq!(
+        choose_organization::<u32>(&[], Some(8)),
+        Err(Denial::NotAMember)
+    );
+}
+
+#[test]
+fn every_refusal_has_a_distinct_stable_reason() {
+    let mut reasons = vec![
+        Denial::AccountDisabled.reason(),
+        Denial::LockedOut { until: 0 }.reason(),
+        Denial::NoPassword.reason(),
+        Denial::SsoNotEnabled.reason(),
+        Denial::NotAMember.reason(),
+        Denial::OrganizationRequired.reason(),
+        AdminRefusal::NotAnAdmin.reason(),
+        AdminRefusal::PasswordNotSet.reason(),
+        AdminRefusal::PasswordConfirmationRequired.reason(),
+        AdminRefusal::SsoExempts.reason(),
+        AdminRefusal::NoMethodAllowed.reason(),
+        AdminRefusal::CannotResetSelf.reason(),
+        AdminRefusal::CannotResetOwner.reason(),
+        FactorRefusal::ProofRequired.reason(),
+        FactorRefusal::NoSuchFactor.reason(),
+        FactorRefusal::LastRequiredFactor.reason(),
+    ];
+    let n = reasons.len();
+    assert!(
+        reasons
+            .iter()
+            .all(|r| r.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+    );
+    reasons.sort_unstable();
+    reasons.dedup();
+    assert_eq!(reasons.len(), n);
+}
