@@ -1,0 +1,126 @@
+//! Tollgate's state on SQLite (the embedded default) and PostgreSQL (production, several
+//! replicas): sea-orm entities and migrations, repositories of domain operations, and
+//! secrets at rest.
+//!
+//! Every state change that must be exact across replicas (replay guard, attempt counters,
+//! code and token consumption) is one conditional `UPDATE` (or an upsert) whose affected-row
+//! count decides the outcome. Factor seeds are sealed with AES-256-GCM under a key ring,
+//! bound to their row; tokens and codes are stored only as keyed hashes. Times are Unix
+//! seconds passed in by the caller: this crate never reads the clock.
+
+#![warn(missing_docs)]
+
+pub mod crypto;
+mod db;
+pub mod entity;
+mod error;
+mod migration;
+pub mod repo;
+
+use std::sync::Arc;
+
+use sea_orm::DatabaseConnection;
+
+pub use db::{DbConfig, connect, migrate_down, migrate_up};
+pub use error::{Result, StorageError};
+pub use migration::Migrator;
+pub use sea_orm;
+pub use uuid::Uuid;
+
+use crypto::{KeyRing, SecretHasher};
+
+/// The database with the keys that protect what it holds. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Storage {
+    db: DatabaseConnection,
+    keyring: Arc<KeyRing>,
+    hasher: Arc<SecretHasher>,
+}
+
+impl Storage {
+    /// Connects (see [`connect`]) and applies pending migrations.
+    pub async fn open(config: &DbConfig, keyring: KeyRing, hasher: SecretHasher) -> Result<Self> {
+        let db = connect(config).await?;
+        migrate_up(&db).await?;
+        Ok(Self::new(db, keyring, hasher))
+    }
+
+    /// Wraps an open connection (migrations are the caller's business).
+    pub fn new(db: DatabaseConnection, keyring: KeyRing, hasher: SecretHasher) -> Self {
+        Self {
+            db,
+            keyring: Arc::new(keyring),
+            hasher: Arc::new(hasher),
+        }
+    }
+
+    /// The connection pool.
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// The key ring that seals factor seeds.
+    pub fn keyring(&self) -> &KeyRing {
+        &self.keyring
+    }
+
+    /// The hasher of tokens and codes.
+    pub fn hasher(&self) -> &SecretHasher {
+        &self.hasher
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        Ok(self.db.ping().await?)
+    }
+
+    /// Organizations and their 2FA policy.
+    pub fn organizations(&self) -> repo::Organizations<'_> {
+        repo::Organizations::new(self)
+    }
+
+    /// User accounts.
+    pub fn users(&self) -> repo::Users<'_> {
+        repo::Users::new(self)
+    }
+
+    /// Memberships of organizations.
+    pub fn memberships(&self) -> repo::Memberships<'_> {
+        repo::Memberships::new(self)
+    }
+
+    /// Second factors, their sealed seeds and the replay guard.
+    pub fn factors(&self) -> repo::Factors<'_> {
+        repo::Factors::new(self)
+    }
+
+    /// Recovery codes.
+    pub fn recovery_codes(&self) -> repo::RecoveryCodes<'_> {
+        repo::RecoveryCodes::new(self)
+    }
+
+    /// Login challenges (and enrollment tokens).
+    pub fn challenges(&self) -> repo::Challenges<'_> {
+        repo::Challenges::new(self)
+    }
+
+    /// SMS codes.
+    pub fn sms_codes(&self) -> repo::SmsCodes<'_> {
+        repo::SmsCodes::new(self)
+    }
+
+    /// Sessions.
+    pub fn sessions(&self) -> repo::Sessions<'_> {
+        repo::Sessions::new(self)
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> repo::Audit<'_> {
+        repo::Audit::new(self)
+    }
+
+    /// Failure counters and lockouts.
+    pub fn attempts(&self) -> repo::Attempts<'_> {
+        repo::Attempts::new(self)
+    }
+}

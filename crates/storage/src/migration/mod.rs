@@ -1,0 +1,20 @@
+//! Schema migrations, the same on SQLite and PostgreSQL. Each migration is a frozen
+//! snapshot: it names tables and columns itself instead of reading the current entities.
+
+mod m20261124_000001_initial;
+
+use sea_orm_migration::prelude::*;
+
+/// Every migration, in order.
+#[derive(Debug)]
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261124_000001_initial::Migration)]
+    }
+
+    fn migration_table_name() -> DynIden {
+        "tollgate_migrations".into_iden()
+    }
+}

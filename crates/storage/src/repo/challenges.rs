@@ -1,0 +1,111 @@
+//! Login challenges: the state between the password step and the second factor (or the
+//! enrollment a login requires), found by the keyed hash of their token.
+
+use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::ExprTrait as _;
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+use uuid::Uuid;
+
+use crate::crypto::{HashPurpose, TokenHash};
+use crate::entity::enums::ChallengePurpose;
+use crate::entity::login_challenge::{ActiveModel, Column, Entity, Model};
+use crate::{Result, Storage, StorageError};
+
+/// Login challenges.
+#[derive(Debug)]
+pub struct Challenges<'a> {
+    storage: &'a Storage,
+}
+
+impl<'a> Challenges<'a> {
+    pub(crate) fn new(storage: &'a Storage) -> Self {
+        Self { storage }
+    }
+
+    fn hash(&self, token: &str) -> TokenHash {
+        self.storage
+            .hasher()
+            .hash(HashPurpose::ChallengeToken, &[token.as_bytes()])
+    }
+
+    /// Stores a challenge for `token` (only its keyed hash is kept).
+    pub async fn create(
+        &self,
+        token: &str,
+        user_id: Uuid,
+        org_id: Option<Uuid>,
+        purpose: ChallengePurpose,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<Model> {
+        let model = ActiveModel {
+            id: Set(Uuid::now_v7()),
+            token_hash: Set(self.hash(token).0.to_vec()),
+            user_id: Set(user_id),
+            org_id: Set(org_id),
+            purpose: Set(purpose),
+            expires_at: Set(expires_at),
+            attempts: Set(0),
+            consumed_at: Set(None),
+            created_at: Set(now),
+        };
+        model
+            .insert(self.storage.db())
+            .await
+            .map_err(|e| StorageError::from_insert(e, "challenge"))
+    }
+
+    /// The challenge for `token` if it is unused and unexpired at `now`.
+    pub async fn find_active(&self, token: &str, now: i64) -> Result<Option<Model>> {
+        Ok(Entity::find()
+            .filter(Column::TokenHash.eq(self.hash(token).0.to_vec()))
+            .filter(Column::ConsumedAt.is_null())
+            .filter(Column::ExpiresAt.gt(now))
+            .one(self.storage.db())
+            .await?)
+    }
+
+    /// Counts a failed attempt against the challenge, if it has fewer than `max` so far.
+    /// Returns false when the challenge is used up, expired or out of attempts: atomic, so
+    /// concurrent guesses cannot exceed `max`.
+    pub async fn register_failure(&self, id: Uuid, max: i32, now: i64) -> Result<bool> {
+        let result = Entity::update_many()
+            .col_expr(Column::Attempts, Expr::col(Column::Attempts).add(1))
+            .filter(Column::Id.eq(id))
+            .filter(Column::ConsumedAt.is_null())
+            .filter(Column::ExpiresAt.gt(now))
+            .filter(Column::Attempts.lt(max))
+            .exec(self.storage.db())
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
+    /// Uses the challenge: returns it for exactly one caller, however many present the same
+    /// token at once; `None` if it is unknown, used or expired.
+    pub async fn consume(&self, token: &str, now: i64) -> Result<Option<Model>> {
+        let hash = self.hash(token).0.to_vec();
+        let result = Entity::update_many()
+            .col_expr(Column::ConsumedAt, Expr::value(Some(now)))
+            .filter(Column::TokenHash.eq(hash.clone()))
+            .filter(Column::ConsumedAt.is_null())
+            .filter(Column::ExpiresAt.gt(now))
+            .exec(self.storage.db())
+            .await?;
+        if result.rows_affected != 1 {
+            return Ok(None);
+        }
+        Ok(Entity::find()
+            .filter(Column::TokenHash.eq(hash))
+            .one(self.storage.db())
+            .await?)
+    }
+
+    /// Deletes challenges that expired before `now`. Returns how many.
+    pub async fn delete_expired(&self, now: i64) -> Result<u64> {
+        Ok(Entity::delete_many()
+            .filter(Column::ExpiresAt.lte(now))
+            .exec(self.storage.db())
+            .await?
+            .rows_affected)
+    }
+}

@@ -1,0 +1,370 @@
+//! Second factors: creation with the seed sealed, activation with recovery codes in one
+//! transaction, the replay guard, removal, and key rotation.
+
+use sea_orm::sea_query::{Condition, Expr};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
+};
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use super::recovery_codes::insert_codes;
+use crate::entity::enums::{FactorKind, FactorStatus};
+use crate::entity::factor::{ActiveModel, Column, Entity, Model};
+use crate::entity::recovery_code;
+use crate::{Result, Storage, StorageError};
+
+/// The parameters of a TOTP or HOTP factor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OtpParams {
+    /// `SHA1`, `SHA256` or `SHA512`.
+    pub algorithm: &'static str,
+    /// 6 to 8.
+    pub digits: i16,
+    /// Seconds per step (TOTP only).
+    pub period: Option<i32>,
+}
+
+/// How far a key rotation has got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RotationProgress {
+    /// Rows re-sealed by this call.
+    pub resealed: u64,
+    /// Rows still sealed under another key.
+    pub remaining: u64,
+}
+
+/// The associated data that binds a sealed seed to its factor row.
+fn seal_context(factor_id: Uuid) -> Vec<u8> {
+    let mut context = b"tollgate/factor-secret/v1/".to_vec();
+    context.extend_from_slice(factor_id.as_bytes());
+    context
+}
+
+/// Checks an E.164 number: `+`, a non-zero digit, then 1 to 14 more digits.
+pub(crate) fn check_e164(phone: &str) -> Result<()> {
+    let digits = phone.strip_prefix('+').unwrap_or("");
+    let valid = (2..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0');
+    if valid {
+        Ok(())
+    } else {
+        Err(StorageError::Invalid {
+            field: "phone_number",
+            reason: "must be in E.164 form: + and 2 to 15 digits, not starting with 0",
+        })
+    }
+}
+
+/// Factors.
+#[derive(Debug)]
+pub struct Factors<'a> {
+    storage: &'a Storage,
+}
+
+impl<'a> Factors<'a> {
+    pub(crate) fn new(storage: &'a Storage) -> Self {
+        Self { storage }
+    }
+
+    /// Creates a pending TOTP or HOTP factor whose seed is sealed under the primary key and
+    /// bound to the new row. For HOTP, `next_counter` is the counter of the token's next
+    /// code. The enrollment expires at `expires_at` unless confirmed.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_otp_pending(
+        &self,
+        user_id: Uuid,
+        kind: FactorKind,
+        label: &str,
+        secret: &[u8],
+        params: OtpParams,
+        next_counter: Option<u64>,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<Model> {
+        if kind == FactorKind::Sms {
+            return Err(StorageError::Invalid {
+                field: "kind",
+                reason: "an SMS factor has no seed",
+            });
+        }
+        let id = Uuid::now_v7();
+        let sealed = self.storage.keyring().seal(secret, &seal_context(id))?;
+        let last_step = match next_counter {
+            Some(0) | None => None,
+            Some(next) => Some(i64::try_from(next - 1).map_err(|_| StorageError::Invalid {
+                field: "counter",
+                reason: "too large",
+            })?),
+        };
+        let model = ActiveModel {
+            secret_sealed: Set(Some(sealed)),
+            secret_key_id: Set(Some(i64::from(self.storage.keyring().primary()))),
+            algorithm: Set(Some(params.algorithm.to_owned())),
+            digits: Set(Some(params.digits)),
+            period: Set(params.period),
+            last_step: Set(last_step),
+            ..self.pending(id, user_id, kind, label, now, expires_at)?
+        };
+        self.insert(model).await
+    }
+
+    /// Creates a pending SMS factor for an E.164 phone number.
+    pub async fn create_sms_pending(
+        &self,
+        user_id: Uuid,
+        label: &str,
+        phone_e164: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<Model> {
+        check_e164(phone_e164)?;
+        let model = ActiveModel {
+            phone_e164: Set(Some(phone_e164.to_owned())),
+            ..self.pending(
+                Uuid::now_v7(),
+                user_id,
+                FactorKind::Sms,
+                label,
+                now,
+                expires_at,
+            )?
+        };
+        self.insert(model).await
+    }
+
+    fn pending(
+        &self,
+        id: Uuid,
+        user_id: Uuid,
+        kind: FactorKind,
+        label: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<ActiveModel> {
+        let label = label.trim();
+        if label.chars().count() > 64 {
+            return Err(StorageError::Invalid {
+                field: "label",
+                reason: "at most 64 characters",
+            });
+        }
+        Ok(ActiveModel {
+            id: Set(id),
+            user_id: Set(user_id),
+            kind: Set(kind),
+            status: Set(FactorStatus::Pending),
+            label: Set(label.to_owned()),
+            secret_sealed: Set(None),
+            secret_key_id: Set(None),
+            algorithm: Set(None),
+            digits: Set(None),
+            period: Set(None),
+            last_step: Set(None),
+            phone_e164: Set(None),
+            created_at: Set(now),
+            pending_expires_at: Set(Some(expires_at)),
+            activated_at: Set(None),
+            last_used_at: Set(None),
+        })
+    }
+
+    async fn insert(&self, model: ActiveModel) -> Result<Model> {
+        model
+            .insert(self.storage.db())
+            .await
+            .map_err(|e| match e.sql_err() {
+                Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_)) => {
+                    StorageError::NotFound("user")
+                }
+                _ => StorageError::from_insert(e, "factor"),
+            })
+    }
+
+    /// The factor, if it exists.
+    pub async fn get(&self, id: Uuid) -> Result<Option<Model>> {
+        Ok(Entity::find_by_id(id).one(self.storage.db()).await?)
+    }
+
+    /// The user's factors (pending ones included unless `active_only`), oldest first.
+    pub async fn of_user(&self, user_id: Uuid, active_only: bool) -> Result<Vec<Model>> {
+        let mut query = Entity::find().filter(Column::UserId.eq(user_id));
+        if active_only {
+            query = query.filter(Column::Status.eq(FactorStatus::Active));
+        }
+        Ok(query
+            .order_by_asc(Column::Id)
+            .all(self.storage.db())
+            .await?)
+    }
+
+    /// Opens the factor's seed. Fails if it was tampered with, copied from another row, or
+    /// sealed under a key the ring no longer has.
+    pub fn open_secret(&self, factor: &Model) -> Result<Zeroizing<Vec<u8>>> {
+        let sealed = factor
+            .secret_sealed
+            .as_deref()
+            .ok_or(StorageError::NotFound("factor secret"))?;
+        Ok(self
+            .storage
+            .keyring()
+            .open(sealed, &seal_context(factor.id))?)
+    }
+
+    /// Activates a pending, unexpired factor of `user_id`, recording `step` (the time step or
+    /// counter of the confirming code) as used. With `recovery_codes`, the user's recovery
+    /// codes are replaced by these in the same transaction: either all of it happens or none.
+    pub async fn activate(
+        &self,
+        factor_id: Uuid,
+        user_id: Uuid,
+        step: Option<i64>,
+        recovery_codes: Option<&[&str]>,
+        now: i64,
+    ) -> Result<()> {
+        let txn = self.storage.db().begin().await?;
+        // A write first, so SQLite takes the write lock at once (no read-to-write upgrade).
+        let activated = Entity::update_many()
+            .col_expr(Column::Status, Expr::value(FactorStatus::Active))
+            .col_expr(Column::ActivatedAt, Expr::value(Some(now)))
+            .col_expr(Column::PendingExpiresAt, Expr::value(Option::<i64>::None))
+            .col_expr(Column::LastStep, Expr::value(step))
+            .filter(Column::Id.eq(factor_id))
+            .filter(Column::UserId.eq(user_id))
+            .filter(Column::Status.eq(FactorStatus::Pending))
+            .filter(Column::PendingExpiresAt.gt(now))
+            .exec(&txn)
+            .await?;
+        if activated.rows_affected != 1 {
+            return Err(StorageError::NotFound("pending factor"));
+        }
+        if let Some(codes) = recovery_codes {
+            recovery_code::Entity::delete_many()
+                .filter(recovery_code::Column::UserId.eq(user_id))
+                .exec(&txn)
+                .await?;
+            insert_codes(&txn, self.storage, user_id, codes, now).await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Accepts `step` (a TOTP time step or HOTP counter) for an active factor if, and only if,
+    /// it is beyond the last one accepted: one conditional UPDATE, so of any number of
+    /// concurrent callers with the same step, on any number of replicas, exactly one wins.
+    pub async fn accept_step(&self, factor_id: Uuid, step: i64, now: i64) -> Result<bool> {
+        let result = Entity::update_many()
+            .col_expr(Column::LastStep, Expr::value(Some(step)))
+            .col_expr(Column::LastUsedAt, Expr::value(Some(now)))
+            .filter(Column::Id.eq(factor_id))
+            .filter(Column::Status.eq(FactorStatus::Active))
+            .filter(
+                Condition::any()
+                    .add(Column::LastStep.is_null())
+                    .add(Column::LastStep.lt(step)),
+            )
+            .exec(self.storage.db())
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
+    /// Records that an SMS factor was used (its codes are single-use on their own).
+    pub async fn touch(&self, factor_id: Uuid, now: i64) -> Result<()> {
+        Entity::update_many()
+            .col_expr(Column::LastUsedAt, Expr::value(Some(now)))
+            .filter(Column::Id.eq(factor_id))
+            .exec(self.storage.db())
+            .await?;
+        Ok(())
+    }
+
+    /// Removes one factor of the user. With `and_recovery_codes`, the user's recovery codes
+    /// go in the same transaction (when the last factor goes). Returns whether it existed.
+    pub async fn remove(
+        &self,
+        user_id: Uuid,
+        factor_id: Uuid,
+        and_recovery_codes: bool,
+    ) -> Result<bool> {
+        let txn = self.storage.db().begin().await?;
+        let removed = Entity::delete_many()
+            .filter(Column::Id.eq(factor_id))
+            .filter(Column::UserId.eq(user_id))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        if removed == 1 && and_recovery_codes {
+            recovery_code::Entity::delete_many()
+                .filter(recovery_code::Column::UserId.eq(user_id))
+                .exec(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        Ok(removed == 1)
+    }
+
+    /// Removes every factor and recovery code of the user (a reset). Returns how many
+    /// factors went.
+    pub async fn remove_all(&self, user_id: Uuid) -> Result<u64> {
+        let txn = self.storage.db().begin().await?;
+        let removed = Entity::delete_many()
+            .filter(Column::UserId.eq(user_id))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        recovery_code::Entity::delete_many()
+            .filter(recovery_code::Column::UserId.eq(user_id))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(removed)
+    }
+
+    /// Deletes pending enrollments that expired before `now`. Returns how many.
+    pub async fn delete_expired_pending(&self, now: i64) -> Result<u64> {
+        Ok(Entity::delete_many()
+            .filter(Column::Status.eq(FactorStatus::Pending))
+            .filter(Column::PendingExpiresAt.lte(now))
+            .exec(self.storage.db())
+            .await?
+            .rows_affected)
+    }
+
+    /// Re-seals up to `batch` seeds sealed under a key other than the primary. Each row is
+    /// updated on its own, only if it still has the key it was read with, so rotation can be
+    /// interrupted and resumed at any point, and run by several replicas at once.
+    pub async fn reseal_batch(&self, batch: u64) -> Result<RotationProgress> {
+        let keyring = self.storage.keyring();
+        let primary = i64::from(keyring.primary());
+        let stale = || {
+            Entity::find()
+                .filter(Column::SecretKeyId.is_not_null())
+                .filter(Column::SecretKeyId.ne(primary))
+        };
+        let rows = stale()
+            .order_by_asc(Column::Id)
+            .limit(batch)
+            .all(self.storage.db())
+            .await?;
+        let mut resealed = 0;
+        for row in rows {
+            let secret = self.open_secret(&row)?;
+            let sealed = keyring.seal(&secret, &seal_context(row.id))?;
+            let updated = Entity::update_many()
+                .col_expr(Column::SecretSealed, Expr::value(Some(sealed)))
+                .col_expr(Column::SecretKeyId, Expr::value(Some(primary)))
+                .filter(Column::Id.eq(row.id))
+                .filter(Column::SecretKeyId.eq(row.secret_key_id))
+                .exec(self.storage.db())
+                .await?;
+            resealed += updated.rows_affected;
+        }
+        let remaining = stale().count(self.storage.db()).await?;
+        Ok(RotationProgress {
+            resealed,
+            remaining,
+        })
+    }
+}

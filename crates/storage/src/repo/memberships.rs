@@ -1,0 +1,80 @@
+//! Memberships of organizations.
+
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
+use uuid::Uuid;
+
+use super::{Page, page};
+use crate::entity::enums::Role;
+use crate::entity::membership::{ActiveModel, Column, Entity, Model};
+use crate::{Result, Storage, StorageError};
+
+/// Memberships.
+#[derive(Debug)]
+pub struct Memberships<'a> {
+    storage: &'a Storage,
+}
+
+impl<'a> Memberships<'a> {
+    pub(crate) fn new(storage: &'a Storage) -> Self {
+        Self { storage }
+    }
+
+    /// Adds a user to an organization. A second membership of the same pair is a
+    /// [`StorageError::Conflict`]; an unknown organization or user is
+    /// [`StorageError::NotFound`].
+    pub async fn add(&self, org_id: Uuid, user_id: Uuid, role: Role, now: i64) -> Result<Model> {
+        let model = ActiveModel {
+            org_id: Set(org_id),
+            user_id: Set(user_id),
+            role: Set(role),
+            created_at: Set(now),
+        };
+        model
+            .insert(self.storage.db())
+            .await
+            .map_err(|e| match e.sql_err() {
+                Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_)) => {
+                    StorageError::NotFound("organization or user")
+                }
+                _ => StorageError::from_insert(e, "membership"),
+            })
+    }
+
+    /// The membership of `user_id` in `org_id`, if any.
+    pub async fn get(&self, org_id: Uuid, user_id: Uuid) -> Result<Option<Model>> {
+        Ok(Entity::find_by_id((org_id, user_id))
+            .one(self.storage.db())
+            .await?)
+    }
+
+    /// The organizations a user belongs to.
+    pub async fn of_user(&self, user_id: Uuid) -> Result<Vec<Model>> {
+        Ok(Entity::find()
+            .filter(Column::UserId.eq(user_id))
+            .order_by_asc(Column::OrgId)
+            .all(self.storage.db())
+            .await?)
+    }
+
+    /// A page of an organization's members, ordered by user id, after the cursor `after`.
+    pub async fn list(
+        &self,
+        org_id: Uuid,
+        after: Option<Uuid>,
+        limit: u64,
+    ) -> Result<Page<Model, Uuid>> {
+        let mut query = Entity::find().filter(Column::OrgId.eq(org_id));
+        if let Some(after) = after {
+            query = query.filter(Column::UserId.gt(after));
+        }
+        let rows = query
+            .order_by_asc(Column::UserId)
+            .limit(limit.saturating_add(1))
+            .all(self.storage.db())
+            .await?;
+        Ok(page(rows, limit, |m| m.user_id))
+    }
+}

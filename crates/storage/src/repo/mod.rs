@@ -1,0 +1,44 @@
+//! Repositories: the domain operations on each table.
+
+mod attempts;
+mod audit;
+mod challenges;
+mod factors;
+mod memberships;
+mod organizations;
+mod recovery_codes;
+mod sessions;
+mod sms_codes;
+mod users;
+
+pub use attempts::Attempts;
+pub use audit::{Audit, AuditFilter, NewAuditEvent};
+pub use challenges::Challenges;
+pub use factors::{Factors, OtpParams, RotationProgress};
+pub use memberships::Memberships;
+pub use organizations::{Organizations, PolicyUpdate};
+pub use recovery_codes::RecoveryCodes;
+pub use sessions::{NewSession, Sessions};
+pub use sms_codes::SmsCodes;
+pub use users::Users;
+
+/// A page of results and the cursor of the next page, if there is one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page<T, C> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Pass this to get the next page; `None` on the last page.
+    pub next: Option<C>,
+}
+
+/// Splits one extra fetched row off to decide whether a next page exists.
+pub(crate) fn page<T, C>(mut items: Vec<T>, limit: u64, cursor: impl Fn(&T) -> C) -> Page<T, C> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let next = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(cursor)
+    } else {
+        None
+    };
+    Page { items, next }
+}

@@ -1,0 +1,99 @@
+//! Recovery codes, stored only as keyed hashes bound to their user.
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    TransactionTrait,
+};
+use uuid::Uuid;
+
+use crate::crypto::{HashPurpose, TokenHash};
+use crate::entity::recovery_code::{ActiveModel, Column, Entity};
+use crate::{Result, Storage, StorageError};
+
+/// Normalizes a typed recovery code: separators and spaces dropped, upper case.
+fn normalize(code: &str) -> String {
+    code.chars()
+        .filter(|c| !matches!(c, '-' | ' ' | '\t'))
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}
+
+pub(crate) fn code_hash(storage: &Storage, user_id: Uuid, code: &str) -> TokenHash {
+    let normalized = zeroize::Zeroizing::new(normalize(code));
+    storage.hasher().hash(
+        HashPurpose::RecoveryCode,
+        &[user_id.as_bytes(), normalized.as_bytes()],
+    )
+}
+
+pub(crate) async fn insert_codes(
+    db: &impl ConnectionTrait,
+    storage: &Storage,
+    user_id: Uuid,
+    codes: &[&str],
+    now: i64,
+) -> Result<()> {
+    if codes.is_empty() {
+        return Ok(());
+    }
+    let rows = codes.iter().map(|code| ActiveModel {
+        id: Set(Uuid::now_v7()),
+        user_id: Set(user_id),
+        code_hash: Set(code_hash(storage, user_id, code).0.to_vec()),
+        used_at: Set(None),
+        created_at: Set(now),
+    });
+    Entity::insert_many(rows)
+        .exec(db)
+        .await
+        .map_err(|e| StorageError::from_insert(e, "recovery code"))?;
+    Ok(())
+}
+
+/// Recovery codes.
+#[derive(Debug)]
+pub struct RecoveryCodes<'a> {
+    storage: &'a Storage,
+}
+
+impl<'a> RecoveryCodes<'a> {
+    pub(crate) fn new(storage: &'a Storage) -> Self {
+        Self { storage }
+    }
+
+    /// Replaces the user's whole set (regeneration), in one transaction.
+    pub async fn replace(&self, user_id: Uuid, codes: &[&str], now: i64) -> Result<()> {
+        let txn = self.storage.db().begin().await?;
+        Entity::delete_many()
+            .filter(Column::UserId.eq(user_id))
+            .exec(&txn)
+            .await?;
+        insert_codes(&txn, self.storage, user_id, codes, now).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Uses a code: true for exactly one caller, however many present the same unused code
+    /// at once; false if it is unknown, someone else's, or used.
+    pub async fn consume(&self, user_id: Uuid, code: &str, now: i64) -> Result<bool> {
+        let hash = code_hash(self.storage, user_id, code);
+        let result = Entity::update_many()
+            .col_expr(Column::UsedAt, Expr::value(Some(now)))
+            .filter(Column::UserId.eq(user_id))
+            .filter(Column::CodeHash.eq(hash.0.to_vec()))
+            .filter(Column::UsedAt.is_null())
+            .exec(self.storage.db())
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
+    /// How many unused codes the user has.
+    pub async fn remaining(&self, user_id: Uuid) -> Result<u64> {
+        Ok(Entity::find()
+            .filter(Column::UserId.eq(user_id))
+            .filter(Column::UsedAt.is_null())
+            .count(self.storage.db())
+            .await?)
+    }
+}

@@ -1,0 +1,152 @@
+//! Sessions, found by the keyed hash of their token.
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+use uuid::Uuid;
+
+use crate::crypto::{HashPurpose, TokenHash};
+use crate::entity::session::{ActiveModel, Column, Entity, Model};
+use crate::{Result, Storage, StorageError};
+
+/// What a new session needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewSession {
+    /// The user.
+    pub user_id: Uuid,
+    /// The organization the login named.
+    pub org_id: Option<Uuid>,
+    /// 1 or 2.
+    pub assurance: i16,
+    /// Created (Unix seconds).
+    pub now: i64,
+    /// Seconds of inactivity after which it expires.
+    pub idle_ttl: i64,
+    /// Seconds after which it expires whatever happens.
+    pub absolute_ttl: i64,
+}
+
+/// Sessions.
+#[derive(Debug)]
+pub struct Sessions<'a> {
+    storage: &'a Storage,
+}
+
+impl<'a> Sessions<'a> {
+    pub(crate) fn new(storage: &'a Storage) -> Self {
+        Self { storage }
+    }
+
+    fn hash(&self, token: &str) -> TokenHash {
+        self.storage
+            .hasher()
+            .hash(HashPurpose::SessionToken, &[token.as_bytes()])
+    }
+
+    /// Stores a session for `token` (only its keyed hash is kept).
+    pub async fn create(&self, token: &str, new: NewSession) -> Result<Model> {
+        if !(1..=2).contains(&new.assurance) {
+            return Err(StorageError::Invalid {
+                field: "assurance",
+                reason: "must be 1 or 2",
+            });
+        }
+        let expires_at = new.now.saturating_add(new.absolute_ttl);
+        let model = ActiveModel {
+            id: Set(Uuid::now_v7()),
+            token_hash: Set(self.hash(token).0.to_vec()),
+            user_id: Set(new.user_id),
+            org_id: Set(new.org_id),
+            assurance: Set(new.assurance),
+            created_at: Set(new.now),
+            last_seen_at: Set(new.now),
+            idle_expires_at: Set(new.now.saturating_add(new.idle_ttl).min(expires_at)),
+            expires_at: Set(expires_at),
+            revoked_at: Set(None),
+        };
+        model
+            .insert(self.storage.db())
+            .await
+            .map_err(|e| match e.sql_err() {
+                Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_)) => {
+                    StorageError::NotFound("user")
+                }
+                _ => StorageError::from_insert(e, "session"),
+            })
+    }
+
+    /// The session for `token` if it is neither revoked nor expired (idle or absolute).
+    pub async fn find_valid(&self, token: &str, now: i64) -> Result<Option<Model>> {
+        Ok(Entity::find()
+            .filter(Column::TokenHash.eq(self.hash(token).0.to_vec()))
+            .filter(Column::RevokedAt.is_null())
+            .filter(Column::ExpiresAt.gt(now))
+            .filter(Column::IdleExpiresAt.gt(now))
+            .one(self.storage.db())
+            .await?)
+    }
+
+    /// Records use of a valid session: its idle expiry moves to `now + idle_ttl`, never past
+    /// its absolute expiry.
+    pub async fn touch(&self, id: Uuid, now: i64, idle_ttl: i64) -> Result<()> {
+        let session = Entity::find_by_id(id)
+            .one(self.storage.db())
+            .await?
+            .ok_or(StorageError::NotFound("session"))?;
+        let idle = now.saturating_add(idle_ttl).min(session.expires_at);
+        Entity::update_many()
+            .col_expr(Column::LastSeenAt, Expr::value(now))
+            .col_expr(Column::IdleExpiresAt, Expr::value(idle))
+            .filter(Column::Id.eq(id))
+            .filter(Column::RevokedAt.is_null())
+            .exec(self.storage.db())
+            .await?;
+        Ok(())
+    }
+
+    /// Raises a valid session to assurance 2 (after a step-up). Returns whether it did.
+    pub async fn raise_assurance(&self, id: Uuid, now: i64) -> Result<bool> {
+        let result = Entity::update_many()
+            .col_expr(Column::Assurance, Expr::value(2i16))
+            .filter(Column::Id.eq(id))
+            .filter(Column::RevokedAt.is_null())
+            .filter(Column::ExpiresAt.gt(now))
+            .exec(self.storage.db())
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
+    /// Revokes one session. Returns whether it was live.
+    pub async fn revoke(&self, id: Uuid, now: i64) -> Result<bool> {
+        let result = Entity::update_many()
+            .col_expr(Column::RevokedAt, Expr::value(Some(now)))
+            .filter(Column::Id.eq(id))
+            .filter(Column::RevokedAt.is_null())
+            .exec(self.storage.db())
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
+    /// Revokes every live session of a user. Returns how many.
+    pub async fn revoke_all_of_user(&self, user_id: Uuid, now: i64) -> Result<u64> {
+        let result = Entity::update_many()
+            .col_expr(Column::RevokedAt, Expr::value(Some(now)))
+            .filter(Column::UserId.eq(user_id))
+            .filter(Column::RevokedAt.is_null())
+            .exec(self.storage.db())
+            .await?;
+        Ok(result.rows_affected)
+    }
+
+    /// Revokes every live session of an organization below `assurance` (when 2FA becomes
+    /// required: those not established with a second factor). Returns how many.
+    pub async fn revoke_org_below(&self, org_id: Uuid, assurance: i16, now: i64) -> Result<u64> {
+        let result = Entity::update_many()
+            .col_expr(Column::RevokedAt, Expr::value(Some(now)))
+            .filter(Column::OrgId.eq(org_id))
+            .filter(Column::Assurance.lt(assurance))
+            .filter(Column::RevokedAt.is_null())
+            .exec(self.storage.db())
+            .await?;
+        Ok(result.rows_affected)
+    }
+}

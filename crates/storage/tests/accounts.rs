@@ -1,0 +1,203 @@
+//! Users, organizations and memberships on both engines.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test bodies may panic: that is a failed test"
+)]
+
+mod common;
+
+use common::{NOW, TestDb};
+use storage::StorageError;
+use storage::entity::enums::{Role, SsoMode};
+use storage::repo::PolicyUpdate;
+
+async fn emails_are_unique_ignoring_case(db: &TestDb) {
+    let users = db.storage.users();
+    let alice = users
+        .create("  Alice@Example.COM ", Some("$argon2id$x".into()), NOW)
+        .await
+        .unwrap();
+    assert_eq!(alice.email, "Alice@Example.COM");
+    assert_eq!(alice.email_normalized, "alice@example.com");
+    let err = users
+        .create("alice@example.com", None, NOW)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::Conflict("user")), "{err:?}");
+    assert_eq!(
+        users
+            .find_by_email("ALICE@example.com")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        alice.id
+    );
+    // Debug never shows the password hash.
+    assert!(!format!("{alice:?}").contains("argon2"));
+}
+
+async fn bad_input_is_refused_and_writes_nothing(db: &TestDb) {
+    let users = db.storage.users();
+    for bad in ["", "no-at-sign", "@example.com", "a@", "a b@example.com"] {
+        let err = users.create(bad, None, NOW).await.unwrap_err();
+        assert!(
+            matches!(err, StorageError::Invalid { field: "email", .. }),
+            "{bad:?}: {err:?}"
+        );
+    }
+    let long = format!("{}@example.com", "a".repeat(250));
+    assert!(matches!(
+        users.create(&long, None, NOW).await,
+        Err(StorageError::Invalid { .. })
+    ));
+    let orgs = db.storage.organizations();
+    assert!(matches!(
+        orgs.create("   ", NOW).await,
+        Err(StorageError::Invalid { field: "name", .. })
+    ));
+    let user = users.create("b@example.com", None, NOW).await.unwrap();
+    let err = db
+        .storage
+        .factors()
+        .create_sms_pending(user.id, "phone", "0612345678", NOW, NOW + 600)
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        StorageError::Invalid {
+            field: "phone_number",
+            ..
+        }
+    ));
+    assert!(
+        db.storage
+            .factors()
+            .of_user(user.id, false)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing written"
+    );
+}
+
+async fn passwords_and_flags_update(db: &TestDb) {
+    let users = db.storage.users();
+    let user = users.create("c@example.com", None, NOW).await.unwrap();
+    assert!(user.password_hash.is_none());
+    users
+        .set_password_hash(user.id, "$argon2id$v=19$new".into(), NOW + 1)
+        .await
+        .unwrap();
+    users
+        .set_must_reenroll(user.id, true, NOW + 2)
+        .await
+        .unwrap();
+    let user = users.get(user.id).await.unwrap().unwrap();
+    assert_eq!(user.password_hash.as_deref(), Some("$argon2id$v=19$new"));
+    assert!(user.must_reenroll);
+    assert_eq!(user.updated_at, NOW + 2);
+    let missing = users
+        .set_must_reenroll(uuid::Uuid::now_v7(), true, NOW)
+        .await
+        .unwrap_err();
+    assert!(matches!(missing, StorageError::NotFound("user")));
+}
+
+async fn organizations_policies_and_members(db: &TestDb) {
+    let orgs = db.storage.organizations();
+    let org = orgs.create("ACME", NOW).await.unwrap();
+    assert!(!org.mfa_required);
+    assert_eq!(org.allowed_methods, 0b111);
+    let on = PolicyUpdate {
+        mfa_required: true,
+        allowed_methods: 0b001,
+        sso_enabled: true,
+        sso_mode: SsoMode::Enforce,
+    };
+    let org2 = orgs.update_policy(org.id, on, NOW + 10).await.unwrap();
+    assert_eq!(org2.mfa_required_since, Some(NOW + 10));
+    // Still on: the date stays. Off: cleared.
+    let again = orgs.update_policy(org.id, on, NOW + 20).await.unwrap();
+    assert_eq!(again.mfa_required_since, Some(NOW + 10));
+    let off = orgs
+        .update_policy(
+            org.id,
+            PolicyUpdate {
+                mfa_required: false,
+                ..on
+            },
+            NOW + 30,
+        )
+        .await
+        .unwrap();
+    assert_eq!(off.mfa_required_since, None);
+    assert!(matches!(
+        orgs.update_policy(
+            org.id,
+            PolicyUpdate {
+                allowed_methods: 8,
+                ..on
+            },
+            NOW
+        )
+        .await,
+        Err(StorageError::Invalid {
+            field: "allowed_methods",
+            ..
+        })
+    ));
+
+    let members = db.storage.memberships();
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let user = db
+            .storage
+            .users()
+            .create(&format!("m{i}@example.com"), None, NOW)
+            .await
+            .unwrap();
+        members
+            .add(
+                org.id,
+                user.id,
+                if i == 0 { Role::Owner } else { Role::Member },
+                NOW,
+            )
+            .await
+            .unwrap();
+        ids.push(user.id);
+    }
+    let dup = members
+        .add(org.id, ids[0], Role::Admin, NOW)
+        .await
+        .unwrap_err();
+    assert!(matches!(dup, StorageError::Conflict("membership")));
+    // Pages of 3 cover everyone once, in order.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = members.list(org.id, cursor, 3).await.unwrap();
+        assert!(page.items.len() <= 3);
+        seen.extend(page.items.iter().map(|m| m.user_id));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    ids.sort();
+    assert_eq!(seen, ids);
+    let owner = members.get(org.id, ids[0]).await.unwrap().unwrap();
+    assert_eq!(owner.role, Role::Owner);
+    assert_eq!(members.of_user(ids[1]).await.unwrap().len(), 1);
+}
+
+both!(
+    emails_are_unique_ignoring_case,
+    bad_input_is_refused_and_writes_nothing,
+    passwords_and_flags_update,
+    organizations_policies_and_members,
+);

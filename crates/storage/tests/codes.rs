@@ -1,0 +1,302 @@
+//! Recovery codes, SMS codes, login challenges and failure counters: each used exactly
+//! once, each counter exact, under contention, on both engines.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test bodies may panic: that is a failed test"
+)]
+
+mod common;
+
+use common::{NOW, TestDb, race};
+use sea_orm::EntityTrait;
+use storage::entity::enums::{ChallengePurpose, FactorKind};
+use storage::entity::{login_challenge, recovery_code, sms_code};
+use storage::{Storage, Uuid};
+
+async fn user(storage: &Storage, email: &str) -> Uuid {
+    storage.users().create(email, None, NOW).await.unwrap().id
+}
+
+async fn recovery_codes_work_once_each(db: &TestDb) {
+    let s = &db.storage;
+    let uid = user(s, "a@example.com").await;
+    s.recovery_codes()
+        .replace(uid, &["ABCD-EFGH-1234", "WXYZ-0000-9999"], NOW)
+        .await
+        .unwrap();
+    // Stored only as hashes.
+    for row in recovery_code::Entity::find().all(s.db()).await.unwrap() {
+        assert_eq!(row.code_hash.len(), 32);
+        assert!(!row.code_hash.windows(4).any(|w| w == b"ABCD"));
+    }
+    // Typed loosely, used once.
+    assert!(
+        s.recovery_codes()
+            .consume(uid, "abcd efgh 1234", NOW)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.recovery_codes()
+            .consume(uid, "ABCD-EFGH-1234", NOW)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.recovery_codes().remaining(uid).await.unwrap(), 1);
+    // Not another user's.
+    let other = user(s, "b@example.com").await;
+    assert!(
+        !s.recovery_codes()
+            .consume(other, "WXYZ-0000-9999", NOW)
+            .await
+            .unwrap()
+    );
+    // 32 concurrent uses of the last code: one wins.
+    let wins = race(s, 32, |s, _| async move {
+        s.recovery_codes()
+            .consume(uid, "WXYZ-0000-9999", NOW)
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(wins.iter().filter(|&&w| w).count(), 1);
+    assert_eq!(s.recovery_codes().remaining(uid).await.unwrap(), 0);
+    // Regeneration replaces the whole set.
+    s.recovery_codes()
+        .replace(uid, &["NEW1", "NEW2"], NOW)
+        .await
+        .unwrap();
+    assert_eq!(s.recovery_codes().remaining(uid).await.unwrap(), 2);
+    assert!(
+        !s.recovery_codes()
+            .consume(uid, "WXYZ-0000-9999", NOW)
+            .await
+            .unwrap()
+    );
+}
+
+async fn sms_codes_replace_expire_and_work_once(db: &TestDb) {
+    let s = &db.storage;
+    let uid = user(s, "c@example.com").await;
+    let f = s
+        .factors()
+        .create_sms_pending(uid, "", "+4915112345678", NOW, NOW + 600)
+        .await
+        .unwrap();
+    s.sms_codes()
+        .issue(f.id, "111111", NOW, NOW + 300)
+        .await
+        .unwrap();
+    s.sms_codes()
+        .issue(f.id, "222222", NOW + 40, NOW + 340)
+        .await
+        .unwrap();
+    assert_eq!(
+        sms_code::Entity::find().all(s.db()).await.unwrap().len(),
+        1,
+        "a new code replaces the old"
+    );
+    assert_eq!(
+        s.sms_codes().current(f.id).await.unwrap().unwrap().sent_at,
+        NOW + 40
+    );
+    assert!(
+        !s.sms_codes()
+            .consume(f.id, "111111", 3, NOW + 50)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.sms_codes()
+            .consume(f.id, "222222", 3, NOW + 340)
+            .await
+            .unwrap(),
+        "expired"
+    );
+    let wins = race(s, 32, |s, _| async move {
+        s.sms_codes()
+            .consume(f.id, "222222", 3, NOW + 60)
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(wins.iter().filter(|&&w| w).count(), 1);
+    // Out of attempts: even the right code is refused.
+    s.sms_codes()
+        .issue(f.id, "333333", NOW + 100, NOW + 400)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        s.sms_codes().register_failure(f.id).await.unwrap();
+    }
+    assert!(
+        !s.sms_codes()
+            .consume(f.id, "333333", 3, NOW + 110)
+            .await
+            .unwrap()
+    );
+    assert!(s.sms_codes().withdraw(f.id).await.unwrap());
+    assert!(s.sms_codes().current(f.id).await.unwrap().is_none());
+    // A code for a factor that does not exist is refused.
+    assert!(
+        s.sms_codes()
+            .issue(Uuid::now_v7(), "1", NOW, NOW + 1)
+            .await
+            .is_err()
+    );
+    let _ = FactorKind::Sms;
+}
+
+async fn challenges_are_consumed_once_and_count_attempts(db: &TestDb) {
+    let s = &db.storage;
+    let uid = user(s, "d@example.com").await;
+    let c = s
+        .challenges()
+        .create(
+            "token-1",
+            uid,
+            None,
+            ChallengePurpose::SecondFactor,
+            NOW,
+            NOW + 300,
+        )
+        .await
+        .unwrap();
+    let row = login_challenge::Entity::find_by_id(c.id)
+        .one(s.db())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.token_hash.len(), 32);
+    assert_ne!(row.token_hash, b"token-1".to_vec());
+    assert_eq!(
+        s.challenges()
+            .find_active("token-1", NOW)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        c.id
+    );
+    assert!(
+        s.challenges()
+            .find_active("token-1", NOW + 300)
+            .await
+            .unwrap()
+            .is_none(),
+        "expired"
+    );
+    assert!(
+        s.challenges()
+            .find_active("token-2", NOW)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // 32 guesses race for a budget of 5: exactly 5 are counted.
+    let counted = race(s, 32, |s, _| async move {
+        s.challenges().register_failure(c.id, 5, NOW).await.unwrap()
+    })
+    .await;
+    assert_eq!(counted.iter().filter(|&&w| w).count(), 5);
+    assert_eq!(
+        s.challenges()
+            .find_active("token-1", NOW)
+            .await
+            .unwrap()
+            .unwrap()
+            .attempts,
+        5
+    );
+    // 32 concurrent consumers: one gets it.
+    let got = race(s, 32, |s, _| async move {
+        s.challenges()
+            .consume("token-1", NOW)
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
+    assert_eq!(got.iter().filter(|&&w| w).count(), 1);
+    assert!(
+        s.challenges()
+            .find_active("token-1", NOW)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        !s.challenges()
+            .register_failure(c.id, 10, NOW)
+            .await
+            .unwrap(),
+        "used up"
+    );
+    s.challenges()
+        .create(
+            "token-3",
+            uid,
+            None,
+            ChallengePurpose::Enrollment,
+            NOW,
+            NOW + 1,
+        )
+        .await
+        .unwrap();
+    assert!(
+        s.challenges()
+            .consume("token-3", NOW + 1)
+            .await
+            .unwrap()
+            .is_none(),
+        "expired"
+    );
+    assert_eq!(s.challenges().delete_expired(NOW + 301).await.unwrap(), 2);
+}
+
+async fn failure_counters_lose_no_increment(db: &TestDb) {
+    let s = &db.storage;
+    let key = "mfa:user-1";
+    let mut counts = race(s, 32, |s, _| async move {
+        s.attempts()
+            .record_failure("mfa:user-1", NOW)
+            .await
+            .unwrap()
+    })
+    .await;
+    counts.sort_unstable();
+    assert_eq!(
+        counts,
+        (1..=32).collect::<Vec<i64>>(),
+        "every caller saw its own increment"
+    );
+    assert_eq!(s.attempts().get(key).await.unwrap().unwrap().failures, 32);
+    // Locks only grow.
+    s.attempts().lock_until(key, NOW + 60, NOW).await.unwrap();
+    s.attempts().lock_until(key, NOW + 30, NOW).await.unwrap();
+    assert_eq!(
+        s.attempts().get(key).await.unwrap().unwrap().locked_until,
+        Some(NOW + 60)
+    );
+    s.attempts().reset(key).await.unwrap();
+    assert!(s.attempts().get(key).await.unwrap().is_none());
+    assert_eq!(s.attempts().record_failure(key, NOW).await.unwrap(), 1);
+    // Separate keys count separately.
+    assert_eq!(
+        s.attempts()
+            .record_failure("password:user-1", NOW)
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+both!(
+    recovery_codes_work_once_each,
+    sms_codes_replace_expire_and_work_once,
+    challenges_are_consumed_once_and_count_attempts,
+    failure_counters_lose_no_increment,
+);

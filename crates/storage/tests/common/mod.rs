@@ -1,0 +1,222 @@
+//! A fresh database per test, on SQLite (a file in a temporary folder) or PostgreSQL (a
+//! uniquely named database on the server at `TEST_DATABASE_URL`, dropped afterwards).
+
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sea_orm::{ConnectionTrait, Database};
+use storage::crypto::{KeyRing, SecretHasher};
+use storage::{DbConfig, Storage};
+use zeroize::Zeroizing;
+
+/// Which engine a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A migrated database, removed when dropped.
+pub struct TestDb {
+    pub storage: Storage,
+    pub config: DbConfig,
+    pub backend: Backend,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres { admin_url: String, name: String },
+}
+
+pub const HOW_TO_START_POSTGRES: &str = "PostgreSQL tests need a server: set TEST_DATABASE_URL \
+(the README test command uses postgres://postgres@127.0.0.1:5432/postgres) and start it, e.g. \
+`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`";
+
+pub fn keyring(primary: u32, ids: &[u32]) -> KeyRing {
+    KeyRing::new(
+        primary,
+        ids.iter()
+            .map(|&id| (id, Zeroizing::new([id.to_be_bytes()[3] ^ 0x5a; 32]))),
+    )
+    .unwrap()
+}
+
+pub fn hasher() -> SecretHasher {
+    SecretHasher::new(&Zeroizing::new([7; 32]))
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn unique_name() -> String {
+    format!(
+        "tollgate_test_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Replaces the database name (the path) of a PostgreSQL URL.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    let mut out = format!("{}/{}", &base[..path_start], name);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Self {
+        Self::with_keyring(backend, keyring(1, &[1])).await
+    }
+
+    pub async fn with_keyring(backend: Backend, ring: KeyRing) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}/nested/tollgate.db", dir.path().display());
+                let config = DbConfig::from_url(url);
+                let storage = Storage::open(&config, ring, hasher()).await.unwrap();
+                Self {
+                    storage,
+                    config,
+                    backend,
+                    cleanup: Cleanup::Sqlite(dir),
+                }
+            }
+            Backend::Postgres => {
+                let admin_url = std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| {
+                    panic!("TEST_DATABASE_URL is not set. {HOW_TO_START_POSTGRES}")
+                });
+                let admin = Database::connect(&admin_url).await.unwrap_or_else(|e| {
+                    panic!("cannot reach PostgreSQL at {admin_url}: {e}. {HOW_TO_START_POSTGRES}")
+                });
+                let name = unique_name();
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                    .await
+                    .unwrap();
+                admin.close().await.unwrap();
+                let config = DbConfig::from_url(with_database(&admin_url, &name));
+                let storage = Storage::open(&config, ring, hasher()).await.unwrap();
+                Self {
+                    storage,
+                    config,
+                    backend,
+                    cleanup: Cleanup::Postgres { admin_url, name },
+                }
+            }
+        }
+    }
+
+    /// Another `Storage` on the same database (a second replica, or the same one restarted
+    /// with another key ring).
+    pub async fn reopen(&self, ring: KeyRing) -> Storage {
+        Storage::open(&self.config, ring, hasher()).await.unwrap()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Cleanup::Postgres { admin_url, name } = &self.cleanup {
+            let (admin_url, name) = (admin_url.clone(), name.clone());
+            // Drop runs inside the test's runtime, so the cleanup gets a runtime of its own.
+            let done = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    if let Ok(admin) = Database::connect(&admin_url).await {
+                        let _ = admin
+                            .execute_unprepared(&format!(
+                                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                            ))
+                            .await;
+                        let _ = admin.close().await;
+                    }
+                });
+            });
+            let _ = done.join();
+        }
+    }
+}
+
+/// Runs a test body on both engines: `both!(name)` expects `async fn name(db: &TestDb)`.
+#[macro_export]
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                use super::common::{Backend, TestDb};
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn sqlite() {
+                    let db = TestDb::new(Backend::Sqlite).await;
+                    super::$name(&db).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn postgres() {
+                    let db = TestDb::new(Backend::Postgres).await;
+                    super::$name(&db).await;
+                }
+            }
+        )*
+    };
+}
+
+#[test]
+fn database_urls_are_rewritten() {
+    assert_eq!(
+        with_database("postgres://postgres@127.0.0.1:5432/postgres", "t1"),
+        "postgres://postgres@127.0.0.1:5432/t1"
+    );
+    assert_eq!(
+        with_database("postgres://h:1?sslmode=disable", "t"),
+        "postgres://h:1/t?sslmode=disable"
+    );
+}
+
+/// Runs `f` in `n` tasks released at the same moment, and returns their results.
+pub async fn race<T, F, Fut>(storage: &Storage, n: usize, f: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(Storage, usize) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+{
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(n));
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let barrier = std::sync::Arc::clone(&barrier);
+            let fut = f(storage.clone(), i);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                fut.await
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for task in tasks {
+        out.push(task.await.unwrap());
+    }
+    out
+}
+
+pub const NOW: i64 = 1_700_000_000;

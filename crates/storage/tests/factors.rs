@@ -1,0 +1,322 @@
+//! Factors: sealed seeds, activation with recovery codes in one transaction, the replay
+//! guard under contention, removal, expiry and key rotation, on both engines.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test bodies may panic: that is a failed test"
+)]
+
+mod common;
+
+use common::{NOW, TestDb, keyring, race};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait};
+use storage::crypto::CryptoError;
+use storage::entity::enums::{FactorKind, FactorStatus};
+use storage::entity::factor;
+use storage::repo::OtpParams;
+use storage::{Storage, StorageError, Uuid};
+
+const SEED: &[u8] = b"12345678901234567890";
+const TOTP: OtpParams = OtpParams {
+    algorithm: "SHA1",
+    digits: 6,
+    period: Some(30),
+};
+
+async fn user(storage: &Storage, email: &str) -> Uuid {
+    storage.users().create(email, None, NOW).await.unwrap().id
+}
+
+async fn active_totp(storage: &Storage, user_id: Uuid) -> factor::Model {
+    let f = storage
+        .factors()
+        .create_otp_pending(
+            user_id,
+            FactorKind::Totp,
+            "phone",
+            SEED,
+            TOTP,
+            None,
+            NOW,
+            NOW + 600,
+        )
+        .await
+        .unwrap();
+    storage
+        .factors()
+        .activate(f.id, user_id, Some(100), None, NOW)
+        .await
+        .unwrap();
+    storage.factors().get(f.id).await.unwrap().unwrap()
+}
+
+async fn seeds_are_sealed_and_bound_to_their_row(db: &TestDb) {
+    let s = &db.storage;
+    let uid = user(s, "a@example.com").await;
+    let a = active_totp(s, uid).await;
+    let b = active_totp(s, uid).await;
+    let sealed = a.secret_sealed.clone().unwrap();
+    assert!(
+        !sealed.windows(SEED.len()).any(|w| w == SEED),
+        "no plaintext at rest"
+    );
+    assert_eq!(a.secret_key_id, Some(1));
+    assert_eq!(s.factors().open_secret(&a).unwrap().as_slice(), SEED);
+    assert!(
+        !format!("{a:?}").contains("secret_sealed"),
+        "Debug leaves the seed out"
+    );
+
+    // A ciphertext copied onto another row does not open there.
+    let mut swapped: factor::ActiveModel = b.clone().into();
+    swapped.secret_sealed = Set(Some(sealed.clone()));
+    let b2 = swapped.update(s.db()).await.unwrap();
+    assert_eq!(
+        s.factors().open_secret(&b2).unwrap_err().to_string(),
+        StorageError::Crypto(CryptoError::Authentication).to_string()
+    );
+
+    // A tampered ciphertext does not open.
+    let mut tampered = sealed.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    let mut row: factor::ActiveModel = a.clone().into();
+    row.secret_sealed = Set(Some(tampered));
+    let a2 = row.update(s.db()).await.unwrap();
+    assert!(matches!(
+        s.factors().open_secret(&a2),
+        Err(StorageError::Crypto(CryptoError::Authentication))
+    ));
+
+    // A ring without the sealing key names the missing key.
+    let other = db.reopen(keyring(9, &[9])).await;
+    assert!(matches!(
+        other.factors().open_secret(&a),
+        Err(StorageError::Crypto(CryptoError::UnknownKey(1)))
+    ));
+}
+
+async fn activation_and_recovery_codes_are_one_transaction(db: &TestDb) {
+    let s = &db.storage;
+    let uid = user(s, "b@example.com").await;
+    let f = s
+        .factors()
+        .create_otp_pending(uid, FactorKind::Totp, "", SEED, TOTP, None, NOW, NOW + 600)
+        .await
+        .unwrap();
+    // A duplicate code in the set fails the insert: the factor stays pending, no code stays.
+    let err = s
+        .factors()
+        .activate(f.id, uid, Some(5), Some(&["AAAA-BBBB", "aaaabbbb"]), NOW)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StorageError::Conflict("recovery code")),
+        "{err:?}"
+    );
+    let after = s.factors().get(f.id).await.unwrap().unwrap();
+    assert_eq!(after.status, FactorStatus::Pending);
+    assert_eq!(after.last_step, None);
+    assert_eq!(s.recovery_codes().remaining(uid).await.unwrap(), 0);
+
+    let codes = ["AAAA-0001", "AAAA-0002", "AAAA-0003"];
+    s.factors()
+        .activate(f.id, uid, Some(5), Some(&codes), NOW)
+        .await
+        .unwrap();
+    let active = s.factors().get(f.id).await.unwrap().unwrap();
+    assert_eq!(active.status, FactorStatus::Active);
+    assert_eq!(active.activated_at, Some(NOW));
+    assert_eq!(active.pending_expires_at, None);
+    assert_eq!(s.recovery_codes().remaining(uid).await.unwrap(), 3);
+    // Only once; and the confirming step is used up.
+    assert!(matches!(
+        s.factors().activate(f.id, uid, Some(6), None, NOW).await,
+        Err(StorageError::NotFound(_))
+    ));
+    assert!(
+        !s.factors().accept_step(f.id, 5, NOW).await.unwrap(),
+        "the confirming code cannot log in"
+    );
+    assert!(s.factors().accept_step(f.id, 6, NOW).await.unwrap());
+
+    // Someone else's factor, or an expired enrollment, does not activate.
+    let other = user(s, "c@example.com").await;
+    let g = s
+        .factors()
+        .create_otp_pending(
+            uid,
+            FactorKind::Hotp,
+            "",
+            SEED,
+            OtpParams {
+                period: None,
+                ..TOTP
+            },
+            Some(7),
+            NOW,
+            NOW + 600,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        g.last_step,
+        Some(6),
+        "HOTP: the counter before the token's next one"
+    );
+    assert!(
+        s.factors()
+            .activate(g.id, other, Some(7), None, NOW)
+            .await
+            .is_err()
+    );
+    assert!(
+        s.factors()
+            .activate(g.id, uid, Some(7), None, NOW + 600)
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        s.factors().delete_expired_pending(NOW + 600).await.unwrap(),
+        1
+    );
+    assert!(s.factors().get(g.id).await.unwrap().is_none());
+}
+
+async fn a_step_is_accepted_once_in_order(db: &TestDb) {
+    let s = &db.storage;
+    let uid = user(s, "d@example.com").await;
+    let f = active_totp(s, uid).await;
+    assert!(!s.factors().accept_step(f.id, 100, NOW).await.unwrap());
+    assert!(!s.factors().accept_step(f.id, 99, NOW).await.unwrap());
+    assert!(s.factors().accept_step(f.id, 101, NOW + 30).await.unwrap());
+    assert!(!s.factors().accept_step(f.id, 101, NOW + 31).await.unwrap());
+    assert!(s.factors().accept_step(f.id, 103, NOW + 90).await.unwrap());
+    assert!(
+        !s.factors().accept_step(f.id, 102, NOW + 91).await.unwrap(),
+        "never backwards"
+    );
+    let f = s.factors().get(f.id).await.unwrap().unwrap();
+    assert_eq!((f.last_step, f.last_used_at), (Some(103), Some(NOW + 90)));
+    // A pending factor accepts nothing.
+    let p = s
+        .factors()
+        .create_otp_pending(uid, FactorKind::Totp, "", SEED, TOTP, None, NOW, NOW + 60)
+        .await
+        .unwrap();
+    assert!(!s.factors().accept_step(p.id, 1, NOW).await.unwrap());
+}
+
+async fn of_32_concurrent_callers_with_one_step_exactly_one_wins(db: &TestDb) {
+    let s = &db.storage;
+    let uid = user(s, "e@example.com").await;
+    let f = active_totp(s, uid).await;
+    for step in [200, 201, 202] {
+        let wins = race(s, 32, |s, _| async move {
+            s.factors().accept_step(f.id, step, NOW).await.unwrap()
+        })
+        .await;
+        assert_eq!(wins.iter().filter(|&&w| w).count(), 1, "step {step}");
+    }
+    // A second replica (another pool on the same database) races too.
+    let replica = db.reopen(keyring(1, &[1])).await;
+    let (a, b) = tokio::join!(
+        race(s, 16, |s, _| async move {
+            s.factors().accept_step(f.id, 300, NOW).await.unwrap()
+        }),
+        race(&replica, 16, |s, _| async move {
+            s.factors().accept_step(f.id, 300, NOW).await.unwrap()
+        }),
+    );
+    assert_eq!(a.iter().chain(&b).filter(|&&w| w).count(), 1);
+}
+
+async fn removal_and_reset(db: &TestDb) {
+    let s = &db.storage;
+    let uid = user(s, "f@example.com").await;
+    let a = active_totp(s, uid).await;
+    let b = active_totp(s, uid).await;
+    s.recovery_codes()
+        .replace(uid, &["R1", "R2"], NOW)
+        .await
+        .unwrap();
+    let other = user(s, "g@example.com").await;
+    assert!(
+        !s.factors().remove(other, a.id, false).await.unwrap(),
+        "not someone else's"
+    );
+    assert!(s.factors().remove(uid, a.id, false).await.unwrap());
+    assert_eq!(s.recovery_codes().remaining(uid).await.unwrap(), 2);
+    assert!(s.factors().remove(uid, b.id, true).await.unwrap());
+    assert_eq!(
+        s.recovery_codes().remaining(uid).await.unwrap(),
+        0,
+        "the codes went with the last factor"
+    );
+    active_totp(s, uid).await;
+    s.recovery_codes().replace(uid, &["R3"], NOW).await.unwrap();
+    assert_eq!(s.factors().remove_all(uid).await.unwrap(), 1);
+    assert!(s.factors().of_user(uid, false).await.unwrap().is_empty());
+    assert_eq!(s.recovery_codes().remaining(uid).await.unwrap(), 0);
+}
+
+async fn key_rotation_reseals_and_resumes_after_an_interruption(db: &TestDb) {
+    let uid = user(&db.storage, "h@example.com").await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(active_totp(&db.storage, uid).await.id);
+    }
+    // Key 2 becomes primary; key 1 stays to open what it sealed.
+    let rotating = db.reopen(keyring(2, &[1, 2])).await;
+    let first = rotating.factors().reseal_batch(2).await.unwrap();
+    assert_eq!((first.resealed, first.remaining), (2, 3));
+    drop(rotating); // interrupted
+    let resumed = db.reopen(keyring(2, &[1, 2])).await;
+    let rest = resumed.factors().reseal_batch(100).await.unwrap();
+    assert_eq!((rest.resealed, rest.remaining), (3, 0));
+    assert_eq!(
+        resumed.factors().reseal_batch(100).await.unwrap().resealed,
+        0
+    );
+    // Key 1 can now go: everything opens with key 2 alone.
+    let only_new = db.reopen(keyring(2, &[2])).await;
+    for id in ids {
+        let f = only_new.factors().get(id).await.unwrap().unwrap();
+        assert_eq!(f.secret_key_id, Some(2));
+        assert_eq!(only_new.factors().open_secret(&f).unwrap().as_slice(), SEED);
+    }
+}
+
+async fn sms_factors_store_e164_numbers(db: &TestDb) {
+    let s = &db.storage;
+    let uid = user(s, "i@example.com").await;
+    let f = s
+        .factors()
+        .create_sms_pending(uid, "work", "+33612345678", NOW, NOW + 600)
+        .await
+        .unwrap();
+    assert_eq!(f.phone_e164.as_deref(), Some("+33612345678"));
+    assert!(f.secret_sealed.is_none());
+    for bad in ["+", "+0123", "33612345678", "+3361234567890123", "+33 6 12"] {
+        assert!(
+            s.factors()
+                .create_sms_pending(uid, "x", bad, NOW, NOW + 600)
+                .await
+                .is_err(),
+            "{bad}"
+        );
+    }
+    assert!(factor::Entity::find().all(s.db()).await.unwrap().len() == 1);
+}
+
+both!(
+    seeds_are_sealed_and_bound_to_their_row,
+    activation_and_recovery_codes_are_one_transaction,
+    a_step_is_accepted_once_in_order,
+    of_32_concurrent_callers_with_one_step_exactly_one_wins,
+    removal_and_reset,
+    key_rotation_reseals_and_resumes_after_an_interruption,
+    sms_factors_store_e164_numbers,
+);

@@ -1,0 +1,290 @@
+//! Sessions and the audit log on both engines.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test bodies may panic: that is a failed test"
+)]
+
+mod common;
+
+use common::{NOW, TestDb};
+use sea_orm::EntityTrait;
+use storage::entity::session;
+use storage::repo::{AuditFilter, NewAuditEvent, NewSession};
+use storage::{Storage, Uuid};
+
+async fn user(storage: &Storage, email: &str) -> Uuid {
+    storage.users().create(email, None, NOW).await.unwrap().id
+}
+
+fn new(user_id: Uuid, org_id: Option<Uuid>, assurance: i16) -> NewSession {
+    NewSession {
+        user_id,
+        org_id,
+        assurance,
+        now: NOW,
+        idle_ttl: 600,
+        absolute_ttl: 3_600,
+    }
+}
+
+async fn sessions_expire_touch_and_revoke(db: &TestDb) {
+    let s = &db.storage;
+    let uid = user(s, "a@example.com").await;
+    let created = s
+        .sessions()
+        .create("tok-a", new(uid, None, 1))
+        .await
+        .unwrap();
+    let stored = session::Entity::find_by_id(created.id)
+        .one(s.db())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(
+        stored.token_hash,
+        b"tok-a".to_vec(),
+        "only the hash is stored"
+    );
+    assert_eq!(
+        s.sessions()
+            .find_valid("tok-a", NOW)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        created.id
+    );
+    assert!(
+        s.sessions()
+            .find_valid("tok-b", NOW)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Idle expiry, pushed by use but never past the absolute expiry.
+    assert!(
+        s.sessions()
+            .find_valid("tok-a", NOW + 600)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    s.sessions()
+        .touch(created.id, NOW + 500, 600)
+        .await
+        .unwrap();
+    assert!(
+        s.sessions()
+            .find_valid("tok-a", NOW + 1_000)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    s.sessions()
+        .touch(created.id, NOW + 3_500, 600)
+        .await
+        .unwrap();
+    let row = s
+        .sessions()
+        .find_valid("tok-a", NOW + 3_550)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.idle_expires_at, NOW + 3_600);
+    assert!(
+        s.sessions()
+            .find_valid("tok-a", NOW + 3_600)
+            .await
+            .unwrap()
+            .is_none(),
+        "absolute expiry"
+    );
+    // Step-up and revocation.
+    let b = s
+        .sessions()
+        .create("tok-b", new(uid, None, 1))
+        .await
+        .unwrap();
+    assert!(s.sessions().raise_assurance(b.id, NOW).await.unwrap());
+    assert_eq!(
+        s.sessions()
+            .find_valid("tok-b", NOW)
+            .await
+            .unwrap()
+            .unwrap()
+            .assurance,
+        2
+    );
+    assert!(s.sessions().revoke(b.id, NOW).await.unwrap());
+    assert!(!s.sessions().revoke(b.id, NOW).await.unwrap());
+    assert!(
+        s.sessions()
+            .find_valid("tok-b", NOW)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.sessions()
+            .create(
+                "tok-c",
+                NewSession {
+                    assurance: 3,
+                    ..new(uid, None, 1)
+                }
+            )
+            .await
+            .is_err()
+    );
+}
+
+async fn revoking_all_of_a_user_or_an_org_below_a_level(db: &TestDb) {
+    let s = &db.storage;
+    let org = s.organizations().create("ACME", NOW).await.unwrap().id;
+    let other_org = s.organizations().create("Other", NOW).await.unwrap().id;
+    let (u1, u2) = (
+        user(s, "b@example.com").await,
+        user(s, "c@example.com").await,
+    );
+    for (token, uid, org, level) in [
+        ("s1", u1, Some(org), 1),
+        ("s2", u1, Some(org), 2),
+        ("s3", u2, Some(org), 1),
+        ("s4", u2, Some(other_org), 1),
+        ("s5", u2, None, 1),
+    ] {
+        s.sessions()
+            .create(token, new(uid, org, level))
+            .await
+            .unwrap();
+    }
+    assert_eq!(s.sessions().revoke_org_below(org, 2, NOW).await.unwrap(), 2);
+    let live =
+        |t: &'static str| async move { s.sessions().find_valid(t, NOW).await.unwrap().is_some() };
+    assert!(
+        !live("s1").await
+            && live("s2").await
+            && !live("s3").await
+            && live("s4").await
+            && live("s5").await
+    );
+    assert_eq!(s.sessions().revoke_all_of_user(u2, NOW).await.unwrap(), 2);
+    assert!(!live("s4").await && !live("s5").await && live("s2").await);
+}
+
+async fn the_audit_log_filters_and_pages(db: &TestDb) {
+    let s = &db.storage;
+    let (org_a, org_b) = (Uuid::now_v7(), Uuid::now_v7());
+    let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    for i in 0..25i64 {
+        let (org, actor, kind) = match i % 3 {
+            0 => (org_a, alice, "factor.enrolled"),
+            1 => (org_a, bob, "factor.removed"),
+            _ => (org_b, alice, "policy.updated"),
+        };
+        s.audit()
+            .append(NewAuditEvent {
+                occurred_at: NOW + i,
+                org_id: Some(org),
+                actor_id: Some(actor),
+                subject_id: Some(bob),
+                kind,
+                details: r#"{"note":"test"}"#,
+            })
+            .await
+            .unwrap();
+    }
+    // All of org A, newest first, in pages of 4 that neither overlap nor skip.
+    let filter = AuditFilter {
+        org_id: Some(org_a),
+        ..AuditFilter::default()
+    };
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = s.audit().list(&filter, before, 4).await.unwrap();
+        seen.extend(page.items.iter().map(|e| (e.id, e.occurred_at)));
+        match page.next {
+            Some(next) => before = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 17);
+    assert!(
+        seen.windows(2).all(|w| w[0].0 > w[1].0),
+        "newest first, no repeats"
+    );
+    // Kind, actor and time filters.
+    let removed = AuditFilter {
+        kinds: vec!["factor.removed".into()],
+        ..filter.clone()
+    };
+    assert_eq!(
+        s.audit()
+            .list(&removed, None, 100)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        8
+    );
+    let by_alice = AuditFilter {
+        actor_id: Some(alice),
+        ..AuditFilter::default()
+    };
+    assert_eq!(
+        s.audit()
+            .list(&by_alice, None, 100)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        17
+    );
+    let window = AuditFilter {
+        since: Some(NOW + 10),
+        until: Some(NOW + 20),
+        ..AuditFilter::default()
+    };
+    let events = s.audit().list(&window, None, 100).await.unwrap().items;
+    assert_eq!(events.len(), 10);
+    assert!(
+        events
+            .iter()
+            .all(|e| (NOW + 10..NOW + 20).contains(&e.occurred_at))
+    );
+    let none = AuditFilter {
+        subject_id: Some(alice),
+        ..AuditFilter::default()
+    };
+    assert!(
+        s.audit()
+            .list(&none, None, 100)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        s.audit()
+            .append(NewAuditEvent {
+                occurred_at: NOW,
+                org_id: None,
+                actor_id: None,
+                subject_id: None,
+                kind: "",
+                details: "{}"
+            })
+            .await
+            .is_err()
+    );
+}
+
+both!(
+    sessions_expire_touch_and_revoke,
+    revoking_all_of_a_user_or_an_org_below_a_level,
+    the_audit_log_filters_and_pages,
+);
