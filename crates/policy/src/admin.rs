@@ -31,6 +31,12 @@ pub enum AdminRefusal {
     /// An admin cannot reset an owner's 2FA.
     #[error("an admin cannot reset an owner's 2FA")]
     CannotResetOwner,
+    /// The member administers another organization: their 2FA is not this one's to reset.
+    #[error("this member administers another organization; an owner there must reset them")]
+    AdministersElsewhere,
+    /// The caller has 2FA but this session was not established with it: step up first.
+    #[error("confirm with your second factor first (step up this session)")]
+    StepUpRequired,
 }
 
 impl AdminRefusal {
@@ -44,6 +50,8 @@ impl AdminRefusal {
             Self::NoMethodAllowed => "NO_METHOD_ALLOWED",
             Self::CannotResetSelf => "CANNOT_RESET_SELF",
             Self::CannotResetOwner => "CANNOT_RESET_OWNER",
+            Self::AdministersElsewhere => "ADMINISTERS_ELSEWHERE",
+            Self::StepUpRequired => "STEP_UP_REQUIRED",
         }
     }
 }
@@ -57,6 +65,22 @@ pub struct Actor {
     pub has_password: bool,
     /// The request carried the caller's password and the server verified it.
     pub password_confirmed: bool,
+    /// The caller has an active second factor.
+    pub has_mfa: bool,
+    /// The assurance level of the caller's session.
+    pub session_assurance: Assurance,
+}
+
+impl Actor {
+    /// An admin who has 2FA must have used it for this session; one who has none (yet) can
+    /// still act, for example to turn on the requirement that will make them enroll.
+    fn check_assurance(&self) -> Result<(), AdminRefusal> {
+        if self.has_mfa && self.session_assurance < Assurance::Two {
+            Err(AdminRefusal::StepUpRequired)
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// What an accepted policy change implies.
@@ -71,8 +95,9 @@ pub struct PolicyChange {
 /// Decides whether `actor` may change the organization's policy from `current` to `new`.
 ///
 /// Owners and admins only, confirmed with their password (a caller without one must set one
-/// first); the new policy must not require 2FA while SSO logins are exempt, and must allow a
-/// method when it requires 2FA. Turning 2FA off needs the same authority as turning it on.
+/// first), with a session at assurance 2 if they have 2FA; the new policy must not require
+/// 2FA while SSO logins are exempt, and must allow at least one method. Turning 2FA off needs
+/// the same authority as turning it on.
 pub fn update_mfa_policy(
     actor: &Actor,
     current: &OrgPolicy,
@@ -87,10 +112,11 @@ pub fn update_mfa_policy(
     if !actor.password_confirmed {
         return Err(AdminRefusal::PasswordConfirmationRequired);
     }
+    actor.check_assurance()?;
     if new.mfa_required && new.sso_enabled && new.sso_mode == SsoMode::Exempt {
         return Err(AdminRefusal::SsoExempts);
     }
-    if new.mfa_required && new.allowed_methods.is_empty() {
+    if new.allowed_methods.is_empty() {
         return Err(AdminRefusal::NoMethodAllowed);
     }
     Ok(PolicyChange {
@@ -105,24 +131,46 @@ pub fn sessions_to_revoke(current: &OrgPolicy, new: &OrgPolicy) -> Option<Assura
     (new.mfa_required && !current.mfa_required).then_some(Assurance::Two)
 }
 
-/// Decides whether `actor_role` may reset the 2FA of a member with `target_role`.
-/// `is_self` is true when the actor and the member are the same user.
+/// What an accepted member reset implies. The server removes every factor and recovery
+/// code of the member and, as told here, revokes their sessions and makes them enroll again
+/// at their next login (even where the organization does not require 2FA: they had it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MemberReset {
+    /// Revoke every session of the member.
+    pub revoke_sessions: bool,
+    /// Set [`crate::UserState::must_reenroll`].
+    pub must_reenroll: bool,
+}
+
+/// Decides whether `actor` may reset the 2FA of a member whose role here is `target_role`
+/// and who also holds `target_roles_elsewhere` in other organizations. `is_self` is true when
+/// the actor and the member are the same user.
 ///
-/// Owners reset anyone else, admins reset admins and members, nobody resets themselves this
-/// way (the own reset needs proof of possession instead).
+/// Owners reset anyone else here, admins reset admins and members; nobody resets themselves
+/// this way (the own reset needs proof of possession instead); a member who is an owner or
+/// admin of another organization is that organization's to reset, since factors belong to
+/// the user, not to one organization.
 pub fn reset_member_mfa(
-    actor_role: Role,
+    actor: &Actor,
     target_role: Role,
+    target_roles_elsewhere: &[Role],
     is_self: bool,
-) -> Result<(), AdminRefusal> {
-    if !actor_role.is_admin() {
+) -> Result<MemberReset, AdminRefusal> {
+    if !actor.role.is_admin() {
         return Err(AdminRefusal::NotAnAdmin);
     }
     if is_self {
         return Err(AdminRefusal::CannotResetSelf);
     }
-    if actor_role == Role::Admin && target_role == Role::Owner {
+    actor.check_assurance()?;
+    if actor.role == Role::Admin && target_role == Role::Owner {
         return Err(AdminRefusal::CannotResetOwner);
     }
-    Ok(())
+    if target_roles_elsewhere.iter().any(|role| role.is_admin()) {
+        return Err(AdminRefusal::AdministersElsewhere);
+    }
+    Ok(MemberReset {
+        revoke_sessions: true,
+        must_reenroll: true,
+    })
 }

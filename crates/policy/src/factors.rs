@@ -3,7 +3,7 @@
 
 use thiserror::Error;
 
-use crate::model::{FactorKind, OrgPolicy, Proof, UserState};
+use crate::model::{FactorKind, Factors, OrgPolicy, Proof, UserState};
 
 /// Why a change to one's own factors is refused. Each has a stable reason string.
 #[derive(Clone, Copy, Debug, Error, PartialEq, Eq, Hash)]
@@ -20,6 +20,9 @@ pub enum FactorRefusal {
         "an organization you belong to requires 2FA: this is your last factor; ask an admin to reset it"
     )]
     LastRequiredFactor,
+    /// The organization does not allow this kind of factor.
+    #[error("your organization does not allow this kind of second factor")]
+    MethodNotAllowed,
 }
 
 impl FactorRefusal {
@@ -29,6 +32,7 @@ impl FactorRefusal {
             Self::ProofRequired => "PROOF_REQUIRED",
             Self::NoSuchFactor => "NO_SUCH_FACTOR",
             Self::LastRequiredFactor => "LAST_REQUIRED_FACTOR",
+            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
         }
     }
 }
@@ -43,9 +47,9 @@ pub struct Removal {
 /// Decides whether `user` may remove one active factor of `kind`, given `proof` and the
 /// policies of every organization they belong to.
 ///
-/// A proof of possession is always needed. The factor cannot be removed when an organization
-/// that requires 2FA would be left with none of the user's factors that it allows, unless the
-/// user already had none that it allows.
+/// A proof of possession is always needed. While an organization the user belongs to requires
+/// 2FA, the user's last factor cannot be removed, nor their last factor of a kind that
+/// organization allows.
 pub fn remove_factor(
     user: &UserState,
     kind: FactorKind,
@@ -61,8 +65,9 @@ pub fn remove_factor(
     let after = user.factors.without_one(kind);
     let strands = organizations.iter().any(|org| {
         org.mfa_required
-            && user.factors.count_in(org.allowed_methods) > 0
-            && after.count_in(org.allowed_methods) == 0
+            && (after.total() == 0
+                || (user.factors.count_in(org.allowed_methods) > 0
+                    && after.count_in(org.allowed_methods) == 0))
     });
     if strands {
         return Err(FactorRefusal::LastRequiredFactor);
@@ -72,18 +77,41 @@ pub fn remove_factor(
     })
 }
 
+/// What an accepted own reset implies: the server removes every factor and recovery code,
+/// revokes the user's other sessions and sets [`UserState::must_reenroll`], so no session
+/// exists without the new factor. Under enforcement this keeps the rule of journey 9 (no
+/// session without 2FA) while letting the user move to a new phone (journey 11).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct OwnReset {
+    /// Revoke the user's other sessions.
+    pub revoke_other_sessions: bool,
+    /// Set [`UserState::must_reenroll`].
+    pub must_reenroll: bool,
+}
+
 /// Decides whether `user` may reset their own 2FA (to move to a new phone): a proof of
-/// possession from the old device or a recovery code. Every factor and recovery code is then
-/// removed and the user must enroll again before their next session. Allowed whatever the
-/// organizations require, because the user re-enrolls at once.
-pub fn reset_own_mfa(user: &UserState, proof: Proof) -> Result<(), FactorRefusal> {
+/// possession from the old device or a recovery code.
+pub fn reset_own_mfa(user: &UserState, proof: Proof) -> Result<OwnReset, FactorRefusal> {
     if user.factors.total() == 0 {
         return Err(FactorRefusal::NoSuchFactor);
     }
     if !proof.is_present() {
         return Err(FactorRefusal::ProofRequired);
     }
-    Ok(())
+    Ok(OwnReset {
+        revoke_other_sessions: true,
+        must_reenroll: true,
+    })
+}
+
+/// Decides whether the user may enroll a factor of `kind` for the organization `org` (the
+/// one whose login or session the enrollment happens in): only kinds it allows.
+pub fn enroll_factor(org: &OrgPolicy, kind: FactorKind) -> Result<(), FactorRefusal> {
+    if org.allowed_methods.contains(kind) {
+        Ok(())
+    } else {
+        Err(FactorRefusal::MethodNotAllowed)
+    }
 }
 
 /// What follows the use of a recovery code that left `remaining` codes.
@@ -99,9 +127,12 @@ pub enum AfterRecoveryCode {
     MustReenroll,
 }
 
-/// Decides what the use of a recovery code implies.
-pub const fn after_recovery_code(remaining: u32) -> AfterRecoveryCode {
-    if remaining == 0 {
+/// Decides what the use of a recovery code that left `remaining` codes implies for a user
+/// with `factors`. Someone using recovery codes has lost their factor: when the last code is
+/// gone and they have no other factor to fall back on, they must set up 2FA again at the
+/// next login. With two or more factors, another one remains.
+pub fn after_recovery_code(remaining: u32, factors: &Factors) -> AfterRecoveryCode {
+    if remaining == 0 && factors.total() <= 1 {
         AfterRecoveryCode::MustReenroll
     } else {
         AfterRecoveryCode::Continue { remaining }

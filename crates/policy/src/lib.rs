@@ -10,7 +10,10 @@
 //! | whose policy applies to a login | [`choose_organization`] |
 //! | changing the organization's 2FA policy | [`update_mfa_policy`] |
 //! | sessions revoked by a policy change | [`sessions_to_revoke`] |
+//! | the lockout check before the password | [`check_lockout`] |
+//! | what follows a passed second factor | [`after_second_factor`] |
 //! | an admin resetting a member's 2FA | [`reset_member_mfa`] |
+//! | enrolling a factor of a kind | [`enroll_factor`] |
 //! | removing one's own factor | [`remove_factor`] |
 //! | resetting one's own 2FA | [`reset_own_mfa`] |
 //! | after a recovery code is used | [`after_recovery_code`] |
@@ -25,15 +28,17 @@ mod model;
 mod throttle;
 
 pub use admin::{
-    Actor, AdminRefusal, PolicyChange, reset_member_mfa, sessions_to_revoke, update_mfa_policy,
+    Actor, AdminRefusal, MemberReset, PolicyChange, reset_member_mfa, sessions_to_revoke,
+    update_mfa_policy,
 };
 pub use enumset::EnumSet;
 pub use factors::{
-    AfterRecoveryCode, FactorRefusal, Removal, after_recovery_code, remove_factor, reset_own_mfa,
+    AfterRecoveryCode, FactorRefusal, OwnReset, Removal, after_recovery_code, enroll_factor,
+    remove_factor, reset_own_mfa,
 };
 pub use login::{
-    Denial, EnrollmentReason, LoginOutcome, NoSecondFactorReason, choose_organization,
-    login_outcome,
+    Denial, EnrollmentReason, LoginOutcome, NoSecondFactorReason, after_second_factor,
+    check_lockout, choose_organization, login_outcome,
 };
 pub use model::{
     AccountStatus, Assurance, FactorKind, Factors, LoginKind, Method, OrgPolicy, Proof, Role,

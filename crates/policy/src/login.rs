@@ -38,6 +38,8 @@ pub enum NoSecondFactorReason {
     NotEnrolled,
     /// An SSO login in an organization whose SSO mode exempts it.
     SsoExempt,
+    /// Not a reason for skipping: the second factor was passed (assurance 2).
+    SecondFactorPassed,
 }
 
 /// Why a login needs an enrollment first.
@@ -47,6 +49,9 @@ pub enum EnrollmentReason {
     OrganizationRequires,
     /// The user's 2FA was reset, or their last recovery code was used.
     ReenrollmentPending,
+    /// The user passed a factor of a kind the organization does not allow, and must now
+    /// enroll one it allows.
+    MethodNotAllowed,
 }
 
 /// Why a login is refused outright. Each has a stable reason string for the API.
@@ -61,7 +66,8 @@ pub enum Denial {
         /// When the lockout ends.
         until: u64,
     },
-    /// A password login for an account that has no password.
+    /// A password login for an account that has no password. The server must answer it
+    /// exactly like a wrong password, or it tells who has an account.
     #[error("this account has no password; log in through SSO or set a password")]
     NoPassword,
     /// An SSO login for an organization that has SSO turned off.
@@ -98,16 +104,21 @@ impl Denial {
 ///    an SSO login where SSO is off: denied;
 /// 2. an SSO login that the organization exempts: authenticated at assurance 1;
 /// 3. a pending re-enrollment: enrollment required;
-/// 4. when the organization requires 2FA only factors of allowed kinds count: second factor
-///    required if the user has one (recovery codes offered beside it), else enrollment;
-/// 5. otherwise a user who set up 2FA must use it (all their factors and recovery codes
-///    count), and a user who did not is authenticated.
+/// 4. a user with active factors must pass one (recovery codes offered beside them). When
+///    the organization requires 2FA, factors of allowed kinds are offered; if the user has
+///    none of those, all their factors are, and [`after_second_factor`] then asks for an
+///    allowed one to be enrolled: a password alone never replaces a factor the user has;
+/// 5. a user without factors: enrollment when the organization requires 2FA, else
+///    authenticated.
+///
+/// Lockouts: the server checks [`check_lockout`] *before* it verifies the password, and
+/// answers the same whatever the password, so a lockout never confirms a guessed password.
 pub fn login_outcome(org: &OrgPolicy, user: &UserState, kind: LoginKind, now: u64) -> LoginOutcome {
     if user.status == AccountStatus::Disabled {
         return LoginOutcome::Denied(Denial::AccountDisabled);
     }
-    if let Some(until) = user.locked_until.filter(|&until| until > now) {
-        return LoginOutcome::Denied(Denial::LockedOut { until });
+    if let Err(denial) = check_lockout(user, now) {
+        return LoginOutcome::Denied(denial);
     }
     match kind {
         LoginKind::Password if !user.has_password => {
@@ -122,22 +133,18 @@ pub fn login_outcome(org: &OrgPolicy, user: &UserState, kind: LoginKind, now: u6
             reason: NoSecondFactorReason::SsoExempt,
         };
     }
-    let enroll = |reason| {
-        // An organization policy with no allowed method is refused when it is set
-        // (`update_mfa_policy`); should one reach here anyway, offer every kind rather
-        // than lock the user out with nothing to enroll.
-        let methods = if org.allowed_methods.is_empty() {
-            EnumSet::all()
-        } else {
-            org.allowed_methods
-        };
-        LoginOutcome::EnrollmentRequired { methods, reason }
+    // `update_mfa_policy` refuses a policy without an allowed method, so this set is never
+    // empty for a policy that went through it.
+    let enroll = |reason| LoginOutcome::EnrollmentRequired {
+        methods: org.allowed_methods,
+        reason,
     };
     if user.must_reenroll {
         return enroll(EnrollmentReason::ReenrollmentPending);
     }
-    let counted = if org.mfa_required {
-        user.factors.kinds() & org.allowed_methods
+    let allowed_here = user.factors.kinds() & org.allowed_methods;
+    let counted = if org.mfa_required && !allowed_here.is_empty() {
+        allowed_here
     } else {
         user.factors.kinds()
     };
@@ -154,6 +161,32 @@ pub fn login_outcome(org: &OrgPolicy, user: &UserState, kind: LoginKind, now: u6
         LoginOutcome::Authenticated {
             assurance: Assurance::One,
             reason: NoSecondFactorReason::NotEnrolled,
+        }
+    }
+}
+
+/// Refuses a login step while the user is locked out. The server calls this before verifying
+/// the password, so that the answer does not depend on it.
+pub fn check_lockout(user: &UserState, now: u64) -> Result<(), Denial> {
+    match user.locked_until {
+        Some(until) if until > now => Err(Denial::LockedOut { until }),
+        _ => Ok(()),
+    }
+}
+
+/// What follows a passed second factor: a session at assurance 2, unless the organization
+/// requires 2FA and the user has no factor of an allowed kind (they passed one it does not
+/// allow), in which case they must now enroll an allowed kind.
+pub fn after_second_factor(org: &OrgPolicy, user: &UserState) -> LoginOutcome {
+    if org.mfa_required && (user.factors.kinds() & org.allowed_methods).is_empty() {
+        LoginOutcome::EnrollmentRequired {
+            methods: org.allowed_methods,
+            reason: EnrollmentReason::MethodNotAllowed,
+        }
+    } else {
+        LoginOutcome::Authenticated {
+            assurance: Assurance::Two,
+            reason: NoSecondFactorReason::SecondFactorPassed,
         }
     }
 }

@@ -128,9 +128,11 @@ impl Factors {
             .collect()
     }
 
-    /// The number of active factors whose kind is in `kinds`.
+    /// The number of active factors whose kind is in `kinds` (saturating: never panics).
     pub fn count_in(&self, kinds: EnumSet<FactorKind>) -> u32 {
-        kinds.iter().map(|kind| self.count(kind)).sum()
+        kinds
+            .iter()
+            .fold(0u32, |sum, kind| sum.saturating_add(self.count(kind)))
     }
 
     /// The total number of active factors.

@@ -8,8 +8,9 @@
 use policy::{
     Actor, AdminRefusal, AfterRecoveryCode, Assurance, Denial, EnrollmentReason, EnumSet,
     FactorKind, FactorRefusal, Factors, LoginKind, LoginOutcome, Method, NoSecondFactorReason,
-    OrgPolicy, Proof, Role, SsoMode, UserState, after_recovery_code, choose_organization,
-    login_outcome, remove_factor, reset_member_mfa, reset_own_mfa, update_mfa_policy,
+    OrgPolicy, Proof, Role, SsoMode, UserState, after_recovery_code, after_second_factor,
+    check_lockout, choose_organization, enroll_factor, login_outcome, remove_factor,
+    reset_member_mfa, reset_own_mfa, update_mfa_policy,
 };
 
 const NOW: u64 = 1_700_000_000;
@@ -19,6 +20,8 @@ fn admin() -> Actor {
         role: Role::Admin,
         has_password: true,
         password_confirmed: true,
+        has_mfa: false,
+        session_assurance: Assurance::One,
     }
 }
 
@@ -163,6 +166,7 @@ fn journey_3_passwordless_admin_must_set_a_password_first() {
         role: Role::Owner,
         has_password: false,
         password_confirmed: false,
+        ..admin()
     };
     let refusal = update_mfa_policy(&sso_admin, &OrgPolicy::default(), &required()).unwrap_err();
     assert_eq!(refusal, AdminRefusal::PasswordNotSet);
@@ -175,24 +179,91 @@ fn journey_3_passwordless_admin_must_set_a_password_first() {
         ..sso_admin
     };
     assert!(update_mfa_policy(&with_password, &OrgPolicy::default(), &required()).is_ok());
+    // An admin who has 2FA acts from a session that used it.
+    let with_mfa = Actor {
+        has_mfa: true,
+        ..with_password
+    };
+    assert_eq!(
+        update_mfa_policy(&with_mfa, &OrgPolicy::default(), &required()),
+        Err(AdminRefusal::StepUpRequired)
+    );
+    let stepped_up = Actor {
+        session_assurance: Assurance::Two,
+        ..with_mfa
+    };
+    assert!(update_mfa_policy(&stepped_up, &OrgPolicy::default(), &required()).is_ok());
+}
+
+#[test]
+fn journey_4_enroll_an_authenticator_app_of_an_allowed_kind() {
+    // The app is allowed by default; an organization can allow SMS only.
+    assert_eq!(enroll_factor(&required(), FactorKind::Totp), Ok(()));
+    let sms_only = OrgPolicy {
+        allowed_methods: EnumSet::only(FactorKind::Sms),
+        ..required()
+    };
+    assert_eq!(
+        enroll_factor(&sms_only, FactorKind::Totp),
+        Err(FactorRefusal::MethodNotAllowed)
+    );
+    assert_eq!(
+        FactorRefusal::MethodNotAllowed.reason(),
+        "METHOD_NOT_ALLOWED"
+    );
+    // A user without a factor under enforcement is sent to enroll, with the allowed kinds.
+    assert_eq!(
+        password_login(&sms_only, &user_with(Factors::default(), 0)),
+        LoginOutcome::EnrollmentRequired {
+            methods: EnumSet::only(FactorKind::Sms),
+            reason: EnrollmentReason::OrganizationRequires
+        }
+    );
+}
+
+#[test]
+fn journey_6_enroll_an_sms_phone_where_sms_is_allowed() {
+    assert_eq!(
+        enroll_factor(&OrgPolicy::default(), FactorKind::Sms),
+        Ok(())
+    );
+    let app_only = OrgPolicy {
+        allowed_methods: FactorKind::Totp | FactorKind::Hotp,
+        ..OrgPolicy::default()
+    };
+    assert_eq!(
+        enroll_factor(&app_only, FactorKind::Sms),
+        Err(FactorRefusal::MethodNotAllowed)
+    );
 }
 
 #[test]
 fn journey_7_login_with_codes_and_the_last_recovery_code() {
-    // App and recovery codes are offered.
+    // App and recovery codes are offered; passing one gives assurance 2.
     assert_eq!(
         password_login(&OrgPolicy::default(), &totp_user()),
         LoginOutcome::SecondFactorRequired {
             methods: Method::Totp | Method::RecoveryCode
         }
     );
-    // Each recovery code works once; codes left: nothing changes.
+    assert!(matches!(
+        after_second_factor(&OrgPolicy::default(), &totp_user()),
+        LoginOutcome::Authenticated {
+            assurance: Assurance::Two,
+            ..
+        }
+    ));
+    // Each recovery code works once; with codes left nothing changes.
+    let one_factor = totp_user().factors;
     assert_eq!(
-        after_recovery_code(9),
+        after_recovery_code(9, &one_factor),
         AfterRecoveryCode::Continue { remaining: 9 }
     );
-    // The last one: the user must set up 2FA again at the next login.
-    assert_eq!(after_recovery_code(0), AfterRecoveryCode::MustReenroll);
+    // The last one, and no other factor: set up 2FA again at the next login.
+    assert_eq!(
+        after_recovery_code(0, &one_factor),
+        AfterRecoveryCode::MustReenroll
+    );
     let exhausted = UserState {
         must_reenroll: true,
         recovery_codes_left: 0,
@@ -205,14 +276,18 @@ fn journey_7_login_with_codes_and_the_last_recovery_code() {
             reason: EnrollmentReason::ReenrollmentPending
         }
     );
-    // With no codes left the app alone is offered.
-    let no_codes = user_with(
-        Factors {
-            totp: 1,
-            ..Factors::default()
-        },
-        0,
+    // A second factor to fall back on: no forced re-enrollment.
+    let two = Factors {
+        totp: 1,
+        sms: 1,
+        ..Factors::default()
+    };
+    assert_eq!(
+        after_recovery_code(0, &two),
+        AfterRecoveryCode::Continue { remaining: 0 }
     );
+    // With no codes left the factors alone are offered.
+    let no_codes = user_with(one_factor, 0);
     assert_eq!(
         password_login(&required(), &no_codes),
         LoginOutcome::SecondFactorRequired {
@@ -261,12 +336,19 @@ fn journey_9_turning_2fa_off_needs_proof_and_no_enforcement() {
         removal.delete_recovery_codes,
         "no factor left: codes go too"
     );
-    // Under enforcement, the last factor stays; only an admin can reset it.
+    // Under enforcement, the last factor stays, whatever its kind.
     assert_eq!(
         remove_factor(&user, FactorKind::Totp, Proof::FactorCode, &[required()]),
         Err(FactorRefusal::LastRequiredFactor)
     );
-    assert_eq!(reset_member_mfa(Role::Admin, Role::Member, false), Ok(()));
+    let sms_only_org = OrgPolicy {
+        allowed_methods: EnumSet::only(FactorKind::Sms),
+        ..required()
+    };
+    assert_eq!(
+        remove_factor(&user, FactorKind::Totp, Proof::FactorCode, &[sms_only_org]),
+        Err(FactorRefusal::LastRequiredFactor)
+    );
     // In several organizations, one that requires 2FA is enough to keep it.
     assert_eq!(
         remove_factor(
@@ -281,29 +363,49 @@ fn journey_9_turning_2fa_off_needs_proof_and_no_enforcement() {
 
 #[test]
 fn journey_10_admin_resets_a_member_after_a_lost_phone() {
-    assert_eq!(reset_member_mfa(Role::Owner, Role::Admin, false), Ok(()));
-    assert_eq!(reset_member_mfa(Role::Admin, Role::Member, false), Ok(()));
+    let owner = Actor {
+        role: Role::Owner,
+        ..admin()
+    };
+    assert!(reset_member_mfa(&owner, Role::Admin, &[], false).is_ok());
     assert_eq!(
-        reset_member_mfa(Role::Admin, Role::Owner, false),
+        reset_member_mfa(&admin(), Role::Owner, &[], false),
         Err(AdminRefusal::CannotResetOwner)
     );
+    let member = Actor {
+        role: Role::Member,
+        ..admin()
+    };
     assert_eq!(
-        reset_member_mfa(Role::Member, Role::Member, false),
+        reset_member_mfa(&member, Role::Member, &[], false),
         Err(AdminRefusal::NotAnAdmin)
     );
     assert_eq!(
-        reset_member_mfa(Role::Owner, Role::Owner, true),
+        reset_member_mfa(&owner, Role::Owner, &[], true),
         Err(AdminRefusal::CannotResetSelf)
     );
-    // After the reset (factors and codes gone), the member enrolls at next login.
-    let reset = user_with(Factors::default(), 0);
-    assert!(matches!(
-        password_login(&required(), &reset),
+    // Someone who administers another organization is that organization's to reset.
+    assert_eq!(
+        reset_member_mfa(&owner, Role::Member, &[Role::Owner], false),
+        Err(AdminRefusal::AdministersElsewhere)
+    );
+    // Apply the reset the way the server does: factors and codes gone, sessions revoked,
+    // re-enrollment pending. Even where 2FA is not required, the member enrolls again.
+    let reset = reset_member_mfa(&admin(), Role::Member, &[Role::Member], false).unwrap();
+    assert!(reset.revoke_sessions);
+    let after = UserState {
+        factors: Factors::default(),
+        recovery_codes_left: 0,
+        must_reenroll: reset.must_reenroll,
+        ..totp_user()
+    };
+    assert_eq!(
+        password_login(&OrgPolicy::default(), &after),
         LoginOutcome::EnrollmentRequired {
-            reason: EnrollmentReason::OrganizationRequires,
-            ..
+            methods: EnumSet::all(),
+            reason: EnrollmentReason::ReenrollmentPending
         }
-    ));
+    );
 }
 
 #[test]
@@ -313,19 +415,24 @@ fn journey_11_own_reset_to_move_to_a_new_phone() {
         reset_own_mfa(&user, Proof::None),
         Err(FactorRefusal::ProofRequired)
     );
-    assert_eq!(reset_own_mfa(&user, Proof::FactorCode), Ok(()));
-    assert_eq!(reset_own_mfa(&user, Proof::RecoveryCode), Ok(()));
-    // Allowed under enforcement too, because the user must enroll again at once.
+    assert!(reset_own_mfa(&user, Proof::RecoveryCode).is_ok());
+    let reset = reset_own_mfa(&user, Proof::FactorCode).unwrap();
+    assert!(reset.revoke_other_sessions);
+    // Applied: no factor, re-enrollment pending. In an organization that does not require
+    // 2FA the user still enrolls the new phone before the next session.
     let after_reset = UserState {
-        must_reenroll: true,
+        must_reenroll: reset.must_reenroll,
         factors: Factors::default(),
         recovery_codes_left: 0,
         ..user
     };
-    assert!(matches!(
-        password_login(&required(), &after_reset),
-        LoginOutcome::EnrollmentRequired { .. }
-    ));
+    assert_eq!(
+        password_login(&OrgPolicy::default(), &after_reset),
+        LoginOutcome::EnrollmentRequired {
+            methods: EnumSet::all(),
+            reason: EnrollmentReason::ReenrollmentPending
+        }
+    );
     // Nothing to reset without a factor.
     assert_eq!(
         reset_own_mfa(&after_reset, Proof::FactorCode),
@@ -334,7 +441,7 @@ fn journey_11_own_reset_to_move_to_a_new_phone() {
 }
 
 #[test]
-fn allowed_methods_decide_what_counts_under_enforcement() {
+fn a_password_alone_never_replaces_a_factor_the_user_has() {
     let app_only = OrgPolicy {
         allowed_methods: EnumSet::only(FactorKind::Totp),
         ..required()
@@ -346,29 +453,46 @@ fn allowed_methods_decide_what_counts_under_enforcement() {
         },
         10,
     );
-    // SMS does not count here: enroll an app.
+    // SMS does not count here, but the user must still pass it before enrolling an app.
     assert_eq!(
         password_login(&app_only, &sms_user),
-        LoginOutcome::EnrollmentRequired {
-            methods: EnumSet::only(FactorKind::Totp),
-            reason: EnrollmentReason::OrganizationRequires
-        }
-    );
-    // Without enforcement the user's own SMS factor still protects them.
-    let not_required = OrgPolicy {
-        mfa_required: false,
-        ..app_only
-    };
-    assert_eq!(
-        password_login(&not_required, &sms_user),
         LoginOutcome::SecondFactorRequired {
             methods: Method::Sms | Method::RecoveryCode
         }
     );
+    assert_eq!(
+        after_second_factor(&app_only, &sms_user),
+        LoginOutcome::EnrollmentRequired {
+            methods: EnumSet::only(FactorKind::Totp),
+            reason: EnrollmentReason::MethodNotAllowed
+        }
+    );
+    // Without enforcement the user's SMS factor is simply their second factor.
+    let not_required = OrgPolicy {
+        mfa_required: false,
+        ..app_only
+    };
+    assert!(matches!(
+        after_second_factor(&not_required, &sms_user),
+        LoginOutcome::Authenticated {
+            assurance: Assurance::Two,
+            ..
+        }
+    ));
 }
 
 #[test]
-fn lockouts_and_disabled_accounts_are_denied() {
+fn lockouts_are_checked_before_the_password_and_disabled_accounts_denied() {
+    // The server asks before verifying the password, so the answer cannot depend on it.
+    let locked_user = UserState {
+        locked_until: Some(NOW + 30),
+        ..totp_user()
+    };
+    assert_eq!(
+        check_lockout(&locked_user, NOW),
+        Err(Denial::LockedOut { until: NOW + 30 })
+    );
+    assert_eq!(check_lockout(&locked_user, NOW + 30), Ok(()));
     let locked = UserState {
         locked_until: Some(NOW + 30),
         ..totp_user()
@@ -420,9 +544,12 @@ fn every_refusal_has_a_distinct_stable_reason() {
         AdminRefusal::NoMethodAllowed.reason(),
         AdminRefusal::CannotResetSelf.reason(),
         AdminRefusal::CannotResetOwner.reason(),
+        AdminRefusal::AdministersElsewhere.reason(),
+        AdminRefusal::StepUpRequired.reason(),
         FactorRefusal::ProofRequired.reason(),
         FactorRefusal::NoSuchFactor.reason(),
         FactorRefusal::LastRequiredFactor.reason(),
+        FactorRefusal::MethodNotAllowed.reason(),
     ];
     let n = reasons.len();
     assert!(
