@@ -138,7 +138,8 @@ fn login_outcomes_keep_every_invariant() {
                 let exempt =
                     kind == LoginKind::Sso && org.sso_enabled && org.sso_mode == SsoMode::Exempt;
                 // A policy `update_mfa_policy` accepts (the only kind the server stores).
-                let valid = !org.allowed_methods.is_empty() && !(org.mfa_required && exempt);
+                let sso_exempts = org.sso_enabled && org.sso_mode == SsoMode::Exempt;
+                let valid = !(org.allowed_methods.is_empty() || org.mfa_required && sso_exempts);
                 let has_factor = user.factors.total() > 0;
                 let allowed_factor = !(user.factors.kinds() & org.allowed_methods).is_empty();
 
