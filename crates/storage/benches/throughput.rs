@@ -138,6 +138,23 @@ async fn run(name: &str, storage: Storage, ops: usize) {
     }
 }
 
+/// Replaces the database name (the path) of a PostgreSQL URL, keeping any query string.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base
+        .get(scheme_end..)
+        .and_then(|rest| rest.find('/'))
+        .map_or(base.len(), |i| scheme_end + i);
+    let host = base.get(..path_start).unwrap_or(base);
+    match query {
+        Some(query) => format!("{host}/{name}?{query}"),
+        None => format!("{host}/{name}"),
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let benching = std::env::args().any(|a| a == "--bench");
@@ -155,7 +172,7 @@ async fn main() {
                 .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
                 .await
                 .unwrap();
-            let url = format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0);
+            let url = with_database(&admin_url, &name);
             let pg = open(&url).await;
             run("postgres", pg.clone(), ops).await;
             pg.db().clone().close().await.unwrap();

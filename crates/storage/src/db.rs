@@ -3,13 +3,14 @@
 use std::path::Path;
 use std::time::Duration;
 
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 use sea_orm_migration::MigratorTrait;
 
 use crate::migration::Migrator;
 
-/// How to reach the database. `Default` is an SQLite file `./data/tollgate.db`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// How to reach the database. `Default` is an SQLite file `./data/tollgate.db`. `Debug`
+/// hides the password in the URL.
+#[derive(Clone, PartialEq, Eq)]
 pub struct DbConfig {
     /// `sqlite://PATH` (the file and its folder are created when missing) or
     /// `postgres://USER@HOST:PORT/DB`.
@@ -37,6 +38,38 @@ impl Default for DbConfig {
             idle_timeout: Duration::from_secs(600),
             sqlite_busy_timeout: Duration::from_secs(5),
         }
+    }
+}
+
+impl std::fmt::Debug for DbConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbConfig")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("min_connections", &self.min_connections)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("sqlite_busy_timeout", &self.sqlite_busy_timeout)
+            .finish()
+    }
+}
+
+/// The URL with any password replaced by `***` (`postgres://user:***@host/db`).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let masked = match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:***"),
+                None => userinfo.to_owned(),
+            };
+            format!("{scheme}://{masked}@{host}{tail}")
+        }
+        None => url.to_owned(),
     }
 }
 
@@ -83,12 +116,7 @@ pub async fn connect(config: &DbConfig) -> Result<DatabaseConnection, DbErr> {
                 .busy_timeout(busy)
         });
     }
-    let db = Database::connect(options).await?;
-    if db.get_database_backend() == DbBackend::Postgres {
-        // Fail early and clearly on a server too old for what the schema relies on.
-        db.execute_unprepared("SELECT 1").await?;
-    }
-    Ok(db)
+    Database::connect(options).await
 }
 
 /// The file path of an `sqlite://PATH?options` URL, unless it is in memory.
@@ -113,6 +141,19 @@ pub async fn migrate_down(db: &DatabaseConnection) -> Result<(), DbErr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_never_show_in_debug() {
+        let config = DbConfig::from_url("postgres://app:s3cret@db.internal:5432/tollgate?x=1");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("postgres://app:***@db.internal:5432/tollgate?x=1"),
+            "{shown}"
+        );
+        assert_eq!(redact_url("postgres://app@h/db"), "postgres://app@h/db");
+        assert_eq!(redact_url("sqlite://data/t.db"), "sqlite://data/t.db");
+    }
 
     #[test]
     fn sqlite_paths() {

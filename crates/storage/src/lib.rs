@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 
-pub use db::{DbConfig, connect, migrate_down, migrate_up};
+pub use db::{DbConfig, connect, migrate_down, migrate_up, redact_url};
 pub use error::{Result, StorageError};
 pub use migration::Migrator;
 pub use sea_orm;

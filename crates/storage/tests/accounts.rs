@@ -73,14 +73,28 @@ async fn bad_input_is_refused_and_writes_nothing(db: &TestDb) {
             ..
         }
     ));
-    assert!(
-        db.storage
-            .factors()
-            .of_user(user.id, false)
+    // Only the one valid user exists: nothing of the refused input was written.
+    use sea_orm::{EntityTrait, PaginatorTrait};
+    assert_eq!(
+        storage::entity::user::Entity::find()
+            .count(db.storage.db())
             .await
-            .unwrap()
-            .is_empty(),
-        "nothing written"
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        storage::entity::organization::Entity::find()
+            .count(db.storage.db())
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        storage::entity::factor::Entity::find()
+            .count(db.storage.db())
+            .await
+            .unwrap(),
+        0
     );
 }
 

@@ -12,9 +12,9 @@ mod common;
 
 use common::{NOW, TestDb, race};
 use sea_orm::EntityTrait;
-use storage::entity::enums::{ChallengePurpose, FactorKind};
+use storage::entity::enums::ChallengePurpose;
 use storage::entity::{login_challenge, recovery_code, sms_code};
-use storage::{Storage, Uuid};
+use storage::{Storage, StorageError, Uuid};
 
 async fn user(storage: &Storage, email: &str) -> Uuid {
     storage.users().create(email, None, NOW).await.unwrap().id
@@ -28,10 +28,22 @@ async fn recovery_codes_work_once_each(db: &TestDb) {
         .await
         .unwrap();
     // Stored only as hashes.
-    for row in recovery_code::Entity::find().all(s.db()).await.unwrap() {
-        assert_eq!(row.code_hash.len(), 32);
-        assert!(!row.code_hash.windows(4).any(|w| w == b"ABCD"));
-    }
+    let hashes: Vec<Vec<u8>> = recovery_code::Entity::find()
+        .all(s.db())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| row.code_hash)
+        .collect();
+    let expected = s.hasher().hash(
+        storage::crypto::HashPurpose::RecoveryCode,
+        &[uid.as_bytes(), b"ABCDEFGH1234"],
+    );
+    assert!(
+        hashes.contains(&expected.0.to_vec()),
+        "keyed hash of the normalized code"
+    );
+    assert!(hashes.iter().all(|h| h.len() == 32));
     // Typed loosely, used once.
     assert!(
         s.recovery_codes()
@@ -105,49 +117,59 @@ async fn sms_codes_replace_expire_and_work_once(db: &TestDb) {
     );
     assert!(
         !s.sms_codes()
-            .consume(f.id, "111111", 3, NOW + 50)
+            .consume(f.id, "111111", NOW + 50)
             .await
-            .unwrap()
+            .unwrap(),
+        "replaced"
     );
     assert!(
         !s.sms_codes()
-            .consume(f.id, "222222", 3, NOW + 340)
+            .consume(f.id, "222222", NOW + 340)
+            .await
+            .unwrap(),
+        "expired"
+    );
+    assert!(
+        !s.sms_codes()
+            .take_attempt(f.id, 3, NOW + 340)
             .await
             .unwrap(),
         "expired"
     );
     let wins = race(s, 32, |s, _| async move {
         s.sms_codes()
-            .consume(f.id, "222222", 3, NOW + 60)
+            .consume(f.id, "222222", NOW + 60)
             .await
             .unwrap()
     })
     .await;
     assert_eq!(wins.iter().filter(|&&w| w).count(), 1);
-    // Out of attempts: even the right code is refused.
+    // 32 guesses race for a budget of 3: exactly 3 may check a code, then none.
     s.sms_codes()
         .issue(f.id, "333333", NOW + 100, NOW + 400)
         .await
         .unwrap();
-    for _ in 0..3 {
-        s.sms_codes().register_failure(f.id).await.unwrap();
-    }
-    assert!(
-        !s.sms_codes()
-            .consume(f.id, "333333", 3, NOW + 110)
+    let taken = race(s, 32, |s, _| async move {
+        s.sms_codes()
+            .take_attempt(f.id, 3, NOW + 110)
             .await
             .unwrap()
+    })
+    .await;
+    assert_eq!(taken.iter().filter(|&&t| t).count(), 3);
+    assert_eq!(
+        s.sms_codes().current(f.id).await.unwrap().unwrap().attempts,
+        3
     );
     assert!(s.sms_codes().withdraw(f.id).await.unwrap());
     assert!(s.sms_codes().current(f.id).await.unwrap().is_none());
     // A code for a factor that does not exist is refused.
-    assert!(
-        s.sms_codes()
-            .issue(Uuid::now_v7(), "1", NOW, NOW + 1)
-            .await
-            .is_err()
-    );
-    let _ = FactorKind::Sms;
+    let err = s
+        .sms_codes()
+        .issue(Uuid::now_v7(), "1", NOW, NOW + 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::NotFound("factor")), "{err:?}");
 }
 
 async fn challenges_are_consumed_once_and_count_attempts(db: &TestDb) {
@@ -170,8 +192,11 @@ async fn challenges_are_consumed_once_and_count_attempts(db: &TestDb) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(row.token_hash.len(), 32);
-    assert_ne!(row.token_hash, b"token-1".to_vec());
+    // The stored hash is the keyed hash of the token, not the token.
+    let expected = s
+        .hasher()
+        .hash(storage::crypto::HashPurpose::ChallengeToken, &[b"token-1"]);
+    assert_eq!(row.token_hash, expected.0.to_vec());
     assert_eq!(
         s.challenges()
             .find_active("token-1", NOW)
@@ -198,7 +223,7 @@ async fn challenges_are_consumed_once_and_count_attempts(db: &TestDb) {
     );
     // 32 guesses race for a budget of 5: exactly 5 are counted.
     let counted = race(s, 32, |s, _| async move {
-        s.challenges().register_failure(c.id, 5, NOW).await.unwrap()
+        s.challenges().take_attempt(c.id, 5, NOW).await.unwrap()
     })
     .await;
     assert_eq!(counted.iter().filter(|&&w| w).count(), 5);
@@ -229,10 +254,7 @@ async fn challenges_are_consumed_once_and_count_attempts(db: &TestDb) {
             .is_none()
     );
     assert!(
-        !s.challenges()
-            .register_failure(c.id, 10, NOW)
-            .await
-            .unwrap(),
+        !s.challenges().take_attempt(c.id, 10, NOW).await.unwrap(),
         "used up"
     );
     s.challenges()

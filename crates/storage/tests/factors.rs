@@ -64,9 +64,14 @@ async fn seeds_are_sealed_and_bound_to_their_row(db: &TestDb) {
     );
     assert_eq!(a.secret_key_id, Some(1));
     assert_eq!(s.factors().open_secret(&a).unwrap().as_slice(), SEED);
+    let shown = format!("{a:?}");
     assert!(
-        !format!("{a:?}").contains("secret_sealed"),
-        "Debug leaves the seed out"
+        !shown.contains("secret_sealed"),
+        "Debug leaves the sealed seed out: {shown}"
+    );
+    assert!(
+        !shown.contains(&format!("{:?}", sealed[..8].to_vec())),
+        "{shown}"
     );
 
     // A ciphertext copied onto another row does not open there.
@@ -166,17 +171,18 @@ async fn activation_and_recovery_codes_are_one_transaction(db: &TestDb) {
         Some(6),
         "HOTP: the counter before the token's next one"
     );
+    assert!(matches!(
+        s.factors().activate(g.id, other, Some(7), None, NOW).await,
+        Err(StorageError::NotFound(_))
+    ));
     assert!(
-        s.factors()
-            .activate(g.id, other, Some(7), None, NOW)
-            .await
-            .is_err()
-    );
-    assert!(
-        s.factors()
-            .activate(g.id, uid, Some(7), None, NOW + 600)
-            .await
-            .is_err()
+        matches!(
+            s.factors()
+                .activate(g.id, uid, Some(7), None, NOW + 600)
+                .await,
+            Err(StorageError::NotFound(_))
+        ),
+        "expired"
     );
     assert_eq!(
         s.factors().delete_expired_pending(NOW + 600).await.unwrap(),
@@ -270,14 +276,20 @@ async fn key_rotation_reseals_and_resumes_after_an_interruption(db: &TestDb) {
     }
     // Key 2 becomes primary; key 1 stays to open what it sealed.
     let rotating = db.reopen(keyring(2, &[1, 2])).await;
-    let first = rotating.factors().reseal_batch(2).await.unwrap();
+    let first = rotating.factors().reseal_batch(None, 2).await.unwrap();
     assert_eq!((first.resealed, first.remaining), (2, 3));
     drop(rotating); // interrupted
     let resumed = db.reopen(keyring(2, &[1, 2])).await;
-    let rest = resumed.factors().reseal_batch(100).await.unwrap();
+    let rest = resumed.factors().reseal_batch(None, 100).await.unwrap();
     assert_eq!((rest.resealed, rest.remaining), (3, 0));
+    assert!(rest.failed.is_empty());
     assert_eq!(
-        resumed.factors().reseal_batch(100).await.unwrap().resealed,
+        resumed
+            .factors()
+            .reseal_batch(None, 100)
+            .await
+            .unwrap()
+            .resealed,
         0
     );
     // Key 1 can now go: everything opens with key 2 alone.
@@ -300,18 +312,127 @@ async fn sms_factors_store_e164_numbers(db: &TestDb) {
     assert_eq!(f.phone_e164.as_deref(), Some("+33612345678"));
     assert!(f.secret_sealed.is_none());
     for bad in ["+", "+0123", "33612345678", "+3361234567890123", "+33 6 12"] {
+        let err = s
+            .factors()
+            .create_sms_pending(uid, "x", bad, NOW, NOW + 600)
+            .await
+            .unwrap_err();
         assert!(
-            s.factors()
-                .create_sms_pending(uid, "x", bad, NOW, NOW + 600)
-                .await
-                .is_err(),
+            matches!(
+                err,
+                StorageError::Invalid {
+                    field: "phone_number",
+                    ..
+                }
+            ),
             "{bad}"
         );
     }
     assert!(factor::Entity::find().all(s.db()).await.unwrap().len() == 1);
 }
 
+async fn rotation_reports_a_bad_row_and_goes_past_it(db: &TestDb) {
+    let s = &db.storage;
+    let uid = user(s, "j@example.com").await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(active_totp(s, uid).await.id);
+    }
+    // The first row's ciphertext is damaged.
+    let bad = s.factors().get(ids[0]).await.unwrap().unwrap();
+    let mut damaged = bad.secret_sealed.clone().unwrap();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0xff;
+    let mut row: factor::ActiveModel = bad.into();
+    row.secret_sealed = Set(Some(damaged));
+    row.update(s.db()).await.unwrap();
+
+    let rotating = db.reopen(keyring(2, &[1, 2])).await;
+    let first = rotating.factors().reseal_batch(None, 1).await.unwrap();
+    assert_eq!(first.failed, vec![ids[0]]);
+    assert_eq!(first.resealed, 0);
+    // Resuming after it, the others are re-sealed; the bad row stays, reported.
+    let rest = rotating
+        .factors()
+        .reseal_batch(first.last_seen, 10)
+        .await
+        .unwrap();
+    assert_eq!(rest.resealed, 2);
+    assert_eq!(rest.remaining, 1);
+}
+
+async fn activation_never_lowers_the_hotp_baseline(db: &TestDb) {
+    let s = &db.storage;
+    let uid = user(s, "k@example.com").await;
+    let hotp = OtpParams {
+        period: None,
+        ..TOTP
+    };
+    let f = s
+        .factors()
+        .create_otp_pending(
+            uid,
+            FactorKind::Hotp,
+            "token",
+            SEED,
+            hotp,
+            Some(50),
+            NOW,
+            NOW + 600,
+        )
+        .await
+        .unwrap();
+    assert_eq!(f.last_step, Some(49));
+    // A confirming counter behind the token's position is refused and changes nothing.
+    let err = s
+        .factors()
+        .activate(f.id, uid, Some(10), None, NOW)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StorageError::NotFound("pending factor")),
+        "{err:?}"
+    );
+    assert_eq!(
+        s.factors().get(f.id).await.unwrap().unwrap().last_step,
+        Some(49)
+    );
+    s.factors()
+        .activate(f.id, uid, Some(52), None, NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.factors().get(f.id).await.unwrap().unwrap().last_step,
+        Some(52)
+    );
+    // Without a step (SMS), activation leaves the guard as it is.
+    let g = s
+        .factors()
+        .create_otp_pending(
+            uid,
+            FactorKind::Hotp,
+            "",
+            SEED,
+            hotp,
+            Some(7),
+            NOW,
+            NOW + 600,
+        )
+        .await
+        .unwrap();
+    s.factors()
+        .activate(g.id, uid, None, None, NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.factors().get(g.id).await.unwrap().unwrap().last_step,
+        Some(6)
+    );
+}
+
 both!(
+    rotation_reports_a_bad_row_and_goes_past_it,
+    activation_never_lowers_the_hotp_baseline,
     seeds_are_sealed_and_bound_to_their_row,
     activation_and_recovery_codes_are_one_transaction,
     a_step_is_accepted_once_in_order,

@@ -21,14 +21,29 @@ async fn migrations_go_up_down_and_up_again(db: &TestDb) {
         .await
         .unwrap();
     migrate_down(storage.db()).await.unwrap();
-    // The tables are gone.
-    assert!(
-        storage
-            .users()
-            .find_by_email("a@example.com")
-            .await
-            .is_err()
-    );
+    // Every table is gone.
+    for table in [
+        "organizations",
+        "users",
+        "memberships",
+        "factors",
+        "recovery_codes",
+        "login_challenges",
+        "sms_codes",
+        "sessions",
+        "audit_events",
+        "attempt_counters",
+    ] {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        let result = storage
+            .db()
+            .query_one_raw(Statement::from_string(
+                storage.db().get_database_backend(),
+                sql,
+            ))
+            .await;
+        assert!(result.is_err(), "{table} still exists");
+    }
     migrate_up(storage.db()).await.unwrap();
     // Back, empty, and usable.
     assert!(
@@ -44,8 +59,16 @@ async fn migrations_go_up_down_and_up_again(db: &TestDb) {
         .create("a@example.com", None, NOW)
         .await
         .unwrap();
-    // Up again is a no-op.
+    // Up again applies nothing and keeps the data.
     migrate_up(storage.db()).await.unwrap();
+    assert!(
+        storage
+            .users()
+            .find_by_email("a@example.com")
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 async fn connection_settings_are_applied(db: &TestDb) {
@@ -92,7 +115,33 @@ async fn connection_settings_are_applied(db: &TestDb) {
     assert!(matches!(err, storage::StorageError::NotFound(_)), "{err:?}");
 }
 
+async fn pool_size_and_acquire_timeout_are_honoured(db: &TestDb) {
+    use sea_orm::TransactionTrait;
+    use std::time::{Duration, Instant};
+    let mut config = db.config.clone();
+    config.max_connections = Some(1);
+    config.min_connections = 1;
+    config.connect_timeout = Duration::from_millis(300);
+    let conn = storage::connect(&config).await.unwrap();
+    // The only connection is held by an open transaction: the next query waits, then fails.
+    let txn = conn.begin().await.unwrap();
+    let started = Instant::now();
+    let err = conn.execute_unprepared("SELECT 1").await.unwrap_err();
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250),
+        "waited {waited:?}: {err}"
+    );
+    assert!(
+        waited < Duration::from_secs(5),
+        "the timeout applied: {waited:?}"
+    );
+    txn.rollback().await.unwrap();
+    conn.execute_unprepared("SELECT 1").await.unwrap();
+}
+
 both!(
     migrations_go_up_down_and_up_again,
-    connection_settings_are_applied
+    connection_settings_are_applied,
+    pool_size_and_acquire_timeout_are_honoured,
 );

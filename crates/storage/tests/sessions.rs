@@ -43,10 +43,13 @@ async fn sessions_expire_touch_and_revoke(db: &TestDb) {
         .await
         .unwrap()
         .unwrap();
-    assert_ne!(
+    let expected = s
+        .hasher()
+        .hash(storage::crypto::HashPurpose::SessionToken, &[b"tok-a"]);
+    assert_eq!(
         stored.token_hash,
-        b"tok-a".to_vec(),
-        "only the hash is stored"
+        expected.0.to_vec(),
+        "only the keyed hash is stored"
     );
     assert_eq!(
         s.sessions()
@@ -83,10 +86,10 @@ async fn sessions_expire_touch_and_revoke(db: &TestDb) {
             .unwrap()
             .is_some()
     );
-    s.sessions()
-        .touch(created.id, NOW + 3_500, 600)
-        .await
-        .unwrap();
+    // Used every 500 s, it lives until its absolute expiry and no longer.
+    for at in (1_000..=3_500).step_by(500) {
+        s.sessions().touch(created.id, NOW + at, 600).await.unwrap();
+    }
     let row = s
         .sessions()
         .find_valid("tok-a", NOW + 3_550)
@@ -101,6 +104,22 @@ async fn sessions_expire_touch_and_revoke(db: &TestDb) {
             .unwrap()
             .is_none(),
         "absolute expiry"
+    );
+    // An expired session is never revived by use.
+    let err = s
+        .sessions()
+        .touch(created.id, NOW + 3_700, 600)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, storage::StorageError::NotFound("live session")),
+        "{err:?}"
+    );
+    assert!(
+        !s.sessions()
+            .raise_assurance(created.id, NOW + 3_700)
+            .await
+            .unwrap()
     );
     // Step-up and revocation.
     let b = s
@@ -127,17 +146,26 @@ async fn sessions_expire_touch_and_revoke(db: &TestDb) {
             .unwrap()
             .is_none()
     );
+    let err = s
+        .sessions()
+        .create(
+            "tok-c",
+            NewSession {
+                assurance: 3,
+                ..new(uid, None, 1)
+            },
+        )
+        .await
+        .unwrap_err();
     assert!(
-        s.sessions()
-            .create(
-                "tok-c",
-                NewSession {
-                    assurance: 3,
-                    ..new(uid, None, 1)
-                }
-            )
-            .await
-            .is_err()
+        matches!(
+            err,
+            storage::StorageError::Invalid {
+                field: "assurance",
+                ..
+            }
+        ),
+        "{err:?}"
     );
 }
 
@@ -149,28 +177,40 @@ async fn revoking_all_of_a_user_or_an_org_below_a_level(db: &TestDb) {
         user(s, "b@example.com").await,
         user(s, "c@example.com").await,
     );
+    // u1 is a member of `org`; u2 is not.
+    s.memberships()
+        .add(org, u1, storage::entity::enums::Role::Member, NOW)
+        .await
+        .unwrap();
     for (token, uid, org, level) in [
         ("s1", u1, Some(org), 1),
         ("s2", u1, Some(org), 2),
         ("s3", u2, Some(org), 1),
         ("s4", u2, Some(other_org), 1),
         ("s5", u2, None, 1),
+        ("s6", u1, None, 1),
+        ("s7", u1, Some(other_org), 1),
     ] {
         s.sessions()
             .create(token, new(uid, org, level))
             .await
             .unwrap();
     }
-    assert_eq!(s.sessions().revoke_org_below(org, 2, NOW).await.unwrap(), 2);
+    // The org's level-1 sessions, and its member's session naming no organization.
+    assert_eq!(s.sessions().revoke_org_below(org, 2, NOW).await.unwrap(), 3);
     let live =
         |t: &'static str| async move { s.sessions().find_valid(t, NOW).await.unwrap().is_some() };
-    assert!(
-        !live("s1").await
-            && live("s2").await
-            && !live("s3").await
-            && live("s4").await
-            && live("s5").await
-    );
+    for (token, expected) in [
+        ("s1", false),
+        ("s2", true),
+        ("s3", false),
+        ("s4", true),
+        ("s5", true),
+        ("s6", false),
+        ("s7", true),
+    ] {
+        assert_eq!(live(token).await, expected, "{token}");
+    }
     assert_eq!(s.sessions().revoke_all_of_user(u2, NOW).await.unwrap(), 2);
     assert!(!live("s4").await && !live("s5").await && live("s2").await);
 }

@@ -62,11 +62,14 @@ impl fmt::Debug for SecretHasher {
 }
 
 impl SecretHasher {
-    /// A hasher under `key` (at least 32 bytes of randomness are expected).
+    /// A hasher under a 256-bit `key`.
     pub fn new(key: &Zeroizing<[u8; 32]>) -> Self {
-        // HMAC takes keys of any length, so this cannot fail.
-        let mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.as_ref())
-            .unwrap_or_else(|_| <Hmac<Sha256> as KeyInit>::new(&Default::default()));
+        // HMAC zero-pads a short key to the block; doing it here makes the setup infallible
+        // (no fallback key) and gives the same MAC as the 32-byte key itself.
+        let mut block = Zeroizing::new([0u8; 64]);
+        let (head, _) = block.split_at_mut(32);
+        head.copy_from_slice(key.as_ref());
+        let mac = <Hmac<Sha256> as KeyInit>::new(&(*block).into());
         Self { mac }
     }
 

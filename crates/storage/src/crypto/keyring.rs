@@ -71,7 +71,7 @@ impl KeyRing {
     ) -> Result<Self, CryptoError> {
         let keys: BTreeMap<_, _> = keys
             .into_iter()
-            .map(|(id, key)| (id, Aes256Gcm::new(&(*key).into())))
+            .map(|(id, key)| (id, Aes256Gcm::new((&*key).into())))
             .collect();
         if !keys.contains_key(&primary) {
             return Err(CryptoError::NoPrimary(primary));

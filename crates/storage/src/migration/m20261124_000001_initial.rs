@@ -301,7 +301,7 @@ impl MigrationTrait for Migration {
                     .table(SmsCodes::Table)
                     .col(uuid(SmsCodes::Id).primary_key())
                     .col(uuid(SmsCodes::FactorId))
-                    .col(blob(SmsCodes::CodeHash))
+                    .col(blob_uniq(SmsCodes::CodeHash))
                     .col(big_integer(SmsCodes::ExpiresAt))
                     .col(integer(SmsCodes::Attempts))
                     .col(big_integer(SmsCodes::SentAt))

@@ -105,6 +105,7 @@ impl<'a> Audit<'a> {
         if let Some(before) = before {
             query = query.filter(Column::Id.lt(before));
         }
+        let limit = super::clamp_limit(limit);
         let rows = query
             .order_by_desc(Column::Id)
             .limit(limit.saturating_add(1))

@@ -65,10 +65,10 @@ impl<'a> Challenges<'a> {
             .await?)
     }
 
-    /// Counts a failed attempt against the challenge, if it has fewer than `max` so far.
-    /// Returns false when the challenge is used up, expired or out of attempts: atomic, so
-    /// concurrent guesses cannot exceed `max`.
-    pub async fn register_failure(&self, id: Uuid, max: i32, now: i64) -> Result<bool> {
+    /// Takes one attempt from the challenge's budget of `max`, *before* the code is checked:
+    /// false when the challenge is used up, expired or out of attempts. One conditional
+    /// UPDATE, so however many guesses arrive at once, at most `max` are ever checked.
+    pub async fn take_attempt(&self, id: Uuid, max: i32, now: i64) -> Result<bool> {
         let result = Entity::update_many()
             .col_expr(Column::Attempts, Expr::col(Column::Attempts).add(1))
             .filter(Column::Id.eq(id))

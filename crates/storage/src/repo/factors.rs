@@ -27,11 +27,16 @@ pub struct OtpParams {
 }
 
 /// How far a key rotation has got.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RotationProgress {
     /// Rows re-sealed by this call.
     pub resealed: u64,
-    /// Rows still sealed under another key.
+    /// Rows that did not open (tampered, or sealed under a key the ring lacks): left as they
+    /// are, named here for an operator, and skipped by later batches after `last_seen`.
+    pub failed: Vec<Uuid>,
+    /// The last row this call looked at: pass it as `after` to continue past it.
+    pub last_seen: Option<Uuid>,
+    /// Rows still sealed under another key (failed ones included).
     pub remaining: u64,
 }
 
@@ -226,17 +231,26 @@ impl<'a> Factors<'a> {
     ) -> Result<()> {
         let txn = self.storage.db().begin().await?;
         // A write first, so SQLite takes the write lock at once (no read-to-write upgrade).
-        let activated = Entity::update_many()
+        let mut update = Entity::update_many()
             .col_expr(Column::Status, Expr::value(FactorStatus::Active))
             .col_expr(Column::ActivatedAt, Expr::value(Some(now)))
             .col_expr(Column::PendingExpiresAt, Expr::value(Option::<i64>::None))
-            .col_expr(Column::LastStep, Expr::value(step))
             .filter(Column::Id.eq(factor_id))
             .filter(Column::UserId.eq(user_id))
             .filter(Column::Status.eq(FactorStatus::Pending))
-            .filter(Column::PendingExpiresAt.gt(now))
-            .exec(&txn)
-            .await?;
+            .filter(Column::PendingExpiresAt.gt(now));
+        if let Some(step) = step {
+            // The replay guard only moves forward, also here: an HOTP baseline set at creation
+            // is never lowered.
+            update = update
+                .col_expr(Column::LastStep, Expr::value(Some(step)))
+                .filter(
+                    Condition::any()
+                        .add(Column::LastStep.is_null())
+                        .add(Column::LastStep.lt(step)),
+                );
+        }
+        let activated = update.exec(&txn).await?;
         if activated.rows_affected != 1 {
             return Err(StorageError::NotFound("pending factor"));
         }
@@ -332,10 +346,12 @@ impl<'a> Factors<'a> {
             .rows_affected)
     }
 
-    /// Re-seals up to `batch` seeds sealed under a key other than the primary. Each row is
-    /// updated on its own, only if it still has the key it was read with, so rotation can be
-    /// interrupted and resumed at any point, and run by several replicas at once.
-    pub async fn reseal_batch(&self, batch: u64) -> Result<RotationProgress> {
+    /// Re-seals up to `batch` seeds sealed under a key other than the primary, in id order
+    /// after `after`. Each row is updated on its own, only if it still holds the ciphertext it
+    /// was read with, so rotation can be interrupted and resumed at any point, and run by
+    /// several replicas at once. A row that does not open is reported in `failed` and left
+    /// alone; pass `last_seen` back as `after` to get past it.
+    pub async fn reseal_batch(&self, after: Option<Uuid>, batch: u64) -> Result<RotationProgress> {
         let keyring = self.storage.keyring();
         let primary = i64::from(keyring.primary());
         let stale = || {
@@ -343,28 +359,41 @@ impl<'a> Factors<'a> {
                 .filter(Column::SecretKeyId.is_not_null())
                 .filter(Column::SecretKeyId.ne(primary))
         };
-        let rows = stale()
+        let mut query = stale();
+        if let Some(after) = after {
+            query = query.filter(Column::Id.gt(after));
+        }
+        let rows = query
             .order_by_asc(Column::Id)
-            .limit(batch)
+            .limit(batch.clamp(1, 10_000))
             .all(self.storage.db())
             .await?;
-        let mut resealed = 0;
+        let mut progress = RotationProgress {
+            resealed: 0,
+            failed: Vec::new(),
+            last_seen: rows.last().map(|row| row.id),
+            remaining: 0,
+        };
         for row in rows {
-            let secret = self.open_secret(&row)?;
+            let secret = match self.open_secret(&row) {
+                Ok(secret) => secret,
+                Err(StorageError::Crypto(_)) => {
+                    progress.failed.push(row.id);
+                    continue;
+                }
+                Err(other) => return Err(other),
+            };
             let sealed = keyring.seal(&secret, &seal_context(row.id))?;
             let updated = Entity::update_many()
                 .col_expr(Column::SecretSealed, Expr::value(Some(sealed)))
                 .col_expr(Column::SecretKeyId, Expr::value(Some(primary)))
                 .filter(Column::Id.eq(row.id))
-                .filter(Column::SecretKeyId.eq(row.secret_key_id))
+                .filter(Column::SecretSealed.eq(row.secret_sealed.clone()))
                 .exec(self.storage.db())
                 .await?;
-            resealed += updated.rows_affected;
+            progress.resealed += updated.rows_affected;
         }
-        let remaining = stale().count(self.storage.db()).await?;
-        Ok(RotationProgress {
-            resealed,
-            remaining,
-        })
+        progress.remaining = stale().count(self.storage.db()).await?;
+        Ok(progress)
     }
 }

@@ -70,6 +70,7 @@ impl<'a> Memberships<'a> {
         if let Some(after) = after {
             query = query.filter(Column::UserId.gt(after));
         }
+        let limit = super::clamp_limit(limit);
         let rows = query
             .order_by_asc(Column::UserId)
             .limit(limit.saturating_add(1))

@@ -31,6 +31,11 @@ pub struct Page<T, C> {
     pub next: Option<C>,
 }
 
+/// The page sizes repositories accept: at least 1, at most 1,000.
+pub(crate) fn clamp_limit(limit: u64) -> u64 {
+    limit.clamp(1, 1_000)
+}
+
 /// Splits one extra fetched row off to decide whether a next page exists.
 pub(crate) fn page<T, C>(mut items: Vec<T>, limit: u64, cursor: impl Fn(&T) -> C) -> Page<T, C> {
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);

@@ -1,10 +1,13 @@
 //! Organizations and their 2FA policy.
 
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait,
+};
 use uuid::Uuid;
 
 use crate::entity::enums::SsoMode;
-use crate::entity::organization::{ActiveModel, Entity, Model};
+use crate::entity::organization::{ActiveModel, Column, Entity, Model};
 use crate::{Result, Storage, StorageError};
 
 /// The policy fields of an organization.
@@ -71,21 +74,33 @@ impl<'a> Organizations<'a> {
                 reason: "unknown method bits",
             });
         }
-        let current = self
-            .get(id)
-            .await?
-            .ok_or(StorageError::NotFound("organization"))?;
-        let since = match (current.mfa_required, policy.mfa_required) {
-            (false, true) => Some(now),
-            (true, true) => current.mfa_required_since,
-            (_, false) => None,
+        let txn = self.storage.db().begin().await?;
+        // Writes only, each decided in the database, so concurrent updates cannot leave a
+        // `since` that disagrees with `mfa_required`.
+        let updated = Entity::update_many()
+            .col_expr(Column::MfaRequired, Expr::value(policy.mfa_required))
+            .col_expr(Column::AllowedMethods, Expr::value(policy.allowed_methods))
+            .col_expr(Column::SsoEnabled, Expr::value(policy.sso_enabled))
+            .col_expr(Column::SsoMode, Expr::value(policy.sso_mode))
+            .filter(Column::Id.eq(id))
+            .exec(&txn)
+            .await?;
+        if updated.rows_affected != 1 {
+            return Err(StorageError::NotFound("organization"));
+        }
+        let since = if policy.mfa_required {
+            Entity::update_many()
+                .col_expr(Column::MfaRequiredSince, Expr::value(Some(now)))
+                .filter(Column::Id.eq(id))
+                .filter(Column::MfaRequiredSince.is_null())
+        } else {
+            Entity::update_many()
+                .col_expr(Column::MfaRequiredSince, Expr::value(Option::<i64>::None))
+                .filter(Column::Id.eq(id))
         };
-        let mut model: ActiveModel = current.into();
-        model.mfa_required = Set(policy.mfa_required);
-        model.mfa_required_since = Set(since);
-        model.allowed_methods = Set(policy.allowed_methods);
-        model.sso_enabled = Set(policy.sso_enabled);
-        model.sso_mode = Set(policy.sso_mode);
-        Ok(model.update(self.storage.db()).await?)
+        since.exec(&txn).await?;
+        let model = Entity::find_by_id(id).one(&txn).await?;
+        txn.commit().await?;
+        model.ok_or(StorageError::NotFound("organization"))
     }
 }

@@ -1,10 +1,11 @@
 //! Sessions, found by the keyed hash of their token.
 
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Condition, Expr, Query};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use uuid::Uuid;
 
 use crate::crypto::{HashPurpose, TokenHash};
+use crate::entity::membership;
 use crate::entity::session::{ActiveModel, Column, Entity, Model};
 use crate::{Result, Storage, StorageError};
 
@@ -93,14 +94,21 @@ impl<'a> Sessions<'a> {
             .await?
             .ok_or(StorageError::NotFound("session"))?;
         let idle = now.saturating_add(idle_ttl).min(session.expires_at);
-        Entity::update_many()
+        // Only a live session moves: an expired one is never revived.
+        let result = Entity::update_many()
             .col_expr(Column::LastSeenAt, Expr::value(now))
             .col_expr(Column::IdleExpiresAt, Expr::value(idle))
             .filter(Column::Id.eq(id))
             .filter(Column::RevokedAt.is_null())
+            .filter(Column::ExpiresAt.gt(now))
+            .filter(Column::IdleExpiresAt.gt(now))
             .exec(self.storage.db())
             .await?;
-        Ok(())
+        if result.rows_affected == 1 {
+            Ok(())
+        } else {
+            Err(StorageError::NotFound("live session"))
+        }
     }
 
     /// Raises a valid session to assurance 2 (after a step-up). Returns whether it did.
@@ -110,6 +118,7 @@ impl<'a> Sessions<'a> {
             .filter(Column::Id.eq(id))
             .filter(Column::RevokedAt.is_null())
             .filter(Column::ExpiresAt.gt(now))
+            .filter(Column::IdleExpiresAt.gt(now))
             .exec(self.storage.db())
             .await?;
         Ok(result.rows_affected == 1)
@@ -137,12 +146,25 @@ impl<'a> Sessions<'a> {
         Ok(result.rows_affected)
     }
 
-    /// Revokes every live session of an organization below `assurance` (when 2FA becomes
-    /// required: those not established with a second factor). Returns how many.
+    /// Revokes every live session below `assurance` that the organization's policy governs
+    /// (when 2FA becomes required: those not established with a second factor): sessions of
+    /// the organization, and its members' sessions that name no organization. A member's
+    /// session for another organization follows that one's policy. Returns how many.
     pub async fn revoke_org_below(&self, org_id: Uuid, assurance: i16, now: i64) -> Result<u64> {
+        let members = Query::select()
+            .column(membership::Column::UserId)
+            .from(membership::Entity)
+            .and_where(membership::Column::OrgId.eq(org_id))
+            .to_owned();
         let result = Entity::update_many()
             .col_expr(Column::RevokedAt, Expr::value(Some(now)))
-            .filter(Column::OrgId.eq(org_id))
+            .filter(
+                Condition::any().add(Column::OrgId.eq(org_id)).add(
+                    Condition::all()
+                        .add(Column::OrgId.is_null())
+                        .add(Column::UserId.in_subquery(members)),
+                ),
+            )
             .filter(Column::Assurance.lt(assurance))
             .filter(Column::RevokedAt.is_null())
             .exec(self.storage.db())

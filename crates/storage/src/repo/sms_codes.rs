@@ -82,35 +82,32 @@ impl<'a> SmsCodes<'a> {
             .await?)
     }
 
-    /// Uses the code: true for exactly one caller with the right, unexpired, unused code that
-    /// has had fewer than `max_attempts` failures.
-    pub async fn consume(
-        &self,
-        factor_id: Uuid,
-        code: &str,
-        max_attempts: i32,
-        now: i64,
-    ) -> Result<bool> {
+    /// Takes one attempt from the current code's budget of `max`, *before* the typed code is
+    /// compared: false when there is no unused, unexpired code with attempts left. One
+    /// conditional UPDATE, so concurrent guesses can never check more than `max` codes.
+    pub async fn take_attempt(&self, factor_id: Uuid, max: i32, now: i64) -> Result<bool> {
+        let result = Entity::update_many()
+            .col_expr(Column::Attempts, Expr::col(Column::Attempts).add(1))
+            .filter(Column::FactorId.eq(factor_id))
+            .filter(Column::ConsumedAt.is_null())
+            .filter(Column::ExpiresAt.gt(now))
+            .filter(Column::Attempts.lt(max))
+            .exec(self.storage.db())
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
+    /// Uses the code: true for exactly one caller with the right, unexpired, unused code.
+    /// Take an attempt first ([`SmsCodes::take_attempt`]).
+    pub async fn consume(&self, factor_id: Uuid, code: &str, now: i64) -> Result<bool> {
         let result = Entity::update_many()
             .col_expr(Column::ConsumedAt, Expr::value(Some(now)))
             .filter(Column::FactorId.eq(factor_id))
             .filter(Column::CodeHash.eq(self.hash(factor_id, code).0.to_vec()))
             .filter(Column::ConsumedAt.is_null())
             .filter(Column::ExpiresAt.gt(now))
-            .filter(Column::Attempts.lt(max_attempts))
             .exec(self.storage.db())
             .await?;
         Ok(result.rows_affected == 1)
-    }
-
-    /// Counts a failed attempt against the factor's current code.
-    pub async fn register_failure(&self, factor_id: Uuid) -> Result<()> {
-        Entity::update_many()
-            .col_expr(Column::Attempts, Expr::col(Column::Attempts).add(1))
-            .filter(Column::FactorId.eq(factor_id))
-            .filter(Column::ConsumedAt.is_null())
-            .exec(self.storage.db())
-            .await?;
-        Ok(())
     }
 }

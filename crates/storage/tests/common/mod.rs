@@ -6,7 +6,8 @@
     unreachable_pub,
     clippy::unwrap_used,
     clippy::expect_used,
-    clippy::panic
+    clippy::panic,
+    clippy::print_stderr
 )]
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,12 +29,46 @@ pub struct TestDb {
     pub storage: Storage,
     pub config: DbConfig,
     pub backend: Backend,
-    cleanup: Cleanup,
+    _cleanup: Cleanup,
 }
 
 enum Cleanup {
-    Sqlite(#[allow(dead_code)] tempfile::TempDir),
-    Postgres { admin_url: String, name: String },
+    Sqlite(tempfile::TempDir),
+    Postgres(PgGuard),
+}
+
+/// Drops a PostgreSQL test database, also when the test (or its set-up) panics.
+struct PgGuard {
+    admin_url: String,
+    name: String,
+}
+
+impl Drop for PgGuard {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop may run inside the test's runtime, so the clean-up gets a runtime of its own.
+        let done = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let admin = Database::connect(&admin_url).await?;
+                admin
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .await?;
+                admin.close().await
+            })
+        });
+        match done.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("could not drop test database {}: {e}", self.name),
+            Err(_) => eprintln!(
+                "could not drop test database {}: the clean-up panicked",
+                self.name
+            ),
+        }
+    }
 }
 
 pub const HOW_TO_START_POSTGRES: &str = "PostgreSQL tests need a server: set TEST_DATABASE_URL \
@@ -65,7 +100,7 @@ fn unique_name() -> String {
 }
 
 /// Replaces the database name (the path) of a PostgreSQL URL.
-fn with_database(url: &str, name: &str) -> String {
+pub fn with_database(url: &str, name: &str) -> String {
     let (base, query) = url
         .split_once('?')
         .map_or((url, None), |(b, q)| (b, Some(q)));
@@ -97,7 +132,7 @@ impl TestDb {
                     storage,
                     config,
                     backend,
-                    cleanup: Cleanup::Sqlite(dir),
+                    _cleanup: Cleanup::Sqlite(dir),
                 }
             }
             Backend::Postgres => {
@@ -113,13 +148,18 @@ impl TestDb {
                     .await
                     .unwrap();
                 admin.close().await.unwrap();
+                // From here on the database is dropped whatever happens.
+                let guard = PgGuard {
+                    admin_url: admin_url.clone(),
+                    name: name.clone(),
+                };
                 let config = DbConfig::from_url(with_database(&admin_url, &name));
                 let storage = Storage::open(&config, ring, hasher()).await.unwrap();
                 Self {
                     storage,
                     config,
                     backend,
-                    cleanup: Cleanup::Postgres { admin_url, name },
+                    _cleanup: Cleanup::Postgres(guard),
                 }
             }
         }
@@ -129,32 +169,6 @@ impl TestDb {
     /// with another key ring).
     pub async fn reopen(&self, ring: KeyRing) -> Storage {
         Storage::open(&self.config, ring, hasher()).await.unwrap()
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Cleanup::Postgres { admin_url, name } = &self.cleanup {
-            let (admin_url, name) = (admin_url.clone(), name.clone());
-            // Drop runs inside the test's runtime, so the cleanup gets a runtime of its own.
-            let done = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async {
-                    if let Ok(admin) = Database::connect(&admin_url).await {
-                        let _ = admin
-                            .execute_unprepared(&format!(
-                                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                            ))
-                            .await;
-                        let _ = admin.close().await;
-                    }
-                });
-            });
-            let _ = done.join();
-        }
     }
 }
 
