@@ -75,6 +75,14 @@ impl<'a> Sessions<'a> {
             })
     }
 
+    /// The session for `token`, whatever its state.
+    pub async fn find(&self, token: &str) -> Result<Option<Model>> {
+        Ok(Entity::find()
+            .filter(Column::TokenHash.eq(self.hash(token).0.to_vec()))
+            .one(self.storage.db())
+            .await?)
+    }
+
     /// The session for `token` if it is neither revoked nor expired (idle or absolute).
     pub async fn find_valid(&self, token: &str, now: i64) -> Result<Option<Model>> {
         Ok(Entity::find()

@@ -1,0 +1,532 @@
+//! Configuration: defaults, then a TOML file, then `TOLLGATE_*` environment variables
+//! (`TOLLGATE_DATABASE__URL` sets `database.url`). Every key is documented with its default
+//! in `deploy/tollgate.example.toml`. A bad value stops start-up with an error naming the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listening address and TLS.
+    pub server: ServerConfig,
+    /// The database.
+    pub database: DatabaseConfig,
+    /// Where the encryption and hash keys come from.
+    pub keys: KeysConfig,
+    /// argon2id parameters and concurrency.
+    pub passwords: PasswordConfig,
+    /// Session lifetimes.
+    pub sessions: SessionConfig,
+    /// Login challenges and throttling.
+    pub login: LoginConfig,
+    /// Logs.
+    pub log: LogConfig,
+    /// Health checking.
+    pub health: HealthConfig,
+    /// Callers authenticated by API key (`x-api-key`).
+    pub api_keys: Vec<ApiKeyConfig>,
+    /// Callers authenticated by client certificate (mTLS).
+    pub tls_clients: Vec<TlsClientConfig>,
+}
+
+/// Listening address and TLS.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The gRPC address.
+    pub listen: SocketAddr,
+    /// Serve TLS with this certificate chain (PEM). Requires `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of `tls_cert_file` (PEM).
+    pub tls_key_file: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM): mutual TLS.
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// Seconds that in-flight calls get to finish on SIGTERM/SIGINT.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
+            shutdown_grace_secs: 20,
+        }
+    }
+}
+
+/// The database.
+#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` or `postgres://USER:PASSWORD@HOST:PORT/DB`.
+    pub url: String,
+    /// Pool size; 0 means the engine's default (4 SQLite, 8 PostgreSQL).
+    pub max_connections: u32,
+    /// Seconds to wait to connect or for a pooled connection.
+    pub connect_timeout_secs: u64,
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &storage::redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .finish()
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/tollgate.db".to_owned(),
+            max_connections: 0,
+            connect_timeout_secs: 5,
+        }
+    }
+}
+
+/// Where the keys come from.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeysConfig {
+    /// A TOML file with `primary`, `[[encryption]] id/key` (base64, 32 bytes) and `hash_key`.
+    pub file: PathBuf,
+    /// Create a development key file (mode 0600, with a loud warning) when it is missing.
+    /// Turn off in production, so that a missing secret stops start-up.
+    pub generate_if_missing: bool,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self {
+            file: PathBuf::from("data/keys.toml"),
+            generate_if_missing: true,
+        }
+    }
+}
+
+/// argon2id parameters and concurrency.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PasswordConfig {
+    /// Memory cost in KiB (OWASP's argon2id minimum is 19456).
+    pub memory_kib: u32,
+    /// Passes over memory.
+    pub iterations: u32,
+    /// Lanes.
+    pub parallelism: u32,
+    /// Hashes computed at once; 0 means the number of cores. Others wait, so a flood of
+    /// logins never starves the other RPCs or the health service.
+    pub max_concurrent: usize,
+    /// Shortest password accepted.
+    pub min_length: usize,
+}
+
+impl Default for PasswordConfig {
+    fn default() -> Self {
+        Self {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+            max_concurrent: 0,
+            min_length: 12,
+        }
+    }
+}
+
+/// Session lifetimes.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Seconds of inactivity after which a session expires.
+    pub idle_ttl_secs: i64,
+    /// Seconds after which a session expires whatever happens.
+    pub absolute_ttl_secs: i64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            idle_ttl_secs: 30 * 60,
+            absolute_ttl_secs: 12 * 60 * 60,
+        }
+    }
+}
+
+/// Login challenges and throttling.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoginConfig {
+    /// Seconds a second-factor challenge lives.
+    pub challenge_ttl_secs: i64,
+    /// Seconds an enrollment token lives.
+    pub enrollment_ttl_secs: i64,
+    /// Failures allowed before the first lockout.
+    pub free_failures: u32,
+    /// The first lockout, in seconds; it doubles with each further failure.
+    pub base_lockout_secs: u64,
+    /// The longest lockout, in seconds.
+    pub max_lockout_secs: u64,
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        Self {
+            challenge_ttl_secs: 300,
+            enrollment_ttl_secs: 900,
+            free_failures: 5,
+            base_lockout_secs: 30,
+            max_lockout_secs: 3_600,
+        }
+    }
+}
+
+/// Log output.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `info,server=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Health checking.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Seconds between database checks.
+    pub check_interval_secs: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            check_interval_secs: 5,
+        }
+    }
+}
+
+/// A caller authenticated by API key.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// A name for logs and audit.
+    pub name: String,
+    /// SHA-256 of the key, hex (`tollgate hash-api-key` prints it). The key itself is never
+    /// stored.
+    pub sha256: String,
+    /// What the caller may do: `users:read`, `users:write`, `organizations:read`,
+    /// `organizations:write`, `authentication`, `sessions`.
+    pub scopes: Vec<String>,
+}
+
+/// A caller authenticated by client certificate.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsClientConfig {
+    /// A name for logs and audit.
+    pub name: String,
+    /// SHA-256 of the client certificate (DER), hex.
+    pub sha256: String,
+    /// As for API keys.
+    pub scopes: Vec<String>,
+}
+
+/// Why the configuration is unusable. The message names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// The scopes a caller can be given.
+pub const SCOPES: [&str; 6] = [
+    "users:read",
+    "users:write",
+    "organizations:read",
+    "organizations:write",
+    "authentication",
+    "sessions",
+];
+
+impl Config {
+    /// Defaults, then `file` (if given; it must exist), then `TOLLGATE_*` variables from `env`
+    /// (pass `std::env::vars()` in the binary, a fixed list in tests).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Self::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError(format!(
+                    "file {} does not exist",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        // Collect the variables first so tests never touch the process environment.
+        let vars: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("TOLLGATE_") && k != "TOLLGATE_CONFIG")
+            .collect();
+        // `TOLLGATE_DATABASE__URL` is `database.url`: grouped by table into one TOML document.
+        let mut tables: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for (key, value) in &vars {
+            let path = key
+                .trim_start_matches("TOLLGATE_")
+                .to_lowercase()
+                .replace("__", ".");
+            let (table, leaf) = path.rsplit_once('.').unwrap_or(("", path.as_str()));
+            tables
+                .entry(table.to_owned())
+                .or_default()
+                .push(format!("{leaf} = {}", env_value(value)));
+        }
+        let mut toml = String::new();
+        for (table, lines) in &tables {
+            if !table.is_empty() {
+                toml.push_str(&format!("[{table}]\n"));
+            }
+            for line in lines {
+                toml.push_str(line);
+                toml.push('\n');
+            }
+        }
+        figment = figment.merge(Toml::string(&toml));
+        let config: Self = figment
+            .extract()
+            .map_err(|e| ConfigError(format_figment_error(&e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
+        if !(self.database.url.starts_with("sqlite:")
+            || self.database.url.starts_with("postgres://")
+            || self.database.url.starts_with("postgresql://"))
+        {
+            return err("database.url", "must start with sqlite:// or postgres://");
+        }
+        if self.server.tls_cert_file.is_some() != self.server.tls_key_file.is_some() {
+            return err(
+                "server.tls_cert_file",
+                "tls_cert_file and tls_key_file go together",
+            );
+        }
+        if self.server.tls_client_ca_file.is_some() && self.server.tls_cert_file.is_none() {
+            return err(
+                "server.tls_client_ca_file",
+                "mutual TLS needs server.tls_cert_file",
+            );
+        }
+        if !self.tls_clients.is_empty() && self.server.tls_client_ca_file.is_none() {
+            return err(
+                "tls_clients",
+                "client certificates need server.tls_client_ca_file",
+            );
+        }
+        if self.passwords.memory_kib < 8 * self.passwords.parallelism.max(1) {
+            return err("passwords.memory_kib", "must be at least 8 KiB per lane");
+        }
+        if self.passwords.iterations == 0 || self.passwords.parallelism == 0 {
+            return err(
+                "passwords.iterations",
+                "iterations and parallelism must be at least 1",
+            );
+        }
+        if self.sessions.idle_ttl_secs <= 0 || self.sessions.absolute_ttl_secs <= 0 {
+            return err(
+                "sessions.idle_ttl_secs",
+                "session lifetimes must be positive",
+            );
+        }
+        if self.login.challenge_ttl_secs <= 0 || self.login.enrollment_ttl_secs <= 0 {
+            return err("login.challenge_ttl_secs", "lifetimes must be positive");
+        }
+        for (i, key) in self.api_keys.iter().enumerate() {
+            check_caller(&format!("api_keys[{i}]"), &key.sha256, &key.scopes)?;
+        }
+        for (i, client) in self.tls_clients.iter().enumerate() {
+            check_caller(&format!("tls_clients[{i}]"), &client.sha256, &client.scopes)?;
+        }
+        Ok(())
+    }
+
+    /// Whether callers must authenticate (any API key or client certificate configured).
+    pub fn callers_configured(&self) -> bool {
+        !self.api_keys.is_empty() || !self.tls_clients.is_empty()
+    }
+}
+
+fn check_caller(key: &str, sha256: &str, scopes: &[String]) -> Result<(), ConfigError> {
+    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ConfigError(format!(
+            "{key}.sha256: must be 64 hexadecimal characters"
+        )));
+    }
+    if let Some(bad) = scopes.iter().find(|s| !SCOPES.contains(&s.as_str())) {
+        return Err(ConfigError(format!(
+            "{key}.scopes: unknown scope {bad:?} (known: {})",
+            SCOPES.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// An environment value as a TOML value: numbers and booleans as they are, anything else as
+/// a string (so `TOLLGATE_DATABASE__URL=postgres://…` needs no quoting).
+fn env_value(value: &str) -> String {
+    let bare = value.parse::<i64>().is_ok() || value == "true" || value == "false";
+    if bare || value.starts_with('[') {
+        value.to_owned()
+    } else {
+        format!("{value:?}")
+    }
+}
+
+fn format_figment_error(e: &figment::Error) -> String {
+    let key = e.path.join(".");
+    let mut message = e.kind.to_string();
+    if let Some(first) = e.clone().into_iter().nth(1) {
+        message.push_str(&format!("; also {}", first.kind));
+    }
+    if key.is_empty() {
+        message
+    } else {
+        format!("{key}: {message}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let config = Config::load(None, env(&[])).unwrap();
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(config.database.url, "sqlite://data/tollgate.db");
+        assert_eq!(config.passwords.memory_kib, 19_456);
+        assert!(!config.callers_configured());
+    }
+
+    #[test]
+    fn file_then_environment() {
+        let dir = std::env::temp_dir().join(format!("tollgate-config-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("t.toml");
+        std::fs::write(
+            &file,
+            "[database]\nurl = \"postgres://u@h/db\"\n[sessions]\nidle_ttl_secs = 60\n\
+             [[api_keys]]\nname = \"web\"\nsha256 = \""
+                .to_owned()
+                + &"ab".repeat(32)
+                + "\"\nscopes = [\"authentication\"]\n",
+        )
+        .unwrap();
+        let config = Config::load(
+            Some(&file),
+            env(&[
+                ("TOLLGATE_SESSIONS__IDLE_TTL_SECS", "120"),
+                ("TOLLGATE_SERVER__LISTEN", "0.0.0.0:7000"),
+                ("TOLLGATE_LOG__FORMAT", "json"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.database.url, "postgres://u@h/db");
+        assert_eq!(config.sessions.idle_ttl_secs, 120, "the environment wins");
+        assert_eq!(config.server.listen.to_string(), "0.0.0.0:7000");
+        assert_eq!(config.log.format, LogFormat::Json);
+        assert_eq!(config.api_keys.len(), 1);
+        assert!(config.callers_configured());
+        assert!(
+            !format!("{config:?}").contains("postgres://u@h/db?"),
+            "debug is fine"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[("TOLLGATE_SERVER__LISTEN", "not an address")],
+                "server.listen",
+            ),
+            (
+                &[("TOLLGATE_SESSIONS__IDLE_TTL_SECS", "soon")],
+                "sessions.idle_ttl_secs",
+            ),
+            (&[("TOLLGATE_DATABASE__URL", "mysql://x")], "database.url"),
+            (&[("TOLLGATE_LOG__FORMAT", "xml")], "log.format"),
+            (&[("TOLLGATE_SERVER__NO_SUCH_KEY", "1")], "no_such_key"),
+            (
+                &[("TOLLGATE_PASSWORDS__ITERATIONS", "0")],
+                "passwords.iterations",
+            ),
+            (
+                &[("TOLLGATE_SERVER__TLS_CERT_FILE", "/x.pem")],
+                "server.tls_cert_file",
+            ),
+        ];
+        for (vars, key) in cases {
+            let err = Config::load(None, env(vars)).unwrap_err().to_string();
+            assert!(err.contains(key), "{vars:?}: {err}");
+        }
+        let err = Config::load(Some(Path::new("/no/such/file.toml")), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("does not exist"));
+    }
+
+    #[test]
+    fn database_passwords_stay_out_of_debug() {
+        let config = Config::load(
+            None,
+            env(&[(
+                "TOLLGATE_DATABASE__URL",
+                "postgres://app:hunter2@db/tollgate",
+            )]),
+        )
+        .unwrap();
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

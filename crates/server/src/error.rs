@@ -1,0 +1,157 @@
+//! The server's error type and its one mapping to `tonic::Status`, with google.rpc details:
+//! `BadRequest` field violations, `ErrorInfo` with a stable reason, `RetryInfo` for
+//! throttling. Internal errors reach the caller as a generic message; the detail is logged.
+
+use std::time::Duration;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt as _};
+
+/// The `domain` of every `ErrorInfo`.
+pub const DOMAIN: &str = "tollgate.v1";
+
+/// What went wrong, in terms the caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// One or more fields are invalid.
+    #[error("invalid request")]
+    InvalidArgument(Vec<(String, String)>),
+    /// The caller is not who they need to be (no or bad credentials, bad password, bad token).
+    #[error("{message}")]
+    Unauthenticated {
+        /// A stable reason, e.g. `INVALID_CREDENTIALS`.
+        reason: &'static str,
+        /// For the caller.
+        message: String,
+    },
+    /// The caller is known but not allowed.
+    #[error("{message}")]
+    PermissionDenied {
+        /// A stable reason, e.g. `MISSING_SCOPE`.
+        reason: &'static str,
+        /// For the caller.
+        message: String,
+    },
+    /// The thing does not exist.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// It exists already.
+    #[error("{0} already exists")]
+    AlreadyExists(&'static str),
+    /// Not in the state the operation needs.
+    #[error("{message}")]
+    FailedPrecondition {
+        /// A stable reason.
+        reason: &'static str,
+        /// For the caller.
+        message: String,
+    },
+    /// Throttled: try again after `retry_after`.
+    #[error("{message}")]
+    ResourceExhausted {
+        /// A stable reason, e.g. `LOCKED_OUT`.
+        reason: &'static str,
+        /// For the caller.
+        message: String,
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// The service cannot answer now (the database is down).
+    #[error("temporarily unavailable")]
+    Unavailable(String),
+    /// A bug or an unexpected failure. The detail is logged, never sent.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A single field violation.
+    pub fn field(field: &str, description: impl Into<String>) -> Self {
+        Self::InvalidArgument(vec![(field.to_owned(), description.into())])
+    }
+}
+
+impl From<storage::StorageError> for ApiError {
+    fn from(err: storage::StorageError) -> Self {
+        use storage::StorageError as E;
+        match err {
+            E::NotFound(what) => Self::NotFound(what),
+            E::Conflict(what) => Self::AlreadyExists(what),
+            E::Invalid { field, reason } => Self::field(field, reason),
+            E::Db(db) => match db {
+                storage::sea_orm::DbErr::ConnectionAcquire(_)
+                | storage::sea_orm::DbErr::Conn(_) => Self::Unavailable(db.to_string()),
+                other => Self::Internal(other.to_string()),
+            },
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(err: ApiError) -> Self {
+        let info = |reason: &str| ErrorDetails::with_error_info(reason, DOMAIN, []);
+        match err {
+            ApiError::InvalidArgument(violations) => {
+                let mut details = ErrorDetails::new();
+                for (field, description) in &violations {
+                    details.add_bad_request_violation(field.clone(), description.clone());
+                }
+                let fields: Vec<&str> = violations.iter().map(|(f, _)| f.as_str()).collect();
+                let message = format!("invalid {}", fields.join(", "));
+                tracing::debug!(%message, "invalid argument");
+                Status::with_error_details(Code::InvalidArgument, message, details)
+            }
+            ApiError::Unauthenticated { reason, message } => {
+                tracing::info!(reason, "unauthenticated");
+                Status::with_error_details(Code::Unauthenticated, message, info(reason))
+            }
+            ApiError::PermissionDenied { reason, message } => {
+                tracing::info!(reason, "permission denied");
+                Status::with_error_details(Code::PermissionDenied, message, info(reason))
+            }
+            ApiError::NotFound(what) => Status::with_error_details(
+                Code::NotFound,
+                format!("{what} not found"),
+                info("NOT_FOUND"),
+            ),
+            ApiError::AlreadyExists(what) => Status::with_error_details(
+                Code::AlreadyExists,
+                format!("{what} already exists"),
+                info("ALREADY_EXISTS"),
+            ),
+            ApiError::FailedPrecondition { reason, message } => {
+                Status::with_error_details(Code::FailedPrecondition, message, info(reason))
+            }
+            ApiError::ResourceExhausted {
+                reason,
+                message,
+                retry_after,
+            } => {
+                tracing::warn!(
+                    reason,
+                    retry_after_secs = retry_after.as_secs(),
+                    "throttled"
+                );
+                let mut details = info(reason);
+                details.set_retry_info(Some(retry_after));
+                Status::with_error_details(Code::ResourceExhausted, message, details)
+            }
+            ApiError::Unavailable(detail) => {
+                tracing::error!(%detail, "unavailable");
+                Status::with_error_details(
+                    Code::Unavailable,
+                    "temporarily unavailable, try again",
+                    info("UNAVAILABLE"),
+                )
+            }
+            ApiError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                Status::with_error_details(Code::Internal, "internal error", info("INTERNAL"))
+            }
+        }
+    }
+}
+
+/// The result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,220 @@
+//! The Tollgate gRPC server: the `tollgate.v1` services over the `storage`, `policy` and
+//! `otp-core` crates, callers authenticated by API key or client certificate, the standard
+//! health service and reflection, graceful shutdown. `main.rs` is the `tollgate` binary.
+
+#![warn(missing_docs)]
+
+pub mod audit;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod keys;
+pub mod password;
+pub mod service;
+pub mod telemetry;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use storage::Storage;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tollgate_proto::v1::authentication_service_server::AuthenticationServiceServer;
+use tollgate_proto::v1::organization_service_server::OrganizationServiceServer;
+use tollgate_proto::v1::session_service_server::SessionServiceServer;
+use tollgate_proto::v1::user_service_server::UserServiceServer;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::auth::CallerAuth;
+use crate::config::Config;
+use crate::password::Passwords;
+
+/// The names the health service reports on, besides "" (the whole server).
+pub const SERVICE_NAMES: [&str; 4] = [
+    "tollgate.v1.UserService",
+    "tollgate.v1.OrganizationService",
+    "tollgate.v1.AuthenticationService",
+    "tollgate.v1.SessionService",
+];
+
+/// The source of the current time. Only the server reads the clock; tests can move it.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Unix seconds.
+    fn now(&self) -> i64;
+}
+
+/// The system clock.
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    }
+}
+
+/// What every service shares. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct App {
+    /// The database and its keys.
+    pub storage: Storage,
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Password hashing.
+    pub passwords: Arc<Passwords>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl App {
+    /// Unix seconds now.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// The lockout schedule.
+    pub fn throttle(&self) -> policy::Throttle {
+        policy::Throttle {
+            free_failures: self.config.login.free_failures,
+            base_delay_secs: self.config.login.base_lockout_secs,
+            max_delay_secs: self.config.login.max_lockout_secs,
+        }
+    }
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// TLS files could not be read or used.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The transport failed.
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+fn read(path: &std::path::Path, key: &str) -> Result<Vec<u8>, ServeError> {
+    std::fs::read(path).map_err(|e| ServeError::Tls(format!("{key} {}: {e}", path.display())))
+}
+
+/// The TLS settings of the configuration, if TLS is on.
+pub fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, ServeError> {
+    let (Some(cert), Some(key)) = (&config.server.tls_cert_file, &config.server.tls_key_file)
+    else {
+        return Ok(None);
+    };
+    let identity = Identity::from_pem(
+        read(cert, "server.tls_cert_file")?,
+        read(key, "server.tls_key_file")?,
+    );
+    let mut tls = ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &config.server.tls_client_ca_file {
+        tls = tls
+            .client_ca_root(Certificate::from_pem(read(
+                ca,
+                "server.tls_client_ca_file",
+            )?))
+            .client_auth_optional(false);
+    }
+    Ok(Some(tls))
+}
+
+async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for name in SERVICE_NAMES {
+        reporter.set_service_status(name, status).await;
+    }
+}
+
+/// Serves every service on `listener` until `shutdown` completes, then reports NOT_SERVING,
+/// stops accepting calls and lets in-flight calls finish (up to the configured grace).
+pub async fn serve(
+    app: App,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let storage = app.storage.clone();
+    let interval = Duration::from_secs(app.config.health.check_interval_secs.max(1));
+    // SERVING only while the database answers, checked now and then periodically.
+    let checker = {
+        let reporter = reporter.clone();
+        tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                let status = if storage.ping().await.is_ok() {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
+                if last != Some(status) {
+                    tracing::info!(?status, "health");
+                    set_all(&reporter, status).await;
+                    last = Some(status);
+                }
+                tokio::time::sleep(interval).await;
+            }
+        })
+    };
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tollgate_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Tls(format!("reflection: {e}")))?;
+
+    let auth = CallerAuth::new(&app.config);
+    let intercept = move |request| auth.intercept(request);
+    let mut builder = Server::builder();
+    if let Some(tls) = tls_config(&app.config)? {
+        builder = builder.tls_config(tls)?;
+    }
+    let grace = Duration::from_secs(app.config.server.shutdown_grace_secs);
+    let router = builder
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(UserServiceServer::with_interceptor(
+            service::users::Users::new(app.clone()),
+            intercept.clone(),
+        ))
+        .add_service(OrganizationServiceServer::with_interceptor(
+            service::organizations::Organizations::new(app.clone()),
+            intercept.clone(),
+        ))
+        .add_service(AuthenticationServiceServer::with_interceptor(
+            service::authentication::Authentication::new(app.clone()),
+            intercept.clone(),
+        ))
+        .add_service(SessionServiceServer::with_interceptor(
+            service::sessions::Sessions::new(app.clone()),
+            intercept,
+        ));
+
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    let stop_reporter = reporter.clone();
+    let signal = async move {
+        shutdown.await;
+        checker.abort();
+        tracing::info!("shutting down: NOT_SERVING, finishing in-flight calls");
+        set_all(&stop_reporter, ServingStatus::NotServing).await;
+        let _ = stopped_tx.send(());
+    };
+    let serving = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+    tokio::pin!(serving);
+    // Past the grace period after the signal, in-flight calls are cut off.
+    tokio::select! {
+        result = &mut serving => result?,
+        () = async {
+            let _ = stopped_rx.await;
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!("grace period over; stopping with calls in flight"),
+    }
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! `tollgate`: run the server, apply migrations, check a configuration, hash an API key,
+//! generate a key file.
+
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a command-line tool"
+)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use server::config::Config;
+use server::{App, SystemClock};
+
+/// Tollgate, the two-factor authentication service.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// A TOML configuration file (see deploy/tollgate.example.toml). TOLLGATE_* variables
+    /// override it.
+    #[arg(long, short, global = true, env = "TOLLGATE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the gRPC server (applies pending migrations first).
+    Serve,
+    /// Applies pending database migrations and exits.
+    Migrate,
+    /// Loads and checks the configuration (and the key file), prints it without secrets.
+    CheckConfig,
+    /// Reads an API key on standard input and prints the SHA-256 to put in `api_keys`.
+    HashApiKey,
+    /// Prints a new key file (one encryption key and a hash key) for `keys.file`.
+    GenerateKeys,
+}
+
+fn load(cli: &Cli) -> Result<Config, String> {
+    Config::load(cli.config.as_deref(), std::env::vars()).map_err(|e| e.to_string())
+}
+
+async fn open_storage(config: &Config) -> Result<(storage::Storage, bool), String> {
+    let keys = server::keys::load_or_generate(&config.keys.file, config.keys.generate_if_missing)
+        .map_err(|e| e.to_string())?;
+    let mut db = storage::DbConfig::from_url(config.database.url.clone());
+    if config.database.max_connections > 0 {
+        db.max_connections = Some(config.database.max_connections);
+    }
+    db.connect_timeout = std::time::Duration::from_secs(config.database.connect_timeout_secs);
+    let storage = storage::Storage::open(&db, keys.keyring, keys.hasher)
+        .await
+        .map_err(|e| {
+            format!(
+                "database {}: {e}",
+                storage::redact_url(&config.database.url)
+            )
+        })?;
+    Ok((storage, keys.generated))
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    server::telemetry::init(&config.log)?;
+    if !config.callers_configured() && !config.server.listen.ip().is_loopback() {
+        return Err(format!(
+            "server.listen: {} is not a loopback address, and no api_keys or tls_clients are \
+             configured: anyone could call. Configure callers, or listen on 127.0.0.1",
+            config.server.listen
+        ));
+    }
+    let started = std::time::Instant::now();
+    let (storage, generated) = open_storage(&config).await?;
+    if generated {
+        tracing::warn!(
+            file = %config.keys.file.display(),
+            "!!! DEVELOPMENT KEYS GENERATED: factor secrets are encrypted with a key created just \
+             now on this machine. Back it up, or set keys.file to your real key file and \
+             keys.generate_if_missing = false in production !!!"
+        );
+    }
+    if !config.callers_configured() {
+        tracing::warn!("no api_keys or tls_clients configured: every local caller has every scope");
+    }
+    let passwords =
+        server::password::Passwords::new(&config.passwords).map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|e| format!("server.listen {}: {e}", config.server.listen))?;
+    tracing::info!(
+        address = %listener.local_addr().map_err(|e| e.to_string())?,
+        database = %storage::redact_url(&config.database.url),
+        tls = config.server.tls_cert_file.is_some(),
+        startup_ms = started.elapsed().as_millis(),
+        "tollgate listening"
+    );
+    let app = App {
+        storage,
+        config: Arc::new(config),
+        passwords,
+        clock: Arc::new(SystemClock),
+    };
+    server::serve(app, listener, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Serve => serve(load(&cli)?).await,
+        Command::Migrate => {
+            let config = load(&cli)?;
+            open_storage(&config).await?;
+            println!(
+                "migrations applied to {}",
+                storage::redact_url(&config.database.url)
+            );
+            Ok(())
+        }
+        Command::CheckConfig => {
+            let config = load(&cli)?;
+            server::keys::load_or_generate(&config.keys.file, false).map_err(|e| e.to_string())?;
+            println!("configuration OK\n{config:#?}");
+            Ok(())
+        }
+        Command::HashApiKey => {
+            let mut key = String::new();
+            std::io::stdin()
+                .read_line(&mut key)
+                .map_err(|e| e.to_string())?;
+            if key.trim().len() < 32 {
+                return Err("an API key should be at least 32 random characters".to_owned());
+            }
+            println!("{}", server::auth::hash_api_key(&key));
+            Ok(())
+        }
+        Command::GenerateKeys => {
+            print!(
+                "{}",
+                server::keys::generate_key_file()
+                    .map_err(|e| e.to_string())?
+                    .as_str()
+            );
+            Ok(())
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("tollgate: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! `tollgate.v1.AuthenticationService`: the password step of a login.
+
+use std::time::Duration;
+
+use storage::Uuid;
+use storage::entity::enums::{ChallengePurpose, FactorStatus, UserStatus};
+use storage::repo::NewSession;
+use tollgate_proto::v1::authentication_service_server::AuthenticationService;
+use tollgate_proto::v1::{self, authenticate_request::Credentials, authenticate_response};
+use tonic::{Request, Response, Status};
+use zeroize::Zeroizing;
+
+use super::{org_policy, parse_id, policy_kind_to_proto, timestamp};
+use crate::auth::caller;
+use crate::error::{ApiError, ApiResult};
+use crate::telemetry::rpc;
+use crate::{App, audit};
+
+/// The service.
+#[derive(Debug, Clone)]
+pub struct Authentication {
+    app: App,
+}
+
+impl Authentication {
+    /// Over the shared state.
+    pub fn new(app: App) -> Self {
+        Self { app }
+    }
+}
+
+/// The one answer for a wrong email, a wrong password, and an account without a password.
+fn invalid_credentials() -> ApiError {
+    ApiError::Unauthenticated {
+        reason: "INVALID_CREDENTIALS",
+        message: "the email or the password is wrong".to_owned(),
+    }
+}
+
+fn locked(until: u64, now: i64) -> ApiError {
+    let wait = until.saturating_sub(u64::try_from(now).unwrap_or(0)).max(1);
+    ApiError::ResourceExhausted {
+        reason: "LOCKED_OUT",
+        message: "too many failed attempts; try again later".to_owned(),
+        retry_after: Duration::from_secs(wait),
+    }
+}
+
+fn password_key(user: Uuid) -> String {
+    format!("password:{user}")
+}
+
+/// Refuses while the user's password attempts are locked out, *before* any verification.
+async fn check_password_lockout(app: &App, user: Uuid, now: i64) -> ApiResult<()> {
+    if let Some(counter) = app.storage.attempts().get(&password_key(user)).await? {
+        let state = policy::UserState {
+            locked_until: counter.locked_until.and_then(|t| u64::try_from(t).ok()),
+            ..policy::UserState::default()
+        };
+        if let Err(policy::Denial::LockedOut { until }) =
+            policy::check_lockout(&state, u64::try_from(now).unwrap_or(0))
+        {
+            return Err(locked(until, now));
+        }
+    }
+    Ok(())
+}
+
+/// Verifies a user's password with throttling: refused while locked out; a failure counts
+/// and may start a lockout; a success clears the count.
+pub(crate) async fn verify_password_throttled(
+    app: &App,
+    user: &storage::entity::user::Model,
+    password: Zeroizing<String>,
+    now: i64,
+) -> ApiResult<()> {
+    check_password_lockout(app, user.id, now).await?;
+    if app
+        .passwords
+        .verify(password, user.password_hash.clone())
+        .await?
+    {
+        app.storage.attempts().reset(&password_key(user.id)).await?;
+        return Ok(());
+    }
+    let key = password_key(user.id);
+    let failures = app.storage.attempts().record_failure(&key, now).await?;
+    if let Some(until) = app.throttle().locked_until(
+        u32::try_from(failures).unwrap_or(u32::MAX),
+        u64::try_from(now).unwrap_or(0),
+    ) {
+        let until = i64::try_from(until).unwrap_or(i64::MAX);
+        app.storage.attempts().lock_until(&key, until, now).await?;
+        audit::record(
+            app,
+            "user.locked_out",
+            None,
+            None,
+            Some(user.id),
+            r#"{"factor":"password"}"#,
+        )
+        .await?;
+        tracing::warn!(user_id = %user.id, failures, "password lockout");
+    }
+    Err(invalid_credentials())
+}
+
+#[tonic::async_trait]
+impl AuthenticationService for Authentication {
+    async fn authenticate(
+        &self,
+        request: Request<v1::AuthenticateRequest>,
+    ) -> Result<Response<v1::AuthenticateResponse>, Status> {
+        rpc(
+            "AuthenticationService/Authenticate",
+            self.authenticate_inner(request),
+        )
+        .await
+    }
+}
+
+impl Authentication {
+    async fn authenticate_inner(
+        &self,
+        request: Request<v1::AuthenticateRequest>,
+    ) -> ApiResult<v1::AuthenticateResponse> {
+        caller(&request)?.require("authentication")?;
+        let body = request.into_inner();
+        let Some(Credentials::Password(credentials)) = body.credentials else {
+            return Err(ApiError::field(
+                "password",
+                "password credentials are required",
+            ));
+        };
+        let password = Zeroizing::new(credentials.password);
+        let mut violations = Vec::new();
+        if credentials.email.trim().is_empty() {
+            violations.push(("password.email".to_owned(), "is required".to_owned()));
+        }
+        if password.is_empty() {
+            violations.push(("password.password".to_owned(), "is required".to_owned()));
+        } else if password.chars().count() > 256 {
+            violations.push((
+                "password.password".to_owned(),
+                "at most 256 characters".to_owned(),
+            ));
+        }
+        let requested_org = if body.organization_id.trim().is_empty() {
+            None
+        } else {
+            match parse_id("organization_id", &body.organization_id) {
+                Ok(id) => Some(id),
+                Err(ApiError::InvalidArgument(mut v)) => {
+                    violations.append(&mut v);
+                    None
+                }
+                Err(other) => return Err(other),
+            }
+        };
+        if !violations.is_empty() {
+            return Err(ApiError::InvalidArgument(violations));
+        }
+        let now = self.app.now();
+        let app = &self.app;
+
+        // Unknown email: the same verification cost and the same answer as a wrong password.
+        let Some(user) = app
+            .storage
+            .users()
+            .find_by_email(&credentials.email)
+            .await?
+        else {
+            app.passwords.verify(password, None).await?;
+            return Err(invalid_credentials());
+        };
+        verify_password_throttled(app, &user, password, now).await?;
+
+        if user.status == UserStatus::Disabled {
+            return Err(ApiError::PermissionDenied {
+                reason: "ACCOUNT_DISABLED",
+                message: "the account is disabled".to_owned(),
+            });
+        }
+        let memberships: Vec<Uuid> = app
+            .storage
+            .memberships()
+            .of_user(user.id)
+            .await?
+            .into_iter()
+            .map(|m| m.org_id)
+            .collect();
+        let org_id =
+            policy::choose_organization(&memberships, requested_org).map_err(|denial| {
+                ApiError::PermissionDenied {
+                    reason: denial.reason(),
+                    message: denial.to_string(),
+                }
+            })?;
+        let org = match org_id {
+            Some(id) => Some(
+                app.storage
+                    .organizations()
+                    .get(id)
+                    .await?
+                    .ok_or(ApiError::NotFound("organization"))?,
+            ),
+            None => None,
+        };
+        let org_policy = org.as_ref().map(org_policy).unwrap_or_default();
+        let state = user_state(app, &user).await?;
+        let outcome = policy::login_outcome(
+            &org_policy,
+            &state,
+            policy::LoginKind::Password,
+            u64::try_from(now).unwrap_or(0),
+        );
+        tracing::info!(user_id = %user.id, outcome = outcome_name(&outcome), "password login");
+        let result = match outcome {
+            policy::LoginOutcome::Authenticated { assurance, .. } => {
+                let session = create_session(app, user.id, org_id, assurance as i16, now).await?;
+                audit::record(
+                    app,
+                    "login.succeeded",
+                    org_id,
+                    Some(user.id),
+                    Some(user.id),
+                    r#"{"assurance":1}"#,
+                )
+                .await?;
+                authenticate_response::Result::Authenticated(session)
+            }
+            policy::LoginOutcome::SecondFactorRequired { methods } => {
+                let token =
+                    storage::crypto::new_token().map_err(|e| ApiError::Internal(e.to_string()))?;
+                let expires = now + app.config.login.challenge_ttl_secs;
+                app.storage
+                    .challenges()
+                    .create(
+                        &token,
+                        user.id,
+                        org_id,
+                        ChallengePurpose::SecondFactor,
+                        now,
+                        expires,
+                    )
+                    .await?;
+                authenticate_response::Result::SecondFactorRequired(v1::SecondFactorRequired {
+                    challenge_token: token.to_string(),
+                    expire_time: Some(timestamp(expires)),
+                    methods: methods.iter().map(|m| method_to_proto(m) as i32).collect(),
+                })
+            }
+            policy::LoginOutcome::EnrollmentRequired { methods, .. } => {
+                let token =
+                    storage::crypto::new_token().map_err(|e| ApiError::Internal(e.to_string()))?;
+                let expires = now + app.config.login.enrollment_ttl_secs;
+                app.storage
+                    .challenges()
+                    .create(
+                        &token,
+                        user.id,
+                        org_id,
+                        ChallengePurpose::Enrollment,
+                        now,
+                        expires,
+                    )
+                    .await?;
+                authenticate_response::Result::EnrollmentRequired(v1::EnrollmentRequired {
+                    enrollment_token: token.to_string(),
+                    expire_time: Some(timestamp(expires)),
+                    allowed_methods: methods
+                        .iter()
+                        .map(|k| policy_kind_to_proto(k) as i32)
+                        .collect(),
+                })
+            }
+            policy::LoginOutcome::Denied(denial) => {
+                return Err(match denial {
+                    // Never tell a wrong password from an account without one.
+                    policy::Denial::NoPassword => invalid_credentials(),
+                    policy::Denial::LockedOut { until } => locked(until, now),
+                    other => ApiError::PermissionDenied {
+                        reason: other.reason(),
+                        message: other.to_string(),
+                    },
+                });
+            }
+        };
+        Ok(v1::AuthenticateResponse {
+            result: Some(result),
+        })
+    }
+}
+
+fn outcome_name(outcome: &policy::LoginOutcome) -> &'static str {
+    match outcome {
+        policy::LoginOutcome::Authenticated { .. } => "authenticated",
+        policy::LoginOutcome::SecondFactorRequired { .. } => "second_factor_required",
+        policy::LoginOutcome::EnrollmentRequired { .. } => "enrollment_required",
+        policy::LoginOutcome::Denied(_) => "denied",
+    }
+}
+
+fn method_to_proto(method: policy::Method) -> v1::SecondFactorMethod {
+    match method {
+        policy::Method::Totp => v1::SecondFactorMethod::Totp,
+        policy::Method::Hotp => v1::SecondFactorMethod::Hotp,
+        policy::Method::Sms => v1::SecondFactorMethod::Sms,
+        policy::Method::RecoveryCode => v1::SecondFactorMethod::RecoveryCode,
+    }
+}
+
+/// What the policy needs to know about a user.
+pub(crate) async fn user_state(
+    app: &App,
+    user: &storage::entity::user::Model,
+) -> ApiResult<policy::UserState> {
+    let mut factors = policy::Factors::default();
+    for factor in app.storage.factors().of_user(user.id, true).await? {
+        if factor.status != FactorStatus::Active {
+            continue;
+        }
+        match factor.kind {
+            storage::entity::enums::FactorKind::Totp => factors.totp += 1,
+            storage::entity::enums::FactorKind::Hotp => factors.hotp += 1,
+            storage::entity::enums::FactorKind::Sms => factors.sms += 1,
+        }
+    }
+    let remaining = app.storage.recovery_codes().remaining(user.id).await?;
+    Ok(policy::UserState {
+        status: match user.status {
+            UserStatus::Active => policy::AccountStatus::Active,
+            UserStatus::Disabled => policy::AccountStatus::Disabled,
+        },
+        has_password: user.password_hash.is_some(),
+        factors,
+        recovery_codes_left: u32::try_from(remaining).unwrap_or(u32::MAX),
+        must_reenroll: user.must_reenroll,
+        // Password lockouts are checked before the password; this decision comes after it.
+        locked_until: None,
+    })
+}
+
+/// Creates a session and returns it as the API shows it (the token only here).
+pub(crate) async fn create_session(
+    app: &App,
+    user_id: Uuid,
+    org_id: Option<Uuid>,
+    assurance: i16,
+    now: i64,
+) -> ApiResult<v1::Session> {
+    let token = storage::crypto::new_token().map_err(|e| ApiError::Internal(e.to_string()))?;
+    let session = app
+        .storage
+        .sessions()
+        .create(
+            &token,
+            NewSession {
+                user_id,
+                org_id,
+                assurance,
+                now,
+                idle_ttl: app.config.sessions.idle_ttl_secs,
+                absolute_ttl: app.config.sessions.absolute_ttl_secs,
+            },
+        )
+        .await?;
+    Ok(v1::Session {
+        token: token.to_string(),
+        session_id: session.id.to_string(),
+        user_id: user_id.to_string(),
+        organization_id: org_id.map(|id| id.to_string()).unwrap_or_default(),
+        assurance_level: super::sessions::assurance_to_proto(session.assurance) as i32,
+        expire_time: Some(timestamp(session.expires_at)),
+        idle_expire_time: Some(timestamp(session.idle_expires_at)),
+    })
+}

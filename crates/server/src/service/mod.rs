@@ -1,0 +1,113 @@
+//! The gRPC services, one module each, and the conversions they share.
+
+pub mod authentication;
+pub mod organizations;
+pub mod sessions;
+pub mod users;
+
+use prost_types::Timestamp;
+use storage::Uuid;
+use storage::entity::enums;
+use tollgate_proto::v1;
+
+use crate::error::{ApiError, ApiResult};
+
+/// Parses a UUID field, naming it when it is empty or malformed.
+pub(crate) fn parse_id(field: &str, value: &str) -> ApiResult<Uuid> {
+    if value.trim().is_empty() {
+        return Err(ApiError::field(field, "is required"));
+    }
+    Uuid::parse_str(value.trim()).map_err(|_| ApiError::field(field, "must be a UUID"))
+}
+
+/// A Unix time as a protobuf timestamp.
+pub(crate) fn timestamp(unix: i64) -> Timestamp {
+    Timestamp {
+        seconds: unix,
+        nanos: 0,
+    }
+}
+
+pub(crate) fn role_to_proto(role: enums::Role) -> v1::Role {
+    match role {
+        enums::Role::Owner => v1::Role::Owner,
+        enums::Role::Admin => v1::Role::Admin,
+        enums::Role::Member => v1::Role::Member,
+    }
+}
+
+pub(crate) fn role_from_proto(field: &str, value: i32) -> ApiResult<enums::Role> {
+    match v1::Role::try_from(value) {
+        Ok(v1::Role::Owner) => Ok(enums::Role::Owner),
+        Ok(v1::Role::Admin) => Ok(enums::Role::Admin),
+        Ok(v1::Role::Member) => Ok(enums::Role::Member),
+        _ => Err(ApiError::field(
+            field,
+            "must be ROLE_OWNER, ROLE_ADMIN or ROLE_MEMBER",
+        )),
+    }
+}
+
+pub(crate) fn kind_to_proto(kind: enums::FactorKind) -> v1::FactorKind {
+    match kind {
+        enums::FactorKind::Totp => v1::FactorKind::Totp,
+        enums::FactorKind::Hotp => v1::FactorKind::Hotp,
+        enums::FactorKind::Sms => v1::FactorKind::Sms,
+    }
+}
+
+pub(crate) fn policy_kind_to_proto(kind: policy::FactorKind) -> v1::FactorKind {
+    match kind {
+        policy::FactorKind::Totp => v1::FactorKind::Totp,
+        policy::FactorKind::Hotp => v1::FactorKind::Hotp,
+        policy::FactorKind::Sms => v1::FactorKind::Sms,
+    }
+}
+
+/// The allowed-methods bit set of the storage layer as policy kinds.
+pub(crate) fn allowed_kinds(bits: i32) -> policy::EnumSet<policy::FactorKind> {
+    let mut set = policy::EnumSet::new();
+    for (bit, kind) in [
+        (1, policy::FactorKind::Totp),
+        (2, policy::FactorKind::Hotp),
+        (4, policy::FactorKind::Sms),
+    ] {
+        if bits & bit != 0 {
+            set |= kind;
+        }
+    }
+    set
+}
+
+pub(crate) fn org_to_proto(org: &storage::entity::organization::Model) -> v1::Organization {
+    v1::Organization {
+        id: org.id.to_string(),
+        name: org.name.clone(),
+        mfa_policy: Some(v1::MfaPolicy {
+            mfa_required: org.mfa_required,
+            mfa_required_time: org.mfa_required_since.map(timestamp),
+            allowed_methods: allowed_kinds(org.allowed_methods)
+                .iter()
+                .map(|k| policy_kind_to_proto(k) as i32)
+                .collect(),
+            sso_enabled: org.sso_enabled,
+            sso_mode: match org.sso_mode {
+                enums::SsoMode::Exempt => v1::SsoMode::Exempt,
+                enums::SsoMode::Enforce => v1::SsoMode::Enforce,
+            } as i32,
+        }),
+        create_time: Some(timestamp(org.created_at)),
+    }
+}
+
+pub(crate) fn org_policy(org: &storage::entity::organization::Model) -> policy::OrgPolicy {
+    policy::OrgPolicy {
+        mfa_required: org.mfa_required,
+        allowed_methods: allowed_kinds(org.allowed_methods),
+        sso_enabled: org.sso_enabled,
+        sso_mode: match org.sso_mode {
+            enums::SsoMode::Exempt => policy::SsoMode::Exempt,
+            enums::SsoMode::Enforce => policy::SsoMode::Enforce,
+        },
+    }
+}

@@ -1,0 +1,242 @@
+//! `tollgate.v1.OrganizationService`.
+
+use tollgate_proto::v1;
+use tollgate_proto::v1::organization_service_server::OrganizationService;
+use tonic::{Request, Response, Status};
+
+use super::{kind_to_proto, org_to_proto, parse_id, role_from_proto, role_to_proto, timestamp};
+use crate::auth::caller;
+use crate::error::{ApiError, ApiResult};
+use crate::telemetry::rpc;
+use crate::{App, audit};
+
+/// The service.
+#[derive(Debug, Clone)]
+pub struct Organizations {
+    app: App,
+}
+
+impl Organizations {
+    /// Over the shared state.
+    pub fn new(app: App) -> Self {
+        Self { app }
+    }
+}
+
+#[tonic::async_trait]
+impl OrganizationService for Organizations {
+    async fn create_organization(
+        &self,
+        request: Request<v1::CreateOrganizationRequest>,
+    ) -> Result<Response<v1::CreateOrganizationResponse>, Status> {
+        rpc(
+            "OrganizationService/CreateOrganization",
+            self.create(request),
+        )
+        .await
+    }
+
+    async fn get_organization(
+        &self,
+        request: Request<v1::GetOrganizationRequest>,
+    ) -> Result<Response<v1::GetOrganizationResponse>, Status> {
+        rpc("OrganizationService/GetOrganization", self.get(request)).await
+    }
+
+    async fn add_member(
+        &self,
+        request: Request<v1::AddMemberRequest>,
+    ) -> Result<Response<v1::AddMemberResponse>, Status> {
+        rpc(
+            "OrganizationService/AddMember",
+            self.add_member_inner(request),
+        )
+        .await
+    }
+
+    async fn list_members(
+        &self,
+        request: Request<v1::ListMembersRequest>,
+    ) -> Result<Response<v1::ListMembersResponse>, Status> {
+        rpc("OrganizationService/ListMembers", self.list(request)).await
+    }
+}
+
+/// Keeps a value, or gathers its field violations so all of them are reported at once.
+fn collect<T>(violations: &mut Vec<(String, String)>, result: ApiResult<T>) -> Option<T> {
+    match result {
+        Ok(value) => Some(value),
+        Err(ApiError::InvalidArgument(mut v)) => {
+            violations.append(&mut v);
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+impl Organizations {
+    async fn create(
+        &self,
+        request: Request<v1::CreateOrganizationRequest>,
+    ) -> ApiResult<v1::CreateOrganizationResponse> {
+        caller(&request)?.require("organizations:write")?;
+        let body = request.into_inner();
+        let mut violations = Vec::new();
+        let name = body.name.trim();
+        if name.is_empty() || name.chars().count() > 200 {
+            violations.push(("name".to_owned(), "must be 1 to 200 characters".to_owned()));
+        }
+        let owner = collect(
+            &mut violations,
+            parse_id("owner_user_id", &body.owner_user_id),
+        );
+        let (Some(owner), true) = (owner, violations.is_empty()) else {
+            return Err(ApiError::InvalidArgument(violations));
+        };
+        // Everything is checked before the first write.
+        self.app
+            .storage
+            .users()
+            .get(owner)
+            .await?
+            .ok_or(ApiError::NotFound("user"))?;
+        let now = self.app.now();
+        let org = self.app.storage.organizations().create(name, now).await?;
+        self.app
+            .storage
+            .memberships()
+            .add(org.id, owner, storage::entity::enums::Role::Owner, now)
+            .await?;
+        audit::record(
+            &self.app,
+            "organization.created",
+            Some(org.id),
+            None,
+            Some(owner),
+            "{}",
+        )
+        .await?;
+        Ok(v1::CreateOrganizationResponse {
+            organization: Some(org_to_proto(&org)),
+        })
+    }
+
+    async fn get(
+        &self,
+        request: Request<v1::GetOrganizationRequest>,
+    ) -> ApiResult<v1::GetOrganizationResponse> {
+        caller(&request)?.require("organizations:read")?;
+        let id = parse_id("organization_id", &request.into_inner().organization_id)?;
+        let org = self
+            .app
+            .storage
+            .organizations()
+            .get(id)
+            .await?
+            .ok_or(ApiError::NotFound("organization"))?;
+        Ok(v1::GetOrganizationResponse {
+            organization: Some(org_to_proto(&org)),
+        })
+    }
+
+    async fn add_member_inner(
+        &self,
+        request: Request<v1::AddMemberRequest>,
+    ) -> ApiResult<v1::AddMemberResponse> {
+        caller(&request)?.require("organizations:write")?;
+        let body = request.into_inner();
+        let mut violations = Vec::new();
+        let org = collect(
+            &mut violations,
+            parse_id("organization_id", &body.organization_id),
+        );
+        let user = collect(&mut violations, parse_id("user_id", &body.user_id));
+        let role = collect(&mut violations, role_from_proto("role", body.role));
+        let (Some(org), Some(user), Some(role)) = (org, user, role) else {
+            return Err(ApiError::InvalidArgument(violations));
+        };
+        let now = self.app.now();
+        let membership = self
+            .app
+            .storage
+            .memberships()
+            .add(org, user, role, now)
+            .await?;
+        audit::record(&self.app, "member.added", Some(org), None, Some(user), "{}").await?;
+        Ok(v1::AddMemberResponse {
+            member: Some(self.member(&membership).await?),
+        })
+    }
+
+    async fn list(
+        &self,
+        request: Request<v1::ListMembersRequest>,
+    ) -> ApiResult<v1::ListMembersResponse> {
+        caller(&request)?.require("organizations:read")?;
+        let body = request.into_inner();
+        let org = parse_id("organization_id", &body.organization_id)?;
+        let page_size = match body.page_size {
+            0 => 50,
+            n @ 1..=500 => u64::try_from(n).unwrap_or(50),
+            _ => return Err(ApiError::field("page_size", "must be 0 to 500")),
+        };
+        let after = if body.page_token.is_empty() {
+            None
+        } else {
+            Some(parse_id("page_token", &body.page_token)?)
+        };
+        self.app
+            .storage
+            .organizations()
+            .get(org)
+            .await?
+            .ok_or(ApiError::NotFound("organization"))?;
+        let page = self
+            .app
+            .storage
+            .memberships()
+            .list(org, after, page_size)
+            .await?;
+        let mut members = Vec::with_capacity(page.items.len());
+        for membership in &page.items {
+            members.push(self.member(membership).await?);
+        }
+        Ok(v1::ListMembersResponse {
+            members,
+            next_page_token: page.next.map(|id| id.to_string()).unwrap_or_default(),
+        })
+    }
+
+    async fn member(
+        &self,
+        membership: &storage::entity::membership::Model,
+    ) -> ApiResult<v1::Member> {
+        let user = self
+            .app
+            .storage
+            .users()
+            .get(membership.user_id)
+            .await?
+            .ok_or(ApiError::NotFound("user"))?;
+        let factors = self.app.storage.factors().of_user(user.id, true).await?;
+        let mut methods: Vec<i32> = factors
+            .iter()
+            .map(|f| kind_to_proto(f.kind) as i32)
+            .collect();
+        methods.sort_unstable();
+        methods.dedup();
+        Ok(v1::Member {
+            user_id: user.id.to_string(),
+            email: user.email,
+            role: role_to_proto(membership.role) as i32,
+            mfa_enrolled: !factors.is_empty(),
+            mfa_methods: methods,
+            mfa_last_used_time: factors
+                .iter()
+                .filter_map(|f| f.last_used_at)
+                .max()
+                .map(timestamp),
+            join_time: Some(timestamp(membership.created_at)),
+        })
+    }
+}
