@@ -530,3 +530,35 @@ mod tests {
         assert!(!format!("{config:?}").contains("hunter2"));
     }
 }
+
+#[cfg(test)]
+mod example {
+    use super::*;
+
+    /// The documented reference must load, and must hold exactly the defaults.
+    #[test]
+    fn the_example_file_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/tollgate.example.toml");
+        let loaded = Config::load(Some(&path), Vec::new()).unwrap();
+        assert_eq!(loaded, Config::default());
+        // And document every key: each leaf of the defaults appears as `key =` (possibly
+        // commented out) under its table, with its environment variable named.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let dict: figment::value::Dict = Figment::from(Serialized::defaults(Config::default()))
+            .extract()
+            .unwrap();
+        let mut checked = 0;
+        for (table, value) in &dict {
+            let Some(inner) = value.as_dict() else { continue };
+            let section = text.split(&format!("[{table}]\n")).nth(1).unwrap_or_else(|| panic!("[{table}]"));
+            for key in inner.keys() {
+                assert!(section.contains(&format!("{key} =")), "{table}.{key} is not documented");
+                let env = format!("TOLLGATE_{}__{}", table.to_uppercase(), key.to_uppercase());
+                let short = format!("__{}", key.to_uppercase());
+                assert!(text.contains(&env) || section.contains(&short), "{env} is not named");
+                checked += 1;
+            }
+        }
+        assert!(checked >= 20, "{checked}");
+    }
+}

@@ -16,6 +16,8 @@ pub mod entity;
 mod error;
 mod migration;
 pub mod repo;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::sync::Arc;
 

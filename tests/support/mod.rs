@@ -1,0 +1,170 @@
+//! Starts the real server in-process on 127.0.0.1:0 over a fresh database and hands out
+//! generated clients. Shared by every end-to-end test.
+
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test support: a panic is a failed test"
+)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use server::config::Config;
+use server::{App, ServeError, SystemClock};
+pub use storage::testing::{Backend, TestDb};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tollgate_proto::v1::authentication_service_client::AuthenticationServiceClient;
+use tollgate_proto::v1::organization_service_client::OrganizationServiceClient;
+use tollgate_proto::v1::session_service_client::SessionServiceClient;
+use tollgate_proto::v1::user_service_client::UserServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+/// A running server and the database under it.
+#[derive(Debug)]
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub app: App,
+    pub db: TestDb,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<Result<(), ServeError>>>,
+}
+
+/// A configuration for tests: defaults, a fast health check.
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.health.check_interval_secs = 1;
+    config.server.shutdown_grace_secs = 5;
+    config
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, test_config()).await
+    }
+
+    pub async fn start_with(backend: Backend, config: Config) -> Self {
+        let db = TestDb::new(backend).await;
+        let passwords = server::password::Passwords::new(&config.passwords).unwrap();
+        let app = App {
+            storage: db.storage.clone(),
+            config: Arc::new(config),
+            passwords,
+            clock: Arc::new(SystemClock),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel();
+        let handle = tokio::spawn(server::serve(app.clone(), listener, async {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            app,
+            db,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint::from_shared(format!("http://{}", self.addr)).unwrap()
+    }
+
+    pub async fn channel(&self) -> Channel {
+        self.endpoint().connect().await.unwrap()
+    }
+
+    pub async fn users(&self) -> UserServiceClient<Channel> {
+        UserServiceClient::new(self.channel().await)
+    }
+
+    pub async fn organizations(&self) -> OrganizationServiceClient<Channel> {
+        OrganizationServiceClient::new(self.channel().await)
+    }
+
+    pub async fn authentication(&self) -> AuthenticationServiceClient<Channel> {
+        AuthenticationServiceClient::new(self.channel().await)
+    }
+
+    pub async fn sessions(&self) -> SessionServiceClient<Channel> {
+        SessionServiceClient::new(self.channel().await)
+    }
+
+    /// Signals shutdown and waits for the server to stop.
+    pub async fn stop(mut self) -> Result<(), ServeError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.handle.take() {
+            Some(handle) => handle.await.unwrap(),
+            None => Ok(()),
+        }
+    }
+
+    /// Signals shutdown without waiting.
+    pub fn signal_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Waits for a server whose shutdown was signalled.
+    pub async fn join(mut self) -> Result<(), ServeError> {
+        match self.handle.take() {
+            Some(handle) => handle.await.unwrap(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.abort();
+        }
+    }
+}
+
+/// The field names of a status's BadRequest violations.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt as _;
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+/// The ErrorInfo reason of a status, if any.
+pub fn reason(status: &tonic::Status) -> Option<String> {
+    use tonic_types::StatusExt as _;
+    status.get_details_error_info().map(|info| info.reason)
+}
+
+/// Runs an async test body on both engines: `both!(name)` for `async fn name(backend: Backend)`.
+#[macro_export]
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                use $crate::Backend;
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name(Backend::Sqlite).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name(Backend::Postgres).await;
+                }
+            }
+        )*
+    };
+}
