@@ -549,13 +549,24 @@ mod example {
             .unwrap();
         let mut checked = 0;
         for (table, value) in &dict {
-            let Some(inner) = value.as_dict() else { continue };
-            let section = text.split(&format!("[{table}]\n")).nth(1).unwrap_or_else(|| panic!("[{table}]"));
+            let Some(inner) = value.as_dict() else {
+                continue;
+            };
+            let section = text
+                .split(&format!("[{table}]\n"))
+                .nth(1)
+                .unwrap_or_else(|| panic!("[{table}]"));
             for key in inner.keys() {
-                assert!(section.contains(&format!("{key} =")), "{table}.{key} is not documented");
+                assert!(
+                    section.contains(&format!("{key} =")),
+                    "{table}.{key} is not documented"
+                );
                 let env = format!("TOLLGATE_{}__{}", table.to_uppercase(), key.to_uppercase());
                 let short = format!("__{}", key.to_uppercase());
-                assert!(text.contains(&env) || section.contains(&short), "{env} is not named");
+                assert!(
+                    text.contains(&env) || section.contains(&short),
+                    "{env} is not named"
+                );
                 checked += 1;
             }
         }
