@@ -385,7 +385,55 @@ async fn a_session_is_only_issued_after_the_right_password(backend: Backend) {
     server.stop().await.unwrap();
 }
 
+async fn a_flood_of_logins_is_bounded_and_health_still_answers(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    user(&server, "flood@example.com").await;
+    let mut logins = Vec::new();
+    for i in 0..24 {
+        let mut auth = server.authentication().await;
+        logins.push(tokio::spawn(async move {
+            let password = if i % 2 == 0 {
+                PASSWORD
+            } else {
+                "wrong password, wrong"
+            };
+            let _ = auth
+                .authenticate(login("flood@example.com", password))
+                .await;
+        }));
+    }
+    // While they run, health checks are answered (they never wait for a hash).
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+    for _ in 0..5 {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            status.into_inner().status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+    }
+    for login in logins {
+        login.await.unwrap();
+    }
+    // Never more hashes at once than the limit (the number of cores by default).
+    let (max, limit) = server.app.passwords.concurrency();
+    assert!(
+        max >= 1 && max <= limit as u64,
+        "{max} at once, limit {limit}"
+    );
+    assert_eq!(
+        limit,
+        std::thread::available_parallelism().map_or(1, usize::from)
+    );
+    server.stop().await.unwrap();
+}
+
 both!(
+    a_flood_of_logins_is_bounded_and_health_still_answers,
     an_unknown_email_looks_like_a_wrong_password,
     password_failures_lock_the_account_with_a_growing_delay,
     api_keys_authenticate_callers_and_scopes_limit_them,

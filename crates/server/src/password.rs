@@ -21,6 +21,9 @@ pub struct Passwords {
     /// account does not exist or has no password, so those cases cost a real verification.
     dummy: String,
     verifications: AtomicU64,
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+    limit: usize,
     min_length: usize,
 }
 
@@ -51,6 +54,9 @@ impl Passwords {
             permits: Semaphore::new(permits),
             dummy,
             verifications: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            max_in_flight: AtomicU64::new(0),
+            limit: permits,
             min_length: config.min_length,
         }))
     }
@@ -103,6 +109,11 @@ impl Passwords {
         self.verifications.load(Ordering::Relaxed)
     }
 
+    /// The most hashes that ever ran at once, and the limit they may not exceed.
+    pub fn concurrency(&self) -> (u64, usize) {
+        (self.max_in_flight.load(Ordering::Relaxed), self.limit)
+    }
+
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
@@ -113,9 +124,13 @@ impl Passwords {
             .acquire()
             .await
             .map_err(|_| ApiError::Internal("password hashing is shut down".to_owned()))?;
-        tokio::task::spawn_blocking(work)
+        let running = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(running, Ordering::SeqCst);
+        let result = tokio::task::spawn_blocking(work)
             .await
-            .map_err(|e| ApiError::Internal(format!("password task: {e}")))?
+            .map_err(|e| ApiError::Internal(format!("password task: {e}")));
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        result?
     }
 }
 

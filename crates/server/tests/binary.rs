@@ -1,0 +1,206 @@
+//! The `tollgate` binary as an operator runs it: `serve` with no configuration in an empty
+//! folder, SIGTERM, the other subcommands, and a bad setting.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test code: a panic is a failed test"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
+
+fn empty_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tollgate-bin-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn tollgate(dir: &Path) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    command
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_no_configuration_then_sigterm() {
+    let dir = empty_dir("serve");
+    let mut child = tollgate(&dir)
+        .args(["serve"])
+        // Port 0 only so that parallel test runs never collide; everything else is default.
+        .env("TOLLGATE_SERVER__LISTEN", "127.0.0.1:0")
+        .env("TOLLGATE_LOG__FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut log = String::new();
+    let address = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            log.push_str(&line);
+            log.push('\n');
+            if line.contains("tollgate listening") {
+                let start = line.find("\"address\":\"").unwrap() + 11;
+                let end = start + line[start..].find('"').unwrap();
+                return line[start..end].to_owned();
+            }
+        }
+        panic!("no listening line: {log}");
+    })
+    .await
+    .unwrap();
+    assert!(
+        log.contains("DEVELOPMENT KEYS GENERATED"),
+        "a loud warning: {log}"
+    );
+
+    // SQLite under ./data, migrated; the development key file is private.
+    assert!(dir.join("data/tollgate.db").exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir.join("data/keys.toml"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    // It answers the standard health check.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut serving = false;
+    for _ in 0..50 {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        if status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+            serving = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(serving);
+
+    // SIGTERM: a clean exit after saying so.
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    while let Ok(Some(line)) = lines.next_line().await {
+        log.push_str(&line);
+        log.push('\n');
+    }
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(log.contains("shutting down"), "{log}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_subcommands() {
+    let dir = empty_dir("ops");
+    // generate-keys prints a usable key file.
+    let keys = tollgate(&dir).arg("generate-keys").output().await.unwrap();
+    assert!(keys.status.success());
+    std::fs::write(dir.join("keys.toml"), &keys.stdout).unwrap();
+    // migrate creates and migrates the database named by the environment.
+    let migrate = tollgate(&dir)
+        .arg("migrate")
+        .env("TOLLGATE_KEYS__FILE", "keys.toml")
+        .env("TOLLGATE_KEYS__GENERATE_IF_MISSING", "false")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    assert!(dir.join("data/tollgate.db").exists());
+    // check-config prints the configuration without secrets.
+    let check = tollgate(&dir)
+        .arg("check-config")
+        .env("TOLLGATE_KEYS__FILE", "keys.toml")
+        .env(
+            "TOLLGATE_DATABASE__URL",
+            "postgres://app:hunter2@db.internal/tollgate",
+        )
+        .output()
+        .await
+        .unwrap();
+    let printed = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(printed.contains("configuration OK"));
+    assert!(!printed.contains("hunter2"), "{printed}");
+    // A bad value stops with an error naming the key.
+    let bad = tollgate(&dir)
+        .arg("check-config")
+        .env("TOLLGATE_SESSIONS__IDLE_TTL_SECS", "forever")
+        .output()
+        .await
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("sessions.idle_ttl_secs"));
+    // Listening beyond loopback without configured callers is refused.
+    let open = tollgate(&dir)
+        .arg("serve")
+        .env("TOLLGATE_KEYS__FILE", "keys.toml")
+        .env("TOLLGATE_SERVER__LISTEN", "0.0.0.0:0")
+        .output()
+        .await
+        .unwrap();
+    assert!(!open.status.success());
+    assert!(String::from_utf8_lossy(&open.stderr).contains("server.listen"));
+    // hash-api-key prints the SHA-256 of the key read on stdin.
+    let mut hash = tollgate(&dir)
+        .arg("hash-api-key")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use tokio::io::AsyncWriteExt as _;
+        let mut stdin = hash.stdin.take().unwrap();
+        stdin
+            .write_all(b"0123456789abcdef0123456789abcdef-key\n")
+            .await
+            .unwrap();
+    }
+    let out = hash.wait_with_output().await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        server::auth::hash_api_key("0123456789abcdef0123456789abcdef-key")
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
