@@ -236,11 +236,26 @@ async fn users_organizations_login_and_sessions(backend: Backend) {
     ));
 
     // The audit log has the changes.
-    let events = storage::entity::audit_event::Entity::find()
-        .count(server.app.storage.db())
+    let kinds: Vec<String> = storage::entity::audit_event::Entity::find()
+        .all(server.app.storage.db())
         .await
-        .unwrap();
-    assert!(events >= 6, "{events} audit events");
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    for kind in [
+        "user.created",
+        "organization.created",
+        "member.added",
+        "login.succeeded",
+        "session.revoked",
+        "password.set",
+    ] {
+        assert!(
+            kinds.iter().any(|k| k == kind),
+            "{kind} missing from {kinds:?}"
+        );
+    }
     server.stop().await.unwrap();
 }
 
@@ -249,7 +264,7 @@ async fn bad_input_names_the_field_and_writes_nothing(backend: Backend) {
     let owner = create_user(&server, "owner@example.com", PASSWORD).await;
     let db = server.app.storage.db();
     let count = || async {
-        (
+        [
             storage::entity::user::Entity::find()
                 .count(db)
                 .await
@@ -266,7 +281,19 @@ async fn bad_input_names_the_field_and_writes_nothing(backend: Backend) {
                 .count(db)
                 .await
                 .unwrap(),
-        )
+            storage::entity::login_challenge::Entity::find()
+                .count(db)
+                .await
+                .unwrap(),
+            storage::entity::audit_event::Entity::find()
+                .count(db)
+                .await
+                .unwrap(),
+            storage::entity::attempt_counter::Entity::find()
+                .count(db)
+                .await
+                .unwrap(),
+        ]
     };
     let before = count().await;
     let check = |status: tonic::Status, fields: &[&str]| {
@@ -323,6 +350,22 @@ async fn bad_input_names_the_field_and_writes_nothing(backend: Backend) {
             .await
             .unwrap_err(),
         &["lookup"],
+    );
+    check(
+        users
+            .get_user(v1::GetUserRequest {
+                lookup: Some(Lookup::Email(" ".into())),
+            })
+            .await
+            .unwrap_err(),
+        &["email"],
+    );
+    check(
+        users
+            .create_user(create("long@example.com", &"p".repeat(257)))
+            .await
+            .unwrap_err(),
+        &["password"],
     );
     let set = |id: &str, pw: &str| v1::SetPasswordRequest {
         user_id: id.into(),
@@ -403,6 +446,11 @@ async fn bad_input_names_the_field_and_writes_nothing(backend: Backend) {
             .unwrap_err(),
         &["role"],
     );
+    let unknown = orgs
+        .add_member(add("00000000-0000-0000-0000-000000000000", &owner.id, 3))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound, "unknown organization");
     let list = |org: &str, size: i32, token: &str| v1::ListMembersRequest {
         organization_id: org.into(),
         page_size: size,
@@ -435,6 +483,12 @@ async fn bad_input_names_the_field_and_writes_nothing(backend: Backend) {
     check(
         auth.authenticate(login("", "", "")).await.unwrap_err(),
         &["password.email", "password.password"],
+    );
+    check(
+        auth.authenticate(login("owner@example.com", &"p".repeat(257), ""))
+            .await
+            .unwrap_err(),
+        &["password.password"],
     );
     check(
         auth.authenticate(login("owner@example.com", PASSWORD, "not-a-uuid"))

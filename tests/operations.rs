@@ -158,13 +158,14 @@ async fn shutdown_goes_not_serving_and_lets_in_flight_calls_finish() {
     });
     tokio::time::sleep(Duration::from_millis(5)).await;
     server.signal_shutdown();
-    // Watchers see NOT_SERVING.
-    let next = tokio::time::timeout(Duration::from_secs(5), watch.next())
+    // Watchers see NOT_SERVING before the stream ends.
+    let update = tokio::time::timeout(Duration::from_secs(5), watch.next())
         .await
         .unwrap();
-    if let Some(Ok(update)) = next {
-        assert_eq!(update.status, ServingStatus::NotServing as i32);
-    }
+    let update = update
+        .expect("a NOT_SERVING update, not the end of the stream")
+        .unwrap();
+    assert_eq!(update.status, ServingStatus::NotServing as i32);
     // The call in flight completes normally.
     let created = in_flight.await.unwrap().unwrap().into_inner().user.unwrap();
     assert_eq!(created.email, "late@example.com");

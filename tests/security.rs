@@ -366,6 +366,25 @@ async fn a_session_is_only_issued_after_the_right_password(backend: Backend) {
     let server = TestServer::start(backend).await;
     user(&server, "g@example.com").await;
     let mut auth = server.authentication().await;
+    for wrong in [
+        "",
+        " correct horse battery staple",
+        "CORRECT HORSE BATTERY STAPLE",
+    ] {
+        assert!(
+            auth.authenticate(login("g@example.com", wrong))
+                .await
+                .is_err(),
+            "{wrong:?}"
+        );
+    }
+    let none = storage::sea_orm::PaginatorTrait::count(
+        <storage::entity::session::Entity as storage::sea_orm::EntityTrait>::find(),
+        server.app.storage.db(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(none, 0, "no session for a wrong password");
     let ok = auth
         .authenticate(login("G@EXAMPLE.COM", PASSWORD))
         .await

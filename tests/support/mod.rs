@@ -12,8 +12,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+pub use server::ManualClock;
 use server::config::Config;
-use server::{App, ServeError, SystemClock};
+use server::{App, Clock, ServeError, SystemClock};
 pub use storage::testing::{Backend, TestDb};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -47,13 +48,22 @@ impl TestServer {
     }
 
     pub async fn start_with(backend: Backend, config: Config) -> Self {
+        Self::start_full(backend, config, Arc::new(SystemClock)).await
+    }
+
+    /// With a clock the test moves.
+    pub async fn start_with_clock(backend: Backend, clock: Arc<ManualClock>) -> Self {
+        Self::start_full(backend, test_config(), clock).await
+    }
+
+    pub async fn start_full(backend: Backend, config: Config, clock: Arc<dyn Clock>) -> Self {
         let db = TestDb::new(backend).await;
         let passwords = server::password::Passwords::new(&config.passwords).unwrap();
         let app = App {
             storage: db.storage.clone(),
             config: Arc::new(config),
             passwords,
-            clock: Arc::new(SystemClock),
+            clock,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -31,6 +31,79 @@ pub mod v1 {
     tonic::include_proto!("tollgate.v1");
 }
 
+/// `Debug` for the messages that carry passwords, codes or tokens: the secret fields print as
+/// `[REDACTED]`, so a message logged by mistake leaks nothing.
+macro_rules! redact {
+    ($($message:ident { $($field:ident),* } secret { $($secret:ident),* };)*) => {
+        $(
+            impl std::fmt::Debug for v1::$message {
+                fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.debug_struct(stringify!($message))
+                        $(.field(stringify!($field), &self.$field))*
+                        $(.field(stringify!($secret), &"[REDACTED]"))*
+                        .finish()
+                }
+            }
+        )*
+    };
+}
+
+redact! {
+    PasswordCredentials { email } secret { password };
+    CreateUserRequest { email } secret { password };
+    SetPasswordRequest { user_id } secret { new_password, current_password };
+    Session { session_id, user_id, organization_id, assurance_level, expire_time, idle_expire_time } secret { token };
+    SecondFactorRequired { expire_time, methods } secret { challenge_token };
+    EnrollmentRequired { expire_time, allowed_methods } secret { enrollment_token };
+    ValidateSessionRequest { } secret { token };
+    RevokeSessionRequest { } secret { token };
+}
+
 /// The encoded `FileDescriptorSet` of the contract, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/tollgate_descriptor.bin"));
+
+#[cfg(test)]
+mod tests {
+    use super::v1;
+
+    #[test]
+    fn secrets_never_print() {
+        let shown = format!(
+            "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+            v1::PasswordCredentials {
+                email: "a@b.c".into(),
+                password: "pw-SECRET".into()
+            },
+            v1::CreateUserRequest {
+                email: "a@b.c".into(),
+                password: "pw-SECRET".into()
+            },
+            v1::SetPasswordRequest {
+                user_id: "u".into(),
+                new_password: "new-SECRET".into(),
+                current_password: "old-SECRET".into(),
+            },
+            v1::Session {
+                token: "tok-SECRET".into(),
+                ..Default::default()
+            },
+            v1::SecondFactorRequired {
+                challenge_token: "ch-SECRET".into(),
+                ..Default::default()
+            },
+            v1::EnrollmentRequired {
+                enrollment_token: "en-SECRET".into(),
+                ..Default::default()
+            },
+            v1::ValidateSessionRequest {
+                token: "tok-SECRET".into()
+            },
+            v1::RevokeSessionRequest {
+                token: "tok-SECRET".into()
+            },
+        );
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(shown.contains("a@b.c") && shown.contains("[REDACTED]"));
+    }
+}

@@ -58,6 +58,28 @@ impl Clock for SystemClock {
     }
 }
 
+/// A clock that only moves when told to: for tests of expiry and lockouts.
+#[derive(Debug)]
+pub struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl ManualClock {
+    /// Stopped at `now` (Unix seconds).
+    pub fn new(now: i64) -> Self {
+        Self(std::sync::atomic::AtomicI64::new(now))
+    }
+
+    /// Moves the time forward by `secs`.
+    pub fn advance(&self, secs: i64) {
+        self.0.fetch_add(secs, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// What every service shares. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct App {
@@ -141,7 +163,18 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    // Without configured callers every local caller has every scope: never beyond loopback.
+    let address = listener
+        .local_addr()
+        .map_err(|e| ServeError::Tls(e.to_string()))?;
+    if !app.config.callers_configured() && !address.ip().is_loopback() {
+        return Err(ServeError::Config(config::ConfigError(format!(
+            "server.listen: {address} is not loopback and no api_keys or tls_clients are configured"
+        ))));
+    }
     let (reporter, health) = tonic_health::server::health_reporter();
+    // NOT_SERVING until the first database check says otherwise.
+    set_all(&reporter, ServingStatus::NotServing).await;
     let storage = app.storage.clone();
     let interval = Duration::from_secs(app.config.health.check_interval_secs.max(1));
     // SERVING only while the database answers, checked now and then periodically.
@@ -150,7 +183,10 @@ pub async fn serve(
         tokio::spawn(async move {
             let mut last = None;
             loop {
-                let status = if storage.ping().await.is_ok() {
+                // A hung connection counts as down: the check has its own deadline.
+                let ping =
+                    tokio::time::timeout(interval.min(Duration::from_secs(2)), storage.ping());
+                let status = if matches!(ping.await, Ok(Ok(()))) {
                     ServingStatus::Serving
                 } else {
                     ServingStatus::NotServing

@@ -86,6 +86,15 @@ async fn serve(config: Config) -> Result<(), String> {
     if !config.callers_configured() {
         tracing::warn!("no api_keys or tls_clients configured: every local caller has every scope");
     }
+    if !config.api_keys.is_empty()
+        && config.server.tls_cert_file.is_none()
+        && !config.server.listen.ip().is_loopback()
+    {
+        tracing::warn!(
+            "API keys are accepted over plaintext on a non-loopback address: configure \
+             server.tls_cert_file, or terminate TLS in front of Tollgate"
+        );
+    }
     let passwords =
         server::password::Passwords::new(&config.passwords).map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(config.server.listen)
@@ -135,7 +144,14 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Serve => serve(load(&cli)?).await,
         Command::Migrate => {
             let config = load(&cli)?;
-            open_storage(&config).await?;
+            let (_, generated) = open_storage(&config).await?;
+            if generated {
+                eprintln!(
+                    "tollgate: DEVELOPMENT KEYS GENERATED in {}: back them up, or point keys.file \
+                     at your real key file",
+                    config.keys.file.display()
+                );
+            }
             println!(
                 "migrations applied to {}",
                 storage::redact_url(&config.database.url)
@@ -145,6 +161,8 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::CheckConfig => {
             let config = load(&cli)?;
             server::keys::load_or_generate(&config.keys.file, false).map_err(|e| e.to_string())?;
+            // The TLS files must be readable and usable, as `serve` will need them.
+            server::tls_config(&config).map_err(|e| e.to_string())?;
             println!("configuration OK\n{config:#?}");
             Ok(())
         }

@@ -1,6 +1,7 @@
 //! argon2id password hashing, run off the async runtime with bounded concurrency, and
 //! verification that costs the same whether or not the account exists.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -16,7 +17,7 @@ use crate::error::ApiError;
 #[derive(Debug)]
 pub struct Passwords {
     params: Params,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
     /// A hash of a random password with the same parameters: verified against when the
     /// account does not exist or has no password, so those cases cost a real verification.
     dummy: String,
@@ -51,7 +52,7 @@ impl Passwords {
             .to_string();
         Ok(Arc::new(Self {
             params,
-            permits: Semaphore::new(permits),
+            permits: Arc::new(Semaphore::new(permits)),
             dummy,
             verifications: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
@@ -76,7 +77,7 @@ impl Passwords {
     /// The argon2id PHC string of `password`.
     pub async fn hash(self: &Arc<Self>, password: Zeroizing<String>) -> Result<String, ApiError> {
         let this = Arc::clone(self);
-        self.blocking(move || {
+        self.blocking(async { Ok(()) }, move || {
             argon2(&this.params)
                 .hash_password(password.as_bytes())
                 .map(|h| h.to_string())
@@ -87,13 +88,16 @@ impl Passwords {
 
     /// Whether `password` matches `hash`. With no hash (unknown account, or one without a
     /// password) the dummy hash is verified instead, at the same cost, and the answer is no.
+    /// `precheck` (the lockout check) runs once a hashing slot is held, right before the
+    /// hash, so guesses queued behind a flood see a lockout that started while they waited.
     pub async fn verify(
         self: &Arc<Self>,
         password: Zeroizing<String>,
         hash: Option<String>,
+        precheck: impl Future<Output = Result<(), ApiError>>,
     ) -> Result<bool, ApiError> {
         let this = Arc::clone(self);
-        self.blocking(move || {
+        self.blocking(precheck, move || {
             this.verifications.fetch_add(1, Ordering::Relaxed);
             let target = hash.as_deref().unwrap_or(&this.dummy);
             let ok = argon2(&this.params)
@@ -115,22 +119,29 @@ impl Passwords {
     }
 
     async fn blocking<T: Send + 'static>(
-        &self,
+        self: &Arc<Self>,
+        precheck: impl Future<Output = Result<(), ApiError>>,
         work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
         // Waiting for a permit is async: a flood of logins queues here, not on the runtime.
-        let _permit = self
-            .permits
-            .acquire()
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
             .await
             .map_err(|_| ApiError::Internal("password hashing is shut down".to_owned()))?;
-        let running = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max_in_flight.fetch_max(running, Ordering::SeqCst);
-        let result = tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| ApiError::Internal(format!("password task: {e}")));
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        result?
+        precheck.await?;
+        let this = Arc::clone(self);
+        // The permit travels with the work: a cancelled call does not free its slot until
+        // the hash really ends, so cancelled logins cannot exceed the limit either.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let running = this.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            this.max_in_flight.fetch_max(running, Ordering::SeqCst);
+            let result = work();
+            this.in_flight.fetch_sub(1, Ordering::SeqCst);
+            result
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("password task: {e}")))?
     }
 }
 

@@ -46,13 +46,21 @@ fn locked(until: u64, now: i64) -> ApiError {
     }
 }
 
-fn password_key(user: Uuid) -> String {
-    format!("password:{user}")
+/// The password-throttling counter of an email: keyed by a keyed hash of the normalized
+/// address, so unknown emails are counted and locked exactly like existing accounts (the
+/// lockout must not tell them apart) and no address is stored in the counter table.
+fn password_key(app: &App, email: &str) -> String {
+    let normalized = email.trim().to_lowercase();
+    let hash = app.storage.hasher().hash(
+        storage::crypto::HashPurpose::ThrottleKey,
+        &[normalized.as_bytes()],
+    );
+    format!("password:{}", hex::encode(hash.0))
 }
 
-/// Refuses while the user's password attempts are locked out, *before* any verification.
-async fn check_password_lockout(app: &App, user: Uuid, now: i64) -> ApiResult<()> {
-    if let Some(counter) = app.storage.attempts().get(&password_key(user)).await? {
+/// Refuses while the email's password attempts are locked out.
+async fn check_password_lockout(app: &App, key: &str, now: i64) -> ApiResult<()> {
+    if let Some(counter) = app.storage.attempts().get(key).await? {
         let state = policy::UserState {
             locked_until: counter.locked_until.and_then(|t| u64::try_from(t).ok()),
             ..policy::UserState::default()
@@ -66,24 +74,28 @@ async fn check_password_lockout(app: &App, user: Uuid, now: i64) -> ApiResult<()
     Ok(())
 }
 
-/// Verifies a user's password with throttling: refused while locked out; a failure counts
-/// and may start a lockout; a success clears the count.
+/// Verifies the password given for `email` (against `hash`, or against the dummy hash when
+/// there is none: unknown account, or no password) with throttling. The same steps run in
+/// every case — lockout check once a hashing slot is held, one argon2id verification, then
+/// a counter write — so neither the answer nor the work tells an existing account from an
+/// unknown one. A failure counts and may start a lockout; a success clears the count.
 pub(crate) async fn verify_password_throttled(
     app: &App,
-    user: &storage::entity::user::Model,
+    email: &str,
+    hash: Option<String>,
+    subject: Option<Uuid>,
     password: Zeroizing<String>,
     now: i64,
 ) -> ApiResult<()> {
-    check_password_lockout(app, user.id, now).await?;
-    if app
+    let key = password_key(app, email);
+    let ok = app
         .passwords
-        .verify(password, user.password_hash.clone())
-        .await?
-    {
-        app.storage.attempts().reset(&password_key(user.id)).await?;
+        .verify(password, hash, check_password_lockout(app, &key, now))
+        .await?;
+    if ok {
+        app.storage.attempts().reset(&key).await?;
         return Ok(());
     }
-    let key = password_key(user.id);
     let failures = app.storage.attempts().record_failure(&key, now).await?;
     if let Some(until) = app.throttle().locked_until(
         u32::try_from(failures).unwrap_or(u32::MAX),
@@ -91,16 +103,18 @@ pub(crate) async fn verify_password_throttled(
     ) {
         let until = i64::try_from(until).unwrap_or(i64::MAX);
         app.storage.attempts().lock_until(&key, until, now).await?;
-        audit::record(
-            app,
-            "user.locked_out",
-            None,
-            None,
-            Some(user.id),
-            r#"{"factor":"password"}"#,
-        )
-        .await?;
-        tracing::warn!(user_id = %user.id, failures, "password lockout");
+        if subject.is_some() {
+            audit::record(
+                app,
+                "user.locked_out",
+                None,
+                None,
+                subject,
+                r#"{"factor":"password"}"#,
+            )
+            .await?;
+        }
+        tracing::warn!(user_id = ?subject, failures, "password lockout");
     }
     Err(invalid_credentials())
 }
@@ -163,17 +177,17 @@ impl Authentication {
         let now = self.app.now();
         let app = &self.app;
 
-        // Unknown email: the same verification cost and the same answer as a wrong password.
-        let Some(user) = app
+        // Unknown email: the same steps, the same cost and the same answer as a wrong password.
+        let user = app
             .storage
             .users()
             .find_by_email(&credentials.email)
-            .await?
-        else {
-            app.passwords.verify(password, None).await?;
-            return Err(invalid_credentials());
-        };
-        verify_password_throttled(app, &user, password, now).await?;
+            .await?;
+        let hash = user.as_ref().and_then(|u| u.password_hash.clone());
+        let subject = user.as_ref().map(|u| u.id);
+        verify_password_throttled(app, &credentials.email, hash, subject, password, now).await?;
+        // A verified password implies an existing account with a password.
+        let user = user.ok_or_else(|| ApiError::Internal("verified without a user".to_owned()))?;
 
         if user.status == UserStatus::Disabled {
             return Err(ApiError::PermissionDenied {
@@ -218,13 +232,14 @@ impl Authentication {
         let result = match outcome {
             policy::LoginOutcome::Authenticated { assurance, .. } => {
                 let session = create_session(app, user.id, org_id, assurance as i16, now).await?;
+                let details = format!(r#"{{"assurance":{}}}"#, assurance as i16);
                 audit::record(
                     app,
                     "login.succeeded",
                     org_id,
                     Some(user.id),
                     Some(user.id),
-                    r#"{"assurance":1}"#,
+                    &details,
                 )
                 .await?;
                 authenticate_response::Result::Authenticated(session)

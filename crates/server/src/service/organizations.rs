@@ -62,6 +62,32 @@ impl OrganizationService for Organizations {
     }
 }
 
+/// An opaque page token: the organization and the last user id, base64url. Bound to the
+/// organization, so a token of one list cannot page through another.
+fn encode_page_token(org: storage::Uuid, after: storage::Uuid) -> String {
+    use base64::Engine as _;
+    let mut bytes = Vec::with_capacity(32);
+    bytes.extend_from_slice(org.as_bytes());
+    bytes.extend_from_slice(after.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn decode_page_token(org: storage::Uuid, token: &str) -> ApiResult<storage::Uuid> {
+    use base64::Engine as _;
+    let bad = || ApiError::field("page_token", "is not a page token of this list");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
+    let (token_org, after) = bytes.split_at_checked(16).ok_or_else(bad)?;
+    let token_org = storage::Uuid::from_slice(token_org).map_err(|_| bad())?;
+    let after = storage::Uuid::from_slice(after).map_err(|_| bad())?;
+    if token_org == org {
+        Ok(after)
+    } else {
+        Err(bad())
+    }
+}
+
 /// Keeps a value, or gathers its field violations so all of them are reported at once.
 fn collect<T>(violations: &mut Vec<(String, String)>, result: ApiResult<T>) -> Option<T> {
     match result {
@@ -93,19 +119,13 @@ impl Organizations {
         let (Some(owner), true) = (owner, violations.is_empty()) else {
             return Err(ApiError::InvalidArgument(violations));
         };
-        // Everything is checked before the first write.
-        self.app
-            .storage
-            .users()
-            .get(owner)
-            .await?
-            .ok_or(ApiError::NotFound("user"))?;
         let now = self.app.now();
-        let org = self.app.storage.organizations().create(name, now).await?;
-        self.app
+        // The organization and its owner's membership are one transaction.
+        let org = self
+            .app
             .storage
-            .memberships()
-            .add(org.id, owner, storage::entity::enums::Role::Owner, now)
+            .organizations()
+            .create_with_owner(name, owner, now)
             .await?;
         audit::record(
             &self.app,
@@ -183,7 +203,7 @@ impl Organizations {
         let after = if body.page_token.is_empty() {
             None
         } else {
-            Some(parse_id("page_token", &body.page_token)?)
+            Some(decode_page_token(org, &body.page_token)?)
         };
         self.app
             .storage
@@ -203,7 +223,10 @@ impl Organizations {
         }
         Ok(v1::ListMembersResponse {
             members,
-            next_page_token: page.next.map(|id| id.to_string()).unwrap_or_default(),
+            next_page_token: page
+                .next
+                .map(|id| encode_page_token(org, id))
+                .unwrap_or_default(),
         })
     }
 

@@ -79,10 +79,16 @@ impl Sessions {
             .find_valid(token, now)
             .await?
             .ok_or_else(invalid_session)?;
-        sessions
+        match sessions
             .touch(session.id, now, self.app.config.sessions.idle_ttl_secs)
             .await
-            .map_err(|_| invalid_session())?;
+        {
+            Ok(()) => {}
+            // Expired or revoked between the lookup and now.
+            Err(storage::StorageError::NotFound(_)) => return Err(invalid_session()),
+            // A database outage is not the user's fault: UNAVAILABLE, not a logout.
+            Err(other) => return Err(other.into()),
+        }
         let idle = (now + self.app.config.sessions.idle_ttl_secs).min(session.expires_at);
         Ok(v1::ValidateSessionResponse {
             session_id: session.id.to_string(),

@@ -168,7 +168,12 @@ impl Users {
             }
             if user.password_hash.is_some() {
                 crate::service::authentication::verify_password_throttled(
-                    &self.app, &user, current, now,
+                    &self.app,
+                    &user.email,
+                    user.password_hash.clone(),
+                    Some(user.id),
+                    current,
+                    now,
                 )
                 .await?;
             }

@@ -19,6 +19,9 @@ pub enum HashPurpose {
     RecoveryCode,
     /// An SMS code (bound to its factor by the caller's input).
     SmsCode,
+    /// The key of a throttling counter (for example a normalized email, so that counters
+    /// exist for unknown accounts too without storing the address).
+    ThrottleKey,
 }
 
 impl HashPurpose {
@@ -28,6 +31,7 @@ impl HashPurpose {
             Self::ChallengeToken => b"tollgate/challenge-token/v1",
             Self::RecoveryCode => b"tollgate/recovery-code/v1",
             Self::SmsCode => b"tollgate/sms-code/v1",
+            Self::ThrottleKey => b"tollgate/throttle-key/v1",
         }
     }
 }

@@ -60,6 +60,48 @@ impl<'a> Organizations<'a> {
             .map_err(|e| StorageError::from_insert(e, "organization"))
     }
 
+    /// Creates an organization and makes `owner` its owner, in one transaction: an unknown
+    /// owner leaves no organization behind.
+    pub async fn create_with_owner(&self, name: &str, owner: Uuid, now: i64) -> Result<Model> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 200 {
+            return Err(StorageError::Invalid {
+                field: "name",
+                reason: "must be 1 to 200 characters",
+            });
+        }
+        let txn = self.storage.db().begin().await?;
+        let model = ActiveModel {
+            id: Set(Uuid::now_v7()),
+            name: Set(name.to_owned()),
+            mfa_required: Set(false),
+            mfa_required_since: Set(None),
+            allowed_methods: Set(0b111),
+            sso_enabled: Set(false),
+            sso_mode: Set(SsoMode::Exempt),
+            created_at: Set(now),
+        }
+        .insert(&txn)
+        .await
+        .map_err(|e| StorageError::from_insert(e, "organization"))?;
+        crate::entity::membership::ActiveModel {
+            org_id: Set(model.id),
+            user_id: Set(owner),
+            role: Set(crate::entity::enums::Role::Owner),
+            created_at: Set(now),
+        }
+        .insert(&txn)
+        .await
+        .map_err(|e| match e.sql_err() {
+            Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_)) => {
+                StorageError::NotFound("user")
+            }
+            _ => StorageError::from_insert(e, "membership"),
+        })?;
+        txn.commit().await?;
+        Ok(model)
+    }
+
     /// The organization, if it exists.
     pub async fn get(&self, id: Uuid) -> Result<Option<Model>> {
         Ok(Entity::find_by_id(id).one(self.storage.db()).await?)
