@@ -34,7 +34,16 @@ fn tollgate(dir: &Path) -> Command {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_with_no_configuration_then_sigterm() {
-    let dir = empty_dir("serve");
+    serve_then_signal("TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_no_configuration_then_sigint() {
+    serve_then_signal("INT").await;
+}
+
+async fn serve_then_signal(signal: &str) {
+    let dir = empty_dir(signal);
     let mut child = tollgate(&dir)
         .args(["serve"])
         // Port 0 only so that parallel test runs never collide; everything else is default.
