@@ -245,43 +245,29 @@ impl Authentication {
                 authenticate_response::Result::Authenticated(session)
             }
             policy::LoginOutcome::SecondFactorRequired { methods } => {
-                let token =
-                    storage::crypto::new_token().map_err(|e| ApiError::Internal(e.to_string()))?;
-                let expires = now + app.config.login.challenge_ttl_secs;
-                app.storage
-                    .challenges()
-                    .create(
-                        &token,
-                        user.id,
-                        org_id,
-                        ChallengePurpose::SecondFactor,
-                        now,
-                        expires,
-                    )
-                    .await?;
+                let ttl = app.config.login.challenge_ttl_secs;
+                let (token, expires) = issue_challenge(
+                    app,
+                    user.id,
+                    org_id,
+                    ChallengePurpose::SecondFactor,
+                    ttl,
+                    now,
+                )
+                .await?;
                 authenticate_response::Result::SecondFactorRequired(v1::SecondFactorRequired {
-                    challenge_token: token.to_string(),
+                    challenge_token: token,
                     expire_time: Some(timestamp(expires)),
                     methods: methods.iter().map(|m| method_to_proto(m) as i32).collect(),
                 })
             }
             policy::LoginOutcome::EnrollmentRequired { methods, .. } => {
-                let token =
-                    storage::crypto::new_token().map_err(|e| ApiError::Internal(e.to_string()))?;
-                let expires = now + app.config.login.enrollment_ttl_secs;
-                app.storage
-                    .challenges()
-                    .create(
-                        &token,
-                        user.id,
-                        org_id,
-                        ChallengePurpose::Enrollment,
-                        now,
-                        expires,
-                    )
-                    .await?;
+                let ttl = app.config.login.enrollment_ttl_secs;
+                let (token, expires) =
+                    issue_challenge(app, user.id, org_id, ChallengePurpose::Enrollment, ttl, now)
+                        .await?;
                 authenticate_response::Result::EnrollmentRequired(v1::EnrollmentRequired {
-                    enrollment_token: token.to_string(),
+                    enrollment_token: token,
                     expire_time: Some(timestamp(expires)),
                     allowed_methods: methods
                         .iter()
@@ -305,6 +291,24 @@ impl Authentication {
             result: Some(result),
         })
     }
+}
+
+/// Stores a challenge (or enrollment) token for the user and returns it with its expiry.
+async fn issue_challenge(
+    app: &App,
+    user_id: Uuid,
+    org_id: Option<Uuid>,
+    purpose: ChallengePurpose,
+    ttl: i64,
+    now: i64,
+) -> ApiResult<(String, i64)> {
+    let token = storage::crypto::new_token().map_err(|e| ApiError::Internal(e.to_string()))?;
+    let expires = now + ttl;
+    app.storage
+        .challenges()
+        .create(&token, user_id, org_id, purpose, now, expires)
+        .await?;
+    Ok((token.to_string(), expires))
 }
 
 fn outcome_name(outcome: &policy::LoginOutcome) -> &'static str {

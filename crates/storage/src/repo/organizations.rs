@@ -23,6 +23,27 @@ pub struct PolicyUpdate {
     pub sso_mode: SsoMode,
 }
 
+/// A new organization row with the default policy, after checking the name.
+fn new_organization(name: &str, now: i64) -> Result<ActiveModel> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(StorageError::Invalid {
+            field: "name",
+            reason: "must be 1 to 200 characters",
+        });
+    }
+    Ok(ActiveModel {
+        id: Set(Uuid::now_v7()),
+        name: Set(name.to_owned()),
+        mfa_required: Set(false),
+        mfa_required_since: Set(None),
+        allowed_methods: Set(0b111),
+        sso_enabled: Set(false),
+        sso_mode: Set(SsoMode::Exempt),
+        created_at: Set(now),
+    })
+}
+
 /// Organizations.
 #[derive(Debug)]
 pub struct Organizations<'a> {
@@ -37,24 +58,7 @@ impl<'a> Organizations<'a> {
     /// Creates an organization with the default policy: nothing required, every method
     /// allowed, SSO off (exempt mode when turned on).
     pub async fn create(&self, name: &str, now: i64) -> Result<Model> {
-        let name = name.trim();
-        if name.is_empty() || name.chars().count() > 200 {
-            return Err(StorageError::Invalid {
-                field: "name",
-                reason: "must be 1 to 200 characters",
-            });
-        }
-        let model = ActiveModel {
-            id: Set(Uuid::now_v7()),
-            name: Set(name.to_owned()),
-            mfa_required: Set(false),
-            mfa_required_since: Set(None),
-            allowed_methods: Set(0b111),
-            sso_enabled: Set(false),
-            sso_mode: Set(SsoMode::Exempt),
-            created_at: Set(now),
-        };
-        model
+        new_organization(name, now)?
             .insert(self.storage.db())
             .await
             .map_err(|e| StorageError::from_insert(e, "organization"))
@@ -63,27 +67,12 @@ impl<'a> Organizations<'a> {
     /// Creates an organization and makes `owner` its owner, in one transaction: an unknown
     /// owner leaves no organization behind.
     pub async fn create_with_owner(&self, name: &str, owner: Uuid, now: i64) -> Result<Model> {
-        let name = name.trim();
-        if name.is_empty() || name.chars().count() > 200 {
-            return Err(StorageError::Invalid {
-                field: "name",
-                reason: "must be 1 to 200 characters",
-            });
-        }
+        let row = new_organization(name, now)?;
         let txn = self.storage.db().begin().await?;
-        let model = ActiveModel {
-            id: Set(Uuid::now_v7()),
-            name: Set(name.to_owned()),
-            mfa_required: Set(false),
-            mfa_required_since: Set(None),
-            allowed_methods: Set(0b111),
-            sso_enabled: Set(false),
-            sso_mode: Set(SsoMode::Exempt),
-            created_at: Set(now),
-        }
-        .insert(&txn)
-        .await
-        .map_err(|e| StorageError::from_insert(e, "organization"))?;
+        let model = row
+            .insert(&txn)
+            .await
+            .map_err(|e| StorageError::from_insert(e, "organization"))?;
         crate::entity::membership::ActiveModel {
             org_id: Set(model.id),
             user_id: Set(owner),
