@@ -14,6 +14,10 @@ const SECRET_MESSAGES: &[&str] = &[
     "EnrollmentRequired",
     "ValidateSessionRequest",
     "RevokeSessionRequest",
+    "BeginTotpEnrollmentResponse",
+    "ConfirmTotpEnrollmentRequest",
+    "ConfirmTotpEnrollmentResponse",
+    "VerifySecondFactorRequest",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -57,6 +57,10 @@ redact! {
     EnrollmentRequired { expire_time, allowed_methods } secret { enrollment_token };
     ValidateSessionRequest { } secret { token };
     RevokeSessionRequest { } secret { token };
+    BeginTotpEnrollmentResponse { factor } secret { otpauth_uri, secret_base32, qr_code_png, qr_code_svg };
+    ConfirmTotpEnrollmentRequest { factor_id } secret { code };
+    ConfirmTotpEnrollmentResponse { factor, session } secret { recovery_codes };
+    VerifySecondFactorRequest { } secret { challenge_token, code };
 }
 
 /// The encoded `FileDescriptorSet` of the contract, for gRPC reflection.

@@ -150,6 +150,56 @@ pub fn caller<T>(request: &Request<T>) -> Result<Caller, ApiError> {
         .ok_or_else(|| ApiError::Internal("no caller identity on the request".to_owned()))
 }
 
+/// Whose call this is, from `authorization: Bearer`: a session, or the enrollment token of a
+/// login that requires enrollment.
+#[derive(Clone, Debug)]
+pub enum UserContext {
+    /// A valid session.
+    Session(storage::entity::session::Model),
+    /// A valid, unused enrollment token.
+    Enrollment(storage::entity::login_challenge::Model),
+}
+
+impl UserContext {
+    /// The user.
+    pub fn user_id(&self) -> storage::Uuid {
+        match self {
+            Self::Session(s) => s.user_id,
+            Self::Enrollment(c) => c.user_id,
+        }
+    }
+
+    /// The organization whose policy applies.
+    pub fn org_id(&self) -> Option<storage::Uuid> {
+        match self {
+            Self::Session(s) => s.org_id,
+            Self::Enrollment(c) => c.org_id,
+        }
+    }
+}
+
+/// Resolves the user's own token: a valid session, else a valid enrollment token.
+pub async fn user_context<T>(
+    app: &crate::App,
+    request: &Request<T>,
+) -> Result<UserContext, ApiError> {
+    let unauthenticated = || ApiError::Unauthenticated {
+        reason: "USER_UNAUTHENTICATED",
+        message: "send the user's session or enrollment token as authorization: Bearer".to_owned(),
+    };
+    let token = bearer(request).ok_or_else(unauthenticated)?;
+    let now = app.now();
+    if let Some(session) = app.storage.sessions().find_valid(&token, now).await? {
+        return Ok(UserContext::Session(session));
+    }
+    match app.storage.challenges().find_active(&token, now).await? {
+        Some(c) if c.purpose == storage::entity::enums::ChallengePurpose::Enrollment => {
+            Ok(UserContext::Enrollment(c))
+        }
+        _ => Err(unauthenticated()),
+    }
+}
+
 /// The bearer token of a user's own call, if any.
 pub fn bearer<T>(request: &Request<T>) -> Option<String> {
     let value = request.metadata().get("authorization")?.to_str().ok()?;

@@ -25,6 +25,8 @@ pub struct Config {
     pub sessions: SessionConfig,
     /// Login challenges and throttling.
     pub login: LoginConfig,
+    /// Authenticator apps and recovery codes.
+    pub otp: OtpConfig,
     /// Logs.
     pub log: LogConfig,
     /// Health checking.
@@ -191,6 +193,31 @@ impl Default for LoginConfig {
     }
 }
 
+/// Authenticator apps and recovery codes.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtpConfig {
+    /// The issuer shown by authenticator apps above the code.
+    pub issuer: String,
+    /// Seconds an unconfirmed enrollment lives.
+    pub pending_enrollment_ttl_secs: i64,
+    /// Codes one second-factor challenge may check before the login must start over.
+    pub challenge_max_attempts: i32,
+    /// Recovery codes handed out on the first activation.
+    pub recovery_codes: usize,
+}
+
+impl Default for OtpConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "Tollgate".to_owned(),
+            pending_enrollment_ttl_secs: 600,
+            challenge_max_attempts: 5,
+            recovery_codes: 10,
+        }
+    }
+}
+
 /// Log output.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
@@ -268,13 +295,14 @@ pub struct TlsClientConfig {
 pub struct ConfigError(pub String);
 
 /// The scopes a caller can be given.
-pub const SCOPES: [&str; 6] = [
+pub const SCOPES: [&str; 7] = [
     "users:read",
     "users:write",
     "organizations:read",
     "organizations:write",
     "authentication",
     "sessions",
+    "factors",
 ];
 
 impl Config {
@@ -387,6 +415,21 @@ impl Config {
             if value <= 0 {
                 return err(key, "must be a positive number of seconds");
             }
+        }
+        if self.otp.issuer.trim().is_empty() || self.otp.issuer.contains(':') {
+            return err("otp.issuer", "must be non-empty and contain no ':'");
+        }
+        if self.otp.pending_enrollment_ttl_secs <= 0 {
+            return err(
+                "otp.pending_enrollment_ttl_secs",
+                "must be a positive number of seconds",
+            );
+        }
+        if !(1..=20).contains(&self.otp.challenge_max_attempts) {
+            return err("otp.challenge_max_attempts", "must be 1 to 20");
+        }
+        if !(5..=20).contains(&self.otp.recovery_codes) {
+            return err("otp.recovery_codes", "must be 5 to 20");
         }
         if self.health.check_interval_secs == 0 {
             return err("health.check_interval_secs", "must be at least 1");

@@ -9,7 +9,9 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod keys;
+pub(crate) mod mfa;
 pub mod password;
+pub(crate) mod qr;
 pub mod service;
 pub mod telemetry;
 
@@ -21,6 +23,7 @@ use storage::Storage;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tollgate_proto::v1::authentication_service_server::AuthenticationServiceServer;
+use tollgate_proto::v1::enrollment_service_server::EnrollmentServiceServer;
 use tollgate_proto::v1::organization_service_server::OrganizationServiceServer;
 use tollgate_proto::v1::session_service_server::SessionServiceServer;
 use tollgate_proto::v1::user_service_server::UserServiceServer;
@@ -33,8 +36,9 @@ use crate::config::Config;
 use crate::password::Passwords;
 
 /// The names the health service reports on, besides "" (the whole server).
-pub const SERVICE_NAMES: [&str; 4] = [
+pub const SERVICE_NAMES: [&str; 5] = [
     "tollgate.v1.UserService",
+    "tollgate.v1.EnrollmentService",
     "tollgate.v1.OrganizationService",
     "tollgate.v1.AuthenticationService",
     "tollgate.v1.SessionService",
@@ -226,6 +230,10 @@ pub async fn serve(
         ))
         .add_service(AuthenticationServiceServer::with_interceptor(
             service::authentication::Authentication::new(app.clone()),
+            intercept.clone(),
+        ))
+        .add_service(EnrollmentServiceServer::with_interceptor(
+            service::enrollment::Enrollment::new(app.clone()),
             intercept.clone(),
         ))
         .add_service(SessionServiceServer::with_interceptor(

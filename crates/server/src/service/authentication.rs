@@ -131,6 +131,17 @@ impl AuthenticationService for Authentication {
         )
         .await
     }
+
+    async fn verify_second_factor(
+        &self,
+        request: Request<v1::VerifySecondFactorRequest>,
+    ) -> Result<Response<v1::VerifySecondFactorResponse>, Status> {
+        rpc(
+            "AuthenticationService/VerifySecondFactor",
+            self.verify_inner(request),
+        )
+        .await
+    }
 }
 
 impl Authentication {
@@ -309,6 +320,187 @@ async fn issue_challenge(
         .create(&token, user_id, org_id, purpose, now, expires)
         .await?;
     Ok((token.to_string(), expires))
+}
+
+impl Authentication {
+    async fn verify_inner(
+        &self,
+        request: Request<v1::VerifySecondFactorRequest>,
+    ) -> ApiResult<v1::VerifySecondFactorResponse> {
+        caller(&request)?.require("authentication")?;
+        let body = request.into_inner();
+        let code = Zeroizing::new(body.code);
+        let mut violations = Vec::new();
+        if body.challenge_token.trim().is_empty() || body.challenge_token.len() > 256 {
+            violations.push(("challenge_token".to_owned(), "is required".to_owned()));
+        }
+        if code.trim().is_empty() || code.len() > 64 {
+            violations.push((
+                "code".to_owned(),
+                "must be an app code or a recovery code".to_owned(),
+            ));
+        }
+        if !violations.is_empty() {
+            return Err(ApiError::InvalidArgument(violations));
+        }
+        let app = &self.app;
+        let now = app.now();
+        let invalid_challenge = || ApiError::Unauthenticated {
+            reason: "CHALLENGE_INVALID",
+            message: "the challenge is unknown, used or expired: log in again".to_owned(),
+        };
+        let challenge = app
+            .storage
+            .challenges()
+            .find_active(body.challenge_token.trim(), now)
+            .await?
+            .filter(|c| c.purpose == ChallengePurpose::SecondFactor)
+            .ok_or_else(invalid_challenge)?;
+        let user_id = challenge.user_id;
+        // The user's lockout first, then an attempt from this challenge's budget: both before
+        // any code is compared.
+        crate::mfa::check_lockout(app, user_id, now).await?;
+        if !app
+            .storage
+            .challenges()
+            .take_attempt(challenge.id, app.config.otp.challenge_max_attempts, now)
+            .await?
+        {
+            return Err(ApiError::ResourceExhausted {
+                reason: "CHALLENGE_EXHAUSTED",
+                message: "too many codes for this login: log in again".to_owned(),
+                retry_after: Duration::from_secs(1),
+            });
+        }
+
+        let mut used_recovery_code = false;
+        if let Some(digits) = crate::mfa::looks_like_otp(&code) {
+            let mut accepted = false;
+            let mut replayed = false;
+            for factor in app.storage.factors().of_user(user_id, true).await? {
+                if factor.kind != storage::entity::enums::FactorKind::Totp {
+                    continue;
+                }
+                let totp = crate::mfa::totp_of(app, &factor)?;
+                if let Some(step) = crate::mfa::totp_step(&totp, &digits, now) {
+                    // One conditional UPDATE decides, across calls and replicas.
+                    if app
+                        .storage
+                        .factors()
+                        .accept_step(factor.id, step, now)
+                        .await?
+                    {
+                        accepted = true;
+                        break;
+                    }
+                    replayed = true;
+                }
+            }
+            if !accepted {
+                let reason = if replayed {
+                    "CODE_REPLAYED"
+                } else {
+                    "INVALID_CODE"
+                };
+                return Err(crate::mfa::record_failure(app, user_id, reason, now).await);
+            }
+        } else if app
+            .storage
+            .recovery_codes()
+            .consume(user_id, &code, now)
+            .await?
+        {
+            used_recovery_code = true;
+        } else {
+            return Err(crate::mfa::record_failure(app, user_id, "INVALID_CODE", now).await);
+        }
+
+        // Exactly one caller completes the challenge.
+        if !app
+            .storage
+            .challenges()
+            .consume_by_id(challenge.id, now)
+            .await?
+        {
+            return Err(invalid_challenge());
+        }
+        crate::mfa::reset_failures(app, user_id).await?;
+        let user = app
+            .storage
+            .users()
+            .get(user_id)
+            .await?
+            .ok_or(ApiError::NotFound("user"))?;
+        let mut state = user_state(app, &user).await?;
+        if used_recovery_code {
+            audit::record(
+                app,
+                "recovery_code.used",
+                challenge.org_id,
+                Some(user_id),
+                Some(user_id),
+                "{}",
+            )
+            .await?;
+            if policy::after_recovery_code(state.recovery_codes_left, &state.factors)
+                == policy::AfterRecoveryCode::MustReenroll
+            {
+                app.storage
+                    .users()
+                    .set_must_reenroll(user_id, true, now)
+                    .await?;
+                state.must_reenroll = true;
+            }
+        }
+        let org = match challenge.org_id {
+            Some(id) => app.storage.organizations().get(id).await?,
+            None => None,
+        };
+        let org_policy = org.as_ref().map(org_policy).unwrap_or_default();
+        let remaining = i32::try_from(state.recovery_codes_left).unwrap_or(i32::MAX);
+        let result = match policy::after_second_factor(&org_policy, &state) {
+            policy::LoginOutcome::EnrollmentRequired { methods, .. } => {
+                let ttl = app.config.login.enrollment_ttl_secs;
+                let (token, expires) = issue_challenge(
+                    app,
+                    user_id,
+                    challenge.org_id,
+                    ChallengePurpose::Enrollment,
+                    ttl,
+                    now,
+                )
+                .await?;
+                v1::verify_second_factor_response::Result::EnrollmentRequired(
+                    v1::EnrollmentRequired {
+                        enrollment_token: token,
+                        expire_time: Some(timestamp(expires)),
+                        allowed_methods: methods
+                            .iter()
+                            .map(|k| policy_kind_to_proto(k) as i32)
+                            .collect(),
+                    },
+                )
+            }
+            _ => {
+                let session = create_session(app, user_id, challenge.org_id, 2, now).await?;
+                audit::record(
+                    app,
+                    "login.succeeded",
+                    challenge.org_id,
+                    Some(user_id),
+                    Some(user_id),
+                    r#"{"assurance":2}"#,
+                )
+                .await?;
+                v1::verify_second_factor_response::Result::Authenticated(session)
+            }
+        };
+        tracing::info!(user_id = %user_id, recovery_code = used_recovery_code, "second factor passed");
+        Ok(v1::VerifySecondFactorResponse {
+            result: Some(result),
+            recovery_codes_remaining: remaining,
+        })
+    }
 }
 
 fn outcome_name(outcome: &policy::LoginOutcome) -> &'static str {

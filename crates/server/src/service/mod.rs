@@ -1,6 +1,7 @@
 //! The gRPC services, one module each, and the conversions they share.
 
 pub mod authentication;
+pub mod enrollment;
 pub mod organizations;
 pub mod sessions;
 pub mod users;

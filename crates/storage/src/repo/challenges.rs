@@ -100,6 +100,27 @@ impl<'a> Challenges<'a> {
             .await?)
     }
 
+    /// The challenge with this id if it is unused and unexpired at `now`.
+    pub async fn find_active_by_id(&self, id: Uuid, now: i64) -> Result<Option<Model>> {
+        Ok(Entity::find_by_id(id)
+            .filter(Column::ConsumedAt.is_null())
+            .filter(Column::ExpiresAt.gt(now))
+            .one(self.storage.db())
+            .await?)
+    }
+
+    /// Uses the challenge with this id: true for exactly one caller.
+    pub async fn consume_by_id(&self, id: Uuid, now: i64) -> Result<bool> {
+        let result = Entity::update_many()
+            .col_expr(Column::ConsumedAt, Expr::value(Some(now)))
+            .filter(Column::Id.eq(id))
+            .filter(Column::ConsumedAt.is_null())
+            .filter(Column::ExpiresAt.gt(now))
+            .exec(self.storage.db())
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
     /// Deletes challenges that expired before `now`. Returns how many.
     pub async fn delete_expired(&self, now: i64) -> Result<u64> {
         Ok(Entity::delete_many()

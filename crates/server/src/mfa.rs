@@ -1,0 +1,143 @@
+//! Second-factor checks shared by enrollment and login: TOTP verification with otp-core, the
+//! per-user failure budget, recovery codes.
+
+use std::time::Duration;
+
+use otp_core::{Algorithm, Digits, Secret, Totp, TotpParams, VerifyError};
+use storage::Uuid;
+use zeroize::Zeroizing;
+
+use crate::error::{ApiError, ApiResult};
+use crate::{App, audit};
+
+/// The parameters of the authenticator apps Tollgate enrolls: what every app assumes.
+pub(crate) fn totp_params() -> TotpParams {
+    TotpParams::default()
+}
+
+/// The storage form of the enrolled parameters.
+pub(crate) fn storage_params() -> storage::repo::OtpParams {
+    let params = totp_params();
+    storage::repo::OtpParams {
+        algorithm: params.algorithm.as_str(),
+        digits: i16::from(params.digits.get()),
+        period: i32::try_from(params.period).ok(),
+    }
+}
+
+/// The TOTP generator of a stored factor (its seed opened from storage).
+pub(crate) fn totp_of(app: &App, factor: &storage::entity::factor::Model) -> ApiResult<Totp> {
+    let seed = app.storage.factors().open_secret(factor)?;
+    let algorithm = factor
+        .algorithm
+        .as_deref()
+        .unwrap_or("SHA1")
+        .parse::<Algorithm>()
+        .map_err(|e| ApiError::Internal(format!("factor {}: {e}", factor.id)))?;
+    let digits = Digits::new(u8::try_from(factor.digits.unwrap_or(6)).unwrap_or(0))
+        .map_err(|e| ApiError::Internal(format!("factor {}: {e}", factor.id)))?;
+    let params = TotpParams {
+        algorithm,
+        digits,
+        period: u64::try_from(factor.period.unwrap_or(30)).unwrap_or(30),
+        ..totp_params()
+    };
+    Totp::new(Secret::from_bytes(seed.to_vec()), params)
+        .map_err(|e| ApiError::Internal(format!("factor {}: {e}", factor.id)))
+}
+
+/// The time step `code` matches for this factor at `now`, if any.
+pub(crate) fn totp_step(totp: &Totp, code: &str, now: i64) -> Option<i64> {
+    match totp.verify(code, u64::try_from(now).unwrap_or(0)) {
+        Ok(step) => i64::try_from(step).ok(),
+        Err(VerifyError::Mismatch | VerifyError::Malformed | VerifyError::BeforeT0) => None,
+        Err(_) => None,
+    }
+}
+
+fn mfa_key(user: Uuid) -> String {
+    format!("mfa:{user}")
+}
+
+/// Refuses while the user's second-factor attempts are locked out.
+pub(crate) async fn check_lockout(app: &App, user: Uuid, now: i64) -> ApiResult<()> {
+    if let Some(counter) = app.storage.attempts().get(&mfa_key(user)).await?
+        && let Some(until) = counter.locked_until.filter(|&until| until > now)
+    {
+        return Err(ApiError::ResourceExhausted {
+            reason: "LOCKED_OUT",
+            message: "too many wrong codes; try again later".to_owned(),
+            retry_after: Duration::from_secs(u64::try_from(until - now).unwrap_or(1).max(1)),
+        });
+    }
+    Ok(())
+}
+
+/// Counts a failed code against the user (across methods, challenges and replicas) and
+/// returns the error to answer: the reason given, or LOCKED_OUT when this failure starts one.
+pub(crate) async fn record_failure(
+    app: &App,
+    user: Uuid,
+    reason: &'static str,
+    now: i64,
+) -> ApiError {
+    let key = mfa_key(user);
+    let failures = match app.storage.attempts().record_failure(&key, now).await {
+        Ok(n) => n,
+        Err(e) => return e.into(),
+    };
+    if let Some(until) = app.throttle().locked_until(
+        u32::try_from(failures).unwrap_or(u32::MAX),
+        u64::try_from(now).unwrap_or(0),
+    ) {
+        let until = i64::try_from(until).unwrap_or(i64::MAX);
+        if let Err(e) = app.storage.attempts().lock_until(&key, until, now).await {
+            return e.into();
+        }
+        let _ = audit::record(
+            app,
+            "user.locked_out",
+            None,
+            None,
+            Some(user),
+            r#"{"factor":"second"}"#,
+        )
+        .await;
+        tracing::warn!(user_id = %user, failures, "second-factor lockout");
+    }
+    ApiError::Unauthenticated {
+        reason,
+        message: match reason {
+            "CODE_REPLAYED" => "this code was already used; wait for the next one".to_owned(),
+            _ => "the code is wrong".to_owned(),
+        },
+    }
+}
+
+/// Clears the user's second-factor failures after a success.
+pub(crate) async fn reset_failures(app: &App, user: Uuid) -> ApiResult<()> {
+    Ok(app.storage.attempts().reset(&mfa_key(user)).await?)
+}
+
+/// `n` fresh recovery codes, 80 random bits each, as `XXXX-XXXX-XXXX-XXXX` (base32).
+pub(crate) fn new_recovery_codes(n: usize) -> ApiResult<Vec<Zeroizing<String>>> {
+    (0..n)
+        .map(|_| {
+            let secret = Secret::generate_len(10).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let plain = secret.to_base32();
+            let groups: Vec<&str> = plain
+                .as_bytes()
+                .chunks(4)
+                .map(|c| std::str::from_utf8(c).unwrap_or_default())
+                .collect();
+            Ok(Zeroizing::new(groups.join("-")))
+        })
+        .collect()
+}
+
+/// Whether typed text looks like an app code (digits only, after dropping spaces) rather than
+/// a recovery code.
+pub(crate) fn looks_like_otp(code: &str) -> Option<String> {
+    let digits: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then_some(digits)
+}

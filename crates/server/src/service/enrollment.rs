@@ -1,0 +1,296 @@
+//! `tollgate.v1.EnrollmentService`: enrolling authenticator apps, listing factors.
+
+use otp_core::{OtpAuthUri, Secret, Totp};
+use storage::entity::enums::{FactorKind, FactorStatus};
+use tollgate_proto::v1;
+use tollgate_proto::v1::enrollment_service_server::EnrollmentService;
+use tonic::{Request, Response, Status};
+use zeroize::Zeroizing;
+
+use super::{kind_to_proto, org_policy, parse_id, timestamp};
+use crate::auth::{UserContext, caller, user_context};
+use crate::error::{ApiError, ApiResult};
+use crate::telemetry::rpc;
+use crate::{App, audit, mfa, qr};
+
+/// The service.
+#[derive(Debug, Clone)]
+pub struct Enrollment {
+    app: App,
+}
+
+impl Enrollment {
+    /// Over the shared state.
+    pub fn new(app: App) -> Self {
+        Self { app }
+    }
+}
+
+pub(crate) fn factor_to_proto(factor: &storage::entity::factor::Model) -> v1::Factor {
+    v1::Factor {
+        id: factor.id.to_string(),
+        kind: kind_to_proto(factor.kind) as i32,
+        status: match factor.status {
+            FactorStatus::Pending => v1::FactorStatus::Pending,
+            FactorStatus::Active => v1::FactorStatus::Active,
+        } as i32,
+        label: factor.label.clone(),
+        create_time: Some(timestamp(factor.created_at)),
+        activate_time: factor.activated_at.map(timestamp),
+        last_use_time: factor.last_used_at.map(timestamp),
+        expire_time: factor.pending_expires_at.map(timestamp),
+    }
+}
+
+#[tonic::async_trait]
+impl EnrollmentService for Enrollment {
+    async fn begin_totp_enrollment(
+        &self,
+        request: Request<v1::BeginTotpEnrollmentRequest>,
+    ) -> Result<Response<v1::BeginTotpEnrollmentResponse>, Status> {
+        rpc("EnrollmentService/BeginTotpEnrollment", self.begin(request)).await
+    }
+
+    async fn confirm_totp_enrollment(
+        &self,
+        request: Request<v1::ConfirmTotpEnrollmentRequest>,
+    ) -> Result<Response<v1::ConfirmTotpEnrollmentResponse>, Status> {
+        rpc(
+            "EnrollmentService/ConfirmTotpEnrollment",
+            self.confirm(request),
+        )
+        .await
+    }
+
+    async fn list_factors(
+        &self,
+        request: Request<v1::ListFactorsRequest>,
+    ) -> Result<Response<v1::ListFactorsResponse>, Status> {
+        rpc("EnrollmentService/ListFactors", self.list(request)).await
+    }
+}
+
+impl Enrollment {
+    async fn begin(
+        &self,
+        request: Request<v1::BeginTotpEnrollmentRequest>,
+    ) -> ApiResult<v1::BeginTotpEnrollmentResponse> {
+        caller(&request)?.require("factors")?;
+        let ctx = user_context(&self.app, &request).await?;
+        let label = request.into_inner().label;
+        if label.trim().chars().count() > 64 {
+            return Err(ApiError::field("label", "at most 64 characters"));
+        }
+        let app = &self.app;
+        let user = app
+            .storage
+            .users()
+            .get(ctx.user_id())
+            .await?
+            .ok_or(ApiError::NotFound("user"))?;
+        // Only kinds the organization of this login or session allows.
+        if let Some(org_id) = ctx.org_id() {
+            let org = app
+                .storage
+                .organizations()
+                .get(org_id)
+                .await?
+                .ok_or(ApiError::NotFound("organization"))?;
+            policy::enroll_factor(&org_policy(&org), policy::FactorKind::Totp).map_err(
+                |refusal| ApiError::PermissionDenied {
+                    reason: refusal.reason(),
+                    message: refusal.to_string(),
+                },
+            )?;
+        }
+        let params = mfa::totp_params();
+        let secret =
+            Secret::generate(params.algorithm).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let totp = Totp::new(secret, params).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let now = app.now();
+        let factor = app
+            .storage
+            .factors()
+            .create_otp_pending(
+                user.id,
+                FactorKind::Totp,
+                label.trim(),
+                totp.secret().expose_bytes(),
+                mfa::storage_params(),
+                None,
+                now,
+                now + app.config.otp.pending_enrollment_ttl_secs,
+            )
+            .await?;
+        let uri = OtpAuthUri::for_totp(&totp, Some(&app.config.otp.issuer), &user.email)
+            .to_uri()
+            .map_err(|e| ApiError::Internal(format!("otpauth URI: {e}")))?;
+        let (png, svg) = qr::render(&uri)?;
+        audit::record(
+            app,
+            "factor.enrollment_begun",
+            ctx.org_id(),
+            Some(user.id),
+            Some(user.id),
+            r#"{"kind":"totp"}"#,
+        )
+        .await?;
+        Ok(v1::BeginTotpEnrollmentResponse {
+            factor: Some(factor_to_proto(&factor)),
+            otpauth_uri: uri.to_string(),
+            secret_base32: totp.secret().to_base32_grouped().to_string(),
+            qr_code_png: png.to_vec(),
+            qr_code_svg: svg.to_string(),
+        })
+    }
+
+    async fn confirm(
+        &self,
+        request: Request<v1::ConfirmTotpEnrollmentRequest>,
+    ) -> ApiResult<v1::ConfirmTotpEnrollmentResponse> {
+        caller(&request)?.require("factors")?;
+        let ctx = user_context(&self.app, &request).await?;
+        let body = request.into_inner();
+        let code = Zeroizing::new(body.code);
+        let factor_id = parse_id("factor_id", &body.factor_id)?;
+        let Some(digits) = mfa::looks_like_otp(&code).filter(|d| (6..=8).contains(&d.len())) else {
+            return Err(ApiError::field(
+                "code",
+                "must be the 6 to 8 digits the app shows",
+            ));
+        };
+        let app = &self.app;
+        let user_id = ctx.user_id();
+        let now = app.now();
+        let factor = app
+            .storage
+            .factors()
+            .get(factor_id)
+            .await?
+            .filter(|f| {
+                f.user_id == user_id
+                    && f.kind == FactorKind::Totp
+                    && f.status == FactorStatus::Pending
+                    && f.pending_expires_at.is_some_and(|t| t > now)
+            })
+            .ok_or(ApiError::NotFound("pending factor"))?;
+        mfa::check_lockout(app, user_id, now).await?;
+        let totp = mfa::totp_of(app, &factor)?;
+        let Some(step) = mfa::totp_step(&totp, &digits, now) else {
+            return Err(mfa::record_failure(app, user_id, "INVALID_CODE", now).await);
+        };
+        // The first factor comes with recovery codes, shown once.
+        let first = app
+            .storage
+            .factors()
+            .of_user(user_id, true)
+            .await?
+            .is_empty();
+        let codes = if first {
+            mfa::new_recovery_codes(app.config.otp.recovery_codes)?
+        } else {
+            Vec::new()
+        };
+        let code_refs: Vec<&str> = codes.iter().map(|c| c.as_str()).collect();
+        app.storage
+            .factors()
+            .activate(
+                factor.id,
+                user_id,
+                Some(step),
+                first.then_some(code_refs.as_slice()),
+                now,
+            )
+            .await?;
+        mfa::reset_failures(app, user_id).await?;
+        app.storage
+            .users()
+            .set_must_reenroll(user_id, false, now)
+            .await?;
+        audit::record(
+            app,
+            "factor.enrolled",
+            ctx.org_id(),
+            Some(user_id),
+            Some(user_id),
+            r#"{"kind":"totp"}"#,
+        )
+        .await?;
+        if first {
+            audit::record(
+                app,
+                "recovery_codes.issued",
+                ctx.org_id(),
+                Some(user_id),
+                Some(user_id),
+                "{}",
+            )
+            .await?;
+        }
+        // With an enrollment token, the login completes: the token is used up, a session issued.
+        let session = match &ctx {
+            UserContext::Enrollment(challenge) => {
+                if !app
+                    .storage
+                    .challenges()
+                    .consume_by_id(challenge.id, now)
+                    .await?
+                {
+                    return Err(ApiError::Unauthenticated {
+                        reason: "USER_UNAUTHENTICATED",
+                        message: "the enrollment token was already used".to_owned(),
+                    });
+                }
+                let session =
+                    super::authentication::create_session(app, user_id, ctx.org_id(), 2, now)
+                        .await?;
+                audit::record(
+                    app,
+                    "login.succeeded",
+                    ctx.org_id(),
+                    Some(user_id),
+                    Some(user_id),
+                    r#"{"assurance":2}"#,
+                )
+                .await?;
+                Some(session)
+            }
+            UserContext::Session(_) => None,
+        };
+        let factor = app
+            .storage
+            .factors()
+            .get(factor.id)
+            .await?
+            .ok_or(ApiError::NotFound("factor"))?;
+        Ok(v1::ConfirmTotpEnrollmentResponse {
+            factor: Some(factor_to_proto(&factor)),
+            recovery_codes: codes.iter().map(|c| c.to_string()).collect(),
+            session,
+        })
+    }
+
+    async fn list(
+        &self,
+        request: Request<v1::ListFactorsRequest>,
+    ) -> ApiResult<v1::ListFactorsResponse> {
+        caller(&request)?.require("factors")?;
+        let ctx = user_context(&self.app, &request).await?;
+        let factors = self
+            .app
+            .storage
+            .factors()
+            .of_user(ctx.user_id(), false)
+            .await?;
+        let remaining = self
+            .app
+            .storage
+            .recovery_codes()
+            .remaining(ctx.user_id())
+            .await?;
+        Ok(v1::ListFactorsResponse {
+            factors: factors.iter().map(factor_to_proto).collect(),
+            recovery_codes_remaining: i32::try_from(remaining).unwrap_or(i32::MAX),
+        })
+    }
+}
