@@ -18,6 +18,16 @@ const SECRET_MESSAGES: &[&str] = &[
     "ConfirmTotpEnrollmentRequest",
     "ConfirmTotpEnrollmentResponse",
     "VerifySecondFactorRequest",
+    "BeginHotpEnrollmentRequest",
+    "BeginHotpEnrollmentResponse",
+    "ConfirmHotpEnrollmentRequest",
+    "ConfirmHotpEnrollmentResponse",
+    "ResyncHotpRequest",
+    "RemoveFactorRequest",
+    "RegenerateRecoveryCodesRequest",
+    "RegenerateRecoveryCodesResponse",
+    "ResetMfaRequest",
+    "VerifyStepUpRequest",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -61,6 +61,16 @@ redact! {
     ConfirmTotpEnrollmentRequest { factor_id } secret { code };
     ConfirmTotpEnrollmentResponse { factor, session } secret { recovery_codes };
     VerifySecondFactorRequest { } secret { challenge_token, code };
+    BeginHotpEnrollmentRequest { label, counter, digits } secret { secret_base32 };
+    BeginHotpEnrollmentResponse { factor } secret { otpauth_uri, secret_base32 };
+    ConfirmHotpEnrollmentRequest { factor_id } secret { code };
+    ConfirmHotpEnrollmentResponse { factor, session } secret { recovery_codes };
+    ResyncHotpRequest { factor_id } secret { first_code, second_code };
+    RemoveFactorRequest { factor_id } secret { proof };
+    RegenerateRecoveryCodesRequest { } secret { proof };
+    RegenerateRecoveryCodesResponse { } secret { recovery_codes };
+    ResetMfaRequest { } secret { proof };
+    VerifyStepUpRequest { } secret { session_token, code };
 }
 
 /// The encoded `FileDescriptorSet` of the contract, for gRPC reflection.

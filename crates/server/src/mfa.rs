@@ -141,3 +141,141 @@ pub(crate) fn looks_like_otp(code: &str) -> Option<String> {
     let digits: String = code.chars().filter(|c| !c.is_whitespace()).collect();
     (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then_some(digits)
 }
+
+/// The HOTP generator of a stored factor, and the counter it expects next.
+pub(crate) fn hotp_of(
+    app: &App,
+    factor: &storage::entity::factor::Model,
+) -> ApiResult<(otp_core::Hotp, u64)> {
+    let seed = app.storage.factors().open_secret(factor)?;
+    let algorithm = factor
+        .algorithm
+        .as_deref()
+        .unwrap_or("SHA1")
+        .parse::<Algorithm>()
+        .map_err(|e| ApiError::Internal(format!("factor {}: {e}", factor.id)))?;
+    let digits = Digits::new(u8::try_from(factor.digits.unwrap_or(6)).unwrap_or(0))
+        .map_err(|e| ApiError::Internal(format!("factor {}: {e}", factor.id)))?;
+    let params = otp_core::HotpParams {
+        algorithm,
+        digits,
+        // Imported seeds can be shorter than 128 bits on older tokens.
+        legacy_short_secret: true,
+        ..otp_core::HotpParams::default()
+    };
+    let hotp = otp_core::Hotp::new(Secret::from_bytes(seed.to_vec()), params)
+        .map_err(|e| ApiError::Internal(format!("factor {}: {e}", factor.id)))?;
+    let next = factor
+        .last_step
+        .map_or(0, |last| u64::try_from(last).unwrap_or(0).saturating_add(1));
+    Ok((hotp, next))
+}
+
+/// What a typed app code did against the user's active TOTP and HOTP factors.
+pub(crate) enum CodeCheck {
+    /// Accepted by one factor (its step or counter is now used).
+    Accepted,
+    /// It matched, but its step or counter was already used.
+    Replayed,
+    /// It matched no factor.
+    NoMatch,
+}
+
+/// Checks an app code against every active TOTP and HOTP factor of the user; a match goes
+/// through the replay guard (one conditional UPDATE, exact across calls and replicas).
+pub(crate) async fn check_code(
+    app: &App,
+    user: Uuid,
+    digits: &str,
+    now: i64,
+) -> ApiResult<CodeCheck> {
+    let mut replayed = false;
+    for factor in app.storage.factors().of_user(user, true).await? {
+        let step = match factor.kind {
+            storage::entity::enums::FactorKind::Totp => {
+                totp_step(&totp_of(app, &factor)?, digits, now)
+            }
+            storage::entity::enums::FactorKind::Hotp => {
+                let (hotp, next) = hotp_of(app, &factor)?;
+                match hotp.verify(digits, next) {
+                    Ok(counter) => i64::try_from(counter).ok(),
+                    // Behind `next`: a used counter, within the look-ahead of one used before.
+                    Err(_) => {
+                        let earlier = next.saturating_sub(u64::from(hotp.params().look_ahead) + 1);
+                        if hotp.verify(digits, earlier).is_ok_and(|c| c < next) {
+                            replayed = true;
+                        }
+                        None
+                    }
+                }
+            }
+            storage::entity::enums::FactorKind::Sms => None,
+        };
+        if let Some(step) = step {
+            if app
+                .storage
+                .factors()
+                .accept_step(factor.id, step, now)
+                .await?
+            {
+                return Ok(CodeCheck::Accepted);
+            }
+            replayed = true;
+        }
+    }
+    Ok(if replayed {
+        CodeCheck::Replayed
+    } else {
+        CodeCheck::NoMatch
+    })
+}
+
+/// Proof of possession for a sensitive change: a current code from one of the user's factors
+/// (through the replay guard) or a recovery code (used up). Checked against the lockout
+/// first; a failure counts toward it.
+pub(crate) async fn prove(
+    app: &App,
+    user: Uuid,
+    proof: &str,
+    now: i64,
+) -> ApiResult<policy::Proof> {
+    if proof.trim().is_empty() || proof.len() > 64 {
+        return Err(ApiError::field(
+            "proof",
+            "a current code or a recovery code is required",
+        ));
+    }
+    check_lockout(app, user, now).await?;
+    let result = if let Some(digits) = looks_like_otp(proof) {
+        match check_code(app, user, &digits, now).await? {
+            CodeCheck::Accepted => Ok(policy::Proof::FactorCode),
+            CodeCheck::Replayed => Err("CODE_REPLAYED"),
+            CodeCheck::NoMatch => Err("INVALID_CODE"),
+        }
+    } else if app
+        .storage
+        .recovery_codes()
+        .consume(user, proof, now)
+        .await?
+    {
+        audit::record(
+            app,
+            "recovery_code.used",
+            None,
+            Some(user),
+            Some(user),
+            "{}",
+        )
+        .await?;
+        Ok(policy::Proof::RecoveryCode)
+    } else {
+        Err("INVALID_CODE")
+    };
+    match result {
+        Ok(proof) => {
+            reset_failures(app, user).await?;
+            Ok(proof)
+        }
+        Err(reason) => Err(record_failure(app, user, reason, now).await),
+    }
+}

@@ -142,6 +142,13 @@ impl AuthenticationService for Authentication {
         )
         .await
     }
+
+    async fn verify_step_up(
+        &self,
+        request: Request<v1::VerifyStepUpRequest>,
+    ) -> Result<Response<v1::VerifyStepUpResponse>, Status> {
+        rpc("AuthenticationService/VerifyStepUp", self.step_up(request)).await
+    }
 }
 
 impl Authentication {
@@ -323,6 +330,72 @@ async fn issue_challenge(
 }
 
 impl Authentication {
+    async fn step_up(
+        &self,
+        request: Request<v1::VerifyStepUpRequest>,
+    ) -> ApiResult<v1::VerifyStepUpResponse> {
+        caller(&request)?.require("authentication")?;
+        let body = request.into_inner();
+        let code = Zeroizing::new(body.code);
+        if body.session_token.trim().is_empty() || body.session_token.len() > 256 {
+            return Err(ApiError::field("session_token", "is required"));
+        }
+        if code.trim().is_empty() {
+            return Err(ApiError::field(
+                "code",
+                "a current code or a recovery code is required",
+            ));
+        }
+        let app = &self.app;
+        let now = app.now();
+        let session = app
+            .storage
+            .sessions()
+            .find_valid(body.session_token.trim(), now)
+            .await?
+            .ok_or_else(super::sessions::invalid_session)?;
+        if app
+            .storage
+            .factors()
+            .of_user(session.user_id, true)
+            .await?
+            .is_empty()
+        {
+            return Err(ApiError::FailedPrecondition {
+                reason: "NO_FACTOR",
+                message: "the user has no second factor to step up with".to_owned(),
+            });
+        }
+        crate::mfa::prove(app, session.user_id, &code, now)
+            .await
+            .map_err(|e| match e {
+                ApiError::InvalidArgument(_) => {
+                    ApiError::field("code", "a current code or a recovery code is required")
+                }
+                other => other,
+            })?;
+        if !app
+            .storage
+            .sessions()
+            .raise_assurance(session.id, now)
+            .await?
+        {
+            return Err(super::sessions::invalid_session());
+        }
+        audit::record(
+            app,
+            "session.stepped_up",
+            session.org_id,
+            Some(session.user_id),
+            Some(session.user_id),
+            "{}",
+        )
+        .await?;
+        Ok(v1::VerifyStepUpResponse {
+            assurance_level: v1::AssuranceLevel::SecondFactor as i32,
+        })
+    }
+
     async fn verify_inner(
         &self,
         request: Request<v1::VerifySecondFactorRequest>,
@@ -375,33 +448,12 @@ impl Authentication {
 
         let mut used_recovery_code = false;
         if let Some(digits) = crate::mfa::looks_like_otp(&code) {
-            let mut accepted = false;
-            let mut replayed = false;
-            for factor in app.storage.factors().of_user(user_id, true).await? {
-                if factor.kind != storage::entity::enums::FactorKind::Totp {
-                    continue;
-                }
-                let totp = crate::mfa::totp_of(app, &factor)?;
-                if let Some(step) = crate::mfa::totp_step(&totp, &digits, now) {
-                    // One conditional UPDATE decides, across calls and replicas.
-                    if app
-                        .storage
-                        .factors()
-                        .accept_step(factor.id, step, now)
-                        .await?
-                    {
-                        accepted = true;
-                        break;
-                    }
-                    replayed = true;
-                }
-            }
-            if !accepted {
-                let reason = if replayed {
-                    "CODE_REPLAYED"
-                } else {
-                    "INVALID_CODE"
-                };
+            let reason = match crate::mfa::check_code(app, user_id, &digits, now).await? {
+                crate::mfa::CodeCheck::Accepted => None,
+                crate::mfa::CodeCheck::Replayed => Some("CODE_REPLAYED"),
+                crate::mfa::CodeCheck::NoMatch => Some("INVALID_CODE"),
+            };
+            if let Some(reason) = reason {
                 return Err(crate::mfa::record_failure(app, user_id, reason, now).await);
             }
         } else if app

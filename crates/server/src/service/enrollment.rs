@@ -16,7 +16,7 @@ use crate::{App, audit, mfa, qr};
 /// The service.
 #[derive(Debug, Clone)]
 pub struct Enrollment {
-    app: App,
+    pub(super) app: App,
 }
 
 impl Enrollment {
@@ -67,6 +67,60 @@ impl EnrollmentService for Enrollment {
         request: Request<v1::ListFactorsRequest>,
     ) -> Result<Response<v1::ListFactorsResponse>, Status> {
         rpc("EnrollmentService/ListFactors", self.list(request)).await
+    }
+
+    async fn begin_hotp_enrollment(
+        &self,
+        request: Request<v1::BeginHotpEnrollmentRequest>,
+    ) -> Result<Response<v1::BeginHotpEnrollmentResponse>, Status> {
+        rpc(
+            "EnrollmentService/BeginHotpEnrollment",
+            self.begin_hotp(request),
+        )
+        .await
+    }
+
+    async fn confirm_hotp_enrollment(
+        &self,
+        request: Request<v1::ConfirmHotpEnrollmentRequest>,
+    ) -> Result<Response<v1::ConfirmHotpEnrollmentResponse>, Status> {
+        rpc(
+            "EnrollmentService/ConfirmHotpEnrollment",
+            self.confirm_hotp(request),
+        )
+        .await
+    }
+
+    async fn resync_hotp(
+        &self,
+        request: Request<v1::ResyncHotpRequest>,
+    ) -> Result<Response<v1::ResyncHotpResponse>, Status> {
+        rpc("EnrollmentService/ResyncHotp", self.resync(request)).await
+    }
+
+    async fn remove_factor(
+        &self,
+        request: Request<v1::RemoveFactorRequest>,
+    ) -> Result<Response<v1::RemoveFactorResponse>, Status> {
+        rpc("EnrollmentService/RemoveFactor", self.remove(request)).await
+    }
+
+    async fn regenerate_recovery_codes(
+        &self,
+        request: Request<v1::RegenerateRecoveryCodesRequest>,
+    ) -> Result<Response<v1::RegenerateRecoveryCodesResponse>, Status> {
+        rpc(
+            "EnrollmentService/RegenerateRecoveryCodes",
+            self.regenerate(request),
+        )
+        .await
+    }
+
+    async fn reset_mfa(
+        &self,
+        request: Request<v1::ResetMfaRequest>,
+    ) -> Result<Response<v1::ResetMfaResponse>, Status> {
+        rpc("EnrollmentService/ResetMfa", self.reset(request)).await
     }
 }
 
@@ -179,6 +233,26 @@ impl Enrollment {
         let Some(step) = mfa::totp_step(&totp, &digits, now) else {
             return Err(mfa::record_failure(app, user_id, "INVALID_CODE", now).await);
         };
+        let (factor, recovery_codes, session) = self.finish(&ctx, &factor, step, "totp").await?;
+        Ok(v1::ConfirmTotpEnrollmentResponse {
+            factor: Some(factor),
+            recovery_codes,
+            session,
+        })
+    }
+
+    /// Activates a pending factor at `step`; on the first factor, issues recovery codes; with
+    /// an enrollment token, uses it up and opens the session that completes the login.
+    pub(super) async fn finish(
+        &self,
+        ctx: &UserContext,
+        factor: &storage::entity::factor::Model,
+        step: i64,
+        kind: &str,
+    ) -> ApiResult<(v1::Factor, Vec<String>, Option<v1::Session>)> {
+        let app = &self.app;
+        let user_id = ctx.user_id();
+        let now = app.now();
         // The first factor comes with recovery codes, shown once.
         let first = app
             .storage
@@ -207,13 +281,14 @@ impl Enrollment {
             .users()
             .set_must_reenroll(user_id, false, now)
             .await?;
+        let details = format!(r#"{{"kind":"{kind}"}}"#);
         audit::record(
             app,
             "factor.enrolled",
             ctx.org_id(),
             Some(user_id),
             Some(user_id),
-            r#"{"kind":"totp"}"#,
+            &details,
         )
         .await?;
         if first {
@@ -228,7 +303,7 @@ impl Enrollment {
             .await?;
         }
         // With an enrollment token, the login completes: the token is used up, a session issued.
-        let session = match &ctx {
+        let session = match ctx {
             UserContext::Enrollment(challenge) => {
                 if !app
                     .storage
@@ -263,11 +338,11 @@ impl Enrollment {
             .get(factor.id)
             .await?
             .ok_or(ApiError::NotFound("factor"))?;
-        Ok(v1::ConfirmTotpEnrollmentResponse {
-            factor: Some(factor_to_proto(&factor)),
-            recovery_codes: codes.iter().map(|c| c.to_string()).collect(),
+        Ok((
+            factor_to_proto(&factor),
+            codes.iter().map(|c| c.to_string()).collect(),
             session,
-        })
+        ))
     }
 
     async fn list(

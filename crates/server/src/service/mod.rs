@@ -2,6 +2,7 @@
 
 pub mod authentication;
 pub mod enrollment;
+mod factors;
 pub mod organizations;
 pub mod sessions;
 pub mod users;

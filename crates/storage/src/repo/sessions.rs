@@ -143,6 +143,23 @@ impl<'a> Sessions<'a> {
         Ok(result.rows_affected == 1)
     }
 
+    /// Revokes every live session of a user but `keep`. Returns how many.
+    pub async fn revoke_all_of_user_except(
+        &self,
+        user_id: Uuid,
+        keep: Uuid,
+        now: i64,
+    ) -> Result<u64> {
+        let result = Entity::update_many()
+            .col_expr(Column::RevokedAt, Expr::value(Some(now)))
+            .filter(Column::UserId.eq(user_id))
+            .filter(Column::Id.ne(keep))
+            .filter(Column::RevokedAt.is_null())
+            .exec(self.storage.db())
+            .await?;
+        Ok(result.rows_affected)
+    }
+
     /// Revokes every live session of a user. Returns how many.
     pub async fn revoke_all_of_user(&self, user_id: Uuid, now: i64) -> Result<u64> {
         let result = Entity::update_many()

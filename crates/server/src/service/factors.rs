@@ -1,0 +1,454 @@
+//! The rest of `tollgate.v1.EnrollmentService`: counter-based tokens (HOTP), removing factors,
+//! regenerating recovery codes, and the user's own reset.
+
+use otp_core::{Digits, Hotp, HotpParams, OtpAuthUri, Secret};
+use storage::entity::enums::{FactorKind, FactorStatus};
+use tollgate_proto::v1;
+use tonic::Request;
+use zeroize::Zeroizing;
+
+use super::enrollment::{Enrollment, factor_to_proto};
+use super::{org_policy, parse_id};
+use crate::auth::{UserContext, caller, user_context};
+use crate::error::{ApiError, ApiResult};
+use crate::{audit, mfa};
+
+/// A session, not an enrollment token: removing or resetting factors is not part of a login.
+fn session_only(ctx: &UserContext) -> ApiResult<()> {
+    match ctx {
+        UserContext::Session(_) => Ok(()),
+        UserContext::Enrollment(_) => Err(ApiError::PermissionDenied {
+            reason: "SESSION_REQUIRED",
+            message: "this needs a session, not an enrollment token".to_owned(),
+        }),
+    }
+}
+
+fn code_field(field: &str, code: &str) -> ApiResult<String> {
+    mfa::looks_like_otp(code)
+        .filter(|d| (6..=8).contains(&d.len()))
+        .ok_or_else(|| ApiError::field(field, "must be the 6 to 8 digits the token shows"))
+}
+
+impl Enrollment {
+    pub(super) async fn begin_hotp(
+        &self,
+        request: Request<v1::BeginHotpEnrollmentRequest>,
+    ) -> ApiResult<v1::BeginHotpEnrollmentResponse> {
+        caller(&request)?.require("factors")?;
+        let ctx = user_context(&self.app, &request).await?;
+        let body = request.into_inner();
+        let imported = Zeroizing::new(body.secret_base32);
+        let mut violations = Vec::new();
+        if body.label.trim().chars().count() > 64 {
+            violations.push(("label".to_owned(), "at most 64 characters".to_owned()));
+        }
+        let digits = match body.digits {
+            0 => Some(Digits::SIX),
+            n => u8::try_from(n).ok().and_then(|n| Digits::new(n).ok()),
+        };
+        if digits.is_none() {
+            violations.push(("digits".to_owned(), "must be 6, 7 or 8".to_owned()));
+        }
+        let secret = if imported.trim().is_empty() {
+            None
+        } else {
+            match Secret::from_base32(&imported) {
+                Ok(secret) => Some(secret),
+                Err(e) => {
+                    violations.push(("secret_base32".to_owned(), e.to_string()));
+                    None
+                }
+            }
+        };
+        let params = HotpParams {
+            digits: digits.unwrap_or(Digits::SIX),
+            legacy_short_secret: true,
+            ..HotpParams::default()
+        };
+        let generated = secret.is_none();
+        let secret = match secret {
+            Some(secret) => secret,
+            None => {
+                Secret::generate(params.algorithm).map_err(|e| ApiError::Internal(e.to_string()))?
+            }
+        };
+        let hotp = Hotp::new(secret, params);
+        if let Err(e) = &hotp {
+            violations.push(("secret_base32".to_owned(), e.to_string()));
+        }
+        let (Ok(hotp), true) = (hotp, violations.is_empty()) else {
+            return Err(ApiError::InvalidArgument(violations));
+        };
+        let app = &self.app;
+        if let Some(org_id) = ctx.org_id() {
+            let org = app
+                .storage
+                .organizations()
+                .get(org_id)
+                .await?
+                .ok_or(ApiError::NotFound("organization"))?;
+            policy::enroll_factor(&org_policy(&org), policy::FactorKind::Hotp).map_err(
+                |refusal| ApiError::PermissionDenied {
+                    reason: refusal.reason(),
+                    message: refusal.to_string(),
+                },
+            )?;
+        }
+        let user = app
+            .storage
+            .users()
+            .get(ctx.user_id())
+            .await?
+            .ok_or(ApiError::NotFound("user"))?;
+        let now = app.now();
+        let stored = storage::repo::OtpParams {
+            algorithm: hotp.params().algorithm.as_str(),
+            digits: i16::from(hotp.params().digits.get()),
+            period: None,
+        };
+        let factor = app
+            .storage
+            .factors()
+            .create_otp_pending(
+                user.id,
+                FactorKind::Hotp,
+                body.label.trim(),
+                hotp.secret().expose_bytes(),
+                stored,
+                Some(body.counter),
+                now,
+                now + app.config.otp.pending_enrollment_ttl_secs,
+            )
+            .await?;
+        audit::record(
+            app,
+            "factor.enrollment_begun",
+            ctx.org_id(),
+            Some(user.id),
+            Some(user.id),
+            r#"{"kind":"hotp"}"#,
+        )
+        .await?;
+        let (uri, shown) = if generated {
+            let uri = OtpAuthUri::for_hotp(
+                &hotp,
+                body.counter,
+                Some(&app.config.otp.issuer),
+                &user.email,
+            )
+            .to_uri()
+            .map_err(|e| ApiError::Internal(format!("otpauth URI: {e}")))?;
+            (
+                uri.to_string(),
+                hotp.secret().to_base32_grouped().to_string(),
+            )
+        } else {
+            (String::new(), String::new())
+        };
+        Ok(v1::BeginHotpEnrollmentResponse {
+            factor: Some(factor_to_proto(&factor)),
+            otpauth_uri: uri,
+            secret_base32: shown,
+        })
+    }
+
+    pub(super) async fn confirm_hotp(
+        &self,
+        request: Request<v1::ConfirmHotpEnrollmentRequest>,
+    ) -> ApiResult<v1::ConfirmHotpEnrollmentResponse> {
+        caller(&request)?.require("factors")?;
+        let ctx = user_context(&self.app, &request).await?;
+        let body = request.into_inner();
+        let code = Zeroizing::new(body.code);
+        let factor_id = parse_id("factor_id", &body.factor_id)?;
+        let digits = code_field("code", &code)?;
+        let app = &self.app;
+        let user_id = ctx.user_id();
+        let now = app.now();
+        let factor = app
+            .storage
+            .factors()
+            .get(factor_id)
+            .await?
+            .filter(|f| {
+                f.user_id == user_id
+                    && f.kind == FactorKind::Hotp
+                    && f.status == FactorStatus::Pending
+                    && f.pending_expires_at.is_some_and(|t| t > now)
+            })
+            .ok_or(ApiError::NotFound("pending factor"))?;
+        mfa::check_lockout(app, user_id, now).await?;
+        let (hotp, next) = mfa::hotp_of(app, &factor)?;
+        let Some(counter) = hotp
+            .verify(&digits, next)
+            .ok()
+            .and_then(|c| i64::try_from(c).ok())
+        else {
+            return Err(mfa::record_failure(app, user_id, "INVALID_CODE", now).await);
+        };
+        let (factor, recovery_codes, session) = self.finish(&ctx, &factor, counter, "hotp").await?;
+        Ok(v1::ConfirmHotpEnrollmentResponse {
+            factor: Some(factor),
+            recovery_codes,
+            session,
+        })
+    }
+
+    pub(super) async fn resync(
+        &self,
+        request: Request<v1::ResyncHotpRequest>,
+    ) -> ApiResult<v1::ResyncHotpResponse> {
+        caller(&request)?.require("factors")?;
+        let ctx = user_context(&self.app, &request).await?;
+        session_only(&ctx)?;
+        let body = request.into_inner();
+        let (first, second) = (
+            Zeroizing::new(body.first_code),
+            Zeroizing::new(body.second_code),
+        );
+        let factor_id = parse_id("factor_id", &body.factor_id)?;
+        let first = code_field("first_code", &first)?;
+        let second = code_field("second_code", &second)?;
+        let app = &self.app;
+        let user_id = ctx.user_id();
+        let now = app.now();
+        let factor = app
+            .storage
+            .factors()
+            .get(factor_id)
+            .await?
+            .filter(|f| {
+                f.user_id == user_id
+                    && f.kind == FactorKind::Hotp
+                    && f.status == FactorStatus::Active
+            })
+            .ok_or(ApiError::NotFound("factor"))?;
+        mfa::check_lockout(app, user_id, now).await?;
+        let (hotp, next) = mfa::hotp_of(app, &factor)?;
+        let counter = match hotp.resync(&first, &second, next) {
+            Ok(counter) => {
+                i64::try_from(counter).map_err(|_| ApiError::Internal("counter".into()))?
+            }
+            Err(_) => return Err(mfa::record_failure(app, user_id, "INVALID_CODE", now).await),
+        };
+        if !app
+            .storage
+            .factors()
+            .accept_step(factor.id, counter, now)
+            .await?
+        {
+            return Err(mfa::record_failure(app, user_id, "CODE_REPLAYED", now).await);
+        }
+        mfa::reset_failures(app, user_id).await?;
+        audit::record(
+            app,
+            "factor.resynced",
+            ctx.org_id(),
+            Some(user_id),
+            Some(user_id),
+            "{}",
+        )
+        .await?;
+        let factor = app
+            .storage
+            .factors()
+            .get(factor.id)
+            .await?
+            .ok_or(ApiError::NotFound("factor"))?;
+        Ok(v1::ResyncHotpResponse {
+            factor: Some(factor_to_proto(&factor)),
+        })
+    }
+
+    pub(super) async fn remove(
+        &self,
+        request: Request<v1::RemoveFactorRequest>,
+    ) -> ApiResult<v1::RemoveFactorResponse> {
+        caller(&request)?.require("factors")?;
+        let ctx = user_context(&self.app, &request).await?;
+        session_only(&ctx)?;
+        let body = request.into_inner();
+        let proof = Zeroizing::new(body.proof);
+        let factor_id = parse_id("factor_id", &body.factor_id)?;
+        let app = &self.app;
+        let user_id = ctx.user_id();
+        let now = app.now();
+        let factor = app
+            .storage
+            .factors()
+            .get(factor_id)
+            .await?
+            .filter(|f| f.user_id == user_id)
+            .ok_or(ApiError::NotFound("factor"))?;
+        let organizations = self.organizations_of(user_id).await?;
+        let removal = if factor.status == FactorStatus::Pending {
+            // An unconfirmed enrollment protects nothing: it goes without proof.
+            policy::Removal {
+                delete_recovery_codes: false,
+            }
+        } else {
+            let proven = mfa::prove(app, user_id, &proof, now).await?;
+            let user = app
+                .storage
+                .users()
+                .get(user_id)
+                .await?
+                .ok_or(ApiError::NotFound("user"))?;
+            let state = super::authentication::user_state(app, &user).await?;
+            policy::remove_factor(&state, policy_kind(factor.kind), proven, &organizations)
+                .map_err(|refusal| ApiError::FailedPrecondition {
+                    reason: refusal.reason(),
+                    message: refusal.to_string(),
+                })?
+        };
+        app.storage
+            .factors()
+            .remove(user_id, factor.id, removal.delete_recovery_codes)
+            .await?;
+        let details = format!(r#"{{"factor_id":"{}"}}"#, factor.id);
+        audit::record(
+            app,
+            "factor.removed",
+            ctx.org_id(),
+            Some(user_id),
+            Some(user_id),
+            &details,
+        )
+        .await?;
+        Ok(v1::RemoveFactorResponse {
+            recovery_codes_removed: removal.delete_recovery_codes,
+        })
+    }
+
+    pub(super) async fn regenerate(
+        &self,
+        request: Request<v1::RegenerateRecoveryCodesRequest>,
+    ) -> ApiResult<v1::RegenerateRecoveryCodesResponse> {
+        caller(&request)?.require("factors")?;
+        let ctx = user_context(&self.app, &request).await?;
+        session_only(&ctx)?;
+        let proof = Zeroizing::new(request.into_inner().proof);
+        let app = &self.app;
+        let user_id = ctx.user_id();
+        let now = app.now();
+        if app
+            .storage
+            .factors()
+            .of_user(user_id, true)
+            .await?
+            .is_empty()
+        {
+            return Err(ApiError::FailedPrecondition {
+                reason: "NO_FACTOR",
+                message: "recovery codes stand in for a factor; enroll one first".to_owned(),
+            });
+        }
+        mfa::prove(app, user_id, &proof, now).await?;
+        let codes = mfa::new_recovery_codes(app.config.otp.recovery_codes)?;
+        let refs: Vec<&str> = codes.iter().map(|c| c.as_str()).collect();
+        app.storage
+            .recovery_codes()
+            .replace(user_id, &refs, now)
+            .await?;
+        audit::record(
+            app,
+            "recovery_codes.regenerated",
+            ctx.org_id(),
+            Some(user_id),
+            Some(user_id),
+            "{}",
+        )
+        .await?;
+        Ok(v1::RegenerateRecoveryCodesResponse {
+            recovery_codes: codes.iter().map(|c| c.to_string()).collect(),
+        })
+    }
+
+    pub(super) async fn reset(
+        &self,
+        request: Request<v1::ResetMfaRequest>,
+    ) -> ApiResult<v1::ResetMfaResponse> {
+        caller(&request)?.require("factors")?;
+        let ctx = user_context(&self.app, &request).await?;
+        session_only(&ctx)?;
+        let UserContext::Session(session) = &ctx else {
+            return Err(ApiError::Internal(
+                "session_only let an enrollment token through".into(),
+            ));
+        };
+        let proof = Zeroizing::new(request.into_inner().proof);
+        let app = &self.app;
+        let user_id = ctx.user_id();
+        let now = app.now();
+        let user = app
+            .storage
+            .users()
+            .get(user_id)
+            .await?
+            .ok_or(ApiError::NotFound("user"))?;
+        let state = super::authentication::user_state(app, &user).await?;
+        if state.factors.total() == 0 {
+            return Err(ApiError::FailedPrecondition {
+                reason: "NO_FACTOR",
+                message: "there is no factor to reset".to_owned(),
+            });
+        }
+        let proven = mfa::prove(app, user_id, &proof, now).await?;
+        let plan = policy::reset_own_mfa(&state, proven).map_err(|refusal| {
+            ApiError::FailedPrecondition {
+                reason: refusal.reason(),
+                message: refusal.to_string(),
+            }
+        })?;
+        let removed = app.storage.factors().remove_all(user_id).await?;
+        if plan.must_reenroll {
+            app.storage
+                .users()
+                .set_must_reenroll(user_id, true, now)
+                .await?;
+        }
+        if plan.revoke_other_sessions {
+            app.storage
+                .sessions()
+                .revoke_all_of_user_except(user_id, session.id, now)
+                .await?;
+        }
+        audit::record(
+            app,
+            "mfa.reset",
+            ctx.org_id(),
+            Some(user_id),
+            Some(user_id),
+            r#"{"by":"self"}"#,
+        )
+        .await?;
+        Ok(v1::ResetMfaResponse {
+            factors_removed: i32::try_from(removed).unwrap_or(i32::MAX),
+        })
+    }
+
+    async fn organizations_of(&self, user: storage::Uuid) -> ApiResult<Vec<policy::OrgPolicy>> {
+        let mut out = Vec::new();
+        for membership in self.app.storage.memberships().of_user(user).await? {
+            if let Some(org) = self
+                .app
+                .storage
+                .organizations()
+                .get(membership.org_id)
+                .await?
+            {
+                out.push(org_policy(&org));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn policy_kind(kind: FactorKind) -> policy::FactorKind {
+    match kind {
+        FactorKind::Totp => policy::FactorKind::Totp,
+        FactorKind::Hotp => policy::FactorKind::Hotp,
+        FactorKind::Sms => policy::FactorKind::Sms,
+    }
+}

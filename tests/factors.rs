@@ -1,0 +1,476 @@
+//! Managing factors end to end: counter-based tokens, changing method, turning 2FA off, the
+//! own reset, regenerating recovery codes, step-up. Codes come from the URI the server
+//! returned, computed with the test's clock. On SQLite and PostgreSQL.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code: a panic is a failed test"
+)]
+
+use std::sync::Arc;
+
+use otp_core::{Hotp, HotpParams, OtpAuthUri, Totp, TotpParams};
+use storage::repo::PolicyUpdate;
+use tollgate_e2e::{Backend, ManualClock, TestServer, both, reason};
+use tollgate_proto::v1::enrollment_service_client::EnrollmentServiceClient;
+use tollgate_proto::v1::{self, authenticate_response, verify_second_factor_response};
+use tonic::Code;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+const PASSWORD: &str = "correct horse battery staple";
+const T0: i64 = 1_800_000_000;
+
+fn bearer<T>(body: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(body);
+    request.metadata_mut().insert(
+        "authorization",
+        MetadataValue::try_from(format!("Bearer {token}")).unwrap(),
+    );
+    request
+}
+
+fn login(email: &str) -> v1::AuthenticateRequest {
+    v1::AuthenticateRequest {
+        credentials: Some(v1::authenticate_request::Credentials::Password(
+            v1::PasswordCredentials {
+                email: email.into(),
+                password: PASSWORD.into(),
+            },
+        )),
+        organization_id: String::new(),
+    }
+}
+
+struct World {
+    server: TestServer,
+    clock: Arc<ManualClock>,
+    enrollment: EnrollmentServiceClient<Channel>,
+}
+
+impl World {
+    async fn new(backend: Backend) -> Self {
+        let clock = Arc::new(ManualClock::new(T0));
+        let server = TestServer::start_with_clock(backend, Arc::clone(&clock)).await;
+        let enrollment = EnrollmentServiceClient::new(server.channel().await);
+        Self {
+            server,
+            clock,
+            enrollment,
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(server::Clock::now(&*self.clock)).unwrap()
+    }
+
+    async fn user(&self, email: &str) -> String {
+        self.server
+            .users()
+            .await
+            .create_user(v1::CreateUserRequest {
+                email: email.into(),
+                password: PASSWORD.into(),
+            })
+            .await
+            .unwrap();
+        match self
+            .server
+            .authentication()
+            .await
+            .authenticate(login(email))
+            .await
+            .unwrap()
+            .into_inner()
+            .result
+        {
+            Some(authenticate_response::Result::Authenticated(s)) => s.token,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Enrolls an app; returns it, its factor id and the recovery codes (first factor only).
+    async fn enroll_app(&mut self, token: &str) -> (Totp, String, Vec<String>) {
+        let begun = self
+            .enrollment
+            .begin_totp_enrollment(bearer(
+                v1::BeginTotpEnrollmentRequest {
+                    label: "app".into(),
+                },
+                token,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let app = OtpAuthUri::parse(&begun.otpauth_uri)
+            .unwrap()
+            .to_totp(TotpParams::default())
+            .unwrap()
+            .unwrap();
+        let id = begun.factor.unwrap().id;
+        let code = app.generate(self.now()).unwrap().to_string();
+        let done = self
+            .enrollment
+            .confirm_totp_enrollment(bearer(
+                v1::ConfirmTotpEnrollmentRequest {
+                    factor_id: id.clone(),
+                    code,
+                },
+                token,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        // The next code must come from a later step than the confirming one.
+        self.clock.advance(30);
+        (app, id, done.recovery_codes)
+    }
+
+    fn code(&self, app: &Totp) -> String {
+        app.generate(self.now()).unwrap().to_string()
+    }
+
+    /// Password then `code`: Ok(session) or the refusal.
+    async fn login_with(&self, email: &str, code: &str) -> Result<v1::Session, tonic::Status> {
+        let mut auth = self.server.authentication().await;
+        let Some(authenticate_response::Result::SecondFactorRequired(c)) =
+            auth.authenticate(login(email)).await?.into_inner().result
+        else {
+            panic!("expected a challenge")
+        };
+        let r = auth
+            .verify_second_factor(v1::VerifySecondFactorRequest {
+                challenge_token: c.challenge_token,
+                code: code.into(),
+            })
+            .await?
+            .into_inner();
+        match r.result {
+            Some(verify_second_factor_response::Result::Authenticated(s)) => Ok(s),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+async fn hotp_tokens_enroll_log_in_once_per_counter_and_resync(backend: Backend) {
+    let mut w = World::new(backend).await;
+    let token = w.user("hotp@example.com").await;
+    // A hardware token: its seed imported, counter at 0.
+    let seed = otp_core::Secret::generate(otp_core::Algorithm::Sha1).unwrap();
+    let device = Hotp::new(seed.clone(), HotpParams::default()).unwrap();
+    let begun = w
+        .enrollment
+        .begin_hotp_enrollment(bearer(
+            v1::BeginHotpEnrollmentRequest {
+                label: "yubikey".into(),
+                secret_base32: seed.to_base32().to_string(),
+                counter: 0,
+                digits: 6,
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        begun.otpauth_uri.is_empty(),
+        "an imported seed is not echoed"
+    );
+    let id = begun.factor.unwrap().id;
+    // The first press (counter 0) confirms it.
+    w.enrollment
+        .confirm_hotp_enrollment(bearer(
+            v1::ConfirmHotpEnrollmentRequest {
+                factor_id: id.clone(),
+                code: device.generate(0).to_string(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap();
+    // The next press logs in; the same code again is a replay.
+    let second = device.generate(1).to_string();
+    w.login_with("hotp@example.com", &second).await.unwrap();
+    let err = w.login_with("hotp@example.com", &second).await.unwrap_err();
+    assert_eq!(reason(&err).as_deref(), Some("CODE_REPLAYED"));
+    // Presses that never reached the server: within the look-ahead it still works.
+    w.login_with("hotp@example.com", &device.generate(5).to_string())
+        .await
+        .unwrap();
+    // Far ahead: refused, until a resync with two consecutive codes.
+    let far = device.generate(60).to_string();
+    assert_eq!(
+        reason(&w.login_with("hotp@example.com", &far).await.unwrap_err()).as_deref(),
+        Some("INVALID_CODE")
+    );
+    w.enrollment
+        .resync_hotp(bearer(
+            v1::ResyncHotpRequest {
+                factor_id: id,
+                first_code: device.generate(61).to_string(),
+                second_code: device.generate(62).to_string(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap();
+    w.login_with("hotp@example.com", &device.generate(63).to_string())
+        .await
+        .unwrap();
+    w.server.stop().await.unwrap();
+}
+
+async fn journey_8_changing_app_enrolls_the_new_then_removes_the_old(backend: Backend) {
+    let mut w = World::new(backend).await;
+    let token = w.user("change@example.com").await;
+    let (old_app, old_id, codes) = w.enroll_app(&token).await;
+    assert_eq!(codes.len(), 10);
+    let (new_app, _new_id, more) = w.enroll_app(&token).await;
+    assert!(more.is_empty(), "recovery codes only with the first factor");
+    // Removing needs proof; a wrong proof changes nothing.
+    let err = w
+        .enrollment
+        .remove_factor(bearer(
+            v1::RemoveFactorRequest {
+                factor_id: old_id.clone(),
+                proof: "000000".into(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let proof = w.code(&new_app);
+    let removed = w
+        .enrollment
+        .remove_factor(bearer(
+            v1::RemoveFactorRequest {
+                factor_id: old_id,
+                proof,
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!removed.recovery_codes_removed);
+    w.clock.advance(30);
+    // The old app no longer logs in; the new one does.
+    assert!(
+        w.login_with("change@example.com", &w.code(&old_app))
+            .await
+            .is_err()
+    );
+    w.clock.advance(30);
+    w.login_with("change@example.com", &w.code(&new_app))
+        .await
+        .unwrap();
+    w.server.stop().await.unwrap();
+}
+
+async fn journey_9_turning_2fa_off_and_refused_under_enforcement(backend: Backend) {
+    let mut w = World::new(backend).await;
+    let token = w.user("off@example.com").await;
+    let (_app, id, codes) = w.enroll_app(&token).await;
+    // With a recovery code as proof, the last factor goes, and the recovery codes with it.
+    let removed = w
+        .enrollment
+        .remove_factor(bearer(
+            v1::RemoveFactorRequest {
+                factor_id: id,
+                proof: codes[0].clone(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(removed.recovery_codes_removed);
+    let listed = w
+        .enrollment
+        .list_factors(bearer(v1::ListFactorsRequest {}, &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.factors.is_empty());
+    assert_eq!(listed.recovery_codes_remaining, 0);
+
+    // Under enforcement the last factor stays.
+    let owner = w
+        .server
+        .app
+        .storage
+        .users()
+        .find_by_email("off@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    let org = w
+        .server
+        .app
+        .storage
+        .organizations()
+        .create_with_owner("Strict", owner.id, T0)
+        .await
+        .unwrap();
+    let (app, id, _) = w.enroll_app(&token).await;
+    w.server
+        .app
+        .storage
+        .organizations()
+        .update_policy(
+            org.id,
+            PolicyUpdate {
+                mfa_required: true,
+                allowed_methods: 0b111,
+                sso_enabled: false,
+                sso_mode: storage::entity::enums::SsoMode::Exempt,
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    let err = w
+        .enrollment
+        .remove_factor(bearer(
+            v1::RemoveFactorRequest {
+                factor_id: id,
+                proof: w.code(&app),
+            },
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&err).as_deref(), Some("LAST_REQUIRED_FACTOR"));
+    w.server.stop().await.unwrap();
+}
+
+async fn journey_11_own_reset_then_the_new_phone(backend: Backend) {
+    let mut w = World::new(backend).await;
+    let token = w.user("reset@example.com").await;
+    let (old_app, _, _) = w.enroll_app(&token).await;
+    let other_session = w
+        .login_with("reset@example.com", &w.code(&old_app))
+        .await
+        .unwrap();
+    w.clock.advance(30);
+    // Proof with the old device, then everything goes and other sessions are revoked.
+    let reset = w
+        .enrollment
+        .reset_mfa(bearer(
+            v1::ResetMfaRequest {
+                proof: w.code(&old_app),
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reset.factors_removed, 1);
+    let mut sessions = w.server.sessions().await;
+    assert!(
+        sessions
+            .validate_session(v1::ValidateSessionRequest {
+                token: other_session.token
+            })
+            .await
+            .is_err()
+    );
+    // A login now must enroll first.
+    let r = w
+        .server
+        .authentication()
+        .await
+        .authenticate(login("reset@example.com"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        matches!(
+            r.result,
+            Some(authenticate_response::Result::EnrollmentRequired(_))
+        ),
+        "{r:?}"
+    );
+    // This session enrolls the new phone; then logins use it.
+    let (new_app, _, codes) = w.enroll_app(&token).await;
+    assert_eq!(codes.len(), 10, "a fresh set of recovery codes");
+    w.login_with("reset@example.com", &w.code(&new_app))
+        .await
+        .unwrap();
+    w.server.stop().await.unwrap();
+}
+
+async fn recovery_codes_regenerate_and_sessions_step_up(backend: Backend) {
+    let mut w = World::new(backend).await;
+    let token = w.user("codes@example.com").await;
+    let (app, _, old_codes) = w.enroll_app(&token).await;
+    let fresh = w
+        .enrollment
+        .regenerate_recovery_codes(bearer(
+            v1::RegenerateRecoveryCodesRequest {
+                proof: w.code(&app),
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .recovery_codes;
+    assert_eq!(fresh.len(), 10);
+    assert!(fresh.iter().all(|c| !old_codes.contains(c)));
+    // The old set no longer works; the new one does.
+    w.clock.advance(30);
+    assert!(
+        w.login_with("codes@example.com", &old_codes[0])
+            .await
+            .is_err()
+    );
+    w.login_with("codes@example.com", &fresh[0]).await.unwrap();
+
+    // Step-up: a level-1 session becomes level 2 with a current code.
+    let mut auth = w.server.authentication().await;
+    let err = auth
+        .verify_step_up(v1::VerifyStepUpRequest {
+            session_token: token.clone(),
+            code: "000000".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    w.clock.advance(30);
+    let up = auth
+        .verify_step_up(v1::VerifyStepUpRequest {
+            session_token: token.clone(),
+            code: w.code(&app),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(up.assurance_level, v1::AssuranceLevel::SecondFactor as i32);
+    let valid = w
+        .server
+        .sessions()
+        .await
+        .validate_session(v1::ValidateSessionRequest { token })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        valid.assurance_level,
+        v1::AssuranceLevel::SecondFactor as i32
+    );
+    w.server.stop().await.unwrap();
+}
+
+both!(
+    hotp_tokens_enroll_log_in_once_per_counter_and_resync,
+    journey_8_changing_app_enrolls_the_new_then_removes_the_old,
+    journey_9_turning_2fa_off_and_refused_under_enforcement,
+    journey_11_own_reset_then_the_new_phone,
+    recovery_codes_regenerate_and_sessions_step_up,
+);
