@@ -228,6 +228,28 @@ async fn journey_8_changing_app_enrolls_the_new_then_removes_the_old(backend: Ba
     let token = w.user("change@example.com").await;
     let (old_app, old_id, codes) = w.enroll_app(&token).await;
     assert_eq!(codes.len(), 10);
+    // A password-only session cannot add a second way in: it must step up first.
+    let err = w
+        .enrollment
+        .begin_totp_enrollment(bearer(
+            v1::BeginTotpEnrollmentRequest {
+                label: "new".into(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err).as_deref(), Some("STEP_UP_REQUIRED"));
+    w.server
+        .authentication()
+        .await
+        .verify_step_up(v1::VerifyStepUpRequest {
+            session_token: token.clone(),
+            code: w.code(&old_app),
+        })
+        .await
+        .unwrap();
+    w.clock.advance(30);
     let (new_app, _new_id, more) = w.enroll_app(&token).await;
     assert!(more.is_empty(), "recovery codes only with the first factor");
     // Removing needs proof; a wrong proof changes nothing.
@@ -467,7 +489,107 @@ async fn recovery_codes_regenerate_and_sessions_step_up(backend: Backend) {
     w.server.stop().await.unwrap();
 }
 
+async fn the_last_recovery_code_means_enrolling_again(backend: Backend) {
+    let mut w = World::new(backend).await;
+    let token = w.user("lost@example.com").await;
+    let (_app, _, codes) = w.enroll_app(&token).await;
+    // The phone is lost: every recovery code, one login each.
+    for code in &codes {
+        w.login_with("lost@example.com", code).await.unwrap();
+    }
+    // With none left and no other factor, the next login must set up 2FA again.
+    let r = w
+        .server
+        .authentication()
+        .await
+        .authenticate(login("lost@example.com"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        matches!(
+            r.result,
+            Some(authenticate_response::Result::EnrollmentRequired(_))
+        ),
+        "{r:?}"
+    );
+    // Every step of this is in the audit log.
+    let kinds: Vec<String> =
+        <storage::entity::audit_event::Entity as storage::sea_orm::EntityTrait>::find()
+            .all(w.server.app.storage.db())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+    for kind in [
+        "factor.enrollment_begun",
+        "factor.enrolled",
+        "recovery_codes.issued",
+        "recovery_code.used",
+        "login.succeeded",
+    ] {
+        assert!(
+            kinds.iter().any(|k| k == kind),
+            "{kind} missing from {kinds:?}"
+        );
+    }
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "recovery_code.used").count(),
+        10
+    );
+    w.server.stop().await.unwrap();
+}
+
+async fn unconfirmed_enrollments_expire_and_are_cleaned_up(backend: Backend) {
+    let mut w = World::new(backend).await;
+    let token = w.user("slow@example.com").await;
+    let begun = w
+        .enrollment
+        .begin_totp_enrollment(bearer(
+            v1::BeginTotpEnrollmentRequest {
+                label: "later".into(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let expires = begun.factor.as_ref().unwrap().expire_time.unwrap().seconds;
+    assert_eq!(expires, T0 + 600, "ten minutes by default");
+    let app = OtpAuthUri::parse(&begun.otpauth_uri)
+        .unwrap()
+        .to_totp(TotpParams::default())
+        .unwrap()
+        .unwrap();
+    w.clock.advance(601);
+    let err = w
+        .enrollment
+        .confirm_totp_enrollment(bearer(
+            v1::ConfirmTotpEnrollmentRequest {
+                factor_id: begun.factor.unwrap().id,
+                code: w.code(&app),
+            },
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let (factors, _) = server::clean_up_expired(&w.server.app).await.unwrap();
+    assert_eq!(factors, 1);
+    let listed = w
+        .enrollment
+        .list_factors(bearer(v1::ListFactorsRequest {}, &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.factors.is_empty());
+    w.server.stop().await.unwrap();
+}
+
 both!(
+    the_last_recovery_code_means_enrolling_again,
+    unconfirmed_enrollments_expire_and_are_cleaned_up,
     hotp_tokens_enroll_log_in_once_per_counter_and_resync,
     journey_8_changing_app_enrolls_the_new_then_removes_the_old,
     journey_9_turning_2fa_off_and_refused_under_enforcement,

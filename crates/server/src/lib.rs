@@ -113,6 +113,22 @@ impl App {
     }
 }
 
+/// Deletes what expired: pending enrollments never confirmed, login challenges and
+/// enrollment tokens. Runs with the health check; callable directly (tests, operators).
+pub async fn clean_up_expired(app: &App) -> Result<(u64, u64), storage::StorageError> {
+    let now = app.now();
+    let factors = app.storage.factors().delete_expired_pending(now).await?;
+    let challenges = app.storage.challenges().delete_expired(now).await?;
+    if factors + challenges > 0 {
+        tracing::info!(
+            factors,
+            challenges,
+            "expired enrollments and challenges deleted"
+        );
+    }
+    Ok((factors, challenges))
+}
+
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -180,6 +196,7 @@ pub async fn serve(
     // NOT_SERVING until the first database check says otherwise.
     set_all(&reporter, ServingStatus::NotServing).await;
     let storage = app.storage.clone();
+    let maintenance_app = app.clone();
     let interval = Duration::from_secs(app.config.health.check_interval_secs.max(1));
     // SERVING only while the database answers, checked now and then periodically.
     let checker = {
@@ -199,6 +216,11 @@ pub async fn serve(
                     tracing::info!(?status, "health");
                     set_all(&reporter, status).await;
                     last = Some(status);
+                }
+                if status == ServingStatus::Serving
+                    && let Err(e) = clean_up_expired(&maintenance_app).await
+                {
+                    tracing::warn!(error = %e, "clean-up of expired rows failed");
                 }
                 tokio::time::sleep(interval).await;
             }

@@ -26,6 +26,27 @@ impl Enrollment {
     }
 }
 
+/// Adding a factor to a user who already has one needs a session at assurance 2 (or the
+/// enrollment token of a login that asked for it): a password alone must not add a way in.
+pub(super) async fn check_enrollment_assurance(app: &App, ctx: &UserContext) -> ApiResult<()> {
+    if let UserContext::Session(session) = ctx
+        && session.assurance < 2
+        && !app
+            .storage
+            .factors()
+            .of_user(session.user_id, true)
+            .await?
+            .is_empty()
+    {
+        return Err(ApiError::PermissionDenied {
+            reason: "STEP_UP_REQUIRED",
+            message: "the user has 2FA: step this session up (VerifyStepUp) before adding a factor"
+                .to_owned(),
+        });
+    }
+    Ok(())
+}
+
 pub(crate) fn factor_to_proto(factor: &storage::entity::factor::Model) -> v1::Factor {
     v1::Factor {
         id: factor.id.to_string(),
@@ -131,6 +152,7 @@ impl Enrollment {
     ) -> ApiResult<v1::BeginTotpEnrollmentResponse> {
         caller(&request)?.require("factors")?;
         let ctx = user_context(&self.app, &request).await?;
+        check_enrollment_assurance(&self.app, &ctx).await?;
         let label = request.into_inner().label;
         if label.trim().chars().count() > 64 {
             return Err(ApiError::field("label", "at most 64 characters"));

@@ -37,6 +37,7 @@ impl Enrollment {
     ) -> ApiResult<v1::BeginHotpEnrollmentResponse> {
         caller(&request)?.require("factors")?;
         let ctx = user_context(&self.app, &request).await?;
+        super::enrollment::check_enrollment_assurance(&self.app, &ctx).await?;
         let body = request.into_inner();
         let imported = Zeroizing::new(body.secret_base32);
         let mut violations = Vec::new();
