@@ -493,11 +493,37 @@ async fn the_last_recovery_code_means_enrolling_again(backend: Backend) {
     let mut w = World::new(backend).await;
     let token = w.user("lost@example.com").await;
     let (_app, _, codes) = w.enroll_app(&token).await;
-    // The phone is lost: every recovery code, one login each.
-    for code in &codes {
+    // The phone is lost: every recovery code but the last, one login each.
+    for code in &codes[..9] {
         w.login_with("lost@example.com", code).await.unwrap();
     }
-    // With none left and no other factor, the next login must set up 2FA again.
+    // The last one passes the second factor, but the login ends in enrollment, not a session:
+    // 2FA is set up again now, with a new set of recovery codes.
+    let mut auth = w.server.authentication().await;
+    let Some(authenticate_response::Result::SecondFactorRequired(c)) = auth
+        .authenticate(login("lost@example.com"))
+        .await
+        .unwrap()
+        .into_inner()
+        .result
+    else {
+        panic!("expected a challenge")
+    };
+    let r = auth
+        .verify_second_factor(v1::VerifySecondFactorRequest {
+            challenge_token: c.challenge_token,
+            code: codes[9].clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(verify_second_factor_response::Result::EnrollmentRequired(required)) = r.result else {
+        panic!("expected enrollment: {r:?}")
+    };
+    assert_eq!(r.recovery_codes_remaining, 0);
+    let (new_app, _, fresh) = w.enroll_app(&required.enrollment_token).await;
+    assert_eq!(fresh.len(), 10, "a new set of recovery codes");
+    // A password alone still gets no further than the second factor.
     let r = w
         .server
         .authentication()
@@ -509,10 +535,13 @@ async fn the_last_recovery_code_means_enrolling_again(backend: Backend) {
     assert!(
         matches!(
             r.result,
-            Some(authenticate_response::Result::EnrollmentRequired(_))
+            Some(authenticate_response::Result::SecondFactorRequired(_))
         ),
         "{r:?}"
     );
+    w.login_with("lost@example.com", &w.code(&new_app))
+        .await
+        .unwrap();
     // Every step of this is in the audit log.
     let kinds: Vec<String> =
         <storage::entity::audit_event::Entity as storage::sea_orm::EntityTrait>::find()

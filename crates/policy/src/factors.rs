@@ -122,15 +122,15 @@ pub enum AfterRecoveryCode {
         /// How many remain, to show the user.
         remaining: u32,
     },
-    /// The last code was used: the user must set up 2FA again at the next login
-    /// ([`UserState::must_reenroll`]).
+    /// The last code was used: the user must set up 2FA again before this login completes.
     MustReenroll,
 }
 
 /// Decides what the use of a recovery code that left `remaining` codes implies for a user
 /// with `factors`. Someone using recovery codes has lost their factor: when the last code is
-/// gone and they have no other factor to fall back on, they must set up 2FA again at the
-/// next login. With two or more factors, another one remains.
+/// gone and they have no other factor to fall back on, they must set up 2FA again — at once,
+/// in the login the code just passed (the server answers with an enrollment token, not a
+/// session), never later on a password alone. With two or more factors, another remains.
 pub fn after_recovery_code(remaining: u32, factors: &Factors) -> AfterRecoveryCode {
     if remaining == 0 && factors.total() <= 1 {
         AfterRecoveryCode::MustReenroll

@@ -103,7 +103,7 @@ impl Denial {
 /// 1. a disabled account, a lockout still running, a password login without a password, or
 ///    an SSO login where SSO is off: denied;
 /// 2. an SSO login that the organization exempts: authenticated at assurance 1;
-/// 3. a pending re-enrollment: enrollment required;
+/// 3. a pending re-enrollment of a user with no factor left: enrollment required;
 /// 4. a user with active factors must pass one (recovery codes offered beside them). When
 ///    the organization requires 2FA, factors of allowed kinds are offered; if the user has
 ///    none of those, all their factors are, and [`after_second_factor`] then asks for an
@@ -139,7 +139,10 @@ pub fn login_outcome(org: &OrgPolicy, user: &UserState, kind: LoginKind, now: u6
         methods: org.allowed_methods,
         reason,
     };
-    if user.must_reenroll {
+    // A pending re-enrollment never lets a password alone stand in for a factor the user
+    // still has: with factors, the second factor comes first (then `after_second_factor`
+    // asks for the enrollment); without, enrollment is all that is left.
+    if user.must_reenroll && user.factors.total() == 0 {
         return enroll(EnrollmentReason::ReenrollmentPending);
     }
     let allowed_here = user.factors.kinds() & org.allowed_methods;
@@ -178,6 +181,12 @@ pub fn check_lockout(user: &UserState, now: u64) -> Result<(), Denial> {
 /// requires 2FA and the user has no factor of an allowed kind (they passed one it does not
 /// allow), in which case they must now enroll an allowed kind.
 pub fn after_second_factor(org: &OrgPolicy, user: &UserState) -> LoginOutcome {
+    if user.must_reenroll {
+        return LoginOutcome::EnrollmentRequired {
+            methods: org.allowed_methods,
+            reason: EnrollmentReason::ReenrollmentPending,
+        };
+    }
     if org.mfa_required && (user.factors.kinds() & org.allowed_methods).is_empty() {
         LoginOutcome::EnrollmentRequired {
             methods: org.allowed_methods,

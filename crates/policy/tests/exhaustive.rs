@@ -163,7 +163,7 @@ fn login_outcomes_keep_every_invariant() {
                         }
                     }
                     LoginOutcome::SecondFactorRequired { methods } => {
-                        assert!(!exempt && !user.must_reenroll && has_factor, "{ctx}");
+                        assert!(!exempt && has_factor, "{ctx}");
                         let factor_methods: EnumSet<Method> =
                             (methods - Method::RecoveryCode).iter().collect();
                         assert!(!factor_methods.is_empty(), "{ctx}");
@@ -184,14 +184,19 @@ fn login_outcomes_keep_every_invariant() {
                         // What follows the second factor.
                         match after_second_factor(org, user) {
                             LoginOutcome::Authenticated { assurance, reason } => {
+                                assert!(!user.must_reenroll, "{ctx}");
                                 assert_eq!(assurance, Assurance::Two, "{ctx}");
                                 assert_eq!(reason, NoSecondFactorReason::SecondFactorPassed);
                                 assert!(!org.mfa_required || allowed_factor, "{ctx}");
                             }
                             LoginOutcome::EnrollmentRequired { methods, reason } => {
-                                assert_eq!(reason, EnrollmentReason::MethodNotAllowed, "{ctx}");
                                 assert_eq!(methods, org.allowed_methods, "{ctx}");
-                                assert!(org.mfa_required && !allowed_factor, "{ctx}");
+                                if reason == EnrollmentReason::ReenrollmentPending {
+                                    assert!(user.must_reenroll, "{ctx}");
+                                } else {
+                                    assert_eq!(reason, EnrollmentReason::MethodNotAllowed);
+                                    assert!(org.mfa_required && !allowed_factor, "{ctx}");
+                                }
                             }
                             other => panic!("unexpected {other:?}: {ctx}"),
                         }
@@ -203,7 +208,8 @@ fn login_outcomes_keep_every_invariant() {
                         assert!(!valid || !methods.is_empty(), "{ctx}");
                         match reason {
                             EnrollmentReason::ReenrollmentPending => {
-                                assert!(user.must_reenroll, "{ctx}");
+                                // Only when no factor is left to pass first.
+                                assert!(user.must_reenroll && !has_factor, "{ctx}");
                             }
                             EnrollmentReason::OrganizationRequires => {
                                 // Nobody with a factor is sent to enroll on a password alone.
@@ -221,13 +227,14 @@ fn login_outcomes_keep_every_invariant() {
                         "{ctx}"
                     );
                 }
-                if has_factor && !exempt && !user.must_reenroll {
+                // A password alone never replaces a factor the user has, re-enrollment or not.
+                if has_factor && !exempt {
                     assert!(
                         matches!(outcome, LoginOutcome::SecondFactorRequired { .. }),
                         "{ctx}"
                     );
                 }
-                if user.must_reenroll && !exempt {
+                if user.must_reenroll && !has_factor && !exempt {
                     assert!(
                         matches!(outcome, LoginOutcome::EnrollmentRequired { .. }),
                         "{ctx}"

@@ -259,7 +259,7 @@ fn journey_7_login_with_codes_and_the_last_recovery_code() {
         after_recovery_code(9, &one_factor),
         AfterRecoveryCode::Continue { remaining: 9 }
     );
-    // The last one, and no other factor: set up 2FA again at the next login.
+    // The last one, and no other factor: set up 2FA again, within the login the code passed.
     assert_eq!(
         after_recovery_code(0, &one_factor),
         AfterRecoveryCode::MustReenroll
@@ -270,10 +270,17 @@ fn journey_7_login_with_codes_and_the_last_recovery_code() {
         ..totp_user()
     };
     assert_eq!(
-        password_login(&OrgPolicy::default(), &exhausted),
+        after_second_factor(&OrgPolicy::default(), &exhausted),
         LoginOutcome::EnrollmentRequired {
             methods: EnumSet::all(),
             reason: EnrollmentReason::ReenrollmentPending
+        }
+    );
+    // Never on a password alone: while a factor remains, it is asked for first.
+    assert_eq!(
+        password_login(&OrgPolicy::default(), &exhausted),
+        LoginOutcome::SecondFactorRequired {
+            methods: EnumSet::only(Method::Totp)
         }
     );
     // A second factor to fall back on: no forced re-enrollment.

@@ -73,8 +73,9 @@ pub(crate) async fn check_lockout(app: &App, user: Uuid, now: i64) -> ApiResult<
     Ok(())
 }
 
-/// Counts a failed code against the user (across methods, challenges and replicas) and
-/// returns the error to answer: the reason given, or LOCKED_OUT when this failure starts one.
+/// Counts a failed code against the user (across methods, challenges and replicas), starts a
+/// lockout when the budget is spent (it applies from the next attempt), and returns the error
+/// to answer for this one: UNAUTHENTICATED with the reason given.
 pub(crate) async fn record_failure(
     app: &App,
     user: Uuid,

@@ -483,6 +483,12 @@ impl Authentication {
             .get(user_id)
             .await?
             .ok_or(ApiError::NotFound("user"))?;
+        if user.status == UserStatus::Disabled {
+            return Err(ApiError::PermissionDenied {
+                reason: "ACCOUNT_DISABLED",
+                message: "the account is disabled".to_owned(),
+            });
+        }
         let mut state = user_state(app, &user).await?;
         if used_recovery_code {
             audit::record(
@@ -494,13 +500,11 @@ impl Authentication {
                 "{}",
             )
             .await?;
+            // The last code, no other factor: 2FA is set up again now, in this login (an
+            // enrollment token instead of a session), never later on a password alone.
             if policy::after_recovery_code(state.recovery_codes_left, &state.factors)
                 == policy::AfterRecoveryCode::MustReenroll
             {
-                app.storage
-                    .users()
-                    .set_must_reenroll(user_id, true, now)
-                    .await?;
                 state.must_reenroll = true;
             }
         }

@@ -226,6 +226,7 @@ impl Enrollment {
     ) -> ApiResult<v1::ConfirmTotpEnrollmentResponse> {
         caller(&request)?.require("factors")?;
         let ctx = user_context(&self.app, &request).await?;
+        check_enrollment_assurance(&self.app, &ctx).await?;
         let body = request.into_inner();
         let code = Zeroizing::new(body.code);
         let factor_id = parse_id("factor_id", &body.factor_id)?;
@@ -275,13 +276,41 @@ impl Enrollment {
         let app = &self.app;
         let user_id = ctx.user_id();
         let now = app.now();
-        // The first factor comes with recovery codes, shown once.
+        let user = app
+            .storage
+            .users()
+            .get(user_id)
+            .await?
+            .ok_or(ApiError::NotFound("user"))?;
+        if user.status == storage::entity::enums::UserStatus::Disabled {
+            return Err(ApiError::PermissionDenied {
+                reason: "ACCOUNT_DISABLED",
+                message: "the account is disabled".to_owned(),
+            });
+        }
+        // An enrollment token is used up first: whatever happens next, it is never used twice,
+        // and nothing is activated for a token someone else already used.
+        if let UserContext::Enrollment(challenge) = ctx
+            && !app
+                .storage
+                .challenges()
+                .consume_by_id(challenge.id, now)
+                .await?
+        {
+            return Err(ApiError::Unauthenticated {
+                reason: "USER_UNAUTHENTICATED",
+                message: "the enrollment token was already used".to_owned(),
+            });
+        }
+        // Recovery codes come with the first factor, and again when none are left (the last
+        // one brought the user here).
         let first = app
             .storage
             .factors()
             .of_user(user_id, true)
             .await?
-            .is_empty();
+            .is_empty()
+            || app.storage.recovery_codes().remaining(user_id).await? == 0;
         let codes = if first {
             mfa::new_recovery_codes(app.config.otp.recovery_codes)?
         } else {
@@ -326,18 +355,7 @@ impl Enrollment {
         }
         // With an enrollment token, the login completes: the token is used up, a session issued.
         let session = match ctx {
-            UserContext::Enrollment(challenge) => {
-                if !app
-                    .storage
-                    .challenges()
-                    .consume_by_id(challenge.id, now)
-                    .await?
-                {
-                    return Err(ApiError::Unauthenticated {
-                        reason: "USER_UNAUTHENTICATED",
-                        message: "the enrollment token was already used".to_owned(),
-                    });
-                }
+            UserContext::Enrollment(_) => {
                 let session =
                     super::authentication::create_session(app, user_id, ctx.org_id(), 2, now)
                         .await?;

@@ -160,6 +160,7 @@ impl Enrollment {
     ) -> ApiResult<v1::ConfirmHotpEnrollmentResponse> {
         caller(&request)?.require("factors")?;
         let ctx = user_context(&self.app, &request).await?;
+        super::enrollment::check_enrollment_assurance(&self.app, &ctx).await?;
         let body = request.into_inner();
         let code = Zeroizing::new(body.code);
         let factor_id = parse_id("factor_id", &body.factor_id)?;
@@ -289,7 +290,6 @@ impl Enrollment {
                 delete_recovery_codes: false,
             }
         } else {
-            let proven = mfa::prove(app, user_id, &proof, now).await?;
             let user = app
                 .storage
                 .users()
@@ -297,11 +297,17 @@ impl Enrollment {
                 .await?
                 .ok_or(ApiError::NotFound("user"))?;
             let state = super::authentication::user_state(app, &user).await?;
-            policy::remove_factor(&state, policy_kind(factor.kind), proven, &organizations)
-                .map_err(|refusal| ApiError::FailedPrecondition {
-                    reason: refusal.reason(),
-                    message: refusal.to_string(),
-                })?
+            let decide = |proof| {
+                policy::remove_factor(&state, policy_kind(factor.kind), proof, &organizations)
+                    .map_err(|refusal| ApiError::FailedPrecondition {
+                        reason: refusal.reason(),
+                        message: refusal.to_string(),
+                    })
+            };
+            // Refusals that do not depend on the proof come before it is used up.
+            decide(policy::Proof::FactorCode)?;
+            let proven = mfa::prove(app, user_id, &proof, now).await?;
+            decide(proven)?
         };
         app.storage
             .factors()
