@@ -616,7 +616,51 @@ async fn unconfirmed_enrollments_expire_and_are_cleaned_up(backend: Backend) {
     w.server.stop().await.unwrap();
 }
 
+async fn failures_count_across_methods_and_codes_work_in_any_order(backend: Backend) {
+    let mut w = World::new(backend).await;
+    let token = w.user("mixed@example.com").await;
+    let (app, _, codes) = w.enroll_app(&token).await;
+    // Recovery codes in any order.
+    w.login_with("mixed@example.com", &codes[7]).await.unwrap();
+    w.login_with("mixed@example.com", &codes[2]).await.unwrap();
+    // Three wrong app codes and three wrong recovery codes: one budget for both methods.
+    let right = w.code(&app);
+    let wrong = if right == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    for bad in [
+        wrong,
+        "AAAA-BBBB-CCCC-DDDD",
+        wrong,
+        "EEEE-FFFF-GGGG-HHHH",
+        wrong,
+        "2222-3333-4444-5555",
+    ] {
+        let err = w.login_with("mixed@example.com", bad).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{bad}");
+    }
+    let err = w.login_with("mixed@example.com", &right).await.unwrap_err();
+    assert_eq!(
+        reason(&err).as_deref(),
+        Some("LOCKED_OUT"),
+        "six failures across both methods"
+    );
+    let err = w
+        .login_with("mixed@example.com", &codes[5])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        reason(&err).as_deref(),
+        Some("LOCKED_OUT"),
+        "recovery codes are locked out too"
+    );
+    w.server.stop().await.unwrap();
+}
+
 both!(
+    failures_count_across_methods_and_codes_work_in_any_order,
     the_last_recovery_code_means_enrolling_again,
     unconfirmed_enrollments_expire_and_are_cleaned_up,
     hotp_tokens_enroll_log_in_once_per_counter_and_resync,
