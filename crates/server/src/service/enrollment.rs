@@ -47,6 +47,48 @@ pub(super) async fn check_enrollment_assurance(app: &App, ctx: &UserContext) -> 
     Ok(())
 }
 
+/// The caller's pending, unexpired factor of `kind`, or NOT_FOUND.
+pub(super) async fn pending_factor(
+    app: &App,
+    user_id: storage::Uuid,
+    factor_id: storage::Uuid,
+    kind: FactorKind,
+    now: i64,
+) -> ApiResult<storage::entity::factor::Model> {
+    app.storage
+        .factors()
+        .get(factor_id)
+        .await?
+        .filter(|f| {
+            f.user_id == user_id
+                && f.kind == kind
+                && f.status == FactorStatus::Pending
+                && f.pending_expires_at.is_some_and(|t| t > now)
+        })
+        .ok_or(ApiError::NotFound("pending factor"))
+}
+
+/// Refuses kinds the organization of the login or session does not allow.
+pub(super) async fn check_kind_allowed(
+    app: &App,
+    ctx: &UserContext,
+    kind: policy::FactorKind,
+) -> ApiResult<()> {
+    let Some(org_id) = ctx.org_id() else {
+        return Ok(());
+    };
+    let org = app
+        .storage
+        .organizations()
+        .get(org_id)
+        .await?
+        .ok_or(ApiError::NotFound("organization"))?;
+    policy::enroll_factor(&org_policy(&org), kind).map_err(|refusal| ApiError::PermissionDenied {
+        reason: refusal.reason(),
+        message: refusal.to_string(),
+    })
+}
+
 pub(crate) fn factor_to_proto(factor: &storage::entity::factor::Model) -> v1::Factor {
     v1::Factor {
         id: factor.id.to_string(),
@@ -165,20 +207,7 @@ impl Enrollment {
             .await?
             .ok_or(ApiError::NotFound("user"))?;
         // Only kinds the organization of this login or session allows.
-        if let Some(org_id) = ctx.org_id() {
-            let org = app
-                .storage
-                .organizations()
-                .get(org_id)
-                .await?
-                .ok_or(ApiError::NotFound("organization"))?;
-            policy::enroll_factor(&org_policy(&org), policy::FactorKind::Totp).map_err(
-                |refusal| ApiError::PermissionDenied {
-                    reason: refusal.reason(),
-                    message: refusal.to_string(),
-                },
-            )?;
-        }
+        check_kind_allowed(app, &ctx, policy::FactorKind::Totp).await?;
         let params = mfa::totp_params();
         let secret =
             Secret::generate(params.algorithm).map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -239,18 +268,7 @@ impl Enrollment {
         let app = &self.app;
         let user_id = ctx.user_id();
         let now = app.now();
-        let factor = app
-            .storage
-            .factors()
-            .get(factor_id)
-            .await?
-            .filter(|f| {
-                f.user_id == user_id
-                    && f.kind == FactorKind::Totp
-                    && f.status == FactorStatus::Pending
-                    && f.pending_expires_at.is_some_and(|t| t > now)
-            })
-            .ok_or(ApiError::NotFound("pending factor"))?;
+        let factor = pending_factor(app, user_id, factor_id, FactorKind::Totp, now).await?;
         mfa::check_lockout(app, user_id, now).await?;
         let totp = mfa::totp_of(app, &factor)?;
         let Some(step) = mfa::totp_step(&totp, &digits, now) else {

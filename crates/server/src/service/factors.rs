@@ -82,20 +82,7 @@ impl Enrollment {
             return Err(ApiError::InvalidArgument(violations));
         };
         let app = &self.app;
-        if let Some(org_id) = ctx.org_id() {
-            let org = app
-                .storage
-                .organizations()
-                .get(org_id)
-                .await?
-                .ok_or(ApiError::NotFound("organization"))?;
-            policy::enroll_factor(&org_policy(&org), policy::FactorKind::Hotp).map_err(
-                |refusal| ApiError::PermissionDenied {
-                    reason: refusal.reason(),
-                    message: refusal.to_string(),
-                },
-            )?;
-        }
+        super::enrollment::check_kind_allowed(app, &ctx, policy::FactorKind::Hotp).await?;
         let user = app
             .storage
             .users()
@@ -168,18 +155,9 @@ impl Enrollment {
         let app = &self.app;
         let user_id = ctx.user_id();
         let now = app.now();
-        let factor = app
-            .storage
-            .factors()
-            .get(factor_id)
-            .await?
-            .filter(|f| {
-                f.user_id == user_id
-                    && f.kind == FactorKind::Hotp
-                    && f.status == FactorStatus::Pending
-                    && f.pending_expires_at.is_some_and(|t| t > now)
-            })
-            .ok_or(ApiError::NotFound("pending factor"))?;
+        let factor =
+            super::enrollment::pending_factor(app, user_id, factor_id, FactorKind::Hotp, now)
+                .await?;
         mfa::check_lockout(app, user_id, now).await?;
         let (hotp, next) = mfa::hotp_of(app, &factor)?;
         let Some(counter) = hotp
