@@ -29,3 +29,14 @@ pub(crate) async fn record(
         .await?;
     Ok(())
 }
+
+/// Appends an event in which a user acts on their own account (actor and subject alike).
+pub(crate) async fn own(
+    app: &App,
+    org_id: Option<Uuid>,
+    user_id: Uuid,
+    kind: &str,
+    details: &str,
+) -> ApiResult<()> {
+    record(app, kind, org_id, Some(user_id), Some(user_id), details).await
+}

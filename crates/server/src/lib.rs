@@ -14,6 +14,7 @@ pub mod password;
 pub(crate) mod qr;
 pub mod service;
 pub mod telemetry;
+pub(crate) mod throttle;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -113,6 +114,9 @@ impl App {
     }
 }
 
+/// How often expired enrollments and challenges are deleted.
+const CLEAN_UP_EVERY: Duration = Duration::from_secs(60);
+
 /// Deletes what expired: pending enrollments never confirmed, login challenges and
 /// enrollment tokens. Runs with the health check; callable directly (tests, operators).
 pub async fn clean_up_expired(app: &App) -> Result<(u64, u64), storage::StorageError> {
@@ -203,6 +207,7 @@ pub async fn serve(
         let reporter = reporter.clone();
         tokio::spawn(async move {
             let mut last = None;
+            let mut last_clean_up = None;
             loop {
                 // A hung connection counts as down: the check has its own deadline.
                 let ping =
@@ -217,10 +222,15 @@ pub async fn serve(
                     set_all(&reporter, status).await;
                     last = Some(status);
                 }
+                // Expired rows go at most once a minute, not on every health tick.
                 if status == ServingStatus::Serving
-                    && let Err(e) = clean_up_expired(&maintenance_app).await
+                    && last_clean_up
+                        .is_none_or(|at: std::time::Instant| at.elapsed() >= CLEAN_UP_EVERY)
                 {
-                    tracing::warn!(error = %e, "clean-up of expired rows failed");
+                    last_clean_up = Some(std::time::Instant::now());
+                    if let Err(e) = clean_up_expired(&maintenance_app).await {
+                        tracing::warn!(error = %e, "clean-up of expired rows failed");
+                    }
                 }
                 tokio::time::sleep(interval).await;
             }

@@ -1,8 +1,6 @@
 //! Second-factor checks shared by enrollment and login: TOTP verification with otp-core, the
 //! per-user failure budget, recovery codes.
 
-use std::time::Duration;
-
 use otp_core::{Algorithm, Digits, Secret, Totp, TotpParams, VerifyError};
 use storage::Uuid;
 use zeroize::Zeroizing;
@@ -61,16 +59,7 @@ fn mfa_key(user: Uuid) -> String {
 
 /// Refuses while the user's second-factor attempts are locked out.
 pub(crate) async fn check_lockout(app: &App, user: Uuid, now: i64) -> ApiResult<()> {
-    if let Some(counter) = app.storage.attempts().get(&mfa_key(user)).await?
-        && let Some(until) = counter.locked_until.filter(|&until| until > now)
-    {
-        return Err(ApiError::ResourceExhausted {
-            reason: "LOCKED_OUT",
-            message: "too many wrong codes; try again later".to_owned(),
-            retry_after: Duration::from_secs(u64::try_from(until - now).unwrap_or(1).max(1)),
-        });
-    }
-    Ok(())
+    crate::throttle::check(app, &mfa_key(user), now).await
 }
 
 /// Counts a failed code against the user (across methods, challenges and replicas), starts a
@@ -82,29 +71,8 @@ pub(crate) async fn record_failure(
     reason: &'static str,
     now: i64,
 ) -> ApiError {
-    let key = mfa_key(user);
-    let failures = match app.storage.attempts().record_failure(&key, now).await {
-        Ok(n) => n,
-        Err(e) => return e.into(),
-    };
-    if let Some(until) = app.throttle().locked_until(
-        u32::try_from(failures).unwrap_or(u32::MAX),
-        u64::try_from(now).unwrap_or(0),
-    ) {
-        let until = i64::try_from(until).unwrap_or(i64::MAX);
-        if let Err(e) = app.storage.attempts().lock_until(&key, until, now).await {
-            return e.into();
-        }
-        let _ = audit::record(
-            app,
-            "user.locked_out",
-            None,
-            None,
-            Some(user),
-            r#"{"factor":"second"}"#,
-        )
-        .await;
-        tracing::warn!(user_id = %user, failures, "second-factor lockout");
+    if let Err(e) = crate::throttle::fail(app, &mfa_key(user), Some(user), "second", now).await {
+        return e;
     }
     ApiError::Unauthenticated {
         reason,
@@ -117,7 +85,7 @@ pub(crate) async fn record_failure(
 
 /// Clears the user's second-factor failures after a success.
 pub(crate) async fn reset_failures(app: &App, user: Uuid) -> ApiResult<()> {
-    Ok(app.storage.attempts().reset(&mfa_key(user)).await?)
+    crate::throttle::clear(app, &mfa_key(user)).await
 }
 
 /// `n` fresh recovery codes, 80 random bits each, as `XXXX-XXXX-XXXX-XXXX` (base32).
@@ -259,15 +227,7 @@ pub(crate) async fn prove(
         .consume(user, proof, now)
         .await?
     {
-        audit::record(
-            app,
-            "recovery_code.used",
-            None,
-            Some(user),
-            Some(user),
-            "{}",
-        )
-        .await?;
+        audit::own(app, None, user, "recovery_code.used", "{}").await?;
         Ok(policy::Proof::RecoveryCode)
     } else {
         Err("INVALID_CODE")

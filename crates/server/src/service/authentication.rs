@@ -37,15 +37,6 @@ fn invalid_credentials() -> ApiError {
     }
 }
 
-fn locked(until: u64, now: i64) -> ApiError {
-    let wait = until.saturating_sub(u64::try_from(now).unwrap_or(0)).max(1);
-    ApiError::ResourceExhausted {
-        reason: "LOCKED_OUT",
-        message: "too many failed attempts; try again later".to_owned(),
-        retry_after: Duration::from_secs(wait),
-    }
-}
-
 /// The password-throttling counter of an email: keyed by a keyed hash of the normalized
 /// address, so unknown emails are counted and locked exactly like existing accounts (the
 /// lockout must not tell them apart) and no address is stored in the counter table.
@@ -56,22 +47,6 @@ fn password_key(app: &App, email: &str) -> String {
         &[normalized.as_bytes()],
     );
     format!("password:{}", hex::encode(hash.0))
-}
-
-/// Refuses while the email's password attempts are locked out.
-async fn check_password_lockout(app: &App, key: &str, now: i64) -> ApiResult<()> {
-    if let Some(counter) = app.storage.attempts().get(key).await? {
-        let state = policy::UserState {
-            locked_until: counter.locked_until.and_then(|t| u64::try_from(t).ok()),
-            ..policy::UserState::default()
-        };
-        if let Err(policy::Denial::LockedOut { until }) =
-            policy::check_lockout(&state, u64::try_from(now).unwrap_or(0))
-        {
-            return Err(locked(until, now));
-        }
-    }
-    Ok(())
 }
 
 /// Verifies the password given for `email` (against `hash`, or against the dummy hash when
@@ -90,32 +65,12 @@ pub(crate) async fn verify_password_throttled(
     let key = password_key(app, email);
     let ok = app
         .passwords
-        .verify(password, hash, check_password_lockout(app, &key, now))
+        .verify(password, hash, crate::throttle::check(app, &key, now))
         .await?;
     if ok {
-        app.storage.attempts().reset(&key).await?;
-        return Ok(());
+        return crate::throttle::clear(app, &key).await;
     }
-    let failures = app.storage.attempts().record_failure(&key, now).await?;
-    if let Some(until) = app.throttle().locked_until(
-        u32::try_from(failures).unwrap_or(u32::MAX),
-        u64::try_from(now).unwrap_or(0),
-    ) {
-        let until = i64::try_from(until).unwrap_or(i64::MAX);
-        app.storage.attempts().lock_until(&key, until, now).await?;
-        if subject.is_some() {
-            audit::record(
-                app,
-                "user.locked_out",
-                None,
-                None,
-                subject,
-                r#"{"factor":"password"}"#,
-            )
-            .await?;
-        }
-        tracing::warn!(user_id = ?subject, failures, "password lockout");
-    }
+    crate::throttle::fail(app, &key, subject, "password", now).await?;
     Err(invalid_credentials())
 }
 
@@ -251,15 +206,7 @@ impl Authentication {
             policy::LoginOutcome::Authenticated { assurance, .. } => {
                 let session = create_session(app, user.id, org_id, assurance as i16, now).await?;
                 let details = format!(r#"{{"assurance":{}}}"#, assurance as i16);
-                audit::record(
-                    app,
-                    "login.succeeded",
-                    org_id,
-                    Some(user.id),
-                    Some(user.id),
-                    &details,
-                )
-                .await?;
+                audit::own(app, org_id, user.id, "login.succeeded", &details).await?;
                 authenticate_response::Result::Authenticated(session)
             }
             policy::LoginOutcome::SecondFactorRequired { methods } => {
@@ -297,7 +244,9 @@ impl Authentication {
                 return Err(match denial {
                     // Never tell a wrong password from an account without one.
                     policy::Denial::NoPassword => invalid_credentials(),
-                    policy::Denial::LockedOut { until } => locked(until, now),
+                    policy::Denial::LockedOut { until } => {
+                        crate::throttle::locked(i64::try_from(until).unwrap_or(i64::MAX), now)
+                    }
                     other => ApiError::PermissionDenied {
                         reason: other.reason(),
                         message: other.to_string(),
@@ -382,12 +331,11 @@ impl Authentication {
         {
             return Err(super::sessions::invalid_session());
         }
-        audit::record(
+        audit::own(
             app,
-            "session.stepped_up",
             session.org_id,
-            Some(session.user_id),
-            Some(session.user_id),
+            session.user_id,
+            "session.stepped_up",
             "{}",
         )
         .await?;
@@ -491,15 +439,7 @@ impl Authentication {
         }
         let mut state = user_state(app, &user).await?;
         if used_recovery_code {
-            audit::record(
-                app,
-                "recovery_code.used",
-                challenge.org_id,
-                Some(user_id),
-                Some(user_id),
-                "{}",
-            )
-            .await?;
+            audit::own(app, challenge.org_id, user_id, "recovery_code.used", "{}").await?;
             // The last code, no other factor: 2FA is set up again now, in this login (an
             // enrollment token instead of a session), never later on a password alone.
             if policy::after_recovery_code(state.recovery_codes_left, &state.factors)
@@ -539,12 +479,11 @@ impl Authentication {
             }
             _ => {
                 let session = create_session(app, user_id, challenge.org_id, 2, now).await?;
-                audit::record(
+                audit::own(
                     app,
-                    "login.succeeded",
                     challenge.org_id,
-                    Some(user_id),
-                    Some(user_id),
+                    user_id,
+                    "login.succeeded",
                     r#"{"assurance":2}"#,
                 )
                 .await?;

@@ -188,12 +188,17 @@ impl EnrollmentService for Enrollment {
 }
 
 impl Enrollment {
+    /// The calling service (scope `factors`) and the user it acts for.
+    pub(super) async fn context<T>(&self, request: &Request<T>) -> ApiResult<UserContext> {
+        caller(request)?.require("factors")?;
+        user_context(&self.app, request).await
+    }
+
     async fn begin(
         &self,
         request: Request<v1::BeginTotpEnrollmentRequest>,
     ) -> ApiResult<v1::BeginTotpEnrollmentResponse> {
-        caller(&request)?.require("factors")?;
-        let ctx = user_context(&self.app, &request).await?;
+        let ctx = self.context(&request).await?;
         check_enrollment_assurance(&self.app, &ctx).await?;
         let label = request.into_inner().label;
         if label.trim().chars().count() > 64 {
@@ -231,12 +236,11 @@ impl Enrollment {
             .to_uri()
             .map_err(|e| ApiError::Internal(format!("otpauth URI: {e}")))?;
         let (png, svg) = qr::render(&uri)?;
-        audit::record(
+        audit::own(
             app,
-            "factor.enrollment_begun",
             ctx.org_id(),
-            Some(user.id),
-            Some(user.id),
+            user.id,
+            "factor.enrollment_begun",
             r#"{"kind":"totp"}"#,
         )
         .await?;
@@ -253,8 +257,7 @@ impl Enrollment {
         &self,
         request: Request<v1::ConfirmTotpEnrollmentRequest>,
     ) -> ApiResult<v1::ConfirmTotpEnrollmentResponse> {
-        caller(&request)?.require("factors")?;
-        let ctx = user_context(&self.app, &request).await?;
+        let ctx = self.context(&request).await?;
         check_enrollment_assurance(&self.app, &ctx).await?;
         let body = request.into_inner();
         let code = Zeroizing::new(body.code);
@@ -351,25 +354,9 @@ impl Enrollment {
             .set_must_reenroll(user_id, false, now)
             .await?;
         let details = format!(r#"{{"kind":"{kind}"}}"#);
-        audit::record(
-            app,
-            "factor.enrolled",
-            ctx.org_id(),
-            Some(user_id),
-            Some(user_id),
-            &details,
-        )
-        .await?;
+        audit::own(app, ctx.org_id(), user_id, "factor.enrolled", &details).await?;
         if first {
-            audit::record(
-                app,
-                "recovery_codes.issued",
-                ctx.org_id(),
-                Some(user_id),
-                Some(user_id),
-                "{}",
-            )
-            .await?;
+            audit::own(app, ctx.org_id(), user_id, "recovery_codes.issued", "{}").await?;
         }
         // With an enrollment token, the login completes: the token is used up, a session issued.
         let session = match ctx {
@@ -377,12 +364,11 @@ impl Enrollment {
                 let session =
                     super::authentication::create_session(app, user_id, ctx.org_id(), 2, now)
                         .await?;
-                audit::record(
+                audit::own(
                     app,
-                    "login.succeeded",
                     ctx.org_id(),
-                    Some(user_id),
-                    Some(user_id),
+                    user_id,
+                    "login.succeeded",
                     r#"{"assurance":2}"#,
                 )
                 .await?;
@@ -407,8 +393,7 @@ impl Enrollment {
         &self,
         request: Request<v1::ListFactorsRequest>,
     ) -> ApiResult<v1::ListFactorsResponse> {
-        caller(&request)?.require("factors")?;
-        let ctx = user_context(&self.app, &request).await?;
+        let ctx = self.context(&request).await?;
         let factors = self
             .app
             .storage

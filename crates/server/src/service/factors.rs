@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 
 use super::enrollment::{Enrollment, factor_to_proto};
 use super::{org_policy, parse_id};
-use crate::auth::{UserContext, caller, user_context};
+use crate::auth::UserContext;
 use crate::error::{ApiError, ApiResult};
 use crate::{audit, mfa};
 
@@ -35,8 +35,7 @@ impl Enrollment {
         &self,
         request: Request<v1::BeginHotpEnrollmentRequest>,
     ) -> ApiResult<v1::BeginHotpEnrollmentResponse> {
-        caller(&request)?.require("factors")?;
-        let ctx = user_context(&self.app, &request).await?;
+        let ctx = self.context(&request).await?;
         super::enrollment::check_enrollment_assurance(&self.app, &ctx).await?;
         let body = request.into_inner();
         let imported = Zeroizing::new(body.secret_base32);
@@ -109,12 +108,11 @@ impl Enrollment {
                 now + app.config.otp.pending_enrollment_ttl_secs,
             )
             .await?;
-        audit::record(
+        audit::own(
             app,
-            "factor.enrollment_begun",
             ctx.org_id(),
-            Some(user.id),
-            Some(user.id),
+            user.id,
+            "factor.enrollment_begun",
             r#"{"kind":"hotp"}"#,
         )
         .await?;
@@ -145,8 +143,7 @@ impl Enrollment {
         &self,
         request: Request<v1::ConfirmHotpEnrollmentRequest>,
     ) -> ApiResult<v1::ConfirmHotpEnrollmentResponse> {
-        caller(&request)?.require("factors")?;
-        let ctx = user_context(&self.app, &request).await?;
+        let ctx = self.context(&request).await?;
         super::enrollment::check_enrollment_assurance(&self.app, &ctx).await?;
         let body = request.into_inner();
         let code = Zeroizing::new(body.code);
@@ -179,8 +176,7 @@ impl Enrollment {
         &self,
         request: Request<v1::ResyncHotpRequest>,
     ) -> ApiResult<v1::ResyncHotpResponse> {
-        caller(&request)?.require("factors")?;
-        let ctx = user_context(&self.app, &request).await?;
+        let ctx = self.context(&request).await?;
         session_only(&ctx)?;
         let body = request.into_inner();
         let (first, second) = (
@@ -221,15 +217,7 @@ impl Enrollment {
             return Err(mfa::record_failure(app, user_id, "CODE_REPLAYED", now).await);
         }
         mfa::reset_failures(app, user_id).await?;
-        audit::record(
-            app,
-            "factor.resynced",
-            ctx.org_id(),
-            Some(user_id),
-            Some(user_id),
-            "{}",
-        )
-        .await?;
+        audit::own(app, ctx.org_id(), user_id, "factor.resynced", "{}").await?;
         let factor = app
             .storage
             .factors()
@@ -245,8 +233,7 @@ impl Enrollment {
         &self,
         request: Request<v1::RemoveFactorRequest>,
     ) -> ApiResult<v1::RemoveFactorResponse> {
-        caller(&request)?.require("factors")?;
-        let ctx = user_context(&self.app, &request).await?;
+        let ctx = self.context(&request).await?;
         session_only(&ctx)?;
         let body = request.into_inner();
         let proof = Zeroizing::new(body.proof);
@@ -292,15 +279,7 @@ impl Enrollment {
             .remove(user_id, factor.id, removal.delete_recovery_codes)
             .await?;
         let details = format!(r#"{{"factor_id":"{}"}}"#, factor.id);
-        audit::record(
-            app,
-            "factor.removed",
-            ctx.org_id(),
-            Some(user_id),
-            Some(user_id),
-            &details,
-        )
-        .await?;
+        audit::own(app, ctx.org_id(), user_id, "factor.removed", &details).await?;
         Ok(v1::RemoveFactorResponse {
             recovery_codes_removed: removal.delete_recovery_codes,
         })
@@ -310,8 +289,7 @@ impl Enrollment {
         &self,
         request: Request<v1::RegenerateRecoveryCodesRequest>,
     ) -> ApiResult<v1::RegenerateRecoveryCodesResponse> {
-        caller(&request)?.require("factors")?;
-        let ctx = user_context(&self.app, &request).await?;
+        let ctx = self.context(&request).await?;
         session_only(&ctx)?;
         let proof = Zeroizing::new(request.into_inner().proof);
         let app = &self.app;
@@ -336,12 +314,11 @@ impl Enrollment {
             .recovery_codes()
             .replace(user_id, &refs, now)
             .await?;
-        audit::record(
+        audit::own(
             app,
-            "recovery_codes.regenerated",
             ctx.org_id(),
-            Some(user_id),
-            Some(user_id),
+            user_id,
+            "recovery_codes.regenerated",
             "{}",
         )
         .await?;
@@ -354,8 +331,7 @@ impl Enrollment {
         &self,
         request: Request<v1::ResetMfaRequest>,
     ) -> ApiResult<v1::ResetMfaResponse> {
-        caller(&request)?.require("factors")?;
-        let ctx = user_context(&self.app, &request).await?;
+        let ctx = self.context(&request).await?;
         session_only(&ctx)?;
         let UserContext::Session(session) = &ctx else {
             return Err(ApiError::Internal(
@@ -399,15 +375,7 @@ impl Enrollment {
                 .revoke_all_of_user_except(user_id, session.id, now)
                 .await?;
         }
-        audit::record(
-            app,
-            "mfa.reset",
-            ctx.org_id(),
-            Some(user_id),
-            Some(user_id),
-            r#"{"by":"self"}"#,
-        )
-        .await?;
+        audit::own(app, ctx.org_id(), user_id, "mfa.reset", r#"{"by":"self"}"#).await?;
         Ok(v1::ResetMfaResponse {
             factors_removed: i32::try_from(removed).unwrap_or(i32::MAX),
         })

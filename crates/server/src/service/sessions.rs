@@ -116,12 +116,11 @@ impl Sessions {
             .await?
             .ok_or_else(invalid_session)?;
         if self.app.storage.sessions().revoke(session.id, now).await? {
-            audit::record(
+            audit::own(
                 &self.app,
-                "session.revoked",
                 session.org_id,
-                Some(session.user_id),
-                Some(session.user_id),
+                session.user_id,
+                "session.revoked",
                 "{}",
             )
             .await?;
