@@ -16,6 +16,9 @@ pub enum StorageError {
     /// A uniqueness rule was violated, e.g. an email already registered.
     #[error("{0} already exists")]
     Conflict(&'static str),
+    /// The row changed since the caller read it: read it again and retry.
+    #[error("{0} changed concurrently")]
+    Stale(&'static str),
     /// An input is invalid; the field is named.
     #[error("invalid {field}: {reason}")]
     Invalid {

@@ -1,13 +1,15 @@
 //! The audit log: append, and list with filters and pagination.
 
+use sea_orm::sea_query::{Condition, Query};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::NotSet, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveModelTrait, ActiveValue::NotSet, ActiveValue::Set, ColumnTrait, ConnectionTrait,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use uuid::Uuid;
 
 use super::{Page, page};
 use crate::entity::audit_event::{ActiveModel, Column, Entity, Model};
+use crate::entity::membership;
 use crate::{Result, Storage, StorageError};
 
 /// An event to record.
@@ -27,11 +29,49 @@ pub struct NewAuditEvent<'e> {
     pub details: &'e str,
 }
 
+/// The audit event of a change that a repository writes in the change's own transaction. Its
+/// organization, subject and time come from the change; its details (a JSON object, never
+/// secrets) are made from the change's outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditOf<'e> {
+    /// Who made the change.
+    pub actor_id: Option<Uuid>,
+    /// What happened, e.g. `mfa_policy.updated` (at most 64 bytes).
+    pub kind: &'e str,
+}
+
+/// Appends an event on `conn` (a transaction, so that the event and the change it records
+/// commit together); returns its sequence number.
+pub(crate) async fn append_with<C: ConnectionTrait>(
+    conn: &C,
+    event: NewAuditEvent<'_>,
+) -> Result<i64> {
+    if event.kind.is_empty() || event.kind.len() > 64 {
+        return Err(StorageError::Invalid {
+            field: "kind",
+            reason: "must be 1 to 64 bytes",
+        });
+    }
+    let model = ActiveModel {
+        id: NotSet,
+        occurred_at: Set(event.occurred_at),
+        org_id: Set(event.org_id),
+        actor_id: Set(event.actor_id),
+        subject_id: Set(event.subject_id),
+        kind: Set(event.kind.to_owned()),
+        details: Set(event.details.to_owned()),
+    };
+    Ok(model.insert(conn).await?.id)
+}
+
 /// Which events to list. Every set field must match.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AuditFilter {
     /// Of this organization.
     pub org_id: Option<Uuid>,
+    /// With `org_id`: also the events that name no organization (account events such as
+    /// lockouts) about users who are members of it now.
+    pub with_members_account_events: bool,
     /// Of these kinds (any of them).
     pub kinds: Vec<String>,
     /// By this actor.
@@ -57,22 +97,7 @@ impl<'a> Audit<'a> {
 
     /// Appends an event; returns its sequence number.
     pub async fn append(&self, event: NewAuditEvent<'_>) -> Result<i64> {
-        if event.kind.is_empty() || event.kind.len() > 64 {
-            return Err(StorageError::Invalid {
-                field: "kind",
-                reason: "must be 1 to 64 bytes",
-            });
-        }
-        let model = ActiveModel {
-            id: NotSet,
-            occurred_at: Set(event.occurred_at),
-            org_id: Set(event.org_id),
-            actor_id: Set(event.actor_id),
-            subject_id: Set(event.subject_id),
-            kind: Set(event.kind.to_owned()),
-            details: Set(event.details.to_owned()),
-        };
-        Ok(model.insert(self.storage.db()).await?.id)
+        append_with(self.storage.db(), event).await
     }
 
     /// Events matching `filter`, newest first, `limit` at a time; pass the page's `next` as
@@ -85,7 +110,22 @@ impl<'a> Audit<'a> {
     ) -> Result<Page<Model, i64>> {
         let mut query = Entity::find();
         if let Some(org) = filter.org_id {
-            query = query.filter(Column::OrgId.eq(org));
+            if filter.with_members_account_events {
+                let members = Query::select()
+                    .column(membership::Column::UserId)
+                    .from(membership::Entity)
+                    .and_where(membership::Column::OrgId.eq(org))
+                    .to_owned();
+                query = query.filter(
+                    Condition::any().add(Column::OrgId.eq(org)).add(
+                        Condition::all()
+                            .add(Column::OrgId.is_null())
+                            .add(Column::SubjectId.in_subquery(members)),
+                    ),
+                );
+            } else {
+                query = query.filter(Column::OrgId.eq(org));
+            }
         }
         if !filter.kinds.is_empty() {
             query = query.filter(Column::Kind.is_in(filter.kinds.iter().cloned()));

@@ -9,11 +9,34 @@ use sea_orm::{
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+use super::audit::{AuditOf, NewAuditEvent, append_with};
 use super::recovery_codes::insert_codes;
 use crate::entity::enums::{FactorKind, FactorStatus};
 use crate::entity::factor::{ActiveModel, Column, Entity, Model};
 use crate::entity::recovery_code;
 use crate::{Result, Storage, StorageError};
+
+/// Which of the user's sessions a 2FA reset revokes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionsToRevoke {
+    /// None.
+    None,
+    /// Every one.
+    All,
+    /// Every one but this (the session the user reset from).
+    AllExcept(Uuid),
+}
+
+/// What [`Factors::reset`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MfaReset {
+    /// How many factors (pending ones included) were removed.
+    pub factors_removed: u64,
+    /// How many recovery codes were removed.
+    pub recovery_codes_removed: u64,
+    /// How many sessions were revoked.
+    pub sessions_revoked: u64,
+}
 
 /// The parameters of a TOTP or HOTP factor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -334,6 +357,72 @@ impl<'a> Factors<'a> {
             .await?;
         txn.commit().await?;
         Ok(removed)
+    }
+
+    /// Resets the user's 2FA as one transaction: removes every factor (their SMS codes go
+    /// with them) and recovery code, sets `must_reenroll` when asked, revokes the sessions
+    /// named, and appends the audit event (subject: the user; details: `details(&outcome)`).
+    /// Either all of it happens or none. An unknown user is [`StorageError::NotFound`].
+    pub async fn reset(
+        &self,
+        user_id: Uuid,
+        org_id: Option<Uuid>,
+        must_reenroll: bool,
+        revoke: SessionsToRevoke,
+        audit: AuditOf<'_>,
+        details: impl FnOnce(&MfaReset) -> String + Send,
+        now: i64,
+    ) -> Result<MfaReset> {
+        use crate::entity::user;
+        let txn = self.storage.db().begin().await?;
+        let mut user_update = user::Entity::update_many()
+            .col_expr(user::Column::UpdatedAt, Expr::value(now))
+            .filter(user::Column::Id.eq(user_id));
+        if must_reenroll {
+            user_update = user_update.col_expr(user::Column::MustReenroll, Expr::value(true));
+        }
+        if user_update.exec(&txn).await?.rows_affected != 1 {
+            return Err(StorageError::NotFound("user"));
+        }
+        let factors_removed = Entity::delete_many()
+            .filter(Column::UserId.eq(user_id))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        let recovery_codes_removed = recovery_code::Entity::delete_many()
+            .filter(recovery_code::Column::UserId.eq(user_id))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        let sessions_revoked = match revoke {
+            SessionsToRevoke::None => 0,
+            SessionsToRevoke::All => {
+                super::sessions::revoke_of_user(&txn, user_id, None, now).await?
+            }
+            SessionsToRevoke::AllExcept(keep) => {
+                super::sessions::revoke_of_user(&txn, user_id, Some(keep), now).await?
+            }
+        };
+        let outcome = MfaReset {
+            factors_removed,
+            recovery_codes_removed,
+            sessions_revoked,
+        };
+        let details = details(&outcome);
+        append_with(
+            &txn,
+            NewAuditEvent {
+                occurred_at: now,
+                org_id,
+                actor_id: audit.actor_id,
+                subject_id: Some(user_id),
+                kind: audit.kind,
+                details: &details,
+            },
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(outcome)
     }
 
     /// Deletes pending enrollments that expired before `now`. Returns how many.

@@ -12,11 +12,11 @@ mod sms_codes;
 mod users;
 
 pub use attempts::Attempts;
-pub use audit::{Audit, AuditFilter, NewAuditEvent};
+pub use audit::{Audit, AuditFilter, AuditOf, NewAuditEvent};
 pub use challenges::Challenges;
-pub use factors::{Factors, OtpParams, RotationProgress};
+pub use factors::{Factors, MfaReset, OtpParams, RotationProgress, SessionsToRevoke};
 pub use memberships::Memberships;
-pub use organizations::{Organizations, PolicyUpdate};
+pub use organizations::{Organizations, PolicyChanged, PolicyUpdate};
 pub use recovery_codes::RecoveryCodes;
 pub use sessions::{NewSession, Sessions};
 pub use sms_codes::SmsCodes;

@@ -2,10 +2,12 @@
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    TransactionTrait,
 };
 use uuid::Uuid;
 
+use super::audit::{AuditOf, NewAuditEvent, append_with};
 use crate::entity::enums::SsoMode;
 use crate::entity::organization::{ActiveModel, Column, Entity, Model};
 use crate::{Result, Storage, StorageError};
@@ -21,6 +23,81 @@ pub struct PolicyUpdate {
     pub sso_enabled: bool,
     /// SSO exempt or enforce.
     pub sso_mode: SsoMode,
+}
+
+impl PolicyUpdate {
+    /// The policy fields of `org` as they are.
+    pub fn of(org: &Model) -> Self {
+        Self {
+            mfa_required: org.mfa_required,
+            allowed_methods: org.allowed_methods,
+            sso_enabled: org.sso_enabled,
+            sso_mode: org.sso_mode,
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        if (0..=0b111).contains(&self.allowed_methods) {
+            Ok(())
+        } else {
+            Err(StorageError::Invalid {
+                field: "allowed_methods",
+                reason: "unknown method bits",
+            })
+        }
+    }
+}
+
+/// What [`Organizations::change_policy`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyChanged {
+    /// The organization with its new policy.
+    pub organization: Model,
+    /// How many sessions were revoked.
+    pub sessions_revoked: u64,
+}
+
+/// Writes the policy columns of organization `id` on `conn`, only where they still equal
+/// `expected` (when given), and sets or clears `mfa_required_since`. Returns whether the row
+/// was written.
+async fn write_policy<C: ConnectionTrait>(
+    conn: &C,
+    id: Uuid,
+    expected: Option<PolicyUpdate>,
+    policy: PolicyUpdate,
+    now: i64,
+) -> Result<bool> {
+    policy.check()?;
+    // Writes only, each decided in the database, so concurrent updates cannot leave a
+    // `since` that disagrees with `mfa_required`.
+    let mut update = Entity::update_many()
+        .col_expr(Column::MfaRequired, Expr::value(policy.mfa_required))
+        .col_expr(Column::AllowedMethods, Expr::value(policy.allowed_methods))
+        .col_expr(Column::SsoEnabled, Expr::value(policy.sso_enabled))
+        .col_expr(Column::SsoMode, Expr::value(policy.sso_mode))
+        .filter(Column::Id.eq(id));
+    if let Some(expected) = expected {
+        update = update
+            .filter(Column::MfaRequired.eq(expected.mfa_required))
+            .filter(Column::AllowedMethods.eq(expected.allowed_methods))
+            .filter(Column::SsoEnabled.eq(expected.sso_enabled))
+            .filter(Column::SsoMode.eq(expected.sso_mode));
+    }
+    if update.exec(conn).await?.rows_affected != 1 {
+        return Ok(false);
+    }
+    let since = if policy.mfa_required {
+        Entity::update_many()
+            .col_expr(Column::MfaRequiredSince, Expr::value(Some(now)))
+            .filter(Column::Id.eq(id))
+            .filter(Column::MfaRequiredSince.is_null())
+    } else {
+        Entity::update_many()
+            .col_expr(Column::MfaRequiredSince, Expr::value(Option::<i64>::None))
+            .filter(Column::Id.eq(id))
+    };
+    since.exec(conn).await?;
+    Ok(true)
 }
 
 /// A new organization row with the default policy, after checking the name.
@@ -99,39 +176,65 @@ impl<'a> Organizations<'a> {
     /// Replaces the policy. `mfa_required_since` is set when 2FA becomes required and cleared
     /// when it stops being required.
     pub async fn update_policy(&self, id: Uuid, policy: PolicyUpdate, now: i64) -> Result<Model> {
-        if !(0..=0b111).contains(&policy.allowed_methods) {
-            return Err(StorageError::Invalid {
-                field: "allowed_methods",
-                reason: "unknown method bits",
-            });
-        }
+        policy.check()?;
         let txn = self.storage.db().begin().await?;
-        // Writes only, each decided in the database, so concurrent updates cannot leave a
-        // `since` that disagrees with `mfa_required`.
-        let updated = Entity::update_many()
-            .col_expr(Column::MfaRequired, Expr::value(policy.mfa_required))
-            .col_expr(Column::AllowedMethods, Expr::value(policy.allowed_methods))
-            .col_expr(Column::SsoEnabled, Expr::value(policy.sso_enabled))
-            .col_expr(Column::SsoMode, Expr::value(policy.sso_mode))
-            .filter(Column::Id.eq(id))
-            .exec(&txn)
-            .await?;
-        if updated.rows_affected != 1 {
+        if !write_policy(&txn, id, None, policy, now).await? {
             return Err(StorageError::NotFound("organization"));
         }
-        let since = if policy.mfa_required {
-            Entity::update_many()
-                .col_expr(Column::MfaRequiredSince, Expr::value(Some(now)))
-                .filter(Column::Id.eq(id))
-                .filter(Column::MfaRequiredSince.is_null())
-        } else {
-            Entity::update_many()
-                .col_expr(Column::MfaRequiredSince, Expr::value(Option::<i64>::None))
-                .filter(Column::Id.eq(id))
-        };
-        since.exec(&txn).await?;
         let model = Entity::find_by_id(id).one(&txn).await?;
         txn.commit().await?;
         model.ok_or(StorageError::NotFound("organization"))
+    }
+
+    /// An administrator's policy change, as one transaction: the policy of `expected.id` is
+    /// replaced by `policy` only if it is still the one in `expected` (else
+    /// [`StorageError::Stale`]: the caller decided on a policy that is gone); then, with
+    /// `revoke_below`, the sessions that policy governs below that assurance are revoked (see
+    /// [`super::Sessions::revoke_org_below`]); then the audit event is appended with the
+    /// details `details(sessions_revoked)`. Either all of it happens or none.
+    pub async fn change_policy(
+        &self,
+        expected: &Model,
+        policy: PolicyUpdate,
+        revoke_below: Option<i16>,
+        audit: AuditOf<'_>,
+        details: impl FnOnce(u64) -> String + Send,
+        now: i64,
+    ) -> Result<PolicyChanged> {
+        policy.check()?;
+        let id = expected.id;
+        let txn = self.storage.db().begin().await?;
+        if !write_policy(&txn, id, Some(PolicyUpdate::of(expected)), policy, now).await? {
+            return Err(match Entity::find_by_id(id).one(&txn).await? {
+                Some(_) => StorageError::Stale("organization policy"),
+                None => StorageError::NotFound("organization"),
+            });
+        }
+        let sessions_revoked = match revoke_below {
+            Some(level) => super::sessions::revoke_org_below(&txn, id, level, now).await?,
+            None => 0,
+        };
+        let details = details(sessions_revoked);
+        append_with(
+            &txn,
+            NewAuditEvent {
+                occurred_at: now,
+                org_id: Some(id),
+                actor_id: audit.actor_id,
+                subject_id: None,
+                kind: audit.kind,
+                details: &details,
+            },
+        )
+        .await?;
+        let organization = Entity::find_by_id(id)
+            .one(&txn)
+            .await?
+            .ok_or(StorageError::NotFound("organization"))?;
+        txn.commit().await?;
+        Ok(PolicyChanged {
+            organization,
+            sessions_revoked,
+        })
     }
 }

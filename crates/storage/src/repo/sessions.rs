@@ -1,7 +1,9 @@
 //! Sessions, found by the keyed hash of their token.
 
 use sea_orm::sea_query::{Condition, Expr, Query};
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+};
 use uuid::Uuid;
 
 use crate::crypto::{HashPurpose, TokenHash};
@@ -150,25 +152,12 @@ impl<'a> Sessions<'a> {
         keep: Uuid,
         now: i64,
     ) -> Result<u64> {
-        let result = Entity::update_many()
-            .col_expr(Column::RevokedAt, Expr::value(Some(now)))
-            .filter(Column::UserId.eq(user_id))
-            .filter(Column::Id.ne(keep))
-            .filter(Column::RevokedAt.is_null())
-            .exec(self.storage.db())
-            .await?;
-        Ok(result.rows_affected)
+        revoke_of_user(self.storage.db(), user_id, Some(keep), now).await
     }
 
     /// Revokes every live session of a user. Returns how many.
     pub async fn revoke_all_of_user(&self, user_id: Uuid, now: i64) -> Result<u64> {
-        let result = Entity::update_many()
-            .col_expr(Column::RevokedAt, Expr::value(Some(now)))
-            .filter(Column::UserId.eq(user_id))
-            .filter(Column::RevokedAt.is_null())
-            .exec(self.storage.db())
-            .await?;
-        Ok(result.rows_affected)
+        revoke_of_user(self.storage.db(), user_id, None, now).await
     }
 
     /// Revokes every live session below `assurance` that the organization's policy governs
@@ -176,24 +165,51 @@ impl<'a> Sessions<'a> {
     /// the organization, and its members' sessions that name no organization. A member's
     /// session for another organization follows that one's policy. Returns how many.
     pub async fn revoke_org_below(&self, org_id: Uuid, assurance: i16, now: i64) -> Result<u64> {
-        let members = Query::select()
-            .column(membership::Column::UserId)
-            .from(membership::Entity)
-            .and_where(membership::Column::OrgId.eq(org_id))
-            .to_owned();
-        let result = Entity::update_many()
-            .col_expr(Column::RevokedAt, Expr::value(Some(now)))
-            .filter(
-                Condition::any().add(Column::OrgId.eq(org_id)).add(
-                    Condition::all()
-                        .add(Column::OrgId.is_null())
-                        .add(Column::UserId.in_subquery(members)),
-                ),
-            )
-            .filter(Column::Assurance.lt(assurance))
-            .filter(Column::RevokedAt.is_null())
-            .exec(self.storage.db())
-            .await?;
-        Ok(result.rows_affected)
+        revoke_org_below(self.storage.db(), org_id, assurance, now).await
     }
+}
+
+/// Revokes every live session of a user, but `keep` if given, on `conn`. Returns how many.
+pub(crate) async fn revoke_of_user<C: ConnectionTrait>(
+    conn: &C,
+    user_id: Uuid,
+    keep: Option<Uuid>,
+    now: i64,
+) -> Result<u64> {
+    let mut update = Entity::update_many()
+        .col_expr(Column::RevokedAt, Expr::value(Some(now)))
+        .filter(Column::UserId.eq(user_id))
+        .filter(Column::RevokedAt.is_null());
+    if let Some(keep) = keep {
+        update = update.filter(Column::Id.ne(keep));
+    }
+    Ok(update.exec(conn).await?.rows_affected)
+}
+
+/// [`Sessions::revoke_org_below`] on `conn`.
+pub(crate) async fn revoke_org_below<C: ConnectionTrait>(
+    conn: &C,
+    org_id: Uuid,
+    assurance: i16,
+    now: i64,
+) -> Result<u64> {
+    let members = Query::select()
+        .column(membership::Column::UserId)
+        .from(membership::Entity)
+        .and_where(membership::Column::OrgId.eq(org_id))
+        .to_owned();
+    let result = Entity::update_many()
+        .col_expr(Column::RevokedAt, Expr::value(Some(now)))
+        .filter(
+            Condition::any().add(Column::OrgId.eq(org_id)).add(
+                Condition::all()
+                    .add(Column::OrgId.is_null())
+                    .add(Column::UserId.in_subquery(members)),
+            ),
+        )
+        .filter(Column::Assurance.lt(assurance))
+        .filter(Column::RevokedAt.is_null())
+        .exec(conn)
+        .await?;
+    Ok(result.rows_affected)
 }
