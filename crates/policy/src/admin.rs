@@ -131,6 +131,16 @@ pub fn sessions_to_revoke(current: &OrgPolicy, new: &OrgPolicy) -> Option<Assura
     (new.mfa_required && !current.mfa_required).then_some(Assurance::Two)
 }
 
+/// Decides whether `actor` may read the organization's audit log: owners and admins, with a
+/// session at assurance 2 if they have 2FA (the log shows who did what to whom). No password
+/// confirmation: reading changes nothing.
+pub fn read_audit_log(actor: &Actor) -> Result<(), AdminRefusal> {
+    if !actor.role.is_admin() {
+        return Err(AdminRefusal::NotAnAdmin);
+    }
+    actor.check_assurance()
+}
+
 /// What an accepted member reset implies. The server removes every factor and recovery
 /// code of the member and, as told here, revokes their sessions and makes them enroll again
 /// at their next login (even where the organization does not require 2FA: they had it).

@@ -13,6 +13,7 @@
 //! | the lockout check before the password | [`check_lockout`] |
 //! | what follows a passed second factor | [`after_second_factor`] |
 //! | an admin resetting a member's 2FA | [`reset_member_mfa`] |
+//! | an admin reading the audit log | [`read_audit_log`] |
 //! | enrolling a factor of a kind | [`enroll_factor`] |
 //! | removing one's own factor | [`remove_factor`] |
 //! | resetting one's own 2FA | [`reset_own_mfa`] |
@@ -28,8 +29,8 @@ mod model;
 mod throttle;
 
 pub use admin::{
-    Actor, AdminRefusal, MemberReset, PolicyChange, reset_member_mfa, sessions_to_revoke,
-    update_mfa_policy,
+    Actor, AdminRefusal, MemberReset, PolicyChange, read_audit_log, reset_member_mfa,
+    sessions_to_revoke, update_mfa_policy,
 };
 pub use enumset::EnumSet;
 pub use factors::{

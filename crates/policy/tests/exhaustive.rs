@@ -13,8 +13,8 @@ use policy::{
     AccountStatus, Actor, AdminRefusal, AfterRecoveryCode, Assurance, Denial, EnrollmentReason,
     EnumSet, FactorKind, FactorRefusal, Factors, LoginKind, LoginOutcome, Method,
     NoSecondFactorReason, OrgPolicy, Proof, Role, SsoMode, UserState, after_recovery_code,
-    after_second_factor, choose_organization, login_outcome, remove_factor, reset_member_mfa,
-    reset_own_mfa, update_mfa_policy,
+    after_second_factor, choose_organization, login_outcome, read_audit_log, remove_factor,
+    reset_member_mfa, reset_own_mfa, update_mfa_policy,
 };
 
 const NOW: u64 = 1_700_000_000;
@@ -248,6 +248,20 @@ fn login_outcomes_keep_every_invariant() {
         checked > 100_000,
         "the space is really enumerated: {checked}"
     );
+}
+
+#[test]
+fn only_stepped_up_admins_read_the_audit_log() {
+    for actor in all_actors() {
+        let expected = if !actor.role.is_admin() {
+            Err(AdminRefusal::NotAnAdmin)
+        } else if actor.has_mfa && actor.session_assurance == Assurance::One {
+            Err(AdminRefusal::StepUpRequired)
+        } else {
+            Ok(())
+        };
+        assert_eq!(read_audit_log(&actor), expected, "{actor:?}");
+    }
 }
 
 #[test]
