@@ -14,7 +14,8 @@ mod common;
 use common::{NOW, TestDb};
 use storage::entity::enums::{FactorKind, Role, SsoMode};
 use storage::repo::{
-    AuditFilter, AuditOf, NewAuditEvent, NewSession, OtpParams, PolicyUpdate, SessionsToRevoke,
+    AuditFilter, AuditOf, NewAuditEvent, NewSession, OtpParams, PolicyUpdate, ResetPlan,
+    SessionsToRevoke,
 };
 use storage::{Storage, StorageError, Uuid};
 
@@ -222,9 +223,11 @@ async fn a_reset_removes_everything_or_nothing(db: &TestDb) {
         .factors()
         .reset(
             alice,
-            None,
-            true,
-            SessionsToRevoke::All,
+            ResetPlan {
+                org_id: None,
+                must_reenroll: true,
+                revoke: SessionsToRevoke::All,
+            },
             AuditOf {
                 actor_id: Some(admin),
                 kind: "",
@@ -244,9 +247,11 @@ async fn a_reset_removes_everything_or_nothing(db: &TestDb) {
         .factors()
         .reset(
             alice,
-            None,
-            true,
-            SessionsToRevoke::All,
+            ResetPlan {
+                org_id: None,
+                must_reenroll: true,
+                revoke: SessionsToRevoke::All,
+            },
             AuditOf {
                 actor_id: Some(admin),
                 kind: "member.mfa_reset",
@@ -291,9 +296,11 @@ async fn a_reset_removes_everything_or_nothing(db: &TestDb) {
         .factors()
         .reset(
             bob,
-            None,
-            false,
-            SessionsToRevoke::AllExcept(keep.id),
+            ResetPlan {
+                org_id: None,
+                must_reenroll: false,
+                revoke: SessionsToRevoke::AllExcept(keep.id),
+            },
             AuditOf {
                 actor_id: Some(bob),
                 kind: "mfa.reset",
@@ -311,9 +318,11 @@ async fn a_reset_removes_everything_or_nothing(db: &TestDb) {
         .factors()
         .reset(
             Uuid::now_v7(),
-            None,
-            true,
-            SessionsToRevoke::All,
+            ResetPlan {
+                org_id: None,
+                must_reenroll: true,
+                revoke: SessionsToRevoke::All,
+            },
             ADMIN,
             |_| "{}".into(),
             NOW,

@@ -27,6 +27,17 @@ pub enum SessionsToRevoke {
     AllExcept(Uuid),
 }
 
+/// What [`Factors::reset`] does besides removing the factors and recovery codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResetPlan {
+    /// The organization the audit event names.
+    pub org_id: Option<Uuid>,
+    /// Set the user's `must_reenroll`.
+    pub must_reenroll: bool,
+    /// Which sessions to revoke.
+    pub revoke: SessionsToRevoke,
+}
+
 /// What [`Factors::reset`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MfaReset {
@@ -360,15 +371,14 @@ impl<'a> Factors<'a> {
     }
 
     /// Resets the user's 2FA as one transaction: removes every factor (their SMS codes go
-    /// with them) and recovery code, sets `must_reenroll` when asked, revokes the sessions
-    /// named, and appends the audit event (subject: the user; details: `details(&outcome)`).
+    /// with them) and recovery code, sets `must_reenroll` when the plan says so, revokes the
+    /// sessions it names, and appends the audit event (subject: the user; details:
+    /// `details(&outcome)`).
     /// Either all of it happens or none. An unknown user is [`StorageError::NotFound`].
     pub async fn reset(
         &self,
         user_id: Uuid,
-        org_id: Option<Uuid>,
-        must_reenroll: bool,
-        revoke: SessionsToRevoke,
+        plan: ResetPlan,
         audit: AuditOf<'_>,
         details: impl FnOnce(&MfaReset) -> String + Send,
         now: i64,
@@ -378,7 +388,7 @@ impl<'a> Factors<'a> {
         let mut user_update = user::Entity::update_many()
             .col_expr(user::Column::UpdatedAt, Expr::value(now))
             .filter(user::Column::Id.eq(user_id));
-        if must_reenroll {
+        if plan.must_reenroll {
             user_update = user_update.col_expr(user::Column::MustReenroll, Expr::value(true));
         }
         if user_update.exec(&txn).await?.rows_affected != 1 {
@@ -394,7 +404,7 @@ impl<'a> Factors<'a> {
             .exec(&txn)
             .await?
             .rows_affected;
-        let sessions_revoked = match revoke {
+        let sessions_revoked = match plan.revoke {
             SessionsToRevoke::None => 0,
             SessionsToRevoke::All => {
                 super::sessions::revoke_of_user(&txn, user_id, None, now).await?
@@ -413,7 +423,7 @@ impl<'a> Factors<'a> {
             &txn,
             NewAuditEvent {
                 occurred_at: now,
-                org_id,
+                org_id: plan.org_id,
                 actor_id: audit.actor_id,
                 subject_id: Some(user_id),
                 kind: audit.kind,

@@ -14,7 +14,7 @@ mod users;
 pub use attempts::Attempts;
 pub use audit::{Audit, AuditFilter, AuditOf, NewAuditEvent};
 pub use challenges::Challenges;
-pub use factors::{Factors, MfaReset, OtpParams, RotationProgress, SessionsToRevoke};
+pub use factors::{Factors, MfaReset, OtpParams, ResetPlan, RotationProgress, SessionsToRevoke};
 pub use memberships::Memberships;
 pub use organizations::{Organizations, PolicyChanged, PolicyUpdate};
 pub use recovery_codes::RecoveryCodes;
