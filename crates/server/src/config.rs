@@ -295,7 +295,7 @@ pub struct TlsClientConfig {
 pub struct ConfigError(pub String);
 
 /// The scopes a caller can be given.
-pub const SCOPES: [&str; 7] = [
+pub const SCOPES: [&str; 8] = [
     "users:read",
     "users:write",
     "organizations:read",
@@ -303,6 +303,7 @@ pub const SCOPES: [&str; 7] = [
     "authentication",
     "sessions",
     "factors",
+    "sso",
 ];
 
 impl Config {

@@ -46,6 +46,14 @@ pub enum ApiError {
         /// For the caller.
         message: String,
     },
+    /// A concurrent change got there first: read again and retry.
+    #[error("{message}")]
+    Aborted {
+        /// A stable reason.
+        reason: &'static str,
+        /// For the caller.
+        message: String,
+    },
     /// Throttled: try again after `retry_after`.
     #[error("{message}")]
     ResourceExhausted {
@@ -77,6 +85,10 @@ impl From<storage::StorageError> for ApiError {
         match err {
             E::NotFound(what) => Self::NotFound(what),
             E::Conflict(what) => Self::AlreadyExists(what),
+            E::Stale(what) => Self::Aborted {
+                reason: "CONCURRENT_CHANGE",
+                message: format!("the {what} changed meanwhile: read it and try again"),
+            },
             E::Invalid { field, reason } => Self::field(field, reason),
             E::Db(db) => match db {
                 storage::sea_orm::DbErr::ConnectionAcquire(_)
@@ -122,6 +134,9 @@ impl From<ApiError> for Status {
             ),
             ApiError::FailedPrecondition { reason, message } => {
                 Status::with_error_details(Code::FailedPrecondition, message, info(reason))
+            }
+            ApiError::Aborted { reason, message } => {
+                Status::with_error_details(Code::Aborted, message, info(reason))
             }
             ApiError::ResourceExhausted {
                 reason,

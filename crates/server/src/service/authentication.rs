@@ -111,27 +111,10 @@ impl Authentication {
         &self,
         request: Request<v1::AuthenticateRequest>,
     ) -> ApiResult<v1::AuthenticateResponse> {
-        caller(&request)?.require("authentication")?;
+        let caller = caller(&request)?;
+        caller.require("authentication")?;
         let body = request.into_inner();
-        let Some(Credentials::Password(credentials)) = body.credentials else {
-            return Err(ApiError::field(
-                "password",
-                "password credentials are required",
-            ));
-        };
-        let password = Zeroizing::new(credentials.password);
         let mut violations = Vec::new();
-        if credentials.email.trim().is_empty() {
-            violations.push(("password.email".to_owned(), "is required".to_owned()));
-        }
-        if password.is_empty() {
-            violations.push(("password.password".to_owned(), "is required".to_owned()));
-        } else if password.chars().count() > 256 {
-            violations.push((
-                "password.password".to_owned(),
-                "at most 256 characters".to_owned(),
-            ));
-        }
         let requested_org = if body.organization_id.trim().is_empty() {
             None
         } else {
@@ -144,6 +127,52 @@ impl Authentication {
                 Err(other) => return Err(other),
             }
         };
+        let result = match body.credentials {
+            Some(Credentials::Password(credentials)) => {
+                self.password_login(credentials, requested_org, violations)
+                    .await?
+            }
+            Some(Credentials::Sso(credentials)) => {
+                // Only a caller trusted to vouch for the identity provider's verdict.
+                caller.require("sso")?;
+                self.sso_login(
+                    credentials,
+                    &body.organization_id,
+                    requested_org,
+                    violations,
+                )
+                .await?
+            }
+            None => {
+                return Err(ApiError::field(
+                    "password",
+                    "password credentials are required",
+                ));
+            }
+        };
+        Ok(v1::AuthenticateResponse {
+            result: Some(result),
+        })
+    }
+
+    async fn password_login(
+        &self,
+        credentials: v1::PasswordCredentials,
+        requested_org: Option<Uuid>,
+        mut violations: Vec<(String, String)>,
+    ) -> ApiResult<authenticate_response::Result> {
+        let password = Zeroizing::new(credentials.password);
+        if credentials.email.trim().is_empty() {
+            violations.push(("password.email".to_owned(), "is required".to_owned()));
+        }
+        if password.is_empty() {
+            violations.push(("password.password".to_owned(), "is required".to_owned()));
+        } else if password.chars().count() > 256 {
+            violations.push((
+                "password.password".to_owned(),
+                "at most 256 characters".to_owned(),
+            ));
+        }
         if !violations.is_empty() {
             return Err(ApiError::InvalidArgument(violations));
         }
@@ -161,7 +190,72 @@ impl Authentication {
         verify_password_throttled(app, &credentials.email, hash, subject, password, now).await?;
         // A verified password implies an existing account with a password.
         let user = user.ok_or_else(|| ApiError::Internal("verified without a user".to_owned()))?;
+        self.first_step(&user, requested_org, policy::LoginKind::Password, None, now)
+            .await
+    }
 
+    /// A login the organization's identity provider verified, vouched for by the caller: the
+    /// user must exist and be a member of the named organization, which must have SSO on.
+    async fn sso_login(
+        &self,
+        credentials: v1::SsoCredentials,
+        organization_field: &str,
+        requested_org: Option<Uuid>,
+        mut violations: Vec<(String, String)>,
+    ) -> ApiResult<authenticate_response::Result> {
+        if credentials.email.trim().is_empty() {
+            violations.push(("sso.email".to_owned(), "is required".to_owned()));
+        } else if credentials.email.chars().count() > 254 {
+            violations.push(("sso.email".to_owned(), "at most 254 characters".to_owned()));
+        }
+        let provider = credentials.identity_provider.trim();
+        if provider.chars().count() > 200 || provider.chars().any(char::is_control) {
+            violations.push((
+                "sso.identity_provider".to_owned(),
+                "at most 200 printable characters".to_owned(),
+            ));
+        }
+        if organization_field.trim().is_empty() {
+            violations.push((
+                "organization_id".to_owned(),
+                "is required for an SSO login: the organization whose identity provider \
+                 verified the user"
+                    .to_owned(),
+            ));
+        }
+        if !violations.is_empty() {
+            return Err(ApiError::InvalidArgument(violations));
+        }
+        let app = &self.app;
+        let now = app.now();
+        let user = app
+            .storage
+            .users()
+            .find_by_email(&credentials.email)
+            .await?
+            .ok_or(ApiError::NotFound("user"))?;
+        self.first_step(
+            &user,
+            requested_org,
+            policy::LoginKind::Sso,
+            Some(provider),
+            now,
+        )
+        .await
+    }
+
+    /// What follows a verified first step (a password, or an SSO login from `provider`):
+    /// the organization's policy decides between a session, a second-factor challenge and an
+    /// enrollment.
+    async fn first_step(
+        &self,
+        user: &storage::entity::user::Model,
+        requested_org: Option<Uuid>,
+        kind: policy::LoginKind,
+        provider: Option<&str>,
+        now: i64,
+    ) -> ApiResult<authenticate_response::Result> {
+        let app = &self.app;
         if user.status == UserStatus::Disabled {
             return Err(ApiError::PermissionDenied {
                 reason: "ACCOUNT_DISABLED",
@@ -194,18 +288,23 @@ impl Authentication {
             None => None,
         };
         let org_policy = org.as_ref().map(org_policy).unwrap_or_default();
-        let state = user_state(app, &user).await?;
-        let outcome = policy::login_outcome(
-            &org_policy,
-            &state,
-            policy::LoginKind::Password,
-            u64::try_from(now).unwrap_or(0),
-        );
-        tracing::info!(user_id = %user.id, outcome = outcome_name(&outcome), "password login");
+        let state = user_state(app, user).await?;
+        let outcome =
+            policy::login_outcome(&org_policy, &state, kind, u64::try_from(now).unwrap_or(0));
+        let method = match kind {
+            policy::LoginKind::Password => "password",
+            policy::LoginKind::Sso => "sso",
+        };
+        tracing::info!(user_id = %user.id, method, outcome = outcome_name(&outcome), "first login step");
         let result = match outcome {
             policy::LoginOutcome::Authenticated { assurance, .. } => {
                 let session = create_session(app, user.id, org_id, assurance as i16, now).await?;
-                let details = format!(r#"{{"assurance":{}}}"#, assurance as i16);
+                let details = serde_json::json!({
+                    "assurance": assurance as i16,
+                    "method": method,
+                    "identity_provider": provider,
+                })
+                .to_string();
                 audit::own(app, org_id, user.id, "login.succeeded", &details).await?;
                 authenticate_response::Result::Authenticated(session)
             }
@@ -254,9 +353,7 @@ impl Authentication {
                 });
             }
         };
-        Ok(v1::AuthenticateResponse {
-            result: Some(result),
-        })
+        Ok(result)
     }
 }
 

@@ -362,20 +362,38 @@ impl Enrollment {
                 message: refusal.to_string(),
             }
         })?;
-        let removed = app.storage.factors().remove_all(user_id).await?;
-        if plan.must_reenroll {
-            app.storage
-                .users()
-                .set_must_reenroll(user_id, true, now)
-                .await?;
-        }
-        if plan.revoke_other_sessions {
-            app.storage
-                .sessions()
-                .revoke_all_of_user_except(user_id, session.id, now)
-                .await?;
-        }
-        audit::own(app, ctx.org_id(), user_id, "mfa.reset", r#"{"by":"self"}"#).await?;
+        // Factors, codes, the re-enrollment flag, the other sessions and the audit event:
+        // one transaction.
+        let outcome = app
+            .storage
+            .factors()
+            .reset(
+                user_id,
+                storage::repo::ResetPlan {
+                    org_id: ctx.org_id(),
+                    must_reenroll: plan.must_reenroll,
+                    revoke: if plan.revoke_other_sessions {
+                        storage::repo::SessionsToRevoke::AllExcept(session.id)
+                    } else {
+                        storage::repo::SessionsToRevoke::None
+                    },
+                },
+                storage::repo::AuditOf {
+                    actor_id: Some(user_id),
+                    kind: "mfa.reset",
+                },
+                |r| {
+                    serde_json::json!({
+                        "by": "self",
+                        "factors_removed": r.factors_removed,
+                        "sessions_revoked": r.sessions_revoked,
+                    })
+                    .to_string()
+                },
+                now,
+            )
+            .await?;
+        let removed = outcome.factors_removed;
         Ok(v1::ResetMfaResponse {
             factors_removed: i32::try_from(removed).unwrap_or(i32::MAX),
         })

@@ -3,6 +3,7 @@
 pub mod authentication;
 pub mod enrollment;
 mod factors;
+mod org_admin;
 pub mod organizations;
 pub mod sessions;
 pub mod users;

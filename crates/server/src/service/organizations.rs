@@ -13,7 +13,7 @@ use crate::{App, audit};
 /// The service.
 #[derive(Debug, Clone)]
 pub struct Organizations {
-    app: App,
+    pub(super) app: App,
 }
 
 impl Organizations {
@@ -60,19 +60,53 @@ impl OrganizationService for Organizations {
     ) -> Result<Response<v1::ListMembersResponse>, Status> {
         rpc("OrganizationService/ListMembers", self.list(request)).await
     }
+
+    async fn update_mfa_policy(
+        &self,
+        request: Request<v1::UpdateMfaPolicyRequest>,
+    ) -> Result<Response<v1::UpdateMfaPolicyResponse>, Status> {
+        rpc(
+            "OrganizationService/UpdateMfaPolicy",
+            self.update_policy(request),
+        )
+        .await
+    }
+
+    async fn reset_member_mfa(
+        &self,
+        request: Request<v1::ResetMemberMfaRequest>,
+    ) -> Result<Response<v1::ResetMemberMfaResponse>, Status> {
+        rpc(
+            "OrganizationService/ResetMemberMfa",
+            self.reset_member(request),
+        )
+        .await
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<v1::ListAuditEventsRequest>,
+    ) -> Result<Response<v1::ListAuditEventsResponse>, Status> {
+        rpc(
+            "OrganizationService/ListAuditEvents",
+            self.audit_events(request),
+        )
+        .await
+    }
 }
 
-/// An opaque page token: the organization and the last user id, base64url. Bound to the
-/// organization, so a token of one list cannot page through another.
-fn encode_page_token(org: storage::Uuid, after: storage::Uuid) -> String {
+/// An opaque page token: the organization and the position after which the next page starts,
+/// base64url. Bound to the organization, so a token of one list cannot page through another.
+pub(super) fn encode_page_token(org: storage::Uuid, after: &[u8]) -> String {
     use base64::Engine as _;
-    let mut bytes = Vec::with_capacity(32);
+    let mut bytes = Vec::with_capacity(16 + after.len());
     bytes.extend_from_slice(org.as_bytes());
-    bytes.extend_from_slice(after.as_bytes());
+    bytes.extend_from_slice(after);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn decode_page_token(org: storage::Uuid, token: &str) -> ApiResult<storage::Uuid> {
+/// The position of a page token of `org`'s list.
+pub(super) fn decode_page_token(org: storage::Uuid, token: &str) -> ApiResult<Vec<u8>> {
     use base64::Engine as _;
     let bad = || ApiError::field("page_token", "is not a page token of this list");
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -80,16 +114,18 @@ fn decode_page_token(org: storage::Uuid, token: &str) -> ApiResult<storage::Uuid
         .map_err(|_| bad())?;
     let (token_org, after) = bytes.split_at_checked(16).ok_or_else(bad)?;
     let token_org = storage::Uuid::from_slice(token_org).map_err(|_| bad())?;
-    let after = storage::Uuid::from_slice(after).map_err(|_| bad())?;
     if token_org == org {
-        Ok(after)
+        Ok(after.to_vec())
     } else {
         Err(bad())
     }
 }
 
 /// Keeps a value, or gathers its field violations so all of them are reported at once.
-fn collect<T>(violations: &mut Vec<(String, String)>, result: ApiResult<T>) -> Option<T> {
+pub(super) fn collect<T>(
+    violations: &mut Vec<(String, String)>,
+    result: ApiResult<T>,
+) -> Option<T> {
     match result {
         Ok(value) => Some(value),
         Err(ApiError::InvalidArgument(mut v)) => {
@@ -200,11 +236,15 @@ impl Organizations {
             n @ 1..=500 => u64::try_from(n).unwrap_or(50),
             _ => return Err(ApiError::field("page_size", "must be 0 to 500")),
         };
-        let after = if body.page_token.is_empty() {
-            None
-        } else {
-            Some(decode_page_token(org, &body.page_token)?)
-        };
+        let after =
+            if body.page_token.is_empty() {
+                None
+            } else {
+                let after = decode_page_token(org, &body.page_token)?;
+                Some(storage::Uuid::from_slice(&after).map_err(|_| {
+                    ApiError::field("page_token", "is not a page token of this list")
+                })?)
+            };
         self.app
             .storage
             .organizations()
@@ -225,7 +265,7 @@ impl Organizations {
             members,
             next_page_token: page
                 .next
-                .map(|id| encode_page_token(org, id))
+                .map(|id| encode_page_token(org, id.as_bytes()))
                 .unwrap_or_default(),
         })
     }

@@ -1,0 +1,558 @@
+//! The administrative part of `tollgate.v1.OrganizationService`: changing the 2FA policy,
+//! resetting a member's 2FA, reading the audit log. Each is done by an owner or admin of the
+//! organization from their own session; `policy` decides, storage applies each change and its
+//! audit event in one transaction.
+
+use storage::Uuid;
+use storage::entity::enums::{self, FactorStatus, SsoMode};
+use storage::entity::{organization, session, user};
+use storage::repo::{AuditFilter, AuditOf, PolicyUpdate, SessionsToRevoke};
+use tollgate_proto::v1;
+use tonic::Request;
+use zeroize::Zeroizing;
+
+use super::organizations::{Organizations, collect, decode_page_token, encode_page_token};
+use super::{org_policy, org_to_proto, parse_id, timestamp};
+use crate::auth::{bearer, caller};
+use crate::error::{ApiError, ApiResult};
+
+/// The owner or admin making an administrative call, as established from their session.
+struct AdminCaller {
+    user: user::Model,
+    session: session::Model,
+    role: enums::Role,
+    has_mfa: bool,
+    org: organization::Model,
+}
+
+impl AdminCaller {
+    /// The facts `policy` decides on. The password is confirmed separately, where needed.
+    fn actor(&self, password_confirmed: bool) -> policy::Actor {
+        policy::Actor {
+            role: match self.role {
+                enums::Role::Owner => policy::Role::Owner,
+                enums::Role::Admin => policy::Role::Admin,
+                enums::Role::Member => policy::Role::Member,
+            },
+            has_password: self.user.password_hash.is_some(),
+            password_confirmed,
+            has_mfa: self.has_mfa,
+            session_assurance: if self.session.assurance >= 2 {
+                policy::Assurance::Two
+            } else {
+                policy::Assurance::One
+            },
+        }
+    }
+}
+
+/// A refusal of `policy` as the API answers it.
+fn refusal(refusal: policy::AdminRefusal) -> ApiError {
+    use policy::AdminRefusal as R;
+    let message = refusal.to_string();
+    match refusal {
+        R::NotAnAdmin | R::CannotResetOwner | R::AdministersElsewhere => {
+            ApiError::PermissionDenied {
+                reason: refusal.reason(),
+                message,
+            }
+        }
+        R::PasswordConfirmationRequired => ApiError::field("password", message),
+        R::NoMethodAllowed => ApiError::field("policy.allowed_methods", message),
+        R::PasswordNotSet | R::SsoExempts | R::CannotResetSelf | R::StepUpRequired => {
+            ApiError::FailedPrecondition {
+                reason: refusal.reason(),
+                message,
+            }
+        }
+    }
+}
+
+/// The fields of `MfaPolicy` an update may name.
+const POLICY_FIELDS: [&str; 4] = ["mfa_required", "allowed_methods", "sso_enabled", "sso_mode"];
+
+fn kind_bit(value: i32) -> Option<i32> {
+    match v1::FactorKind::try_from(value) {
+        Ok(v1::FactorKind::Totp) => Some(1),
+        Ok(v1::FactorKind::Hotp) => Some(2),
+        Ok(v1::FactorKind::Sms) => Some(4),
+        _ => None,
+    }
+}
+
+/// The policy after applying the fields of `update` named by `mask` (all when empty) to
+/// `current`, or the field violations of the request.
+fn apply_update(
+    current: &organization::Model,
+    update: Option<&v1::MfaPolicy>,
+    mask: Option<&prost_types::FieldMask>,
+    violations: &mut Vec<(String, String)>,
+) -> Option<PolicyUpdate> {
+    let Some(update) = update else {
+        violations.push(("policy".to_owned(), "is required".to_owned()));
+        return None;
+    };
+    let paths: Vec<&str> = match mask {
+        Some(mask) if !mask.paths.is_empty() => mask.paths.iter().map(String::as_str).collect(),
+        _ => POLICY_FIELDS.to_vec(),
+    };
+    if let Some(bad) = paths.iter().find(|p| !POLICY_FIELDS.contains(p)) {
+        violations.push((
+            "update_mask".to_owned(),
+            format!(
+                "unknown path {bad:?}; the paths are {}",
+                POLICY_FIELDS.join(", ")
+            ),
+        ));
+        return None;
+    }
+    let mut new = PolicyUpdate::of(current);
+    let before = violations.len();
+    for path in paths {
+        match path {
+            "mfa_required" => new.mfa_required = update.mfa_required,
+            "sso_enabled" => new.sso_enabled = update.sso_enabled,
+            "allowed_methods" => {
+                let mut bits = 0;
+                for &value in &update.allowed_methods {
+                    match kind_bit(value) {
+                        Some(bit) => bits |= bit,
+                        None => {
+                            violations.push((
+                                "policy.allowed_methods".to_owned(),
+                                "each must be FACTOR_KIND_TOTP, FACTOR_KIND_HOTP or \
+                                 FACTOR_KIND_SMS"
+                                    .to_owned(),
+                            ));
+                            break;
+                        }
+                    }
+                }
+                new.allowed_methods = bits;
+            }
+            _ => match v1::SsoMode::try_from(update.sso_mode) {
+                Ok(v1::SsoMode::Exempt) => new.sso_mode = SsoMode::Exempt,
+                Ok(v1::SsoMode::Enforce) => new.sso_mode = SsoMode::Enforce,
+                _ => violations.push((
+                    "policy.sso_mode".to_owned(),
+                    "must be SSO_MODE_EXEMPT or SSO_MODE_ENFORCE".to_owned(),
+                )),
+            },
+        }
+    }
+    (violations.len() == before).then_some(new)
+}
+
+/// The policy as the audit log records it.
+fn policy_json(policy: &PolicyUpdate) -> serde_json::Value {
+    let methods: Vec<&str> = [(1, "totp"), (2, "hotp"), (4, "sms")]
+        .into_iter()
+        .filter(|(bit, _)| policy.allowed_methods & bit != 0)
+        .map(|(_, name)| name)
+        .collect();
+    serde_json::json!({
+        "mfa_required": policy.mfa_required,
+        "allowed_methods": methods,
+        "sso_enabled": policy.sso_enabled,
+        "sso_mode": match policy.sso_mode {
+            SsoMode::Exempt => "exempt",
+            SsoMode::Enforce => "enforce",
+        },
+    })
+}
+
+/// An optional user id filter.
+fn optional_id(
+    violations: &mut Vec<(String, String)>,
+    field: &str,
+    value: &str,
+) -> Option<Option<Uuid>> {
+    if value.trim().is_empty() {
+        Some(None)
+    } else {
+        collect(violations, parse_id(field, value)).map(Some)
+    }
+}
+
+/// An optional time filter, in Unix seconds (rounded up when it has nanoseconds, so that
+/// "at or after" and "before" keep their meaning at second resolution).
+fn optional_time(
+    violations: &mut Vec<(String, String)>,
+    field: &str,
+    value: Option<&prost_types::Timestamp>,
+) -> Option<Option<i64>> {
+    match value {
+        None => Some(None),
+        Some(t) if (0..1_000_000_000).contains(&t.nanos) && t.seconds >= 0 => {
+            Some(Some(t.seconds + i64::from(t.nanos > 0)))
+        }
+        Some(_) => {
+            violations.push((field.to_owned(), "must be a valid time".to_owned()));
+            None
+        }
+    }
+}
+
+fn page_size(violations: &mut Vec<(String, String)>, value: i32) -> u64 {
+    match value {
+        0 => 50,
+        n @ 1..=500 => u64::try_from(n).unwrap_or(50),
+        _ => {
+            violations.push(("page_size".to_owned(), "must be 0 to 500".to_owned()));
+            50
+        }
+    }
+}
+
+impl Organizations {
+    /// The owner or admin behind `request`: a valid session (UNAUTHENTICATED otherwise) of
+    /// organization `org_id` (which must exist), whose user is active and holds a role in it.
+    /// Whether the role suffices is `policy`'s to decide.
+    async fn admin_caller<T>(&self, request: &Request<T>, org_id: Uuid) -> ApiResult<AdminCaller> {
+        let app = &self.app;
+        let now = app.now();
+        let token = bearer(request).ok_or_else(|| ApiError::Unauthenticated {
+            reason: "SESSION_INVALID",
+            message: "send the administrator's session as authorization: Bearer".to_owned(),
+        })?;
+        let session = app
+            .storage
+            .sessions()
+            .find_valid(&token, now)
+            .await?
+            .ok_or_else(super::sessions::invalid_session)?;
+        let org = app
+            .storage
+            .organizations()
+            .get(org_id)
+            .await?
+            .ok_or(ApiError::NotFound("organization"))?;
+        if session.org_id != Some(org_id) {
+            return Err(ApiError::PermissionDenied {
+                reason: "SESSION_OF_ANOTHER_ORGANIZATION",
+                message: "log in to this organization to administer it".to_owned(),
+            });
+        }
+        let user = app
+            .storage
+            .users()
+            .get(session.user_id)
+            .await?
+            .ok_or_else(super::sessions::invalid_session)?;
+        if user.status == enums::UserStatus::Disabled {
+            return Err(ApiError::PermissionDenied {
+                reason: "ACCOUNT_DISABLED",
+                message: "the account is disabled".to_owned(),
+            });
+        }
+        let role = app
+            .storage
+            .memberships()
+            .get(org_id, user.id)
+            .await?
+            .map(|m| m.role)
+            .ok_or_else(|| refusal(policy::AdminRefusal::NotAnAdmin))?;
+        let has_mfa = app
+            .storage
+            .factors()
+            .of_user(user.id, true)
+            .await?
+            .iter()
+            .any(|f| f.status == FactorStatus::Active);
+        Ok(AdminCaller {
+            user,
+            session,
+            role,
+            has_mfa,
+            org,
+        })
+    }
+
+    pub(super) async fn update_policy(
+        &self,
+        request: Request<v1::UpdateMfaPolicyRequest>,
+    ) -> ApiResult<v1::UpdateMfaPolicyResponse> {
+        caller(&request)?.require("organizations:write")?;
+        let org_id = parse_id("organization_id", &request.get_ref().organization_id)?;
+        let admin = self.admin_caller(&request, org_id).await?;
+        let body = request.into_inner();
+        let password = Zeroizing::new(body.password);
+        let mut violations = Vec::new();
+        let new = apply_update(
+            &admin.org,
+            body.policy.as_ref(),
+            body.update_mask.as_ref(),
+            &mut violations,
+        );
+        if password.chars().count() > 256 {
+            violations.push(("password".to_owned(), "at most 256 characters".to_owned()));
+        }
+        let (Some(new), true) = (new, violations.is_empty()) else {
+            return Err(ApiError::InvalidArgument(violations));
+        };
+        let current = org_policy(&admin.org);
+        let wanted = org_policy(&organization::Model {
+            mfa_required: new.mfa_required,
+            allowed_methods: new.allowed_methods,
+            sso_enabled: new.sso_enabled,
+            sso_mode: new.sso_mode,
+            ..admin.org.clone()
+        });
+        // Every refusal that does not depend on the password comes before it is checked, so
+        // a request that cannot succeed costs no hashing and counts no failure.
+        policy::update_mfa_policy(&admin.actor(true), &current, &wanted).map_err(refusal)?;
+        if password.is_empty() {
+            return Err(refusal(policy::AdminRefusal::PasswordConfirmationRequired));
+        }
+        let app = &self.app;
+        let now = app.now();
+        super::authentication::verify_password_throttled(
+            app,
+            &admin.user.email,
+            admin.user.password_hash.clone(),
+            Some(admin.user.id),
+            password,
+            now,
+        )
+        .await
+        .map_err(|e| match e {
+            ApiError::Unauthenticated { .. } => ApiError::PermissionDenied {
+                reason: "PASSWORD_CONFIRMATION_FAILED",
+                message: "the password is wrong".to_owned(),
+            },
+            other => other,
+        })?;
+        let change =
+            policy::update_mfa_policy(&admin.actor(true), &current, &wanted).map_err(refusal)?;
+        let before = policy_json(&PolicyUpdate::of(&admin.org));
+        let after = policy_json(&new);
+        let changed = app
+            .storage
+            .organizations()
+            .change_policy(
+                &admin.org,
+                new,
+                change.revoke_sessions_below.map(|level| level as i16),
+                AuditOf {
+                    actor_id: Some(admin.user.id),
+                    kind: "mfa_policy.updated",
+                },
+                |revoked| {
+                    serde_json::json!({
+                        "before": before,
+                        "after": after,
+                        "sessions_revoked": revoked,
+                    })
+                    .to_string()
+                },
+                now,
+            )
+            .await
+            .map_err(|e| match e {
+                storage::StorageError::Stale(_) => ApiError::Aborted {
+                    reason: "POLICY_CHANGED",
+                    message: "the policy changed meanwhile: read it and try again".to_owned(),
+                },
+                other => other.into(),
+            })?;
+        tracing::info!(
+            org_id = %org_id,
+            actor = %admin.user.id,
+            mfa_required = new.mfa_required,
+            sessions_revoked = changed.sessions_revoked,
+            "2FA policy updated"
+        );
+        Ok(v1::UpdateMfaPolicyResponse {
+            organization: Some(org_to_proto(&changed.organization)),
+            sessions_revoked: i32::try_from(changed.sessions_revoked).unwrap_or(i32::MAX),
+        })
+    }
+
+    pub(super) async fn reset_member(
+        &self,
+        request: Request<v1::ResetMemberMfaRequest>,
+    ) -> ApiResult<v1::ResetMemberMfaResponse> {
+        caller(&request)?.require("organizations:write")?;
+        let mut violations = Vec::new();
+        let org_id = collect(
+            &mut violations,
+            parse_id("organization_id", &request.get_ref().organization_id),
+        );
+        let target = collect(
+            &mut violations,
+            parse_id("user_id", &request.get_ref().user_id),
+        );
+        let (Some(org_id), Some(target)) = (org_id, target) else {
+            return Err(ApiError::InvalidArgument(violations));
+        };
+        let admin = self.admin_caller(&request, org_id).await?;
+        let app = &self.app;
+        let memberships = app.storage.memberships().of_user(target).await?;
+        let Some(membership) = memberships.iter().find(|m| m.org_id == org_id) else {
+            // Only a member's 2FA is this organization's business; an admin learns no more
+            // about other users than that they are not members.
+            return Err(if admin.actor(true).role.is_admin() {
+                ApiError::NotFound("member")
+            } else {
+                refusal(policy::AdminRefusal::NotAnAdmin)
+            });
+        };
+        let to_policy_role = |role: enums::Role| match role {
+            enums::Role::Owner => policy::Role::Owner,
+            enums::Role::Admin => policy::Role::Admin,
+            enums::Role::Member => policy::Role::Member,
+        };
+        let elsewhere: Vec<policy::Role> = memberships
+            .iter()
+            .filter(|m| m.org_id != org_id)
+            .map(|m| to_policy_role(m.role))
+            .collect();
+        let plan = policy::reset_member_mfa(
+            &admin.actor(true),
+            to_policy_role(membership.role),
+            &elsewhere,
+            target == admin.user.id,
+        )
+        .map_err(refusal)?;
+        let has_factors = !app
+            .storage
+            .factors()
+            .of_user(target, false)
+            .await?
+            .is_empty();
+        if !has_factors && app.storage.recovery_codes().remaining(target).await? == 0 {
+            return Err(ApiError::FailedPrecondition {
+                reason: "NO_FACTOR",
+                message: "the member has no 2FA to reset".to_owned(),
+            });
+        }
+        let now = app.now();
+        let outcome = app
+            .storage
+            .factors()
+            .reset(
+                target,
+                storage::repo::ResetPlan {
+                    org_id: Some(org_id),
+                    must_reenroll: plan.must_reenroll,
+                    revoke: if plan.revoke_sessions {
+                        SessionsToRevoke::All
+                    } else {
+                        SessionsToRevoke::None
+                    },
+                },
+                AuditOf {
+                    actor_id: Some(admin.user.id),
+                    kind: "member.mfa_reset",
+                },
+                |r| {
+                    serde_json::json!({
+                        "factors_removed": r.factors_removed,
+                        "recovery_codes_removed": r.recovery_codes_removed,
+                        "sessions_revoked": r.sessions_revoked,
+                    })
+                    .to_string()
+                },
+                now,
+            )
+            .await?;
+        tracing::info!(
+            org_id = %org_id,
+            actor = %admin.user.id,
+            member = %target,
+            factors_removed = outcome.factors_removed,
+            "member 2FA reset"
+        );
+        Ok(v1::ResetMemberMfaResponse {
+            factors_removed: i32::try_from(outcome.factors_removed).unwrap_or(i32::MAX),
+            sessions_revoked: i32::try_from(outcome.sessions_revoked).unwrap_or(i32::MAX),
+        })
+    }
+
+    pub(super) async fn audit_events(
+        &self,
+        request: Request<v1::ListAuditEventsRequest>,
+    ) -> ApiResult<v1::ListAuditEventsResponse> {
+        caller(&request)?.require("organizations:read")?;
+        let org_id = parse_id("organization_id", &request.get_ref().organization_id)?;
+        let admin = self.admin_caller(&request, org_id).await?;
+        policy::read_audit_log(&admin.actor(true)).map_err(refusal)?;
+        let body = request.into_inner();
+        let mut violations = Vec::new();
+        let actor = optional_id(&mut violations, "actor_user_id", &body.actor_user_id);
+        let subject = optional_id(&mut violations, "subject_user_id", &body.subject_user_id);
+        let since = optional_time(&mut violations, "start_time", body.start_time.as_ref());
+        let until = optional_time(&mut violations, "end_time", body.end_time.as_ref());
+        if let (Some(Some(since)), Some(Some(until))) = (since, until)
+            && since >= until
+        {
+            violations.push(("end_time".to_owned(), "must be after start_time".to_owned()));
+        }
+        let valid_kind = |k: &String| {
+            (1..=64).contains(&k.len())
+                && k.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'.')
+        };
+        if body.kinds.len() > 50 || !body.kinds.iter().all(valid_kind) {
+            violations.push((
+                "kinds".to_owned(),
+                "at most 50 kinds, each like factor.enrolled".to_owned(),
+            ));
+        }
+        let limit = page_size(&mut violations, body.page_size);
+        let before = if body.page_token.is_empty() {
+            None
+        } else {
+            collect(
+                &mut violations,
+                decode_page_token(org_id, &body.page_token).and_then(|bytes| {
+                    <[u8; 8]>::try_from(bytes.as_slice())
+                        .map(i64::from_be_bytes)
+                        .map_err(|_| {
+                            ApiError::field("page_token", "is not a page token of this list")
+                        })
+                }),
+            )
+        };
+        let (Some(actor_id), Some(subject_id), Some(since), Some(until), true) =
+            (actor, subject, since, until, violations.is_empty())
+        else {
+            return Err(ApiError::InvalidArgument(violations));
+        };
+        let filter = AuditFilter {
+            org_id: Some(org_id),
+            with_members_account_events: true,
+            kinds: body.kinds,
+            actor_id,
+            subject_id,
+            since,
+            until,
+        };
+        let page = self
+            .app
+            .storage
+            .audit()
+            .list(&filter, before, limit)
+            .await?;
+        let id = |id: Option<Uuid>| id.map(|u| u.to_string()).unwrap_or_default();
+        Ok(v1::ListAuditEventsResponse {
+            events: page
+                .items
+                .into_iter()
+                .map(|e| v1::AuditEvent {
+                    sequence: e.id,
+                    occur_time: Some(timestamp(e.occurred_at)),
+                    kind: e.kind,
+                    actor_user_id: id(e.actor_id),
+                    subject_user_id: id(e.subject_id),
+                    organization_id: id(e.org_id),
+                    details: e.details,
+                })
+                .collect(),
+            next_page_token: page
+                .next
+                .map(|seq| encode_page_token(org_id, &seq.to_be_bytes()))
+                .unwrap_or_default(),
+        })
+    }
+}
