@@ -125,4 +125,9 @@ impl Storage {
     pub fn attempts(&self) -> repo::Attempts<'_> {
         repo::Attempts::new(self)
     }
+
+    /// Windowed SMS sending limits.
+    pub fn sms_limits(&self) -> repo::SmsLimits<'_> {
+        repo::SmsLimits::new(self)
+    }
 }

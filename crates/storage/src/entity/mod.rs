@@ -11,4 +11,5 @@ pub mod organization;
 pub mod recovery_code;
 pub mod session;
 pub mod sms_code;
+pub mod sms_counter;
 pub mod user;

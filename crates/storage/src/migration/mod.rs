@@ -2,6 +2,7 @@
 //! snapshot: it names tables and columns itself instead of reading the current entities.
 
 mod m20261124_000001_initial;
+mod m20261124_000002_sms_counters;
 
 use sea_orm_migration::prelude::*;
 
@@ -11,7 +12,10 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261124_000001_initial::Migration)]
+        vec![
+            Box::new(m20261124_000001_initial::Migration),
+            Box::new(m20261124_000002_sms_counters::Migration),
+        ]
     }
 
     fn migration_table_name() -> DynIden {

@@ -9,6 +9,7 @@ mod organizations;
 mod recovery_codes;
 mod sessions;
 mod sms_codes;
+mod sms_limits;
 mod users;
 
 pub use attempts::Attempts;
@@ -20,6 +21,7 @@ pub use organizations::{Organizations, PolicyChanged, PolicyUpdate};
 pub use recovery_codes::RecoveryCodes;
 pub use sessions::{NewSession, Sessions};
 pub use sms_codes::SmsCodes;
+pub use sms_limits::{Limit, LimitReached, SmsLimits, Taken};
 pub use users::Users;
 
 /// A page of results and the cursor of the next page, if there is one.
