@@ -414,9 +414,11 @@ async fn journey_1_admin_turns_on_mandatory_2fa(backend: Backend) {
         Code::PermissionDenied,
         "PASSWORD_CONFIRMATION_FAILED",
     );
-    let after_wrong = w.snapshot().await;
-    assert_eq!(after_wrong.organizations, before.organizations);
-    assert_eq!(after_wrong.sessions, before.sessions);
+    // A wrong password counts toward the password lockout, and changes nothing else.
+    let mut after_wrong = w.snapshot().await;
+    assert_eq!(after_wrong.attempts.len(), 1);
+    after_wrong.attempts.clear();
+    assert_eq!(after_wrong, before);
 
     // Turned on: every session not established with a second factor is revoked.
     let changed = w
@@ -472,7 +474,35 @@ async fn journey_1_admin_turns_on_mandatory_2fa(backend: Backend) {
         session.assurance_level,
         v1::AssuranceLevel::SecondFactor as i32
     );
-    w.session_2fa("bob@example.com", &org, &bob_app).await;
+    let bob_session = w.session_2fa("bob@example.com", &org, &bob_app).await;
+
+    // Journey 9, enforced: Bob cannot remove his last factor himself; it stays.
+    let bob_factor = w
+        .enrollment
+        .list_factors(bearer(v1::ListFactorsRequest {}, &bob_session.token))
+        .await
+        .unwrap()
+        .into_inner()
+        .factors[0]
+        .id
+        .clone();
+    let proof = bob_app.generate(w.now()).unwrap().to_string();
+    w.clock.advance(30);
+    let before_removal = w.snapshot().await.factors;
+    assert_refused(
+        w.enrollment
+            .remove_factor(bearer(
+                v1::RemoveFactorRequest {
+                    factor_id: bob_factor,
+                    proof,
+                },
+                &bob_session.token,
+            ))
+            .await,
+        Code::FailedPrecondition,
+        "LAST_REQUIRED_FACTOR",
+    );
+    assert_eq!(w.snapshot().await.factors.len(), before_removal.len());
 
     // A member added now enrolls right after their first password login.
     let carol = w.user("carol@example.com", true).await;
@@ -494,6 +524,12 @@ async fn journey_1_admin_turns_on_mandatory_2fa(backend: Backend) {
     };
     let (_owner_app, owner_session) = w.enroll_app(&enrollment.enrollment_token).await;
     let owner_session = owner_session.unwrap();
+    // Only an admin reset removes Bob's factor; he enrolls again at his next login.
+    w.reset(&owner_session.token, &org, &bob).await.unwrap();
+    assert!(matches!(
+        w.first_step(password_login("bob@example.com", &org)).await,
+        authenticate_response::Result::EnrollmentRequired(_)
+    ));
     let off = w
         .update(
             &owner_session.token,
@@ -528,7 +564,9 @@ async fn journey_1_admin_turns_on_mandatory_2fa(backend: Backend) {
         events[1].details
     );
     assert!(
-        events[0].details.contains(r#""after":{"#),
+        events[0]
+            .details
+            .contains(r#""after":{"allowed_methods":["totp","hotp","sms"],"mfa_required":false"#),
         "{}",
         events[0].details
     );
@@ -567,10 +605,11 @@ async fn journey_2_sso_logins_exempt_or_enforced(backend: Backend) {
     )
     .await
     .unwrap();
-    let session = match w.first_step(sso_login("alice@example.com", &org)).await {
+    let exempt_session = match w.first_step(sso_login("alice@example.com", &org)).await {
         authenticate_response::Result::Authenticated(s) => s,
         other => panic!("expected a session, got {other:?}"),
     };
+    let session = exempt_session.clone();
     assert_eq!(
         session.assurance_level,
         v1::AssuranceLevel::SingleFactor as i32
@@ -620,6 +659,8 @@ async fn journey_2_sso_logins_exempt_or_enforced(backend: Backend) {
     )
     .await
     .unwrap();
+    // The single-factor SSO session that skipped Alice's 2FA is gone with the exemption.
+    assert!(!w.session_is_valid(&exempt_session.token).await);
     let challenge = match w.first_step(sso_login("alice@example.com", &org)).await {
         authenticate_response::Result::SecondFactorRequired(c) => c,
         other => panic!("expected a challenge, got {other:?}"),
@@ -640,12 +681,26 @@ async fn journey_2_sso_logins_exempt_or_enforced(backend: Backend) {
     let err = w.auth.authenticate(sso_login("", "")).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(violated_fields(&err), ["sso.email", "organization_id"]);
+    // An unknown email gets the same answer as a non-member.
+    assert_refused(
+        w.auth
+            .authenticate(sso_login("nobody@example.com", &org))
+            .await,
+        Code::PermissionDenied,
+        "NOT_A_MEMBER",
+    );
     let err = w
         .auth
-        .authenticate(sso_login("nobody@example.com", &org))
+        .authenticate(sso_login("alice@example.com", "not-a-uuid"))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
+    assert_eq!(violated_fields(&err), ["organization_id"]);
+    let mut long_idp = sso_login("alice@example.com", &org);
+    if let Some(v1::authenticate_request::Credentials::Sso(c)) = &mut long_idp.credentials {
+        c.identity_provider = "x".repeat(201);
+    }
+    let err = w.auth.authenticate(long_idp).await.unwrap_err();
+    assert_eq!(violated_fields(&err), ["sso.identity_provider"]);
     assert_refused(
         w.auth
             .authenticate(sso_login("carol@example.com", &org))
@@ -1050,7 +1105,16 @@ async fn the_audit_log_lists_filters_and_pages(backend: Backend) {
         .find(|e| e.kind == "user.locked_out")
         .unwrap();
     assert_eq!(lockout.subject_user_id, alice);
-    assert!(!lockout.details.contains("wrong password"), "no secrets");
+    // No password or code reaches the audit log.
+    let snapshot = w.snapshot().await;
+    assert!(
+        snapshot
+            .audit
+            .iter()
+            .all(|e| !e.details.contains("wrong password")
+                && !e.details.contains(PASSWORD)
+                && !codes.iter().any(|c| e.details.contains(c.as_str())))
+    );
 
     // Pages of 3: the same events, in order, none twice.
     let mut paged = Vec::new();
@@ -1262,6 +1326,62 @@ async fn bad_policy_updates_name_the_field_and_change_nothing(backend: Backend) 
     let err = w
         .update(
             &t,
+            &org,
+            policy(true, false, v1::SsoMode::Enforce),
+            &[],
+            &"x".repeat(257),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&err), ["password"]);
+    let err = w.reset(&t, "nope", "").await.unwrap_err();
+    let mut fields = violated_fields(&err);
+    fields.sort();
+    assert_eq!(fields, ["organization_id", "user_id"]);
+    for token in ["%%%", "AAAA", ""] {
+        let result = w
+            .audit(
+                &t,
+                v1::ListAuditEventsRequest {
+                    organization_id: org.clone(),
+                    page_token: token.into(),
+                    start_time: Some(prost_types::Timestamp {
+                        seconds: 5,
+                        nanos: if token.is_empty() { -1 } else { 0 },
+                    }),
+                    ..Default::default()
+                },
+            )
+            .await;
+        let err = result.unwrap_err();
+        let expected = if token.is_empty() {
+            "start_time"
+        } else {
+            "page_token"
+        };
+        assert_eq!(violated_fields(&err), [expected], "{token:?}");
+    }
+    // A window within one second is a valid window.
+    w.audit(
+        &t,
+        v1::ListAuditEventsRequest {
+            organization_id: org.clone(),
+            start_time: Some(prost_types::Timestamp {
+                seconds: 5,
+                nanos: 100,
+            }),
+            end_time: Some(prost_types::Timestamp {
+                seconds: 5,
+                nanos: 900,
+            }),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let err = w
+        .update(
+            &t,
             "nope",
             policy(true, false, v1::SsoMode::Enforce),
             &[],
@@ -1297,6 +1417,11 @@ async fn admin_rpcs_refuse_everyone_else_and_change_nothing(backend: Backend) {
     let other = w.org("Other", &other_admin).await;
     w.add(&org, &member, v1::Role::Member).await;
     let (_, member_session) = w.with_app("member@example.com", &org).await;
+    // An admin with 2FA whose session was established before he had it.
+    let dave = w.user("dave@example.com", true).await;
+    w.add(&org, &dave, v1::Role::Admin).await;
+    let dave_first = w.session("dave@example.com", &org).await;
+    w.enroll_app(&dave_first.token).await;
     let (_, other_session) = w.with_app("other-admin@example.com", &other).await;
     let revoked = w.session("owner@example.com", &org).await;
     w.server
@@ -1331,7 +1456,13 @@ async fn admin_rpcs_refuse_everyone_else_and_change_nothing(backend: Backend) {
     assert!(!w.session_is_valid("short-lived-owner-session").await);
     assert!(w.session_is_valid(&member_session.token).await);
 
-    let callers: [(&str, Option<String>, Code, &str); 5] = [
+    let callers: [(&str, Option<String>, Code, &str); 6] = [
+        (
+            "admin who must step up",
+            Some(dave_first.token.clone()),
+            Code::FailedPrecondition,
+            "STEP_UP_REQUIRED",
+        ),
         (
             "plain member",
             Some(member_session.token.clone()),

@@ -3,7 +3,7 @@
 
 use thiserror::Error;
 
-use crate::model::{Assurance, OrgPolicy, Role, SsoMode};
+use crate::model::{Assurance, LoginKind, OrgPolicy, Role, SsoMode};
 
 /// Why an administrative action is refused. Each has a stable reason string for the API.
 #[derive(Clone, Copy, Debug, Error, PartialEq, Eq, Hash)]
@@ -125,10 +125,14 @@ pub fn update_mfa_policy(
     })
 }
 
-/// The sessions a policy change revokes: when 2FA becomes required, every session of the
-/// organization that was not established with a second factor (below [`Assurance::Two`]).
+/// The sessions a policy change revokes: every session of the organization that was not
+/// established with a second factor (below [`Assurance::Two`]) when 2FA becomes required, or
+/// when SSO logins stop being exempt (SSO turned to enforce, or off): single-factor SSO
+/// sessions of members who have 2FA skipped it, and a session does not record how it began.
 pub fn sessions_to_revoke(current: &OrgPolicy, new: &OrgPolicy) -> Option<Assurance> {
-    (new.mfa_required && !current.mfa_required).then_some(Assurance::Two)
+    let enforcement_on = new.mfa_required && !current.mfa_required;
+    let exemption_ended = current.exempts(LoginKind::Sso) && !new.exempts(LoginKind::Sso);
+    (enforcement_on || exemption_ended).then_some(Assurance::Two)
 }
 
 /// Decides whether `actor` may read the organization's audit log: owners and admins, with a

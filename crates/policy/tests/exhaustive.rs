@@ -287,9 +287,11 @@ fn policy_changes_keep_every_invariant() {
                         assert!(!new.allowed_methods.is_empty(), "{ctx}");
                         let on = new.mfa_required && !current.mfa_required;
                         assert_eq!(change.enforcement_turned_on, on, "{ctx}");
+                        let was_exempt = current.sso_enabled && current.sso_mode == SsoMode::Exempt;
+                        let exemption_ended = was_exempt && !exempting;
                         assert_eq!(
                             change.revoke_sessions_below,
-                            on.then_some(Assurance::Two),
+                            (on || exemption_ended).then_some(Assurance::Two),
                             "{ctx}"
                         );
                     }

@@ -140,6 +140,11 @@ async fn a_policy_change_revokes_and_audits_in_one_transaction(db: &TestDb) {
     assert_eq!(changed.organization.allowed_methods, 0b001);
     assert!(!live(s, "org-1").await && !live(s, "none-1").await);
     assert!(live(s, "org-2").await, "assurance 2 stays");
+    // A single-factor session created after the change (a login that read the old policy)
+    // is never valid while the organization requires 2FA; elsewhere it is.
+    session(s, "late-1", member, Some(org.id), 1).await;
+    session(s, "late-none", member, None, 1).await;
+    assert!(!live(s, "late-1").await && live(s, "late-none").await);
     let logged = events(s, Some(org.id)).await;
     assert_eq!(logged.len(), 1);
     assert_eq!(logged[0].kind, "mfa_policy.updated");
@@ -178,6 +183,10 @@ async fn a_policy_change_revokes_and_audits_in_one_transaction(db: &TestDb) {
         .unwrap();
     assert_eq!(off.sessions_revoked, 0);
     assert_eq!(off.organization.mfa_required_since, None);
+    assert!(
+        live(s, "late-1").await,
+        "valid again once 2FA is not required"
+    );
 }
 
 async fn a_reset_removes_everything_or_nothing(db: &TestDb) {

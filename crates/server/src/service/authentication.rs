@@ -228,12 +228,33 @@ impl Authentication {
         }
         let app = &self.app;
         let now = app.now();
+        // The organization's SSO setting first, and one answer for an unknown email and a
+        // non-member: an SSO login tells no more about who has an account than it must.
+        let org = match requested_org {
+            Some(id) => app.storage.organizations().get(id).await?,
+            None => None,
+        }
+        .ok_or(ApiError::NotFound("organization"))?;
+        if !org.sso_enabled {
+            let denial = policy::Denial::SsoNotEnabled;
+            return Err(ApiError::PermissionDenied {
+                reason: denial.reason(),
+                message: denial.to_string(),
+            });
+        }
+        let not_a_member = || {
+            let denial = policy::Denial::NotAMember;
+            ApiError::PermissionDenied {
+                reason: denial.reason(),
+                message: denial.to_string(),
+            }
+        };
         let user = app
             .storage
             .users()
             .find_by_email(&credentials.email)
             .await?
-            .ok_or(ApiError::NotFound("user"))?;
+            .ok_or_else(not_a_member)?;
         self.first_step(
             &user,
             requested_org,

@@ -183,14 +183,16 @@ fn optional_time(
 ) -> Option<Option<i64>> {
     match value {
         None => Some(None),
-        Some(t) if (0..1_000_000_000).contains(&t.nanos) && t.seconds >= 0 => {
-            Some(Some(t.seconds + i64::from(t.nanos > 0)))
-        }
+        Some(t) if valid_time(t) => Some(Some(t.seconds + i64::from(t.nanos > 0))),
         Some(_) => {
             violations.push((field.to_owned(), "must be a valid time".to_owned()));
             None
         }
     }
+}
+
+fn valid_time(t: &prost_types::Timestamp) -> bool {
+    (0..1_000_000_000).contains(&t.nanos) && t.seconds >= 0
 }
 
 fn page_size(violations: &mut Vec<(String, String)>, value: i32) -> u64 {
@@ -386,16 +388,16 @@ impl Organizations {
             return Err(ApiError::InvalidArgument(violations));
         };
         let admin = self.admin_caller(&request, org_id).await?;
+        // What depends on the caller alone (an admin, stepped up) comes before anything about
+        // the member is looked at.
+        policy::reset_member_mfa(&admin.actor(true), policy::Role::Member, &[], false)
+            .map_err(refusal)?;
         let app = &self.app;
         let memberships = app.storage.memberships().of_user(target).await?;
         let Some(membership) = memberships.iter().find(|m| m.org_id == org_id) else {
             // Only a member's 2FA is this organization's business; an admin learns no more
             // about other users than that they are not members.
-            return Err(if admin.actor(true).role.is_admin() {
-                ApiError::NotFound("member")
-            } else {
-                refusal(policy::AdminRefusal::NotAnAdmin)
-            });
+            return Err(ApiError::NotFound("member"));
         };
         let to_policy_role = |role: enums::Role| match role {
             enums::Role::Owner => policy::Role::Owner,
@@ -483,8 +485,11 @@ impl Organizations {
         let subject = optional_id(&mut violations, "subject_user_id", &body.subject_user_id);
         let since = optional_time(&mut violations, "start_time", body.start_time.as_ref());
         let until = optional_time(&mut violations, "end_time", body.end_time.as_ref());
-        if let (Some(Some(since)), Some(Some(until))) = (since, until)
-            && since >= until
+        // Ordered on the times as given (before rounding to seconds).
+        if let (Some(start), Some(end)) = (body.start_time.as_ref(), body.end_time.as_ref())
+            && valid_time(start)
+            && valid_time(end)
+            && (start.seconds, start.nanos) >= (end.seconds, end.nanos)
         {
             violations.push(("end_time".to_owned(), "must be after start_time".to_owned()));
         }

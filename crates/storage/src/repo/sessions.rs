@@ -7,8 +7,8 @@ use sea_orm::{
 use uuid::Uuid;
 
 use crate::crypto::{HashPurpose, TokenHash};
-use crate::entity::membership;
 use crate::entity::session::{ActiveModel, Column, Entity, Model};
+use crate::entity::{membership, organization};
 use crate::{Result, Storage, StorageError};
 
 /// What a new session needs.
@@ -85,13 +85,27 @@ impl<'a> Sessions<'a> {
             .await?)
     }
 
-    /// The session for `token` if it is neither revoked nor expired (idle or absolute).
+    /// The session for `token` if it is neither revoked nor expired (idle or absolute), and
+    /// not a single-factor session of an organization that requires 2FA. That last rule
+    /// closes the race between a login that read the old policy and the revocation that
+    /// comes with turning 2FA on: whichever commits first, such a session is never valid.
     pub async fn find_valid(&self, token: &str, now: i64) -> Result<Option<Model>> {
+        let enforcing = Query::select()
+            .column(organization::Column::Id)
+            .from(organization::Entity)
+            .and_where(organization::Column::MfaRequired.eq(true))
+            .to_owned();
         Ok(Entity::find()
             .filter(Column::TokenHash.eq(self.hash(token).0.to_vec()))
             .filter(Column::RevokedAt.is_null())
             .filter(Column::ExpiresAt.gt(now))
             .filter(Column::IdleExpiresAt.gt(now))
+            .filter(
+                Condition::any()
+                    .add(Column::Assurance.gte(2))
+                    .add(Column::OrgId.is_null())
+                    .add(Column::OrgId.not_in_subquery(enforcing)),
+            )
             .one(self.storage.db())
             .await?)
     }
