@@ -28,6 +28,11 @@ const SECRET_MESSAGES: &[&str] = &[
     "RegenerateRecoveryCodesResponse",
     "ResetMfaRequest",
     "VerifyStepUpRequest",
+    "UpdateMfaPolicyRequest",
+    "BeginSmsEnrollmentRequest",
+    "ConfirmSmsEnrollmentRequest",
+    "ConfirmSmsEnrollmentResponse",
+    "SendSmsCodeRequest",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

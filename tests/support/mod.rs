@@ -6,6 +6,7 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
+    clippy::indexing_slicing,
     reason = "test support: a panic is a failed test"
 )]
 
@@ -59,11 +60,13 @@ impl TestServer {
     pub async fn start_full(backend: Backend, config: Config, clock: Arc<dyn Clock>) -> Self {
         let db = TestDb::new(backend).await;
         let passwords = server::password::Passwords::new(&config.passwords).unwrap();
+        let sms = server::sms::from_config(&config.sms).await;
         let app = App {
             storage: db.storage.clone(),
             config: Arc::new(config),
             passwords,
             clock,
+            sms,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -177,4 +180,79 @@ macro_rules! both {
             }
         )*
     };
+}
+
+/// The local SNS-compatible endpoint (moto) that the test command starts, from
+/// `TOLLGATE_TEST_SNS_ENDPOINT`. SMS tests fail, never skip, without it.
+pub fn sns_endpoint() -> String {
+    std::env::var("TOLLGATE_TEST_SNS_ENDPOINT").unwrap_or_else(|_| {
+        panic!(
+            "TOLLGATE_TEST_SNS_ENDPOINT is not set: the SMS tests need moto's SNS server. \
+             Run ./scripts/test (it starts one), or start `moto_server -p 5055` and set \
+             TOLLGATE_TEST_SNS_ENDPOINT=http://127.0.0.1:5055"
+        )
+    })
+}
+
+/// A test configuration that sends SMS through the real aws-sdk-sns client to `endpoint`.
+pub fn sms_config(endpoint: &str) -> Config {
+    let mut config = test_config();
+    config.sms.sender = server::config::SmsSenderKind::Sns;
+    config.sms.sns_endpoint_url = endpoint.to_owned();
+    config.sms.sns_region = "us-east-1".to_owned();
+    config.sms.sns_access_key_id = "testing".to_owned();
+    config.sms.sns_secret_access_key = "testing".to_owned();
+    config.sms.sns_timeout_ms = 2_000;
+    config
+}
+
+/// The texts moto's SNS received for `phone`, oldest first: what the phone would show. Read
+/// from moto's `/moto-api/data.json` (`sns.SMS`).
+pub async fn sms_inbox(endpoint: &str, phone: &str) -> Vec<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let authority = endpoint
+        .strip_prefix("http://")
+        .expect("an http:// endpoint")
+        .trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(authority).await.unwrap();
+    // HTTP/1.0: the body comes whole, then the connection closes.
+    let request = format!("GET /moto-api/data.json HTTP/1.0\r\nHost: {authority}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8(response).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.starts_with("HTTP/1.") && head.contains(" 200 "),
+        "{head}"
+    );
+    let data: serde_json::Value = serde_json::from_str(body).unwrap();
+    data["sns"]["SMS"]
+        .as_array()
+        .map(|messages| {
+            messages
+                .iter()
+                .filter(|m| m["phone_number"] == phone)
+                .filter_map(|m| m["message"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The 6-digit code in an SMS text.
+pub fn code_in(text: &str) -> String {
+    text.split(|c: char| !c.is_ascii_digit())
+        .find(|word| word.len() == 6)
+        .unwrap_or_else(|| panic!("no code in {text:?}"))
+        .to_owned()
+}
+
+/// A phone number nobody else's test uses: +1 555 then 7 random digits.
+pub fn unique_phone() -> String {
+    let n = u64::from_le_bytes(
+        storage::Uuid::now_v7().as_bytes()[8..16]
+            .try_into()
+            .unwrap(),
+    );
+    format!("+1555{:07}", n % 10_000_000)
 }

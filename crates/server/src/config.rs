@@ -31,6 +31,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Health checking.
     pub health: HealthConfig,
+    /// SMS codes, how they are sent, and the limits against SMS pumping.
+    pub sms: SmsConfig,
     /// Callers authenticated by API key (`x-api-key`).
     pub api_keys: Vec<ApiKeyConfig>,
     /// Callers authenticated by client certificate (mTLS).
@@ -51,6 +53,9 @@ pub struct ServerConfig {
     pub tls_client_ca_file: Option<PathBuf>,
     /// Seconds that in-flight calls get to finish on SIGTERM/SIGINT.
     pub shutdown_grace_secs: u64,
+    /// A production deployment: refuse development-only settings (the log SMS sender, a
+    /// generated key file).
+    pub production: bool,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +66,7 @@ impl Default for ServerConfig {
             tls_key_file: None,
             tls_client_ca_file: None,
             shutdown_grace_secs: 20,
+            production: false,
         }
     }
 }
@@ -263,6 +269,119 @@ impl Default for HealthConfig {
     }
 }
 
+/// Which SMS sender to use.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SmsSenderKind {
+    /// Development only: each message is written to the log (with its code), loudly marked.
+    /// Refused when `server.production` is on.
+    Log,
+    /// AWS SNS (Publish to a phone number, SMS type Transactional).
+    Sns,
+}
+
+/// SMS codes, how they are sent, and the limits against SMS pumping.
+#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmsConfig {
+    /// `log` (development) or `sns`.
+    pub sender: SmsSenderKind,
+    /// The message; `{code}` is replaced by the code, `{organization}` by the organization's
+    /// name (`otp.issuer` for users in none).
+    pub message: String,
+    /// Seconds a code stays valid.
+    pub code_ttl_secs: i64,
+    /// Codes checked against one sent code before a new one must be requested.
+    pub code_max_attempts: i32,
+    /// Country calling-code prefixes SMS may go to, like `+1` or `+44`.
+    pub allowed_country_prefixes: Vec<String>,
+    /// Seconds before another code may go to the same number.
+    pub number_cooldown_secs: i64,
+    /// Codes sent per user per hour.
+    pub user_hourly_limit: i64,
+    /// Codes sent per organization per day (users in no organization share one budget).
+    pub org_daily_limit: i64,
+    /// The pumping guard's window, in seconds.
+    pub pumping_window_secs: i64,
+    /// Sends in the window before the guard judges.
+    pub pumping_min_sends: i64,
+    /// The guard stops sending while sends exceed this many per successful verification in
+    /// the window.
+    pub pumping_max_ratio: i64,
+    /// SNS region; empty = the AWS chain (`AWS_REGION`, profile).
+    pub sns_region: String,
+    /// SNS endpoint; empty = AWS's. Set for an SNS-compatible service (moto, LocalStack).
+    pub sns_endpoint_url: String,
+    /// Access key id; empty = the AWS credentials chain (environment, profile, web identity,
+    /// ECS or instance role).
+    pub sns_access_key_id: String,
+    /// The secret access key that goes with `sns_access_key_id`.
+    pub sns_secret_access_key: String,
+    /// An alphanumeric sender id where the destination country supports one; empty = none.
+    pub sns_sender_id: String,
+    /// Milliseconds one Publish attempt may take (connection included).
+    pub sns_timeout_ms: u64,
+    /// Attempts per message, retries included (throttling and transient errors).
+    pub sns_max_attempts: u32,
+}
+
+impl std::fmt::Debug for SmsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmsConfig")
+            .field("sender", &self.sender)
+            .field("message", &self.message)
+            .field("code_ttl_secs", &self.code_ttl_secs)
+            .field("code_max_attempts", &self.code_max_attempts)
+            .field("allowed_country_prefixes", &self.allowed_country_prefixes)
+            .field("number_cooldown_secs", &self.number_cooldown_secs)
+            .field("user_hourly_limit", &self.user_hourly_limit)
+            .field("org_daily_limit", &self.org_daily_limit)
+            .field("pumping_window_secs", &self.pumping_window_secs)
+            .field("pumping_min_sends", &self.pumping_min_sends)
+            .field("pumping_max_ratio", &self.pumping_max_ratio)
+            .field("sns_region", &self.sns_region)
+            .field("sns_endpoint_url", &self.sns_endpoint_url)
+            .field("sns_access_key_id", &self.sns_access_key_id)
+            .field(
+                "sns_secret_access_key",
+                &if self.sns_secret_access_key.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("sns_sender_id", &self.sns_sender_id)
+            .field("sns_timeout_ms", &self.sns_timeout_ms)
+            .field("sns_max_attempts", &self.sns_max_attempts)
+            .finish()
+    }
+}
+
+impl Default for SmsConfig {
+    fn default() -> Self {
+        Self {
+            sender: SmsSenderKind::Log,
+            message: "{code} is your {organization} verification code. Never share it.".to_owned(),
+            code_ttl_secs: 300,
+            code_max_attempts: 3,
+            allowed_country_prefixes: vec!["+1".to_owned()],
+            number_cooldown_secs: 30,
+            user_hourly_limit: 5,
+            org_daily_limit: 500,
+            pumping_window_secs: 3_600,
+            pumping_min_sends: 20,
+            pumping_max_ratio: 3,
+            sns_region: String::new(),
+            sns_endpoint_url: String::new(),
+            sns_access_key_id: String::new(),
+            sns_secret_access_key: String::new(),
+            sns_sender_id: String::new(),
+            sns_timeout_ms: 5_000,
+            sns_max_attempts: 2,
+        }
+    }
+}
+
 /// A caller authenticated by API key.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -435,6 +554,13 @@ impl Config {
         if self.health.check_interval_secs == 0 {
             return err("health.check_interval_secs", "must be at least 1");
         }
+        if self.server.production && self.keys.generate_if_missing {
+            return err(
+                "keys.generate_if_missing",
+                "must be false in production (server.production): a missing key file must stop start-up",
+            );
+        }
+        self.sms.validate(self.server.production)?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return err("log.level", &e.to_string());
         }
@@ -450,6 +576,68 @@ impl Config {
     /// Whether callers must authenticate (any API key or client certificate configured).
     pub fn callers_configured(&self) -> bool {
         !self.api_keys.is_empty() || !self.tls_clients.is_empty()
+    }
+}
+
+impl SmsConfig {
+    fn validate(&self, production: bool) -> Result<(), ConfigError> {
+        let err = |key: &str, why: &str| Err(ConfigError(format!("sms.{key}: {why}")));
+        if production && self.sender == SmsSenderKind::Log {
+            return err(
+                "sender",
+                "the log sender writes codes to the log and is for development only; use sns in production (server.production)",
+            );
+        }
+        if !self.message.contains("{code}") || self.message.chars().count() > 300 {
+            return err(
+                "message",
+                "must contain {code} and be at most 300 characters",
+            );
+        }
+        if !(60..=3_600).contains(&self.code_ttl_secs) {
+            return err("code_ttl_secs", "must be 60 to 3600");
+        }
+        if !(1..=10).contains(&self.code_max_attempts) {
+            return err("code_max_attempts", "must be 1 to 10");
+        }
+        for prefix in &self.allowed_country_prefixes {
+            let digits = prefix.strip_prefix('+').unwrap_or_default();
+            if !(1..=4).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return err(
+                    "allowed_country_prefixes",
+                    &format!("{prefix:?} is not a calling-code prefix like \"+44\""),
+                );
+            }
+        }
+        for (key, value) in [
+            ("number_cooldown_secs", self.number_cooldown_secs),
+            ("user_hourly_limit", self.user_hourly_limit),
+            ("org_daily_limit", self.org_daily_limit),
+            ("pumping_window_secs", self.pumping_window_secs),
+            ("pumping_min_sends", self.pumping_min_sends),
+            ("pumping_max_ratio", self.pumping_max_ratio),
+        ] {
+            if value < 1 {
+                return err(key, "must be at least 1");
+            }
+        }
+        if self.sns_access_key_id.is_empty() != self.sns_secret_access_key.is_empty() {
+            return err(
+                "sns_secret_access_key",
+                "sns_access_key_id and sns_secret_access_key go together",
+            );
+        }
+        let url = &self.sns_endpoint_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            return err("sns_endpoint_url", "must be an http:// or https:// URL");
+        }
+        if self.sns_timeout_ms < 100 {
+            return err("sns_timeout_ms", "must be at least 100");
+        }
+        if !(1..=5).contains(&self.sns_max_attempts) {
+            return err("sns_max_attempts", "must be 1 to 5");
+        }
+        Ok(())
     }
 }
 
@@ -588,6 +776,43 @@ mod tests {
                 "health.check_interval_secs",
             ),
             (&[("TOLLGATE_LOG__LEVEL", "info,=[")], "log.level"),
+            // Development-only settings are refused in production.
+            (
+                &[
+                    ("TOLLGATE_SERVER__PRODUCTION", "true"),
+                    ("TOLLGATE_KEYS__GENERATE_IF_MISSING", "false"),
+                ],
+                "sms.sender",
+            ),
+            (
+                &[
+                    ("TOLLGATE_SERVER__PRODUCTION", "true"),
+                    ("TOLLGATE_SMS__SENDER", "sns"),
+                ],
+                "keys.generate_if_missing",
+            ),
+            (&[("TOLLGATE_SMS__SENDER", "carrier-pigeon")], "sms.sender"),
+            (&[("TOLLGATE_SMS__MESSAGE", "no code here")], "sms.message"),
+            (
+                &[("TOLLGATE_SMS__ALLOWED_COUNTRY_PREFIXES", r#"["44"]"#)],
+                "sms.allowed_country_prefixes",
+            ),
+            (
+                &[("TOLLGATE_SMS__USER_HOURLY_LIMIT", "0")],
+                "sms.user_hourly_limit",
+            ),
+            (
+                &[("TOLLGATE_SMS__SNS_ACCESS_KEY_ID", "AKIA...")],
+                "sms.sns_secret_access_key",
+            ),
+            (
+                &[("TOLLGATE_SMS__SNS_ENDPOINT_URL", "localhost:4566")],
+                "sms.sns_endpoint_url",
+            ),
+            (
+                &[("TOLLGATE_SMS__SNS_MAX_ATTEMPTS", "0")],
+                "sms.sns_max_attempts",
+            ),
         ];
         for (vars, key) in cases {
             let err = Config::load(None, env(vars)).unwrap_err().to_string();
@@ -595,6 +820,24 @@ mod tests {
         }
         let err = Config::load(Some(Path::new("/no/such/file.toml")), env(&[])).unwrap_err();
         assert!(err.to_string().contains("does not exist"));
+    }
+
+    #[test]
+    fn a_production_configuration_with_sns_loads_and_hides_the_aws_secret() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("TOLLGATE_SERVER__PRODUCTION", "true"),
+                ("TOLLGATE_KEYS__GENERATE_IF_MISSING", "false"),
+                ("TOLLGATE_SMS__SENDER", "sns"),
+                ("TOLLGATE_SMS__SNS_ACCESS_KEY_ID", "AKIAEXAMPLE"),
+                ("TOLLGATE_SMS__SNS_SECRET_ACCESS_KEY", "aws-secret-value"),
+                ("TOLLGATE_SMS__ALLOWED_COUNTRY_PREFIXES", r#"["+1","+44"]"#),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.sms.allowed_country_prefixes, ["+1", "+44"]);
+        assert!(!format!("{config:?}").contains("aws-secret-value"));
     }
 
     #[test]

@@ -64,6 +64,17 @@ pub enum ApiError {
         /// When to try again.
         retry_after: Duration,
     },
+    /// A service Tollgate depends on failed (the SMS provider): UNAVAILABLE with a reason.
+    /// `detail` is logged, never sent.
+    #[error("{message}")]
+    Upstream {
+        /// A stable reason, e.g. `SMS_UNAVAILABLE`.
+        reason: &'static str,
+        /// For the caller.
+        message: String,
+        /// For the log.
+        detail: String,
+    },
     /// The service cannot answer now (the database is down).
     #[error("temporarily unavailable")]
     Unavailable(String),
@@ -151,6 +162,14 @@ impl From<ApiError> for Status {
                 let mut details = info(reason);
                 details.set_retry_info(Some(retry_after));
                 Status::with_error_details(Code::ResourceExhausted, message, details)
+            }
+            ApiError::Upstream {
+                reason,
+                message,
+                detail,
+            } => {
+                tracing::warn!(reason, %detail, "upstream failure");
+                Status::with_error_details(Code::Unavailable, message, info(reason))
             }
             ApiError::Unavailable(detail) => {
                 tracing::error!(%detail, "unavailable");

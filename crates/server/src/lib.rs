@@ -13,6 +13,8 @@ pub(crate) mod mfa;
 pub mod password;
 pub(crate) mod qr;
 pub mod service;
+pub mod sms;
+pub mod sms_flow;
 pub mod telemetry;
 pub(crate) mod throttle;
 
@@ -96,6 +98,8 @@ pub struct App {
     pub passwords: Arc<Passwords>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// Delivers SMS codes.
+    pub sms: Arc<dyn sms::SmsSender>,
 }
 
 impl App {

@@ -107,11 +107,13 @@ async fn serve(config: Config) -> Result<(), String> {
         startup_ms = started.elapsed().as_millis(),
         "tollgate listening"
     );
+    let sms = server::sms::from_config(&config.sms).await;
     let app = App {
         storage,
         config: Arc::new(config),
         passwords,
         clock: Arc::new(SystemClock),
+        sms,
     };
     server::serve(app, listener, shutdown_signal())
         .await

@@ -140,7 +140,7 @@ pub(crate) fn hotp_of(
     Ok((hotp, next))
 }
 
-/// What a typed app code did against the user's active TOTP and HOTP factors.
+/// What a typed code did against the user's active factors.
 pub(crate) enum CodeCheck {
     /// Accepted by one factor (its step or counter is now used).
     Accepted,
@@ -150,8 +150,9 @@ pub(crate) enum CodeCheck {
     NoMatch,
 }
 
-/// Checks an app code against every active TOTP and HOTP factor of the user; a match goes
-/// through the replay guard (one conditional UPDATE, exact across calls and replicas).
+/// Checks a typed code against every active TOTP and HOTP factor of the user (a match goes
+/// through the replay guard: one conditional UPDATE, exact across calls and replicas), then
+/// against the current code of each SMS factor (used up when it matches).
 pub(crate) async fn check_code(
     app: &App,
     user: Uuid,
@@ -159,13 +160,14 @@ pub(crate) async fn check_code(
     now: i64,
 ) -> ApiResult<CodeCheck> {
     let mut replayed = false;
-    for factor in app.storage.factors().of_user(user, true).await? {
+    let factors = app.storage.factors().of_user(user, true).await?;
+    for factor in &factors {
         let step = match factor.kind {
             storage::entity::enums::FactorKind::Totp => {
-                totp_step(&totp_of(app, &factor)?, digits, now)
+                totp_step(&totp_of(app, factor)?, digits, now)
             }
             storage::entity::enums::FactorKind::Hotp => {
-                let (hotp, next) = hotp_of(app, &factor)?;
+                let (hotp, next) = hotp_of(app, factor)?;
                 match hotp.verify(digits, next) {
                     Ok(counter) => i64::try_from(counter).ok(),
                     // Behind `next`: a used counter, within the look-ahead of one used before.
@@ -190,6 +192,18 @@ pub(crate) async fn check_code(
                 return Ok(CodeCheck::Accepted);
             }
             replayed = true;
+        }
+    }
+    // SMS codes last: checking one spends one of its attempts, which a right app code
+    // therefore never does.
+    if !replayed {
+        for factor in factors
+            .iter()
+            .filter(|f| f.kind == storage::entity::enums::FactorKind::Sms)
+        {
+            if crate::sms_flow::check_code(app, factor.id, digits, now).await? {
+                return Ok(CodeCheck::Accepted);
+            }
         }
     }
     Ok(if replayed {

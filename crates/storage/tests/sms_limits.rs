@@ -40,13 +40,13 @@ async fn windows_all_or_nothing_and_giving_back(db: &TestDb) {
         })
     );
     assert_eq!(
-        limits.current(HOURLY.key, 3_600, NOW + 10).await.unwrap(),
+        limits.current(HOURLY.key, 3_600, NOW + 10).await.unwrap().0,
         1
     );
     // A send that failed gives its slots back: the cooldown is free again at once.
     limits.give_back(&taken).await.unwrap();
     assert_eq!(
-        limits.current(HOURLY.key, 3_600, NOW + 10).await.unwrap(),
+        limits.current(HOURLY.key, 3_600, NOW + 10).await.unwrap().0,
         0
     );
     limits
@@ -82,7 +82,8 @@ async fn windows_all_or_nothing_and_giving_back(db: &TestDb) {
         limits
             .current(HOURLY.key, 3_600, NOW + 3_600)
             .await
-            .unwrap(),
+            .unwrap()
+            .0,
         1
     );
     // Giving back after the window moved on takes nothing from the new one.
@@ -91,7 +92,8 @@ async fn windows_all_or_nothing_and_giving_back(db: &TestDb) {
         limits
             .current(HOURLY.key, 3_600, NOW + 3_600)
             .await
-            .unwrap(),
+            .unwrap()
+            .0,
         1
     );
     // Uncapped event counts, and bad limits.
@@ -101,12 +103,16 @@ async fn windows_all_or_nothing_and_giving_back(db: &TestDb) {
             .await
             .unwrap();
     }
-    assert_eq!(limits.current("sms:verified", 3_600, NOW).await.unwrap(), 3);
+    assert_eq!(
+        limits.current("sms:verified", 3_600, NOW).await.unwrap(),
+        (3, NOW + 3_600)
+    );
     assert_eq!(
         limits
             .current("sms:verified", 3_600, NOW + 3_600)
             .await
-            .unwrap(),
+            .unwrap()
+            .0,
         0
     );
     let bad = Limit { max: 0, ..HOURLY };
@@ -135,7 +141,7 @@ async fn racing_senders_never_exceed_a_limit(db: &TestDb) {
             .current("sms:org:race", 86_400, NOW)
             .await
             .unwrap(),
-        5
+        (5, NOW + 86_400)
     );
 }
 

@@ -104,6 +104,106 @@ impl AuthenticationService for Authentication {
     ) -> Result<Response<v1::VerifyStepUpResponse>, Status> {
         rpc("AuthenticationService/VerifyStepUp", self.step_up(request)).await
     }
+
+    async fn send_sms_code(
+        &self,
+        request: Request<v1::SendSmsCodeRequest>,
+    ) -> Result<Response<v1::SendSmsCodeResponse>, Status> {
+        rpc("AuthenticationService/SendSmsCode", self.send_sms(request)).await
+    }
+}
+
+impl Authentication {
+    async fn send_sms(
+        &self,
+        request: Request<v1::SendSmsCodeRequest>,
+    ) -> ApiResult<v1::SendSmsCodeResponse> {
+        caller(&request)?.require("authentication")?;
+        let body = request.into_inner();
+        let mut violations = Vec::new();
+        let (challenge_token, session_token) =
+            (body.challenge_token.trim(), body.session_token.trim());
+        if challenge_token.is_empty() == session_token.is_empty()
+            || challenge_token.len() > 256
+            || session_token.len() > 256
+        {
+            violations.push((
+                "challenge_token".to_owned(),
+                "give a challenge token (during a login) or a session token, not both".to_owned(),
+            ));
+        }
+        let factor_id = if body.factor_id.trim().is_empty() {
+            None
+        } else {
+            match parse_id("factor_id", &body.factor_id) {
+                Ok(id) => Some(id),
+                Err(ApiError::InvalidArgument(mut v)) => {
+                    violations.append(&mut v);
+                    None
+                }
+                Err(other) => return Err(other),
+            }
+        };
+        if !violations.is_empty() {
+            return Err(ApiError::InvalidArgument(violations));
+        }
+        let app = &self.app;
+        let now = app.now();
+        let (user_id, org_id) = if session_token.is_empty() {
+            let challenge = app
+                .storage
+                .challenges()
+                .find_active(challenge_token, now)
+                .await?
+                .filter(|c| c.purpose == ChallengePurpose::SecondFactor)
+                .ok_or_else(|| ApiError::Unauthenticated {
+                    reason: "CHALLENGE_INVALID",
+                    message: "the challenge is unknown, used or expired: log in again".to_owned(),
+                })?;
+            (challenge.user_id, challenge.org_id)
+        } else {
+            let session = app
+                .storage
+                .sessions()
+                .find_valid(session_token, now)
+                .await?
+                .ok_or_else(super::sessions::invalid_session)?;
+            (session.user_id, session.org_id)
+        };
+        // No SMS for a user who is locked out: it could not be used anyway.
+        crate::mfa::check_lockout(app, user_id, now).await?;
+        let phones: Vec<_> = app
+            .storage
+            .factors()
+            .of_user(user_id, true)
+            .await?
+            .into_iter()
+            .filter(|f| f.kind == storage::entity::enums::FactorKind::Sms)
+            .collect();
+        if phones.is_empty() {
+            return Err(ApiError::FailedPrecondition {
+                reason: "NO_SMS_FACTOR",
+                message: "the user has no phone enrolled for SMS codes".to_owned(),
+            });
+        }
+        let factor = match factor_id {
+            Some(id) => phones
+                .into_iter()
+                .find(|f| f.id == id)
+                .ok_or(ApiError::NotFound("SMS factor"))?,
+            None => phones
+                .into_iter()
+                .next()
+                .ok_or(ApiError::NotFound("SMS factor"))?,
+        };
+        let sent = crate::sms_flow::send_code(app, user_id, org_id, &factor, now).await?;
+        Ok(v1::SendSmsCodeResponse {
+            factor_id: factor.id.to_string(),
+            masked_phone_number: sent.masked,
+            expire_time: Some(timestamp(sent.expires_at)),
+            resend_time: Some(timestamp(sent.resend_at)),
+        })
+    }
 }
 
 impl Authentication {

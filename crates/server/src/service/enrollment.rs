@@ -102,6 +102,11 @@ pub(crate) fn factor_to_proto(factor: &storage::entity::factor::Model) -> v1::Fa
         activate_time: factor.activated_at.map(timestamp),
         last_use_time: factor.last_used_at.map(timestamp),
         expire_time: factor.pending_expires_at.map(timestamp),
+        masked_phone_number: factor
+            .phone_e164
+            .as_deref()
+            .map(crate::sms::mask)
+            .unwrap_or_default(),
     }
 }
 
@@ -184,6 +189,28 @@ impl EnrollmentService for Enrollment {
         request: Request<v1::ResetMfaRequest>,
     ) -> Result<Response<v1::ResetMfaResponse>, Status> {
         rpc("EnrollmentService/ResetMfa", self.reset(request)).await
+    }
+
+    async fn begin_sms_enrollment(
+        &self,
+        request: Request<v1::BeginSmsEnrollmentRequest>,
+    ) -> Result<Response<v1::BeginSmsEnrollmentResponse>, Status> {
+        rpc(
+            "EnrollmentService/BeginSmsEnrollment",
+            self.begin_sms(request),
+        )
+        .await
+    }
+
+    async fn confirm_sms_enrollment(
+        &self,
+        request: Request<v1::ConfirmSmsEnrollmentRequest>,
+    ) -> Result<Response<v1::ConfirmSmsEnrollmentResponse>, Status> {
+        rpc(
+            "EnrollmentService/ConfirmSmsEnrollment",
+            self.confirm_sms(request),
+        )
+        .await
     }
 }
 
@@ -277,7 +304,8 @@ impl Enrollment {
         let Some(step) = mfa::totp_step(&totp, &digits, now) else {
             return Err(mfa::record_failure(app, user_id, "INVALID_CODE", now).await);
         };
-        let (factor, recovery_codes, session) = self.finish(&ctx, &factor, step, "totp").await?;
+        let (factor, recovery_codes, session) =
+            self.finish(&ctx, &factor, Some(step), "totp").await?;
         Ok(v1::ConfirmTotpEnrollmentResponse {
             factor: Some(factor),
             recovery_codes,
@@ -291,7 +319,7 @@ impl Enrollment {
         &self,
         ctx: &UserContext,
         factor: &storage::entity::factor::Model,
-        step: i64,
+        step: Option<i64>,
         kind: &str,
     ) -> ApiResult<(v1::Factor, Vec<String>, Option<v1::Session>)> {
         let app = &self.app;
@@ -343,7 +371,7 @@ impl Enrollment {
             .activate(
                 factor.id,
                 user_id,
-                Some(step),
+                step,
                 first.then_some(code_refs.as_slice()),
                 now,
             )

@@ -164,7 +164,8 @@ impl Enrollment {
         else {
             return Err(mfa::record_failure(app, user_id, "INVALID_CODE", now).await);
         };
-        let (factor, recovery_codes, session) = self.finish(&ctx, &factor, counter, "hotp").await?;
+        let (factor, recovery_codes, session) =
+            self.finish(&ctx, &factor, Some(counter), "hotp").await?;
         Ok(v1::ConfirmHotpEnrollmentResponse {
             factor: Some(factor),
             recovery_codes,

@@ -6,6 +6,7 @@ mod factors;
 mod org_admin;
 pub mod organizations;
 pub mod sessions;
+mod sms_enrollment;
 pub mod users;
 
 use prost_types::Timestamp;

@@ -162,12 +162,15 @@ impl<'a> SmsLimits<'a> {
         Ok(())
     }
 
-    /// Events under `key` in its current window (0 once the window has passed).
-    pub async fn current(&self, key: &str, window_secs: i64, now: i64) -> Result<i64> {
+    /// Events under `key` in its current window (0 once the window has passed), and when
+    /// that window ends.
+    pub async fn current(&self, key: &str, window_secs: i64, now: i64) -> Result<(i64, i64)> {
         Ok(Entity::find_by_id(key.to_owned())
             .one(self.storage.db())
             .await?
             .filter(|row| row.window_start > now - window_secs)
-            .map_or(0, |row| row.count))
+            .map_or((0, now + window_secs), |row| {
+                (row.count, row.window_start + window_secs)
+            }))
     }
 }

@@ -1,0 +1,259 @@
+//! Sending an SMS code: the country allowlist, the pumping guard, the sending limits (per
+//! number, per user, per organization: exact across replicas), the code itself (6 digits
+//! from the CSPRNG, stored only as a keyed hash) and its delivery. A refusal changes nothing;
+//! a delivery failure leaves no code valid and gives every limit back.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use storage::Uuid;
+use storage::repo::Limit;
+use zeroize::Zeroizing;
+
+use crate::error::{ApiError, ApiResult};
+use crate::{App, audit};
+
+/// How often the pumping guard has stopped a send since the process started (an alert; the
+/// log line and the audit event say more).
+static PUMPING_ALERTS: AtomicU64 = AtomicU64::new(0);
+
+/// The pumping guard's alerts so far in this process.
+pub fn pumping_alerts() -> u64 {
+    PUMPING_ALERTS.load(Ordering::Relaxed)
+}
+
+/// Counter keys: successful SMS verifications and sends, deployment-wide, for the guard.
+const SENT_KEY: &str = "sms:pumping:sent";
+const VERIFIED_KEY: &str = "sms:pumping:verified";
+
+/// A code on its way.
+#[derive(Debug)]
+pub(crate) struct Sent {
+    /// The destination, masked.
+    pub masked: String,
+    /// When the code expires.
+    pub expires_at: i64,
+    /// When another may be requested.
+    pub resend_at: i64,
+}
+
+/// Whether SMS may go to `e164` under the configured country prefixes.
+pub(crate) fn country_allowed(app: &App, e164: &str) -> bool {
+    app.config
+        .sms
+        .allowed_country_prefixes
+        .iter()
+        .any(|prefix| e164.starts_with(prefix.as_str()))
+}
+
+/// A uniformly random 6-digit code from the operating system's CSPRNG.
+fn new_code() -> ApiResult<Zeroizing<String>> {
+    // Rejection sampling: 4,294,000,000 is the largest multiple of 10^6 below 2^32.
+    loop {
+        let mut bytes = [0u8; 4];
+        getrandom::fill(&mut bytes).map_err(|e| ApiError::Internal(format!("CSPRNG: {e}")))?;
+        let value = u32::from_le_bytes(bytes);
+        if value < 4_294_000_000 {
+            return Ok(Zeroizing::new(format!("{:06}", value % 1_000_000)));
+        }
+    }
+}
+
+fn exhausted(reason: &'static str, message: &str, retry_at: i64, now: i64) -> ApiError {
+    ApiError::ResourceExhausted {
+        reason,
+        message: message.to_owned(),
+        retry_after: Duration::from_secs(u64::try_from(retry_at - now).unwrap_or(1).max(1)),
+    }
+}
+
+/// The pumping guard: within its window, once enough codes went out, sending stops while
+/// sends exceed the configured ratio per successful verification.
+async fn pumping_guard(app: &App, user_id: Uuid, now: i64) -> ApiResult<()> {
+    let sms = &app.config.sms;
+    let limits = app.storage.sms_limits();
+    let (sent, ends_at) = limits
+        .current(SENT_KEY, sms.pumping_window_secs, now)
+        .await?;
+    let (verified, _) = limits
+        .current(VERIFIED_KEY, sms.pumping_window_secs, now)
+        .await?;
+    if sent < sms.pumping_min_sends || sent <= sms.pumping_max_ratio.saturating_mul(verified) {
+        return Ok(());
+    }
+    PUMPING_ALERTS.fetch_add(1, Ordering::Relaxed);
+    tracing::error!(
+        alert = "sms_pumping_suspected",
+        sent,
+        verified,
+        max_ratio = sms.pumping_max_ratio,
+        "SMS pumping suspected: sends far outrun verifications; sending stopped until the window ends or verifications catch up"
+    );
+    let details = serde_json::json!({ "sent": sent, "verified": verified }).to_string();
+    audit::record(
+        app,
+        "sms.pumping_suspected",
+        None,
+        None,
+        Some(user_id),
+        &details,
+    )
+    .await?;
+    Err(exhausted(
+        "SMS_PUMPING_SUSPECTED",
+        "SMS sending is paused: too many codes went out without being used",
+        ends_at,
+        now,
+    ))
+}
+
+/// Sends a new code for the SMS `factor` of `user_id`, replacing any earlier one. `org_id`
+/// is the organization of the login or session (its name goes into the message, its daily
+/// budget is charged).
+pub(crate) async fn send_code(
+    app: &App,
+    user_id: Uuid,
+    org_id: Option<Uuid>,
+    factor: &storage::entity::factor::Model,
+    now: i64,
+) -> ApiResult<Sent> {
+    let sms = &app.config.sms;
+    let phone = factor
+        .phone_e164
+        .as_deref()
+        .ok_or_else(|| ApiError::Internal(format!("SMS factor {} has no number", factor.id)))?;
+    if !country_allowed(app, phone) {
+        return Err(ApiError::FailedPrecondition {
+            reason: "SMS_COUNTRY_NOT_ALLOWED",
+            message: "SMS is not offered to this phone's country; use another method".to_owned(),
+        });
+    }
+    pumping_guard(app, user_id, now).await?;
+
+    // Counter keys: the number only as a keyed hash (no phone numbers in another table).
+    let number_hash = app.storage.hasher().hash(
+        storage::crypto::HashPurpose::ThrottleKey,
+        &[b"sms-number", phone.as_bytes()],
+    );
+    let number_key = format!("sms:number:{}", hex::encode(number_hash.0));
+    let user_key = format!("sms:user:{user_id}");
+    let org_key = match org_id {
+        Some(id) => format!("sms:org:{id}"),
+        None => "sms:org:none".to_owned(),
+    };
+    let limits = [
+        Limit {
+            key: &number_key,
+            max: 1,
+            window_secs: sms.number_cooldown_secs,
+        },
+        Limit {
+            key: &user_key,
+            max: sms.user_hourly_limit,
+            window_secs: 3_600,
+        },
+        Limit {
+            key: &org_key,
+            max: sms.org_daily_limit,
+            window_secs: 86_400,
+        },
+        Limit {
+            key: SENT_KEY,
+            max: i64::MAX,
+            window_secs: sms.pumping_window_secs,
+        },
+    ];
+    let taken = match app.storage.sms_limits().take(&limits, now).await? {
+        Ok(taken) => taken,
+        Err(reached) => {
+            let (reason, message) = match reached.index {
+                0 => (
+                    "SMS_NUMBER_COOLDOWN",
+                    "a code was just sent to this number; wait before asking again",
+                ),
+                1 => (
+                    "SMS_USER_LIMIT",
+                    "too many codes were sent for this user; try again later",
+                ),
+                _ => (
+                    "SMS_ORGANIZATION_LIMIT",
+                    "the organization's daily SMS budget is spent; try again later",
+                ),
+            };
+            tracing::warn!(user_id = %user_id, reason, "SMS refused");
+            return Err(exhausted(reason, message, reached.retry_at, now));
+        }
+    };
+
+    let organization = match org_id {
+        Some(id) => app.storage.organizations().get(id).await?.map(|o| o.name),
+        None => None,
+    }
+    .unwrap_or_else(|| app.config.otp.issuer.clone());
+    let code = new_code()?;
+    let message = Zeroizing::new(
+        sms.message
+            .replace("{organization}", &organization)
+            .replace("{code}", &code),
+    );
+    if let Err(e) = app.sms.send(phone, &message).await {
+        // Not delivered: nothing is charged and no new code exists (the previous one, which
+        // the user did receive, stays as it was).
+        app.storage.sms_limits().give_back(&taken).await?;
+        return Err(ApiError::Upstream {
+            reason: "SMS_UNAVAILABLE",
+            message: "the SMS could not be sent; try again shortly or use another method"
+                .to_owned(),
+            detail: format!("sender {}: {e}", app.sms.name()),
+        });
+    }
+    let expires_at = now + sms.code_ttl_secs;
+    app.storage
+        .sms_codes()
+        .issue(factor.id, &code, now, expires_at)
+        .await?;
+    let masked = crate::sms::mask(phone);
+    let details = serde_json::json!({ "factor_id": factor.id, "to": masked }).to_string();
+    audit::record(
+        app,
+        "sms.sent",
+        org_id,
+        Some(user_id),
+        Some(user_id),
+        &details,
+    )
+    .await?;
+    tracing::info!(user_id = %user_id, factor_id = %factor.id, sender = app.sms.name(), "SMS code sent");
+    Ok(Sent {
+        masked,
+        expires_at,
+        resend_at: now + sms.number_cooldown_secs,
+    })
+}
+
+/// Checks a typed code against the current SMS code of `factor_id`: takes one of the code's
+/// attempts first, then uses the code up if it matches. A success counts as a verification
+/// for the pumping guard.
+pub(crate) async fn check_code(
+    app: &App,
+    factor_id: Uuid,
+    digits: &str,
+    now: i64,
+) -> ApiResult<bool> {
+    let codes = app.storage.sms_codes();
+    if !codes
+        .take_attempt(factor_id, app.config.sms.code_max_attempts, now)
+        .await?
+    {
+        return Ok(false);
+    }
+    if !codes.consume(factor_id, digits, now).await? {
+        return Ok(false);
+    }
+    app.storage.factors().touch(factor_id, now).await?;
+    app.storage
+        .sms_limits()
+        .count_event(VERIFIED_KEY, app.config.sms.pumping_window_secs, now)
+        .await?;
+    Ok(true)
+}
