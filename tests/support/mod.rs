@@ -67,6 +67,7 @@ impl TestServer {
             passwords,
             clock,
             sms,
+            metrics: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -202,7 +203,8 @@ pub fn sms_config(endpoint: &str) -> Config {
     config.sms.sns_region = "us-east-1".to_owned();
     config.sms.sns_access_key_id = "testing".to_owned();
     config.sms.sns_secret_access_key = "testing".to_owned();
-    config.sms.sns_timeout_ms = 2_000;
+    // Generous: one moto serves every test, on two busy cores.
+    config.sms.sns_timeout_ms = 10_000;
     config
 }
 
@@ -247,12 +249,13 @@ pub fn code_in(text: &str) -> String {
         .to_owned()
 }
 
-/// A phone number nobody else's test uses: +1 555 then 7 random digits.
+/// A valid US number nobody else's test uses: +1 415, an exchange from 200 to 999, then four
+/// random digits.
 pub fn unique_phone() -> String {
     let n = u64::from_le_bytes(
         storage::Uuid::now_v7().as_bytes()[8..16]
             .try_into()
             .unwrap(),
     );
-    format!("+1555{:07}", n % 10_000_000)
+    format!("+1415{}{:06}", 2 + n % 8, (n / 8) % 1_000_000)
 }

@@ -295,6 +295,8 @@ pub struct SmsConfig {
     pub code_max_attempts: i32,
     /// Country calling-code prefixes SMS may go to, like `+1` or `+44`.
     pub allowed_country_prefixes: Vec<String>,
+    /// Prefixes refused even when allowed above, like `+1876` (Jamaica shares `+1`).
+    pub denied_country_prefixes: Vec<String>,
     /// Seconds before another code may go to the same number.
     pub number_cooldown_secs: i64,
     /// Codes sent per user per hour.
@@ -333,6 +335,7 @@ impl std::fmt::Debug for SmsConfig {
             .field("code_ttl_secs", &self.code_ttl_secs)
             .field("code_max_attempts", &self.code_max_attempts)
             .field("allowed_country_prefixes", &self.allowed_country_prefixes)
+            .field("denied_country_prefixes", &self.denied_country_prefixes)
             .field("number_cooldown_secs", &self.number_cooldown_secs)
             .field("user_hourly_limit", &self.user_hourly_limit)
             .field("org_daily_limit", &self.org_daily_limit)
@@ -365,6 +368,8 @@ impl Default for SmsConfig {
             code_ttl_secs: 300,
             code_max_attempts: 3,
             allowed_country_prefixes: vec!["+1".to_owned()],
+            // The +1 countries outside the US and Canada: premium-rate and pumping targets.
+            denied_country_prefixes: NANP_OUTSIDE_US_CA.iter().map(|p| (*p).to_owned()).collect(),
             number_cooldown_secs: 30,
             user_hourly_limit: 5,
             org_daily_limit: 500,
@@ -381,6 +386,14 @@ impl Default for SmsConfig {
         }
     }
 }
+
+/// The area codes of the +1 countries other than the United States (and its territories) and
+/// Canada, in the Caribbean and the Atlantic: denied by default, since `+1` alone would let
+/// SMS go there.
+const NANP_OUTSIDE_US_CA: [&str; 20] = [
+    "+1242", "+1246", "+1264", "+1268", "+1284", "+1345", "+1441", "+1473", "+1649", "+1658",
+    "+1664", "+1721", "+1758", "+1767", "+1784", "+1809", "+1829", "+1849", "+1868", "+1876",
+];
 
 /// A caller authenticated by API key.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -600,13 +613,18 @@ impl SmsConfig {
         if !(1..=10).contains(&self.code_max_attempts) {
             return err("code_max_attempts", "must be 1 to 10");
         }
-        for prefix in &self.allowed_country_prefixes {
-            let digits = prefix.strip_prefix('+').unwrap_or_default();
-            if !(1..=4).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                return err(
-                    "allowed_country_prefixes",
-                    &format!("{prefix:?} is not a calling-code prefix like \"+44\""),
-                );
+        for (key, prefixes) in [
+            ("allowed_country_prefixes", &self.allowed_country_prefixes),
+            ("denied_country_prefixes", &self.denied_country_prefixes),
+        ] {
+            for prefix in prefixes {
+                let digits = prefix.strip_prefix('+').unwrap_or_default();
+                if !(1..=6).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return err(
+                        key,
+                        &format!("{prefix:?} is not a calling-code prefix like \"+44\""),
+                    );
+                }
             }
         }
         for (key, value) in [

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod keys;
+pub mod metrics;
 pub(crate) mod mfa;
 pub mod password;
 pub(crate) mod qr;
@@ -100,6 +101,8 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     /// Delivers SMS codes.
     pub sms: Arc<dyn sms::SmsSender>,
+    /// What the server counts.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl App {
@@ -127,6 +130,11 @@ pub async fn clean_up_expired(app: &App) -> Result<(u64, u64), storage::StorageE
     let now = app.now();
     let factors = app.storage.factors().delete_expired_pending(now).await?;
     let challenges = app.storage.challenges().delete_expired(now).await?;
+    // SMS counters: every window is at most a day long.
+    app.storage
+        .sms_limits()
+        .delete_older_than(now - 2 * 86_400)
+        .await?;
     if factors + challenges > 0 {
         tracing::info!(
             factors,

@@ -114,6 +114,7 @@ async fn serve(config: Config) -> Result<(), String> {
         passwords,
         clock: Arc::new(SystemClock),
         sms,
+        metrics: Default::default(),
     };
     server::serve(app, listener, shutdown_signal())
         .await

@@ -1,5 +1,5 @@
 //! Sending SMS: AWS SNS in production, the log in development. The senders only deliver a
-//! message; codes, limits and the pumping guard are decided before (see `service::sms`).
+//! message; codes, limits and the pumping guard are decided before (see `sms_flow`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -10,11 +10,18 @@ use aws_sdk_sns::types::MessageAttributeValue;
 
 use crate::config::{SmsConfig, SmsSenderKind};
 
-/// Why a message was not sent. Whatever the cause (unreachable, throttled, refused), the
-/// caller answers UNAVAILABLE: the code was not delivered and must not stay valid.
+/// Why a message was not sent. Whatever the cause the caller answers UNAVAILABLE; whether
+/// the message surely did not leave decides what is given back (see `sms_flow`).
 #[derive(Debug, thiserror::Error)]
-#[error("SMS not sent: {0}")]
-pub struct SendError(pub String);
+#[error("SMS not sent ({kind})")]
+pub struct SendError {
+    /// A short, secret-free description for the log: an error code like `Throttling`, or the
+    /// kind of failure. Never the message or the number.
+    pub kind: String,
+    /// The message surely did not reach the provider, or the provider refused it. False when
+    /// it may have been delivered (a timeout, a lost response).
+    pub certainly_not_sent: bool,
+}
 
 /// Something that delivers a text message to a phone number (E.164).
 #[tonic::async_trait]
@@ -94,7 +101,10 @@ fn string_attribute(value: &str) -> Result<MessageAttributeValue, SendError> {
         .data_type("String")
         .string_value(value)
         .build()
-        .map_err(|e| SendError(e.to_string()))
+        .map_err(|_| SendError {
+            kind: "BadMessageAttribute".to_owned(),
+            certainly_not_sent: true,
+        })
 }
 
 #[tonic::async_trait]
@@ -110,13 +120,40 @@ impl SmsSender for SnsSender {
             publish =
                 publish.message_attributes("AWS.SNS.SMS.SenderID", string_attribute(sender_id)?);
         }
+        use aws_sdk_sns::error::{ProvideErrorMetadata as _, SdkError};
         match publish.send().await {
             Ok(_) => Ok(()),
-            // The error's display names the service error (throttling, opt-out, …) or the
-            // transport failure; never the message, which holds the code.
-            Err(e) => Err(SendError(
-                aws_sdk_sns::error::DisplayErrorContext(&e).to_string(),
-            )),
+            // Only a code or a kind is kept: SNS messages can repeat the phone number.
+            Err(e) => Err(match &e {
+                SdkError::ServiceError(service) => SendError {
+                    kind: service.err().code().unwrap_or("ServiceError").to_owned(),
+                    certainly_not_sent: true,
+                },
+                SdkError::ConstructionFailure(_) => SendError {
+                    kind: "ConstructionFailure".to_owned(),
+                    certainly_not_sent: true,
+                },
+                SdkError::DispatchFailure(failure) => SendError {
+                    kind: if failure.is_timeout() {
+                        "DispatchTimeout"
+                    } else if failure.is_io() {
+                        "DispatchIo"
+                    } else {
+                        "DispatchFailure"
+                    }
+                    .to_owned(),
+                    // Connecting failed: nothing reached SNS. A timeout may be mid-request.
+                    certainly_not_sent: !failure.is_timeout(),
+                },
+                SdkError::TimeoutError(_) => SendError {
+                    kind: "Timeout".to_owned(),
+                    certainly_not_sent: false,
+                },
+                _ => SendError {
+                    kind: "ResponseError".to_owned(),
+                    certainly_not_sent: false,
+                },
+            }),
         }
     }
 
@@ -175,29 +212,29 @@ pub fn mask(e164: &str) -> String {
     out
 }
 
-/// Normalizes a phone number as people type it to E.164: `+` (or `00`) then the country code
-/// and number; spaces, dots, dashes and parentheses are ignored. `None` when it is not one.
+/// Normalizes a phone number as people type it to E.164, with libphonenumber's rules (the
+/// `phonenumber` crate): `+` (or `00`) then the country code and number, spaces, dots,
+/// dashes, parentheses and a `(0)` trunk prefix allowed, letters refused. `None` unless it is
+/// a valid number of its country.
 pub fn normalize_phone(input: &str) -> Option<String> {
     let trimmed = input.trim();
-    let rest = if let Some(rest) = trimmed.strip_prefix('+') {
-        rest
+    let international = if let Some(rest) = trimmed.strip_prefix("00") {
+        format!("+{rest}")
+    } else if trimmed.starts_with('+') {
+        trimmed.to_owned()
     } else {
-        trimmed.strip_prefix("00")?
+        return None;
     };
-    let mut digits = String::with_capacity(16);
-    for c in rest.chars() {
-        match c {
-            '0'..='9' => digits.push(c),
-            ' ' | '.' | '-' | '(' | ')' | '\u{a0}' => {}
-            _ => return None,
-        }
-    }
-    // E.164: a country code not starting with 0, at most 15 digits in all; real numbers have
-    // at least 8.
-    if !(8..=15).contains(&digits.len()) || digits.starts_with('0') {
+    // Letters are refused, although libphonenumber reads vanity numbers (1-800-FLOWERS): a
+    // code must go to exactly the digits the user sees.
+    if international.chars().count() > 32 || international.chars().any(char::is_alphabetic) {
         return None;
     }
-    Some(format!("+{digits}"))
+    let number = phonenumber::parse(None, &international).ok()?;
+    if !phonenumber::is_valid(&number) || number.extension().is_some() {
+        return None;
+    }
+    Some(number.format().mode(phonenumber::Mode::E164).to_string())
 }
 
 #[cfg(test)]
@@ -209,11 +246,14 @@ mod tests {
         for (input, expected) in [
             ("+1 (415) 555-0100", Some("+14155550100")),
             ("0044 20 7946 0958", Some("+442079460958")),
+            ("+44 (0)20 7946 0958", Some("+442079460958")),
             ("  +49.30.901820  ", Some("+4930901820")),
             ("415 555 0100", None),
+            ("+14155550", None),
             ("+0123456789", None),
             ("+1415555010012345", None),
             ("+1 415 CALL NOW", None),
+            ("+1 415 555 0100 ext. 12", None),
             ("+1234", None),
             ("", None),
         ] {

@@ -3,7 +3,7 @@
 //! from the CSPRNG, stored only as a keyed hash) and its delivery. A refusal changes nothing;
 //! a delivery failure leaves no code valid and gives every limit back.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use storage::Uuid;
@@ -13,18 +13,16 @@ use zeroize::Zeroizing;
 use crate::error::{ApiError, ApiResult};
 use crate::{App, audit};
 
-/// How often the pumping guard has stopped a send since the process started (an alert; the
-/// log line and the audit event say more).
-static PUMPING_ALERTS: AtomicU64 = AtomicU64::new(0);
-
-/// The pumping guard's alerts so far in this process.
-pub fn pumping_alerts() -> u64 {
-    PUMPING_ALERTS.load(Ordering::Relaxed)
+/// The guard's counters: sends and successful verifications, deployment-wide, in buckets
+/// aligned on the window so that both always cover the same span of time.
+fn pumping_keys(window_secs: i64, now: i64) -> (String, String, String) {
+    let bucket = now.div_euclid(window_secs);
+    (
+        format!("sms:pumping:{bucket}:sent"),
+        format!("sms:pumping:{bucket}:verified"),
+        format!("sms:pumping:{bucket}:alerted"),
+    )
 }
-
-/// Counter keys: successful SMS verifications and sends, deployment-wide, for the guard.
-const SENT_KEY: &str = "sms:pumping:sent";
-const VERIFIED_KEY: &str = "sms:pumping:verified";
 
 /// A code on its way.
 #[derive(Debug)]
@@ -37,13 +35,16 @@ pub(crate) struct Sent {
     pub resend_at: i64,
 }
 
-/// Whether SMS may go to `e164` under the configured country prefixes.
+/// Whether SMS may go to `e164`: a prefix of the allowlist and none of the denylist.
 pub(crate) fn country_allowed(app: &App, e164: &str) -> bool {
-    app.config
-        .sms
-        .allowed_country_prefixes
+    let sms = &app.config.sms;
+    sms.allowed_country_prefixes
         .iter()
         .any(|prefix| e164.starts_with(prefix.as_str()))
+        && !sms
+            .denied_country_prefixes
+            .iter()
+            .any(|prefix| e164.starts_with(prefix.as_str()))
 }
 
 /// A uniformly random 6-digit code from the operating system's CSPRNG.
@@ -68,37 +69,54 @@ fn exhausted(reason: &'static str, message: &str, retry_at: i64, now: i64) -> Ap
 }
 
 /// The pumping guard: within its window, once enough codes went out, sending stops while
-/// sends exceed the configured ratio per successful verification.
+/// sends exceed the configured ratio per successful verification. The alert (error log,
+/// audit event, counter) is raised once per window, so refused requests cannot flood the
+/// audit log. Concurrent sends can pass it by as many as are in flight: it is a brake on a
+/// trend, the exact limits come after.
 async fn pumping_guard(app: &App, user_id: Uuid, now: i64) -> ApiResult<()> {
     let sms = &app.config.sms;
+    let window = sms.pumping_window_secs;
     let limits = app.storage.sms_limits();
-    let (sent, ends_at) = limits
-        .current(SENT_KEY, sms.pumping_window_secs, now)
-        .await?;
-    let (verified, _) = limits
-        .current(VERIFIED_KEY, sms.pumping_window_secs, now)
-        .await?;
+    let (sent_key, verified_key, alerted_key) = pumping_keys(window, now);
+    let (sent, _) = limits.current(&sent_key, window, now).await?;
+    let (verified, _) = limits.current(&verified_key, window, now).await?;
     if sent < sms.pumping_min_sends || sent <= sms.pumping_max_ratio.saturating_mul(verified) {
         return Ok(());
     }
-    PUMPING_ALERTS.fetch_add(1, Ordering::Relaxed);
-    tracing::error!(
-        alert = "sms_pumping_suspected",
-        sent,
-        verified,
-        max_ratio = sms.pumping_max_ratio,
-        "SMS pumping suspected: sends far outrun verifications; sending stopped until the window ends or verifications catch up"
-    );
-    let details = serde_json::json!({ "sent": sent, "verified": verified }).to_string();
-    audit::record(
-        app,
-        "sms.pumping_suspected",
-        None,
-        None,
-        Some(user_id),
-        &details,
-    )
-    .await?;
+    let ends_at = (now.div_euclid(window) + 1) * window;
+    let first = limits
+        .take(
+            &[Limit {
+                key: &alerted_key,
+                max: 1,
+                window_secs: window,
+            }],
+            now,
+        )
+        .await?
+        .is_ok();
+    if first {
+        app.metrics
+            .sms_pumping_alerts
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            alert = "sms_pumping_suspected",
+            sent,
+            verified,
+            max_ratio = sms.pumping_max_ratio,
+            "SMS pumping suspected: sends far outrun verifications; sending stopped until the window ends or verifications catch up"
+        );
+        let details = serde_json::json!({ "sent": sent, "verified": verified }).to_string();
+        audit::record(
+            app,
+            "sms.pumping_suspected",
+            None,
+            None,
+            Some(user_id),
+            &details,
+        )
+        .await?;
+    }
     Err(exhausted(
         "SMS_PUMPING_SUSPECTED",
         "SMS sending is paused: too many codes went out without being used",
@@ -137,10 +155,13 @@ pub(crate) async fn send_code(
     );
     let number_key = format!("sms:number:{}", hex::encode(number_hash.0));
     let user_key = format!("sms:user:{user_id}");
+    // Users in no organization: the daily budget is their own (a shared one would let a few
+    // such accounts spend it for everyone).
     let org_key = match org_id {
         Some(id) => format!("sms:org:{id}"),
-        None => "sms:org:none".to_owned(),
+        None => format!("sms:user-day:{user_id}"),
     };
+    let (sent_key, _, _) = pumping_keys(sms.pumping_window_secs, now);
     let limits = [
         Limit {
             key: &number_key,
@@ -158,7 +179,7 @@ pub(crate) async fn send_code(
             window_secs: 86_400,
         },
         Limit {
-            key: SENT_KEY,
+            key: &sent_key,
             max: i64::MAX,
             window_secs: sms.pumping_window_secs,
         },
@@ -197,14 +218,23 @@ pub(crate) async fn send_code(
             .replace("{code}", &code),
     );
     if let Err(e) = app.sms.send(phone, &message).await {
-        // Not delivered: nothing is charged and no new code exists (the previous one, which
-        // the user did receive, stays as it was).
-        app.storage.sms_limits().give_back(&taken).await?;
+        // No new code is stored either way: a code the user may never receive is never valid
+        // (an earlier one, which they did receive, stays as it was). When the message surely
+        // did not go, nothing is charged either; when it may have (a timeout), the limits
+        // stay taken, so a slow provider cannot be used to send without limits.
+        if e.certainly_not_sent {
+            app.storage.sms_limits().give_back(&taken).await?;
+        }
         return Err(ApiError::Upstream {
             reason: "SMS_UNAVAILABLE",
             message: "the SMS could not be sent; try again shortly or use another method"
                 .to_owned(),
-            detail: format!("sender {}: {e}", app.sms.name()),
+            detail: format!(
+                "sender {}: {} (certainly not sent: {})",
+                app.sms.name(),
+                e.kind,
+                e.certainly_not_sent
+            ),
         });
     }
     let expires_at = now + sms.code_ttl_secs;
@@ -251,9 +281,11 @@ pub(crate) async fn check_code(
         return Ok(false);
     }
     app.storage.factors().touch(factor_id, now).await?;
+    let window = app.config.sms.pumping_window_secs;
+    let (_, verified_key, _) = pumping_keys(window, now);
     app.storage
         .sms_limits()
-        .count_event(VERIFIED_KEY, app.config.sms.pumping_window_secs, now)
+        .count_event(&verified_key, window, now)
         .await?;
     Ok(true)
 }

@@ -115,6 +115,19 @@ async fn windows_all_or_nothing_and_giving_back(db: &TestDb) {
             .0,
         0
     );
+    // Old windows are cleaned up; current ones stay.
+    assert!(
+        limits.delete_older_than(NOW + 1).await.unwrap() >= 1,
+        "the counters of NOW's windows"
+    );
+    assert_eq!(
+        limits
+            .current(HOURLY.key, 3_600, NOW + 3_600)
+            .await
+            .unwrap()
+            .0,
+        1
+    );
     let bad = Limit { max: 0, ..HOURLY };
     assert!(limits.take(&[bad], NOW).await.is_err());
 }

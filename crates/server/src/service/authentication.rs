@@ -123,14 +123,19 @@ impl Authentication {
         let mut violations = Vec::new();
         let (challenge_token, session_token) =
             (body.challenge_token.trim(), body.session_token.trim());
-        if challenge_token.is_empty() == session_token.is_empty()
-            || challenge_token.len() > 256
-            || session_token.len() > 256
-        {
+        if challenge_token.is_empty() == session_token.is_empty() {
             violations.push((
                 "challenge_token".to_owned(),
                 "give a challenge token (during a login) or a session token, not both".to_owned(),
             ));
+        }
+        for (field, token) in [
+            ("challenge_token", challenge_token),
+            ("session_token", session_token),
+        ] {
+            if token.len() > 256 {
+                violations.push((field.to_owned(), "at most 256 characters".to_owned()));
+            }
         }
         let factor_id = if body.factor_id.trim().is_empty() {
             None

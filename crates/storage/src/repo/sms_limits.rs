@@ -173,4 +173,14 @@ impl<'a> SmsLimits<'a> {
                 (row.count, row.window_start + window_secs)
             }))
     }
+
+    /// Deletes counters whose window began before `cutoff` (they count nothing any more: the
+    /// longest window is a day). Returns how many.
+    pub async fn delete_older_than(&self, cutoff: i64) -> Result<u64> {
+        Ok(Entity::delete_many()
+            .filter(Column::WindowStart.lt(cutoff))
+            .exec(self.storage.db())
+            .await?
+            .rows_affected)
+    }
 }
