@@ -636,12 +636,7 @@ async fn the_pumping_guard_stops_sending_and_alerts(backend: Backend) {
     w.begin(&tokens[0], &unique_phone()).await.unwrap();
     w.begin(&tokens[1], &unique_phone()).await.unwrap();
     // Three sent, one verified: over the ratio, so the next is refused.
-    let alerts = w
-        .server
-        .app
-        .metrics
-        .sms_pumping_alerts
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let alerts = w.server.app.metrics.sms_pumping_alerts.get();
     let phone = unique_phone();
     let err = w.begin(&tokens[2], &phone).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted);
@@ -649,11 +644,7 @@ async fn the_pumping_guard_stops_sending_and_alerts(backend: Backend) {
     assert!(retry_after(&err) <= Duration::from_secs(3_600));
     assert!(w.inbox(&phone).await.is_empty());
     let metrics = Arc::clone(&w.server.app.metrics);
-    let count = move || {
-        metrics
-            .sms_pumping_alerts
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
+    let count = move || metrics.sms_pumping_alerts.get();
     assert_eq!(count(), alerts + 1, "an alert is counted");
     // Once per window: a second refusal neither alerts nor audits again.
     let err = w.begin(&tokens[2], &phone).await.unwrap_err();

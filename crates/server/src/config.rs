@@ -33,6 +33,8 @@ pub struct Config {
     pub health: HealthConfig,
     /// SMS codes, how they are sent, and the limits against SMS pumping.
     pub sms: SmsConfig,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsConfig,
     /// Callers authenticated by API key (`x-api-key`).
     pub api_keys: Vec<ApiKeyConfig>,
     /// Callers authenticated by client certificate (mTLS).
@@ -265,6 +267,25 @@ impl Default for HealthConfig {
     fn default() -> Self {
         Self {
             check_interval_secs: 5,
+        }
+    }
+}
+
+/// The Prometheus endpoint: `GET /metrics` on its own port, off the gRPC one.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve it.
+    pub enabled: bool,
+    /// Its address. It shows counts, never users or secrets, and needs no API key.
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
         }
     }
 }
@@ -574,6 +595,12 @@ impl Config {
             );
         }
         self.sms.validate(self.server.production)?;
+        if self.metrics.enabled
+            && self.metrics.listen == self.server.listen
+            && self.server.listen.port() != 0
+        {
+            return err("metrics.listen", "must differ from server.listen");
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return err("log.level", &e.to_string());
         }

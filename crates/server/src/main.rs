@@ -39,6 +39,16 @@ enum Command {
     HashApiKey,
     /// Prints a new key file (one encryption key and a hash key) for `keys.file`.
     GenerateKeys,
+    /// Asks a running server's standard gRPC health service whether it is SERVING; exits 0 if
+    /// so, 1 otherwise (a container HEALTHCHECK).
+    Probe {
+        /// The server's gRPC address (plaintext).
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        addr: String,
+        /// The service to ask about; empty for the whole server.
+        #[arg(long, default_value = "")]
+        service: String,
+    },
 }
 
 fn load(cli: &Cli) -> Result<Config, String> {
@@ -100,8 +110,24 @@ async fn serve(config: Config) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .map_err(|e| format!("server.listen {}: {e}", config.server.listen))?;
+    // Prometheus metrics on their own port; they stop with the process.
+    let metrics_listener = if config.metrics.enabled {
+        let address = config.metrics.listen;
+        Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|e| format!("metrics.listen {address}: {e}"))?,
+        )
+    } else {
+        None
+    };
+    let metrics_address = match &metrics_listener {
+        Some(l) => l.local_addr().map_err(|e| e.to_string())?.to_string(),
+        None => "off".to_owned(),
+    };
     tracing::info!(
         address = %listener.local_addr().map_err(|e| e.to_string())?,
+        metrics = %metrics_address,
         database = %storage::redact_url(&config.database.url),
         tls = config.server.tls_cert_file.is_some(),
         startup_ms = started.elapsed().as_millis(),
@@ -116,9 +142,20 @@ async fn serve(config: Config) -> Result<(), String> {
         sms,
         metrics: Default::default(),
     };
-    server::serve(app, listener, shutdown_signal())
+    let metrics = metrics_listener.map(|listener| {
+        tokio::spawn(server::metrics::serve(
+            app.clone(),
+            listener,
+            std::future::pending(),
+        ))
+    });
+    let served = server::serve(app, listener, shutdown_signal())
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string());
+    if let Some(task) = metrics {
+        task.abort();
+    }
+    served
 }
 
 async fn shutdown_signal() {
@@ -139,6 +176,33 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+async fn probe(addr: &str, service: &str) -> Result<(), String> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| format!("--addr {addr}: {e}"))?
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .timeout(std::time::Duration::from_secs(2));
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let status = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .map_err(|e| format!("health check: {}", e.message()))?
+        .into_inner()
+        .status();
+    if status == ServingStatus::Serving {
+        println!("SERVING");
+        Ok(())
+    } else {
+        Err(format!("{status:?}"))
     }
 }
 
@@ -180,6 +244,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             println!("{}", server::auth::hash_api_key(&key));
             Ok(())
         }
+        Command::Probe { addr, service } => probe(&addr, &service).await,
         Command::GenerateKeys => {
             print!(
                 "{}",

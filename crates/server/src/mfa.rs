@@ -142,7 +142,7 @@ pub(crate) fn hotp_of(
 
 /// What a typed code did against the user's active factors.
 pub(crate) enum CodeCheck {
-    /// Accepted by one factor (its step or counter is now used).
+    /// Accepted by one factor (its step, counter or SMS code is now used).
     Accepted,
     /// It matched, but its step or counter was already used.
     Replayed,
@@ -189,6 +189,11 @@ pub(crate) async fn check_code(
                 .accept_step(factor.id, step, now)
                 .await?
             {
+                let method = match factor.kind {
+                    storage::entity::enums::FactorKind::Hotp => "hotp",
+                    _ => "totp",
+                };
+                app.metrics.check(method, "accepted");
                 return Ok(CodeCheck::Accepted);
             }
             replayed = true;
@@ -202,13 +207,16 @@ pub(crate) async fn check_code(
             .filter(|f| f.kind == storage::entity::enums::FactorKind::Sms)
         {
             if crate::sms_flow::check_code(app, factor.id, digits, now).await? {
+                app.metrics.check("sms", "accepted");
                 return Ok(CodeCheck::Accepted);
             }
         }
     }
     Ok(if replayed {
+        app.metrics.check("code", "replayed");
         CodeCheck::Replayed
     } else {
+        app.metrics.check("code", "rejected");
         CodeCheck::NoMatch
     })
 }
@@ -241,9 +249,11 @@ pub(crate) async fn prove(
         .consume(user, proof, now)
         .await?
     {
+        app.metrics.check("recovery_code", "accepted");
         audit::own(app, None, user, "recovery_code.used", "{}").await?;
         Ok(policy::Proof::RecoveryCode)
     } else {
+        app.metrics.check("recovery_code", "rejected");
         Err("INVALID_CODE")
     };
     match result {

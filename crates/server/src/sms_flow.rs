@@ -3,7 +3,6 @@
 //! from the CSPRNG, stored only as a keyed hash) and its delivery. A refusal changes nothing;
 //! a delivery failure leaves no code valid and gives every limit back.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use storage::Uuid;
@@ -96,9 +95,7 @@ async fn pumping_guard(app: &App, user_id: Uuid, now: i64) -> ApiResult<()> {
         .await?
         .is_ok();
     if first {
-        app.metrics
-            .sms_pumping_alerts
-            .fetch_add(1, Ordering::Relaxed);
+        app.metrics.sms_pumping_alerts.inc();
         tracing::error!(
             alert = "sms_pumping_suspected",
             sent,
@@ -117,6 +114,12 @@ async fn pumping_guard(app: &App, user_id: Uuid, now: i64) -> ApiResult<()> {
         )
         .await?;
     }
+    app.metrics
+        .sms_refused
+        .get_or_create(&crate::metrics::ReasonLabels {
+            reason: "SMS_PUMPING_SUSPECTED",
+        })
+        .inc();
     Err(exhausted(
         "SMS_PUMPING_SUSPECTED",
         "SMS sending is paused: too many codes went out without being used",
@@ -202,6 +205,10 @@ pub(crate) async fn send_code(
                 ),
             };
             tracing::warn!(user_id = %user_id, reason, "SMS refused");
+            app.metrics
+                .sms_refused
+                .get_or_create(&crate::metrics::ReasonLabels { reason })
+                .inc();
             return Err(exhausted(reason, message, reached.retry_at, now));
         }
     };
@@ -225,6 +232,16 @@ pub(crate) async fn send_code(
         if e.certainly_not_sent {
             app.storage.sms_limits().give_back(&taken).await?;
         }
+        app.metrics
+            .sms_failed
+            .get_or_create(&crate::metrics::ReasonLabels {
+                reason: if e.certainly_not_sent {
+                    "not_sent"
+                } else {
+                    "maybe_sent"
+                },
+            })
+            .inc();
         return Err(ApiError::Upstream {
             reason: "SMS_UNAVAILABLE",
             message: "the SMS could not be sent; try again shortly or use another method"
@@ -237,6 +254,7 @@ pub(crate) async fn send_code(
             ),
         });
     }
+    app.metrics.sms_sent.inc();
     let expires_at = now + sms.code_ttl_secs;
     app.storage
         .sms_codes()

@@ -37,6 +37,7 @@ where
 
 /// Runs a handler inside a span named after the RPC and logs its outcome and latency.
 pub async fn rpc<T>(
+    app: &crate::App,
     method: &'static str,
     handler: impl Future<Output = ApiResult<T>>,
 ) -> Result<Response<T>, Status> {
@@ -45,7 +46,9 @@ pub async fn rpc<T>(
         let started = Instant::now();
         let result = handler.await.map(Response::new).map_err(Status::from);
         let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
-        let latency_ms = started.elapsed().as_secs_f64() * 1_000.0;
+        let elapsed = started.elapsed().as_secs_f64();
+        app.metrics.record_rpc(method, code, elapsed);
+        let latency_ms = elapsed * 1_000.0;
         tracing::info!(method, code = ?code, latency_ms, "rpc");
         result
     }

@@ -51,6 +51,16 @@ pub(crate) async fn fail(
         let details = format!(r#"{{"factor":"{factor}"}}"#);
         audit::record(app, "user.locked_out", None, None, Some(user), &details).await?;
     }
+    app.metrics
+        .lockouts
+        .get_or_create(&crate::metrics::LockoutLabels {
+            factor: if factor == "password" {
+                "password"
+            } else {
+                "second_factor"
+            },
+        })
+        .inc();
     tracing::warn!(user_id = ?subject, factor, failures, "lockout");
     Ok(())
 }

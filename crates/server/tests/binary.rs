@@ -23,6 +23,17 @@ fn empty_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A plain HTTP/1.1 GET, the way Prometheus scrapes: the whole response as text.
+async fn http_get(address: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    String::from_utf8(response).unwrap()
+}
+
 fn tollgate(dir: &Path) -> Command {
     let mut command = Command::new(BIN);
     command
@@ -48,6 +59,7 @@ async fn serve_then_signal(signal: &str) {
         .args(["serve"])
         // Port 0 only so that parallel test runs never collide; everything else is default.
         .env("TOLLGATE_SERVER__LISTEN", "127.0.0.1:0")
+        .env("TOLLGATE_METRICS__LISTEN", "127.0.0.1:0")
         .env("TOLLGATE_LOG__FORMAT", "json")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -56,14 +68,18 @@ async fn serve_then_signal(signal: &str) {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut log = String::new();
-    let address = tokio::time::timeout(Duration::from_secs(30), async {
+    let (address, metrics) = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(line) = lines.next_line().await.unwrap() {
             log.push_str(&line);
             log.push('\n');
             if line.contains("tollgate listening") {
-                let start = line.find("\"address\":\"").unwrap() + 11;
-                let end = start + line[start..].find('"').unwrap();
-                return line[start..end].to_owned();
+                let field = |name: &str| {
+                    let key = format!("\"{name}\":\"");
+                    let start = line.find(&key).unwrap() + key.len();
+                    let end = start + line[start..].find('"').unwrap();
+                    line[start..end].to_owned()
+                };
+                return (field("address"), field("metrics"));
             }
         }
         panic!("no listening line: {log}");
@@ -111,6 +127,21 @@ async fn serve_then_signal(signal: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(serving);
+    // The container probe says so too, and the metrics port answers in Prometheus' format.
+    let probe = tollgate(&dir)
+        .args(["probe", "--addr", &address])
+        .output()
+        .await
+        .unwrap();
+    assert!(probe.status.success(), "{probe:?}");
+    assert_eq!(String::from_utf8_lossy(&probe.stdout).trim(), "SERVING");
+    let scraped = http_get(&metrics, "/metrics").await;
+    assert!(scraped.starts_with("HTTP/1.1 200"), "{scraped}");
+    assert!(
+        scraped.contains("tollgate_build_info{version="),
+        "{scraped}"
+    );
+    assert!(scraped.contains("# EOF"), "{scraped}");
 
     // SIGTERM: a clean exit after saying so.
     let pid = child.id().unwrap().to_string();

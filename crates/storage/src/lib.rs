@@ -126,6 +126,23 @@ impl Storage {
         repo::Attempts::new(self)
     }
 
+    /// The connection pool's size and idle connections, for metrics.
+    pub fn pool_state(&self) -> Option<(u32, usize)> {
+        use sea_orm::DbBackend;
+        let db = self.db();
+        match db.get_database_backend() {
+            DbBackend::Sqlite => {
+                let pool = db.get_sqlite_connection_pool();
+                Some((pool.size(), pool.num_idle()))
+            }
+            DbBackend::Postgres => {
+                let pool = db.get_postgres_connection_pool();
+                Some((pool.size(), pool.num_idle()))
+            }
+            _ => None,
+        }
+    }
+
     /// Windowed SMS sending limits.
     pub fn sms_limits(&self) -> repo::SmsLimits<'_> {
         repo::SmsLimits::new(self)

@@ -66,11 +66,17 @@ pub(crate) async fn verify_password_throttled(
     let ok = app
         .passwords
         .verify(password, hash, crate::throttle::check(app, &key, now))
-        .await?;
+        .await
+        .inspect_err(|e| {
+            if matches!(e, ApiError::ResourceExhausted { .. }) {
+                app.metrics.login("password", "locked_out");
+            }
+        })?;
     if ok {
         return crate::throttle::clear(app, &key).await;
     }
     crate::throttle::fail(app, &key, subject, "password", now).await?;
+    app.metrics.login("password", "invalid_credentials");
     Err(invalid_credentials())
 }
 
@@ -81,6 +87,7 @@ impl AuthenticationService for Authentication {
         request: Request<v1::AuthenticateRequest>,
     ) -> Result<Response<v1::AuthenticateResponse>, Status> {
         rpc(
+            &self.app,
             "AuthenticationService/Authenticate",
             self.authenticate_inner(request),
         )
@@ -92,6 +99,7 @@ impl AuthenticationService for Authentication {
         request: Request<v1::VerifySecondFactorRequest>,
     ) -> Result<Response<v1::VerifySecondFactorResponse>, Status> {
         rpc(
+            &self.app,
             "AuthenticationService/VerifySecondFactor",
             self.verify_inner(request),
         )
@@ -102,14 +110,24 @@ impl AuthenticationService for Authentication {
         &self,
         request: Request<v1::VerifyStepUpRequest>,
     ) -> Result<Response<v1::VerifyStepUpResponse>, Status> {
-        rpc("AuthenticationService/VerifyStepUp", self.step_up(request)).await
+        rpc(
+            &self.app,
+            "AuthenticationService/VerifyStepUp",
+            self.step_up(request),
+        )
+        .await
     }
 
     async fn send_sms_code(
         &self,
         request: Request<v1::SendSmsCodeRequest>,
     ) -> Result<Response<v1::SendSmsCodeResponse>, Status> {
-        rpc("AuthenticationService/SendSmsCode", self.send_sms(request)).await
+        rpc(
+            &self.app,
+            "AuthenticationService/SendSmsCode",
+            self.send_sms(request),
+        )
+        .await
     }
 }
 
@@ -422,6 +440,7 @@ impl Authentication {
             policy::LoginKind::Sso => "sso",
         };
         tracing::info!(user_id = %user.id, method, outcome = outcome_name(&outcome), "first login step");
+        app.metrics.login(method, outcome_name(&outcome));
         let result = match outcome {
             policy::LoginOutcome::Authenticated { assurance, .. } => {
                 let session = create_session(app, user.id, org_id, assurance as i16, now).await?;
@@ -633,8 +652,10 @@ impl Authentication {
             .consume(user_id, &code, now)
             .await?
         {
+            app.metrics.check("recovery_code", "accepted");
             used_recovery_code = true;
         } else {
+            app.metrics.check("recovery_code", "rejected");
             return Err(crate::mfa::record_failure(app, user_id, "INVALID_CODE", now).await);
         }
 

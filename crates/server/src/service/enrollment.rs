@@ -116,7 +116,12 @@ impl EnrollmentService for Enrollment {
         &self,
         request: Request<v1::BeginTotpEnrollmentRequest>,
     ) -> Result<Response<v1::BeginTotpEnrollmentResponse>, Status> {
-        rpc("EnrollmentService/BeginTotpEnrollment", self.begin(request)).await
+        rpc(
+            &self.app,
+            "EnrollmentService/BeginTotpEnrollment",
+            self.begin(request),
+        )
+        .await
     }
 
     async fn confirm_totp_enrollment(
@@ -124,6 +129,7 @@ impl EnrollmentService for Enrollment {
         request: Request<v1::ConfirmTotpEnrollmentRequest>,
     ) -> Result<Response<v1::ConfirmTotpEnrollmentResponse>, Status> {
         rpc(
+            &self.app,
             "EnrollmentService/ConfirmTotpEnrollment",
             self.confirm(request),
         )
@@ -134,7 +140,12 @@ impl EnrollmentService for Enrollment {
         &self,
         request: Request<v1::ListFactorsRequest>,
     ) -> Result<Response<v1::ListFactorsResponse>, Status> {
-        rpc("EnrollmentService/ListFactors", self.list(request)).await
+        rpc(
+            &self.app,
+            "EnrollmentService/ListFactors",
+            self.list(request),
+        )
+        .await
     }
 
     async fn begin_hotp_enrollment(
@@ -142,6 +153,7 @@ impl EnrollmentService for Enrollment {
         request: Request<v1::BeginHotpEnrollmentRequest>,
     ) -> Result<Response<v1::BeginHotpEnrollmentResponse>, Status> {
         rpc(
+            &self.app,
             "EnrollmentService/BeginHotpEnrollment",
             self.begin_hotp(request),
         )
@@ -153,6 +165,7 @@ impl EnrollmentService for Enrollment {
         request: Request<v1::ConfirmHotpEnrollmentRequest>,
     ) -> Result<Response<v1::ConfirmHotpEnrollmentResponse>, Status> {
         rpc(
+            &self.app,
             "EnrollmentService/ConfirmHotpEnrollment",
             self.confirm_hotp(request),
         )
@@ -163,14 +176,24 @@ impl EnrollmentService for Enrollment {
         &self,
         request: Request<v1::ResyncHotpRequest>,
     ) -> Result<Response<v1::ResyncHotpResponse>, Status> {
-        rpc("EnrollmentService/ResyncHotp", self.resync(request)).await
+        rpc(
+            &self.app,
+            "EnrollmentService/ResyncHotp",
+            self.resync(request),
+        )
+        .await
     }
 
     async fn remove_factor(
         &self,
         request: Request<v1::RemoveFactorRequest>,
     ) -> Result<Response<v1::RemoveFactorResponse>, Status> {
-        rpc("EnrollmentService/RemoveFactor", self.remove(request)).await
+        rpc(
+            &self.app,
+            "EnrollmentService/RemoveFactor",
+            self.remove(request),
+        )
+        .await
     }
 
     async fn regenerate_recovery_codes(
@@ -178,6 +201,7 @@ impl EnrollmentService for Enrollment {
         request: Request<v1::RegenerateRecoveryCodesRequest>,
     ) -> Result<Response<v1::RegenerateRecoveryCodesResponse>, Status> {
         rpc(
+            &self.app,
             "EnrollmentService/RegenerateRecoveryCodes",
             self.regenerate(request),
         )
@@ -188,7 +212,7 @@ impl EnrollmentService for Enrollment {
         &self,
         request: Request<v1::ResetMfaRequest>,
     ) -> Result<Response<v1::ResetMfaResponse>, Status> {
-        rpc("EnrollmentService/ResetMfa", self.reset(request)).await
+        rpc(&self.app, "EnrollmentService/ResetMfa", self.reset(request)).await
     }
 
     async fn begin_sms_enrollment(
@@ -196,6 +220,7 @@ impl EnrollmentService for Enrollment {
         request: Request<v1::BeginSmsEnrollmentRequest>,
     ) -> Result<Response<v1::BeginSmsEnrollmentResponse>, Status> {
         rpc(
+            &self.app,
             "EnrollmentService/BeginSmsEnrollment",
             self.begin_sms(request),
         )
@@ -207,6 +232,7 @@ impl EnrollmentService for Enrollment {
         request: Request<v1::ConfirmSmsEnrollmentRequest>,
     ) -> Result<Response<v1::ConfirmSmsEnrollmentResponse>, Status> {
         rpc(
+            &self.app,
             "EnrollmentService/ConfirmSmsEnrollment",
             self.confirm_sms(request),
         )

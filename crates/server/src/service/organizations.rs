@@ -30,6 +30,7 @@ impl OrganizationService for Organizations {
         request: Request<v1::CreateOrganizationRequest>,
     ) -> Result<Response<v1::CreateOrganizationResponse>, Status> {
         rpc(
+            &self.app,
             "OrganizationService/CreateOrganization",
             self.create(request),
         )
@@ -40,7 +41,12 @@ impl OrganizationService for Organizations {
         &self,
         request: Request<v1::GetOrganizationRequest>,
     ) -> Result<Response<v1::GetOrganizationResponse>, Status> {
-        rpc("OrganizationService/GetOrganization", self.get(request)).await
+        rpc(
+            &self.app,
+            "OrganizationService/GetOrganization",
+            self.get(request),
+        )
+        .await
     }
 
     async fn add_member(
@@ -48,6 +54,7 @@ impl OrganizationService for Organizations {
         request: Request<v1::AddMemberRequest>,
     ) -> Result<Response<v1::AddMemberResponse>, Status> {
         rpc(
+            &self.app,
             "OrganizationService/AddMember",
             self.add_member_inner(request),
         )
@@ -58,7 +65,12 @@ impl OrganizationService for Organizations {
         &self,
         request: Request<v1::ListMembersRequest>,
     ) -> Result<Response<v1::ListMembersResponse>, Status> {
-        rpc("OrganizationService/ListMembers", self.list(request)).await
+        rpc(
+            &self.app,
+            "OrganizationService/ListMembers",
+            self.list(request),
+        )
+        .await
     }
 
     async fn update_mfa_policy(
@@ -66,6 +78,7 @@ impl OrganizationService for Organizations {
         request: Request<v1::UpdateMfaPolicyRequest>,
     ) -> Result<Response<v1::UpdateMfaPolicyResponse>, Status> {
         rpc(
+            &self.app,
             "OrganizationService/UpdateMfaPolicy",
             self.update_policy(request),
         )
@@ -77,6 +90,7 @@ impl OrganizationService for Organizations {
         request: Request<v1::ResetMemberMfaRequest>,
     ) -> Result<Response<v1::ResetMemberMfaResponse>, Status> {
         rpc(
+            &self.app,
             "OrganizationService/ResetMemberMfa",
             self.reset_member(request),
         )
@@ -88,6 +102,7 @@ impl OrganizationService for Organizations {
         request: Request<v1::ListAuditEventsRequest>,
     ) -> Result<Response<v1::ListAuditEventsResponse>, Status> {
         rpc(
+            &self.app,
             "OrganizationService/ListAuditEvents",
             self.audit_events(request),
         )
