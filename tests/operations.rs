@@ -176,4 +176,74 @@ async fn shutdown_goes_not_serving_and_lets_in_flight_calls_finish() {
         .unwrap();
 }
 
-both!(health_reports_every_service);
+/// The SRE's unlock (`tollgate unlock --email`): a user locked out by wrong passwords logs in
+/// again at once, and the audit log says so.
+async fn an_operator_unlocks_a_locked_out_user(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let password = "correct horse battery staple";
+    let user = server
+        .users()
+        .await
+        .create_user(v1::CreateUserRequest {
+            email: "locked@example.com".into(),
+            password: password.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .user
+        .unwrap();
+    let login = |password: &str| v1::AuthenticateRequest {
+        credentials: Some(v1::authenticate_request::Credentials::Password(
+            v1::PasswordCredentials {
+                email: "locked@example.com".into(),
+                password: password.into(),
+            },
+        )),
+        organization_id: String::new(),
+    };
+    let mut auth = server.authentication().await;
+    let mut locked = false;
+    for _ in 0..20 {
+        let err = auth.authenticate(login("wrong guess")).await.unwrap_err();
+        if err.code() == tonic::Code::ResourceExhausted {
+            locked = true;
+            break;
+        }
+    }
+    assert!(locked);
+    let err = auth.authenticate(login(password)).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::ResourceExhausted,
+        "even the right one"
+    );
+    let unlocked = server::throttle::unlock(&server.app.storage, "Locked@Example.com", 0)
+        .await
+        .unwrap();
+    assert_eq!(unlocked.map(|id| id.to_string()), Some(user.id.clone()));
+    auth.authenticate(login(password)).await.unwrap();
+    let events = server
+        .app
+        .storage
+        .audit()
+        .list(
+            &storage::repo::AuditFilter {
+                kinds: vec!["user.unlocked".into()],
+                ..Default::default()
+            },
+            None,
+            10,
+        )
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].subject_id.map(|id| id.to_string()), Some(user.id));
+    server.stop().await.unwrap();
+}
+
+both!(
+    health_reports_every_service,
+    an_operator_unlocks_a_locked_out_user
+);

@@ -957,4 +957,17 @@ mod example {
         }
         assert!(checked >= 20, "{checked}");
     }
+
+    /// The configurations shipped in deploy/ load and pass validation: the container image's
+    /// and the local trial's.
+    #[test]
+    fn the_shipped_configurations_load() {
+        let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+        let image =
+            Config::load(Some(&deploy.join("tollgate.container.toml")), Vec::new()).unwrap();
+        assert!(image.server.production && image.sms.sender == SmsSenderKind::Sns);
+        assert!(!image.keys.generate_if_missing);
+        let trial = Config::load(Some(&deploy.join("compose/tollgate.toml")), Vec::new()).unwrap();
+        assert!(trial.callers_configured(), "it listens beyond loopback");
+    }
 }

@@ -17,7 +17,7 @@ pub mod service;
 pub mod sms;
 pub mod sms_flow;
 pub mod telemetry;
-pub(crate) mod throttle;
+pub mod throttle;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -38,6 +38,10 @@ use tonic_health::server::HealthReporter;
 use crate::auth::CallerAuth;
 use crate::config::Config;
 use crate::password::Passwords;
+
+/// A health service name that is SERVING as long as the process serves gRPC, whatever the
+/// database does: for liveness probes (a database outage must not restart every replica).
+pub const LIVENESS_SERVICE: &str = "liveness";
 
 /// The names the health service reports on, besides "" (the whole server).
 pub const SERVICE_NAMES: [&str; 5] = [
@@ -211,6 +215,9 @@ pub async fn serve(
     let (reporter, health) = tonic_health::server::health_reporter();
     // NOT_SERVING until the first database check says otherwise.
     set_all(&reporter, ServingStatus::NotServing).await;
+    reporter
+        .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
+        .await;
     let storage = app.storage.clone();
     let maintenance_app = app.clone();
     let interval = Duration::from_secs(app.config.health.check_interval_secs.max(1));

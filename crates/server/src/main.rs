@@ -39,6 +39,20 @@ enum Command {
     HashApiKey,
     /// Prints a new key file (one encryption key and a hash key) for `keys.file`.
     GenerateKeys,
+    /// Lifts the lockouts of an account (its password and its second factors) after a
+    /// support check; audited as `user.unlocked`.
+    Unlock {
+        /// The account's email.
+        #[arg(long)]
+        email: String,
+    },
+    /// Re-seals every factor seed under the key file's primary key, in batches; safe to run
+    /// while the servers run, to interrupt and to run again.
+    RotateKeys {
+        /// Seeds per batch.
+        #[arg(long, default_value_t = 500)]
+        batch: u64,
+    },
     /// Asks a running server's standard gRPC health service whether it is SERVING; exits 0 if
     /// so, 1 otherwise (a container HEALTHCHECK).
     Probe {
@@ -245,6 +259,47 @@ async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Probe { addr, service } => probe(&addr, &service).await,
+        Command::Unlock { ref email } => {
+            let config = load(&cli)?;
+            let (storage, _) = open_storage(&config).await?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            match server::throttle::unlock(&storage, email, now)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Some(user) => println!("unlocked user {user}"),
+                None => println!("no account with that email; its password lockout is cleared"),
+            }
+            Ok(())
+        }
+        Command::RotateKeys { batch } => {
+            let config = load(&cli)?;
+            let (storage, _) = open_storage(&config).await?;
+            let (mut after, mut resealed, mut failed) = (None, 0u64, Vec::new());
+            loop {
+                let progress = storage
+                    .factors()
+                    .reseal_batch(after, batch.max(1))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                resealed += progress.resealed;
+                failed.extend(progress.failed);
+                if progress.last_seen.is_none() || progress.remaining == 0 {
+                    break;
+                }
+                after = progress.last_seen;
+            }
+            println!("re-sealed {resealed} seeds under the primary key");
+            if !failed.is_empty() {
+                return Err(format!(
+                    "{} seeds did not open (their key is missing from the key file): {failed:?}",
+                    failed.len()
+                ));
+            }
+            Ok(())
+        }
         Command::GenerateKeys => {
             print!(
                 "{}",

@@ -54,7 +54,7 @@ pub(crate) fn totp_step(totp: &Totp, code: &str, now: i64) -> Option<i64> {
 }
 
 fn mfa_key(user: Uuid) -> String {
-    format!("mfa:{user}")
+    crate::throttle::second_factor_key(user)
 }
 
 /// Refuses while the user's second-factor attempts are locked out.

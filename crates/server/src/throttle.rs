@@ -9,6 +9,56 @@ use storage::Uuid;
 use crate::error::{ApiError, ApiResult};
 use crate::{App, audit};
 
+/// The password-throttling counter of an email: keyed by a keyed hash of the normalized
+/// address, so unknown emails are counted and locked exactly like existing accounts (the
+/// lockout must not tell them apart) and no address is stored in the counter table.
+pub fn password_key(storage: &storage::Storage, email: &str) -> String {
+    let normalized = email.trim().to_lowercase();
+    let hash = storage.hasher().hash(
+        storage::crypto::HashPurpose::ThrottleKey,
+        &[normalized.as_bytes()],
+    );
+    format!("password:{}", hex::encode(hash.0))
+}
+
+/// The second-factor counter of a user (across methods, challenges and replicas).
+pub fn second_factor_key(user: Uuid) -> String {
+    format!("mfa:{user}")
+}
+
+/// An operator's unlock: clears the password lockout of `email` and, when it has an account,
+/// that user's second-factor lockout, and audits it (`user.unlocked`). Returns the user, if
+/// any. Works the same for an unknown email (its counter exists all the same).
+pub async fn unlock(
+    storage: &storage::Storage,
+    email: &str,
+    now: i64,
+) -> Result<Option<Uuid>, storage::StorageError> {
+    storage
+        .attempts()
+        .reset(&password_key(storage, email))
+        .await?;
+    let Some(user) = storage.users().find_by_email(email).await? else {
+        return Ok(None);
+    };
+    storage
+        .attempts()
+        .reset(&second_factor_key(user.id))
+        .await?;
+    storage
+        .audit()
+        .append(storage::repo::NewAuditEvent {
+            occurred_at: now,
+            org_id: None,
+            actor_id: None,
+            subject_id: Some(user.id),
+            kind: "user.unlocked",
+            details: r#"{"by":"operator"}"#,
+        })
+        .await?;
+    Ok(Some(user.id))
+}
+
 /// The answer while locked out until `until`.
 pub(crate) fn locked(until: i64, now: i64) -> ApiError {
     ApiError::ResourceExhausted {

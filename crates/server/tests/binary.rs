@@ -135,6 +135,21 @@ async fn serve_then_signal(signal: &str) {
         .unwrap();
     assert!(probe.status.success(), "{probe:?}");
     assert_eq!(String::from_utf8_lossy(&probe.stdout).trim(), "SERVING");
+    let liveness = tollgate(&dir)
+        .args(["probe", "--addr", &address, "--service", "liveness"])
+        .output()
+        .await
+        .unwrap();
+    assert!(liveness.status.success(), "{liveness:?}");
+    let unknown = tollgate(&dir)
+        .args(["probe", "--addr", &address, "--service", "no.such.Service"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        !unknown.status.success(),
+        "a probe that cannot fail is no probe"
+    );
     let scraped = http_get(&metrics, "/metrics").await;
     assert!(scraped.starts_with("HTTP/1.1 200"), "{scraped}");
     assert!(
@@ -184,6 +199,25 @@ async fn the_operator_subcommands() {
         String::from_utf8_lossy(&migrate.stderr)
     );
     assert!(dir.join("data/tollgate.db").exists());
+    // unlock and rotate-keys run against that database.
+    let unlock = tollgate(&dir)
+        .args(["unlock", "--email", "nobody@example.com"])
+        .env("TOLLGATE_KEYS__FILE", "keys.toml")
+        .env("TOLLGATE_KEYS__GENERATE_IF_MISSING", "false")
+        .output()
+        .await
+        .unwrap();
+    assert!(unlock.status.success(), "{unlock:?}");
+    assert!(String::from_utf8_lossy(&unlock.stdout).contains("no account"));
+    let rotate = tollgate(&dir)
+        .args(["rotate-keys", "--batch", "10"])
+        .env("TOLLGATE_KEYS__FILE", "keys.toml")
+        .env("TOLLGATE_KEYS__GENERATE_IF_MISSING", "false")
+        .output()
+        .await
+        .unwrap();
+    assert!(rotate.status.success(), "{rotate:?}");
+    assert!(String::from_utf8_lossy(&rotate.stdout).contains("re-sealed 0 seeds"));
     // check-config prints the configuration without secrets.
     let check = tollgate(&dir)
         .arg("check-config")

@@ -37,16 +37,8 @@ fn invalid_credentials() -> ApiError {
     }
 }
 
-/// The password-throttling counter of an email: keyed by a keyed hash of the normalized
-/// address, so unknown emails are counted and locked exactly like existing accounts (the
-/// lockout must not tell them apart) and no address is stored in the counter table.
 fn password_key(app: &App, email: &str) -> String {
-    let normalized = email.trim().to_lowercase();
-    let hash = app.storage.hasher().hash(
-        storage::crypto::HashPurpose::ThrottleKey,
-        &[normalized.as_bytes()],
-    );
-    format!("password:{}", hex::encode(hash.0))
+    crate::throttle::password_key(&app.storage, email)
 }
 
 /// Verifies the password given for `email` (against `hash`, or against the dummy hash when
