@@ -5,8 +5,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::PasswordHasher as _;
+use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
+use subtle::ConstantTimeEq as _;
 use tokio::sync::Semaphore;
 use zeroize::Zeroizing;
 
@@ -26,6 +27,10 @@ pub struct Passwords {
     max_in_flight: AtomicU64,
     limit: usize,
     min_length: usize,
+    /// argon2's working memory (19 MiB at the default parameters), one per hashing slot,
+    /// reused: allocating it for every verification lets the allocator keep freed copies in
+    /// per-thread arenas, and a login flood then held hundreds of MiB.
+    memory: std::sync::Mutex<Vec<Vec<Block>>>,
 }
 
 impl Passwords {
@@ -59,6 +64,7 @@ impl Passwords {
             max_in_flight: AtomicU64::new(0),
             limit: permits,
             min_length: config.min_length,
+            memory: std::sync::Mutex::new(Vec::with_capacity(permits)),
         }))
     }
 
@@ -100,12 +106,58 @@ impl Passwords {
         self.blocking(precheck, move || {
             this.verifications.fetch_add(1, Ordering::Relaxed);
             let target = hash.as_deref().unwrap_or(&this.dummy);
-            let ok = argon2(&this.params)
-                .verify_password(password.as_bytes(), target)
-                .is_ok();
+            let ok = this.verify_in_place(password.as_bytes(), target);
             Ok(ok && hash.is_some())
         })
         .await
+    }
+
+    /// Verifies `password` against the PHC string `target` in one of the reused memory
+    /// buffers (argon2id or any variant and parameters the string names); constant-time
+    /// comparison of the outputs. A string that does not parse never matches.
+    fn verify_in_place(&self, password: &[u8], target: &str) -> bool {
+        let Ok(parsed) = PasswordHash::new(target) else {
+            return false;
+        };
+        let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
+            return false;
+        };
+        let Ok(algorithm) = Algorithm::try_from(parsed.algorithm.as_str()) else {
+            return false;
+        };
+        let Ok(version) = parsed
+            .version
+            .map(Version::try_from)
+            .transpose()
+            .map(Option::unwrap_or_default)
+        else {
+            return false;
+        };
+        let Ok(params) = Params::try_from(&parsed) else {
+            return false;
+        };
+        let blocks = params.block_count();
+        let expected = expected.as_bytes();
+        let mut out = Zeroizing::new(vec![0u8; expected.len()]);
+        let mut memory = self
+            .memory
+            .lock()
+            .map(|mut pool| pool.pop())
+            .unwrap_or_default()
+            .unwrap_or_default();
+        if memory.len() != blocks {
+            // First use, or a hash made with other parameters.
+            memory = vec![Block::default(); blocks];
+        }
+        let computed = Argon2::new(algorithm, version, params)
+            .hash_password_into_with_memory(password, salt.as_ref(), &mut out, &mut memory)
+            .is_ok();
+        if let Ok(mut pool) = self.memory.lock()
+            && pool.len() < self.limit
+        {
+            pool.push(memory);
+        }
+        computed && bool::from(out.as_slice().ct_eq(expected))
     }
 
     /// How many verifications ran (for tests of the no-enumeration rule, and metrics).
@@ -147,4 +199,57 @@ impl Passwords {
 
 fn argon2(params: &Params) -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn passwords(memory_kib: u32) -> Arc<Passwords> {
+        Passwords::new(&PasswordConfig {
+            memory_kib,
+            iterations: 1,
+            parallelism: 1,
+            max_concurrent: 1,
+            min_length: 12,
+        })
+        .unwrap()
+    }
+
+    /// The in-place verification agrees with the argon2 crate's own, for the parameters in
+    /// use and for hashes made with others (older settings), and reuses its memory.
+    #[tokio::test]
+    async fn verification_in_reused_memory_agrees_with_argon2() {
+        use argon2::password_hash::PasswordVerifier as _;
+        let current = passwords(1_024);
+        let older = passwords(2_048);
+        for hasher in [&current, &older] {
+            let hash = hasher
+                .hash(Zeroizing::new("correct horse battery".to_owned()))
+                .await
+                .unwrap();
+            for (password, expected) in [("correct horse battery", true), ("wrong", false)] {
+                let reference = argon2(&hasher.params)
+                    .verify_password(password.as_bytes(), hash.as_str())
+                    .is_ok();
+                assert_eq!(reference, expected);
+                let ok = current
+                    .verify(
+                        Zeroizing::new(password.to_owned()),
+                        Some(hash.clone()),
+                        async { Ok(()) },
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(ok, expected, "{password} against m={:?}", hasher.params);
+            }
+        }
+        assert!(!current.verify_in_place(b"x", "not a PHC string"));
+        assert!(!current.verify_in_place(b"x", "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ"));
+        assert_eq!(
+            current.memory.lock().unwrap().len(),
+            1,
+            "one buffer, reused"
+        );
+    }
 }
