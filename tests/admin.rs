@@ -18,7 +18,9 @@ use otp_core::{OtpAuthUri, Totp, TotpParams};
 use server::config::ApiKeyConfig;
 use storage::repo::NewSession;
 use storage::sea_orm::EntityTrait;
-use tollgate_e2e::{Backend, ManualClock, TestServer, both, reason, test_config, violated_fields};
+use tollgate_e2e::{
+    Backend, ManualClock, TestServer, bearer, both, reason, test_config, violated_fields,
+};
 use tollgate_proto::v1::authentication_service_client::AuthenticationServiceClient;
 use tollgate_proto::v1::enrollment_service_client::EnrollmentServiceClient;
 use tollgate_proto::v1::organization_service_client::OrganizationServiceClient;
@@ -29,15 +31,6 @@ use tonic::transport::Channel;
 
 const PASSWORD: &str = "correct horse battery staple";
 const T0: i64 = 1_800_000_000;
-
-fn bearer<T>(body: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(body);
-    request.metadata_mut().insert(
-        "authorization",
-        MetadataValue::try_from(format!("Bearer {token}")).unwrap(),
-    );
-    request
-}
 
 fn password_login(email: &str, org: &str) -> v1::AuthenticateRequest {
     v1::AuthenticateRequest {

@@ -18,28 +18,18 @@ use std::time::Duration;
 use otp_core::{OtpAuthUri, TotpParams};
 use server::config::Config;
 use tollgate_e2e::{
-    Backend, ManualClock, TestServer, both, code_in, reason, sms_config, sms_inbox, sns_endpoint,
-    unique_phone, violated_fields,
+    Backend, ManualClock, TestServer, bearer, both, code_in, reason, sms_config, sms_inbox,
+    sns_endpoint, unique_phone, violated_fields,
 };
 use tollgate_proto::v1::authentication_service_client::AuthenticationServiceClient;
 use tollgate_proto::v1::enrollment_service_client::EnrollmentServiceClient;
 use tollgate_proto::v1::{self, authenticate_response, verify_second_factor_response};
 use tonic::Code;
-use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic_types::StatusExt as _;
 
 const PASSWORD: &str = "correct horse battery staple";
 const T0: i64 = 1_800_000_000;
-
-fn bearer<T>(body: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(body);
-    request.metadata_mut().insert(
-        "authorization",
-        MetadataValue::try_from(format!("Bearer {token}")).unwrap(),
-    );
-    request
-}
 
 fn login(email: &str) -> v1::AuthenticateRequest {
     v1::AuthenticateRequest {

@@ -13,11 +13,10 @@ use std::sync::Arc;
 
 use otp_core::{OtpAuthUri, Totp, TotpParams};
 use storage::repo::PolicyUpdate;
-use tollgate_e2e::{Backend, ManualClock, TestServer, both, reason};
+use tollgate_e2e::{Backend, ManualClock, TestServer, bearer, both, reason};
 use tollgate_proto::v1::enrollment_service_client::EnrollmentServiceClient;
 use tollgate_proto::v1::{self, authenticate_response, verify_second_factor_response};
 use tonic::Code;
-use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -33,15 +32,6 @@ fn login(email: &str) -> v1::AuthenticateRequest {
         )),
         organization_id: String::new(),
     }
-}
-
-fn bearer<T>(body: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(body);
-    request.metadata_mut().insert(
-        "authorization",
-        MetadataValue::try_from(format!("Bearer {token}")).unwrap(),
-    );
-    request
 }
 
 /// What an authenticator app does with the URI.

@@ -146,6 +146,16 @@ impl Drop for TestServer {
     }
 }
 
+/// A request carrying a user's session or enrollment token as `authorization: Bearer`.
+pub fn bearer<T>(body: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(body);
+    request.metadata_mut().insert(
+        "authorization",
+        tonic::metadata::MetadataValue::try_from(format!("Bearer {token}")).unwrap(),
+    );
+    request
+}
+
 /// The field names of a status's BadRequest violations.
 pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
     use tonic_types::StatusExt as _;

@@ -144,6 +144,12 @@ pub(crate) async fn send_code(
         .as_deref()
         .ok_or_else(|| ApiError::Internal(format!("SMS factor {} has no number", factor.id)))?;
     if !country_allowed(app, phone) {
+        app.metrics
+            .sms_refused
+            .get_or_create(&crate::metrics::ReasonLabels {
+                reason: "SMS_COUNTRY_NOT_ALLOWED",
+            })
+            .inc();
         return Err(ApiError::FailedPrecondition {
             reason: "SMS_COUNTRY_NOT_ALLOWED",
             message: "SMS is not offered to this phone's country; use another method".to_owned(),

@@ -263,7 +263,25 @@ async fn removal_and_reset(db: &TestDb) {
     );
     active_totp(s, uid).await;
     s.recovery_codes().replace(uid, &["R3"], NOW).await.unwrap();
-    assert_eq!(s.factors().remove_all(uid).await.unwrap(), 1);
+    let reset = s
+        .factors()
+        .reset(
+            uid,
+            storage::repo::ResetPlan {
+                org_id: None,
+                must_reenroll: false,
+                revoke: storage::repo::SessionsToRevoke::None,
+            },
+            storage::repo::AuditOf {
+                actor_id: Some(uid),
+                kind: "mfa.reset",
+            },
+            |_| "{}".into(),
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(reset.factors_removed, 1);
     assert!(s.factors().of_user(uid, false).await.unwrap().is_empty());
     assert_eq!(s.recovery_codes().remaining(uid).await.unwrap(), 0);
 }

@@ -68,19 +68,30 @@ pub(crate) fn policy_kind_to_proto(kind: policy::FactorKind) -> v1::FactorKind {
     }
 }
 
+/// The allowed-methods bits of the storage layer, each with its kind and its name in audit
+/// details: the one table every conversion reads.
+pub(crate) const METHOD_BITS: [(i32, policy::FactorKind, &str); 3] = [
+    (1, policy::FactorKind::Totp, "totp"),
+    (2, policy::FactorKind::Hotp, "hotp"),
+    (4, policy::FactorKind::Sms, "sms"),
+];
+
 /// The allowed-methods bit set of the storage layer as policy kinds.
 pub(crate) fn allowed_kinds(bits: i32) -> policy::EnumSet<policy::FactorKind> {
-    let mut set = policy::EnumSet::new();
-    for (bit, kind) in [
-        (1, policy::FactorKind::Totp),
-        (2, policy::FactorKind::Hotp),
-        (4, policy::FactorKind::Sms),
-    ] {
-        if bits & bit != 0 {
-            set |= kind;
-        }
+    METHOD_BITS
+        .iter()
+        .filter(|(bit, _, _)| bits & bit != 0)
+        .map(|(_, kind, _)| *kind)
+        .collect()
+}
+
+/// A stored role as the policy crate sees it.
+pub(crate) fn policy_role(role: enums::Role) -> policy::Role {
+    match role {
+        enums::Role::Owner => policy::Role::Owner,
+        enums::Role::Admin => policy::Role::Admin,
+        enums::Role::Member => policy::Role::Member,
     }
-    set
 }
 
 pub(crate) fn org_to_proto(org: &storage::entity::organization::Model) -> v1::Organization {

@@ -12,7 +12,7 @@ use tonic::Request;
 use zeroize::Zeroizing;
 
 use super::organizations::{Organizations, collect, decode_page_token, encode_page_token};
-use super::{org_policy, org_to_proto, parse_id, timestamp};
+use super::{METHOD_BITS, org_policy, org_to_proto, parse_id, policy_role, timestamp};
 use crate::auth::{bearer, caller};
 use crate::error::{ApiError, ApiResult};
 
@@ -29,11 +29,7 @@ impl AdminCaller {
     /// The facts `policy` decides on. The password is confirmed separately, where needed.
     fn actor(&self, password_confirmed: bool) -> policy::Actor {
         policy::Actor {
-            role: match self.role {
-                enums::Role::Owner => policy::Role::Owner,
-                enums::Role::Admin => policy::Role::Admin,
-                enums::Role::Member => policy::Role::Member,
-            },
+            role: policy_role(self.role),
             has_password: self.user.password_hash.is_some(),
             password_confirmed,
             has_mfa: self.has_mfa,
@@ -71,13 +67,18 @@ fn refusal(refusal: policy::AdminRefusal) -> ApiError {
 /// The fields of `MfaPolicy` an update may name.
 const POLICY_FIELDS: [&str; 4] = ["mfa_required", "allowed_methods", "sso_enabled", "sso_mode"];
 
+/// The storage bit of a proto factor kind.
 fn kind_bit(value: i32) -> Option<i32> {
-    match v1::FactorKind::try_from(value) {
-        Ok(v1::FactorKind::Totp) => Some(1),
-        Ok(v1::FactorKind::Hotp) => Some(2),
-        Ok(v1::FactorKind::Sms) => Some(4),
-        _ => None,
-    }
+    let kind = match v1::FactorKind::try_from(value) {
+        Ok(v1::FactorKind::Totp) => policy::FactorKind::Totp,
+        Ok(v1::FactorKind::Hotp) => policy::FactorKind::Hotp,
+        Ok(v1::FactorKind::Sms) => policy::FactorKind::Sms,
+        _ => return None,
+    };
+    METHOD_BITS
+        .iter()
+        .find(|(_, k, _)| *k == kind)
+        .map(|(bit, _, _)| *bit)
 }
 
 /// The policy after applying the fields of `update` named by `mask` (all when empty) to
@@ -145,10 +146,10 @@ fn apply_update(
 
 /// The policy as the audit log records it.
 fn policy_json(policy: &PolicyUpdate) -> serde_json::Value {
-    let methods: Vec<&str> = [(1, "totp"), (2, "hotp"), (4, "sms")]
-        .into_iter()
-        .filter(|(bit, _)| policy.allowed_methods & bit != 0)
-        .map(|(_, name)| name)
+    let methods: Vec<&str> = METHOD_BITS
+        .iter()
+        .filter(|(bit, _, _)| policy.allowed_methods & bit != 0)
+        .map(|(_, _, name)| *name)
         .collect();
     serde_json::json!({
         "mfa_required": policy.mfa_required,
@@ -399,19 +400,14 @@ impl Organizations {
             // about other users than that they are not members.
             return Err(ApiError::NotFound("member"));
         };
-        let to_policy_role = |role: enums::Role| match role {
-            enums::Role::Owner => policy::Role::Owner,
-            enums::Role::Admin => policy::Role::Admin,
-            enums::Role::Member => policy::Role::Member,
-        };
         let elsewhere: Vec<policy::Role> = memberships
             .iter()
             .filter(|m| m.org_id != org_id)
-            .map(|m| to_policy_role(m.role))
+            .map(|m| policy_role(m.role))
             .collect();
         let plan = policy::reset_member_mfa(
             &admin.actor(true),
-            to_policy_role(membership.role),
+            policy_role(membership.role),
             &elsewhere,
             target == admin.user.id,
         )

@@ -353,23 +353,6 @@ impl<'a> Factors<'a> {
         Ok(removed == 1)
     }
 
-    /// Removes every factor and recovery code of the user (a reset). Returns how many
-    /// factors went.
-    pub async fn remove_all(&self, user_id: Uuid) -> Result<u64> {
-        let txn = self.storage.db().begin().await?;
-        let removed = Entity::delete_many()
-            .filter(Column::UserId.eq(user_id))
-            .exec(&txn)
-            .await?
-            .rows_affected;
-        recovery_code::Entity::delete_many()
-            .filter(recovery_code::Column::UserId.eq(user_id))
-            .exec(&txn)
-            .await?;
-        txn.commit().await?;
-        Ok(removed)
-    }
-
     /// Resets the user's 2FA as one transaction: removes every factor (their SMS codes go
     /// with them) and recovery code, sets `must_reenroll` when the plan says so, revokes the
     /// sessions it names, and appends the audit event (subject: the user; details:
