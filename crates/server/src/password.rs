@@ -80,16 +80,60 @@ impl Passwords {
         Ok(())
     }
 
-    /// The argon2id PHC string of `password`.
+    /// The argon2id PHC string of `password` (random 16-byte salt, 32-byte output), computed
+    /// in one of the reused memory buffers like verifications: a flood of sign-ups or
+    /// password changes must not grow the heap either.
     pub async fn hash(self: &Arc<Self>, password: Zeroizing<String>) -> Result<String, ApiError> {
         let this = Arc::clone(self);
-        self.blocking(async { Ok(()) }, move || {
-            argon2(&this.params)
-                .hash_password(password.as_bytes())
-                .map(|h| h.to_string())
-                .map_err(|e| ApiError::Internal(format!("argon2: {e}")))
-        })
-        .await
+        self.blocking(async { Ok(()) }, move || this.hash_in_place(password.as_bytes()))
+            .await
+    }
+
+    fn hash_in_place(&self, password: &[u8]) -> Result<String, ApiError> {
+        use base64::Engine as _;
+        let mut salt = [0u8; 16];
+        getrandom::fill(&mut salt).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let mut out = Zeroizing::new([0u8; 32]);
+        let computed = self.with_memory(self.params.block_count(), |memory| {
+            argon2(&self.params).hash_password_into_with_memory(
+                password,
+                &salt,
+                out.as_mut(),
+                memory,
+            )
+        });
+        computed.map_err(|e| ApiError::Internal(format!("argon2: {e}")))?;
+        let b64 = base64::engine::general_purpose::STANDARD_NO_PAD;
+        Ok(format!(
+            "$argon2id$v=19$m={},t={},p={}${}${}",
+            self.params.m_cost(),
+            self.params.t_cost(),
+            self.params.p_cost(),
+            b64.encode(salt),
+            b64.encode(out.as_ref()),
+        ))
+    }
+
+    /// Runs `f` in a reused buffer of `blocks` argon2 blocks (one per hashing slot at most
+    /// is kept; a buffer of another size, for a hash made with older parameters, is
+    /// replaced).
+    fn with_memory<R>(&self, blocks: usize, f: impl FnOnce(&mut [Block]) -> R) -> R {
+        let mut memory = self
+            .memory
+            .lock()
+            .map(|mut pool| pool.pop())
+            .unwrap_or_default()
+            .unwrap_or_default();
+        if memory.len() != blocks {
+            memory = vec![Block::default(); blocks];
+        }
+        let result = f(&mut memory);
+        if let Ok(mut pool) = self.memory.lock()
+            && pool.len() < self.limit
+        {
+            pool.push(memory);
+        }
+        result
     }
 
     /// Whether `password` matches `hash`. With no hash (unknown account, or one without a
@@ -139,24 +183,11 @@ impl Passwords {
         let blocks = params.block_count();
         let expected = expected.as_bytes();
         let mut out = Zeroizing::new(vec![0u8; expected.len()]);
-        let mut memory = self
-            .memory
-            .lock()
-            .map(|mut pool| pool.pop())
-            .unwrap_or_default()
-            .unwrap_or_default();
-        if memory.len() != blocks {
-            // First use, or a hash made with other parameters.
-            memory = vec![Block::default(); blocks];
-        }
-        let computed = Argon2::new(algorithm, version, params)
-            .hash_password_into_with_memory(password, salt.as_ref(), &mut out, &mut memory)
-            .is_ok();
-        if let Ok(mut pool) = self.memory.lock()
-            && pool.len() < self.limit
-        {
-            pool.push(memory);
-        }
+        let computed = self.with_memory(blocks, |memory| {
+            Argon2::new(algorithm, version, params)
+                .hash_password_into_with_memory(password, salt.as_ref(), &mut out, memory)
+                .is_ok()
+        });
         computed && bool::from(out.as_slice().ct_eq(expected))
     }
 
@@ -244,6 +275,11 @@ mod tests {
                 assert_eq!(ok, expected, "{password} against m={:?}", hasher.params);
             }
         }
+        let fresh = current
+            .hash(Zeroizing::new("another password".to_owned()))
+            .await
+            .unwrap();
+        assert!(fresh.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{fresh}");
         assert!(!current.verify_in_place(b"x", "not a PHC string"));
         assert!(!current.verify_in_place(b"x", "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ"));
         assert_eq!(
