@@ -1,0 +1,358 @@
+//! `tollgate-bench`: a load generator for Tollgate. It prepares its own accounts through the
+//! API, drives the server with a chosen concurrency (closed loop) or rate (open loop), checks
+//! every answer, and reports successes per second, latency percentiles, failures by status
+//! code and reason, and the CPU and memory the server (and the generator) used.
+
+pub mod argon;
+pub mod client;
+pub mod drive;
+pub mod launch;
+pub mod prepare;
+pub mod process;
+pub mod report;
+pub mod scenarios;
+pub mod stats;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use server::config::PasswordConfig;
+
+use crate::client::{Clients, Target};
+use crate::drive::{Live, Window};
+use crate::process::{Pid, Watch};
+use crate::report::Report;
+use crate::scenarios::{HealthWorker, LoginWorker, MixedWorker, OtpWorker, TotpPool};
+
+/// What to measure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// Second-factor checks on the success path: VerifyStepUp with fresh HOTP codes.
+    Otp,
+    /// Password + TOTP logins (Authenticate, then VerifySecondFactor).
+    Login,
+    /// Health checks (100/s) while `login` saturates the cores.
+    HealthUnderLoad,
+    /// A blend of session validations, step-ups, logins and enrollments.
+    Mixed,
+    /// Start to SERVING (first start on a new database, then restarts) and idle memory.
+    Startup,
+}
+
+/// A run's settings.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// A running server to drive; None starts one with `launch`.
+    pub target: Option<Target>,
+    /// The running server's process on this machine, for its CPU and memory.
+    pub server_pid: Option<Pid>,
+    /// How to start a server when there is no `target`.
+    pub launch: launch::Launch,
+    /// Workers (requests in flight at most).
+    pub concurrency: usize,
+    /// HTTP/2 connections the workers share.
+    pub connections: usize,
+    /// Unmeasured time first.
+    pub warmup: Duration,
+    /// Measured time.
+    pub duration: Duration,
+    /// Open loop: operations per second for the whole run; None is closed loop.
+    pub rate: Option<f64>,
+    /// Accounts to create (default: what the scenario needs).
+    pub users: Option<usize>,
+    /// The server's argon2id parameters (its configuration file's, else the defaults).
+    pub passwords: PasswordConfig,
+    /// Starts for `startup`.
+    pub starts: usize,
+    /// Draw a progress bar.
+    pub progress: bool,
+}
+
+impl Options {
+    /// Defaults for `scenario` against a server started from `bin`.
+    pub fn new(scenario: Scenario, bin: std::path::PathBuf) -> Self {
+        Self {
+            scenario,
+            target: None,
+            server_pid: None,
+            launch: launch::Launch {
+                bin,
+                db: launch::Db::Sqlite,
+                config: None,
+                log_level: "info".to_owned(),
+            },
+            concurrency: 32,
+            connections: 4,
+            warmup: Duration::from_secs(3),
+            duration: Duration::from_secs(15),
+            rate: None,
+            users: None,
+            passwords: PasswordConfig::default(),
+            starts: 5,
+            progress: false,
+        }
+    }
+}
+
+fn say(options: &Options, line: &str) {
+    if options.progress {
+        #[allow(clippy::print_stderr, reason = "progress notes of a command-line tool")]
+        {
+            eprintln!("{line}");
+        }
+    }
+}
+
+/// Runs the scenario and reports. Set-up failures are errors; failures during the run are in
+/// the report (and make [`Report::failures`] non-zero).
+pub async fn run(options: &Options) -> Result<Report, String> {
+    match &options.target {
+        Some(target) => {
+            let mut report = measure(options, target, options.server_pid).await?;
+            report.database = "external".to_owned();
+            Ok(report)
+        }
+        None if options.scenario == Scenario::Startup => startup(options).await,
+        None => {
+            let ws = launch::Workspace::create(options.launch.clone()).await?;
+            let result = async {
+                let srv = launch::Server::start(&ws).await?;
+                say(
+                    options,
+                    &format!(
+                        "server {} on {} ({}), SERVING after {:.0} ms",
+                        srv.pid.0,
+                        srv.target.url,
+                        ws.database(),
+                        srv.startup.as_secs_f64() * 1000.0
+                    ),
+                );
+                // Idle: after start-up settles, before any request.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let idle = srv.pid.rss().map(process::mib);
+                let measured = measure(options, &srv.target, Some(srv.pid)).await;
+                let stopped = srv.stop().await;
+                let mut report = measured?;
+                stopped?;
+                report.database = ws.database().to_owned();
+                report.idle_rss_mib = idle;
+                Ok::<_, String>(report)
+            }
+            .await;
+            let removed = ws.remove().await;
+            let report = result?;
+            removed?;
+            Ok(report)
+        }
+    }
+}
+
+async fn connect(target: &Target, n: usize) -> Result<Vec<Clients>, String> {
+    let mut clients = Vec::with_capacity(n);
+    for _ in 0..n.max(1) {
+        clients.push(target.clients(target.connect().await?));
+    }
+    Ok(clients)
+}
+
+async fn measure(options: &Options, target: &Target, pid: Option<Pid>) -> Result<Report, String> {
+    let clients = connect(target, options.connections).await?;
+    let names = prepare::RunNames::new();
+    let concurrency = options.concurrency.max(1);
+    let parallel = concurrency.min(16);
+    let mut report = Report::new(options);
+    let set_up = Instant::now();
+    let hashing = match options.scenario {
+        Scenario::Login | Scenario::HealthUnderLoad | Scenario::Mixed => {
+            say(options, "measuring the argon2id limit of this machine…");
+            Some(argon::measure(&options.passwords, 15)?)
+        }
+        _ => None,
+    };
+    let window_secs = (options.warmup + options.duration).as_secs_f64();
+    let live = Arc::new(Live::default());
+    let progress = |window: Window| {
+        options
+            .progress
+            .then(|| drive::progress(format!("{:?}", options.scenario), window, Arc::clone(&live)))
+    };
+    let (recorded, extra, starved, server_usage, generator_usage, window) = match options.scenario {
+        Scenario::Otp => {
+            let n = options.users.unwrap_or(concurrency);
+            say(options, &format!("creating {n} accounts with HOTP tokens…"));
+            let tokens = scenarios::hotp_users(&clients, &names, n, parallel).await?;
+            report.accounts = n;
+            report.setup_secs = set_up.elapsed().as_secs_f64();
+            let workers = OtpWorker::split(tokens, concurrency);
+            let window = Window::starting_now(options.warmup, options.duration);
+            let bar = progress(window);
+            let watches = watch(pid, window).await;
+            let recorded =
+                drive::run(workers, &clients, window, options.rate, Arc::clone(&live)).await;
+            let (s, g) = watches.finish().await;
+            finish_bar(bar).await;
+            (recorded, None, 0, s, g, window)
+        }
+        Scenario::Login | Scenario::HealthUnderLoad => {
+            let limit = hashing.as_ref().map_or(100.0, |h| h.logins_per_sec);
+            // An account logs in at most about (window / 30 s + 1.5) times: one per TOTP step
+            // it can still use. A third more, so the pool never runs dry.
+            let per_account = window_secs / 30.0 + 1.5;
+            let needed = (limit * window_secs / per_account * 1.3).ceil();
+            let n = options
+                .users
+                .unwrap_or_else(|| count(needed).max(concurrency * 2));
+            say(
+                options,
+                &format!("creating {n} accounts with authenticator apps…"),
+            );
+            let pool = TotpPool::create(&clients, &names, n, parallel).await?;
+            report.accounts = n;
+            report.setup_secs = set_up.elapsed().as_secs_f64();
+            let workers = LoginWorker::many(&pool, concurrency);
+            let window = Window::starting_now(options.warmup, options.duration);
+            let bar = progress(window);
+            let watches = watch(pid, window).await;
+            let (recorded, extra) = if options.scenario == Scenario::HealthUnderLoad {
+                // The prober has its own connection, as a load balancer's would be.
+                let probe = connect(target, 1).await?;
+                let (logins, health) = tokio::join!(
+                    drive::run(workers, &clients, window, options.rate, Arc::clone(&live)),
+                    drive::run(
+                        vec![HealthWorker],
+                        &probe,
+                        window,
+                        Some(100.0),
+                        Arc::clone(&live)
+                    ),
+                );
+                (logins, Some(health))
+            } else {
+                (
+                    drive::run(workers, &clients, window, options.rate, Arc::clone(&live)).await,
+                    None,
+                )
+            };
+            let (s, g) = watches.finish().await;
+            finish_bar(bar).await;
+            let starved = pool.starved.load(std::sync::atomic::Ordering::Relaxed);
+            (recorded, extra, starved, s, g, window)
+        }
+        Scenario::Mixed => {
+            let n = options.users.unwrap_or(concurrency).max(concurrency);
+            say(options, &format!("creating {n} accounts with HOTP tokens…"));
+            let users = scenarios::hotp_users(&clients, &names, n, parallel).await?;
+            report.accounts = n;
+            report.setup_secs = set_up.elapsed().as_secs_f64();
+            let workers = MixedWorker::many(users, &names.password);
+            let window = Window::starting_now(options.warmup, options.duration);
+            let bar = progress(window);
+            let watches = watch(pid, window).await;
+            let recorded =
+                drive::run(workers, &clients, window, options.rate, Arc::clone(&live)).await;
+            let (s, g) = watches.finish().await;
+            finish_bar(bar).await;
+            (recorded, None, 0, s, g, window)
+        }
+        Scenario::Startup => {
+            return Err("startup needs a server of its own: leave out --target".to_owned());
+        }
+    };
+    let mut measured = recorded.measured;
+    let mut warmup = recorded.warmup;
+    if let Some(extra) = extra {
+        measured.merge(&extra.measured);
+        warmup.merge(&extra.warmup);
+    }
+    report.fill(&mut measured, &mut warmup, window.measured());
+    report.starved = starved;
+    report.server = server_usage;
+    report.generator = generator_usage;
+    report.hashing = hashing.map(|h| {
+        let achieved = report.ops.get("login").map_or(0.0, |s| s.rate);
+        report::Hashing {
+            fraction: achieved / h.logins_per_sec.max(1e-9),
+            limit: h,
+        }
+    });
+    Ok(report)
+}
+
+/// A positive, rounded-up account count as usize (capped at a million).
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "clamped to 0..=1e6 first"
+)]
+fn count(n: f64) -> usize {
+    n.clamp(0.0, 1e6) as usize
+}
+
+/// Watches the server and this process during the measured window only.
+struct Watches(Option<Watch>, Option<Watch>);
+
+impl Watches {
+    async fn finish(self) -> (Option<process::Usage>, Option<process::Usage>) {
+        let server = match self.0 {
+            Some(w) => w.finish().await,
+            None => None,
+        };
+        let generator = match self.1 {
+            Some(w) => w.finish().await,
+            None => None,
+        };
+        (server, generator)
+    }
+}
+
+async fn watch(pid: Option<Pid>, window: Window) -> Watches {
+    tokio::time::sleep_until(window.measure_from).await;
+    Watches(pid.map(Watch::start), Some(Watch::start(Pid::myself())))
+}
+
+async fn finish_bar(bar: Option<tokio::task::JoinHandle<()>>) {
+    if let Some(bar) = bar {
+        let _ = bar.await;
+    }
+}
+
+/// `startup`: the first start on a new database (it applies the migrations), then restarts
+/// on the same one; each timed from starting the process to SERVING, with the resident
+/// memory after a second of idling.
+async fn startup(options: &Options) -> Result<Report, String> {
+    let ws = launch::Workspace::create(options.launch.clone()).await?;
+    let result = async {
+        let mut report = Report::new(options);
+        report.database = ws.database().to_owned();
+        for i in 0..options.starts.max(1) {
+            let srv = launch::Server::start(&ws).await?;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let idle = srv.pid.rss().map(process::mib);
+            let started = srv.startup;
+            srv.stop().await?;
+            say(
+                options,
+                &format!(
+                    "start {}: SERVING after {:.1} ms, idle RSS {:.1} MiB",
+                    i + 1,
+                    started.as_secs_f64() * 1000.0,
+                    idle.unwrap_or(0.0)
+                ),
+            );
+            report.starts_ms.push(started.as_secs_f64() * 1000.0);
+            report.idle_rss_mib = match (report.idle_rss_mib, idle) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok::<_, String>(report)
+    }
+    .await;
+    let removed = ws.remove().await;
+    let report = result?;
+    removed?;
+    Ok(report)
+}

@@ -1,0 +1,216 @@
+//! The summary of a run, as text for people and JSON for records.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::argon::HashLimit;
+use crate::process::Usage;
+use crate::stats::{Recorders, Summary};
+use crate::{Options, Scenario};
+
+/// The password-hashing limit beside the login rate.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Hashing {
+    /// The measured limit.
+    pub limit: HashLimit,
+    /// Logins per second achieved ÷ the limit.
+    pub fraction: f64,
+}
+
+/// What a run measured.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Report {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// `sqlite` or `postgres` for a server the generator started, else `external`.
+    pub database: String,
+    /// Workers.
+    pub concurrency: usize,
+    /// Connections.
+    pub connections: usize,
+    /// Open-loop rate asked for, if any.
+    pub rate: Option<f64>,
+    /// Warm-up, seconds.
+    pub warmup_secs: f64,
+    /// Measured window, seconds.
+    pub measured_secs: f64,
+    /// Accounts created for the run.
+    pub accounts: usize,
+    /// Time to create them (and measure the hashing limit), seconds.
+    pub setup_secs: f64,
+    /// Figures per operation.
+    pub ops: BTreeMap<String, Summary>,
+    /// Failures during the warm-up, by cause.
+    pub warmup_failures: BTreeMap<String, u64>,
+    /// Times the login workers found no account with an unused code.
+    pub starved: u64,
+    /// The server's CPU and memory during the measured window.
+    pub server: Option<Usage>,
+    /// The load generator's.
+    pub generator: Option<Usage>,
+    /// The started server's resident memory after start-up, idle, MiB (the highest over
+    /// the starts for `startup`).
+    pub idle_rss_mib: Option<f64>,
+    /// `startup`: start to SERVING of each start, ms; the first applied the migrations.
+    pub starts_ms: Vec<f64>,
+    /// The machine's argon2id limit and the share of it the logins reached.
+    pub hashing: Option<Hashing>,
+}
+
+impl Report {
+    /// An empty report for `options`.
+    pub fn new(options: &Options) -> Self {
+        Self {
+            scenario: options.scenario,
+            database: String::new(),
+            concurrency: options.concurrency,
+            connections: options.connections,
+            rate: options.rate,
+            warmup_secs: options.warmup.as_secs_f64(),
+            measured_secs: options.duration.as_secs_f64(),
+            accounts: 0,
+            setup_secs: 0.0,
+            ops: BTreeMap::new(),
+            warmup_failures: BTreeMap::new(),
+            starved: 0,
+            server: None,
+            generator: None,
+            idle_rss_mib: None,
+            starts_ms: Vec::new(),
+            hashing: None,
+        }
+    }
+
+    /// Fills in the operations' figures.
+    pub fn fill(&mut self, measured: &mut Recorders, warmup: &mut Recorders, window: Duration) {
+        self.measured_secs = window.as_secs_f64();
+        for (op, recorder) in &measured.0 {
+            self.ops.insert((*op).to_owned(), recorder.summary(window));
+        }
+        for recorder in warmup.0.values() {
+            for (cause, n) in recorder.summary(window).failures {
+                *self.warmup_failures.entry(cause).or_default() += n;
+            }
+        }
+    }
+
+    /// Every failure, warm-up included: a run with any is not a valid measurement.
+    pub fn failures(&self) -> u64 {
+        self.ops.values().map(|s| s.failed).sum::<u64>()
+            + self.warmup_failures.values().sum::<u64>()
+    }
+
+    /// The report as text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mode = match self.rate {
+            Some(rate) => format!("open loop at {rate:.0}/s"),
+            None => "closed loop".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "scenario {:?} on {} · {} workers over {} connections · {mode} · {:.0} s measured after {:.0} s warm-up",
+            self.scenario,
+            self.database,
+            self.concurrency,
+            self.connections,
+            self.measured_secs,
+            self.warmup_secs
+        );
+        if self.accounts > 0 {
+            let _ = writeln!(
+                out,
+                "set-up: {} accounts in {:.1} s",
+                self.accounts, self.setup_secs
+            );
+        }
+        if !self.ops.is_empty() {
+            let _ = writeln!(
+                out,
+                "{:<18} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9} {:>8}",
+                "operation", "ok", "ok/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "failed"
+            );
+            for (op, s) in &self.ops {
+                let _ = writeln!(
+                    out,
+                    "{op:<18} {:>9} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>8}",
+                    s.ok, s.rate, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms, s.failed
+                );
+            }
+            let total: f64 = self.ops.values().map(|s| s.rate).sum();
+            if self.ops.len() > 1 {
+                let _ = writeln!(out, "{:<18} {:>9} {total:>10.1}", "all", "");
+            }
+        }
+        let failures: BTreeMap<&String, u64> = self
+            .ops
+            .values()
+            .flat_map(|s| s.failures.iter())
+            .fold(BTreeMap::new(), |mut m, (cause, n)| {
+                *m.entry(cause).or_default() += n;
+                m
+            });
+        if failures.is_empty() && self.warmup_failures.is_empty() {
+            if !self.ops.is_empty() {
+                let _ = writeln!(out, "failures: none (every answer checked)");
+            }
+        } else {
+            let _ = writeln!(out, "FAILURES (this run is not a valid measurement):");
+            for (cause, n) in failures {
+                let _ = writeln!(out, "  {n:>8}  {cause}");
+            }
+            for (cause, n) in &self.warmup_failures {
+                let _ = writeln!(out, "  {n:>8}  {cause} (during warm-up)");
+            }
+        }
+        if let Some(h) = &self.hashing {
+            let (m, t, p) = h.limit.params;
+            let _ = writeln!(
+                out,
+                "argon2id (m={m} KiB, t={t}, p={p}): {:.1} ms per hash; limit {} cores ÷ {:.1} ms = {:.1} logins/s",
+                h.limit.hash_ms, h.limit.cores, h.limit.hash_ms, h.limit.logins_per_sec
+            );
+            if self.ops.contains_key("login") && self.scenario != Scenario::Mixed {
+                let _ = writeln!(
+                    out,
+                    "logins reached {:.0}% of that limit",
+                    h.fraction * 100.0
+                );
+            }
+        }
+        if self.starved > 0 {
+            let _ = writeln!(
+                out,
+                "the login workers ran out of unused TOTP codes {} times: raise --users",
+                self.starved
+            );
+        }
+        for (who, usage) in [
+            ("server", &self.server),
+            ("load generator", &self.generator),
+        ] {
+            if let Some(u) = usage {
+                let _ = writeln!(
+                    out,
+                    "{who}: CPU {:.2} cores; RSS {:.1} MiB at start of window, {:.1} MiB peak (high-water mark {:.1} MiB)",
+                    u.cores, u.rss_start_mib, u.rss_peak_mib, u.rss_high_water_mib
+                );
+            }
+        }
+        if !self.starts_ms.is_empty() {
+            let starts: Vec<String> = self.starts_ms.iter().map(|ms| format!("{ms:.1}")).collect();
+            let _ = writeln!(
+                out,
+                "start to SERVING, ms: {} (the first on a new database, with its migrations)",
+                starts.join(", ")
+            );
+        }
+        if let Some(idle) = self.idle_rss_mib {
+            let _ = writeln!(out, "server idle RSS: {idle:.1} MiB");
+        }
+        out
+    }
+}
