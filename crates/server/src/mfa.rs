@@ -57,9 +57,32 @@ fn mfa_key(user: Uuid) -> String {
     crate::throttle::second_factor_key(user)
 }
 
-/// Refuses while the user's second-factor attempts are locked out.
-pub(crate) async fn check_lockout(app: &App, user: Uuid, now: i64) -> ApiResult<()> {
-    crate::throttle::check(app, &mfa_key(user), now).await
+/// Refuses while the user's second-factor attempts are locked out; otherwise says whether
+/// failures are on record, for [`Failures::clear`] after a success.
+pub(crate) async fn check_lockout(app: &App, user: Uuid, now: i64) -> ApiResult<Failures> {
+    Ok(Failures {
+        user,
+        recorded: crate::throttle::check(app, &mfa_key(user), now).await?,
+    })
+}
+
+/// Whether a user had second-factor failures on record when their lockout was checked.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Failures {
+    user: Uuid,
+    recorded: bool,
+}
+
+impl Failures {
+    /// Clears the user's failures after a success, when there were any: the common case, a
+    /// user with none, costs no write. (A failure another request records after the check
+    /// stays counted; the budget errs on the side of the lockout.)
+    pub(crate) async fn clear(self, app: &App) -> ApiResult<()> {
+        if self.recorded {
+            reset_failures(app, self.user).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Counts a failed code against the user (across methods, challenges and replicas), starts a
@@ -159,9 +182,19 @@ pub(crate) async fn check_code(
     digits: &str,
     now: i64,
 ) -> ApiResult<CodeCheck> {
-    let mut replayed = false;
     let factors = app.storage.factors().of_user(user, true).await?;
-    for factor in &factors {
+    check_code_among(app, &factors, digits, now).await
+}
+
+/// [`check_code`] against factors the caller already read (the user's active ones).
+pub(crate) async fn check_code_among(
+    app: &App,
+    factors: &[storage::entity::factor::Model],
+    digits: &str,
+    now: i64,
+) -> ApiResult<CodeCheck> {
+    let mut replayed = false;
+    for factor in factors {
         let step = match factor.kind {
             storage::entity::enums::FactorKind::Totp => {
                 totp_step(&totp_of(app, factor)?, digits, now)
@@ -223,12 +256,14 @@ pub(crate) async fn check_code(
 
 /// Proof of possession for a sensitive change: a current code from one of the user's factors
 /// (through the replay guard) or a recovery code (used up). Checked against the lockout
-/// first; a failure counts toward it.
+/// first; a failure counts toward it. `factors`: the user's active factors, when the caller
+/// already read them.
 pub(crate) async fn prove(
     app: &App,
     user: Uuid,
     proof: &str,
     now: i64,
+    factors: Option<&[storage::entity::factor::Model]>,
 ) -> ApiResult<policy::Proof> {
     if proof.trim().is_empty() || proof.len() > 64 {
         return Err(ApiError::field(
@@ -236,9 +271,13 @@ pub(crate) async fn prove(
             "a current code or a recovery code is required",
         ));
     }
-    check_lockout(app, user, now).await?;
+    let failures = check_lockout(app, user, now).await?;
     let result = if let Some(digits) = looks_like_otp(proof) {
-        match check_code(app, user, &digits, now).await? {
+        let checked = match factors {
+            Some(factors) => check_code_among(app, factors, &digits, now).await?,
+            None => check_code(app, user, &digits, now).await?,
+        };
+        match checked {
             CodeCheck::Accepted => Ok(policy::Proof::FactorCode),
             CodeCheck::Replayed => Err("CODE_REPLAYED"),
             CodeCheck::NoMatch => Err("INVALID_CODE"),
@@ -258,7 +297,7 @@ pub(crate) async fn prove(
     };
     match result {
         Ok(proof) => {
-            reset_failures(app, user).await?;
+            failures.clear(app).await?;
             Ok(proof)
         }
         Err(reason) => Err(record_failure(app, user, reason, now).await),

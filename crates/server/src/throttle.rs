@@ -68,14 +68,15 @@ pub(crate) fn locked(until: i64, now: i64) -> ApiError {
     }
 }
 
-/// Refuses while `key` is locked out.
-pub(crate) async fn check(app: &App, key: &str, now: i64) -> ApiResult<()> {
+/// Refuses while `key` is locked out. Otherwise returns whether failures are on record
+/// (so a success knows whether there is anything to clear).
+pub(crate) async fn check(app: &App, key: &str, now: i64) -> ApiResult<bool> {
     match app.storage.attempts().get(key).await? {
         Some(counter) => match counter.locked_until.filter(|&until| until > now) {
             Some(until) => Err(locked(until, now)),
-            None => Ok(()),
+            None => Ok(true),
         },
-        None => Ok(()),
+        None => Ok(false),
     }
 }
 

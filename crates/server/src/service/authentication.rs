@@ -57,7 +57,9 @@ pub(crate) async fn verify_password_throttled(
     let key = password_key(app, email);
     let ok = app
         .passwords
-        .verify(password, hash, crate::throttle::check(app, &key, now))
+        .verify(password, hash, async {
+            crate::throttle::check(app, &key, now).await.map(|_| ())
+        })
         .await
         .inspect_err(|e| {
             if matches!(e, ApiError::ResourceExhausted { .. }) {
@@ -537,19 +539,14 @@ impl Authentication {
             .find_valid(body.session_token.trim(), now)
             .await?
             .ok_or_else(super::sessions::invalid_session)?;
-        if app
-            .storage
-            .factors()
-            .of_user(session.user_id, true)
-            .await?
-            .is_empty()
-        {
+        let factors = app.storage.factors().of_user(session.user_id, true).await?;
+        if factors.is_empty() {
             return Err(ApiError::FailedPrecondition {
                 reason: "NO_FACTOR",
                 message: "the user has no second factor to step up with".to_owned(),
             });
         }
-        crate::mfa::prove(app, session.user_id, &code, now)
+        crate::mfa::prove(app, session.user_id, &code, now, Some(&factors))
             .await
             .map_err(|e| match e {
                 ApiError::InvalidArgument(_) => {
@@ -557,11 +554,14 @@ impl Authentication {
                 }
                 other => other,
             })?;
-        if !app
-            .storage
-            .sessions()
-            .raise_assurance(session.id, now)
-            .await?
+        // A session already at assurance 2 stays so (find_valid just read it live); only a
+        // lower one is raised, which also catches a revocation since.
+        if session.assurance < 2
+            && !app
+                .storage
+                .sessions()
+                .raise_assurance(session.id, now)
+                .await?
         {
             return Err(super::sessions::invalid_session());
         }
@@ -614,7 +614,7 @@ impl Authentication {
         let user_id = challenge.user_id;
         // The user's lockout first, then an attempt from this challenge's budget: both before
         // any code is compared.
-        crate::mfa::check_lockout(app, user_id, now).await?;
+        let failures = crate::mfa::check_lockout(app, user_id, now).await?;
         if !app
             .storage
             .challenges()
@@ -660,7 +660,7 @@ impl Authentication {
         {
             return Err(invalid_challenge());
         }
-        crate::mfa::reset_failures(app, user_id).await?;
+        failures.clear(app).await?;
         let user = app
             .storage
             .users()

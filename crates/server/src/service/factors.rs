@@ -201,7 +201,7 @@ impl Enrollment {
                     && f.status == FactorStatus::Active
             })
             .ok_or(ApiError::NotFound("factor"))?;
-        mfa::check_lockout(app, user_id, now).await?;
+        let failures = mfa::check_lockout(app, user_id, now).await?;
         let (hotp, next) = mfa::hotp_of(app, &factor)?;
         let counter = match hotp.resync(&first, &second, next) {
             Ok(counter) => {
@@ -217,7 +217,7 @@ impl Enrollment {
         {
             return Err(mfa::record_failure(app, user_id, "CODE_REPLAYED", now).await);
         }
-        mfa::reset_failures(app, user_id).await?;
+        failures.clear(app).await?;
         audit::own(app, ctx.org_id(), user_id, "factor.resynced", "{}").await?;
         let factor = app
             .storage
@@ -272,7 +272,7 @@ impl Enrollment {
             };
             // Refusals that do not depend on the proof come before it is used up.
             decide(policy::Proof::FactorCode)?;
-            let proven = mfa::prove(app, user_id, &proof, now).await?;
+            let proven = mfa::prove(app, user_id, &proof, now, None).await?;
             decide(proven)?
         };
         app.storage
@@ -308,7 +308,7 @@ impl Enrollment {
                 message: "recovery codes stand in for a factor; enroll one first".to_owned(),
             });
         }
-        mfa::prove(app, user_id, &proof, now).await?;
+        mfa::prove(app, user_id, &proof, now, None).await?;
         let codes = mfa::new_recovery_codes(app.config.otp.recovery_codes)?;
         let refs: Vec<&str> = codes.iter().map(|c| c.as_str()).collect();
         app.storage
@@ -356,7 +356,7 @@ impl Enrollment {
                 message: "there is no factor to reset".to_owned(),
             });
         }
-        let proven = mfa::prove(app, user_id, &proof, now).await?;
+        let proven = mfa::prove(app, user_id, &proof, now, None).await?;
         let plan = policy::reset_own_mfa(&state, proven).map_err(|refusal| {
             ApiError::FailedPrecondition {
                 reason: refusal.reason(),
