@@ -37,6 +37,26 @@ pub struct Storage {
     db: DatabaseConnection,
     keyring: Arc<KeyRing>,
     hasher: Arc<SecretHasher>,
+    /// SQLite: writers take turns here, in arrival order, instead of in SQLite's busy
+    /// handler, which polls with sleeps of up to 100 ms and is not fair: under a steady write
+    /// load a writer could lose the race for most of a second. None on PostgreSQL.
+    write_turn: Option<Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// A write's turn on SQLite (nothing on PostgreSQL): derefs to the pool; writing ends when
+/// it is dropped.
+#[derive(Debug)]
+pub(crate) struct Writing<'a> {
+    db: &'a DatabaseConnection,
+    _turn: Option<tokio::sync::MutexGuard<'a, ()>>,
+}
+
+impl std::ops::Deref for Writing<'_> {
+    type Target = DatabaseConnection;
+
+    fn deref(&self) -> &DatabaseConnection {
+        self.db
+    }
 }
 
 impl Storage {
@@ -49,11 +69,35 @@ impl Storage {
 
     /// Wraps an open connection (migrations are the caller's business).
     pub fn new(db: DatabaseConnection, keyring: KeyRing, hasher: SecretHasher) -> Self {
+        let write_turn = (db.get_database_backend() == sea_orm::DbBackend::Sqlite)
+            .then(|| Arc::new(tokio::sync::Mutex::new(())));
         Self {
             db,
             keyring: Arc::new(keyring),
             hasher: Arc::new(hasher),
+            write_turn,
         }
+    }
+
+    /// The pool, for one write statement: waits for the SQLite write turn first.
+    pub(crate) async fn write(&self) -> Writing<'_> {
+        let turn = match &self.write_turn {
+            Some(turn) => Some(turn.lock().await),
+            None => None,
+        };
+        Writing {
+            db: &self.db,
+            _turn: turn,
+        }
+    }
+
+    /// A transaction that writes, begun in the SQLite write turn (held until the returned
+    /// turn is dropped: keep it bound for the transaction's whole life).
+    pub(crate) async fn begin_write(&self) -> Result<(Writing<'_>, sea_orm::DatabaseTransaction)> {
+        use sea_orm::TransactionTrait as _;
+        let turn = self.write().await;
+        let txn = self.db.begin().await?;
+        Ok((turn, txn))
     }
 
     /// The connection pool.

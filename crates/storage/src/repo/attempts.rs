@@ -38,7 +38,7 @@ impl<'a> Attempts<'a> {
                     .value(Column::UpdatedAt, Expr::value(now))
                     .to_owned(),
             )
-            .exec_with_returning(self.storage.db())
+            .exec_with_returning(&*self.storage.write().await)
             .await?;
         Ok(model.failures)
     }
@@ -54,7 +54,7 @@ impl<'a> Attempts<'a> {
                     .add(Column::LockedUntil.is_null())
                     .add(Column::LockedUntil.lt(until)),
             )
-            .exec(self.storage.db())
+            .exec(&*self.storage.write().await)
             .await?;
         Ok(())
     }
@@ -69,7 +69,7 @@ impl<'a> Attempts<'a> {
     /// Clears the counter and any lock (after a success, or an operator's unlock).
     pub async fn reset(&self, key: &str) -> Result<()> {
         Entity::delete_by_id(key.to_owned())
-            .exec(self.storage.db())
+            .exec(&*self.storage.write().await)
             .await?;
         Ok(())
     }

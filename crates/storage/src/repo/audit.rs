@@ -97,7 +97,7 @@ impl<'a> Audit<'a> {
 
     /// Appends an event; returns its sequence number.
     pub async fn append(&self, event: NewAuditEvent<'_>) -> Result<i64> {
-        append_with(self.storage.db(), event).await
+        append_with(&*self.storage.write().await, event).await
     }
 
     /// Events matching `filter`, newest first, `limit` at a time; pass the page's `next` as

@@ -50,7 +50,7 @@ impl<'a> Challenges<'a> {
             created_at: Set(now),
         };
         model
-            .insert(self.storage.db())
+            .insert(&*self.storage.write().await)
             .await
             .map_err(|e| StorageError::from_insert(e, "challenge"))
     }
@@ -75,7 +75,7 @@ impl<'a> Challenges<'a> {
             .filter(Column::ConsumedAt.is_null())
             .filter(Column::ExpiresAt.gt(now))
             .filter(Column::Attempts.lt(max))
-            .exec(self.storage.db())
+            .exec(&*self.storage.write().await)
             .await?;
         Ok(result.rows_affected == 1)
     }
@@ -89,7 +89,7 @@ impl<'a> Challenges<'a> {
             .filter(Column::TokenHash.eq(hash.clone()))
             .filter(Column::ConsumedAt.is_null())
             .filter(Column::ExpiresAt.gt(now))
-            .exec(self.storage.db())
+            .exec(&*self.storage.write().await)
             .await?;
         if result.rows_affected != 1 {
             return Ok(None);
@@ -116,7 +116,7 @@ impl<'a> Challenges<'a> {
             .filter(Column::Id.eq(id))
             .filter(Column::ConsumedAt.is_null())
             .filter(Column::ExpiresAt.gt(now))
-            .exec(self.storage.db())
+            .exec(&*self.storage.write().await)
             .await?;
         Ok(result.rows_affected == 1)
     }
@@ -125,7 +125,7 @@ impl<'a> Challenges<'a> {
     pub async fn delete_expired(&self, now: i64) -> Result<u64> {
         Ok(Entity::delete_many()
             .filter(Column::ExpiresAt.lte(now))
-            .exec(self.storage.db())
+            .exec(&*self.storage.write().await)
             .await?
             .rows_affected)
     }

@@ -4,7 +4,7 @@
 use sea_orm::sea_query::{Condition, Expr};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    QueryOrder, QuerySelect,
 };
 use uuid::Uuid;
 use zeroize::Zeroizing;
@@ -212,7 +212,7 @@ impl<'a> Factors<'a> {
 
     async fn insert(&self, model: ActiveModel) -> Result<Model> {
         model
-            .insert(self.storage.db())
+            .insert(&*self.storage.write().await)
             .await
             .map_err(|e| match e.sql_err() {
                 Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_)) => {
@@ -263,7 +263,7 @@ impl<'a> Factors<'a> {
         recovery_codes: Option<&[&str]>,
         now: i64,
     ) -> Result<()> {
-        let txn = self.storage.db().begin().await?;
+        let (_writing, txn) = self.storage.begin_write().await?;
         // A write first, so SQLite takes the write lock at once (no read-to-write upgrade).
         let mut update = Entity::update_many()
             .col_expr(Column::Status, Expr::value(FactorStatus::Active))
@@ -313,7 +313,7 @@ impl<'a> Factors<'a> {
                     .add(Column::LastStep.is_null())
                     .add(Column::LastStep.lt(step)),
             )
-            .exec(self.storage.db())
+            .exec(&*self.storage.write().await)
             .await?;
         Ok(result.rows_affected == 1)
     }
@@ -323,7 +323,7 @@ impl<'a> Factors<'a> {
         Entity::update_many()
             .col_expr(Column::LastUsedAt, Expr::value(Some(now)))
             .filter(Column::Id.eq(factor_id))
-            .exec(self.storage.db())
+            .exec(&*self.storage.write().await)
             .await?;
         Ok(())
     }
@@ -336,7 +336,7 @@ impl<'a> Factors<'a> {
         factor_id: Uuid,
         and_recovery_codes: bool,
     ) -> Result<bool> {
-        let txn = self.storage.db().begin().await?;
+        let (_writing, txn) = self.storage.begin_write().await?;
         let removed = Entity::delete_many()
             .filter(Column::Id.eq(factor_id))
             .filter(Column::UserId.eq(user_id))
@@ -367,7 +367,7 @@ impl<'a> Factors<'a> {
         now: i64,
     ) -> Result<MfaReset> {
         use crate::entity::user;
-        let txn = self.storage.db().begin().await?;
+        let (_writing, txn) = self.storage.begin_write().await?;
         let mut user_update = user::Entity::update_many()
             .col_expr(user::Column::UpdatedAt, Expr::value(now))
             .filter(user::Column::Id.eq(user_id));
@@ -423,7 +423,7 @@ impl<'a> Factors<'a> {
         Ok(Entity::delete_many()
             .filter(Column::Status.eq(FactorStatus::Pending))
             .filter(Column::PendingExpiresAt.lte(now))
-            .exec(self.storage.db())
+            .exec(&*self.storage.write().await)
             .await?
             .rows_affected)
     }
@@ -471,7 +471,7 @@ impl<'a> Factors<'a> {
                 .col_expr(Column::SecretKeyId, Expr::value(Some(primary)))
                 .filter(Column::Id.eq(row.id))
                 .filter(Column::SecretSealed.eq(row.secret_sealed.clone()))
-                .exec(self.storage.db())
+                .exec(&*self.storage.write().await)
                 .await?;
             progress.resealed += updated.rows_affected;
         }

@@ -33,7 +33,7 @@ impl<'a> Memberships<'a> {
             created_at: Set(now),
         };
         model
-            .insert(self.storage.db())
+            .insert(&*self.storage.write().await)
             .await
             .map_err(|e| match e.sql_err() {
                 Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_)) => {

@@ -3,7 +3,6 @@
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -136,7 +135,7 @@ impl<'a> Organizations<'a> {
     /// allowed, SSO off (exempt mode when turned on).
     pub async fn create(&self, name: &str, now: i64) -> Result<Model> {
         new_organization(name, now)?
-            .insert(self.storage.db())
+            .insert(&*self.storage.write().await)
             .await
             .map_err(|e| StorageError::from_insert(e, "organization"))
     }
@@ -145,7 +144,7 @@ impl<'a> Organizations<'a> {
     /// owner leaves no organization behind.
     pub async fn create_with_owner(&self, name: &str, owner: Uuid, now: i64) -> Result<Model> {
         let row = new_organization(name, now)?;
-        let txn = self.storage.db().begin().await?;
+        let (_writing, txn) = self.storage.begin_write().await?;
         let model = row
             .insert(&txn)
             .await
@@ -177,7 +176,7 @@ impl<'a> Organizations<'a> {
     /// when it stops being required.
     pub async fn update_policy(&self, id: Uuid, policy: PolicyUpdate, now: i64) -> Result<Model> {
         policy.check()?;
-        let txn = self.storage.db().begin().await?;
+        let (_writing, txn) = self.storage.begin_write().await?;
         if !write_policy(&txn, id, None, policy, now).await? {
             return Err(StorageError::NotFound("organization"));
         }
@@ -203,7 +202,7 @@ impl<'a> Organizations<'a> {
     ) -> Result<PolicyChanged> {
         policy.check()?;
         let id = expected.id;
-        let txn = self.storage.db().begin().await?;
+        let (_writing, txn) = self.storage.begin_write().await?;
         if !write_policy(&txn, id, Some(PolicyUpdate::of(expected)), policy, now).await? {
             return Err(match Entity::find_by_id(id).one(&txn).await? {
                 Some(_) => StorageError::Stale("organization policy"),

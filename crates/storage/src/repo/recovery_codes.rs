@@ -3,7 +3,6 @@
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -64,7 +63,7 @@ impl<'a> RecoveryCodes<'a> {
 
     /// Replaces the user's whole set (regeneration), in one transaction.
     pub async fn replace(&self, user_id: Uuid, codes: &[&str], now: i64) -> Result<()> {
-        let txn = self.storage.db().begin().await?;
+        let (_writing, txn) = self.storage.begin_write().await?;
         Entity::delete_many()
             .filter(Column::UserId.eq(user_id))
             .exec(&txn)
@@ -83,7 +82,7 @@ impl<'a> RecoveryCodes<'a> {
             .filter(Column::UserId.eq(user_id))
             .filter(Column::CodeHash.eq(hash.0.to_vec()))
             .filter(Column::UsedAt.is_null())
-            .exec(self.storage.db())
+            .exec(&*self.storage.write().await)
             .await?;
         Ok(result.rows_affected == 1)
     }

@@ -67,7 +67,7 @@ impl<'a> Sessions<'a> {
             revoked_at: Set(None),
         };
         model
-            .insert(self.storage.db())
+            .insert(&*self.storage.write().await)
             .await
             .map_err(|e| match e.sql_err() {
                 Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_)) => {
@@ -126,7 +126,7 @@ impl<'a> Sessions<'a> {
             .filter(Column::RevokedAt.is_null())
             .filter(Column::ExpiresAt.gt(now))
             .filter(Column::IdleExpiresAt.gt(now))
-            .exec(self.storage.db())
+            .exec(&*self.storage.write().await)
             .await?;
         if result.rows_affected == 1 {
             Ok(())
@@ -143,7 +143,7 @@ impl<'a> Sessions<'a> {
             .filter(Column::RevokedAt.is_null())
             .filter(Column::ExpiresAt.gt(now))
             .filter(Column::IdleExpiresAt.gt(now))
-            .exec(self.storage.db())
+            .exec(&*self.storage.write().await)
             .await?;
         Ok(result.rows_affected == 1)
     }
@@ -154,7 +154,7 @@ impl<'a> Sessions<'a> {
             .col_expr(Column::RevokedAt, Expr::value(Some(now)))
             .filter(Column::Id.eq(id))
             .filter(Column::RevokedAt.is_null())
-            .exec(self.storage.db())
+            .exec(&*self.storage.write().await)
             .await?;
         Ok(result.rows_affected == 1)
     }
@@ -166,12 +166,12 @@ impl<'a> Sessions<'a> {
         keep: Uuid,
         now: i64,
     ) -> Result<u64> {
-        revoke_of_user(self.storage.db(), user_id, Some(keep), now).await
+        revoke_of_user(&*self.storage.write().await, user_id, Some(keep), now).await
     }
 
     /// Revokes every live session of a user. Returns how many.
     pub async fn revoke_all_of_user(&self, user_id: Uuid, now: i64) -> Result<u64> {
-        revoke_of_user(self.storage.db(), user_id, None, now).await
+        revoke_of_user(&*self.storage.write().await, user_id, None, now).await
     }
 
     /// Revokes every live session below `assurance` that the organization's policy governs
@@ -179,7 +179,7 @@ impl<'a> Sessions<'a> {
     /// the organization, and its members' sessions that name no organization. A member's
     /// session for another organization follows that one's policy. Returns how many.
     pub async fn revoke_org_below(&self, org_id: Uuid, assurance: i16, now: i64) -> Result<u64> {
-        revoke_org_below(self.storage.db(), org_id, assurance, now).await
+        revoke_org_below(&*self.storage.write().await, org_id, assurance, now).await
     }
 }
 

@@ -4,7 +4,6 @@ use sea_orm::sea_query::Expr;
 use sea_orm::sea_query::ExprTrait as _;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
-    TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -38,7 +37,7 @@ impl<'a> SmsCodes<'a> {
         now: i64,
         expires_at: i64,
     ) -> Result<Model> {
-        let txn = self.storage.db().begin().await?;
+        let (_writing, txn) = self.storage.begin_write().await?;
         Entity::delete_many()
             .filter(Column::FactorId.eq(factor_id))
             .exec(&txn)
@@ -67,7 +66,7 @@ impl<'a> SmsCodes<'a> {
     pub async fn withdraw(&self, factor_id: Uuid) -> Result<bool> {
         Ok(Entity::delete_many()
             .filter(Column::FactorId.eq(factor_id))
-            .exec(self.storage.db())
+            .exec(&*self.storage.write().await)
             .await?
             .rows_affected
             > 0)
@@ -92,7 +91,7 @@ impl<'a> SmsCodes<'a> {
             .filter(Column::ConsumedAt.is_null())
             .filter(Column::ExpiresAt.gt(now))
             .filter(Column::Attempts.lt(max))
-            .exec(self.storage.db())
+            .exec(&*self.storage.write().await)
             .await?;
         Ok(result.rows_affected == 1)
     }
@@ -106,7 +105,7 @@ impl<'a> SmsCodes<'a> {
             .filter(Column::CodeHash.eq(self.hash(factor_id, code).0.to_vec()))
             .filter(Column::ConsumedAt.is_null())
             .filter(Column::ExpiresAt.gt(now))
-            .exec(self.storage.db())
+            .exec(&*self.storage.write().await)
             .await?;
         Ok(result.rows_affected == 1)
     }

@@ -2,9 +2,7 @@
 //! one row, and taking a slot is one conditional UPDATE whose affected-row count decides.
 
 use sea_orm::sea_query::{Expr, ExprTrait as _};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, TransactionTrait,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 
 use crate::entity::sms_counter::{ActiveModel, Column, Entity};
 use crate::{Result, Storage, StorageError};
@@ -117,7 +115,7 @@ impl<'a> SmsLimits<'a> {
         for limit in limits {
             check(limit)?;
         }
-        let txn = self.storage.db().begin().await?;
+        let (_writing, txn) = self.storage.begin_write().await?;
         let mut slots = Vec::with_capacity(limits.len());
         for (index, limit) in limits.iter().enumerate() {
             match take_one(&txn, limit, now).await? {
@@ -144,7 +142,7 @@ impl<'a> SmsLimits<'a> {
                 .filter(Column::Key.eq(key.as_str()))
                 .filter(Column::WindowStart.eq(*window_start))
                 .filter(Column::Count.gt(0))
-                .exec(self.storage.db())
+                .exec(&*self.storage.write().await)
                 .await?;
         }
         Ok(())
@@ -158,7 +156,9 @@ impl<'a> SmsLimits<'a> {
             window_secs,
         };
         check(&limit)?;
-        take_one(self.storage.db(), &limit, now).await?.ok();
+        take_one(&*self.storage.write().await, &limit, now)
+            .await?
+            .ok();
         Ok(())
     }
 
@@ -179,7 +179,7 @@ impl<'a> SmsLimits<'a> {
     pub async fn delete_older_than(&self, cutoff: i64) -> Result<u64> {
         Ok(Entity::delete_many()
             .filter(Column::WindowStart.lt(cutoff))
-            .exec(self.storage.db())
+            .exec(&*self.storage.write().await)
             .await?
             .rows_affected)
     }

@@ -61,7 +61,7 @@ impl<'a> Users<'a> {
             updated_at: Set(now),
         };
         model
-            .insert(self.storage.db())
+            .insert(&*self.storage.write().await)
             .await
             .map_err(|e| StorageError::from_insert(e, "user"))
     }
@@ -88,7 +88,7 @@ impl<'a> Users<'a> {
             )
             .col_expr(Column::UpdatedAt, sea_orm::sea_query::Expr::value(now))
             .filter(Column::Id.eq(id))
-            .exec(self.storage.db())
+            .exec(&*self.storage.write().await)
             .await?;
         found(result.rows_affected)
     }
@@ -99,7 +99,7 @@ impl<'a> Users<'a> {
             .col_expr(Column::MustReenroll, sea_orm::sea_query::Expr::value(value))
             .col_expr(Column::UpdatedAt, sea_orm::sea_query::Expr::value(now))
             .filter(Column::Id.eq(id))
-            .exec(self.storage.db())
+            .exec(&*self.storage.write().await)
             .await?;
         found(result.rows_affected)
     }
