@@ -189,7 +189,7 @@ async fn measure(options: &Options, target: &Target, pid: Option<Pid>) -> Result
             let workers = OtpWorker::split(tokens, concurrency);
             let window = Window::starting_now(options.warmup, options.duration);
             let bar = progress(window);
-            let watches = watch(pid, window).await;
+            let watches = watch(pid, window);
             let recorded =
                 drive::run(workers, &clients, window, options.rate, Arc::clone(&live)).await;
             let (s, g) = watches.finish().await;
@@ -198,10 +198,11 @@ async fn measure(options: &Options, target: &Target, pid: Option<Pid>) -> Result
         }
         Scenario::Login | Scenario::HealthUnderLoad => {
             let limit = hashing.as_ref().map_or(100.0, |h| h.logins_per_sec);
-            // An account logs in at most about (window / 30 s + 1.5) times: one per TOTP step
-            // it can still use. A third more, so the pool never runs dry.
-            let per_account = window_secs / 30.0 + 1.5;
-            let needed = (limit * window_secs / per_account * 1.3).ceil();
+            // An account logs in about (window / 30 s + 1) times: once per TOTP step after
+            // the one its enrollment used (the server also takes the next step's code). Half
+            // as many again, so the pool never runs dry.
+            let per_account = window_secs / 30.0 + 1.0;
+            let needed = (limit * window_secs / per_account * 1.5).ceil();
             let n = options
                 .users
                 .unwrap_or_else(|| count(needed).max(concurrency * 2));
@@ -215,7 +216,7 @@ async fn measure(options: &Options, target: &Target, pid: Option<Pid>) -> Result
             let workers = LoginWorker::many(&pool, concurrency);
             let window = Window::starting_now(options.warmup, options.duration);
             let bar = progress(window);
-            let watches = watch(pid, window).await;
+            let watches = watch(pid, window);
             let (recorded, extra) = if options.scenario == Scenario::HealthUnderLoad {
                 // The prober has its own connection, as a load balancer's would be.
                 let probe = connect(target, 1).await?;
@@ -250,7 +251,7 @@ async fn measure(options: &Options, target: &Target, pid: Option<Pid>) -> Result
             let workers = MixedWorker::many(users, &names.password);
             let window = Window::starting_now(options.warmup, options.duration);
             let bar = progress(window);
-            let watches = watch(pid, window).await;
+            let watches = watch(pid, window);
             let recorded =
                 drive::run(workers, &clients, window, options.rate, Arc::clone(&live)).await;
             let (s, g) = watches.finish().await;
@@ -308,9 +309,25 @@ impl Watches {
     }
 }
 
-async fn watch(pid: Option<Pid>, window: Window) -> Watches {
-    tokio::time::sleep_until(window.measure_from).await;
-    Watches(pid.map(Watch::start), Some(Watch::start(Pid::myself())))
+/// Starts watching when the measured window starts, without holding up the caller (the
+/// workers must start with the warm-up, or an open-loop run would begin with a backlog).
+fn watch(pid: Option<Pid>, window: Window) -> WatchesLater {
+    WatchesLater(tokio::spawn(async move {
+        tokio::time::sleep_until(window.measure_from).await;
+        Watches(pid.map(Watch::start), Some(Watch::start(Pid::myself())))
+    }))
+}
+
+/// Watches that start with the measured window.
+struct WatchesLater(tokio::task::JoinHandle<Watches>);
+
+impl WatchesLater {
+    async fn finish(self) -> (Option<process::Usage>, Option<process::Usage>) {
+        match self.0.await {
+            Ok(watches) => watches.finish().await,
+            Err(_) => (None, None),
+        }
+    }
 }
 
 async fn finish_bar(bar: Option<tokio::task::JoinHandle<()>>) {
