@@ -85,8 +85,10 @@ impl Passwords {
     /// password changes must not grow the heap either.
     pub async fn hash(self: &Arc<Self>, password: Zeroizing<String>) -> Result<String, ApiError> {
         let this = Arc::clone(self);
-        self.blocking(async { Ok(()) }, move || this.hash_in_place(password.as_bytes()))
-            .await
+        self.blocking(async { Ok(()) }, move || {
+            this.hash_in_place(password.as_bytes())
+        })
+        .await
     }
 
     fn hash_in_place(&self, password: &[u8]) -> Result<String, ApiError> {
@@ -279,7 +281,10 @@ mod tests {
             .hash(Zeroizing::new("another password".to_owned()))
             .await
             .unwrap();
-        assert!(fresh.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{fresh}");
+        assert!(
+            fresh.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"),
+            "{fresh}"
+        );
         assert!(!current.verify_in_place(b"x", "not a PHC string"));
         assert!(!current.verify_in_place(b"x", "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ"));
         assert_eq!(
