@@ -180,18 +180,26 @@ async fn measure(options: &Options, target: &Target, pid: Option<Pid>) -> Result
             .then(|| drive::progress(format!("{:?}", options.scenario), window, Arc::clone(&live)))
     };
     let (recorded, extra, starved, server_usage, generator_usage, window) = match options.scenario {
-        Scenario::Otp => {
+        Scenario::Otp | Scenario::Mixed => {
+            let mixed = options.scenario == Scenario::Mixed;
+            // otp: tokens split among the workers; mixed: at least one account per worker.
             let n = options.users.unwrap_or(concurrency);
+            let n = if mixed { n.max(concurrency) } else { n };
             say(options, &format!("creating {n} accounts with HOTP tokens…"));
-            let tokens = scenarios::hotp_users(&clients, &names, n, parallel).await?;
+            let users = scenarios::hotp_users(&clients, &names, n, parallel).await?;
             report.accounts = n;
             report.setup_secs = set_up.elapsed().as_secs_f64();
-            let workers = OtpWorker::split(tokens, concurrency);
             let window = Window::starting_now(options.warmup, options.duration);
             let bar = progress(window);
             let watches = watch(pid, window);
-            let recorded =
-                drive::run(workers, &clients, window, options.rate, Arc::clone(&live)).await;
+            let live = Arc::clone(&live);
+            let recorded = if mixed {
+                let workers = MixedWorker::many(users, &names.password);
+                drive::run(workers, &clients, window, options.rate, live).await
+            } else {
+                let workers = OtpWorker::split(users, concurrency);
+                drive::run(workers, &clients, window, options.rate, live).await
+            };
             let (s, g) = watches.finish().await;
             finish_bar(bar).await;
             (recorded, None, 0, s, g, window)
@@ -241,22 +249,6 @@ async fn measure(options: &Options, target: &Target, pid: Option<Pid>) -> Result
             finish_bar(bar).await;
             let starved = pool.starved.load(std::sync::atomic::Ordering::Relaxed);
             (recorded, extra, starved, s, g, window)
-        }
-        Scenario::Mixed => {
-            let n = options.users.unwrap_or(concurrency).max(concurrency);
-            say(options, &format!("creating {n} accounts with HOTP tokens…"));
-            let users = scenarios::hotp_users(&clients, &names, n, parallel).await?;
-            report.accounts = n;
-            report.setup_secs = set_up.elapsed().as_secs_f64();
-            let workers = MixedWorker::many(users, &names.password);
-            let window = Window::starting_now(options.warmup, options.duration);
-            let bar = progress(window);
-            let watches = watch(pid, window);
-            let recorded =
-                drive::run(workers, &clients, window, options.rate, Arc::clone(&live)).await;
-            let (s, g) = watches.finish().await;
-            finish_bar(bar).await;
-            (recorded, None, 0, s, g, window)
         }
         Scenario::Startup => {
             return Err("startup needs a server of its own: leave out --target".to_owned());
