@@ -85,7 +85,15 @@ impl DbConfig {
     fn is_sqlite(&self) -> bool {
         self.url.starts_with("sqlite:")
     }
+
+    /// An SQLite database in a file (not in memory), which several pools can share.
+    pub(crate) fn is_sqlite_file(&self) -> bool {
+        self.is_sqlite() && sqlite_path(&self.url).is_some() && !self.url.contains("mode=memory")
+    }
 }
+
+/// A pooled PostgreSQL connection idle for this long is pinged before it is handed out.
+const PING_IDLE_AFTER: Duration = Duration::from_secs(30);
 
 /// Opens a pool. SQLite: the file (and its folder) is created when missing, with WAL
 /// journaling, foreign keys on and a busy timeout. PostgreSQL: the pool settings above.
@@ -99,6 +107,15 @@ pub async fn connect(config: &DbConfig) -> Result<DatabaseConnection, DbErr> {
         .acquire_timeout(config.connect_timeout)
         .idle_timeout(config.idle_timeout)
         .sqlx_logging(false);
+    // sqlx pings a pooled connection on every acquire by default: one more round trip (or, on
+    // SQLite, one more hand-off to the connection's thread) per statement. An SQLite
+    // connection lives in this process and cannot drop; a PostgreSQL one is pinged only once
+    // it has been idle long enough for a proxy or firewall to have cut it.
+    if sqlite {
+        options.test_before_acquire(false);
+    } else {
+        options.test_before_acquire_if_idle_for(PING_IDLE_AFTER);
+    }
     if sqlite {
         if let Some(parent) = sqlite_path(&config.url)
             .and_then(Path::parent)
