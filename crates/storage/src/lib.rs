@@ -41,6 +41,12 @@ pub struct Storage {
     /// handler, which polls with sleeps of up to 100 ms and is not fair: under a steady write
     /// load a writer could lose the race for most of a second. None on PostgreSQL.
     write_turn: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// SQLite file: a pool of one connection that only writes, so a writer in its turn never
+    /// waits for a connection behind the readers (SQLite has one writer at a time anyway).
+    /// None on PostgreSQL and for an in-memory database: writes use `db`.
+    writer: Option<DatabaseConnection>,
+    /// Audit events waiting to be written together (see [`repo::Audit::append`]).
+    audit_queue: Arc<repo::AuditQueue>,
 }
 
 /// A write's turn on SQLite (nothing on PostgreSQL): derefs to the pool; writing ends when
@@ -61,10 +67,20 @@ impl std::ops::Deref for Writing<'_> {
 
 impl Storage {
     /// Connects (see [`connect`]) and applies pending migrations.
+    /// On an SQLite file it also opens the connection that writes.
     pub async fn open(config: &DbConfig, keyring: KeyRing, hasher: SecretHasher) -> Result<Self> {
         let db = connect(config).await?;
         migrate_up(&db).await?;
-        Ok(Self::new(db, keyring, hasher))
+        let mut storage = Self::new(db, keyring, hasher);
+        if config.is_sqlite_file() {
+            let writer = DbConfig {
+                max_connections: Some(1),
+                min_connections: 1,
+                ..config.clone()
+            };
+            storage.writer = Some(connect(&writer).await?);
+        }
+        Ok(storage)
     }
 
     /// Wraps an open connection (migrations are the caller's business).
@@ -76,6 +92,8 @@ impl Storage {
             keyring: Arc::new(keyring),
             hasher: Arc::new(hasher),
             write_turn,
+            writer: None,
+            audit_queue: Arc::default(),
         }
     }
 
@@ -86,7 +104,7 @@ impl Storage {
             None => None,
         };
         Writing {
-            db: &self.db,
+            db: self.writer.as_ref().unwrap_or(&self.db),
             _turn: turn,
         }
     }
@@ -96,11 +114,12 @@ impl Storage {
     pub(crate) async fn begin_write(&self) -> Result<(Writing<'_>, sea_orm::DatabaseTransaction)> {
         use sea_orm::TransactionTrait as _;
         let turn = self.write().await;
-        let txn = self.db.begin().await?;
+        let txn = turn.begin().await?;
         Ok((turn, txn))
     }
 
-    /// The connection pool.
+    /// The connection pool (on an SQLite file, the readers': writes go through the
+    /// repositories, which use the connection that writes).
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
     }

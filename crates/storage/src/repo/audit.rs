@@ -3,7 +3,7 @@
 use sea_orm::sea_query::{Condition, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::NotSet, ActiveValue::Set, ColumnTrait, ConnectionTrait,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use uuid::Uuid;
 
@@ -46,13 +46,18 @@ pub(crate) async fn append_with<C: ConnectionTrait>(
     conn: &C,
     event: NewAuditEvent<'_>,
 ) -> Result<i64> {
+    Ok(active_model(&event)?.insert(conn).await?.id)
+}
+
+/// The row of an event, once its kind is checked.
+fn active_model(event: &NewAuditEvent<'_>) -> Result<ActiveModel> {
     if event.kind.is_empty() || event.kind.len() > 64 {
         return Err(StorageError::Invalid {
             field: "kind",
             reason: "must be 1 to 64 bytes",
         });
     }
-    let model = ActiveModel {
+    Ok(ActiveModel {
         id: NotSet,
         occurred_at: Set(event.occurred_at),
         org_id: Set(event.org_id),
@@ -60,8 +65,68 @@ pub(crate) async fn append_with<C: ConnectionTrait>(
         subject_id: Set(event.subject_id),
         kind: Set(event.kind.to_owned()),
         details: Set(event.details.to_owned()),
-    };
-    Ok(model.insert(conn).await?.id)
+    })
+}
+
+/// At most this many events per `INSERT` (7 values each: far below SQLite's and
+/// PostgreSQL's limits on bound values).
+const BATCH: usize = 512;
+
+/// Whoever waits for an event to be committed.
+type Committed = tokio::sync::oneshot::Sender<Result<()>>;
+
+/// Events waiting to be written by [`flush`], for [`Audit::append`].
+#[derive(Debug, Default)]
+pub(crate) struct AuditQueue {
+    pending: std::sync::Mutex<Pending>,
+    /// One flush writes at a time; the events that arrive meanwhile form the next batch.
+    turn: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    events: Vec<(ActiveModel, Committed)>,
+    /// A flush is spawned and has not taken the queue yet.
+    flush_scheduled: bool,
+}
+
+impl AuditQueue {
+    /// Queues an event; says whether the caller must spawn a flush (none is scheduled).
+    fn push(&self, model: ActiveModel, done: Committed) -> bool {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.events.push((model, done));
+        !std::mem::replace(&mut pending.flush_scheduled, true)
+    }
+
+    fn take(&self) -> Vec<(ActiveModel, Committed)> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.flush_scheduled = false;
+        std::mem::take(&mut pending.events)
+    }
+}
+
+/// Writes every queued event, in batches of [`BATCH`], and tells each waiter the outcome.
+async fn flush(storage: Storage) {
+    let queue = &storage.audit_queue;
+    let _turn = queue.turn.lock().await;
+    let events = queue.take();
+    let mut events = events.into_iter().peekable();
+    while events.peek().is_some() {
+        let (models, waiters): (Vec<_>, Vec<_>) = events.by_ref().take(BATCH).unzip();
+        let written = Entity::insert_many(models)
+            .exec_without_returning(&*storage.write().await)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        for waiter in waiters {
+            // A waiter that stopped waiting (a cancelled RPC) needs no answer.
+            let _ = waiter.send(
+                written
+                    .clone()
+                    .map_err(|e| StorageError::Db(DbErr::Custom(e))),
+            );
+        }
+    }
 }
 
 /// Which events to list. Every set field must match.
@@ -95,9 +160,21 @@ impl<'a> Audit<'a> {
         Self { storage }
     }
 
-    /// Appends an event; returns its sequence number.
-    pub async fn append(&self, event: NewAuditEvent<'_>) -> Result<i64> {
-        append_with(&*self.storage.write().await, event).await
+    /// Appends an event, and returns once it is committed.
+    ///
+    /// Events appended concurrently are written together (group commit): while one batch is
+    /// being written, the events that arrive queue up and the next write takes all of them in
+    /// one `INSERT`, in arrival order. A lone event is written at once. The write runs in its
+    /// own task, so an event is written even if the caller stops waiting (a cancelled RPC).
+    pub async fn append(&self, event: NewAuditEvent<'_>) -> Result<()> {
+        let model = active_model(&event)?;
+        let (done, committed) = tokio::sync::oneshot::channel();
+        if self.storage.audit_queue.push(model, done) {
+            tokio::spawn(flush(self.storage.clone()));
+        }
+        committed
+            .await
+            .map_err(|_| StorageError::Db(DbErr::Custom("the audit writer stopped".to_owned())))?
     }
 
     /// Events matching `filter`, newest first, `limit` at a time; pass the page's `next` as
