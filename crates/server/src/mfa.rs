@@ -66,6 +66,30 @@ pub(crate) async fn check_lockout(app: &App, user: Uuid, now: i64) -> ApiResult<
     })
 }
 
+/// The user's active factors and their lockout, read together (one query when the user has
+/// factors); refuses while the user is locked out.
+pub(crate) async fn read_factors(
+    app: &App,
+    user: Uuid,
+    now: i64,
+) -> ApiResult<(Vec<storage::entity::factor::Model>, Failures)> {
+    let (factors, counter) = app
+        .storage
+        .factors()
+        .active_with_counter(user, &mfa_key(user))
+        .await?;
+    let failures = if factors.is_empty() {
+        // No factor row carried the counter: read it on its own.
+        check_lockout(app, user, now).await?
+    } else {
+        Failures {
+            user,
+            recorded: crate::throttle::check_counter(counter.as_ref(), now)?,
+        }
+    };
+    Ok((factors, failures))
+}
+
 /// Whether a user had second-factor failures on record when their lockout was checked.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Failures {
@@ -256,14 +280,14 @@ pub(crate) async fn check_code_among(
 
 /// Proof of possession for a sensitive change: a current code from one of the user's factors
 /// (through the replay guard) or a recovery code (used up). Checked against the lockout
-/// first; a failure counts toward it. `factors`: the user's active factors, when the caller
-/// already read them.
+/// first; a failure counts toward it. `read`: what [`read_factors`] returned, when the caller
+/// already read it (the lockout is checked then).
 pub(crate) async fn prove(
     app: &App,
     user: Uuid,
     proof: &str,
     now: i64,
-    factors: Option<&[storage::entity::factor::Model]>,
+    read: Option<(&[storage::entity::factor::Model], Failures)>,
 ) -> ApiResult<policy::Proof> {
     if proof.trim().is_empty() || proof.len() > 64 {
         return Err(ApiError::field(
@@ -271,7 +295,10 @@ pub(crate) async fn prove(
             "a current code or a recovery code is required",
         ));
     }
-    let failures = check_lockout(app, user, now).await?;
+    let (factors, failures) = match read {
+        Some((factors, failures)) => (Some(factors), failures),
+        None => (None, check_lockout(app, user, now).await?),
+    };
     let result = if let Some(digits) = looks_like_otp(proof) {
         let checked = match factors {
             Some(factors) => check_code_among(app, factors, &digits, now).await?,

@@ -71,7 +71,15 @@ pub(crate) fn locked(until: i64, now: i64) -> ApiError {
 /// Refuses while `key` is locked out. Otherwise returns whether failures are on record
 /// (so a success knows whether there is anything to clear).
 pub(crate) async fn check(app: &App, key: &str, now: i64) -> ApiResult<bool> {
-    match app.storage.attempts().get(key).await? {
+    check_counter(app.storage.attempts().get(key).await?.as_ref(), now)
+}
+
+/// [`check`] on a counter the caller already read (`None`: no failures on record).
+pub(crate) fn check_counter(
+    counter: Option<&storage::entity::attempt_counter::Model>,
+    now: i64,
+) -> ApiResult<bool> {
+    match counter {
         Some(counter) => match counter.locked_until.filter(|&until| until > now) {
             Some(until) => Err(locked(until, now)),
             None => Ok(true),

@@ -448,7 +448,59 @@ async fn activation_never_lowers_the_hotp_baseline(db: &TestDb) {
     );
 }
 
+async fn active_factors_come_with_the_failure_counter(db: &TestDb) {
+    let s = &db.storage;
+    let alice = user(s, "alice@example.com").await;
+    let bob = user(s, "bob@example.com").await;
+    let key = format!("mfa:{alice}");
+    // No factor: no row carries the counter.
+    assert_eq!(
+        s.factors().active_with_counter(alice, &key).await.unwrap(),
+        (vec![], None)
+    );
+    let first = active_totp(s, alice).await;
+    let second = active_totp(s, alice).await;
+    // A pending factor and another user's factor are left out.
+    s.factors()
+        .create_otp_pending(
+            alice,
+            FactorKind::Totp,
+            "new",
+            SEED,
+            TOTP,
+            None,
+            NOW,
+            NOW + 600,
+        )
+        .await
+        .unwrap();
+    active_totp(s, bob).await;
+    let (factors, counter) = s.factors().active_with_counter(alice, &key).await.unwrap();
+    assert_eq!(factors, vec![first.clone(), second.clone()]);
+    assert_eq!(counter, None);
+    // Failures on record, then a lock: read with the factors, under the key asked for only.
+    s.attempts().record_failure(&key, NOW).await.unwrap();
+    s.attempts().record_failure(&key, NOW + 1).await.unwrap();
+    s.attempts()
+        .record_failure(&format!("mfa:{bob}"), NOW)
+        .await
+        .unwrap();
+    let (factors, counter) = s.factors().active_with_counter(alice, &key).await.unwrap();
+    assert_eq!(factors.len(), 2);
+    let counter = counter.unwrap();
+    assert_eq!((counter.key.as_str(), counter.failures), (key.as_str(), 2));
+    assert_eq!(counter.locked_until, None);
+    assert_eq!(counter, s.attempts().get(&key).await.unwrap().unwrap());
+    s.attempts()
+        .lock_until(&key, NOW + 60, NOW + 2)
+        .await
+        .unwrap();
+    let (_, counter) = s.factors().active_with_counter(alice, &key).await.unwrap();
+    assert_eq!(counter.unwrap().locked_until, Some(NOW + 60));
+}
+
 both!(
+    active_factors_come_with_the_failure_counter,
     rotation_reports_a_bad_row_and_goes_past_it,
     activation_never_lowers_the_hotp_baseline,
     seeds_are_sealed_and_bound_to_their_row,

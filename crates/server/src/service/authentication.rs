@@ -539,14 +539,14 @@ impl Authentication {
             .find_valid(body.session_token.trim(), now)
             .await?
             .ok_or_else(super::sessions::invalid_session)?;
-        let factors = app.storage.factors().of_user(session.user_id, true).await?;
+        let (factors, failures) = crate::mfa::read_factors(app, session.user_id, now).await?;
         if factors.is_empty() {
             return Err(ApiError::FailedPrecondition {
                 reason: "NO_FACTOR",
                 message: "the user has no second factor to step up with".to_owned(),
             });
         }
-        crate::mfa::prove(app, session.user_id, &code, now, Some(&factors))
+        crate::mfa::prove(app, session.user_id, &code, now, Some((&factors, failures)))
             .await
             .map_err(|e| match e {
                 ApiError::InvalidArgument(_) => {
@@ -612,9 +612,9 @@ impl Authentication {
             .filter(|c| c.purpose == ChallengePurpose::SecondFactor)
             .ok_or_else(invalid_challenge)?;
         let user_id = challenge.user_id;
-        // The user's lockout first, then an attempt from this challenge's budget: both before
-        // any code is compared.
-        let failures = crate::mfa::check_lockout(app, user_id, now).await?;
+        // The user's lockout first (read with the factors), then an attempt from this
+        // challenge's budget: both before any code is compared.
+        let (factors, failures) = crate::mfa::read_factors(app, user_id, now).await?;
         if !app
             .storage
             .challenges()
@@ -630,7 +630,7 @@ impl Authentication {
 
         let mut used_recovery_code = false;
         if let Some(digits) = crate::mfa::looks_like_otp(&code) {
-            let reason = match crate::mfa::check_code(app, user_id, &digits, now).await? {
+            let reason = match crate::mfa::check_code_among(app, &factors, &digits, now).await? {
                 crate::mfa::CodeCheck::Accepted => None,
                 crate::mfa::CodeCheck::Replayed => Some("CODE_REPLAYED"),
                 crate::mfa::CodeCheck::NoMatch => Some("INVALID_CODE"),

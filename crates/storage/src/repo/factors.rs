@@ -1,10 +1,10 @@
 //! Second factors: creation with the seed sealed, activation with recovery codes in one
 //! transaction, the replay guard, removal, and key rotation.
 
-use sea_orm::sea_query::{Condition, Expr};
+use sea_orm::sea_query::{Condition, Expr, Query, SubQueryStatement};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
 };
 use uuid::Uuid;
 use zeroize::Zeroizing;
@@ -13,7 +13,7 @@ use super::audit::{AuditOf, NewAuditEvent, append_with};
 use super::recovery_codes::insert_codes;
 use crate::entity::enums::{FactorKind, FactorStatus};
 use crate::entity::factor::{ActiveModel, Column, Entity, Model};
-use crate::entity::recovery_code;
+use crate::entity::{attempt_counter, recovery_code};
 use crate::{Result, Storage, StorageError};
 
 /// Which of the user's sessions a 2FA reset revokes.
@@ -237,6 +237,59 @@ impl<'a> Factors<'a> {
             .order_by_asc(Column::Id)
             .all(self.storage.db())
             .await?)
+    }
+
+    /// The user's active factors, oldest first, and the failure counter under `counter_key`,
+    /// in one query: a second-factor check reads both before it compares a code. The counter
+    /// rides on every factor row, so with no active factor it is not read (`None`).
+    pub async fn active_with_counter(
+        &self,
+        user_id: Uuid,
+        counter_key: &str,
+    ) -> Result<(Vec<Model>, Option<attempt_counter::Model>)> {
+        let counter = |column: attempt_counter::Column| {
+            Expr::from(SubQueryStatement::from(
+                Query::select()
+                    .column(column)
+                    .from(attempt_counter::Entity)
+                    .and_where(attempt_counter::Column::Key.eq(counter_key))
+                    .to_owned(),
+            ))
+        };
+        let query = Entity::find()
+            .filter(Column::UserId.eq(user_id))
+            .filter(Column::Status.eq(FactorStatus::Active))
+            .order_by_asc(Column::Id)
+            .column_as(
+                counter(attempt_counter::Column::Failures),
+                "counter_failures",
+            )
+            .column_as(
+                counter(attempt_counter::Column::LockedUntil),
+                "counter_locked_until",
+            )
+            .column_as(
+                counter(attempt_counter::Column::UpdatedAt),
+                "counter_updated_at",
+            )
+            .into_query();
+        let rows = self.storage.db().query_all(&query).await?;
+        let mut factors = Vec::with_capacity(rows.len());
+        let mut found = None;
+        for row in &rows {
+            factors.push(Model::from_query_result(row, "")?);
+            if let Some(failures) = row.try_get::<Option<i64>>("", "counter_failures")? {
+                found = Some(attempt_counter::Model {
+                    key: counter_key.to_owned(),
+                    failures,
+                    locked_until: row.try_get("", "counter_locked_until")?,
+                    updated_at: row
+                        .try_get::<Option<i64>>("", "counter_updated_at")?
+                        .unwrap_or_default(),
+                });
+            }
+        }
+        Ok((factors, found))
     }
 
     /// Opens the factor's seed. Fails if it was tampered with, copied from another row, or
