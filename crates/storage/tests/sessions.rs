@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{NOW, TestDb};
+use common::{NOW, TestDb, race};
 use sea_orm::EntityTrait;
 use storage::entity::session;
 use storage::repo::{AuditFilter, NewAuditEvent, NewSession};
@@ -323,7 +323,77 @@ async fn the_audit_log_filters_and_pages(db: &TestDb) {
     );
 }
 
+/// Events appended together are committed together, each exactly once; one whose caller
+/// stops waiting is written all the same.
+async fn concurrent_audit_events_are_each_written_once(db: &TestDb) {
+    let s = &db.storage;
+    let appended = race(s, 64, |s, i| async move {
+        let details = format!(r#"{{"n":{i}}}"#);
+        s.audit()
+            .append(NewAuditEvent {
+                occurred_at: NOW + i64::try_from(i).unwrap(),
+                org_id: None,
+                actor_id: None,
+                subject_id: None,
+                kind: "test.raced",
+                details: &details,
+            })
+            .await
+    })
+    .await;
+    assert!(appended.iter().all(Result::is_ok), "{appended:?}");
+    let raced = AuditFilter {
+        kinds: vec!["test.raced".to_owned()],
+        ..AuditFilter::default()
+    };
+    let page = s.audit().list(&raced, None, 100).await.unwrap();
+    let mut times: Vec<i64> = page.items.iter().map(|e| e.occurred_at).collect();
+    times.sort_unstable();
+    assert_eq!(times, (NOW..NOW + 64).collect::<Vec<_>>());
+    for event in &page.items {
+        assert_eq!(
+            event.details,
+            format!(r#"{{"n":{}}}"#, event.occurred_at - NOW)
+        );
+    }
+
+    // Each polled once (queued, and almost always not yet written), then dropped, as a
+    // cancelled RPC is.
+    let audit = s.audit();
+    for i in 0..10 {
+        let append = audit.append(NewAuditEvent {
+            occurred_at: NOW + i,
+            org_id: None,
+            actor_id: None,
+            subject_id: None,
+            kind: "test.abandoned",
+            details: "{}",
+        });
+        let _ = tokio::time::timeout(std::time::Duration::ZERO, append).await;
+    }
+    let abandoned = AuditFilter {
+        kinds: vec!["test.abandoned".to_owned()],
+        ..AuditFilter::default()
+    };
+    let mut written = 0;
+    for _ in 0..200 {
+        written = s
+            .audit()
+            .list(&abandoned, None, 100)
+            .await
+            .unwrap()
+            .items
+            .len();
+        if written == 10 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(written, 10);
+}
+
 both!(
+    concurrent_audit_events_are_each_written_once,
     sessions_expire_touch_and_revoke,
     revoking_all_of_a_user_or_an_org_below_a_level,
     the_audit_log_filters_and_pages,
