@@ -131,6 +131,10 @@ pub async fn connect(config: &DbConfig) -> Result<DatabaseConnection, DbErr> {
                 .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(busy)
+                // No checkpoint inside a commit: `Storage` checkpoints in the background.
+                .pragma("wal_autocheckpoint", "0")
+                // A log that starts over is cut back to this size (64 MiB).
+                .pragma("journal_size_limit", "67108864")
         });
     }
     Database::connect(options).await

@@ -13,8 +13,8 @@ mod sms_limits;
 mod users;
 
 pub use attempts::Attempts;
-pub use audit::{Audit, AuditFilter, AuditOf, NewAuditEvent};
 pub(crate) use audit::AuditQueue;
+pub use audit::{Audit, AuditFilter, AuditOf, NewAuditEvent};
 pub use challenges::Challenges;
 pub use factors::{Factors, MfaReset, OtpParams, ResetPlan, RotationProgress, SessionsToRevoke};
 pub use memberships::Memberships;
