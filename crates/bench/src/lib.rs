@@ -264,11 +264,30 @@ async fn measure(options: &Options, target: &Target, pid: Option<Pid>) -> Result
     report.starved = starved;
     report.server = server_usage;
     report.generator = generator_usage;
-    report.hashing = hashing.map(|h| {
+    // Measured again after the run, the faster of the two is the limit: a machine that
+    // hashed slowly at the start (a busy neighbour) must not flatter the logins.
+    let hashing = match hashing {
+        Some(before) => {
+            say(options, "measuring the argon2id limit again…");
+            let after = argon::measure(&options.passwords, 15)?;
+            let measured_ms = (before.hash_ms, after.hash_ms);
+            Some((
+                if after.hash_ms < before.hash_ms {
+                    after
+                } else {
+                    before
+                },
+                measured_ms,
+            ))
+        }
+        None => None,
+    };
+    report.hashing = hashing.map(|(h, measured_ms)| {
         let achieved = report.ops.get("login").map_or(0.0, |s| s.rate);
         report::Hashing {
             fraction: achieved / h.logins_per_sec.max(1e-9),
             limit: h,
+            measured_ms,
         }
     });
     Ok(report)
