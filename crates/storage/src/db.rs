@@ -15,8 +15,8 @@ pub struct DbConfig {
     /// `sqlite://PATH` (the file and its folder are created when missing) or
     /// `postgres://USER@HOST:PORT/DB`.
     pub url: String,
-    /// Pool size. SQLite: concurrent readers (writes take turns). Default 8 on PostgreSQL,
-    /// 4 on SQLite.
+    /// Pool size. SQLite: concurrent readers; `Storage::open` adds a pool of 2 for writes,
+    /// which take turns. Default 8 on PostgreSQL, 4 on SQLite.
     pub max_connections: Option<u32>,
     /// Connections kept open when idle. Default 1.
     pub min_connections: u32,
