@@ -339,6 +339,19 @@ mod tests {
         checkpoint(readers).await.unwrap()
     }
 
+    /// The one value `sql` answers.
+    async fn scalar(db: &DatabaseConnection, sql: &str) -> i64 {
+        let row = db
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Sqlite,
+                sql,
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get_by_index::<i64>(0).unwrap()
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_log_is_copied_back_and_starts_over_without_commits_waiting() {
         let dir = tempfile::tempdir().unwrap();
@@ -355,15 +368,7 @@ mod tests {
             .execute_unprepared("CREATE TABLE t (x INTEGER)")
             .await
             .unwrap();
-        let autocheckpoint = writer
-            .query_one_raw(sea_orm::Statement::from_string(
-                sea_orm::DbBackend::Sqlite,
-                "PRAGMA wal_autocheckpoint",
-            ))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(autocheckpoint.try_get_by_index::<i64>(0).unwrap(), 0);
+        assert_eq!(scalar(&writer, "PRAGMA wal_autocheckpoint").await, 0);
 
         // Without the task, commits never checkpoint: the log only grows.
         let grown = write(&readers, &writer, &turn, 100).await;
@@ -380,14 +385,6 @@ mod tests {
         let after = write(&readers, &writer, &turn, 100).await;
         assert!(after < grown, "{after} frames, {grown} before the task");
         drop(task);
-        let count = readers
-            .query_one_raw(sea_orm::Statement::from_string(
-                sea_orm::DbBackend::Sqlite,
-                "SELECT COUNT(*) FROM t",
-            ))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(count.try_get_by_index::<i64>(0).unwrap(), 200);
+        assert_eq!(scalar(&readers, "SELECT COUNT(*) FROM t").await, 200);
     }
 }

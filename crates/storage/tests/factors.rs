@@ -29,8 +29,8 @@ async fn user(storage: &Storage, email: &str) -> Uuid {
     storage.users().create(email, None, NOW).await.unwrap().id
 }
 
-async fn active_totp(storage: &Storage, user_id: Uuid) -> factor::Model {
-    let f = storage
+async fn pending_totp(storage: &Storage, user_id: Uuid) -> factor::Model {
+    storage
         .factors()
         .create_otp_pending(
             user_id,
@@ -43,7 +43,11 @@ async fn active_totp(storage: &Storage, user_id: Uuid) -> factor::Model {
             NOW + 600,
         )
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn active_totp(storage: &Storage, user_id: Uuid) -> factor::Model {
+    let f = pending_totp(storage, user_id).await;
     storage
         .factors()
         .activate(f.id, user_id, Some(100), None, NOW)
@@ -461,19 +465,7 @@ async fn active_factors_come_with_the_failure_counter(db: &TestDb) {
     let first = active_totp(s, alice).await;
     let second = active_totp(s, alice).await;
     // A pending factor and another user's factor are left out.
-    s.factors()
-        .create_otp_pending(
-            alice,
-            FactorKind::Totp,
-            "new",
-            SEED,
-            TOTP,
-            None,
-            NOW,
-            NOW + 600,
-        )
-        .await
-        .unwrap();
+    pending_totp(s, alice).await;
     active_totp(s, bob).await;
     let (factors, counter) = s.factors().active_with_counter(alice, &key).await.unwrap();
     assert_eq!(factors, vec![first.clone(), second.clone()]);
