@@ -140,25 +140,16 @@ impl Passwords {
 
     /// Whether `password` matches `hash`. With no hash (unknown account, or one without a
     /// password) the dummy hash is verified instead, at the same cost, and the answer is no.
-    ///
-    /// `precheck` (the lockout check) runs twice. First before queueing for a hashing slot:
-    /// a guess at an account already locked out costs no hash. Then again once a slot is
-    /// held, while the hash runs, so that guesses queued behind a flood see a lockout that
-    /// started while they waited (their hash's result is then dropped unread), and the slot
-    /// does not sit idle waiting for the database.
-    pub async fn verify<F, Fut>(
+    /// `precheck` (the lockout check) runs once a hashing slot is held, right before the
+    /// hash, so guesses queued behind a flood see a lockout that started while they waited.
+    pub async fn verify(
         self: &Arc<Self>,
         password: Zeroizing<String>,
         hash: Option<String>,
-        precheck: F,
-    ) -> Result<bool, ApiError>
-    where
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<(), ApiError>>,
-    {
-        precheck().await?;
+        precheck: impl Future<Output = Result<(), ApiError>>,
+    ) -> Result<bool, ApiError> {
         let this = Arc::clone(self);
-        self.blocking(precheck(), move || {
+        self.blocking(precheck, move || {
             this.verifications.fetch_add(1, Ordering::Relaxed);
             let target = hash.as_deref().unwrap_or(&this.dummy);
             let ok = this.verify_in_place(password.as_bytes(), target);
@@ -212,11 +203,9 @@ impl Passwords {
         (self.max_in_flight.load(Ordering::Relaxed), self.limit)
     }
 
-    /// Runs `work` in a hashing slot; `check` runs once the slot is held, alongside the
-    /// work, and its refusal is the answer (the work's result is dropped unread).
     async fn blocking<T: Send + 'static>(
         self: &Arc<Self>,
-        check: impl Future<Output = Result<(), ApiError>>,
+        precheck: impl Future<Output = Result<(), ApiError>>,
         work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
         // Waiting for a permit is async: a flood of logins queues here, not on the runtime.
@@ -224,21 +213,20 @@ impl Passwords {
             .acquire_owned()
             .await
             .map_err(|_| ApiError::Internal("password hashing is shut down".to_owned()))?;
+        precheck.await?;
         let this = Arc::clone(self);
         // The permit travels with the work: a cancelled call does not free its slot until
         // the hash really ends, so cancelled logins cannot exceed the limit either.
-        let running = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let running = this.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             this.max_in_flight.fetch_max(running, Ordering::SeqCst);
             let result = work();
             this.in_flight.fetch_sub(1, Ordering::SeqCst);
             result
-        });
-        check.await?;
-        running
-            .await
-            .map_err(|e| ApiError::Internal(format!("password task: {e}")))?
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("password task: {e}")))?
     }
 }
 
@@ -282,7 +270,7 @@ mod tests {
                     .verify(
                         Zeroizing::new(password.to_owned()),
                         Some(hash.clone()),
-                        || async { Ok(()) },
+                        async { Ok(()) },
                     )
                     .await
                     .unwrap();

@@ -43,9 +43,9 @@ fn password_key(app: &App, email: &str) -> String {
 
 /// Verifies the password given for `email` (against `hash`, or against the dummy hash when
 /// there is none: unknown account, or no password) with throttling. The same steps run in
-/// every case — lockout check, again once a hashing slot is held, one argon2id
-/// verification, then a counter write — so neither the answer nor the work tells an
-/// existing account from an unknown one. A failure counts and may start a lockout; a success clears the count.
+/// every case — lockout check once a hashing slot is held, one argon2id verification, then
+/// a counter write — so neither the answer nor the work tells an existing account from an
+/// unknown one. A failure counts and may start a lockout; a success clears the count.
 pub(crate) async fn verify_password_throttled(
     app: &App,
     email: &str,
@@ -57,7 +57,7 @@ pub(crate) async fn verify_password_throttled(
     let key = password_key(app, email);
     let ok = app
         .passwords
-        .verify(password, hash, || async {
+        .verify(password, hash, async {
             crate::throttle::check(app, &key, now).await.map(|_| ())
         })
         .await
