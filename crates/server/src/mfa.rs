@@ -66,28 +66,42 @@ pub(crate) async fn check_lockout(app: &App, user: Uuid, now: i64) -> ApiResult<
     })
 }
 
-/// The user's active factors and their lockout, read together (one query when the user has
-/// factors); refuses while the user is locked out.
-pub(crate) async fn read_factors(
-    app: &App,
-    user: Uuid,
-    now: i64,
-) -> ApiResult<(Vec<storage::entity::factor::Model>, Failures)> {
+/// The user's active factors and their failure counter, read together.
+pub(crate) struct FactorsRead {
+    /// The active factors, oldest first.
+    pub(crate) factors: Vec<storage::entity::factor::Model>,
+    /// The counter, when a factor row carried it.
+    counter: Option<storage::entity::attempt_counter::Model>,
+}
+
+/// Reads the user's active factors with their failure counter (one query when the user has
+/// factors).
+pub(crate) async fn read_factors(app: &App, user: Uuid) -> ApiResult<FactorsRead> {
     let (factors, counter) = app
         .storage
         .factors()
         .active_with_counter(user, &mfa_key(user))
         .await?;
-    let failures = if factors.is_empty() {
-        // No factor row carried the counter: read it on its own.
-        check_lockout(app, user, now).await?
-    } else {
-        Failures {
-            user,
-            recorded: crate::throttle::check_counter(counter.as_ref(), now)?,
+    Ok(FactorsRead { factors, counter })
+}
+
+impl FactorsRead {
+    /// [`check_lockout`] on the counter read with the factors (read now when no factor
+    /// carried it).
+    pub(crate) async fn check_lockout(
+        &self,
+        app: &App,
+        user: Uuid,
+        now: i64,
+    ) -> ApiResult<Failures> {
+        if self.factors.is_empty() {
+            return check_lockout(app, user, now).await;
         }
-    };
-    Ok((factors, failures))
+        Ok(Failures {
+            user,
+            recorded: crate::throttle::check_counter(self.counter.as_ref(), now)?,
+        })
+    }
 }
 
 /// Whether a user had second-factor failures on record when their lockout was checked.
@@ -281,13 +295,13 @@ pub(crate) async fn check_code_among(
 /// Proof of possession for a sensitive change: a current code from one of the user's factors
 /// (through the replay guard) or a recovery code (used up). Checked against the lockout
 /// first; a failure counts toward it. `read`: what [`read_factors`] returned, when the caller
-/// already read it (the lockout is checked then).
+/// already read it.
 pub(crate) async fn prove(
     app: &App,
     user: Uuid,
     proof: &str,
     now: i64,
-    read: Option<(&[storage::entity::factor::Model], Failures)>,
+    read: Option<&FactorsRead>,
 ) -> ApiResult<policy::Proof> {
     if proof.trim().is_empty() || proof.len() > 64 {
         return Err(ApiError::field(
@@ -295,10 +309,11 @@ pub(crate) async fn prove(
             "a current code or a recovery code is required",
         ));
     }
-    let (factors, failures) = match read {
-        Some((factors, failures)) => (Some(factors), failures),
-        None => (None, check_lockout(app, user, now).await?),
+    let failures = match read {
+        Some(read) => read.check_lockout(app, user, now).await?,
+        None => check_lockout(app, user, now).await?,
     };
+    let factors = read.map(|read| read.factors.as_slice());
     let result = if let Some(digits) = looks_like_otp(proof) {
         let checked = match factors {
             Some(factors) => check_code_among(app, factors, &digits, now).await?,

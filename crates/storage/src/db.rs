@@ -98,6 +98,23 @@ const PING_IDLE_AFTER: Duration = Duration::from_secs(30);
 /// Opens a pool. SQLite: the file (and its folder) is created when missing, with WAL
 /// journaling, foreign keys on and a busy timeout. PostgreSQL: the pool settings above.
 pub async fn connect(config: &DbConfig) -> Result<DatabaseConnection, DbErr> {
+    connect_pool(config, Checkpoints::InCommit).await
+}
+
+/// Who checkpoints an SQLite write-ahead log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Checkpoints {
+    /// SQLite itself, in the commit that fills the log (its default).
+    InCommit,
+    /// A task of the caller's (`Storage`'s checkpointer): `wal_autocheckpoint = 0`.
+    InBackground,
+}
+
+/// [`connect`], saying who checkpoints.
+pub(crate) async fn connect_pool(
+    config: &DbConfig,
+    checkpoints: Checkpoints,
+) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(config.url.clone());
     let sqlite = config.is_sqlite();
     options
@@ -126,15 +143,20 @@ pub async fn connect(config: &DbConfig) -> Result<DatabaseConnection, DbErr> {
         }
         let busy = config.sqlite_busy_timeout;
         options.map_sqlx_sqlite_opts(move |opts| {
-            opts.create_if_missing(true)
+            let opts = opts
+                .create_if_missing(true)
                 .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                 .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
                 .foreign_keys(true)
-                .busy_timeout(busy)
-                // No checkpoint inside a commit: `Storage` checkpoints in the background.
-                .pragma("wal_autocheckpoint", "0")
-                // A log that starts over is cut back to this size (64 MiB).
-                .pragma("journal_size_limit", "67108864")
+                .busy_timeout(busy);
+            match checkpoints {
+                Checkpoints::InCommit => opts,
+                // No checkpoint inside a commit; a log that starts over is cut back to
+                // 64 MiB.
+                Checkpoints::InBackground => opts
+                    .pragma("wal_autocheckpoint", "0")
+                    .pragma("journal_size_limit", "67108864"),
+            }
         });
     }
     Database::connect(options).await

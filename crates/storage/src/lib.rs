@@ -69,8 +69,9 @@ const WAL_RESTART_FRAMES: i64 = 16_384;
 /// Under a steady load a passive checkpoint never catches up with the last writer, and a log
 /// starts over only when a writer finds it wholly copied, so the file would grow without
 /// end. Once it holds [`WAL_RESTART_FRAMES`], the task checkpoints once more in the write
-/// turn, where it catches up (only the frames written since the last round are left to
-/// copy), and the next write starts the log over.
+/// turn, where no frame is being added (only those written since the last round are left to
+/// copy), and the next write starts the log over. A reader still on an older snapshot can
+/// hold that back; the next round tries again.
 #[derive(Debug)]
 struct Checkpointer(tokio::task::JoinHandle<()>);
 
@@ -158,16 +159,22 @@ impl Storage {
     /// Connects (see [`connect`]) and applies pending migrations.
     /// On an SQLite file it also opens the connection that writes.
     pub async fn open(config: &DbConfig, keyring: KeyRing, hasher: SecretHasher) -> Result<Self> {
-        let db = connect(config).await?;
+        let background = config.is_sqlite_file();
+        let checkpoints = if background {
+            db::Checkpoints::InBackground
+        } else {
+            db::Checkpoints::InCommit
+        };
+        let db = db::connect_pool(config, checkpoints).await?;
         migrate_up(&db).await?;
         let mut storage = Self::new(db, keyring, hasher);
-        if config.is_sqlite_file() {
+        if background {
             let writer = DbConfig {
                 max_connections: Some(WRITE_CONNECTIONS),
                 min_connections: WRITE_CONNECTIONS,
                 ..config.clone()
             };
-            let writer = connect(&writer).await?;
+            let writer = db::connect_pool(&writer, checkpoints).await?;
             if let Some(turn) = &storage.write_turn {
                 storage.checkpointer = Some(Arc::new(Checkpointer::spawn(
                     storage.db.clone(),
@@ -356,11 +363,16 @@ mod tests {
     async fn the_log_is_copied_back_and_starts_over_without_commits_waiting() {
         let dir = tempfile::tempdir().unwrap();
         let config = DbConfig::from_url(format!("sqlite://{}/t.db", dir.path().display()));
-        let readers = connect(&config).await.unwrap();
-        let writer = connect(&DbConfig {
-            max_connections: Some(1),
-            ..config.clone()
-        })
+        let readers = db::connect_pool(&config, db::Checkpoints::InBackground)
+            .await
+            .unwrap();
+        let writer = db::connect_pool(
+            &DbConfig {
+                max_connections: Some(1),
+                ..config.clone()
+            },
+            db::Checkpoints::InBackground,
+        )
         .await
         .unwrap();
         let turn = Arc::new(tokio::sync::Mutex::new(()));
@@ -369,6 +381,9 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(scalar(&writer, "PRAGMA wal_autocheckpoint").await, 0);
+        // A pool opened by `connect` alone has no such task: SQLite checkpoints itself.
+        let plain = connect(&config).await.unwrap();
+        assert_eq!(scalar(&plain, "PRAGMA wal_autocheckpoint").await, 1000);
 
         // Without the task, commits never checkpoint: the log only grows.
         let grown = write(&readers, &writer, &turn, 100).await;

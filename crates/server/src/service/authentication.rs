@@ -539,14 +539,14 @@ impl Authentication {
             .find_valid(body.session_token.trim(), now)
             .await?
             .ok_or_else(super::sessions::invalid_session)?;
-        let (factors, failures) = crate::mfa::read_factors(app, session.user_id, now).await?;
-        if factors.is_empty() {
+        let read = crate::mfa::read_factors(app, session.user_id).await?;
+        if read.factors.is_empty() {
             return Err(ApiError::FailedPrecondition {
                 reason: "NO_FACTOR",
                 message: "the user has no second factor to step up with".to_owned(),
             });
         }
-        crate::mfa::prove(app, session.user_id, &code, now, Some((&factors, failures)))
+        crate::mfa::prove(app, session.user_id, &code, now, Some(&read))
             .await
             .map_err(|e| match e {
                 ApiError::InvalidArgument(_) => {
@@ -614,7 +614,8 @@ impl Authentication {
         let user_id = challenge.user_id;
         // The user's lockout first (read with the factors), then an attempt from this
         // challenge's budget: both before any code is compared.
-        let (factors, failures) = crate::mfa::read_factors(app, user_id, now).await?;
+        let read = crate::mfa::read_factors(app, user_id).await?;
+        let failures = read.check_lockout(app, user_id, now).await?;
         if !app
             .storage
             .challenges()
@@ -630,11 +631,12 @@ impl Authentication {
 
         let mut used_recovery_code = false;
         if let Some(digits) = crate::mfa::looks_like_otp(&code) {
-            let reason = match crate::mfa::check_code_among(app, &factors, &digits, now).await? {
-                crate::mfa::CodeCheck::Accepted => None,
-                crate::mfa::CodeCheck::Replayed => Some("CODE_REPLAYED"),
-                crate::mfa::CodeCheck::NoMatch => Some("INVALID_CODE"),
-            };
+            let reason =
+                match crate::mfa::check_code_among(app, &read.factors, &digits, now).await? {
+                    crate::mfa::CodeCheck::Accepted => None,
+                    crate::mfa::CodeCheck::Replayed => Some("CODE_REPLAYED"),
+                    crate::mfa::CodeCheck::NoMatch => Some("INVALID_CODE"),
+                };
             if let Some(reason) = reason {
                 return Err(crate::mfa::record_failure(app, user_id, reason, now).await);
             }

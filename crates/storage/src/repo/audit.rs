@@ -68,7 +68,7 @@ fn active_model(event: &NewAuditEvent<'_>) -> Result<ActiveModel> {
     })
 }
 
-/// At most this many events per `INSERT` (7 values each: far below SQLite's and
+/// At most this many events per `INSERT` (6 values each: far below SQLite's and
 /// PostgreSQL's limits on bound values).
 const BATCH: usize = 512;
 
@@ -116,15 +116,12 @@ async fn flush(storage: Storage) {
         let written = Entity::insert_many(models)
             .exec_without_returning(&*storage.write().await)
             .await
-            .map(|_| ())
-            .map_err(|e| e.to_string());
+            .map(|_| ());
         for waiter in waiters {
-            // A waiter that stopped waiting (a cancelled RPC) needs no answer.
-            let _ = waiter.send(
-                written
-                    .clone()
-                    .map_err(|e| StorageError::Db(DbErr::Custom(e))),
-            );
+            // Every event of a batch shares its outcome, the database error's kind included
+            // (an outage stays an outage). A waiter that stopped waiting (a cancelled RPC)
+            // needs no answer.
+            let _ = waiter.send(written.clone().map_err(StorageError::Db));
         }
     }
 }
