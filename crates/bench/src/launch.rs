@@ -66,13 +66,9 @@ impl Workspace {
             ),
             Db::Postgres(admin) => {
                 let name = format!("tollgate_bench_{}", uuid::Uuid::now_v7().simple());
-                let conn = Database::connect(admin.as_str())
-                    .await
-                    .map_err(|e| format!("PostgreSQL at {admin}: {e}"))?;
-                conn.execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                on_admin(admin, &format!("CREATE DATABASE \"{name}\""))
                     .await
                     .map_err(|e| format!("creating database {name}: {e}"))?;
-                conn.close().await.ok();
                 (database_url(admin, &name), Some((admin.clone(), name)))
             }
         };
@@ -95,15 +91,28 @@ impl Workspace {
     /// Drops the PostgreSQL database (the folder goes when dropped).
     pub async fn remove(self) -> Result<(), String> {
         if let Some((admin, name)) = &self.pg {
-            let conn = Database::connect(admin.as_str())
-                .await
-                .map_err(|e| format!("PostgreSQL at {admin}: {e}"))?;
-            conn.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                .await
-                .map_err(|e| format!("dropping database {name}: {e}"))?;
-            conn.close().await.ok();
+            on_admin(
+                admin,
+                &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+            )
+            .await
+            .map_err(|e| format!("dropping database {name}: {e}"))?;
         }
         Ok(())
+    }
+
+    /// Creates a workspace, runs `f` in it, and removes it whatever `f` returned (the
+    /// first error is the one reported).
+    pub async fn within<T>(
+        launch: Launch,
+        f: impl AsyncFnOnce(&Workspace) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let ws = Self::create(launch).await?;
+        let result = f(&ws).await;
+        let removed = ws.remove().await;
+        let value = result?;
+        removed?;
+        Ok(value)
     }
 
     fn log_file(&self) -> PathBuf {
@@ -146,6 +155,18 @@ fn free_port() -> Result<u16, String> {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| format!("finding a free port: {e}"))
+}
+
+/// Runs one statement on the PostgreSQL server at `admin` (to create or drop a database).
+async fn on_admin(admin: &str, sql: &str) -> Result<(), String> {
+    let conn = Database::connect(admin)
+        .await
+        .map_err(|e| format!("PostgreSQL at {admin}: {e}"))?;
+    conn.execute_unprepared(sql)
+        .await
+        .map_err(|e| e.to_string())?;
+    conn.close().await.ok();
+    Ok(())
 }
 
 /// The last lines of the server's log, for an error message.

@@ -117,9 +117,8 @@ pub async fn run(options: &Options) -> Result<Report, String> {
         }
         None if options.scenario == Scenario::Startup => startup(options).await,
         None => {
-            let ws = launch::Workspace::create(options.launch.clone()).await?;
-            let result = async {
-                let srv = launch::Server::start(&ws).await?;
+            launch::Workspace::within(options.launch.clone(), async |ws| {
+                let srv = launch::Server::start(ws).await?;
                 say(
                     options,
                     &format!(
@@ -139,13 +138,9 @@ pub async fn run(options: &Options) -> Result<Report, String> {
                 stopped?;
                 report.database = ws.database().to_owned();
                 report.idle_rss_mib = idle;
-                Ok::<_, String>(report)
-            }
-            .await;
-            let removed = ws.remove().await;
-            let report = result?;
-            removed?;
-            Ok(report)
+                Ok(report)
+            })
+            .await
         }
     }
 }
@@ -351,12 +346,11 @@ async fn finish_bar(bar: Option<tokio::task::JoinHandle<()>>) {
 /// on the same one; each timed from starting the process to SERVING, with the resident
 /// memory after a second of idling.
 async fn startup(options: &Options) -> Result<Report, String> {
-    let ws = launch::Workspace::create(options.launch.clone()).await?;
-    let result = async {
+    launch::Workspace::within(options.launch.clone(), async |ws| {
         let mut report = Report::new(options);
         report.database = ws.database().to_owned();
         for i in 0..options.starts.max(1) {
-            let srv = launch::Server::start(&ws).await?;
+            let srv = launch::Server::start(ws).await?;
             tokio::time::sleep(Duration::from_secs(1)).await;
             let idle = srv.pid.rss().map(process::mib);
             let started = srv.startup;
@@ -376,11 +370,7 @@ async fn startup(options: &Options) -> Result<Report, String> {
                 (a, b) => a.or(b),
             };
         }
-        Ok::<_, String>(report)
-    }
-    .await;
-    let removed = ws.remove().await;
-    let report = result?;
-    removed?;
-    Ok(report)
+        Ok(report)
+    })
+    .await
 }

@@ -81,22 +81,11 @@ pub async fn password_session(
     password: &str,
     org: &str,
 ) -> SetupResult<String> {
-    let answer = c
-        .authentication()
-        .authenticate(c.req(v1::AuthenticateRequest {
-            credentials: Some(Credentials::Password(v1::PasswordCredentials {
-                email: email.to_owned(),
-                password: password.to_owned(),
-            })),
-            organization_id: org.to_owned(),
-        }))
-        .await
-        .map_err(|e| failed("Authenticate", &e))?
-        .into_inner();
-    match answer.result {
-        Some(authenticate_response::Result::Authenticated(s)) if !s.token.is_empty() => Ok(s.token),
-        other => Err(format!("Authenticate: expected a session, got {other:?}")),
-    }
+    let credentials = Credentials::Password(v1::PasswordCredentials {
+        email: email.to_owned(),
+        password: password.to_owned(),
+    });
+    session_at_once(c, credentials, org, "Authenticate").await
 }
 
 /// Imports a new HOTP token (counter 0) and confirms it with its first code; returns the
@@ -238,22 +227,32 @@ pub async fn sso_member_session(
         }))
         .await
         .map_err(|e| failed("AddMember", &e))?;
+    let credentials = Credentials::Sso(v1::SsoCredentials {
+        email: email.to_owned(),
+        identity_provider: "tollgate-bench".to_owned(),
+    });
+    session_at_once(c, credentials, org, "Authenticate (SSO)").await
+}
+
+/// Authenticates with `credentials` in `org` and expects a session at once (no second
+/// factor asked); returns its token. `what` names the call in an error.
+async fn session_at_once(
+    c: &Clients,
+    credentials: Credentials,
+    org: &str,
+    what: &str,
+) -> SetupResult<String> {
     let answer = c
         .authentication()
         .authenticate(c.req(v1::AuthenticateRequest {
-            credentials: Some(Credentials::Sso(v1::SsoCredentials {
-                email: email.to_owned(),
-                identity_provider: "tollgate-bench".to_owned(),
-            })),
+            credentials: Some(credentials),
             organization_id: org.to_owned(),
         }))
         .await
-        .map_err(|e| failed("Authenticate (SSO)", &e))?
+        .map_err(|e| failed(what, &e))?
         .into_inner();
     match answer.result {
         Some(authenticate_response::Result::Authenticated(s)) if !s.token.is_empty() => Ok(s.token),
-        other => Err(format!(
-            "Authenticate (SSO): expected a session, got {other:?}"
-        )),
+        other => Err(format!("{what}: expected a session, got {other:?}")),
     }
 }
