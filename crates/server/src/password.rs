@@ -18,7 +18,12 @@ use crate::error::ApiError;
 #[derive(Debug)]
 pub struct Passwords {
     params: Params,
+    /// One per hashing slot: hashes running at once.
     permits: Arc<Semaphore>,
+    /// One more than the slots: calls past their lockout check, hashing or next to hash.
+    /// The extra one has its check done while every slot hashes, so a core never waits for
+    /// the database between two hashes.
+    admitted: Arc<Semaphore>,
     /// A hash of a random password with the same parameters: verified against when the
     /// account does not exist or has no password, so those cases cost a real verification.
     dummy: String,
@@ -58,6 +63,7 @@ impl Passwords {
         Ok(Arc::new(Self {
             params,
             permits: Arc::new(Semaphore::new(permits)),
+            admitted: Arc::new(Semaphore::new(permits + 1)),
             dummy,
             verifications: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
@@ -85,10 +91,12 @@ impl Passwords {
     /// password changes must not grow the heap either.
     pub async fn hash(self: &Arc<Self>, password: Zeroizing<String>) -> Result<String, ApiError> {
         let this = Arc::clone(self);
-        self.blocking(async { Ok(()) }, move || {
-            this.hash_in_place(password.as_bytes())
-        })
-        .await
+        let (hash, ()) = self
+            .blocking(async { Ok(()) }, move || {
+                this.hash_in_place(password.as_bytes())
+            })
+            .await?;
+        Ok(hash)
     }
 
     fn hash_in_place(&self, password: &[u8]) -> Result<String, ApiError> {
@@ -138,16 +146,19 @@ impl Passwords {
         result
     }
 
-    /// Whether `password` matches `hash`. With no hash (unknown account, or one without a
-    /// password) the dummy hash is verified instead, at the same cost, and the answer is no.
-    /// `precheck` (the lockout check) runs once a hashing slot is held, right before the
-    /// hash, so guesses queued behind a flood see a lockout that started while they waited.
-    pub async fn verify(
+    /// Whether `password` matches `hash`, with what `precheck` returned. With no hash
+    /// (unknown account, or one without a password) the dummy hash is verified instead, at
+    /// the same cost, and the answer is no.
+    /// `precheck` (the lockout check) runs once the call is among the next to hash (the ones
+    /// in the slots and one more), so guesses queued behind a flood see a lockout that
+    /// started while they waited; the one beyond the slots waits at most about one hash
+    /// between its check and its own hash.
+    pub async fn verify<P>(
         self: &Arc<Self>,
         password: Zeroizing<String>,
         hash: Option<String>,
-        precheck: impl Future<Output = Result<(), ApiError>>,
-    ) -> Result<bool, ApiError> {
+        precheck: impl Future<Output = Result<P, ApiError>>,
+    ) -> Result<(bool, P), ApiError> {
         let this = Arc::clone(self);
         self.blocking(precheck, move || {
             this.verifications.fetch_add(1, Ordering::Relaxed);
@@ -203,22 +214,28 @@ impl Passwords {
         (self.max_in_flight.load(Ordering::Relaxed), self.limit)
     }
 
-    async fn blocking<T: Send + 'static>(
+    async fn blocking<T: Send + 'static, P>(
         self: &Arc<Self>,
-        precheck: impl Future<Output = Result<(), ApiError>>,
+        precheck: impl Future<Output = Result<P, ApiError>>,
         work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-    ) -> Result<T, ApiError> {
-        // Waiting for a permit is async: a flood of logins queues here, not on the runtime.
+    ) -> Result<(T, P), ApiError> {
+        let shut = |_| ApiError::Internal("password hashing is shut down".to_owned());
+        // Waiting is async: a flood of logins queues here, not on the runtime. The check runs
+        // once admitted, while the slots may still be busy; then a slot is taken.
+        let admission = Arc::clone(&self.admitted)
+            .acquire_owned()
+            .await
+            .map_err(shut)?;
+        let checked = precheck.await?;
         let permit = Arc::clone(&self.permits)
             .acquire_owned()
             .await
-            .map_err(|_| ApiError::Internal("password hashing is shut down".to_owned()))?;
-        precheck.await?;
+            .map_err(shut)?;
         let this = Arc::clone(self);
-        // The permit travels with the work: a cancelled call does not free its slot until
-        // the hash really ends, so cancelled logins cannot exceed the limit either.
+        // Both travel with the work: a cancelled call does not free its slot until the hash
+        // really ends, so cancelled logins cannot exceed the limit either.
         tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+            let _permits = (admission, permit);
             let running = this.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             this.max_in_flight.fetch_max(running, Ordering::SeqCst);
             let result = work();
@@ -227,6 +244,7 @@ impl Passwords {
         })
         .await
         .map_err(|e| ApiError::Internal(format!("password task: {e}")))?
+        .map(|done| (done, checked))
     }
 }
 
@@ -247,6 +265,76 @@ mod tests {
             min_length: 12,
         })
         .unwrap()
+    }
+
+    /// With one slot, the next call's lockout check runs while the slot hashes (no core
+    /// waits for the database between two hashes), and the call after it is not admitted
+    /// until a hash ends: a check is never more than about one hash ahead of its own hash.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_next_check_overlaps_the_running_hash_and_no_more() {
+        let passwords = Passwords::new(&PasswordConfig {
+            memory_kib: 32_768,
+            iterations: 3,
+            parallelism: 1,
+            max_concurrent: 1,
+            min_length: 12,
+        })
+        .unwrap();
+        let hash = passwords
+            .hash(Zeroizing::new("correct horse battery".to_owned()))
+            .await
+            .unwrap();
+        let call = |precheck: std::pin::Pin<Box<dyn Future<Output = _> + Send>>| {
+            let passwords = Arc::clone(&passwords);
+            let hash = hash.clone();
+            tokio::spawn(async move {
+                passwords
+                    .verify(Zeroizing::new("wrong".to_owned()), Some(hash), precheck)
+                    .await
+            })
+        };
+        let first = call(Box::pin(async { Ok(()) }));
+        // Waits for the first hash to be running; under a one-call-at-a-time design this
+        // check would only start after it, and would see nothing running.
+        let observer = Arc::clone(&passwords);
+        let overlapped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = Arc::clone(&overlapped);
+        let second = call(Box::pin(async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while std::time::Instant::now() < deadline {
+                if observer.in_flight.load(Ordering::SeqCst) == 1 {
+                    seen.store(true, Ordering::SeqCst);
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            Ok(())
+        }));
+        // The third comes while the first hash still runs (it takes tens of ms).
+        while !overlapped.load(Ordering::SeqCst) && !second.is_finished() {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let observer = Arc::clone(&passwords);
+        let finished_before_third = Arc::new(AtomicU64::new(0));
+        let finished = Arc::clone(&finished_before_third);
+        let third = call(Box::pin(async move {
+            let started = observer.verifications.load(Ordering::SeqCst);
+            let running = observer.in_flight.load(Ordering::SeqCst);
+            finished.store(started - running, Ordering::SeqCst);
+            Ok(())
+        }));
+        for call in [first, second, third] {
+            assert_eq!(call.await.unwrap().unwrap(), (false, ()));
+        }
+        assert!(
+            overlapped.load(Ordering::SeqCst),
+            "the second check ran while the first hash did"
+        );
+        assert!(
+            finished_before_third.load(Ordering::SeqCst) >= 1,
+            "the third call was admitted before any hash ended"
+        );
+        assert_eq!(passwords.concurrency().0, 1, "one hash at a time");
     }
 
     /// The in-place verification agrees with the argon2 crate's own, for the parameters in
@@ -274,9 +362,33 @@ mod tests {
                     )
                     .await
                     .unwrap();
-                assert_eq!(ok, expected, "{password} against m={:?}", hasher.params);
+                assert_eq!(ok, (expected, ()), "{password} against m={:?}", hasher.params);
             }
         }
+        // The check's answer comes back with the verdict; a refusal stops before the hash.
+        let before = current.verifications();
+        let hash = current
+            .hash(Zeroizing::new("correct horse battery".to_owned()))
+            .await
+            .unwrap();
+        let answer = current
+            .verify(
+                Zeroizing::new("correct horse battery".to_owned()),
+                Some(hash.clone()),
+                async { Ok(7) },
+            )
+            .await
+            .unwrap();
+        assert_eq!(answer, (true, 7));
+        let refused = current
+            .verify(
+                Zeroizing::new("correct horse battery".to_owned()),
+                Some(hash),
+                async { Err::<(), _>(ApiError::NotFound("counter")) },
+            )
+            .await;
+        assert!(matches!(refused, Err(ApiError::NotFound("counter"))));
+        assert_eq!(current.verifications(), before + 1, "no hash after a refusal");
         let fresh = current
             .hash(Zeroizing::new("another password".to_owned()))
             .await

@@ -43,9 +43,11 @@ fn password_key(app: &App, email: &str) -> String {
 
 /// Verifies the password given for `email` (against `hash`, or against the dummy hash when
 /// there is none: unknown account, or no password) with throttling. The same steps run in
-/// every case — lockout check once a hashing slot is held, one argon2id verification, then
-/// a counter write — so neither the answer nor the work tells an existing account from an
-/// unknown one. A failure counts and may start a lockout; a success clears the count.
+/// every case — lockout check once admitted to hash, one argon2id verification, then a
+/// counter write on failure — so neither the answer nor the work tells an existing account
+/// from an unknown one. A failure counts and may start a lockout; a success clears the
+/// count when the check saw one (a success with no failures on record, the common case,
+/// writes nothing; a failure recorded by another request meanwhile stays counted).
 pub(crate) async fn verify_password_throttled(
     app: &App,
     email: &str,
@@ -55,11 +57,9 @@ pub(crate) async fn verify_password_throttled(
     now: i64,
 ) -> ApiResult<()> {
     let key = password_key(app, email);
-    let ok = app
+    let (ok, recorded) = app
         .passwords
-        .verify(password, hash, async {
-            crate::throttle::check(app, &key, now).await.map(|_| ())
-        })
+        .verify(password, hash, crate::throttle::check(app, &key, now))
         .await
         .inspect_err(|e| {
             if matches!(e, ApiError::ResourceExhausted { .. }) {
@@ -67,7 +67,11 @@ pub(crate) async fn verify_password_throttled(
             }
         })?;
     if ok {
-        return crate::throttle::clear(app, &key).await;
+        return if recorded {
+            crate::throttle::clear(app, &key).await
+        } else {
+            Ok(())
+        };
     }
     crate::throttle::fail(app, &key, subject, "password", now).await?;
     app.metrics.login("password", "invalid_credentials");
