@@ -491,7 +491,92 @@ async fn active_factors_come_with_the_failure_counter(db: &TestDb) {
     assert_eq!(counter.unwrap().locked_until, Some(NOW + 60));
 }
 
+/// The login's two reads: a user with the summary of their second factors (active ones by
+/// kind, unused recovery codes; nobody else's), and the organizations they belong to.
+async fn a_user_comes_with_their_factor_summary_and_organizations(db: &TestDb) {
+    use storage::entity::enums::Role;
+    use storage::repo::MfaSummary;
+    let s = &db.storage;
+    let alice = user(s, "alice@example.com").await;
+    let bob = user(s, "bob@example.com").await;
+    assert_eq!(s.users().get_with_mfa(Uuid::now_v7()).await.unwrap(), None);
+    let (model, summary) = s.users().get_with_mfa(alice).await.unwrap().unwrap();
+    assert_eq!(model, s.users().get(alice).await.unwrap().unwrap());
+    assert_eq!(summary, MfaSummary::default());
+    // Two apps (one with recovery codes), a pending app, an SMS phone; Bob's factor apart.
+    active_totp(s, alice).await;
+    let with_codes = pending_totp(s, alice).await;
+    s.factors()
+        .activate(
+            with_codes.id,
+            alice,
+            Some(100),
+            Some(&["aaaa-bbbb", "cccc-dddd", "eeee-ffff"]),
+            NOW,
+        )
+        .await
+        .unwrap();
+    pending_totp(s, alice).await;
+    let phone = s
+        .factors()
+        .create_sms_pending(alice, "phone", "+14155550100", NOW, NOW + 600)
+        .await
+        .unwrap();
+    s.factors()
+        .activate(phone.id, alice, None, None, NOW)
+        .await
+        .unwrap();
+    active_totp(s, bob).await;
+    assert!(
+        s.recovery_codes()
+            .consume(alice, "cccc-dddd", NOW)
+            .await
+            .unwrap()
+    );
+    let (_, summary) = s.users().get_with_mfa(alice).await.unwrap().unwrap();
+    assert_eq!(
+        summary,
+        MfaSummary {
+            totp: 2,
+            hotp: 0,
+            sms: 1,
+            recovery_codes_left: 2,
+        }
+    );
+    let (_, summary) = s.users().get_with_mfa(bob).await.unwrap().unwrap();
+    assert_eq!((summary.totp, summary.recovery_codes_left), (1, 0));
+
+    // Organizations: none, then two (by id), Bob's own apart.
+    assert!(
+        s.memberships()
+            .organizations_of(alice)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let acme = s.organizations().create("ACME", NOW).await.unwrap();
+    let other = s.organizations().create("Other", NOW).await.unwrap();
+    let bobs = s.organizations().create("Bob's", NOW).await.unwrap();
+    for org in [&other, &acme] {
+        s.memberships()
+            .add(org.id, alice, Role::Member, NOW)
+            .await
+            .unwrap();
+    }
+    s.memberships()
+        .add(bobs.id, bob, Role::Owner, NOW)
+        .await
+        .unwrap();
+    let mut expected = vec![acme, other];
+    expected.sort_by_key(|o| o.id);
+    assert_eq!(
+        s.memberships().organizations_of(alice).await.unwrap(),
+        expected
+    );
+}
+
 both!(
+    a_user_comes_with_their_factor_summary_and_organizations,
     active_factors_come_with_the_failure_counter,
     rotation_reports_a_bad_row_and_goes_past_it,
     activation_never_lowers_the_hotp_baseline,

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use storage::Uuid;
-use storage::entity::enums::{ChallengePurpose, FactorStatus, UserStatus};
+use storage::entity::enums::{ChallengePurpose, UserStatus};
 use storage::repo::NewSession;
 use tollgate_proto::v1::authentication_service_server::AuthenticationService;
 use tollgate_proto::v1::{self, authenticate_request::Credentials, authenticate_response};
@@ -404,14 +404,8 @@ impl Authentication {
                 message: "the account is disabled".to_owned(),
             });
         }
-        let memberships: Vec<Uuid> = app
-            .storage
-            .memberships()
-            .of_user(user.id)
-            .await?
-            .into_iter()
-            .map(|m| m.org_id)
-            .collect();
+        let mut organizations = app.storage.memberships().organizations_of(user.id).await?;
+        let memberships: Vec<Uuid> = organizations.iter().map(|o| o.id).collect();
         let org_id =
             policy::choose_organization(&memberships, requested_org).map_err(|denial| {
                 ApiError::PermissionDenied {
@@ -419,18 +413,19 @@ impl Authentication {
                     message: denial.to_string(),
                 }
             })?;
+        // The chosen one is among those just read.
         let org = match org_id {
-            Some(id) => Some(
-                app.storage
-                    .organizations()
-                    .get(id)
-                    .await?
-                    .ok_or(ApiError::NotFound("organization"))?,
-            ),
+            Some(id) => {
+                let at = organizations
+                    .iter()
+                    .position(|o| o.id == id)
+                    .ok_or(ApiError::NotFound("organization"))?;
+                Some(organizations.swap_remove(at))
+            }
             None => None,
         };
         let org_policy = org.as_ref().map(org_policy).unwrap_or_default();
-        let state = user_state(app, user).await?;
+        let (_, state) = user_state(app, user.id).await?;
         let outcome =
             policy::login_outcome(&org_policy, &state, kind, u64::try_from(now).unwrap_or(0));
         let method = match kind {
@@ -667,19 +662,13 @@ impl Authentication {
             return Err(invalid_challenge());
         }
         failures.clear(app).await?;
-        let user = app
-            .storage
-            .users()
-            .get(user_id)
-            .await?
-            .ok_or(ApiError::NotFound("user"))?;
+        let (user, mut state) = user_state(app, user_id).await?;
         if user.status == UserStatus::Disabled {
             return Err(ApiError::PermissionDenied {
                 reason: "ACCOUNT_DISABLED",
                 message: "the account is disabled".to_owned(),
             });
         }
-        let mut state = user_state(app, &user).await?;
         if used_recovery_code {
             audit::own(app, challenge.org_id, user_id, "recovery_code.used", "{}").await?;
             // The last code, no other factor: 2FA is set up again now, in this login (an
@@ -758,35 +747,35 @@ fn method_to_proto(method: policy::Method) -> v1::SecondFactorMethod {
     }
 }
 
-/// What the policy needs to know about a user.
+/// The user, and what the policy needs to know about them, read in one query (NOT_FOUND
+/// `user` when they do not exist).
 pub(crate) async fn user_state(
     app: &App,
-    user: &storage::entity::user::Model,
-) -> ApiResult<policy::UserState> {
-    let mut factors = policy::Factors::default();
-    for factor in app.storage.factors().of_user(user.id, true).await? {
-        if factor.status != FactorStatus::Active {
-            continue;
-        }
-        match factor.kind {
-            storage::entity::enums::FactorKind::Totp => factors.totp += 1,
-            storage::entity::enums::FactorKind::Hotp => factors.hotp += 1,
-            storage::entity::enums::FactorKind::Sms => factors.sms += 1,
-        }
-    }
-    let remaining = app.storage.recovery_codes().remaining(user.id).await?;
-    Ok(policy::UserState {
+    user_id: Uuid,
+) -> ApiResult<(storage::entity::user::Model, policy::UserState)> {
+    let (user, mfa) = app
+        .storage
+        .users()
+        .get_with_mfa(user_id)
+        .await?
+        .ok_or(ApiError::NotFound("user"))?;
+    let state = policy::UserState {
         status: match user.status {
             UserStatus::Active => policy::AccountStatus::Active,
             UserStatus::Disabled => policy::AccountStatus::Disabled,
         },
         has_password: user.password_hash.is_some(),
-        factors,
-        recovery_codes_left: u32::try_from(remaining).unwrap_or(u32::MAX),
+        factors: policy::Factors {
+            totp: mfa.totp,
+            hotp: mfa.hotp,
+            sms: mfa.sms,
+        },
+        recovery_codes_left: u32::try_from(mfa.recovery_codes_left).unwrap_or(u32::MAX),
         must_reenroll: user.must_reenroll,
         // Password lockouts are checked before the password; this decision comes after it.
         locked_until: None,
-    })
+    };
+    Ok((user, state))
 }
 
 /// Creates a session and returns it as the API shows it (the token only here).

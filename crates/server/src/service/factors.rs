@@ -256,13 +256,7 @@ impl Enrollment {
                 delete_recovery_codes: false,
             }
         } else {
-            let user = app
-                .storage
-                .users()
-                .get(user_id)
-                .await?
-                .ok_or(ApiError::NotFound("user"))?;
-            let state = super::authentication::user_state(app, &user).await?;
+            let (_, state) = super::authentication::user_state(app, user_id).await?;
             let decide = |proof| {
                 policy::remove_factor(&state, policy_kind(factor.kind), proof, &organizations)
                     .map_err(|refusal| ApiError::FailedPrecondition {
@@ -343,13 +337,7 @@ impl Enrollment {
         let app = &self.app;
         let user_id = ctx.user_id();
         let now = app.now();
-        let user = app
-            .storage
-            .users()
-            .get(user_id)
-            .await?
-            .ok_or(ApiError::NotFound("user"))?;
-        let state = super::authentication::user_state(app, &user).await?;
+        let (_, state) = super::authentication::user_state(app, user_id).await?;
         if state.factors.total() == 0 {
             return Err(ApiError::FailedPrecondition {
                 reason: "NO_FACTOR",

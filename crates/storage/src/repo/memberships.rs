@@ -1,5 +1,6 @@
 //! Memberships of organizations.
 
+use sea_orm::sea_query::Query;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect,
@@ -9,6 +10,7 @@ use uuid::Uuid;
 use super::{Page, page};
 use crate::entity::enums::Role;
 use crate::entity::membership::{ActiveModel, Column, Entity, Model};
+use crate::entity::organization;
 use crate::{Result, Storage, StorageError};
 
 /// Memberships.
@@ -47,6 +49,24 @@ impl<'a> Memberships<'a> {
     pub async fn get(&self, org_id: Uuid, user_id: Uuid) -> Result<Option<Model>> {
         Ok(Entity::find_by_id((org_id, user_id))
             .one(self.storage.db())
+            .await?)
+    }
+
+    /// The organizations a user belongs to, themselves (not the memberships), by id, in one
+    /// query: a login chooses among them and applies the chosen one's policy.
+    pub async fn organizations_of(&self, user_id: Uuid) -> Result<Vec<organization::Model>> {
+        Ok(organization::Entity::find()
+            .filter(
+                organization::Column::Id.in_subquery(
+                    Query::select()
+                        .column(Column::OrgId)
+                        .from(Entity)
+                        .and_where(Column::UserId.eq(user_id))
+                        .to_owned(),
+                ),
+            )
+            .order_by_asc(organization::Column::Id)
+            .all(self.storage.db())
             .await?)
     }
 

@@ -1,11 +1,29 @@
 //! User accounts.
 
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::sea_query::{Expr, ExprTrait as _, Query, SimpleExpr, SubQueryStatement};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult,
+    QueryFilter, QuerySelect, QueryTrait,
+};
 use uuid::Uuid;
 
-use crate::entity::enums::UserStatus;
+use crate::entity::enums::{FactorKind, FactorStatus, UserStatus};
 use crate::entity::user::{ActiveModel, Column, Entity, Model};
+use crate::entity::{factor, recovery_code};
 use crate::{Result, Storage, StorageError};
+
+/// What a login decision needs to know of a user's second factors.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MfaSummary {
+    /// Active authenticator apps.
+    pub totp: u32,
+    /// Active counter-based tokens.
+    pub hotp: u32,
+    /// Active SMS phones.
+    pub sms: u32,
+    /// Unused recovery codes.
+    pub recovery_codes_left: u64,
+}
 
 /// Normalizes an email for uniqueness and lookup: trimmed and lower-cased.
 pub(crate) fn normalize_email(email: &str) -> String {
@@ -71,6 +89,60 @@ impl<'a> Users<'a> {
         Ok(Entity::find_by_id(id).one(self.storage.db()).await?)
     }
 
+    /// The user with a summary of their second factors, in one query: a login decides
+    /// between a session, a second factor and an enrollment on these.
+    pub async fn get_with_mfa(&self, id: Uuid) -> Result<Option<(Model, MfaSummary)>> {
+        fn count(from: impl sea_orm::sea_query::IntoTableRef, filter: SimpleExpr) -> SimpleExpr {
+            Expr::from(SubQueryStatement::from(
+                Query::select()
+                    .expr(Expr::cust("COUNT(*)"))
+                    .from(from)
+                    .and_where(filter)
+                    .to_owned(),
+            ))
+            .into()
+        }
+        let active = |kind: FactorKind| {
+            count(
+                factor::Entity,
+                factor::Column::UserId
+                    .eq(id)
+                    .and(factor::Column::Status.eq(FactorStatus::Active))
+                    .and(factor::Column::Kind.eq(kind)),
+            )
+        };
+        let query = Entity::find_by_id(id)
+            .column_as(active(FactorKind::Totp), "mfa_totp")
+            .column_as(active(FactorKind::Hotp), "mfa_hotp")
+            .column_as(active(FactorKind::Sms), "mfa_sms")
+            .column_as(
+                count(
+                    recovery_code::Entity,
+                    recovery_code::Column::UserId
+                        .eq(id)
+                        .and(recovery_code::Column::UsedAt.is_null()),
+                ),
+                "mfa_recovery",
+            )
+            .into_query();
+        let Some(row) = self.storage.db().query_one(&query).await? else {
+            return Ok(None);
+        };
+        let number = |column: &str| -> Result<u64> {
+            Ok(u64::try_from(row.try_get::<i64>("", column)?).unwrap_or(0))
+        };
+        let small = |column: &str| -> Result<u32> {
+            Ok(u32::try_from(number(column)?).unwrap_or(u32::MAX))
+        };
+        let summary = MfaSummary {
+            totp: small("mfa_totp")?,
+            hotp: small("mfa_hotp")?,
+            sms: small("mfa_sms")?,
+            recovery_codes_left: number("mfa_recovery")?,
+        };
+        Ok(Some((Model::from_query_result(&row, "")?, summary)))
+    }
+
     /// The user with this email, ignoring case.
     pub async fn find_by_email(&self, email: &str) -> Result<Option<Model>> {
         Ok(Entity::find()
@@ -82,11 +154,8 @@ impl<'a> Users<'a> {
     /// Sets (or replaces) the password hash.
     pub async fn set_password_hash(&self, id: Uuid, hash: String, now: i64) -> Result<()> {
         let result = Entity::update_many()
-            .col_expr(
-                Column::PasswordHash,
-                sea_orm::sea_query::Expr::value(Some(hash)),
-            )
-            .col_expr(Column::UpdatedAt, sea_orm::sea_query::Expr::value(now))
+            .col_expr(Column::PasswordHash, Expr::value(Some(hash)))
+            .col_expr(Column::UpdatedAt, Expr::value(now))
             .filter(Column::Id.eq(id))
             .exec(&*self.storage.write().await)
             .await?;
@@ -96,8 +165,8 @@ impl<'a> Users<'a> {
     /// Sets whether the user must set up 2FA again before their next session.
     pub async fn set_must_reenroll(&self, id: Uuid, value: bool, now: i64) -> Result<()> {
         let result = Entity::update_many()
-            .col_expr(Column::MustReenroll, sea_orm::sea_query::Expr::value(value))
-            .col_expr(Column::UpdatedAt, sea_orm::sea_query::Expr::value(now))
+            .col_expr(Column::MustReenroll, Expr::value(value))
+            .col_expr(Column::UpdatedAt, Expr::value(now))
             .filter(Column::Id.eq(id))
             .exec(&*self.storage.write().await)
             .await?;
