@@ -362,7 +362,12 @@ mod tests {
                     )
                     .await
                     .unwrap();
-                assert_eq!(ok, (expected, ()), "{password} against m={:?}", hasher.params);
+                assert_eq!(
+                    ok,
+                    (expected, ()),
+                    "{password} against m={:?}",
+                    hasher.params
+                );
             }
         }
         // The check's answer comes back with the verdict; a refusal stops before the hash.
@@ -388,7 +393,11 @@ mod tests {
             )
             .await;
         assert!(matches!(refused, Err(ApiError::NotFound("counter"))));
-        assert_eq!(current.verifications(), before + 1, "no hash after a refusal");
+        assert_eq!(
+            current.verifications(),
+            before + 1,
+            "no hash after a refusal"
+        );
         let fresh = current
             .hash(Zeroizing::new("another password".to_owned()))
             .await
