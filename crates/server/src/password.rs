@@ -20,7 +20,8 @@ pub struct Passwords {
     params: Params,
     /// One per hashing slot: hashes running at once.
     permits: Arc<Semaphore>,
-    /// One more than the slots: calls past their lockout check, hashing or next to hash.
+    /// One more than the slots: calls running or past their lockout check, hashing or next to
+    /// hash.
     /// The extra one has its check done while every slot hashes, so a core never waits for
     /// the database between two hashes.
     admitted: Arc<Semaphore>,
@@ -318,9 +319,11 @@ mod tests {
         let finished_before_third = Arc::new(AtomicU64::new(0));
         let finished = Arc::clone(&finished_before_third);
         let third = call(Box::pin(async move {
-            let started = observer.verifications.load(Ordering::SeqCst);
+            // Running first: a hash that starts between the two reads cannot make an ended
+            // one look unfinished.
             let running = observer.in_flight.load(Ordering::SeqCst);
-            finished.store(started - running, Ordering::SeqCst);
+            let started = observer.verifications.load(Ordering::SeqCst);
+            finished.store(started.saturating_sub(running), Ordering::SeqCst);
             Ok(())
         }));
         for call in [first, second, third] {

@@ -46,8 +46,9 @@ fn password_key(app: &App, email: &str) -> String {
 /// every case — lockout check once admitted to hash, one argon2id verification, then a
 /// counter write on failure — so neither the answer nor the work tells an existing account
 /// from an unknown one. A failure counts and may start a lockout; a success clears the
-/// count when the check saw one (a success with no failures on record, the common case,
-/// writes nothing; a failure recorded by another request meanwhile stays counted).
+/// count when the check saw one. A success with no failures on record, the common case,
+/// writes nothing, so failures another request records meanwhile stay counted (when the
+/// check saw a count, the success clears it all, theirs included, as before).
 pub(crate) async fn verify_password_throttled(
     app: &App,
     email: &str,

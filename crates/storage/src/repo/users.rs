@@ -100,7 +100,6 @@ impl<'a> Users<'a> {
                     .and_where(filter)
                     .to_owned(),
             ))
-            .into()
         }
         let active = |kind: FactorKind| {
             count(
