@@ -16,6 +16,13 @@ use crate::entity::factor::{ActiveModel, Column, Entity, Model};
 use crate::entity::{attempt_counter, recovery_code};
 use crate::{Result, Storage, StorageError};
 
+/// The user's active factors: what logins, checks and a login's summary read.
+pub(crate) fn active_of(user_id: Uuid) -> Condition {
+    Condition::all()
+        .add(Column::UserId.eq(user_id))
+        .add(Column::Status.eq(FactorStatus::Active))
+}
+
 /// Which of the user's sessions a 2FA reset revokes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SessionsToRevoke {
@@ -229,10 +236,11 @@ impl<'a> Factors<'a> {
 
     /// The user's factors (pending ones included unless `active_only`), oldest first.
     pub async fn of_user(&self, user_id: Uuid, active_only: bool) -> Result<Vec<Model>> {
-        let mut query = Entity::find().filter(Column::UserId.eq(user_id));
-        if active_only {
-            query = query.filter(Column::Status.eq(FactorStatus::Active));
-        }
+        let query = Entity::find().filter(if active_only {
+            active_of(user_id)
+        } else {
+            Condition::all().add(Column::UserId.eq(user_id))
+        });
         Ok(query
             .order_by_asc(Column::Id)
             .all(self.storage.db())
@@ -257,8 +265,7 @@ impl<'a> Factors<'a> {
             ))
         };
         let query = Entity::find()
-            .filter(Column::UserId.eq(user_id))
-            .filter(Column::Status.eq(FactorStatus::Active))
+            .filter(active_of(user_id))
             .order_by_asc(Column::Id)
             .column_as(
                 counter(attempt_counter::Column::Failures),

@@ -1,6 +1,6 @@
 //! Recovery codes, stored only as keyed hashes bound to their user.
 
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Condition, Expr};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
 };
@@ -9,6 +9,14 @@ use uuid::Uuid;
 use crate::crypto::{HashPurpose, TokenHash};
 use crate::entity::recovery_code::{ActiveModel, Column, Entity};
 use crate::{Result, Storage, StorageError};
+
+/// The user's unused codes: what [`RecoveryCodes::remaining`] counts and a login's summary
+/// reads.
+pub(crate) fn unused_of(user_id: Uuid) -> Condition {
+    Condition::all()
+        .add(Column::UserId.eq(user_id))
+        .add(Column::UsedAt.is_null())
+}
 
 /// Normalizes a typed recovery code: separators and spaces dropped, upper case.
 fn normalize(code: &str) -> String {
@@ -79,9 +87,8 @@ impl<'a> RecoveryCodes<'a> {
         let hash = code_hash(self.storage, user_id, code);
         let result = Entity::update_many()
             .col_expr(Column::UsedAt, Expr::value(Some(now)))
-            .filter(Column::UserId.eq(user_id))
+            .filter(unused_of(user_id))
             .filter(Column::CodeHash.eq(hash.0.to_vec()))
-            .filter(Column::UsedAt.is_null())
             .exec(&*self.storage.write().await)
             .await?;
         Ok(result.rows_affected == 1)
@@ -90,8 +97,7 @@ impl<'a> RecoveryCodes<'a> {
     /// How many unused codes the user has.
     pub async fn remaining(&self, user_id: Uuid) -> Result<u64> {
         Ok(Entity::find()
-            .filter(Column::UserId.eq(user_id))
-            .filter(Column::UsedAt.is_null())
+            .filter(unused_of(user_id))
             .count(self.storage.db())
             .await?)
     }

@@ -1,13 +1,13 @@
 //! User accounts.
 
-use sea_orm::sea_query::{Expr, ExprTrait as _, Query, SimpleExpr, SubQueryStatement};
+use sea_orm::sea_query::{Condition, Expr, Query, SimpleExpr, SubQueryStatement};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult,
     QueryFilter, QuerySelect, QueryTrait,
 };
 use uuid::Uuid;
 
-use crate::entity::enums::{FactorKind, FactorStatus, UserStatus};
+use crate::entity::enums::{FactorKind, UserStatus};
 use crate::entity::user::{ActiveModel, Column, Entity, Model};
 use crate::entity::{factor, recovery_code};
 use crate::{Result, Storage, StorageError};
@@ -92,22 +92,19 @@ impl<'a> Users<'a> {
     /// The user with a summary of their second factors, in one query: a login decides
     /// between a session, a second factor and an enrollment on these.
     pub async fn get_with_mfa(&self, id: Uuid) -> Result<Option<(Model, MfaSummary)>> {
-        fn count(from: impl sea_orm::sea_query::IntoTableRef, filter: SimpleExpr) -> SimpleExpr {
+        fn count(from: impl sea_orm::sea_query::IntoTableRef, filter: Condition) -> SimpleExpr {
             Expr::from(SubQueryStatement::from(
                 Query::select()
                     .expr(Expr::cust("COUNT(*)"))
                     .from(from)
-                    .and_where(filter)
+                    .cond_where(filter)
                     .to_owned(),
             ))
         }
         let active = |kind: FactorKind| {
             count(
                 factor::Entity,
-                factor::Column::UserId
-                    .eq(id)
-                    .and(factor::Column::Status.eq(FactorStatus::Active))
-                    .and(factor::Column::Kind.eq(kind)),
+                super::factors::active_of(id).add(factor::Column::Kind.eq(kind)),
             )
         };
         let query = Entity::find_by_id(id)
@@ -115,12 +112,7 @@ impl<'a> Users<'a> {
             .column_as(active(FactorKind::Hotp), "mfa_hotp")
             .column_as(active(FactorKind::Sms), "mfa_sms")
             .column_as(
-                count(
-                    recovery_code::Entity,
-                    recovery_code::Column::UserId
-                        .eq(id)
-                        .and(recovery_code::Column::UsedAt.is_null()),
-                ),
+                count(recovery_code::Entity, super::recovery_codes::unused_of(id)),
                 "mfa_recovery",
             )
             .into_query();
