@@ -1,9 +1,9 @@
-//! argon2id password hashing, run off the async runtime with bounded concurrency, and
-//! verification that costs the same whether or not the account exists.
+//! argon2id password hashing, run off the async runtime on dedicated threads (one per
+//! hashing slot), and verification that costs the same whether or not the account exists.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 
 use argon2::password_hash::PasswordHasher as _;
 use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
@@ -14,14 +14,19 @@ use zeroize::Zeroizing;
 use crate::config::PasswordConfig;
 use crate::error::ApiError;
 
+/// A hash to compute, with the hashing thread's own argon2 memory.
+type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
+
 /// Hashes and verifies passwords.
 #[derive(Debug)]
 pub struct Passwords {
     params: Params,
-    /// One per hashing slot: hashes running at once.
-    permits: Arc<Semaphore>,
-    /// One more than the slots: calls running or past their lockout check, hashing or next to
-    /// hash.
+    /// The queue of the hashing threads, one per slot: no more hashes run at once than
+    /// there are threads. A thread that ends a hash takes the next queued one itself, with
+    /// no hand-off through the async runtime in between.
+    jobs: mpsc::Sender<Job>,
+    /// One more than the slots: calls running or past their lockout check, hashing or queued
+    /// to hash.
     /// The extra one has its check done while every slot hashes, so a core never waits for
     /// the database between two hashes.
     admitted: Arc<Semaphore>,
@@ -33,10 +38,51 @@ pub struct Passwords {
     max_in_flight: AtomicU64,
     limit: usize,
     min_length: usize,
-    /// argon2's working memory (19 MiB at the default parameters), one per hashing slot,
-    /// reused: allocating it for every verification lets the allocator keep freed copies in
-    /// per-thread arenas, and a login flood then held hundreds of MiB.
-    memory: std::sync::Mutex<Vec<Vec<Block>>>,
+}
+
+/// Starts `slots` hashing threads on one queue. Each keeps argon2's working memory (19 MiB
+/// at the default parameters) for its next hash: allocating it for every hash lets the
+/// allocator keep freed copies in per-thread arenas, and a login flood then held hundreds of
+/// MiB. The threads end when the queue's sender is dropped.
+fn start_hashers(slots: usize) -> Result<mpsc::Sender<Job>, ApiError> {
+    let (sender, receiver) = mpsc::channel::<Job>();
+    let receiver = Arc::new(Mutex::new(receiver));
+    for slot in 0..slots {
+        let receiver = Arc::clone(&receiver);
+        std::thread::Builder::new()
+            .name(format!("tollgate-hash-{slot}"))
+            .spawn(move || {
+                let mut memory = Vec::new();
+                loop {
+                    // The lock is released before the job runs: the other threads wait for
+                    // the next job meanwhile.
+                    let next = match receiver.lock() {
+                        Ok(queue) => queue.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(job) = next else { return };
+                    // A panicking job drops its answer (its caller gets an error), not the
+                    // thread; its memory is not trusted again.
+                    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        job(&mut memory);
+                    }));
+                    if ran.is_err() {
+                        memory = Vec::new();
+                    }
+                }
+            })
+            .map_err(|e| ApiError::Internal(format!("hashing thread: {e}")))?;
+    }
+    Ok(sender)
+}
+
+/// `memory` resized to `blocks` argon2 blocks (a thread's buffer is replaced for a hash
+/// made with other parameters, and stays at that size until the next such hash).
+fn blocks_of(memory: &mut Vec<Block>, blocks: usize) -> &mut [Block] {
+    if memory.len() != blocks {
+        *memory = vec![Block::default(); blocks];
+    }
+    memory
 }
 
 impl Passwords {
@@ -63,7 +109,7 @@ impl Passwords {
             .to_string();
         Ok(Arc::new(Self {
             params,
-            permits: Arc::new(Semaphore::new(permits)),
+            jobs: start_hashers(permits)?,
             admitted: Arc::new(Semaphore::new(permits + 1)),
             dummy,
             verifications: AtomicU64::new(0),
@@ -71,7 +117,6 @@ impl Passwords {
             max_in_flight: AtomicU64::new(0),
             limit: permits,
             min_length: config.min_length,
-            memory: std::sync::Mutex::new(Vec::with_capacity(permits)),
         }))
     }
 
@@ -88,32 +133,31 @@ impl Passwords {
     }
 
     /// The argon2id PHC string of `password` (random 16-byte salt, 32-byte output), computed
-    /// in one of the reused memory buffers like verifications: a flood of sign-ups or
-    /// password changes must not grow the heap either.
+    /// on the hashing threads in their reused memory like verifications: a flood of sign-ups
+    /// or password changes must not grow the heap either.
     pub async fn hash(self: &Arc<Self>, password: Zeroizing<String>) -> Result<String, ApiError> {
         let this = Arc::clone(self);
         let (hash, ()) = self
-            .blocking(async { Ok(()) }, move || {
-                this.hash_in_place(password.as_bytes())
+            .blocking(async { Ok(()) }, move |memory| {
+                this.hash_in_place(password.as_bytes(), memory)
             })
             .await?;
         Ok(hash)
     }
 
-    fn hash_in_place(&self, password: &[u8]) -> Result<String, ApiError> {
+    fn hash_in_place(&self, password: &[u8], memory: &mut Vec<Block>) -> Result<String, ApiError> {
         use base64::Engine as _;
         let mut salt = [0u8; 16];
         getrandom::fill(&mut salt).map_err(|e| ApiError::Internal(e.to_string()))?;
         let mut out = Zeroizing::new([0u8; 32]);
-        let computed = self.with_memory(self.params.block_count(), |memory| {
-            argon2(&self.params).hash_password_into_with_memory(
+        argon2(&self.params)
+            .hash_password_into_with_memory(
                 password,
                 &salt,
                 out.as_mut(),
-                memory,
+                blocks_of(memory, self.params.block_count()),
             )
-        });
-        computed.map_err(|e| ApiError::Internal(format!("argon2: {e}")))?;
+            .map_err(|e| ApiError::Internal(format!("argon2: {e}")))?;
         let b64 = base64::engine::general_purpose::STANDARD_NO_PAD;
         Ok(format!(
             "$argon2id$v=19$m={},t={},p={}${}${}",
@@ -123,28 +167,6 @@ impl Passwords {
             b64.encode(salt),
             b64.encode(out.as_ref()),
         ))
-    }
-
-    /// Runs `f` in a reused buffer of `blocks` argon2 blocks (one per hashing slot at most
-    /// is kept; a buffer of another size, for a hash made with older parameters, is
-    /// replaced).
-    fn with_memory<R>(&self, blocks: usize, f: impl FnOnce(&mut [Block]) -> R) -> R {
-        let mut memory = self
-            .memory
-            .lock()
-            .map(|mut pool| pool.pop())
-            .unwrap_or_default()
-            .unwrap_or_default();
-        if memory.len() != blocks {
-            memory = vec![Block::default(); blocks];
-        }
-        let result = f(&mut memory);
-        if let Ok(mut pool) = self.memory.lock()
-            && pool.len() < self.limit
-        {
-            pool.push(memory);
-        }
-        result
     }
 
     /// Whether `password` matches `hash`, with what `precheck` returned. With no hash
@@ -161,19 +183,19 @@ impl Passwords {
         precheck: impl Future<Output = Result<P, ApiError>>,
     ) -> Result<(bool, P), ApiError> {
         let this = Arc::clone(self);
-        self.blocking(precheck, move || {
+        self.blocking(precheck, move |memory| {
             this.verifications.fetch_add(1, Ordering::Relaxed);
             let target = hash.as_deref().unwrap_or(&this.dummy);
-            let ok = this.verify_in_place(password.as_bytes(), target);
+            let ok = this.verify_in_place(password.as_bytes(), target, memory);
             Ok(ok && hash.is_some())
         })
         .await
     }
 
-    /// Verifies `password` against the PHC string `target` in one of the reused memory
-    /// buffers (argon2id or any variant and parameters the string names); constant-time
-    /// comparison of the outputs. A string that does not parse never matches.
-    fn verify_in_place(&self, password: &[u8], target: &str) -> bool {
+    /// Verifies `password` against the PHC string `target` in the hashing thread's `memory`
+    /// (argon2id or any variant and parameters the string names); constant-time comparison
+    /// of the outputs. A string that does not parse never matches.
+    fn verify_in_place(&self, password: &[u8], target: &str, memory: &mut Vec<Block>) -> bool {
         let Ok(parsed) = PasswordHash::new(target) else {
             return false;
         };
@@ -197,11 +219,14 @@ impl Passwords {
         let blocks = params.block_count();
         let expected = expected.as_bytes();
         let mut out = Zeroizing::new(vec![0u8; expected.len()]);
-        let computed = self.with_memory(blocks, |memory| {
-            Argon2::new(algorithm, version, params)
-                .hash_password_into_with_memory(password, salt.as_ref(), &mut out, memory)
-                .is_ok()
-        });
+        let computed = Argon2::new(algorithm, version, params)
+            .hash_password_into_with_memory(
+                password,
+                salt.as_ref(),
+                &mut out,
+                blocks_of(memory, blocks),
+            )
+            .is_ok();
         computed && bool::from(out.as_slice().ct_eq(expected))
     }
 
@@ -218,34 +243,35 @@ impl Passwords {
     async fn blocking<T: Send + 'static, P>(
         self: &Arc<Self>,
         precheck: impl Future<Output = Result<P, ApiError>>,
-        work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+        work: impl FnOnce(&mut Vec<Block>) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<(T, P), ApiError> {
-        let shut = |_| ApiError::Internal("password hashing is shut down".to_owned());
+        let shut = || ApiError::Internal("password hashing is shut down".to_owned());
         // Waiting is async: a flood of logins queues here, not on the runtime. The check runs
-        // once admitted, while the slots may still be busy; then a slot is taken.
+        // once admitted, while the slots may still be busy; then the hash is queued for the
+        // next free hashing thread.
         let admission = Arc::clone(&self.admitted)
             .acquire_owned()
             .await
-            .map_err(shut)?;
+            .map_err(|_| shut())?;
         let checked = precheck.await?;
-        let permit = Arc::clone(&self.permits)
-            .acquire_owned()
-            .await
-            .map_err(shut)?;
         let this = Arc::clone(self);
-        // Both travel with the work: a cancelled call does not free its slot until the hash
-        // really ends, so cancelled logins cannot exceed the limit either.
-        tokio::task::spawn_blocking(move || {
-            let _permits = (admission, permit);
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        // The admission travels with the work: a cancelled call is not replaced by the next
+        // until its hash really ends, so cancelled logins cannot queue more hashes either.
+        let job: Job = Box::new(move |memory| {
             let running = this.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             this.max_in_flight.fetch_max(running, Ordering::SeqCst);
-            let result = work();
+            let result = work(memory);
             this.in_flight.fetch_sub(1, Ordering::SeqCst);
-            result
-        })
-        .await
-        .map_err(|e| ApiError::Internal(format!("password task: {e}")))?
-        .map(|done| (done, checked))
+            drop(admission);
+            // The caller may have gone (a cancelled call): nobody to answer.
+            let _ = answer.send(result);
+        });
+        self.jobs.send(job).map_err(|_| shut())?;
+        answered
+            .await
+            .map_err(|_| ApiError::Internal("a password hash ended without an answer".to_owned()))?
+            .map(|done| (done, checked))
     }
 }
 
@@ -340,6 +366,82 @@ mod tests {
         assert_eq!(passwords.concurrency().0, 1, "one hash at a time");
     }
 
+    /// Hashes run on the slots' own threads, each in one buffer it keeps (no allocation per
+    /// hash), and a job that panics costs its caller an error, not the thread.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hashes_run_on_the_slot_threads_in_memory_they_keep() {
+        let passwords = Passwords::new(&PasswordConfig {
+            memory_kib: 1_024,
+            iterations: 1,
+            parallelism: 1,
+            max_concurrent: 2,
+            min_length: 12,
+        })
+        .unwrap();
+        let blocks = passwords.params.block_count();
+        let hash = passwords
+            .hash(Zeroizing::new("correct horse battery".to_owned()))
+            .await
+            .unwrap();
+        let calls: Vec<_> = (0..24)
+            .map(|_| {
+                let passwords = Arc::clone(&passwords);
+                let params = passwords.params.clone();
+                tokio::spawn(async move {
+                    passwords
+                        .blocking(async { Ok(()) }, move |memory| {
+                            let this = std::thread::current();
+                            let ok = argon2(&params)
+                                .hash_password_into_with_memory(
+                                    b"password",
+                                    b"sixteen byte salt",
+                                    &mut [0u8; 32],
+                                    blocks_of(memory, blocks),
+                                )
+                                .is_ok();
+                            assert!(ok, "hashed in the thread's buffer");
+                            Ok((this.name().map(str::to_owned), memory.as_ptr() as usize))
+                        })
+                        .await
+                })
+            })
+            .collect();
+        let mut seen = std::collections::HashMap::new();
+        for call in calls {
+            let ((thread, buffer), ()) = call.await.unwrap().unwrap();
+            let thread = thread.expect("a named thread");
+            assert!(thread.starts_with("tollgate-hash-"), "{thread}");
+            assert_eq!(
+                *seen.entry(thread).or_insert(buffer),
+                buffer,
+                "a thread keeps its buffer"
+            );
+        }
+        assert!(seen.len() <= 2, "two slots, two threads: {seen:?}");
+        assert!(passwords.concurrency().0 <= 2);
+
+        let panicked = passwords
+            .blocking(async { Ok(()) }, |_| -> Result<(), ApiError> {
+                panic!("a hashing job panicked on purpose")
+            })
+            .await;
+        assert!(
+            matches!(panicked, Err(ApiError::Internal(_))),
+            "{panicked:?}"
+        );
+        for _ in 0..4 {
+            let ok = passwords
+                .verify(
+                    Zeroizing::new("correct horse battery".to_owned()),
+                    Some(hash.clone()),
+                    async { Ok(()) },
+                )
+                .await
+                .unwrap();
+            assert_eq!(ok, (true, ()), "the threads still hash");
+        }
+    }
+
     /// The in-place verification agrees with the argon2 crate's own, for the parameters in
     /// use and for hashes made with others (older settings), and reuses its memory.
     #[tokio::test]
@@ -409,12 +511,12 @@ mod tests {
             fresh.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"),
             "{fresh}"
         );
-        assert!(!current.verify_in_place(b"x", "not a PHC string"));
-        assert!(!current.verify_in_place(b"x", "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ"));
-        assert_eq!(
-            current.memory.lock().unwrap().len(),
-            1,
-            "one buffer, reused"
-        );
+        let mut memory = Vec::new();
+        assert!(!current.verify_in_place(b"x", "not a PHC string", &mut memory));
+        assert!(!current.verify_in_place(
+            b"x",
+            "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ",
+            &mut memory
+        ));
     }
 }
