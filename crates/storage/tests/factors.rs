@@ -491,18 +491,30 @@ async fn active_factors_come_with_the_failure_counter(db: &TestDb) {
     assert_eq!(counter.unwrap().locked_until, Some(NOW + 60));
 }
 
-/// The login's two reads: a user with the summary of their second factors (active ones by
-/// kind, unused recovery codes; nobody else's), and the organizations they belong to.
+/// The login's read: a user with the summary of their second factors (active ones by kind,
+/// unused recovery codes; nobody else's), and the organizations asked for: none, those they
+/// belong to (by id, nobody else's), or one by id.
 async fn a_user_comes_with_their_factor_summary_and_organizations(db: &TestDb) {
     use storage::entity::enums::Role;
-    use storage::repo::MfaSummary;
+    use storage::repo::{MfaSummary, OrganizationsToRead};
     let s = &db.storage;
     let alice = user(s, "alice@example.com").await;
     let bob = user(s, "bob@example.com").await;
-    assert_eq!(s.users().get_with_mfa(Uuid::now_v7()).await.unwrap(), None);
-    let (model, summary) = s.users().get_with_mfa(alice).await.unwrap().unwrap();
-    assert_eq!(model, s.users().get(alice).await.unwrap().unwrap());
-    assert_eq!(summary, MfaSummary::default());
+    for read in [
+        OrganizationsToRead::None,
+        OrganizationsToRead::Memberships,
+        OrganizationsToRead::Only(Uuid::now_v7()),
+    ] {
+        assert_eq!(
+            s.users().get_with_mfa(Uuid::now_v7(), read).await.unwrap(),
+            None
+        );
+        let (model, summary, organizations) =
+            s.users().get_with_mfa(alice, read).await.unwrap().unwrap();
+        assert_eq!(model, s.users().get(alice).await.unwrap().unwrap());
+        assert_eq!(summary, MfaSummary::default());
+        assert!(organizations.is_empty(), "{read:?}");
+    }
     // Two apps (one with recovery codes), a pending app, an SMS phone; Bob's factor apart.
     active_totp(s, alice).await;
     let with_codes = pending_totp(s, alice).await;
@@ -533,7 +545,12 @@ async fn a_user_comes_with_their_factor_summary_and_organizations(db: &TestDb) {
             .await
             .unwrap()
     );
-    let (_, summary) = s.users().get_with_mfa(alice).await.unwrap().unwrap();
+    let (_, summary, _) = s
+        .users()
+        .get_with_mfa(alice, OrganizationsToRead::None)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         summary,
         MfaSummary {
@@ -543,7 +560,12 @@ async fn a_user_comes_with_their_factor_summary_and_organizations(db: &TestDb) {
             recovery_codes_left: 2,
         }
     );
-    let (_, summary) = s.users().get_with_mfa(bob).await.unwrap().unwrap();
+    let (_, summary, _) = s
+        .users()
+        .get_with_mfa(bob, OrganizationsToRead::None)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((summary.totp, summary.recovery_codes_left), (1, 0));
 
     // Organizations: none, then two (by id), Bob's own apart.
@@ -567,12 +589,42 @@ async fn a_user_comes_with_their_factor_summary_and_organizations(db: &TestDb) {
         .add(bobs.id, bob, Role::Owner, NOW)
         .await
         .unwrap();
-    let mut expected = vec![acme, other];
+    let mut expected = vec![acme.clone(), other];
     expected.sort_by_key(|o| o.id);
     assert_eq!(
         s.memberships().organizations_of(alice).await.unwrap(),
         expected
     );
+    // The same with the user, once per organization; the summary is the same on every row.
+    let (model, summary, organizations) = s
+        .users()
+        .get_with_mfa(alice, OrganizationsToRead::Memberships)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(model.id, alice);
+    assert_eq!(
+        (summary.totp, summary.sms, summary.recovery_codes_left),
+        (2, 1, 2)
+    );
+    assert_eq!(organizations, expected);
+    // One by id, a member or not (a challenge names the organization); none for an unknown.
+    for (org, of) in [(&acme, alice), (&bobs, alice), (&acme, bob)] {
+        let (model, _, organizations) = s
+            .users()
+            .get_with_mfa(of, OrganizationsToRead::Only(org.id))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((model.id, organizations), (of, vec![org.clone()]));
+    }
+    let (_, _, organizations) = s
+        .users()
+        .get_with_mfa(alice, OrganizationsToRead::Only(Uuid::now_v7()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(organizations.is_empty());
 }
 
 both!(

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use storage::Uuid;
 use storage::entity::enums::{ChallengePurpose, UserStatus};
-use storage::repo::NewSession;
+use storage::repo::{NewSession, OrganizationsToRead};
 use tollgate_proto::v1::authentication_service_server::AuthenticationService;
 use tollgate_proto::v1::{self, authenticate_request::Credentials, authenticate_response};
 use tonic::{Request, Response, Status};
@@ -311,9 +311,16 @@ impl Authentication {
         let subject = user.as_ref().map(|u| u.id);
         verify_password_throttled(app, &credentials.email, hash, subject, password, now).await?;
         // A verified password implies an existing account with a password.
-        let user = user.ok_or_else(|| ApiError::Internal("verified without a user".to_owned()))?;
-        self.first_step(&user, requested_org, policy::LoginKind::Password, None, now)
-            .await
+        let user_id =
+            subject.ok_or_else(|| ApiError::Internal("verified without a user".to_owned()))?;
+        self.first_step(
+            user_id,
+            requested_org,
+            policy::LoginKind::Password,
+            None,
+            now,
+        )
+        .await
     }
 
     /// A login the organization's identity provider verified, vouched for by the caller: the
@@ -378,7 +385,7 @@ impl Authentication {
             .await?
             .ok_or_else(not_a_member)?;
         self.first_step(
-            &user,
+            user.id,
             requested_org,
             policy::LoginKind::Sso,
             Some(provider),
@@ -392,20 +399,23 @@ impl Authentication {
     /// enrollment.
     async fn first_step(
         &self,
-        user: &storage::entity::user::Model,
+        user_id: Uuid,
         requested_org: Option<Uuid>,
         kind: policy::LoginKind,
         provider: Option<&str>,
         now: i64,
     ) -> ApiResult<authenticate_response::Result> {
         let app = &self.app;
+        // The user as they are now (a password check waits its turn to hash: an account
+        // disabled meanwhile is refused), their factors and their organizations, in one read.
+        let (user, state, mut organizations) =
+            user_state(app, user_id, OrganizationsToRead::Memberships).await?;
         if user.status == UserStatus::Disabled {
             return Err(ApiError::PermissionDenied {
                 reason: "ACCOUNT_DISABLED",
                 message: "the account is disabled".to_owned(),
             });
         }
-        let mut organizations = app.storage.memberships().organizations_of(user.id).await?;
         let memberships: Vec<Uuid> = organizations.iter().map(|o| o.id).collect();
         let org_id =
             policy::choose_organization(&memberships, requested_org).map_err(|denial| {
@@ -426,7 +436,6 @@ impl Authentication {
             None => None,
         };
         let org_policy = org.as_ref().map(org_policy).unwrap_or_default();
-        let (_, state) = user_state(app, user.id).await?;
         let outcome =
             policy::login_outcome(&org_policy, &state, kind, u64::try_from(now).unwrap_or(0));
         let method = match kind {
@@ -663,7 +672,11 @@ impl Authentication {
             return Err(invalid_challenge());
         }
         failures.clear(app).await?;
-        let (user, mut state) = user_state(app, user_id).await?;
+        // The user as they are now, with the organization the login is for.
+        let organization = challenge
+            .org_id
+            .map_or(OrganizationsToRead::None, OrganizationsToRead::Only);
+        let (user, mut state, org) = user_state(app, user_id, organization).await?;
         if user.status == UserStatus::Disabled {
             return Err(ApiError::PermissionDenied {
                 reason: "ACCOUNT_DISABLED",
@@ -680,11 +693,7 @@ impl Authentication {
                 state.must_reenroll = true;
             }
         }
-        let org = match challenge.org_id {
-            Some(id) => app.storage.organizations().get(id).await?,
-            None => None,
-        };
-        let org_policy = org.as_ref().map(org_policy).unwrap_or_default();
+        let org_policy = org.first().map(org_policy).unwrap_or_default();
         let remaining = i32::try_from(state.recovery_codes_left).unwrap_or(i32::MAX);
         let result = match policy::after_second_factor(&org_policy, &state) {
             policy::LoginOutcome::EnrollmentRequired { methods, .. } => {
@@ -748,16 +757,21 @@ fn method_to_proto(method: policy::Method) -> v1::SecondFactorMethod {
     }
 }
 
-/// The user, and what the policy needs to know about them, read in one query (NOT_FOUND
-/// `user` when they do not exist).
+/// The user, what the policy needs to know about them, and the `organizations` asked for,
+/// read in one query (NOT_FOUND `user` when they do not exist).
 pub(crate) async fn user_state(
     app: &App,
     user_id: Uuid,
-) -> ApiResult<(storage::entity::user::Model, policy::UserState)> {
-    let (user, mfa) = app
+    organizations: OrganizationsToRead,
+) -> ApiResult<(
+    storage::entity::user::Model,
+    policy::UserState,
+    Vec<storage::entity::organization::Model>,
+)> {
+    let (user, mfa, organizations) = app
         .storage
         .users()
-        .get_with_mfa(user_id)
+        .get_with_mfa(user_id, organizations)
         .await?
         .ok_or(ApiError::NotFound("user"))?;
     let state = policy::UserState {
@@ -776,7 +790,7 @@ pub(crate) async fn user_state(
         // Password lockouts are checked before the password; this decision comes after it.
         locked_until: None,
     };
-    Ok((user, state))
+    Ok((user, state, organizations))
 }
 
 /// Creates a session and returns it as the API shows it (the token only here).

@@ -256,7 +256,12 @@ impl Enrollment {
                 delete_recovery_codes: false,
             }
         } else {
-            let (_, state) = super::authentication::user_state(app, user_id).await?;
+            let (_, state, _) = super::authentication::user_state(
+                app,
+                user_id,
+                storage::repo::OrganizationsToRead::None,
+            )
+            .await?;
             let decide = |proof| {
                 policy::remove_factor(&state, policy_kind(factor.kind), proof, &organizations)
                     .map_err(|refusal| ApiError::FailedPrecondition {
@@ -337,7 +342,12 @@ impl Enrollment {
         let app = &self.app;
         let user_id = ctx.user_id();
         let now = app.now();
-        let (_, state) = super::authentication::user_state(app, user_id).await?;
+        let (_, state, _) = super::authentication::user_state(
+            app,
+            user_id,
+            storage::repo::OrganizationsToRead::None,
+        )
+        .await?;
         if state.factors.total() == 0 {
             return Err(ApiError::FailedPrecondition {
                 reason: "NO_FACTOR",

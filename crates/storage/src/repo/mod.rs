@@ -23,7 +23,7 @@ pub use recovery_codes::RecoveryCodes;
 pub use sessions::{NewSession, Sessions};
 pub use sms_codes::SmsCodes;
 pub use sms_limits::{Limit, LimitReached, SmsLimits, Taken};
-pub use users::{MfaSummary, Users};
+pub use users::{MfaSummary, OrganizationsToRead, Users};
 
 /// A page of results and the cursor of the next page, if there is one.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,15 +1,17 @@
 //! User accounts.
 
-use sea_orm::sea_query::{Condition, Expr, Query, SimpleExpr, SubQueryStatement};
+use sea_orm::sea_query::{
+    Condition, Expr, ExprTrait as _, JoinType, Order, Query, SimpleExpr, SubQueryStatement,
+};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult,
-    QueryFilter, QuerySelect, QueryTrait,
+    IdenStatic as _, Iterable as _, QueryFilter, QuerySelect, QueryTrait,
 };
 use uuid::Uuid;
 
 use crate::entity::enums::{FactorKind, UserStatus};
 use crate::entity::user::{ActiveModel, Column, Entity, Model};
-use crate::entity::{factor, recovery_code};
+use crate::entity::{factor, membership, organization, recovery_code};
 use crate::{Result, Storage, StorageError};
 
 /// What a login decision needs to know of a user's second factors.
@@ -24,6 +26,20 @@ pub struct MfaSummary {
     /// Unused recovery codes.
     pub recovery_codes_left: u64,
 }
+
+/// The organizations [`Users::get_with_mfa`] reads with the user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrganizationsToRead {
+    /// None.
+    None,
+    /// Every organization the user belongs to (a login chooses among them).
+    Memberships,
+    /// This one, if it exists (the organization a login challenge names).
+    Only(Uuid),
+}
+
+/// The prefix of the organizations' columns in a row that also holds the user.
+const ORGANIZATION: &str = "organization__";
 
 /// Normalizes an email for uniqueness and lookup: trimmed and lower-cased.
 pub(crate) fn normalize_email(email: &str) -> String {
@@ -89,9 +105,14 @@ impl<'a> Users<'a> {
         Ok(Entity::find_by_id(id).one(self.storage.db()).await?)
     }
 
-    /// The user with a summary of their second factors, in one query: a login decides
-    /// between a session, a second factor and an enrollment on these.
-    pub async fn get_with_mfa(&self, id: Uuid) -> Result<Option<(Model, MfaSummary)>> {
+    /// The user with a summary of their second factors and the `organizations` asked for
+    /// (ordered by id), in one query: a login decides between a session, a second factor and
+    /// an enrollment on these.
+    pub async fn get_with_mfa(
+        &self,
+        id: Uuid,
+        organizations: OrganizationsToRead,
+    ) -> Result<Option<(Model, MfaSummary, Vec<organization::Model>)>> {
         fn count(from: impl sea_orm::sea_query::IntoTableRef, filter: Condition) -> SimpleExpr {
             Expr::from(SubQueryStatement::from(
                 Query::select()
@@ -107,7 +128,7 @@ impl<'a> Users<'a> {
                 super::factors::active_of(id).add(factor::Column::Kind.eq(kind)),
             )
         };
-        let query = Entity::find_by_id(id)
+        let mut query = Entity::find_by_id(id)
             .column_as(active(FactorKind::Totp), "mfa_totp")
             .column_as(active(FactorKind::Hotp), "mfa_hotp")
             .column_as(active(FactorKind::Sms), "mfa_sms")
@@ -116,9 +137,42 @@ impl<'a> Users<'a> {
                 "mfa_recovery",
             )
             .into_query();
-        let Some(row) = self.storage.db().query_one(&query).await? else {
+        // The organizations ride along, one per row (a LEFT JOIN: a user without any still
+        // has their row).
+        let organization_id = Expr::col((organization::Entity, organization::Column::Id));
+        let joined = match organizations {
+            OrganizationsToRead::None => None,
+            OrganizationsToRead::Memberships => Some(
+                organization_id.in_subquery(
+                    Query::select()
+                        .column(membership::Column::OrgId)
+                        .from(membership::Entity)
+                        .and_where(membership::Column::UserId.eq(id))
+                        .to_owned(),
+                ),
+            ),
+            OrganizationsToRead::Only(org) => Some(organization_id.eq(org)),
+        };
+        if let Some(on) = joined {
+            query.join(JoinType::LeftJoin, organization::Entity, on);
+            for column in organization::Column::iter() {
+                query.expr_as(
+                    Expr::col((organization::Entity, column)),
+                    format!("{ORGANIZATION}{}", column.as_str()),
+                );
+            }
+            query.order_by((organization::Entity, organization::Column::Id), Order::Asc);
+        }
+        let rows = self.storage.db().query_all(&query).await?;
+        let Some(row) = rows.first() else {
             return Ok(None);
         };
+        let mut joined = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if row.try_get::<Option<Uuid>>(ORGANIZATION, "id")?.is_some() {
+                joined.push(organization::Model::from_query_result(row, ORGANIZATION)?);
+            }
+        }
         let number = |column: &str| -> Result<u64> {
             Ok(u64::try_from(row.try_get::<i64>("", column)?).unwrap_or(0))
         };
@@ -131,7 +185,7 @@ impl<'a> Users<'a> {
             sms: small("mfa_sms")?,
             recovery_codes_left: number("mfa_recovery")?,
         };
-        Ok(Some((Model::from_query_result(&row, "")?, summary)))
+        Ok(Some((Model::from_query_result(row, "")?, summary, joined)))
     }
 
     /// The user with this email, ignoring case.
