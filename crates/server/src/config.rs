@@ -136,8 +136,9 @@ pub struct PasswordConfig {
     pub iterations: u32,
     /// Lanes.
     pub parallelism: u32,
-    /// Hashes computed at once; 0 means the number of cores. Others wait, so a flood of
-    /// logins never starves the other RPCs or the health service.
+    /// Hashes computed at once, each on a hashing thread of its own; 0 means the number of
+    /// cores. Others wait, so a flood of logins never starves the other RPCs or the health
+    /// service.
     pub max_concurrent: usize,
     /// Shortest password accepted.
     pub min_length: usize,
