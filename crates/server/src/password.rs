@@ -259,12 +259,17 @@ impl Passwords {
         // The admission travels with the work: a cancelled call is not replaced by the next
         // until its hash really ends, so cancelled logins cannot queue more hashes either.
         let job: Job = Box::new(move |memory| {
-            let running = this.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-            this.max_in_flight.fetch_max(running, Ordering::SeqCst);
-            let result = work(memory);
-            this.in_flight.fetch_sub(1, Ordering::SeqCst);
+            // A call cancelled while queued (its client gave up) is not hashed: nobody would
+            // read the answer, and its caller records nothing either way.
+            if answer.is_closed() {
+                return;
+            }
+            let result = {
+                let _running = Running::start(&this.in_flight, &this.max_in_flight);
+                work(memory)
+            };
             drop(admission);
-            // The caller may have gone (a cancelled call): nobody to answer.
+            // The caller may have gone meanwhile: nobody to answer.
             let _ = answer.send(result);
         });
         self.jobs.send(job).map_err(|_| shut())?;
@@ -272,6 +277,23 @@ impl Passwords {
             .await
             .map_err(|_| ApiError::Internal("a password hash ended without an answer".to_owned()))?
             .map(|done| (done, checked))
+    }
+}
+
+/// A hash counted as running until dropped, even when its job panics.
+struct Running<'a>(&'a AtomicU64);
+
+impl<'a> Running<'a> {
+    fn start(running: &'a AtomicU64, most: &AtomicU64) -> Self {
+        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+        most.fetch_max(now, Ordering::SeqCst);
+        Self(running)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -366,8 +388,8 @@ mod tests {
         assert_eq!(passwords.concurrency().0, 1, "one hash at a time");
     }
 
-    /// Hashes run on the slots' own threads, each in one buffer it keeps (no allocation per
-    /// hash), and a job that panics costs its caller an error, not the thread.
+    /// Hashes run on the slots' own threads, each in one buffer it keeps: after its first
+    /// job, a thread's buffer is already the right size (no allocation per hash).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn hashes_run_on_the_slot_threads_in_memory_they_keep() {
         let passwords = Passwords::new(&PasswordConfig {
@@ -379,10 +401,6 @@ mod tests {
         })
         .unwrap();
         let blocks = passwords.params.block_count();
-        let hash = passwords
-            .hash(Zeroizing::new("correct horse battery".to_owned()))
-            .await
-            .unwrap();
         let calls: Vec<_> = (0..24)
             .map(|_| {
                 let passwords = Arc::clone(&passwords);
@@ -390,7 +408,7 @@ mod tests {
                 tokio::spawn(async move {
                     passwords
                         .blocking(async { Ok(()) }, move |memory| {
-                            let this = std::thread::current();
+                            let had = memory.len();
                             let ok = argon2(&params)
                                 .hash_password_into_with_memory(
                                     b"password",
@@ -400,26 +418,40 @@ mod tests {
                                 )
                                 .is_ok();
                             assert!(ok, "hashed in the thread's buffer");
-                            Ok((this.name().map(str::to_owned), memory.as_ptr() as usize))
+                            Ok((std::thread::current().name().map(str::to_owned), had))
                         })
                         .await
                 })
             })
             .collect();
-        let mut seen = std::collections::HashMap::new();
+        let mut jobs = std::collections::HashMap::<String, (usize, usize)>::new();
         for call in calls {
-            let ((thread, buffer), ()) = call.await.unwrap().unwrap();
+            let ((thread, had), ()) = call.await.unwrap().unwrap();
             let thread = thread.expect("a named thread");
             assert!(thread.starts_with("tollgate-hash-"), "{thread}");
-            assert_eq!(
-                *seen.entry(thread).or_insert(buffer),
-                buffer,
-                "a thread keeps its buffer"
+            let (count, allocations) = jobs.entry(thread).or_default();
+            *count += 1;
+            *allocations += usize::from(had != blocks);
+        }
+        assert!(jobs.len() <= 2, "two slots, two threads: {jobs:?}");
+        for (thread, (count, allocations)) in &jobs {
+            assert!(
+                *allocations <= 1,
+                "{thread} allocated {allocations} times in {count} jobs"
             );
         }
-        assert!(seen.len() <= 2, "two slots, two threads: {seen:?}");
         assert!(passwords.concurrency().0 <= 2);
+    }
 
+    /// A job that panics costs its caller an error, not the slot's only thread, and the
+    /// hash is no longer counted as running.
+    #[tokio::test]
+    async fn a_panicking_job_leaves_the_thread_hashing() {
+        let passwords = passwords(1_024);
+        let hash = passwords
+            .hash(Zeroizing::new("correct horse battery".to_owned()))
+            .await
+            .unwrap();
         let panicked = passwords
             .blocking(async { Ok(()) }, |_| -> Result<(), ApiError> {
                 panic!("a hashing job panicked on purpose")
@@ -429,7 +461,7 @@ mod tests {
             matches!(panicked, Err(ApiError::Internal(_))),
             "{panicked:?}"
         );
-        for _ in 0..4 {
+        for _ in 0..2 {
             let ok = passwords
                 .verify(
                     Zeroizing::new("correct horse battery".to_owned()),
@@ -438,12 +470,72 @@ mod tests {
                 )
                 .await
                 .unwrap();
-            assert_eq!(ok, (true, ()), "the threads still hash");
+            assert_eq!(ok, (true, ()), "the one thread still hashes");
         }
+        assert_eq!(passwords.in_flight.load(Ordering::SeqCst), 0);
+        assert_eq!(passwords.concurrency(), (1, 1), "never counted as two");
+    }
+
+    /// A call cancelled while its hash waits in the queue is not hashed; the slot goes on
+    /// to the next.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_cancelled_while_queued_is_not_hashed() {
+        let passwords = passwords(1_024);
+        let hash = passwords
+            .hash(Zeroizing::new("correct horse battery".to_owned()))
+            .await
+            .unwrap();
+        // The only slot is held by a job that waits for the test.
+        let (release, held) = mpsc::channel::<()>();
+        let holder = {
+            let passwords = Arc::clone(&passwords);
+            tokio::spawn(async move {
+                passwords
+                    .blocking(async { Ok(()) }, move |_| {
+                        held.recv().ok();
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        while passwords.in_flight.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let call = |checked: Arc<std::sync::atomic::AtomicBool>| {
+            let passwords = Arc::clone(&passwords);
+            let hash = hash.clone();
+            tokio::spawn(async move {
+                passwords
+                    .verify(Zeroizing::new("wrong".to_owned()), Some(hash), async move {
+                        checked.store(true, Ordering::SeqCst);
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        // Admitted beside the held slot, checked, queued; then cancelled.
+        let checked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let queued = call(Arc::clone(&checked));
+        while !checked.load(Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        queued.abort();
+        assert!(queued.await.unwrap_err().is_cancelled());
+        let before = passwords.verifications();
+        release.send(()).unwrap();
+        holder.await.unwrap().unwrap();
+        let next = call(Arc::new(std::sync::atomic::AtomicBool::new(false)));
+        assert_eq!(next.await.unwrap().unwrap(), (false, ()));
+        assert_eq!(
+            passwords.verifications(),
+            before + 1,
+            "only the call after it was hashed, not the cancelled one"
+        );
     }
 
     /// The in-place verification agrees with the argon2 crate's own, for the parameters in
-    /// use and for hashes made with others (older settings), and reuses its memory.
+    /// use and for hashes made with others (older settings).
     #[tokio::test]
     async fn verification_in_reused_memory_agrees_with_argon2() {
         use argon2::password_hash::PasswordVerifier as _;

@@ -608,6 +608,13 @@ async fn a_user_comes_with_their_factor_summary_and_organizations(db: &TestDb) {
         (2, 1, 2)
     );
     assert_eq!(organizations, expected);
+    let (_, _, organizations) = s
+        .users()
+        .get_with_mfa(alice, OrganizationsToRead::None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(organizations.is_empty(), "none asked for, none read");
     // One by id, a member or not (a challenge names the organization); none for an unknown.
     for (org, of) in [(&acme, alice), (&bobs, alice), (&acme, bob)] {
         let (model, _, organizations) = s

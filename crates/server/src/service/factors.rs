@@ -399,19 +399,13 @@ impl Enrollment {
     }
 
     async fn organizations_of(&self, user: storage::Uuid) -> ApiResult<Vec<policy::OrgPolicy>> {
-        let mut out = Vec::new();
-        for membership in self.app.storage.memberships().of_user(user).await? {
-            if let Some(org) = self
-                .app
-                .storage
-                .organizations()
-                .get(membership.org_id)
-                .await?
-            {
-                out.push(org_policy(&org));
-            }
-        }
-        Ok(out)
+        let organizations = self
+            .app
+            .storage
+            .memberships()
+            .organizations_of(user)
+            .await?;
+        Ok(organizations.iter().map(org_policy).collect())
     }
 }
 

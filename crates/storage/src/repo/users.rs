@@ -153,6 +153,7 @@ impl<'a> Users<'a> {
             ),
             OrganizationsToRead::Only(org) => Some(organization_id.eq(org)),
         };
+        let with_organizations = joined.is_some();
         if let Some(on) = joined {
             query.join(JoinType::LeftJoin, organization::Entity, on);
             for column in organization::Column::iter() {
@@ -168,7 +169,8 @@ impl<'a> Users<'a> {
             return Ok(None);
         };
         let mut joined = Vec::with_capacity(rows.len());
-        for row in &rows {
+        for row in rows.iter().filter(|_| with_organizations) {
+            // A user without a matching organization still has their row, its columns NULL.
             if row.try_get::<Option<Uuid>>(ORGANIZATION, "id")?.is_some() {
                 joined.push(organization::Model::from_query_result(row, ORGANIZATION)?);
             }
