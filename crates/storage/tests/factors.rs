@@ -500,6 +500,14 @@ async fn a_user_comes_with_their_factor_summary_and_organizations(db: &TestDb) {
     let s = &db.storage;
     let alice = user(s, "alice@example.com").await;
     let bob = user(s, "bob@example.com").await;
+    // The user's read; every one below is of an existing user.
+    let get = |id, organizations| async move {
+        s.users()
+            .get_with_mfa(id, organizations)
+            .await
+            .unwrap()
+            .unwrap()
+    };
     for read in [
         OrganizationsToRead::None,
         OrganizationsToRead::Memberships,
@@ -509,8 +517,7 @@ async fn a_user_comes_with_their_factor_summary_and_organizations(db: &TestDb) {
             s.users().get_with_mfa(Uuid::now_v7(), read).await.unwrap(),
             None
         );
-        let (model, summary, organizations) =
-            s.users().get_with_mfa(alice, read).await.unwrap().unwrap();
+        let (model, summary, organizations) = get(alice, read).await;
         assert_eq!(model, s.users().get(alice).await.unwrap().unwrap());
         assert_eq!(summary, MfaSummary::default());
         assert!(organizations.is_empty(), "{read:?}");
@@ -545,12 +552,7 @@ async fn a_user_comes_with_their_factor_summary_and_organizations(db: &TestDb) {
             .await
             .unwrap()
     );
-    let (_, summary, _) = s
-        .users()
-        .get_with_mfa(alice, OrganizationsToRead::None)
-        .await
-        .unwrap()
-        .unwrap();
+    let (_, summary, _) = get(alice, OrganizationsToRead::None).await;
     assert_eq!(
         summary,
         MfaSummary {
@@ -560,12 +562,7 @@ async fn a_user_comes_with_their_factor_summary_and_organizations(db: &TestDb) {
             recovery_codes_left: 2,
         }
     );
-    let (_, summary, _) = s
-        .users()
-        .get_with_mfa(bob, OrganizationsToRead::None)
-        .await
-        .unwrap()
-        .unwrap();
+    let (_, summary, _) = get(bob, OrganizationsToRead::None).await;
     assert_eq!((summary.totp, summary.recovery_codes_left), (1, 0));
 
     // Organizations: none, then two (by id), Bob's own apart.
@@ -596,41 +593,21 @@ async fn a_user_comes_with_their_factor_summary_and_organizations(db: &TestDb) {
         expected
     );
     // The same with the user, once per organization; the summary is the same on every row.
-    let (model, summary, organizations) = s
-        .users()
-        .get_with_mfa(alice, OrganizationsToRead::Memberships)
-        .await
-        .unwrap()
-        .unwrap();
+    let (model, summary, organizations) = get(alice, OrganizationsToRead::Memberships).await;
     assert_eq!(model.id, alice);
     assert_eq!(
         (summary.totp, summary.sms, summary.recovery_codes_left),
         (2, 1, 2)
     );
     assert_eq!(organizations, expected);
-    let (_, _, organizations) = s
-        .users()
-        .get_with_mfa(alice, OrganizationsToRead::None)
-        .await
-        .unwrap()
-        .unwrap();
+    let (_, _, organizations) = get(alice, OrganizationsToRead::None).await;
     assert!(organizations.is_empty(), "none asked for, none read");
     // One by id, a member or not (a challenge names the organization); none for an unknown.
     for (org, of) in [(&acme, alice), (&bobs, alice), (&acme, bob)] {
-        let (model, _, organizations) = s
-            .users()
-            .get_with_mfa(of, OrganizationsToRead::Only(org.id))
-            .await
-            .unwrap()
-            .unwrap();
+        let (model, _, organizations) = get(of, OrganizationsToRead::Only(org.id)).await;
         assert_eq!((model.id, organizations), (of, vec![org.clone()]));
     }
-    let (_, _, organizations) = s
-        .users()
-        .get_with_mfa(alice, OrganizationsToRead::Only(Uuid::now_v7()))
-        .await
-        .unwrap()
-        .unwrap();
+    let (_, _, organizations) = get(alice, OrganizationsToRead::Only(Uuid::now_v7())).await;
     assert!(organizations.is_empty());
 }
 
