@@ -137,8 +137,8 @@ pub struct PasswordConfig {
     /// Lanes.
     pub parallelism: u32,
     /// Hashes computed at once, each on a hashing thread of its own; 0 means the number of
-    /// cores. Others wait, so a flood of logins never starves the other RPCs or the health
-    /// service.
+    /// cores, at most 256. Others wait, so a flood of logins never starves the other RPCs or
+    /// the health service.
     pub max_concurrent: usize,
     /// Shortest password accepted.
     pub min_length: usize,
@@ -559,6 +559,13 @@ impl Config {
         if !(8..=256).contains(&p.min_length) {
             return err("passwords.min_length", "must be 8 to 256");
         }
+        // Each slot is a thread started at start-up with its own argon2 memory.
+        if p.max_concurrent > 256 {
+            return err(
+                "passwords.max_concurrent",
+                "must be 0 (one per core) to 256",
+            );
+        }
         for (key, value) in [
             ("sessions.idle_ttl_secs", self.sessions.idle_ttl_secs),
             (
@@ -817,6 +824,10 @@ mod tests {
             (
                 &[("TOLLGATE_PASSWORDS__MEMORY_KIB", "1")],
                 "passwords.memory_kib",
+            ),
+            (
+                &[("TOLLGATE_PASSWORDS__MAX_CONCURRENT", "100000")],
+                "passwords.max_concurrent",
             ),
             (
                 &[("TOLLGATE_HEALTH__CHECK_INTERVAL_SECS", "0")],
