@@ -316,6 +316,17 @@ mod tests {
         .unwrap()
     }
 
+    /// The password the tests hash.
+    const PASSWORD: &str = "correct horse battery";
+
+    /// `password` hashed by `passwords`.
+    async fn hash_of(password: &str, passwords: &Arc<Passwords>) -> String {
+        passwords
+            .hash(Zeroizing::new(password.to_owned()))
+            .await
+            .unwrap()
+    }
+
     /// With one slot, the next call's lockout check runs while the slot hashes (no core
     /// waits for the database between two hashes), and the call after it is not admitted
     /// until a hash ends: a check is never more than about one hash ahead of its own hash.
@@ -329,10 +340,7 @@ mod tests {
             min_length: 12,
         })
         .unwrap();
-        let hash = passwords
-            .hash(Zeroizing::new("correct horse battery".to_owned()))
-            .await
-            .unwrap();
+        let hash = hash_of(PASSWORD, &passwords).await;
         let call = |precheck: std::pin::Pin<Box<dyn Future<Output = _> + Send>>| {
             let passwords = Arc::clone(&passwords);
             let hash = hash.clone();
@@ -448,10 +456,7 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_job_leaves_the_thread_hashing() {
         let passwords = passwords(1_024);
-        let hash = passwords
-            .hash(Zeroizing::new("correct horse battery".to_owned()))
-            .await
-            .unwrap();
+        let hash = hash_of(PASSWORD, &passwords).await;
         let panicked = passwords
             .blocking(async { Ok(()) }, |_| -> Result<(), ApiError> {
                 panic!("a hashing job panicked on purpose")
@@ -464,7 +469,7 @@ mod tests {
         for _ in 0..2 {
             let ok = passwords
                 .verify(
-                    Zeroizing::new("correct horse battery".to_owned()),
+                    Zeroizing::new(PASSWORD.to_owned()),
                     Some(hash.clone()),
                     async { Ok(()) },
                 )
@@ -481,10 +486,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_call_cancelled_while_queued_is_not_hashed() {
         let passwords = passwords(1_024);
-        let hash = passwords
-            .hash(Zeroizing::new("correct horse battery".to_owned()))
-            .await
-            .unwrap();
+        let hash = hash_of(PASSWORD, &passwords).await;
         // The only slot is held by a job that waits for the test.
         let (release, held) = mpsc::channel::<()>();
         let holder = {
@@ -542,11 +544,8 @@ mod tests {
         let current = passwords(1_024);
         let older = passwords(2_048);
         for hasher in [&current, &older] {
-            let hash = hasher
-                .hash(Zeroizing::new("correct horse battery".to_owned()))
-                .await
-                .unwrap();
-            for (password, expected) in [("correct horse battery", true), ("wrong", false)] {
+            let hash = hash_of(PASSWORD, hasher).await;
+            for (password, expected) in [(PASSWORD, true), ("wrong", false)] {
                 let reference = argon2(&hasher.params)
                     .verify_password(password.as_bytes(), hash.as_str())
                     .is_ok();
@@ -569,13 +568,10 @@ mod tests {
         }
         // The check's answer comes back with the verdict; a refusal stops before the hash.
         let before = current.verifications();
-        let hash = current
-            .hash(Zeroizing::new("correct horse battery".to_owned()))
-            .await
-            .unwrap();
+        let hash = hash_of(PASSWORD, &current).await;
         let answer = current
             .verify(
-                Zeroizing::new("correct horse battery".to_owned()),
+                Zeroizing::new(PASSWORD.to_owned()),
                 Some(hash.clone()),
                 async { Ok(7) },
             )
@@ -583,11 +579,9 @@ mod tests {
             .unwrap();
         assert_eq!(answer, (true, 7));
         let refused = current
-            .verify(
-                Zeroizing::new("correct horse battery".to_owned()),
-                Some(hash),
-                async { Err::<(), _>(ApiError::NotFound("counter")) },
-            )
+            .verify(Zeroizing::new(PASSWORD.to_owned()), Some(hash), async {
+                Err::<(), _>(ApiError::NotFound("counter"))
+            })
             .await;
         assert!(matches!(refused, Err(ApiError::NotFound("counter"))));
         assert_eq!(

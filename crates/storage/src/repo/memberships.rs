@@ -1,6 +1,6 @@
 //! Memberships of organizations.
 
-use sea_orm::sea_query::Query;
+use sea_orm::sea_query::{Query, SelectStatement};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect,
@@ -12,6 +12,16 @@ use crate::entity::enums::Role;
 use crate::entity::membership::{ActiveModel, Column, Entity, Model};
 use crate::entity::organization;
 use crate::{Result, Storage, StorageError};
+
+/// The ids of the organizations the user belongs to, as a subquery: what
+/// [`Memberships::organizations_of`] and a login's read of the user select.
+pub(crate) fn organization_ids_of(user_id: Uuid) -> SelectStatement {
+    Query::select()
+        .column(Column::OrgId)
+        .from(Entity)
+        .and_where(Column::UserId.eq(user_id))
+        .to_owned()
+}
 
 /// Memberships.
 #[derive(Debug)]
@@ -56,15 +66,7 @@ impl<'a> Memberships<'a> {
     /// query: a login chooses among them and applies the chosen one's policy.
     pub async fn organizations_of(&self, user_id: Uuid) -> Result<Vec<organization::Model>> {
         Ok(organization::Entity::find()
-            .filter(
-                organization::Column::Id.in_subquery(
-                    Query::select()
-                        .column(Column::OrgId)
-                        .from(Entity)
-                        .and_where(Column::UserId.eq(user_id))
-                        .to_owned(),
-                ),
-            )
+            .filter(organization::Column::Id.in_subquery(organization_ids_of(user_id)))
             .order_by_asc(organization::Column::Id)
             .all(self.storage.db())
             .await?)

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::entity::enums::{FactorKind, UserStatus};
 use crate::entity::user::{ActiveModel, Column, Entity, Model};
-use crate::entity::{factor, membership, organization, recovery_code};
+use crate::entity::{factor, organization, recovery_code};
 use crate::{Result, Storage, StorageError};
 
 /// What a login decision needs to know of a user's second factors.
@@ -142,15 +142,9 @@ impl<'a> Users<'a> {
         let organization_id = Expr::col((organization::Entity, organization::Column::Id));
         let joined = match organizations {
             OrganizationsToRead::None => None,
-            OrganizationsToRead::Memberships => Some(
-                organization_id.in_subquery(
-                    Query::select()
-                        .column(membership::Column::OrgId)
-                        .from(membership::Entity)
-                        .and_where(membership::Column::UserId.eq(id))
-                        .to_owned(),
-                ),
-            ),
+            OrganizationsToRead::Memberships => {
+                Some(organization_id.in_subquery(super::memberships::organization_ids_of(id)))
+            }
             OrganizationsToRead::Only(org) => Some(organization_id.eq(org)),
         };
         let with_organizations = joined.is_some();
@@ -168,11 +162,14 @@ impl<'a> Users<'a> {
         let Some(row) = rows.first() else {
             return Ok(None);
         };
-        let mut joined = Vec::with_capacity(rows.len());
-        for row in rows.iter().filter(|_| with_organizations) {
-            // A user without a matching organization still has their row, its columns NULL.
-            if row.try_get::<Option<Uuid>>(ORGANIZATION, "id")?.is_some() {
-                joined.push(organization::Model::from_query_result(row, ORGANIZATION)?);
+        let mut joined = Vec::new();
+        if with_organizations {
+            for row in &rows {
+                // A user without a matching organization still has their row, its columns
+                // NULL.
+                if row.try_get::<Option<Uuid>>(ORGANIZATION, "id")?.is_some() {
+                    joined.push(organization::Model::from_query_result(row, ORGANIZATION)?);
+                }
             }
         }
         let number = |column: &str| -> Result<u64> {
