@@ -1,6 +1,7 @@
 //! Failure counters and lockouts, keyed by what is counted (e.g. `mfa:<user id>`), exact
 //! under contention and across replicas.
 
+use super::OneByKey;
 use sea_orm::sea_query::ExprTrait as _;
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
@@ -62,7 +63,7 @@ impl<'a> Attempts<'a> {
     /// The counter, if any failure was recorded since the last reset.
     pub async fn get(&self, key: &str) -> Result<Option<Model>> {
         Ok(Entity::find_by_id(key.to_owned())
-            .one(self.storage.db())
+            .one_by_key(self.storage.db())
             .await?)
     }
 

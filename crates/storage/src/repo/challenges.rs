@@ -1,6 +1,7 @@
 //! Login challenges: the state between the password step and the second factor (or the
 //! enrollment a login requires), found by the keyed hash of their token.
 
+use super::OneByKey;
 use sea_orm::sea_query::Expr;
 use sea_orm::sea_query::ExprTrait as _;
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
@@ -61,7 +62,7 @@ impl<'a> Challenges<'a> {
             .filter(Column::TokenHash.eq(self.hash(token).0.to_vec()))
             .filter(Column::ConsumedAt.is_null())
             .filter(Column::ExpiresAt.gt(now))
-            .one(self.storage.db())
+            .one_by_key(self.storage.db())
             .await?)
     }
 
@@ -96,7 +97,7 @@ impl<'a> Challenges<'a> {
         }
         Ok(Entity::find()
             .filter(Column::TokenHash.eq(hash))
-            .one(self.storage.db())
+            .one_by_key(self.storage.db())
             .await?)
     }
 
@@ -105,7 +106,7 @@ impl<'a> Challenges<'a> {
         Ok(Entity::find_by_id(id)
             .filter(Column::ConsumedAt.is_null())
             .filter(Column::ExpiresAt.gt(now))
-            .one(self.storage.db())
+            .one_by_key(self.storage.db())
             .await?)
     }
 

@@ -1,6 +1,7 @@
 //! Second factors: creation with the seed sealed, activation with recovery codes in one
 //! transaction, the replay guard, removal, and key rotation.
 
+use super::OneByKey;
 use sea_orm::sea_query::{Condition, Expr, Query, SubQueryStatement};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult,
@@ -231,7 +232,7 @@ impl<'a> Factors<'a> {
 
     /// The factor, if it exists.
     pub async fn get(&self, id: Uuid) -> Result<Option<Model>> {
-        Ok(Entity::find_by_id(id).one(self.storage.db()).await?)
+        Ok(Entity::find_by_id(id).one_by_key(self.storage.db()).await?)
     }
 
     /// The user's factors (pending ones included unless `active_only`), oldest first.

@@ -1,5 +1,6 @@
 //! Memberships of organizations.
 
+use super::OneByKey;
 use sea_orm::sea_query::{Query, SelectStatement};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
@@ -58,7 +59,7 @@ impl<'a> Memberships<'a> {
     /// The membership of `user_id` in `org_id`, if any.
     pub async fn get(&self, org_id: Uuid, user_id: Uuid) -> Result<Option<Model>> {
         Ok(Entity::find_by_id((org_id, user_id))
-            .one(self.storage.db())
+            .one_by_key(self.storage.db())
             .await?)
     }
 

@@ -1,5 +1,6 @@
 //! Organizations and their 2FA policy.
 
+use super::OneByKey;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
@@ -169,7 +170,7 @@ impl<'a> Organizations<'a> {
 
     /// The organization, if it exists.
     pub async fn get(&self, id: Uuid) -> Result<Option<Model>> {
-        Ok(Entity::find_by_id(id).one(self.storage.db()).await?)
+        Ok(Entity::find_by_id(id).one_by_key(self.storage.db()).await?)
     }
 
     /// Replaces the policy. `mfa_required_since` is set when 2FA becomes required and cleared
@@ -180,7 +181,7 @@ impl<'a> Organizations<'a> {
         if !write_policy(&txn, id, None, policy, now).await? {
             return Err(StorageError::NotFound("organization"));
         }
-        let model = Entity::find_by_id(id).one(&txn).await?;
+        let model = Entity::find_by_id(id).one_by_key(&txn).await?;
         txn.commit().await?;
         model.ok_or(StorageError::NotFound("organization"))
     }
@@ -204,7 +205,7 @@ impl<'a> Organizations<'a> {
         let id = expected.id;
         let (_writing, txn) = self.storage.begin_write().await?;
         if !write_policy(&txn, id, Some(PolicyUpdate::of(expected)), policy, now).await? {
-            return Err(match Entity::find_by_id(id).one(&txn).await? {
+            return Err(match Entity::find_by_id(id).one_by_key(&txn).await? {
                 Some(_) => StorageError::Stale("organization policy"),
                 None => StorageError::NotFound("organization"),
             });
@@ -227,7 +228,7 @@ impl<'a> Organizations<'a> {
         )
         .await?;
         let organization = Entity::find_by_id(id)
-            .one(&txn)
+            .one_by_key(&txn)
             .await?
             .ok_or(StorageError::NotFound("organization"))?;
         txn.commit().await?;

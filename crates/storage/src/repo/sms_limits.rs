@@ -1,6 +1,7 @@
 //! Windowed limits on SMS sending, exact under contention and across replicas: each counter is
 //! one row, and taking a slot is one conditional UPDATE whose affected-row count decides.
 
+use super::OneByKey;
 use sea_orm::sea_query::{Expr, ExprTrait as _};
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 
@@ -90,7 +91,7 @@ async fn take_one<C: ConnectionTrait>(
         .rows_affected
         == 1;
     let row = Entity::find_by_id(limit.key.to_owned())
-        .one(conn)
+        .one_by_key(conn)
         .await?
         .ok_or(StorageError::NotFound("sms counter"))?;
     Ok(if taken {
@@ -166,7 +167,7 @@ impl<'a> SmsLimits<'a> {
     /// that window ends.
     pub async fn current(&self, key: &str, window_secs: i64, now: i64) -> Result<(i64, i64)> {
         Ok(Entity::find_by_id(key.to_owned())
-            .one(self.storage.db())
+            .one_by_key(self.storage.db())
             .await?
             .filter(|row| row.window_start > now - window_secs)
             .map_or((0, now + window_secs), |row| {

@@ -1,5 +1,6 @@
 //! User accounts.
 
+use super::OneByKey;
 use sea_orm::sea_query::{
     Condition, Expr, ExprTrait as _, JoinType, Order, Query, SimpleExpr, SubQueryStatement,
 };
@@ -102,7 +103,7 @@ impl<'a> Users<'a> {
 
     /// The user, if they exist.
     pub async fn get(&self, id: Uuid) -> Result<Option<Model>> {
-        Ok(Entity::find_by_id(id).one(self.storage.db()).await?)
+        Ok(Entity::find_by_id(id).one_by_key(self.storage.db()).await?)
     }
 
     /// The user with a summary of their second factors and the `organizations` asked for
@@ -191,7 +192,7 @@ impl<'a> Users<'a> {
     pub async fn find_by_email(&self, email: &str) -> Result<Option<Model>> {
         Ok(Entity::find()
             .filter(Column::EmailNormalized.eq(normalize_email(email)))
-            .one(self.storage.db())
+            .one_by_key(self.storage.db())
             .await?)
     }
 
