@@ -52,9 +52,6 @@ fn generate_and_verify_do_not_allocate() {
             // The reject path (the outcome does not matter here, only that all steps run).
             std::hint::black_box(totp.verify("00000000", now)).ok();
             assert!(totp.verify("12", now).is_err()); // malformed
-            // A replay: every step of the window is tried.
-            let step = totp.step(now).unwrap();
-            assert!(totp.verify_after(code.as_str(), now, Some(step)).is_err());
             let h = hotp.generate(3);
             assert_eq!(hotp.verify(h.as_str(), 0), Ok(3));
             std::hint::black_box(hotp.verify("000000", 0)).ok();
