@@ -403,80 +403,9 @@ async fn enrollment_required_at_login_then_the_confirmation_completes_it(backend
     server.stop().await.unwrap();
 }
 
-/// RFC 4226's secret gives time steps 910737 and 910738 the same six digits, 911617. Once
-/// step 910737 has logged in, the same digits typed during that step are the code of the
-/// next one (inside the window): they log in once more, as step 910738, and then no more.
-async fn a_fresh_code_that_is_also_a_used_one_logs_in_once(backend: Backend) {
-    const SHARED: &str = "911617";
-    let clock = Arc::new(ManualClock::new(910_737 * 30 + 7));
-    let server = TestServer::start_with_clock(backend, Arc::clone(&clock)).await;
-    let created = server
-        .users()
-        .await
-        .create_user(v1::CreateUserRequest {
-            email: "twice@example.com".into(),
-            password: PASSWORD.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let user_id: storage::Uuid = created.user.unwrap().id.parse().unwrap();
-    let now = server::Clock::now(&*clock);
-    let factors = server.app.storage.factors();
-    let factor = factors
-        .create_otp_pending(
-            user_id,
-            storage::entity::enums::FactorKind::Totp,
-            "phone",
-            b"12345678901234567890",
-            storage::repo::OtpParams {
-                algorithm: "SHA1",
-                digits: 6,
-                period: Some(30),
-            },
-            None,
-            now,
-            now + 600,
-        )
-        .await
-        .unwrap();
-    factors
-        .activate(factor.id, user_id, None, None, now)
-        .await
-        .unwrap();
-
-    let mut auth = server.authentication().await;
-    for _ in 0..2 {
-        let token = challenge(&server, "twice@example.com").await;
-        let ok = auth
-            .verify_second_factor(verify(&token, SHARED))
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(
-            matches!(
-                ok.result,
-                Some(verify_second_factor_response::Result::Authenticated(_))
-            ),
-            "{ok:?}"
-        );
-    }
-    let token = challenge(&server, "twice@example.com").await;
-    let err = auth
-        .verify_second_factor(verify(&token, SHARED))
-        .await
-        .unwrap_err();
-    assert_eq!(reason(&err).as_deref(), Some("CODE_REPLAYED"));
-    // Both steps are spent: the factor's last step is the later one.
-    let stored = factors.get(factor.id).await.unwrap().unwrap();
-    assert_eq!(stored.last_step, Some(910_738));
-    server.stop().await.unwrap();
-}
-
 both!(
     journey_4_5_7_enroll_an_app_then_log_in_with_its_codes,
     a_code_is_accepted_once_even_by_concurrent_calls,
     wrong_codes_lock_the_user_across_challenges,
     enrollment_required_at_login_then_the_confirmation_completes_it,
-    a_fresh_code_that_is_also_a_used_one_logs_in_once,
 );

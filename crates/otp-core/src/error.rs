@@ -58,9 +58,6 @@ pub enum VerifyError {
     /// The time is before the generator's T0, so there is no current time step.
     #[error("the time is before the generator's T0")]
     BeforeT0,
-    /// The code matches only time steps at or before the last one accepted: it was used.
-    #[error("the code was already used")]
-    Replayed,
 }
 
 /// The time is before the generator's T0: there is no time step to generate a code for.

@@ -44,29 +44,12 @@ pub(crate) fn totp_of(app: &App, factor: &storage::entity::factor::Model) -> Api
         .map_err(|e| ApiError::Internal(format!("factor {}: {e}", factor.id)))
 }
 
-/// What a code is to a TOTP factor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum StepMatch {
-    /// The code of this time step, after the last one the factor accepted.
-    Fresh(i64),
-    /// The code of a step the factor already accepted (and of no later one in the window).
-    Used,
-    /// No step in the window.
-    None,
-}
-
-/// The time step `code` matches for this factor at `now`, after `last_used` (the last step
-/// the factor accepted): a code whose six digits also belong to a used step of the window
-/// is still the code of the fresh one.
-pub(crate) fn totp_step(totp: &Totp, code: &str, now: i64, last_used: Option<i64>) -> StepMatch {
-    let last_used = last_used.map(|step| u64::try_from(step).unwrap_or(0));
-    match totp.verify_after(code, u64::try_from(now).unwrap_or(0), last_used) {
-        Ok(step) => i64::try_from(step).map_or(StepMatch::None, StepMatch::Fresh),
-        Err(VerifyError::Replayed) => StepMatch::Used,
-        Err(VerifyError::Mismatch | VerifyError::Malformed | VerifyError::BeforeT0) => {
-            StepMatch::None
-        }
-        Err(_) => StepMatch::None,
+/// The time step `code` matches for this factor at `now`, if any.
+pub(crate) fn totp_step(totp: &Totp, code: &str, now: i64) -> Option<i64> {
+    match totp.verify(code, u64::try_from(now).unwrap_or(0)) {
+        Ok(step) => i64::try_from(step).ok(),
+        Err(VerifyError::Mismatch | VerifyError::Malformed | VerifyError::BeforeT0) => None,
+        Err(_) => None,
     }
 }
 
@@ -252,14 +235,7 @@ pub(crate) async fn check_code_among(
     for factor in factors {
         let step = match factor.kind {
             storage::entity::enums::FactorKind::Totp => {
-                match totp_step(&totp_of(app, factor)?, digits, now, factor.last_step) {
-                    StepMatch::Fresh(step) => Some(step),
-                    StepMatch::Used => {
-                        replayed = true;
-                        None
-                    }
-                    StepMatch::None => None,
-                }
+                totp_step(&totp_of(app, factor)?, digits, now)
             }
             storage::entity::enums::FactorKind::Hotp => {
                 let (hotp, next) = hotp_of(app, factor)?;

@@ -327,7 +327,7 @@ impl Enrollment {
         let factor = pending_factor(app, user_id, factor_id, FactorKind::Totp, now).await?;
         mfa::check_lockout(app, user_id, now).await?;
         let totp = mfa::totp_of(app, &factor)?;
-        let mfa::StepMatch::Fresh(step) = mfa::totp_step(&totp, &digits, now, None) else {
+        let Some(step) = mfa::totp_step(&totp, &digits, now) else {
             return Err(mfa::record_failure(app, user_id, "INVALID_CODE", now).await);
         };
         let (factor, recovery_codes, session) =
