@@ -228,15 +228,33 @@ impl TotpPool {
             current.saturating_sub(1)
         };
         let highest = if into_step <= 1 { current } else { current + 1 };
-        let position = users.iter().position(|u| u.next_step <= highest)?;
+        let (position, step) = users.iter().enumerate().find_map(|(i, u)| {
+            if u.next_step > highest {
+                return None;
+            }
+            unambiguous_step(&u.totp, u.next_step.max(lowest), highest).map(|step| (i, step))
+        })?;
         let mut user = users.remove(position)?;
-        let step = user.next_step.max(lowest);
         let code = user.totp.generate_step(step).to_string();
         user.next_step = step + 1;
         let email = user.email.clone();
         users.push_back(user);
         Some((email, code))
     }
+}
+
+/// The first step from `from` to `highest` whose code no other step within two of it shares.
+/// Six digits repeat within a few steps about once in 500,000. The server takes a code as
+/// the first step of its window that matches (the current one, then behind, then ahead), so
+/// a shared code could be taken as another step: one already used (CODE_REPLAYED, refused
+/// on purpose), or a later one than this pool records.
+fn unambiguous_step(totp: &Totp, from: u64, highest: u64) -> Option<u64> {
+    (from..=highest).find(|&step| {
+        let code = totp.generate_step(step);
+        (step.saturating_sub(2)..=step.saturating_add(2))
+            .filter(|&other| other != step)
+            .all(|other| totp.generate_step(other) != code)
+    })
 }
 
 /// `login`: email + password, then the TOTP code, as a login front end does.
@@ -473,6 +491,24 @@ impl Worker for MixedWorker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_step_whose_code_another_nearby_step_shares_is_skipped() {
+        // RFC 4226's secret: steps 910737 and 910738 share 911617, 153567 and 153569 share
+        // 468457.
+        let totp = Totp::new(
+            otp_core::Secret::from_bytes(b"12345678901234567890".to_vec()),
+            otp_core::TotpParams::default(),
+        )
+        .unwrap();
+        assert_eq!(totp.generate_step(910_737), totp.generate_step(910_738));
+        assert_eq!(totp.generate_step(153_567), totp.generate_step(153_569));
+        assert_eq!(unambiguous_step(&totp, 910_736, 910_740), Some(910_736));
+        assert_eq!(unambiguous_step(&totp, 910_737, 910_740), Some(910_739));
+        assert_eq!(unambiguous_step(&totp, 910_737, 910_738), None);
+        assert_eq!(unambiguous_step(&totp, 153_567, 153_570), Some(153_568));
+        assert_eq!(unambiguous_step(&totp, 153_569, 153_570), Some(153_570));
+    }
 
     #[test]
     fn tokens_are_partitioned_not_shared() {
