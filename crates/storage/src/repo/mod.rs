@@ -29,11 +29,11 @@ pub use users::{MfaSummary, OrganizationsToRead, Users};
 
 /// sea-orm's `one()` without its `LIMIT ?`, for queries on a unique key.
 ///
-/// SQLite (since 3.48) reads a bound LIMIT while it plans a statement, so binding it again
-/// marks the prepared statement expired: each `one()` was parsed and planned anew every time
-/// it ran (`sqlite3Reprepare`, about 4% of the server's CPU beside the hashes during logins).
-/// Where at most one row can match, the limit adds nothing, and both drivers read only the
-/// first row of an answer anyway.
+/// SQLite (3.51, as bundled) reads a bound LIMIT while it plans a statement, so binding it
+/// again marks the prepared statement expired: each `one()` was parsed and planned anew every
+/// time it ran (`sqlite3Reprepare`, about 4% of the server's CPU beside the hashes during
+/// logins). Where at most one row can match, the limit adds nothing: sqlx's SQLite driver
+/// stops at the first row, and PostgreSQL has no second row to send.
 pub(crate) trait OneByKey<E: EntityTrait> {
     /// The one row the query finds, if any.
     async fn one_by_key<C: ConnectionTrait>(self, db: &C) -> Result<Option<E::Model>, DbErr>;
