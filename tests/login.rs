@@ -12,8 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use storage::entity::enums::FactorKind;
-use storage::repo::{OtpParams, PolicyUpdate};
+use storage::repo::PolicyUpdate;
 use tollgate_e2e::{Backend, ManualClock, TestServer, both, reason};
 use tollgate_proto::v1::{self, authenticate_response};
 use tonic::Code;
@@ -226,36 +225,15 @@ async fn the_policy_decides_second_factor_or_enrollment(backend: Backend) {
         .unwrap();
     // The owner has an authenticator app and recovery codes.
     let owner_id = owner.parse().unwrap();
-    let params = OtpParams {
-        algorithm: "SHA1",
-        digits: 6,
-        period: Some(30),
-    };
-    let factor = storage
-        .factors()
-        .create_otp_pending(
-            owner_id,
-            FactorKind::Totp,
-            "phone",
-            &[9; 20],
-            params,
-            None,
-            0,
-            i64::MAX,
-        )
-        .await
-        .unwrap();
-    storage
-        .factors()
-        .activate(
-            factor.id,
-            owner_id,
-            Some(1),
-            Some(&["AAAA-BBBB", "CCCC-DDDD"]),
-            0,
-        )
-        .await
-        .unwrap();
+    tollgate_e2e::active_totp(
+        storage,
+        owner_id,
+        &[9; 20],
+        Some(1),
+        Some(&["AAAA-BBBB", "CCCC-DDDD"]),
+        0,
+    )
+    .await;
 
     let mut auth = server.authentication().await;
     let response = auth

@@ -403,9 +403,74 @@ async fn enrollment_required_at_login_then_the_confirmation_completes_it(backend
     server.stop().await.unwrap();
 }
 
+/// RFC 4226's secret gives time steps 910737 and 910738 the same six digits, 911617. Once
+/// they have logged in as step 910737, the same digits are refused for the rest of that
+/// step, though they are also the code of the step ahead (inside the window): a replay of
+/// what was just typed must never pass, and a user whose clock runs a step ahead waits one
+/// period in this rare case.
+async fn the_digits_just_used_are_refused_though_the_step_ahead_shares_them(backend: Backend) {
+    const SHARED: &str = "911617";
+    let clock = Arc::new(ManualClock::new(910_737 * 30 + 7));
+    let server = TestServer::start_with_clock(backend, Arc::clone(&clock)).await;
+    let created = server
+        .users()
+        .await
+        .create_user(v1::CreateUserRequest {
+            email: "twice@example.com".into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let user_id: storage::Uuid = created.user.unwrap().id.parse().unwrap();
+    let now = server::Clock::now(&*clock);
+    let factor = tollgate_e2e::active_totp(
+        &server.app.storage,
+        user_id,
+        b"12345678901234567890",
+        None,
+        None,
+        now,
+    )
+    .await;
+    let factors = server.app.storage.factors();
+
+    let mut auth = server.authentication().await;
+    let token = challenge(&server, "twice@example.com").await;
+    let ok = auth
+        .verify_second_factor(verify(&token, SHARED))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        matches!(
+            ok.result,
+            Some(verify_second_factor_response::Result::Authenticated(_))
+        ),
+        "{ok:?}"
+    );
+    let token = challenge(&server, "twice@example.com").await;
+    let err = auth
+        .verify_second_factor(verify(&token, SHARED))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err).as_deref(), Some("CODE_REPLAYED"));
+    let stored = factors.get(factor.id).await.unwrap().unwrap();
+    assert_eq!(stored.last_step, Some(910_737));
+    // In the next step the digits are that step's code, used by nobody yet.
+    clock.advance(30);
+    auth.verify_second_factor(verify(&token, SHARED))
+        .await
+        .unwrap();
+    let stored = factors.get(factor.id).await.unwrap().unwrap();
+    assert_eq!(stored.last_step, Some(910_738));
+    server.stop().await.unwrap();
+}
+
 both!(
     journey_4_5_7_enroll_an_app_then_log_in_with_its_codes,
     a_code_is_accepted_once_even_by_concurrent_calls,
     wrong_codes_lock_the_user_across_challenges,
     enrollment_required_at_login_then_the_confirmation_completes_it,
+    the_digits_just_used_are_refused_though_the_step_ahead_shares_them,
 );

@@ -35,6 +35,42 @@ pub struct TestServer {
     handle: Option<JoinHandle<Result<(), ServeError>>>,
 }
 
+/// Gives `user` an active authenticator app (SHA-1, 6 digits, 30 s) with a seed the test
+/// knows, straight through storage, its `last_step` recorded as used; with `recovery_codes`,
+/// those replace the user's. Enrollment through the API draws a random seed.
+pub async fn active_totp(
+    storage: &storage::Storage,
+    user: storage::Uuid,
+    seed: &[u8],
+    last_step: Option<i64>,
+    recovery_codes: Option<&[&str]>,
+    now: i64,
+) -> storage::entity::factor::Model {
+    let factors = storage.factors();
+    let factor = factors
+        .create_otp_pending(
+            user,
+            storage::entity::enums::FactorKind::Totp,
+            "phone",
+            seed,
+            storage::repo::OtpParams {
+                algorithm: "SHA1",
+                digits: 6,
+                period: Some(30),
+            },
+            None,
+            now,
+            i64::MAX,
+        )
+        .await
+        .unwrap();
+    factors
+        .activate(factor.id, user, last_step, recovery_codes, now)
+        .await
+        .unwrap();
+    factor
+}
+
 /// A configuration for tests: defaults, a fast health check.
 pub fn test_config() -> Config {
     let mut config = Config::default();
