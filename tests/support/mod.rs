@@ -37,7 +37,8 @@ pub struct TestServer {
 
 /// Gives `user` an active authenticator app (SHA-1, 6 digits, 30 s) with a seed the test
 /// knows, straight through storage, its `last_step` recorded as used; with `recovery_codes`,
-/// those replace the user's. Enrollment through the API draws a random seed.
+/// those replace the user's. Enrollment through the API draws a random seed. Returns the
+/// row as created (still pending), for its id.
 pub async fn active_totp(
     storage: &storage::Storage,
     user: storage::Uuid,
