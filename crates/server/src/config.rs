@@ -58,6 +58,23 @@ pub struct ServerConfig {
     /// A production deployment: refuse development-only settings (the log SMS sender, a
     /// generated key file).
     pub production: bool,
+    /// Which CPUs the server's threads run on (see [`crate::placement`]).
+    pub thread_placement: ThreadPlacement,
+}
+
+/// Which CPUs the server's threads run on.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ThreadPlacement {
+    /// `pinned` when the process may run on exactly two CPUs (the size it was measured on),
+    /// `free` otherwise.
+    #[default]
+    Auto,
+    /// The request threads (async workers, database connections, everything but hashing)
+    /// share the first CPU the process may use; hashing thread i runs on the i-th.
+    Pinned,
+    /// The kernel places every thread.
+    Free,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +86,7 @@ impl Default for ServerConfig {
             tls_client_ca_file: None,
             shutdown_grace_secs: 20,
             production: false,
+            thread_placement: ThreadPlacement::Auto,
         }
     }
 }

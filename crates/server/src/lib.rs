@@ -12,6 +12,7 @@ pub mod keys;
 pub mod metrics;
 pub(crate) mod mfa;
 pub mod password;
+pub mod placement;
 pub(crate) mod qr;
 pub mod service;
 pub mod sms;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use server::config::Config;
+use server::placement::Placement;
 use server::{App, SystemClock};
 
 /// Tollgate, the two-factor authentication service.
@@ -88,8 +89,34 @@ async fn open_storage(config: &Config) -> Result<(storage::Storage, bool), Strin
     Ok((storage, keys.generated))
 }
 
-async fn serve(config: Config) -> Result<(), String> {
+/// The configuration `serve` runs with, and the placement of its threads, which must be
+/// decided before the runtime starts them.
+struct Serving {
+    config: Config,
+    placement: Placement,
+    /// Why nothing was pinned although the setting asked for it.
+    unplaced: Option<String>,
+}
+
+async fn serve(serving: Serving) -> Result<(), String> {
+    let Serving {
+        config,
+        placement,
+        unplaced,
+    } = serving;
     server::telemetry::init(&config.log)?;
+    match (&unplaced, placement.requests) {
+        (Some(why), _) => tracing::warn!(
+            setting = ?config.server.thread_placement,
+            "threads not pinned, the kernel places them: {why}"
+        ),
+        (None, Some(cpu)) => tracing::info!(
+            requests_cpu = cpu,
+            hashing_cpus = ?placement.hashing,
+            "threads pinned: request threads on one CPU, each hashing thread on its own"
+        ),
+        (None, None) => {}
+    }
     if !config.callers_configured() && !config.server.listen.ip().is_loopback() {
         return Err(format!(
             "server.listen: {} is not a loopback address, and no api_keys or tls_clients are \
@@ -119,8 +146,8 @@ async fn serve(config: Config) -> Result<(), String> {
              server.tls_cert_file, or terminate TLS in front of Tollgate"
         );
     }
-    let passwords =
-        server::password::Passwords::new(&config.passwords).map_err(|e| e.to_string())?;
+    let passwords = server::password::Passwords::placed(&config.passwords, &placement)
+        .map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .map_err(|e| format!("server.listen {}: {e}", config.server.listen))?;
@@ -220,9 +247,10 @@ async fn probe(addr: &str, service: &str) -> Result<(), String> {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), String> {
+async fn run(cli: Cli, serving: Option<Serving>) -> Result<(), String> {
     match cli.command {
-        Command::Serve => serve(load(&cli)?).await,
+        // `prepare` loaded the configuration and placed the threads.
+        Command::Serve => serve(serving.ok_or("serve: not prepared")?).await,
         Command::Migrate => {
             let config = load(&cli)?;
             let (_, generated) = open_storage(&config).await?;
@@ -312,13 +340,43 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    match run(Cli::parse()).await {
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = prepare(&cli).and_then(|serving| {
+        let mut runtime = tokio::runtime::Builder::new_multi_thread();
+        // Pinned, this thread sees one CPU: as many workers as there are CPUs, as unpinned
+        // (unless TOKIO_WORKER_THREADS says otherwise).
+        if let Some(cpus) = serving.as_ref().and_then(|s| s.placement.cpus())
+            && std::env::var_os("TOKIO_WORKER_THREADS").is_none()
+        {
+            runtime.worker_threads(cpus);
+        }
+        runtime
+            .enable_all()
+            .build()
+            .map_err(|e| format!("starting the async runtime: {e}"))?
+            .block_on(run(cli, serving))
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("tollgate: {message}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// For `serve`: the configuration, and this thread placed before it starts the runtime's
+/// threads, which inherit its CPU (`server.thread_placement`).
+fn prepare(cli: &Cli) -> Result<Option<Serving>, String> {
+    if !matches!(cli.command, Command::Serve) {
+        return Ok(None);
+    }
+    let config = load(cli)?;
+    let (placement, unplaced) = Placement::apply(config.server.thread_placement);
+    Ok(Some(Serving {
+        config,
+        placement,
+        unplaced,
+    }))
 }

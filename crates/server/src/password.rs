@@ -13,6 +13,7 @@ use zeroize::Zeroizing;
 
 use crate::config::PasswordConfig;
 use crate::error::ApiError;
+use crate::placement::Placement;
 
 /// A hash to compute, with the hashing thread's own argon2 memory.
 type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
@@ -44,14 +45,21 @@ pub struct Passwords {
 /// at the default parameters) for its next hash: allocating it for every hash lets the
 /// allocator keep freed copies in per-thread arenas, and a login flood then held hundreds of
 /// MiB. The threads end when the queue's sender is dropped.
-fn start_hashers(slots: usize) -> Result<mpsc::Sender<Job>, ApiError> {
+/// With `placement` pinned, thread i moves to its CPU first.
+fn start_hashers(slots: usize, placement: &Placement) -> Result<mpsc::Sender<Job>, ApiError> {
     let (sender, receiver) = mpsc::channel::<Job>();
     let receiver = Arc::new(Mutex::new(receiver));
     for slot in 0..slots {
         let receiver = Arc::clone(&receiver);
+        let cpu = placement.hashing_cpu(slot);
         std::thread::Builder::new()
             .name(format!("tollgate-hash-{slot}"))
             .spawn(move || {
+                if let Some(cpu) = cpu
+                    && let Err(error) = crate::placement::pin_current_thread(cpu)
+                {
+                    tracing::warn!(slot, cpu, %error, "hashing thread not moved to its CPU");
+                }
                 let mut memory = Vec::new();
                 loop {
                     // The lock is released before the job runs: the other threads wait for
@@ -88,6 +96,11 @@ fn blocks_of(memory: &mut Vec<Block>, blocks: usize) -> &mut [Block] {
 impl Passwords {
     /// With the configured parameters; `max_concurrent` 0 means the number of cores.
     pub fn new(config: &PasswordConfig) -> Result<Arc<Self>, ApiError> {
+        Self::placed(config, &Placement::default())
+    }
+
+    /// [`Passwords::new`], each hashing thread on its CPU when `placement` pins them.
+    pub fn placed(config: &PasswordConfig, placement: &Placement) -> Result<Arc<Self>, ApiError> {
         let params = Params::new(
             config.memory_kib,
             config.iterations,
@@ -95,7 +108,9 @@ impl Passwords {
             None,
         )
         .map_err(|e| ApiError::Internal(format!("argon2 parameters: {e}")))?;
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let cores = placement
+            .cpus()
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
         let permits = if config.max_concurrent == 0 {
             cores
         } else {
@@ -109,7 +124,7 @@ impl Passwords {
             .to_string();
         Ok(Arc::new(Self {
             params,
-            jobs: start_hashers(permits)?,
+            jobs: start_hashers(permits, placement)?,
             admitted: Arc::new(Semaphore::new(permits + 1)),
             dummy,
             verifications: AtomicU64::new(0),

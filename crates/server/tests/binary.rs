@@ -278,3 +278,116 @@ async fn the_operator_subcommands() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// CPUs of a `Cpus_allowed_list` line's value: `0-1`, `3`, `0,2-3`.
+#[cfg(target_os = "linux")]
+fn cpu_list(text: &str) -> Vec<usize> {
+    let mut cpus = Vec::new();
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        let (first, last) = part.split_once('-').unwrap_or((part, part));
+        cpus.extend(first.parse::<usize>().unwrap()..=last.parse::<usize>().unwrap());
+    }
+    cpus
+}
+
+/// Each thread of `pid`: its name and the CPUs it may run on.
+#[cfg(target_os = "linux")]
+fn threads_of(pid: u32) -> Vec<(String, Vec<usize>)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let path = task.unwrap().path();
+        // A thread that ended meanwhile is skipped.
+        let (Ok(name), Ok(status)) = (
+            std::fs::read_to_string(path.join("comm")),
+            std::fs::read_to_string(path.join("status")),
+        ) else {
+            continue;
+        };
+        let allowed = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap();
+        threads.push((name.trim().to_owned(), cpu_list(allowed)));
+    }
+    threads
+}
+
+/// `server.thread_placement`: `pinned` puts every request thread (async workers, database
+/// threads) on the first CPU the process may use and hashing thread i on the i-th; `free`
+/// leaves every thread where it started; `auto` pins when there are exactly two CPUs.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_places_its_threads_as_configured() {
+    // The server inherits this thread's CPUs.
+    let own = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    let allowed = cpu_list(
+        own.lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap(),
+    );
+    for setting in ["pinned", "free", "auto"] {
+        let pinned = setting == "pinned" || (setting == "auto" && allowed.len() == 2);
+        let dir = empty_dir(&format!("placement-{setting}"));
+        let mut child = tollgate(&dir)
+            .arg("serve")
+            .env("TOLLGATE_SERVER__LISTEN", "127.0.0.1:0")
+            .env("TOLLGATE_METRICS__ENABLED", "false")
+            .env("TOLLGATE_SERVER__THREAD_PLACEMENT", setting)
+            .env("TOLLGATE_LOG__FORMAT", "json")
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut log = String::new();
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                log.push_str(&line);
+                log.push('\n');
+                if line.contains("tollgate listening") {
+                    return;
+                }
+            }
+            panic!("no listening line: {log}");
+        })
+        .await
+        .unwrap();
+        assert_eq!(log.contains("threads pinned"), pinned, "{setting}: {log}");
+        let pid = child.id().unwrap();
+        // A hashing thread moves itself as it starts: give it a moment.
+        let mut threads = threads_of(pid);
+        for _ in 0..50 {
+            let settled = threads.iter().all(|(name, cpus)| {
+                !pinned || !name.starts_with("tollgate-hash-") || cpus.len() == 1
+            });
+            if settled {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            threads = threads_of(pid);
+        }
+        let hashing: Vec<_> = threads
+            .iter()
+            .filter(|(name, _)| name.starts_with("tollgate-hash-"))
+            .collect();
+        assert_eq!(hashing.len(), allowed.len(), "one per CPU: {threads:?}");
+        assert!(
+            threads
+                .iter()
+                .any(|(name, _)| name.starts_with("sqlx-sqlite")),
+            "the database threads are checked too: {threads:?}"
+        );
+        for (name, cpus) in &threads {
+            let expected = if !pinned {
+                allowed.clone()
+            } else if let Some(slot) = name.strip_prefix("tollgate-hash-") {
+                vec![allowed[slot.parse::<usize>().unwrap() % allowed.len()]]
+            } else {
+                vec![allowed[0]]
+            };
+            assert_eq!(cpus, &expected, "{setting}: {name} in {threads:?}");
+        }
+        child.kill().await.unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

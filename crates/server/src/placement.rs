@@ -1,0 +1,174 @@
+//! Which CPUs the server's threads run on (`server.thread_placement`).
+//!
+//! A request hands every SQL statement to its connection's thread (sqlx runs SQLite on a
+//! thread per connection) and is woken again by the answer; the async workers wake each
+//! other too. When those threads sit on different CPUs, each hand-off wakes the other CPU
+//! with an interrupt, which on a virtual machine costs tens of microseconds and preempts the
+//! password hash running there. Pinned, the request threads share one CPU, where a hand-off
+//! is a plain switch, and each hashing thread has a CPU to itself. On a 2-vCPU VM this made
+//! logins 8-10 points closer to the argon2id limit, HOTP checks 24% faster and the mixed load
+//! 18% faster, with health checks as fast (BENCHMARKS.md). `auto` pins on two CPUs only,
+//! the size measured.
+//!
+//! The request CPU is set on the thread that starts the runtime, before it starts any other:
+//! every thread inherits its creator's affinity, so the async workers, the blocking pool and
+//! the database threads sqlx starts later all land there. Each hashing thread then moves
+//! itself to its own CPU. Counts of threads that follow the number of CPUs (async workers,
+//! hashing slots) take it from [`Placement::cpus`], since the pinned thread sees one.
+
+use crate::config::ThreadPlacement;
+
+/// The CPUs chosen at start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// The CPU of every thread but the hashing ones; None: wherever the kernel puts them.
+    pub requests: Option<usize>,
+    /// Hashing thread i runs on `hashing[i % len]`; empty: wherever the kernel puts it.
+    pub hashing: Vec<usize>,
+}
+
+impl Placement {
+    /// The placement `setting` asks for, given the CPUs the process may run on (ascending).
+    pub fn plan(setting: ThreadPlacement, allowed: &[usize]) -> Self {
+        let pinned = match setting {
+            ThreadPlacement::Pinned => true,
+            ThreadPlacement::Auto => allowed.len() == 2,
+            ThreadPlacement::Free => false,
+        };
+        match allowed.first() {
+            Some(&first) if pinned => Self {
+                requests: Some(first),
+                hashing: allowed.to_vec(),
+            },
+            _ => Self::default(),
+        }
+    }
+
+    /// Whether any thread is pinned.
+    pub fn is_pinned(&self) -> bool {
+        self.requests.is_some()
+    }
+
+    /// How many CPUs the threads were placed over, if pinned: what the number of cores reads
+    /// as for the pinned thread and those it starts.
+    pub fn cpus(&self) -> Option<usize> {
+        self.is_pinned().then_some(self.hashing.len())
+    }
+
+    /// The CPU of hashing thread `slot`, if pinned.
+    pub fn hashing_cpu(&self, slot: usize) -> Option<usize> {
+        self.hashing
+            .get(slot.checked_rem(self.hashing.len())?)
+            .copied()
+    }
+
+    /// Plans `setting` for this process and pins the calling thread (which must start the
+    /// runtime afterwards) to the request CPU. Pinning nothing is the answer when the CPUs
+    /// cannot be read or set; the error says why, for a warning: placement only affects
+    /// speed.
+    pub fn apply(setting: ThreadPlacement) -> (Self, Option<String>) {
+        if setting == ThreadPlacement::Free {
+            return (Self::default(), None);
+        }
+        let allowed = match allowed_cpus() {
+            Ok(allowed) => allowed,
+            Err(error) => return (Self::default(), Some(format!("reading the CPUs: {error}"))),
+        };
+        let plan = Self::plan(setting, &allowed);
+        if let Some(cpu) = plan.requests
+            && let Err(error) = pin_current_thread(cpu)
+        {
+            return (
+                Self::default(),
+                Some(format!("pinning to CPU {cpu}: {error}")),
+            );
+        }
+        (plan, None)
+    }
+}
+
+/// The CPUs the calling thread may run on, ascending.
+#[cfg(target_os = "linux")]
+pub fn allowed_cpus() -> Result<Vec<usize>, String> {
+    use nix::sched::{CpuSet, sched_getaffinity};
+    use nix::unistd::Pid;
+    let set = sched_getaffinity(Pid::from_raw(0)).map_err(|e| e.to_string())?;
+    Ok((0..CpuSet::count())
+        .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+        .collect())
+}
+
+/// Runs the calling thread on `cpu` only (threads it starts later inherit that).
+#[cfg(target_os = "linux")]
+pub fn pin_current_thread(cpu: usize) -> Result<(), String> {
+    use nix::sched::{CpuSet, sched_setaffinity};
+    use nix::unistd::Pid;
+    let mut set = CpuSet::new();
+    set.set(cpu).map_err(|e| e.to_string())?;
+    sched_setaffinity(Pid::from_raw(0), &set).map_err(|e| e.to_string())
+}
+
+/// Elsewhere than Linux nothing is pinned.
+#[cfg(not(target_os = "linux"))]
+pub fn allowed_cpus() -> Result<Vec<usize>, String> {
+    Err("thread placement is supported on Linux only".to_owned())
+}
+
+/// Elsewhere than Linux nothing is pinned.
+#[cfg(not(target_os = "linux"))]
+pub fn pin_current_thread(_cpu: usize) -> Result<(), String> {
+    Err("thread placement is supported on Linux only".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_pins_on_two_cpus_only() {
+        let two = Placement::plan(ThreadPlacement::Auto, &[0, 1]);
+        assert_eq!((two.requests, two.cpus()), (Some(0), Some(2)));
+        assert_eq!((two.hashing_cpu(0), two.hashing_cpu(1)), (Some(0), Some(1)));
+        // A cpuset of two on a larger machine: its own two CPUs.
+        let cpuset = Placement::plan(ThreadPlacement::Auto, &[6, 9]);
+        assert_eq!(cpuset.requests, Some(6));
+        assert_eq!(cpuset.hashing, vec![6, 9]);
+        for allowed in [&[][..], &[0], &[0, 1, 2], &[0, 1, 2, 3, 4, 5, 6, 7]] {
+            let plan = Placement::plan(ThreadPlacement::Auto, allowed);
+            assert!(!plan.is_pinned(), "{allowed:?}");
+            assert_eq!(plan.cpus(), None);
+            assert_eq!(plan.hashing_cpu(0), None);
+        }
+    }
+
+    #[test]
+    fn pinned_spreads_the_hashing_threads_over_the_allowed_cpus() {
+        let plan = Placement::plan(ThreadPlacement::Pinned, &[2, 3, 5]);
+        assert_eq!(plan.requests, Some(2));
+        let cpus: Vec<_> = (0..5).map(|slot| plan.hashing_cpu(slot)).collect();
+        assert_eq!(cpus, [Some(2), Some(3), Some(5), Some(2), Some(3)]);
+        // One CPU: everything on it.
+        let one = Placement::plan(ThreadPlacement::Pinned, &[4]);
+        assert_eq!((one.requests, one.hashing_cpu(1)), (Some(4), Some(4)));
+        // Nothing readable: nothing pinned.
+        assert!(!Placement::plan(ThreadPlacement::Pinned, &[]).is_pinned());
+    }
+
+    #[test]
+    fn free_pins_nothing() {
+        let plan = Placement::plan(ThreadPlacement::Free, &[0, 1]);
+        assert_eq!(plan, Placement::default());
+        assert_eq!(
+            Placement::apply(ThreadPlacement::Free),
+            (Placement::default(), None)
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn this_process_may_run_on_some_cpu() {
+        let allowed = allowed_cpus().unwrap();
+        assert!(!allowed.is_empty());
+        assert!(allowed.windows(2).all(|w| w[0] < w[1]), "{allowed:?}");
+    }
+}
