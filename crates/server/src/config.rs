@@ -66,14 +66,11 @@ pub struct ServerConfig {
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ThreadPlacement {
-    /// `pinned` when the process may run on exactly two CPUs (the size it was measured on),
-    /// `free` otherwise.
-    #[default]
-    Auto,
     /// The request threads (async workers, database connections, everything but hashing)
     /// share the first CPU the process may use; hashing thread i runs on the i-th.
     Pinned,
     /// The kernel places every thread.
+    #[default]
     Free,
 }
 
@@ -86,7 +83,7 @@ impl Default for ServerConfig {
             tls_client_ca_file: None,
             shutdown_grace_secs: 20,
             production: false,
-            thread_placement: ThreadPlacement::Auto,
+            thread_placement: ThreadPlacement::Free,
         }
     }
 }

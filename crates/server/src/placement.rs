@@ -4,11 +4,10 @@
 //! thread per connection) and is woken again by the answer; the async workers wake each
 //! other too. When those threads sit on different CPUs, each hand-off wakes the other CPU
 //! with an interrupt, which on a virtual machine costs tens of microseconds and preempts the
-//! password hash running there. Pinned, the request threads share one CPU, where a hand-off
-//! is a plain switch, and each hashing thread has a CPU to itself. On a 2-vCPU VM this made
-//! logins 8-10 points closer to the argon2id limit, HOTP checks 24% faster and the mixed load
-//! 18% faster, with health checks as fast (BENCHMARKS.md). `auto` pins on two CPUs only,
-//! the size measured.
+//! password hash running there. `pinned` keeps the request threads together on one CPU,
+//! where a hand-off is a plain switch, and gives each hashing thread a CPU of its own. On a
+//! 2-vCPU VM that gave more logins and HOTP checks per second for less CPU, and a longer
+//! latency tail at moderate load (BENCHMARKS.md), so it is a choice, not the default.
 //!
 //! The request CPU is set on the thread that starts the runtime, before it starts any other:
 //! every thread inherits its creator's affinity, so the async workers, the blocking pool and
@@ -30,13 +29,8 @@ pub struct Placement {
 impl Placement {
     /// The placement `setting` asks for, given the CPUs the process may run on (ascending).
     pub fn plan(setting: ThreadPlacement, allowed: &[usize]) -> Self {
-        let pinned = match setting {
-            ThreadPlacement::Pinned => true,
-            ThreadPlacement::Auto => allowed.len() == 2,
-            ThreadPlacement::Free => false,
-        };
         match allowed.first() {
-            Some(&first) if pinned => Self {
+            Some(&first) if setting == ThreadPlacement::Pinned => Self {
                 requests: Some(first),
                 hashing: allowed.to_vec(),
             },
@@ -125,26 +119,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn auto_pins_on_two_cpus_only() {
-        let two = Placement::plan(ThreadPlacement::Auto, &[0, 1]);
+    fn pinned_spreads_the_hashing_threads_over_the_allowed_cpus() {
+        let two = Placement::plan(ThreadPlacement::Pinned, &[0, 1]);
         assert_eq!((two.requests, two.cpus()), (Some(0), Some(2)));
         assert_eq!((two.hashing_cpu(0), two.hashing_cpu(1)), (Some(0), Some(1)));
-        // A cpuset of two on a larger machine: its own two CPUs.
-        let cpuset = Placement::plan(ThreadPlacement::Auto, &[6, 9]);
-        assert_eq!(cpuset.requests, Some(6));
-        assert_eq!(cpuset.hashing, vec![6, 9]);
-        for allowed in [&[][..], &[0], &[0, 1, 2], &[0, 1, 2, 3, 4, 5, 6, 7]] {
-            let plan = Placement::plan(ThreadPlacement::Auto, allowed);
-            assert!(!plan.is_pinned(), "{allowed:?}");
-            assert_eq!(plan.cpus(), None);
-            assert_eq!(plan.hashing_cpu(0), None);
-        }
-    }
-
-    #[test]
-    fn pinned_spreads_the_hashing_threads_over_the_allowed_cpus() {
         let plan = Placement::plan(ThreadPlacement::Pinned, &[2, 3, 5]);
-        assert_eq!(plan.requests, Some(2));
+        assert_eq!((plan.requests, plan.cpus()), (Some(2), Some(3)));
         let cpus: Vec<_> = (0..5).map(|slot| plan.hashing_cpu(slot)).collect();
         assert_eq!(cpus, [Some(2), Some(3), Some(5), Some(2), Some(3)]);
         // One CPU: everything on it.
@@ -156,8 +136,11 @@ mod tests {
 
     #[test]
     fn free_pins_nothing() {
-        let plan = Placement::plan(ThreadPlacement::Free, &[0, 1]);
-        assert_eq!(plan, Placement::default());
+        for allowed in [&[][..], &[0], &[0, 1], &[0, 1, 2, 3]] {
+            let plan = Placement::plan(ThreadPlacement::Free, allowed);
+            assert_eq!(plan, Placement::default());
+            assert_eq!((plan.cpus(), plan.hashing_cpu(0)), (None, None));
+        }
         assert_eq!(
             Placement::apply(ThreadPlacement::Free),
             (Placement::default(), None)

@@ -314,7 +314,7 @@ fn threads_of(pid: u32) -> Vec<(String, Vec<usize>)> {
 
 /// `server.thread_placement`: `pinned` puts every request thread (async workers, database
 /// threads) on the first CPU the process may use and hashing thread i on the i-th; `free`
-/// leaves every thread where it started; `auto` pins when there are exactly two CPUs.
+/// (the default) leaves every thread where it started.
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_places_its_threads_as_configured() {
@@ -325,14 +325,14 @@ async fn serve_places_its_threads_as_configured() {
             .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
             .unwrap(),
     );
-    for setting in ["pinned", "free", "auto"] {
-        let pinned = setting == "pinned" || (setting == "auto" && allowed.len() == 2);
+    for setting in ["pinned", "free", ""] {
+        let pinned = setting == "pinned";
         let dir = empty_dir(&format!("placement-{setting}"));
         let mut child = tollgate(&dir)
             .arg("serve")
             .env("TOLLGATE_SERVER__LISTEN", "127.0.0.1:0")
             .env("TOLLGATE_METRICS__ENABLED", "false")
-            .env("TOLLGATE_SERVER__THREAD_PLACEMENT", setting)
+            .envs((!setting.is_empty()).then_some(("TOLLGATE_SERVER__THREAD_PLACEMENT", setting)))
             .env("TOLLGATE_LOG__FORMAT", "json")
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -354,13 +354,14 @@ async fn serve_places_its_threads_as_configured() {
         .unwrap();
         assert_eq!(log.contains("threads pinned"), pinned, "{setting}: {log}");
         let pid = child.id().unwrap();
-        // A hashing thread moves itself as it starts: give it a moment.
+        // A hashing thread names itself and moves as it starts: give it a moment.
         let mut threads = threads_of(pid);
         for _ in 0..50 {
-            let settled = threads.iter().all(|(name, cpus)| {
-                !pinned || !name.starts_with("tollgate-hash-") || cpus.len() == 1
-            });
-            if settled {
+            let hashing = threads
+                .iter()
+                .filter(|(name, _)| name.starts_with("tollgate-hash-"));
+            let moved = hashing.clone().all(|(_, cpus)| !pinned || cpus.len() == 1);
+            if hashing.count() == allowed.len() && moved {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
