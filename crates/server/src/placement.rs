@@ -27,12 +27,15 @@ pub struct Placement {
 }
 
 impl Placement {
-    /// The placement `setting` asks for, given the CPUs the process may run on (ascending).
-    pub fn plan(setting: ThreadPlacement, allowed: &[usize]) -> Self {
-        match allowed.first() {
+    /// The placement `setting` asks for, given the CPUs the process may run on (ascending)
+    /// and the cores it may use (`available_parallelism`, which also follows a cgroup CPU
+    /// quota): the hashing threads go to the first `cores` of those CPUs.
+    pub fn plan(setting: ThreadPlacement, allowed: &[usize], cores: usize) -> Self {
+        let hashing: Vec<usize> = allowed.iter().copied().take(cores.max(1)).collect();
+        match hashing.first() {
             Some(&first) if setting == ThreadPlacement::Pinned => Self {
                 requests: Some(first),
-                hashing: allowed.to_vec(),
+                hashing,
             },
             _ => Self::default(),
         }
@@ -68,7 +71,8 @@ impl Placement {
             Ok(allowed) => allowed,
             Err(error) => return (Self::default(), Some(format!("reading the CPUs: {error}"))),
         };
-        let plan = Self::plan(setting, &allowed);
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let plan = Self::plan(setting, &allowed, cores);
         if let Some(cpu) = plan.requests
             && let Err(error) = pin_current_thread(cpu)
         {
@@ -120,24 +124,34 @@ mod tests {
 
     #[test]
     fn pinned_spreads_the_hashing_threads_over_the_allowed_cpus() {
-        let two = Placement::plan(ThreadPlacement::Pinned, &[0, 1]);
+        let two = Placement::plan(ThreadPlacement::Pinned, &[0, 1], 2);
         assert_eq!((two.requests, two.cpus()), (Some(0), Some(2)));
         assert_eq!((two.hashing_cpu(0), two.hashing_cpu(1)), (Some(0), Some(1)));
-        let plan = Placement::plan(ThreadPlacement::Pinned, &[2, 3, 5]);
+        let plan = Placement::plan(ThreadPlacement::Pinned, &[2, 3, 5], 3);
         assert_eq!((plan.requests, plan.cpus()), (Some(2), Some(3)));
         let cpus: Vec<_> = (0..5).map(|slot| plan.hashing_cpu(slot)).collect();
         assert_eq!(cpus, [Some(2), Some(3), Some(5), Some(2), Some(3)]);
         // One CPU: everything on it.
-        let one = Placement::plan(ThreadPlacement::Pinned, &[4]);
+        let one = Placement::plan(ThreadPlacement::Pinned, &[4], 1);
         assert_eq!((one.requests, one.hashing_cpu(1)), (Some(4), Some(4)));
         // Nothing readable: nothing pinned.
-        assert!(!Placement::plan(ThreadPlacement::Pinned, &[]).is_pinned());
+        assert!(!Placement::plan(ThreadPlacement::Pinned, &[], 1).is_pinned());
+        // A CPU quota of two on a machine of eight: two hashing CPUs, as many as the
+        // hashing threads and async workers the quota gives.
+        let quota = Placement::plan(ThreadPlacement::Pinned, &[0, 1, 2, 3, 4, 5, 6, 7], 2);
+        assert_eq!(
+            (quota.requests, quota.hashing.as_slice()),
+            (Some(0), &[0, 1][..])
+        );
+        // A core count beyond the CPUs (none is, but the plan does not trust it).
+        let more = Placement::plan(ThreadPlacement::Pinned, &[0, 1], 4);
+        assert_eq!(more.cpus(), Some(2));
     }
 
     #[test]
     fn free_pins_nothing() {
         for allowed in [&[][..], &[0], &[0, 1], &[0, 1, 2, 3]] {
-            let plan = Placement::plan(ThreadPlacement::Free, allowed);
+            let plan = Placement::plan(ThreadPlacement::Free, allowed, allowed.len());
             assert_eq!(plan, Placement::default());
             assert_eq!((plan.cpus(), plan.hashing_cpu(0)), (None, None));
         }
