@@ -67,7 +67,8 @@ pub struct ServerConfig {
 #[serde(rename_all = "lowercase")]
 pub enum ThreadPlacement {
     /// The request threads (async workers, database connections, everything but hashing)
-    /// share the first CPU the process may use; hashing thread i runs on the i-th.
+    /// share the first CPU the process may use; the hashing threads spread over its CPUs,
+    /// the request CPU last. Not under a CPU quota (see [`crate::placement`]).
     Pinned,
     /// The kernel places every thread.
     #[default]
@@ -83,7 +84,7 @@ impl Default for ServerConfig {
             tls_client_ca_file: None,
             shutdown_grace_secs: 20,
             production: false,
-            thread_placement: ThreadPlacement::Free,
+            thread_placement: ThreadPlacement::default(),
         }
     }
 }

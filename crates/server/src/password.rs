@@ -53,7 +53,8 @@ fn start_hashers(slots: usize, placement: &Placement) -> Result<mpsc::Sender<Job
         let receiver = Arc::clone(&receiver);
         let cpu = placement.hashing_cpu(slot);
         std::thread::Builder::new()
-            .name(format!("tollgate-hash-{slot}"))
+            // Linux keeps 15 bytes of a thread's name: `tg-hash-255` fits.
+            .name(format!("tg-hash-{slot}"))
             .spawn(move || {
                 if let Some(cpu) = cpu
                     && let Err(error) = crate::placement::pin_current_thread(cpu)
@@ -451,7 +452,7 @@ mod tests {
         for call in calls {
             let ((thread, had), ()) = call.await.unwrap().unwrap();
             let thread = thread.expect("a named thread");
-            assert!(thread.starts_with("tollgate-hash-"), "{thread}");
+            assert!(thread.starts_with("tg-hash-"), "{thread}");
             let (count, allocations) = jobs.entry(thread).or_default();
             *count += 1;
             *allocations += usize::from(had != blocks);

@@ -3,16 +3,16 @@
 //! A request hands every SQL statement to its connection's thread (sqlx runs SQLite on a
 //! thread per connection) and is woken again by the answer; the async workers wake each
 //! other too. When those threads sit on different CPUs, each hand-off wakes the other CPU
-//! with an interrupt, which on a virtual machine costs tens of microseconds and preempts the
-//! password hash running there. `pinned` keeps the request threads together on one CPU,
-//! where a hand-off is a plain switch, and gives each hashing thread a CPU of its own. On a
-//! 2-vCPU VM that gave more logins and HOTP checks per second for less CPU, and a longer
-//! latency tail at moderate load (BENCHMARKS.md), so it is a choice, not the default.
+//! with an interrupt, which on a virtual machine is costly and preempts the password hash
+//! running there. `pinned` keeps the request threads together on one CPU, where a hand-off
+//! is a plain switch, and spreads the hashing threads over the CPUs, the request CPU last.
+//! It trades a longer latency tail at moderate load for throughput (BENCHMARKS.md, point
+//! 12), so it is a choice, not the default.
 //!
 //! The request CPU is set on the thread that starts the runtime, before it starts any other:
 //! every thread inherits its creator's affinity, so the async workers, the blocking pool and
 //! the database threads sqlx starts later all land there. Each hashing thread then moves
-//! itself to its own CPU. Counts of threads that follow the number of CPUs (async workers,
+//! itself to its CPU. Counts of threads that follow the number of cores (async workers,
 //! hashing slots) take it from [`Placement::cpus`], since the pinned thread sees one.
 
 use crate::config::ThreadPlacement;
@@ -26,19 +26,37 @@ pub struct Placement {
     pub hashing: Vec<usize>,
 }
 
+/// The cores the process may use: its CPUs, or fewer under a cgroup CPU quota.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 impl Placement {
     /// The placement `setting` asks for, given the CPUs the process may run on (ascending)
-    /// and the cores it may use (`available_parallelism`, which also follows a cgroup CPU
-    /// quota): the hashing threads go to the first `cores` of those CPUs.
-    pub fn plan(setting: ThreadPlacement, allowed: &[usize], cores: usize) -> Self {
-        let hashing: Vec<usize> = allowed.iter().copied().take(cores.max(1)).collect();
-        match hashing.first() {
-            Some(&first) if setting == ThreadPlacement::Pinned => Self {
-                requests: Some(first),
-                hashing,
-            },
-            _ => Self::default(),
+    /// and its [`cores`]. The hashing threads take the CPUs other than the request CPU
+    /// first, so that with fewer slots than CPUs no hash shares a CPU with the requests.
+    /// Under a CPU quota (fewer cores than CPUs) nothing is pinned, and the error says why:
+    /// every replica would crowd onto the same first CPUs of the host.
+    pub fn plan(setting: ThreadPlacement, allowed: &[usize], cores: usize) -> Result<Self, String> {
+        if setting == ThreadPlacement::Free {
+            return Ok(Self::default());
         }
+        if cores < allowed.len() {
+            return Err(format!(
+                "a CPU quota of {cores} cores over {} CPUs: pinning needs the CPUs themselves \
+                 (a cpuset, or taskset)",
+                allowed.len()
+            ));
+        }
+        let Some((&first, others)) = allowed.split_first() else {
+            return Err("no CPU to pin to".to_owned());
+        };
+        let mut hashing = others.to_vec();
+        hashing.push(first);
+        Ok(Self {
+            requests: Some(first),
+            hashing,
+        })
     }
 
     /// Whether any thread is pinned.
@@ -60,19 +78,20 @@ impl Placement {
     }
 
     /// Plans `setting` for this process and pins the calling thread (which must start the
-    /// runtime afterwards) to the request CPU. Pinning nothing is the answer when the CPUs
-    /// cannot be read or set; the error says why, for a warning: placement only affects
+    /// runtime afterwards) to the request CPU. Pinning nothing is the answer when the plan
+    /// or the system refuses; the error says why, for a warning: placement only affects
     /// speed.
     pub fn apply(setting: ThreadPlacement) -> (Self, Option<String>) {
         if setting == ThreadPlacement::Free {
             return (Self::default(), None);
         }
-        let allowed = match allowed_cpus() {
-            Ok(allowed) => allowed,
-            Err(error) => return (Self::default(), Some(format!("reading the CPUs: {error}"))),
+        let plan = allowed_cpus()
+            .map_err(|error| format!("reading the CPUs: {error}"))
+            .and_then(|allowed| Self::plan(setting, &allowed, cores()));
+        let plan = match plan {
+            Ok(plan) => plan,
+            Err(why) => return (Self::default(), Some(why)),
         };
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        let plan = Self::plan(setting, &allowed, cores);
         if let Some(cpu) = plan.requests
             && let Err(error) = pin_current_thread(cpu)
         {
@@ -106,16 +125,20 @@ pub fn pin_current_thread(cpu: usize) -> Result<(), String> {
     sched_setaffinity(Pid::from_raw(0), &set).map_err(|e| e.to_string())
 }
 
+/// Why nothing is pinned elsewhere than Linux.
+#[cfg(not(target_os = "linux"))]
+const LINUX_ONLY: &str = "thread placement is supported on Linux only";
+
 /// Elsewhere than Linux nothing is pinned.
 #[cfg(not(target_os = "linux"))]
 pub fn allowed_cpus() -> Result<Vec<usize>, String> {
-    Err("thread placement is supported on Linux only".to_owned())
+    Err(LINUX_ONLY.to_owned())
 }
 
 /// Elsewhere than Linux nothing is pinned.
 #[cfg(not(target_os = "linux"))]
 pub fn pin_current_thread(_cpu: usize) -> Result<(), String> {
-    Err("thread placement is supported on Linux only".to_owned())
+    Err(LINUX_ONLY.to_owned())
 }
 
 #[cfg(test)]
@@ -123,35 +146,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pinned_spreads_the_hashing_threads_over_the_allowed_cpus() {
-        let two = Placement::plan(ThreadPlacement::Pinned, &[0, 1], 2);
+    fn pinned_puts_the_hashing_threads_off_the_request_cpu_first() {
+        let two = Placement::plan(ThreadPlacement::Pinned, &[0, 1], 2).unwrap();
         assert_eq!((two.requests, two.cpus()), (Some(0), Some(2)));
-        assert_eq!((two.hashing_cpu(0), two.hashing_cpu(1)), (Some(0), Some(1)));
-        let plan = Placement::plan(ThreadPlacement::Pinned, &[2, 3, 5], 3);
+        // One hashing slot: alone on CPU 1. Two: the second shares the request CPU.
+        assert_eq!((two.hashing_cpu(0), two.hashing_cpu(1)), (Some(1), Some(0)));
+        let plan = Placement::plan(ThreadPlacement::Pinned, &[2, 3, 5], 3).unwrap();
         assert_eq!((plan.requests, plan.cpus()), (Some(2), Some(3)));
         let cpus: Vec<_> = (0..5).map(|slot| plan.hashing_cpu(slot)).collect();
-        assert_eq!(cpus, [Some(2), Some(3), Some(5), Some(2), Some(3)]);
+        assert_eq!(cpus, [Some(3), Some(5), Some(2), Some(3), Some(5)]);
         // One CPU: everything on it.
-        let one = Placement::plan(ThreadPlacement::Pinned, &[4], 1);
+        let one = Placement::plan(ThreadPlacement::Pinned, &[4], 1).unwrap();
         assert_eq!((one.requests, one.hashing_cpu(1)), (Some(4), Some(4)));
-        // Nothing readable: nothing pinned.
-        assert!(!Placement::plan(ThreadPlacement::Pinned, &[], 1).is_pinned());
-        // A CPU quota of two on a machine of eight: two hashing CPUs, as many as the
-        // hashing threads and async workers the quota gives.
+    }
+
+    #[test]
+    fn pinned_refuses_a_cpu_quota_and_no_cpus() {
+        // A quota of two cores on a machine of eight: every replica would pin to CPUs 0
+        // and 1 of the host.
         let quota = Placement::plan(ThreadPlacement::Pinned, &[0, 1, 2, 3, 4, 5, 6, 7], 2);
-        assert_eq!(
-            (quota.requests, quota.hashing.as_slice()),
-            (Some(0), &[0, 1][..])
-        );
-        // A core count beyond the CPUs (none is, but the plan does not trust it).
-        let more = Placement::plan(ThreadPlacement::Pinned, &[0, 1], 4);
-        assert_eq!(more.cpus(), Some(2));
+        assert!(quota.unwrap_err().contains("quota of 2 cores over 8 CPUs"));
+        assert!(Placement::plan(ThreadPlacement::Pinned, &[], 1).is_err());
     }
 
     #[test]
     fn free_pins_nothing() {
         for allowed in [&[][..], &[0], &[0, 1], &[0, 1, 2, 3]] {
-            let plan = Placement::plan(ThreadPlacement::Free, allowed, allowed.len());
+            let plan = Placement::plan(ThreadPlacement::Free, allowed, 1).unwrap();
             assert_eq!(plan, Placement::default());
             assert_eq!((plan.cpus(), plan.hashing_cpu(0)), (None, None));
         }
@@ -167,5 +188,6 @@ mod tests {
         let allowed = allowed_cpus().unwrap();
         assert!(!allowed.is_empty());
         assert!(allowed.windows(2).all(|w| w[0] < w[1]), "{allowed:?}");
+        assert!(cores() <= allowed.len());
     }
 }

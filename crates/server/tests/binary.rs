@@ -290,6 +290,17 @@ fn cpu_list(text: &str) -> Vec<usize> {
     cpus
 }
 
+/// The CPUs of a `/proc/…/status` file's `Cpus_allowed_list`.
+#[cfg(target_os = "linux")]
+fn allowed_in(status: &str) -> Vec<usize> {
+    cpu_list(
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap(),
+    )
+}
+
 /// Each thread of `pid`: its name and the CPUs it may run on.
 #[cfg(target_os = "linux")]
 fn threads_of(pid: u32) -> Vec<(String, Vec<usize>)> {
@@ -303,34 +314,26 @@ fn threads_of(pid: u32) -> Vec<(String, Vec<usize>)> {
         ) else {
             continue;
         };
-        let allowed = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-            .unwrap();
-        threads.push((name.trim().to_owned(), cpu_list(allowed)));
+        threads.push((name.trim().to_owned(), allowed_in(&status)));
     }
     threads
 }
 
 /// `server.thread_placement`: `pinned` puts every request thread (async workers, database
-/// threads) on the first CPU the process may use and hashing thread i on the i-th; `free`
-/// (the default) leaves every thread where it started.
+/// threads) on the first CPU the process may use and spreads the hashing threads over its
+/// CPUs, the request CPU last (not under a CPU quota: then it warns and pins nothing);
+/// `free`, the default, leaves every thread where it started.
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_places_its_threads_as_configured() {
     // The server inherits this thread's CPUs.
-    let own = std::fs::read_to_string("/proc/thread-self/status").unwrap();
-    let allowed = cpu_list(
-        own.lines()
-            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-            .unwrap(),
-    );
-    // As many hashing threads as cores: the CPUs, or fewer under a cgroup CPU quota.
-    let cores = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(allowed.len());
+    let allowed = allowed_in(&std::fs::read_to_string("/proc/thread-self/status").unwrap());
+    // As many hashing threads and async workers as cores: the CPUs, or fewer under a CPU
+    // quota.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let quota = cores < allowed.len();
     for setting in ["pinned", "free", ""] {
-        let pinned = setting == "pinned";
+        let pinned = setting == "pinned" && !quota;
         let dir = empty_dir(&format!("placement-{setting}"));
         let mut child = tollgate(&dir)
             .arg("serve")
@@ -357,25 +360,45 @@ async fn serve_places_its_threads_as_configured() {
         .await
         .unwrap();
         assert_eq!(log.contains("threads pinned"), pinned, "{setting}: {log}");
-        let pid = child.id().unwrap();
+        assert_eq!(
+            log.contains("CPU quota"),
+            setting == "pinned" && quota,
+            "{setting}: {log}"
+        );
+        // Where each thread belongs.
+        let expected = |name: &str| -> Vec<usize> {
+            if !pinned {
+                allowed.clone()
+            } else if let Some(slot) = name.strip_prefix("tg-hash-") {
+                vec![allowed[(slot.parse::<usize>().unwrap() + 1) % cores]]
+            } else {
+                vec![allowed[0]]
+            }
+        };
+        let hashing = |threads: &[(String, Vec<usize>)]| {
+            threads
+                .iter()
+                .filter(|(name, _)| name.starts_with("tg-hash-"))
+                .count()
+        };
         // A hashing thread names itself and moves as it starts: give it a moment.
+        let pid = child.id().unwrap();
         let mut threads = threads_of(pid);
         for _ in 0..50 {
-            let hashing = threads
-                .iter()
-                .filter(|(name, _)| name.starts_with("tollgate-hash-"));
-            let moved = hashing.clone().all(|(_, cpus)| !pinned || cpus.len() == 1);
-            if hashing.count() == cores && moved {
+            let placed = threads.iter().all(|(name, cpus)| *cpus == expected(name));
+            if hashing(&threads) == cores && placed {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
             threads = threads_of(pid);
         }
-        let hashing: Vec<_> = threads
+        assert_eq!(hashing(&threads), cores, "one per core: {threads:?}");
+        let workers = threads
             .iter()
-            .filter(|(name, _)| name.starts_with("tollgate-hash-"))
-            .collect();
-        assert_eq!(hashing.len(), cores, "one per core: {threads:?}");
+            .filter(|(name, _)| name.starts_with("tokio-rt"))
+            .count();
+        // The blocking pool's threads, if any started, share the workers' name.
+        assert!(workers >= cores, "an async worker per core: {threads:?}");
         assert!(
             threads
                 .iter()
@@ -383,14 +406,7 @@ async fn serve_places_its_threads_as_configured() {
             "the database threads are checked too: {threads:?}"
         );
         for (name, cpus) in &threads {
-            let expected = if !pinned {
-                allowed.clone()
-            } else if let Some(slot) = name.strip_prefix("tollgate-hash-") {
-                vec![allowed[slot.parse::<usize>().unwrap() % cores]]
-            } else {
-                vec![allowed[0]]
-            };
-            assert_eq!(cpus, &expected, "{setting}: {name} in {threads:?}");
+            assert_eq!(cpus, &expected(name), "{setting}: {name} in {threads:?}");
         }
         child.kill().await.unwrap();
         std::fs::remove_dir_all(dir).unwrap();
