@@ -113,7 +113,7 @@ async fn serve(serving: Serving) -> Result<(), String> {
         (None, Some(cpu)) => tracing::info!(
             requests_cpu = cpu,
             hashing_cpus = ?placement.hashing,
-            "threads pinned: request threads on one CPU, each hashing thread on its own"
+            "threads pinned: request threads on one CPU, hashing threads spread over the CPUs, the request CPU last"
         ),
         (None, None) => {}
     }
