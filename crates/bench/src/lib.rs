@@ -281,6 +281,14 @@ async fn measure(options: &Options, target: &Target, pid: Option<Pid>) -> Result
         }
         None => None,
     };
+    if matches!(
+        options.scenario,
+        Scenario::Login | Scenario::HealthUnderLoad
+    ) && let (Some(server), Some(generator), Some(login)) =
+        (&report.server, &report.generator, report.ops.get("login"))
+    {
+        report.cpu_per_login = report::CpuPerLogin::new(server, generator, login.rate);
+    }
     report.hashing = hashing.map(|(h, measured_ms)| {
         let achieved = report.ops.get("login").map_or(0.0, |s| s.rate);
         report::Hashing {

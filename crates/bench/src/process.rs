@@ -1,6 +1,7 @@
 //! CPU time and memory of a process on this machine, from /proc: the server's (when it runs
 //! here) and the load generator's own, so a result shows what it cost and who was busy.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -25,6 +26,23 @@ impl Pid {
         Some(Duration::from_nanos(
             used.saturating_mul(1_000_000_000 / ticks),
         ))
+    }
+
+    /// CPU time used so far by each live thread, in nanoseconds from the scheduler's
+    /// statistics (exact, where `cpu_time` counts clock ticks), keyed by thread id, with
+    /// whether the thread is one of the server's password-hashing threads.
+    pub fn thread_cpu(self) -> Option<BTreeMap<i32, (bool, u64)>> {
+        let process = procfs::process::Process::new(self.0).ok()?;
+        let mut threads = BTreeMap::new();
+        // A thread that ends while it is read is skipped: it has no time left to count.
+        for task in process.tasks().ok()?.flatten() {
+            let (Ok(stat), Ok(sched)) = (task.stat(), task.schedstat()) else {
+                continue;
+            };
+            let hashing = stat.comm.starts_with(server::password::HASH_THREAD_PREFIX);
+            threads.insert(task.tid, (hashing, sched.sum_exec_runtime));
+        }
+        Some(threads)
     }
 
     /// Resident memory now, in bytes.
@@ -52,6 +70,49 @@ pub struct Usage {
     /// The kernel's high-water mark of resident memory since the process started, MiB
     /// (includes set-up before the window).
     pub rss_high_water_mib: f64,
+    /// The same CPU, by thread and exact, split between the server's password-hashing
+    /// threads and the rest (None when the threads could not be read).
+    pub threads: Option<ThreadSplit>,
+}
+
+/// A process's CPU over the window by kind of thread, in cores.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq)]
+pub struct ThreadSplit {
+    /// The server's password-hashing threads (`tg-hash-N`); 0 for the load generator.
+    pub hashing_cores: f64,
+    /// Every other thread: request handling, database, runtime.
+    pub other_cores: f64,
+}
+
+impl ThreadSplit {
+    /// CPU between two readings of `Pid::thread_cpu` over `elapsed`. A thread started in
+    /// between counts from 0; one that ended is left out (its last time is unknown).
+    fn between(
+        start: &BTreeMap<i32, (bool, u64)>,
+        end: &BTreeMap<i32, (bool, u64)>,
+        elapsed: Duration,
+    ) -> Self {
+        let (mut hashing, mut other) = (0u64, 0u64);
+        for (tid, (is_hashing, ns)) in end {
+            let before = start.get(tid).map_or(0, |(_, ns)| *ns);
+            let used = ns.saturating_sub(before);
+            if *is_hashing {
+                hashing += used;
+            } else {
+                other += used;
+            }
+        }
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        Self {
+            hashing_cores: hashing as f64 / 1e9 / secs,
+            other_cores: other as f64 / 1e9 / secs,
+        }
+    }
+
+    /// Both kinds together, in cores.
+    pub fn total_cores(&self) -> f64 {
+        self.hashing_cores + self.other_cores
+    }
 }
 
 /// Samples a process's memory in the background between `start` and `finish`.
@@ -60,6 +121,7 @@ pub struct Watch {
     pid: Pid,
     started: Instant,
     cpu_start: Option<Duration>,
+    threads_start: Option<BTreeMap<i32, (bool, u64)>>,
     rss_start: u64,
     peak: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -92,6 +154,7 @@ impl Watch {
             pid,
             started: Instant::now(),
             cpu_start: pid.cpu_time(),
+            threads_start: pid.thread_cpu(),
             rss_start,
             peak,
             stop,
@@ -104,6 +167,7 @@ impl Watch {
     pub async fn finish(self) -> Option<Usage> {
         let elapsed = self.started.elapsed();
         let cpu_end = self.pid.cpu_time();
+        let threads_end = self.pid.thread_cpu();
         if let Some(rss) = self.pid.rss() {
             self.peak.fetch_max(rss, Ordering::Relaxed);
         }
@@ -115,6 +179,11 @@ impl Watch {
             rss_start_mib: mib(self.rss_start),
             rss_peak_mib: mib(self.peak.load(Ordering::Relaxed)),
             rss_high_water_mib: mib(self.pid.peak_rss().unwrap_or(0)),
+            threads: self
+                .threads_start
+                .as_ref()
+                .zip(threads_end.as_ref())
+                .map(|(start, end)| ThreadSplit::between(start, end, elapsed)),
         })
     }
 }
@@ -151,9 +220,67 @@ mod tests {
     }
 
     #[test]
+    fn the_hashing_threads_cpu_is_told_from_the_rest() {
+        let me = Pid::myself();
+        let before = me.thread_cpu().unwrap();
+        let started = Instant::now();
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let (spun, spinning) = std::sync::mpsc::channel::<()>();
+        // A thread named as the server names its hashing threads spins for 200 ms, then
+        // stays alive until it has been read.
+        let hasher = std::thread::Builder::new()
+            .name(format!("{}9", server::password::HASH_THREAD_PREFIX))
+            .spawn(move || {
+                let until = Instant::now() + Duration::from_millis(200);
+                let mut x = 0u64;
+                while Instant::now() < until {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+                spun.send(()).unwrap();
+                wait.recv().unwrap();
+            })
+            .unwrap();
+        spinning.recv().unwrap();
+        let during = me.thread_cpu().unwrap();
+        let elapsed = started.elapsed();
+        done.send(()).unwrap();
+        hasher.join().unwrap();
+
+        let hashing: Vec<u64> = during
+            .values()
+            .filter(|(hashing, _)| *hashing)
+            .map(|(_, ns)| *ns)
+            .collect();
+        assert_eq!(hashing.len(), 1, "{during:?}");
+        // At least most of its 200 ms spin: other tests of this binary share the cores.
+        assert!(hashing[0] >= 100_000_000, "{hashing:?}");
+        // This test's own thread is not a hashing thread.
+        assert!(during.values().any(|(hashing, _)| !hashing));
+        let split = ThreadSplit::between(&before, &during, elapsed);
+        let hashed = split.hashing_cores * elapsed.as_secs_f64();
+        assert!((0.1..=elapsed.as_secs_f64()).contains(&hashed), "{split:?}");
+    }
+
+    #[test]
+    fn a_split_counts_new_threads_from_zero_and_leaves_out_ended_ones() {
+        let start = BTreeMap::from([(1, (false, 1_000)), (2, (true, 5_000)), (3, (false, 7))]);
+        // Thread 3 ended; thread 4 (hashing) started during the window.
+        let end = BTreeMap::from([
+            (1, (false, 501_000)),
+            (2, (true, 1_005_000)),
+            (4, (true, 500_000)),
+        ]);
+        let split = ThreadSplit::between(&start, &end, Duration::from_millis(1));
+        assert!((split.hashing_cores - 1.5).abs() < 1e-9, "{split:?}");
+        assert!((split.other_cores - 0.5).abs() < 1e-9, "{split:?}");
+        assert!((split.total_cores() - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
     fn a_process_that_does_not_exist_reads_as_none() {
         let gone = Pid(i32::MAX);
         assert_eq!(gone.cpu_time(), None);
         assert_eq!(gone.rss(), None);
+        assert_eq!(gone.thread_cpu(), None);
     }
 }

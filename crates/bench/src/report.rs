@@ -22,6 +22,36 @@ pub struct Hashing {
     pub fraction: f64,
 }
 
+/// Where a login's CPU goes on this machine: each kind of thread's exact CPU over the
+/// measured window ÷ logins per second. Beside the limit's hash, it shows what keeps the
+/// logins below the limit: the hash costing more in the server, or the work around it.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq)]
+pub struct CpuPerLogin {
+    /// The server's password-hashing threads, ms per login (one hash each).
+    pub hashing_ms: f64,
+    /// The server's other threads (requests, database, runtime), ms per login.
+    pub server_other_ms: f64,
+    /// The load generator, ms per login.
+    pub generator_ms: f64,
+}
+
+impl CpuPerLogin {
+    /// From the server's and the generator's thread splits and the login rate; None without
+    /// either split or without logins.
+    pub fn new(server: &Usage, generator: &Usage, logins_per_sec: f64) -> Option<Self> {
+        let (server, generator) = (server.threads?, generator.threads?);
+        if logins_per_sec <= 0.0 {
+            return None;
+        }
+        let ms = |cores: f64| cores * 1000.0 / logins_per_sec;
+        Some(Self {
+            hashing_ms: ms(server.hashing_cores),
+            server_other_ms: ms(server.other_cores),
+            generator_ms: ms(generator.total_cores()),
+        })
+    }
+}
+
 /// What a run measured.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Report {
@@ -60,6 +90,9 @@ pub struct Report {
     pub starts_ms: Vec<f64>,
     /// The machine's argon2id limit and the share of it the logins reached.
     pub hashing: Option<Hashing>,
+    /// `login` and `health-under-load` against a server on this machine: CPU per login by
+    /// kind of thread (the health checks' own small share is in the server's other threads).
+    pub cpu_per_login: Option<CpuPerLogin>,
 }
 
 impl Report {
@@ -83,6 +116,7 @@ impl Report {
             idle_rss_mib: None,
             starts_ms: Vec::new(),
             hashing: None,
+            cpu_per_login: None,
         }
     }
 
@@ -187,6 +221,18 @@ impl Report {
                     h.fraction * 100.0
                 );
             }
+        }
+        if let Some(c) = &self.cpu_per_login {
+            let hash = self
+                .hashing
+                .as_ref()
+                .map(|h| format!(" (the limit's hash: {:.2} ms)", h.limit.hash_ms))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "CPU per login: the server's hashing threads {:.2} ms{hash}, its other threads {:.2} ms, the load generator {:.2} ms",
+                c.hashing_ms, c.server_other_ms, c.generator_ms
+            );
         }
         if self.starved > 0 {
             let _ = writeln!(

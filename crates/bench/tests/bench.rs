@@ -102,6 +102,20 @@ async fn login_and_health_under_load_run_clean() {
     let expected = report.ops["login"].rate / hashing.limit.logins_per_sec;
     assert!((hashing.fraction - expected).abs() < 1e-9);
     assert!(report.render().contains("of that limit"));
+    // Each login hashes one password on the server's hashing threads, so they show at least
+    // a good part of a hash per login (a login measured may have hashed just before the
+    // window); the rest of the server and the generator did some work too.
+    let per_login = report.cpu_per_login.unwrap();
+    assert!(
+        per_login.hashing_ms > 0.5 * hashing.limit.hash_ms,
+        "{per_login:?} {hashing:?}"
+    );
+    assert!(per_login.server_other_ms > 0.0 && per_login.generator_ms > 0.0);
+    assert!(
+        report
+            .render()
+            .contains("CPU per login: the server's hashing threads")
+    );
 
     let o = short(Scenario::HealthUnderLoad);
     let report = tollgate_bench::run(&o).await.unwrap();

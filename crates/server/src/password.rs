@@ -41,6 +41,11 @@ pub struct Passwords {
     min_length: usize,
 }
 
+/// The name of every hashing thread starts with this, followed by its slot (`tg-hash-0`).
+/// Linux keeps 15 bytes of a thread's name: `tg-hash-255` fits. The load generator tells the
+/// hashing threads' CPU from the rest by it.
+pub const HASH_THREAD_PREFIX: &str = "tg-hash-";
+
 /// Starts `slots` hashing threads on one queue. Each keeps argon2's working memory (19 MiB
 /// at the default parameters) for its next hash: allocating it for every hash lets the
 /// allocator keep freed copies in per-thread arenas, and a login flood then held hundreds of
@@ -53,8 +58,7 @@ fn start_hashers(slots: usize, placement: &Placement) -> Result<mpsc::Sender<Job
         let receiver = Arc::clone(&receiver);
         let cpu = placement.hashing_cpu(slot);
         std::thread::Builder::new()
-            // Linux keeps 15 bytes of a thread's name: `tg-hash-255` fits.
-            .name(format!("tg-hash-{slot}"))
+            .name(format!("{HASH_THREAD_PREFIX}{slot}"))
             .spawn(move || {
                 if let Some(cpu) = cpu
                     && let Err(error) = crate::placement::pin_current_thread(cpu)
@@ -452,7 +456,7 @@ mod tests {
         for call in calls {
             let ((thread, had), ()) = call.await.unwrap().unwrap();
             let thread = thread.expect("a named thread");
-            assert!(thread.starts_with("tg-hash-"), "{thread}");
+            assert!(thread.starts_with(HASH_THREAD_PREFIX), "{thread}");
             let (count, allocations) = jobs.entry(thread).or_default();
             *count += 1;
             *allocations += usize::from(had != blocks);
