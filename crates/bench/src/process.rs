@@ -29,20 +29,26 @@ impl Pid {
     }
 
     /// CPU time used so far by each live thread, in nanoseconds from the scheduler's
-    /// statistics (exact, where `cpu_time` counts clock ticks), keyed by thread id, with
-    /// whether the thread is one of the server's password-hashing threads.
-    pub fn thread_cpu(self) -> Option<BTreeMap<i32, (bool, u64)>> {
+    /// statistics (`cpu_time` reads the whole process in clock ticks), with whether it is one
+    /// of the server's password-hashing threads. None when the process or its threads could
+    /// not be read.
+    pub fn thread_cpu(self) -> Option<Threads> {
         let process = procfs::process::Process::new(self.0).ok()?;
-        let mut threads = BTreeMap::new();
-        // A thread that ends while it is read is skipped: it has no time left to count.
+        let mut threads = Threads::new();
+        // A thread that ends while it is read is skipped.
         for task in process.tasks().ok()?.flatten() {
             let (Ok(stat), Ok(sched)) = (task.stat(), task.schedstat()) else {
                 continue;
             };
-            let hashing = stat.comm.starts_with(server::password::HASH_THREAD_PREFIX);
-            threads.insert(task.tid, (hashing, sched.sum_exec_runtime));
+            threads.insert(
+                (task.tid, stat.starttime),
+                ThreadTime {
+                    hashing: stat.comm.starts_with(server::password::HASH_THREAD_PREFIX),
+                    ns: sched.sum_exec_runtime,
+                },
+            );
         }
-        Some(threads)
+        (!threads.is_empty()).then_some(threads)
     }
 
     /// Resident memory now, in bytes.
@@ -70,9 +76,23 @@ pub struct Usage {
     /// The kernel's high-water mark of resident memory since the process started, MiB
     /// (includes set-up before the window).
     pub rss_high_water_mib: f64,
-    /// The same CPU, by thread and exact, split between the server's password-hashing
-    /// threads and the rest (None when the threads could not be read).
+    /// The CPU of the threads alive at the end of the window, from each thread's scheduler
+    /// statistics, split between the server's password-hashing threads and the rest (None
+    /// when the threads could not be read).
     pub threads: Option<ThreadSplit>,
+}
+
+/// One reading of a process's threads, keyed by thread id and start time (a thread id can
+/// be reused once its thread ends).
+pub type Threads = BTreeMap<(i32, u64), ThreadTime>;
+
+/// A thread's CPU time so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThreadTime {
+    /// One of the server's password-hashing threads (`tg-hash-N`).
+    pub hashing: bool,
+    /// CPU time used, nanoseconds.
+    pub ns: u64,
 }
 
 /// A process's CPU over the window by kind of thread, in cores.
@@ -86,17 +106,15 @@ pub struct ThreadSplit {
 
 impl ThreadSplit {
     /// CPU between two readings of `Pid::thread_cpu` over `elapsed`. A thread started in
-    /// between counts from 0; one that ended is left out (its last time is unknown).
-    fn between(
-        start: &BTreeMap<i32, (bool, u64)>,
-        end: &BTreeMap<i32, (bool, u64)>,
-        elapsed: Duration,
-    ) -> Self {
+    /// between counts from 0. A thread that ended in between is left out, with the CPU it
+    /// used in the window: the split can fall short of the process's whole CPU (the server's
+    /// threads live as long as it does, apart from idle database connections closed).
+    fn between(start: &Threads, end: &Threads, elapsed: Duration) -> Self {
         let (mut hashing, mut other) = (0u64, 0u64);
-        for (tid, (is_hashing, ns)) in end {
-            let before = start.get(tid).map_or(0, |(_, ns)| *ns);
-            let used = ns.saturating_sub(before);
-            if *is_hashing {
+        for (key, now) in end {
+            let before = start.get(key).map_or(0, |then| then.ns);
+            let used = now.ns.saturating_sub(before);
+            if now.hashing {
                 hashing += used;
             } else {
                 other += used;
@@ -121,7 +139,7 @@ pub struct Watch {
     pid: Pid,
     started: Instant,
     cpu_start: Option<Duration>,
-    threads_start: Option<BTreeMap<i32, (bool, u64)>>,
+    threads_start: Option<Threads>,
     rss_start: u64,
     peak: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -219,56 +237,70 @@ mod tests {
         );
     }
 
+    /// This thread's own CPU time, from its scheduler statistics.
+    fn own_cpu() -> Duration {
+        let line = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+        let ns = line.split_whitespace().next().unwrap().parse().unwrap();
+        Duration::from_nanos(ns)
+    }
+
     #[test]
     fn the_hashing_threads_cpu_is_told_from_the_rest() {
         let me = Pid::myself();
         let before = me.thread_cpu().unwrap();
         let started = Instant::now();
         let (done, wait) = std::sync::mpsc::channel::<()>();
-        let (spun, spinning) = std::sync::mpsc::channel::<()>();
-        // A thread named as the server names its hashing threads spins for 200 ms, then
-        // stays alive until it has been read.
+        let (spun, spinning) = std::sync::mpsc::channel::<Duration>();
+        // A thread named as the server names its hashing threads spins until it has used
+        // 200 ms of CPU (however busy the cores are with other tests), then stays alive
+        // until it has been read.
         let hasher = std::thread::Builder::new()
             .name(format!("{}9", server::password::HASH_THREAD_PREFIX))
             .spawn(move || {
-                let until = Instant::now() + Duration::from_millis(200);
                 let mut x = 0u64;
-                while Instant::now() < until {
-                    x = std::hint::black_box(x.wrapping_add(1));
+                while own_cpu() < Duration::from_millis(200) {
+                    for _ in 0..10_000 {
+                        x = std::hint::black_box(x.wrapping_add(1));
+                    }
                 }
-                spun.send(()).unwrap();
+                spun.send(own_cpu()).unwrap();
                 wait.recv().unwrap();
             })
             .unwrap();
-        spinning.recv().unwrap();
+        let used = spinning.recv().unwrap();
         let during = me.thread_cpu().unwrap();
         let elapsed = started.elapsed();
         done.send(()).unwrap();
         hasher.join().unwrap();
 
-        let hashing: Vec<u64> = during
-            .values()
-            .filter(|(hashing, _)| *hashing)
-            .map(|(_, ns)| *ns)
-            .collect();
+        let hashing: Vec<&ThreadTime> = during.values().filter(|t| t.hashing).collect();
         assert_eq!(hashing.len(), 1, "{during:?}");
-        // At least most of its 200 ms spin: other tests of this binary share the cores.
-        assert!(hashing[0] >= 100_000_000, "{hashing:?}");
         // This test's own thread is not a hashing thread.
-        assert!(during.values().any(|(hashing, _)| !hashing));
+        assert!(during.values().any(|t| !t.hashing));
+        // The new thread counts from 0: the split holds all it used, which was read later
+        // than `used`, so at least that.
         let split = ThreadSplit::between(&before, &during, elapsed);
-        let hashed = split.hashing_cores * elapsed.as_secs_f64();
-        assert!((0.1..=elapsed.as_secs_f64()).contains(&hashed), "{split:?}");
+        let hashed = Duration::from_secs_f64(split.hashing_cores * elapsed.as_secs_f64());
+        assert!(
+            hashed + Duration::from_micros(1) >= used && hashed <= elapsed,
+            "{split:?} {used:?} {elapsed:?}"
+        );
     }
 
     #[test]
     fn a_split_counts_new_threads_from_zero_and_leaves_out_ended_ones() {
-        let start = BTreeMap::from([(1, (false, 1_000)), (2, (true, 5_000)), (3, (false, 7))]);
-        // Thread 3 ended; thread 4 (hashing) started during the window.
-        let end = BTreeMap::from([
-            (1, (false, 501_000)),
-            (2, (true, 1_005_000)),
-            (4, (true, 500_000)),
+        let time = |hashing, ns| ThreadTime { hashing, ns };
+        let start = Threads::from([
+            ((1, 10), time(false, 1_000)),
+            ((2, 10), time(true, 5_000)),
+            ((3, 10), time(false, 7)),
+        ]);
+        // Thread 3 ended; thread 4 (hashing) started during the window, and so did a new
+        // thread that reuses id 1 (its start time differs): it counts from 0.
+        let end = Threads::from([
+            ((1, 99), time(false, 500_000)),
+            ((2, 10), time(true, 1_005_000)),
+            ((4, 20), time(true, 500_000)),
         ]);
         let split = ThreadSplit::between(&start, &end, Duration::from_millis(1));
         assert!((split.hashing_cores - 1.5).abs() < 1e-9, "{split:?}");

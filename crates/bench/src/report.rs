@@ -91,7 +91,8 @@ pub struct Report {
     /// The machine's argon2id limit and the share of it the logins reached.
     pub hashing: Option<Hashing>,
     /// `login` and `health-under-load` against a server on this machine: CPU per login by
-    /// kind of thread (the health checks' own small share is in the server's other threads).
+    /// kind of thread (in `health-under-load`, the health checks' small share is in the
+    /// server's other threads and in the generator's).
     pub cpu_per_login: Option<CpuPerLogin>,
 }
 

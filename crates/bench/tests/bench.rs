@@ -102,12 +102,13 @@ async fn login_and_health_under_load_run_clean() {
     let expected = report.ops["login"].rate / hashing.limit.logins_per_sec;
     assert!((hashing.fraction - expected).abs() < 1e-9);
     assert!(report.render().contains("of that limit"));
-    // Each login hashes one password on the server's hashing threads, so they show at least
-    // a good part of a hash per login (a login measured may have hashed just before the
-    // window); the rest of the server and the generator did some work too.
+    // Each login hashes one password on the server's hashing threads, so they show a good
+    // part of a hash per login. The limit's hash is wall time with every core hashing (and
+    // other tests may share the cores then), so the bound is loose; a split that missed the
+    // hashing threads would show 0.
     let per_login = report.cpu_per_login.unwrap();
     assert!(
-        per_login.hashing_ms > 0.5 * hashing.limit.hash_ms,
+        per_login.hashing_ms > 0.2 * hashing.limit.hash_ms,
         "{per_login:?} {hashing:?}"
     );
     assert!(per_login.server_other_ms > 0.0 && per_login.generator_ms > 0.0);
@@ -120,6 +121,7 @@ async fn login_and_health_under_load_run_clean() {
     let o = short(Scenario::HealthUnderLoad);
     let report = tollgate_bench::run(&o).await.unwrap();
     assert_clean(&report, &["login", "health"]);
+    assert!(report.cpu_per_login.unwrap().hashing_ms > 0.0);
     let health = &report.ops["health"];
     assert!(health.rate > 50.0, "{health:?}");
 }
