@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use server::password::HASH_THREAD_PREFIX;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::Command;
 
@@ -369,7 +370,7 @@ async fn serve_places_its_threads_as_configured() {
         let expected = |name: &str| -> Vec<usize> {
             if !pinned {
                 allowed.clone()
-            } else if let Some(slot) = name.strip_prefix("tg-hash-") {
+            } else if let Some(slot) = name.strip_prefix(HASH_THREAD_PREFIX) {
                 vec![allowed[(slot.parse::<usize>().unwrap() + 1) % cores]]
             } else {
                 vec![allowed[0]]
@@ -378,7 +379,7 @@ async fn serve_places_its_threads_as_configured() {
         let hashing = |threads: &[(String, Vec<usize>)]| {
             threads
                 .iter()
-                .filter(|(name, _)| name.starts_with("tg-hash-"))
+                .filter(|(name, _)| name.starts_with(HASH_THREAD_PREFIX))
                 .count()
         };
         // A hashing thread names itself and moves as it starts: give it a moment.
