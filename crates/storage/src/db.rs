@@ -92,6 +92,9 @@ impl DbConfig {
     }
 }
 
+/// SQLite's readers when `max_connections` is not set.
+pub(crate) const SQLITE_READERS: u32 = 4;
+
 /// A pooled PostgreSQL connection idle for this long is pinged before it is handed out.
 const PING_IDLE_AFTER: Duration = Duration::from_secs(30);
 
@@ -118,7 +121,11 @@ pub(crate) async fn connect_pool(
     let mut options = ConnectOptions::new(config.url.clone());
     let sqlite = config.is_sqlite();
     options
-        .max_connections(config.max_connections.unwrap_or(if sqlite { 4 } else { 8 }))
+        .max_connections(
+            config
+                .max_connections
+                .unwrap_or(if sqlite { SQLITE_READERS } else { 8 }),
+        )
         .min_connections(config.min_connections)
         .connect_timeout(config.connect_timeout)
         .acquire_timeout(config.connect_timeout)
@@ -163,7 +170,7 @@ pub(crate) async fn connect_pool(
 }
 
 /// The file path of an `sqlite://PATH?options` URL, unless it is in memory.
-fn sqlite_path(url: &str) -> Option<&Path> {
+pub(crate) fn sqlite_path(url: &str) -> Option<&Path> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))?;

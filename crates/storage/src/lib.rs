@@ -15,6 +15,7 @@ mod db;
 pub mod entity;
 mod error;
 mod migration;
+mod reads;
 pub mod repo;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -50,6 +51,9 @@ pub struct Storage {
     /// SQLite file: checkpoints the write-ahead log in the background (stops with the last
     /// clone).
     checkpointer: Option<Arc<Checkpointer>>,
+    /// SQLite file: connections that read on the calling thread (see [`Storage::reads`]).
+    /// None on PostgreSQL and for an in-memory database.
+    readers: Option<Arc<reads::SqliteReaders>>,
 }
 
 /// How often the SQLite write-ahead log is checkpointed.
@@ -183,6 +187,11 @@ impl Storage {
                 )));
             }
             storage.writer = Some(writer);
+            if let Some(path) = db::sqlite_path(&config.url) {
+                let count = config.max_connections.unwrap_or(db::SQLITE_READERS);
+                let count = usize::try_from(count).unwrap_or(1);
+                storage.readers = Some(Arc::new(reads::SqliteReaders::open(path, count)?));
+            }
         }
         Ok(storage)
     }
@@ -199,6 +208,7 @@ impl Storage {
             writer: None,
             audit_queue: Arc::default(),
             checkpointer: None,
+            readers: None,
         }
     }
 
@@ -221,6 +231,15 @@ impl Storage {
         let turn = self.write().await;
         let txn = turn.begin().await?;
         Ok((turn, txn))
+    }
+
+    /// Where repositories read: on an SQLite file, on the calling thread when a connection
+    /// of its own is free, else (and on PostgreSQL) the pool.
+    pub(crate) fn reads(&self) -> reads::Reads<'_> {
+        reads::Reads {
+            pool: &self.db,
+            here: self.readers.as_deref(),
+        }
     }
 
     /// The connection pool (on an SQLite file, the readers': writes go through the

@@ -63,7 +63,7 @@ impl<'a> Attempts<'a> {
     /// The counter, if any failure was recorded since the last reset.
     pub async fn get(&self, key: &str) -> Result<Option<Model>> {
         Ok(Entity::find_by_id(key.to_owned())
-            .one_by_key(self.storage.db())
+            .one_by_key(&self.storage.reads())
             .await?)
     }
 

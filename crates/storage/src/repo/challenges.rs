@@ -62,7 +62,7 @@ impl<'a> Challenges<'a> {
             .filter(Column::TokenHash.eq(self.hash(token).0.to_vec()))
             .filter(Column::ConsumedAt.is_null())
             .filter(Column::ExpiresAt.gt(now))
-            .one_by_key(self.storage.db())
+            .one_by_key(&self.storage.reads())
             .await?)
     }
 
@@ -97,7 +97,7 @@ impl<'a> Challenges<'a> {
         }
         Ok(Entity::find()
             .filter(Column::TokenHash.eq(hash))
-            .one_by_key(self.storage.db())
+            .one_by_key(&self.storage.reads())
             .await?)
     }
 
@@ -106,7 +106,7 @@ impl<'a> Challenges<'a> {
         Ok(Entity::find_by_id(id)
             .filter(Column::ConsumedAt.is_null())
             .filter(Column::ExpiresAt.gt(now))
-            .one_by_key(self.storage.db())
+            .one_by_key(&self.storage.reads())
             .await?)
     }
 

@@ -232,7 +232,9 @@ impl<'a> Factors<'a> {
 
     /// The factor, if it exists.
     pub async fn get(&self, id: Uuid) -> Result<Option<Model>> {
-        Ok(Entity::find_by_id(id).one_by_key(self.storage.db()).await?)
+        Ok(Entity::find_by_id(id)
+            .one_by_key(&self.storage.reads())
+            .await?)
     }
 
     /// The user's factors (pending ones included unless `active_only`), oldest first.
@@ -244,7 +246,7 @@ impl<'a> Factors<'a> {
         });
         Ok(query
             .order_by_asc(Column::Id)
-            .all(self.storage.db())
+            .all(&self.storage.reads())
             .await?)
     }
 
@@ -281,7 +283,7 @@ impl<'a> Factors<'a> {
                 "counter_updated_at",
             )
             .into_query();
-        let rows = self.storage.db().query_all(&query).await?;
+        let rows = self.storage.reads().query_all(&query).await?;
         let mut factors = Vec::with_capacity(rows.len());
         let mut found = None;
         for row in &rows {
@@ -509,7 +511,7 @@ impl<'a> Factors<'a> {
         let rows = query
             .order_by_asc(Column::Id)
             .limit(batch.clamp(1, 10_000))
-            .all(self.storage.db())
+            .all(&self.storage.reads())
             .await?;
         let mut progress = RotationProgress {
             resealed: 0,
@@ -536,7 +538,7 @@ impl<'a> Factors<'a> {
                 .await?;
             progress.resealed += updated.rows_affected;
         }
-        progress.remaining = stale().count(self.storage.db()).await?;
+        progress.remaining = stale().count(&self.storage.reads()).await?;
         Ok(progress)
     }
 }

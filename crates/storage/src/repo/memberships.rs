@@ -59,7 +59,7 @@ impl<'a> Memberships<'a> {
     /// The membership of `user_id` in `org_id`, if any.
     pub async fn get(&self, org_id: Uuid, user_id: Uuid) -> Result<Option<Model>> {
         Ok(Entity::find_by_id((org_id, user_id))
-            .one_by_key(self.storage.db())
+            .one_by_key(&self.storage.reads())
             .await?)
     }
 
@@ -69,7 +69,7 @@ impl<'a> Memberships<'a> {
         Ok(organization::Entity::find()
             .filter(organization::Column::Id.in_subquery(organization_ids_of(user_id)))
             .order_by_asc(organization::Column::Id)
-            .all(self.storage.db())
+            .all(&self.storage.reads())
             .await?)
     }
 
@@ -78,7 +78,7 @@ impl<'a> Memberships<'a> {
         Ok(Entity::find()
             .filter(Column::UserId.eq(user_id))
             .order_by_asc(Column::OrgId)
-            .all(self.storage.db())
+            .all(&self.storage.reads())
             .await?)
     }
 
@@ -97,7 +97,7 @@ impl<'a> Memberships<'a> {
         let rows = query
             .order_by_asc(Column::UserId)
             .limit(limit.saturating_add(1))
-            .all(self.storage.db())
+            .all(&self.storage.reads())
             .await?;
         Ok(page(rows, limit, |m| m.user_id))
     }

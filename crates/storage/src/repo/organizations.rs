@@ -170,7 +170,9 @@ impl<'a> Organizations<'a> {
 
     /// The organization, if it exists.
     pub async fn get(&self, id: Uuid) -> Result<Option<Model>> {
-        Ok(Entity::find_by_id(id).one_by_key(self.storage.db()).await?)
+        Ok(Entity::find_by_id(id)
+            .one_by_key(&self.storage.reads())
+            .await?)
     }
 
     /// Replaces the policy. `mfa_required_since` is set when 2FA becomes required and cleared

@@ -98,7 +98,7 @@ impl<'a> RecoveryCodes<'a> {
     pub async fn remaining(&self, user_id: Uuid) -> Result<u64> {
         Ok(Entity::find()
             .filter(unused_of(user_id))
-            .count(self.storage.db())
+            .count(&self.storage.reads())
             .await?)
     }
 }

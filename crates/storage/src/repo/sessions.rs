@@ -82,7 +82,7 @@ impl<'a> Sessions<'a> {
     pub async fn find(&self, token: &str) -> Result<Option<Model>> {
         Ok(Entity::find()
             .filter(Column::TokenHash.eq(self.hash(token).0.to_vec()))
-            .one_by_key(self.storage.db())
+            .one_by_key(&self.storage.reads())
             .await?)
     }
 
@@ -107,7 +107,7 @@ impl<'a> Sessions<'a> {
                     .add(Column::OrgId.is_null())
                     .add(Column::OrgId.not_in_subquery(enforcing)),
             )
-            .one_by_key(self.storage.db())
+            .one_by_key(&self.storage.reads())
             .await?)
     }
 
@@ -115,7 +115,7 @@ impl<'a> Sessions<'a> {
     /// its absolute expiry.
     pub async fn touch(&self, id: Uuid, now: i64, idle_ttl: i64) -> Result<()> {
         let session = Entity::find_by_id(id)
-            .one_by_key(self.storage.db())
+            .one_by_key(&self.storage.reads())
             .await?
             .ok_or(StorageError::NotFound("session"))?;
         let idle = now.saturating_add(idle_ttl).min(session.expires_at);

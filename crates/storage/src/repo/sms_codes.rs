@@ -77,7 +77,7 @@ impl<'a> SmsCodes<'a> {
         Ok(Entity::find()
             .filter(Column::FactorId.eq(factor_id))
             .order_by_desc(Column::SentAt)
-            .one(self.storage.db())
+            .one(&self.storage.reads())
             .await?)
     }
 

@@ -167,7 +167,7 @@ impl<'a> SmsLimits<'a> {
     /// that window ends.
     pub async fn current(&self, key: &str, window_secs: i64, now: i64) -> Result<(i64, i64)> {
         Ok(Entity::find_by_id(key.to_owned())
-            .one_by_key(self.storage.db())
+            .one_by_key(&self.storage.reads())
             .await?
             .filter(|row| row.window_start > now - window_secs)
             .map_or((0, now + window_secs), |row| {

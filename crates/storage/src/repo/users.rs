@@ -103,7 +103,9 @@ impl<'a> Users<'a> {
 
     /// The user, if they exist.
     pub async fn get(&self, id: Uuid) -> Result<Option<Model>> {
-        Ok(Entity::find_by_id(id).one_by_key(self.storage.db()).await?)
+        Ok(Entity::find_by_id(id)
+            .one_by_key(&self.storage.reads())
+            .await?)
     }
 
     /// The user with a summary of their second factors and the `organizations` asked for
@@ -159,7 +161,7 @@ impl<'a> Users<'a> {
             }
             query.order_by((organization::Entity, organization::Column::Id), Order::Asc);
         }
-        let rows = self.storage.db().query_all(&query).await?;
+        let rows = self.storage.reads().query_all(&query).await?;
         let Some(row) = rows.first() else {
             return Ok(None);
         };
@@ -192,7 +194,7 @@ impl<'a> Users<'a> {
     pub async fn find_by_email(&self, email: &str) -> Result<Option<Model>> {
         Ok(Entity::find()
             .filter(Column::EmailNormalized.eq(normalize_email(email)))
-            .one_by_key(self.storage.db())
+            .one_by_key(&self.storage.reads())
             .await?)
     }
 

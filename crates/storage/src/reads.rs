@@ -1,0 +1,636 @@
+//! Reads, and on an SQLite file reads on the calling thread.
+//!
+//! sqlx runs every SQLite statement on its connection's own thread: the statement is handed
+//! to that thread and its rows handed back, and the pool pings the connection (one more
+//! round trip) each time it is handed back. During logins those hand-offs woke threads onto
+//! the CPUs that were hashing passwords, and took more of the machine than the statements
+//! themselves (BENCHMARKS.md, points 10 to 14). An SQLite read takes microseconds, so on an
+//! SQLite file [`Reads`] runs it on the task's own thread instead, on one of a few
+//! connections of its own ([`SqliteReaders`]), and falls back to the pool whenever that
+//! would wait: every connection busy, or the database busy. Writes and transactions stay on
+//! sqlx (they take the write turn), as does everything on PostgreSQL.
+//!
+//! The statements are the ones sea-orm builds for SQLite. The rows go back to sea-orm as
+//! rows of values, each typed as its entity's field (found by the table and column the
+//! result column comes from; SQLite declares `integer` for both 32- and 64-bit integers), so
+//! every entity reads as it does from sqlx.
+//! sea-orm builds a [`QueryResult`] only in its drivers; of the two that take rows from
+//! outside, its proxy does not build beside sqlx-sqlite in sea-orm 2.0.4 (a type error in
+//! its SQLite row conversion), so the rows pass through its mock database's, the other
+//! ([`into_results`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock, TryLockError};
+
+use rusqlite::types::{Value as Sql, ValueRef};
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+use sea_orm::sea_query::{ColumnType, OptionEnum, Value};
+use sea_orm::{
+    ColumnTrait as _, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    ExecResult, IdenStatic as _, Iterable as _, MockDatabase, MockDatabaseTrait as _, QueryResult,
+    RuntimeErr, Statement,
+};
+
+use crate::entity;
+
+/// Prepared statements each connection keeps (a login runs about ten distinct reads).
+const STATEMENT_CACHE: usize = 64;
+
+/// A few SQLite connections that only read, used on the calling thread.
+pub(crate) struct SqliteReaders {
+    connections: Vec<Mutex<Connection>>,
+    /// Where the next read starts looking for a free connection.
+    next: AtomicUsize,
+}
+
+impl std::fmt::Debug for SqliteReaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteReaders")
+            .field("connections", &self.connections.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a read did not run here: the caller runs it on the pool instead.
+#[derive(Debug)]
+enum NotHere {
+    /// Every connection is in use, or SQLite answered busy (it never waits here: a task's
+    /// thread must not block).
+    Busy,
+    /// The read failed.
+    Failed(DbErr),
+}
+
+impl SqliteReaders {
+    /// Opens `count` connections to the SQLite file at `path` (already created and migrated
+    /// by the pool). They refuse writes (`query_only`) and never wait for a lock.
+    pub(crate) fn open(path: &Path, count: usize) -> Result<Self, DbErr> {
+        let connections = (0..count.max(1))
+            .map(|_| {
+                let conn = Connection::open_with_flags(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                conn.busy_timeout(std::time::Duration::ZERO)?;
+                conn.pragma_update(None, "query_only", true)?;
+                conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+                Ok(Mutex::new(conn))
+            })
+            .collect::<rusqlite::Result<_>>()
+            .map_err(|e| failed(&e))?;
+        Ok(Self {
+            connections,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// Runs the query on the first free connection, at most `limit` rows.
+    fn query(&self, stmt: &Statement, limit: usize) -> Result<Vec<QueryResult>, NotHere> {
+        let count = self.connections.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for i in 0..count {
+            let Some(slot) = self.connections.get((start + i) % count) else {
+                continue;
+            };
+            let conn = match slot.try_lock() {
+                Ok(conn) => conn,
+                Err(TryLockError::WouldBlock) => continue,
+                // A panic while reading left nothing half-done: a read changes nothing.
+                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            };
+            return run(&conn, stmt, limit);
+        }
+        Err(NotHere::Busy)
+    }
+}
+
+/// Runs one read statement on `conn`.
+fn run(conn: &Connection, stmt: &Statement, limit: usize) -> Result<Vec<QueryResult>, NotHere> {
+    let not_here = |e: rusqlite::Error| match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => NotHere::Busy,
+        _ => NotHere::Failed(failed(&e)),
+    };
+    let mut prepared = conn.prepare_cached(&stmt.sql).map_err(not_here)?;
+    let columns: Vec<(String, Kind)> = prepared
+        .columns_with_metadata()
+        .iter()
+        .map(|c| {
+            let kind = match (c.table_name(), c.origin_name()) {
+                (Some(table), Some(column)) => Kind::of(table, column),
+                _ => Kind::Any,
+            };
+            (c.name().to_owned(), kind)
+        })
+        .collect();
+    let values = match &stmt.values {
+        Some(values) => values
+            .0
+            .iter()
+            .map(to_sql)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(NotHere::Failed)?,
+        None => Vec::new(),
+    };
+    let mut rows = prepared
+        .query(rusqlite::params_from_iter(values))
+        .map_err(not_here)?;
+    let mut results = Vec::new();
+    while results.len() < limit {
+        let Some(row) = rows.next().map_err(not_here)? else {
+            break;
+        };
+        let mut values = BTreeMap::new();
+        for (i, (name, kind)) in columns.iter().enumerate() {
+            let value = from_sql(row.get_ref(i).map_err(not_here)?, *kind).map_err(|reason| {
+                NotHere::Failed(query_error(format!("column {name}: {reason}")))
+            })?;
+            // The first of two columns of one name wins, as with sqlx.
+            values.entry(name.clone()).or_insert(value);
+        }
+        results.push(values);
+    }
+    into_results(results).map_err(NotHere::Failed)
+}
+
+/// sea-orm's rows for these values: its mock database hands back, as query results, the rows
+/// it was given.
+fn into_results(rows: Vec<BTreeMap<String, Value>>) -> Result<Vec<QueryResult>, DbErr> {
+    MockDatabase::new(DbBackend::Sqlite)
+        .append_query_results([rows])
+        .query(0, Statement::from_string(DbBackend::Sqlite, String::new()))
+}
+
+/// What sea-orm expects of a column: the type of its entity's field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Bool,
+    TinyInt,
+    SmallInt,
+    Int,
+    BigInt,
+    Double,
+    Text,
+    Bytes,
+    Uuid,
+    /// An expression (no table column behind it): by what SQLite holds, a NULL as a 64-bit
+    /// integer (the counts of this crate's queries).
+    Any,
+}
+
+impl Kind {
+    /// The kind of `table.column`, from the entities (`Any` for a table or column none has).
+    fn of(table: &str, column: &str) -> Self {
+        static KINDS: OnceLock<HashMap<&'static str, HashMap<&'static str, Kind>>> =
+            OnceLock::new();
+        KINDS
+            .get_or_init(entity_kinds)
+            .get(table)
+            .and_then(|columns| columns.get(column))
+            .copied()
+            .unwrap_or(Self::Any)
+    }
+
+    fn of_type(column_type: &ColumnType) -> Self {
+        match column_type {
+            ColumnType::Boolean => Self::Bool,
+            ColumnType::TinyInteger => Self::TinyInt,
+            ColumnType::SmallInteger => Self::SmallInt,
+            ColumnType::Integer => Self::Int,
+            ColumnType::BigInteger => Self::BigInt,
+            ColumnType::Float | ColumnType::Double => Self::Double,
+            ColumnType::Char(_)
+            | ColumnType::String(_)
+            | ColumnType::Text
+            | ColumnType::Enum { .. } => Self::Text,
+            ColumnType::Binary(_) | ColumnType::VarBinary(_) | ColumnType::Blob => Self::Bytes,
+            ColumnType::Uuid => Self::Uuid,
+            _ => Self::Any,
+        }
+    }
+
+    /// NULL of this kind (sea-orm tells an `Option`'s None by its type).
+    fn null(self) -> Value {
+        match self {
+            Self::Bool => Value::Bool(None),
+            Self::TinyInt => Value::TinyInt(None),
+            Self::SmallInt => Value::SmallInt(None),
+            Self::Int => Value::Int(None),
+            Self::BigInt | Self::Any => Value::BigInt(None),
+            Self::Double => Value::Double(None),
+            Self::Text => Value::String(None),
+            Self::Bytes => Value::Bytes(None),
+            Self::Uuid => Value::Uuid(None),
+        }
+    }
+}
+
+/// Every entity's table, its columns and their kinds.
+fn entity_kinds() -> HashMap<&'static str, HashMap<&'static str, Kind>> {
+    fn add<E: EntityTrait>(kinds: &mut HashMap<&'static str, HashMap<&'static str, Kind>>) {
+        let columns = E::Column::iter()
+            .map(|c| (c.as_str(), Kind::of_type(c.def().get_column_type())))
+            .collect();
+        kinds.insert(E::default().table_name(), columns);
+    }
+    let mut kinds = HashMap::new();
+    add::<entity::attempt_counter::Entity>(&mut kinds);
+    add::<entity::audit_event::Entity>(&mut kinds);
+    add::<entity::factor::Entity>(&mut kinds);
+    add::<entity::login_challenge::Entity>(&mut kinds);
+    add::<entity::membership::Entity>(&mut kinds);
+    add::<entity::organization::Entity>(&mut kinds);
+    add::<entity::recovery_code::Entity>(&mut kinds);
+    add::<entity::session::Entity>(&mut kinds);
+    add::<entity::sms_code::Entity>(&mut kinds);
+    add::<entity::sms_counter::Entity>(&mut kinds);
+    add::<entity::user::Entity>(&mut kinds);
+    kinds
+}
+
+/// A column's value as sea-orm reads it for a field of `kind`.
+fn from_sql(value: ValueRef<'_>, kind: Kind) -> Result<Value, String> {
+    let out_of_range = |_| "out of range".to_owned();
+    Ok(match (value, kind) {
+        (ValueRef::Null, kind) => kind.null(),
+        (ValueRef::Integer(i), Kind::Bool) => Value::Bool(Some(i != 0)),
+        (ValueRef::Integer(i), Kind::TinyInt) => {
+            Value::TinyInt(Some(i8::try_from(i).map_err(out_of_range)?))
+        }
+        (ValueRef::Integer(i), Kind::SmallInt) => {
+            Value::SmallInt(Some(i16::try_from(i).map_err(out_of_range)?))
+        }
+        (ValueRef::Integer(i), Kind::Int) => {
+            Value::Int(Some(i32::try_from(i).map_err(out_of_range)?))
+        }
+        (ValueRef::Integer(i), _) => Value::BigInt(Some(i)),
+        (ValueRef::Real(f), _) => Value::Double(Some(f)),
+        (ValueRef::Blob(bytes), Kind::Uuid) => Value::Uuid(Some(
+            uuid::Uuid::from_slice(bytes).map_err(|e| e.to_string())?,
+        )),
+        (ValueRef::Text(text), Kind::Uuid) => Value::Uuid(Some(
+            uuid::Uuid::try_parse_ascii(text).map_err(|e| e.to_string())?,
+        )),
+        (ValueRef::Text(text), _) => Value::String(Some(
+            String::from_utf8(text.to_vec()).map_err(|e| e.to_string())?,
+        )),
+        (ValueRef::Blob(bytes), _) => Value::Bytes(Some(bytes.to_vec())),
+    })
+}
+
+/// A bound value as sqlx binds it on SQLite (a UUID as its 16 bytes, a bool as 0 or 1).
+fn to_sql(value: &Value) -> Result<Sql, DbErr> {
+    fn or_null<T>(value: Option<T>, to: impl FnOnce(T) -> Sql) -> Sql {
+        value.map_or(Sql::Null, to)
+    }
+    Ok(match value {
+        Value::Bool(v) => or_null(*v, |v| Sql::Integer(i64::from(v))),
+        Value::TinyInt(v) => or_null(*v, |v| Sql::Integer(v.into())),
+        Value::SmallInt(v) => or_null(*v, |v| Sql::Integer(v.into())),
+        Value::Int(v) => or_null(*v, |v| Sql::Integer(v.into())),
+        Value::BigInt(v) => or_null(*v, Sql::Integer),
+        Value::TinyUnsigned(v) => or_null(*v, |v| Sql::Integer(v.into())),
+        Value::SmallUnsigned(v) => or_null(*v, |v| Sql::Integer(v.into())),
+        Value::Unsigned(v) => or_null(*v, |v| Sql::Integer(v.into())),
+        Value::BigUnsigned(Some(v)) => Sql::Integer(
+            i64::try_from(*v).map_err(|_| query_error("an unsigned value over i64".into()))?,
+        ),
+        Value::BigUnsigned(None) => Sql::Null,
+        Value::Float(v) => or_null(*v, |v| Sql::Real(v.into())),
+        Value::Double(v) => or_null(*v, Sql::Real),
+        Value::String(v) => or_null(v.clone(), Sql::Text),
+        Value::Enum(OptionEnum::Some(v)) => Sql::Text(v.value.clone().into_owned()),
+        Value::Enum(OptionEnum::None(_)) => Sql::Null,
+        Value::Char(v) => or_null(*v, |v| Sql::Text(v.to_string())),
+        Value::Bytes(v) => or_null(v.clone(), Sql::Blob),
+        Value::Uuid(v) => or_null(*v, |v| Sql::Blob(v.as_bytes().to_vec())),
+        #[allow(
+            unreachable_patterns,
+            reason = "the variants sea-query's features add, none of which this crate binds"
+        )]
+        other => return Err(query_error(format!("cannot bind {other:?} on SQLite"))),
+    })
+}
+
+fn query_error(message: String) -> DbErr {
+    DbErr::Query(RuntimeErr::Internal(message))
+}
+
+fn failed(e: &rusqlite::Error) -> DbErr {
+    query_error(format!("SQLite: {e}"))
+}
+
+/// Where a repository reads: the pool, or on an SQLite file the calling thread first (see
+/// the module's documentation). Statements other than queries go to the pool.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Reads<'a> {
+    pub(crate) pool: &'a DatabaseConnection,
+    pub(crate) here: Option<&'a SqliteReaders>,
+}
+
+impl Reads<'_> {
+    fn here(&self, stmt: &Statement, limit: usize) -> Option<Result<Vec<QueryResult>, DbErr>> {
+        match self.here?.query(stmt, limit) {
+            Ok(rows) => Some(Ok(rows)),
+            Err(NotHere::Failed(e)) => Some(Err(e)),
+            Err(NotHere::Busy) => None,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for Reads<'_> {
+    fn get_database_backend(&self) -> DbBackend {
+        self.pool.get_database_backend()
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        self.pool.execute_raw(stmt).await
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        self.pool.execute_unprepared(sql).await
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        match self.here(&stmt, 1) {
+            Some(rows) => Ok(rows?.into_iter().next()),
+            None => self.pool.query_one_raw(stmt).await,
+        }
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        match self.here(&stmt, usize::MAX) {
+            Some(rows) => rows,
+            None => self.pool.query_all_raw(stmt).await,
+        }
+    }
+
+    fn support_returning(&self) -> bool {
+        self.pool.support_returning()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::indexing_slicing,
+        reason = "a failed unwrap is a failed test"
+    )]
+
+    use sea_orm::{EntityTrait, QueryOrder as _};
+
+    use super::*;
+    use crate::entity::enums::{ChallengePurpose, FactorKind, Role};
+    use crate::repo::{NewAuditEvent, NewSession, OtpParams};
+    use crate::testing::{Backend, NOW, TestDb};
+
+    /// A database on an SQLite file with a row in most tables, NULLs and values alike.
+    async fn populated() -> TestDb {
+        let db = TestDb::new(Backend::Sqlite).await;
+        let s = &db.storage;
+        let alice = s
+            .users()
+            .create("alice@example.com", Some("hash".into()), NOW)
+            .await;
+        let alice = alice.unwrap().id;
+        let bob = s
+            .users()
+            .create("bob@example.com", None, NOW)
+            .await
+            .unwrap()
+            .id;
+        let org = s
+            .organizations()
+            .create_with_owner("Acme", alice, NOW)
+            .await;
+        let org = org.unwrap().id;
+        s.memberships()
+            .add(org, bob, Role::Member, NOW)
+            .await
+            .unwrap();
+        let totp = OtpParams {
+            algorithm: "SHA1",
+            digits: 6,
+            period: Some(30),
+        };
+        let seed = b"12345678901234567890";
+        let factors = s.factors();
+        factors
+            .create_otp_pending(
+                alice,
+                FactorKind::Totp,
+                "app",
+                seed,
+                totp,
+                None,
+                NOW,
+                NOW + 60,
+            )
+            .await
+            .unwrap();
+        let hotp = OtpParams {
+            period: None,
+            ..totp
+        };
+        factors
+            .create_otp_pending(
+                bob,
+                FactorKind::Hotp,
+                "key",
+                seed,
+                hotp,
+                Some(7),
+                NOW,
+                NOW + 60,
+            )
+            .await
+            .unwrap();
+        factors
+            .create_sms_pending(bob, "phone", "+14155550100", NOW, NOW + 60)
+            .await
+            .unwrap();
+        s.recovery_codes()
+            .replace(alice, &["aaaa-bbbb"], NOW)
+            .await
+            .unwrap();
+        s.attempts().record_failure("user:x", NOW).await.unwrap();
+        s.attempts()
+            .lock_until("user:x", NOW + 30, NOW)
+            .await
+            .unwrap();
+        let session = NewSession {
+            user_id: alice,
+            org_id: Some(org),
+            assurance: 2,
+            now: NOW,
+            idle_ttl: 60,
+            absolute_ttl: 600,
+        };
+        s.sessions().create("token-1", session).await.unwrap();
+        s.challenges()
+            .create(
+                "challenge-1",
+                bob,
+                None,
+                ChallengePurpose::SecondFactor,
+                NOW,
+                NOW + 60,
+            )
+            .await
+            .unwrap();
+        s.audit()
+            .append(NewAuditEvent {
+                org_id: Some(org),
+                actor_id: Some(alice),
+                subject_id: None,
+                kind: "test.event",
+                details: "{}",
+                occurred_at: NOW,
+            })
+            .await
+            .unwrap();
+        db
+    }
+
+    /// Every row of `E` as the pool reads it and as the calling thread does.
+    async fn both<E: EntityTrait>(storage: &crate::Storage) -> (Vec<E::Model>, Vec<E::Model>)
+    where
+        E::Column: sea_orm::ColumnTrait,
+    {
+        let order = E::Column::iter().next().unwrap();
+        let pool = E::find()
+            .order_by_asc(order)
+            .all(storage.db())
+            .await
+            .unwrap();
+        let here = E::find()
+            .order_by_asc(order)
+            .all(&storage.reads())
+            .await
+            .unwrap();
+        (pool, here)
+    }
+
+    macro_rules! same_rows {
+        ($storage:expr, $($entity:ident),+ $(,)?) => {$(
+            let (pool, here) = both::<entity::$entity::Entity>($storage).await;
+            assert!(!pool.is_empty(), "no {} row to compare", stringify!($entity));
+            assert!(pool == here, "{} differs", stringify!($entity));
+        )+};
+    }
+
+    #[tokio::test]
+    async fn the_calling_thread_reads_every_entity_as_the_pool_does() {
+        let db = populated().await;
+        assert!(
+            db.storage.reads().here.is_some(),
+            "an SQLite file reads here"
+        );
+        same_rows!(
+            &db.storage,
+            user,
+            organization,
+            membership,
+            factor,
+            recovery_code,
+            attempt_counter,
+            session,
+            login_challenge,
+            audit_event,
+        );
+    }
+
+    #[tokio::test]
+    async fn reads_run_on_the_calling_thread_while_a_connection_is_free() {
+        let db = populated().await;
+        let storage = &db.storage;
+        // With the pool closed, only the connections of the calling thread can answer.
+        storage.db().close_by_ref().await.unwrap();
+        let alice = storage
+            .users()
+            .find_by_email("alice@example.com")
+            .await
+            .unwrap();
+        assert!(alice.is_some());
+        // All of them busy: the read goes to the pool, which is closed, and fails.
+        let readers = storage.reads().here.unwrap();
+        let _held: Vec<_> = readers
+            .connections
+            .iter()
+            .map(|c| c.lock().unwrap())
+            .collect();
+        assert!(
+            storage
+                .users()
+                .find_by_email("alice@example.com")
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_calling_thread_falls_back_to_the_pool_when_its_connections_are_busy() {
+        let db = populated().await;
+        let storage = &db.storage;
+        let readers = storage.reads().here.unwrap();
+        let _held: Vec<_> = readers
+            .connections
+            .iter()
+            .map(|c| c.lock().unwrap())
+            .collect();
+        let alice = storage
+            .users()
+            .find_by_email("alice@example.com")
+            .await
+            .unwrap();
+        assert_eq!(alice.unwrap().email_normalized, "alice@example.com");
+    }
+
+    #[tokio::test]
+    async fn the_calling_thread_never_writes() {
+        let db = populated().await;
+        let reads = db.storage.reads();
+        let delete = Statement::from_string(DbBackend::Sqlite, "DELETE FROM users RETURNING id");
+        let err = reads.query_all_raw(delete).await.unwrap_err();
+        assert!(err.to_string().contains("readonly"), "{err}");
+        let users = entity::user::Entity::find()
+            .all(db.storage.db())
+            .await
+            .unwrap();
+        assert_eq!(users.len(), 2, "nothing was deleted");
+    }
+
+    #[test]
+    fn values_bind_as_sqlx_binds_them() {
+        let id = uuid::Uuid::now_v7();
+        assert_eq!(
+            to_sql(&Value::Uuid(Some(id))).unwrap(),
+            Sql::Blob(id.as_bytes().to_vec())
+        );
+        assert_eq!(to_sql(&Value::Bool(Some(true))).unwrap(), Sql::Integer(1));
+        assert_eq!(to_sql(&Value::BigInt(None)).unwrap(), Sql::Null);
+        assert_eq!(to_sql(&Value::BigUnsigned(Some(u64::MAX))).ok(), None);
+    }
+
+    #[test]
+    fn columns_take_their_entity_field_type() {
+        assert_eq!(Kind::of("factors", "digits"), Kind::SmallInt);
+        assert_eq!(Kind::of("factors", "period"), Kind::Int);
+        assert_eq!(Kind::of("factors", "last_step"), Kind::BigInt);
+        assert_eq!(Kind::of("users", "id"), Kind::Uuid);
+        assert_eq!(Kind::of("users", "must_reenroll"), Kind::Bool);
+        assert_eq!(Kind::of("users", "nope"), Kind::Any);
+        assert_eq!(
+            from_sql(ValueRef::Integer(70_000), Kind::SmallInt).ok(),
+            None,
+            "out of range is an error, not a wrapped number"
+        );
+        assert_eq!(
+            from_sql(ValueRef::Null, Kind::Uuid).unwrap(),
+            Value::Uuid(None)
+        );
+    }
+}
