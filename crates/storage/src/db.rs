@@ -92,6 +92,10 @@ impl DbConfig {
     }
 }
 
+/// SQLite: a write-ahead log that starts over is cut back to this size (64 MiB) when
+/// `Storage`'s checkpointer checkpoints it.
+pub(crate) const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+
 /// SQLite's readers when `max_connections` is not set.
 pub(crate) const SQLITE_READERS: u32 = 4;
 
@@ -162,7 +166,7 @@ pub(crate) async fn connect_pool(
                 // 64 MiB.
                 Checkpoints::InBackground => opts
                     .pragma("wal_autocheckpoint", "0")
-                    .pragma("journal_size_limit", "67108864"),
+                    .pragma("journal_size_limit", JOURNAL_SIZE_LIMIT.to_string()),
             }
         });
     }

@@ -15,7 +15,7 @@ mod db;
 pub mod entity;
 mod error;
 mod migration;
-mod reads;
+mod on_thread;
 pub mod repo;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -51,9 +51,10 @@ pub struct Storage {
     /// SQLite file: checkpoints the write-ahead log in the background (stops with the last
     /// clone).
     checkpointer: Option<Arc<Checkpointer>>,
-    /// SQLite file: connections that read on the calling thread (see [`Storage::reads`]).
-    /// None on PostgreSQL and for an in-memory database.
-    readers: Option<Arc<reads::SqliteReaders>>,
+    /// SQLite file: connections that read on the calling thread, and the one that writes
+    /// there in the write turn (see [`on_thread`]). None on PostgreSQL and for an in-memory
+    /// database.
+    here: Option<Arc<Here>>,
 }
 
 /// How often the SQLite write-ahead log is checkpointed.
@@ -143,19 +144,26 @@ impl Drop for Checkpointer {
 /// it is handed back, and the next writer need not wait for that.
 const WRITE_CONNECTIONS: u32 = 2;
 
-/// A write's turn on SQLite (nothing on PostgreSQL): derefs to the pool; writing ends when
-/// it is dropped.
+/// An SQLite file's connections used on the calling thread (see [`on_thread`]).
+#[derive(Debug)]
+struct Here {
+    readers: on_thread::Connections,
+    writer: on_thread::Connections,
+}
+
+/// A write's turn on SQLite (nothing on PostgreSQL): derefs to where a write statement runs
+/// (on an SQLite file, the calling thread first); writing ends when it is dropped.
 #[derive(Debug)]
 pub(crate) struct Writing<'a> {
-    db: &'a DatabaseConnection,
+    db: on_thread::OnThread<'a>,
     _turn: Option<tokio::sync::MutexGuard<'a, ()>>,
 }
 
-impl std::ops::Deref for Writing<'_> {
-    type Target = DatabaseConnection;
+impl<'a> std::ops::Deref for Writing<'a> {
+    type Target = on_thread::OnThread<'a>;
 
-    fn deref(&self) -> &DatabaseConnection {
-        self.db
+    fn deref(&self) -> &on_thread::OnThread<'a> {
+        &self.db
     }
 }
 
@@ -189,8 +197,13 @@ impl Storage {
             storage.writer = Some(writer);
             if let Some(path) = db::sqlite_path(&config.url) {
                 let count = config.max_connections.unwrap_or(db::SQLITE_READERS);
-                let count = usize::try_from(count).unwrap_or(1);
-                storage.readers = Some(Arc::new(reads::SqliteReaders::open(path, count)?));
+                storage.here = Some(Arc::new(Here {
+                    readers: on_thread::Connections::readers(
+                        path,
+                        usize::try_from(count).unwrap_or(1),
+                    )?,
+                    writer: on_thread::Connections::writer(path)?,
+                }));
             }
         }
         Ok(storage)
@@ -208,7 +221,7 @@ impl Storage {
             writer: None,
             audit_queue: Arc::default(),
             checkpointer: None,
-            readers: None,
+            here: None,
         }
     }
 
@@ -219,7 +232,10 @@ impl Storage {
             None => None,
         };
         Writing {
-            db: self.writer.as_ref().unwrap_or(&self.db),
+            db: on_thread::OnThread {
+                pool: self.writer.as_ref().unwrap_or(&self.db),
+                here: self.here.as_deref().map(|here| &here.writer),
+            },
             _turn: turn,
         }
     }
@@ -229,16 +245,16 @@ impl Storage {
     pub(crate) async fn begin_write(&self) -> Result<(Writing<'_>, sea_orm::DatabaseTransaction)> {
         use sea_orm::TransactionTrait as _;
         let turn = self.write().await;
-        let txn = turn.begin().await?;
+        let txn = turn.pool.begin().await?;
         Ok((turn, txn))
     }
 
     /// Where repositories read: on an SQLite file, on the calling thread when a connection
     /// of its own is free, else (and on PostgreSQL) the pool.
-    pub(crate) fn reads(&self) -> reads::Reads<'_> {
-        reads::Reads {
+    pub(crate) fn reads(&self) -> on_thread::OnThread<'_> {
+        on_thread::OnThread {
             pool: &self.db,
-            here: self.readers.as_deref(),
+            here: self.here.as_deref().map(|here| &here.readers),
         }
     }
 

@@ -1,23 +1,24 @@
-//! Reads, and on an SQLite file reads on the calling thread.
+//! SQLite statements on the calling thread.
 //!
 //! sqlx runs every SQLite statement on its connection's own thread: the statement is handed
 //! to that thread and its rows handed back, and the pool pings the connection (one more
 //! round trip) each time it is handed back. During logins those hand-offs woke threads onto
 //! the CPUs that were hashing passwords, and took more of the machine than the statements
-//! themselves (BENCHMARKS.md, points 10 to 14). An SQLite read takes microseconds, so on an
-//! SQLite file [`Reads`] runs it on the task's own thread instead, on one of a few
-//! connections of its own ([`SqliteReaders`]), and falls back to the pool whenever that
-//! would wait: every connection busy, or the database busy. Writes and transactions stay on
-//! sqlx (they take the write turn), as does everything on PostgreSQL.
+//! themselves (BENCHMARKS.md, points 10 to 14). An SQLite statement takes microseconds, so
+//! on an SQLite file [`OnThread`] runs it on the task's own thread instead, on a connection
+//! of its own ([`Connections`]): reads on one of a few that refuse to write, single write
+//! statements, in the write turn, on one that writes. It falls back to sqlx's pool whenever
+//! running here would wait: every connection busy, or the database busy (another process
+//! writing). Transactions stay on sqlx, in the write turn, as does everything on PostgreSQL.
 //!
 //! The statements are the ones sea-orm builds for SQLite. The rows go back to sea-orm as
 //! rows of values, each typed as its entity's field (found by the table and column the
 //! result column comes from; SQLite declares `integer` for both 32- and 64-bit integers), so
-//! every entity reads as it does from sqlx.
-//! sea-orm builds a [`QueryResult`] only in its drivers; of the two that take rows from
-//! outside, its proxy does not build beside sqlx-sqlite in sea-orm 2.0.4 (a type error in
-//! its SQLite row conversion), so the rows pass through its mock database's, the other
-//! ([`into_results`]).
+//! every entity reads as it does from sqlx. sea-orm builds a [`QueryResult`] and an
+//! [`ExecResult`] only in its drivers; of the two that take results from outside, its proxy
+//! does not build beside sqlx-sqlite in sea-orm 2.0.4 (a type error in its SQLite row
+//! conversion), so the results pass through its mock database's, the other
+//! ([`into_results`], [`into_exec_result`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -29,44 +30,69 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 use sea_orm::sea_query::{ColumnType, OptionEnum, Value};
 use sea_orm::{
     ColumnTrait as _, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
-    ExecResult, IdenStatic as _, Iterable as _, MockDatabase, MockDatabaseTrait as _, QueryResult,
-    RuntimeErr, Statement,
+    ExecResult, IdenStatic as _, Iterable as _, MockDatabase, MockDatabaseTrait as _,
+    MockExecResult, QueryResult, RuntimeErr, Statement,
 };
 
 use crate::entity;
 
-/// Prepared statements each connection keeps (a login runs about ten distinct reads).
+/// Prepared statements each connection keeps (a login runs about ten distinct statements).
 const STATEMENT_CACHE: usize = 64;
 
-/// A few SQLite connections that only read, used on the calling thread.
-pub(crate) struct SqliteReaders {
+/// SQLite connections used on the calling thread: a few that read, or the one that writes.
+pub(crate) struct Connections {
     connections: Vec<Mutex<Connection>>,
-    /// Where the next read starts looking for a free connection.
+    /// Where the next statement starts looking for a free connection.
     next: AtomicUsize,
 }
 
-impl std::fmt::Debug for SqliteReaders {
+impl std::fmt::Debug for Connections {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteReaders")
+        f.debug_struct("Connections")
             .field("connections", &self.connections.len())
             .finish_non_exhaustive()
     }
 }
 
-/// Why a read did not run here: the caller runs it on the pool instead.
+/// Why a statement did not run here: the caller runs it on the pool instead.
 #[derive(Debug)]
 enum NotHere {
-    /// Every connection is in use, or SQLite answered busy (it never waits here: a task's
-    /// thread must not block).
-    Busy,
-    /// The read failed.
+    /// Every connection is in use, SQLite answered busy (it never waits here: a task's
+    /// thread must not block), or it refused a change for a constraint (sea-orm tells a
+    /// unique violation only from sqlx's error, so the pool runs it again to report it).
+    /// Nothing was changed: a statement runs whole or not at all.
+    Pool,
+    /// The statement failed.
     Failed(DbErr),
 }
 
-impl SqliteReaders {
+impl Connections {
     /// Opens `count` connections to the SQLite file at `path` (already created and migrated
-    /// by the pool). They refuse writes (`query_only`) and never wait for a lock.
-    pub(crate) fn open(path: &Path, count: usize) -> Result<Self, DbErr> {
+    /// by the pool) that refuse to write (`query_only`).
+    pub(crate) fn readers(path: &Path, count: usize) -> Result<Self, DbErr> {
+        Self::open(path, count, |conn| {
+            conn.pragma_update(None, "query_only", true)
+        })
+    }
+
+    /// Opens the connection that writes to the SQLite file at `path`, set up as sqlx's
+    /// writers are (`db::connect_pool`): normal sync, foreign keys, and checkpoints left to
+    /// `Storage`'s checkpointer.
+    pub(crate) fn writer(path: &Path) -> Result<Self, DbErr> {
+        Self::open(path, 1, |conn| {
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            conn.pragma_update(None, "foreign_keys", true)?;
+            conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+            conn.pragma_update(None, "journal_size_limit", crate::db::JOURNAL_SIZE_LIMIT)
+        })
+    }
+
+    /// `count` connections that never wait for a lock, each set up by `setup`.
+    fn open(
+        path: &Path,
+        count: usize,
+        setup: impl Fn(&Connection) -> rusqlite::Result<()>,
+    ) -> Result<Self, DbErr> {
         let connections = (0..count.max(1))
             .map(|_| {
                 let conn = Connection::open_with_flags(
@@ -74,7 +100,7 @@ impl SqliteReaders {
                     OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )?;
                 conn.busy_timeout(std::time::Duration::ZERO)?;
-                conn.pragma_update(None, "query_only", true)?;
+                setup(&conn)?;
                 conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
                 Ok(Mutex::new(conn))
             })
@@ -86,8 +112,8 @@ impl SqliteReaders {
         })
     }
 
-    /// Runs the query on the first free connection, at most `limit` rows.
-    fn query(&self, stmt: &Statement, limit: usize) -> Result<Vec<QueryResult>, NotHere> {
+    /// Runs `f` on the first free connection.
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T, NotHere>) -> Result<T, NotHere> {
         let count = self.connections.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         for i in 0..count {
@@ -97,33 +123,34 @@ impl SqliteReaders {
             let conn = match slot.try_lock() {
                 Ok(conn) => conn,
                 Err(TryLockError::WouldBlock) => continue,
-                // A panic while reading left nothing half-done: a read changes nothing.
+                // A statement runs whole or not at all (no transaction spans two): a panic
+                // left nothing half-done.
                 Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             };
-            return run(&conn, stmt, limit);
+            return f(&conn);
         }
-        Err(NotHere::Busy)
+        Err(NotHere::Pool)
     }
 }
 
-/// Runs one read statement on `conn`.
-fn run(conn: &Connection, stmt: &Statement, limit: usize) -> Result<Vec<QueryResult>, NotHere> {
-    let not_here = |e: rusqlite::Error| match e.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => NotHere::Busy,
+/// A busy database or a refused constraint means "run it on the pool" ([`NotHere::Pool`]),
+/// any other error is the statement's.
+#[allow(clippy::needless_pass_by_value, reason = "the shape `map_err` takes")]
+fn not_here(e: rusqlite::Error) -> NotHere {
+    match e.sqlite_error_code() {
+        Some(
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::ConstraintViolation,
+        ) => NotHere::Pool,
         _ => NotHere::Failed(failed(&e)),
-    };
-    let mut prepared = conn.prepare_cached(&stmt.sql).map_err(not_here)?;
-    let columns: Vec<(String, Kind)> = prepared
-        .columns_with_metadata()
-        .iter()
-        .map(|c| {
-            let kind = match (c.table_name(), c.origin_name()) {
-                (Some(table), Some(column)) => Kind::of(table, column),
-                _ => Kind::Any,
-            };
-            (c.name().to_owned(), kind)
-        })
-        .collect();
+    }
+}
+
+/// Prepares `stmt` (from the connection's cache) with its values bound.
+fn prepare<'c>(
+    conn: &'c Connection,
+    stmt: &Statement,
+) -> Result<(rusqlite::CachedStatement<'c>, Vec<Sql>), NotHere> {
+    let prepared = conn.prepare_cached(&stmt.sql).map_err(not_here)?;
     let values = match &stmt.values {
         Some(values) => values
             .0
@@ -133,6 +160,27 @@ fn run(conn: &Connection, stmt: &Statement, limit: usize) -> Result<Vec<QueryRes
             .map_err(NotHere::Failed)?,
         None => Vec::new(),
     };
+    Ok((prepared, values))
+}
+
+/// Runs a statement that returns rows (a query, or a write with `RETURNING`) on `conn`, at
+/// most `limit` of them.
+fn query(conn: &Connection, stmt: &Statement, limit: usize) -> Result<Vec<QueryResult>, NotHere> {
+    let (mut prepared, values) = prepare(conn, stmt)?;
+    // A write's RETURNING columns have no table of origin: they are its target's.
+    let target = target_table(&stmt.sql);
+    let columns: Vec<(String, Kind)> = prepared
+        .columns_with_metadata()
+        .iter()
+        .map(|c| {
+            let kind = match (c.table_name(), c.origin_name(), target) {
+                (Some(table), Some(column), _) => Kind::of(table, column),
+                (_, _, Some(table)) => Kind::of(table, c.name()),
+                _ => Kind::Any,
+            };
+            (c.name().to_owned(), kind)
+        })
+        .collect();
     let mut rows = prepared
         .query(rusqlite::params_from_iter(values))
         .map_err(not_here)?;
@@ -154,12 +202,40 @@ fn run(conn: &Connection, stmt: &Statement, limit: usize) -> Result<Vec<QueryRes
     into_results(results).map_err(NotHere::Failed)
 }
 
+/// Runs a statement that returns no rows on `conn`.
+fn execute(conn: &Connection, stmt: &Statement) -> Result<ExecResult, NotHere> {
+    let (mut prepared, values) = prepare(conn, stmt)?;
+    let rows_affected = prepared
+        .execute(rusqlite::params_from_iter(values))
+        .map_err(not_here)?;
+    into_exec_result(MockExecResult {
+        last_insert_id: u64::try_from(conn.last_insert_rowid()).unwrap_or(0),
+        rows_affected: u64::try_from(rows_affected).unwrap_or(u64::MAX),
+    })
+    .map_err(NotHere::Failed)
+}
+
+/// The table an `INSERT INTO`, `UPDATE` or `DELETE FROM` statement of sea-query's writes to.
+fn target_table(sql: &str) -> Option<&str> {
+    let rest = ["INSERT INTO \"", "UPDATE \"", "DELETE FROM \""]
+        .iter()
+        .find_map(|verb| sql.strip_prefix(verb))?;
+    rest.split('"').next()
+}
+
 /// sea-orm's rows for these values: its mock database hands back, as query results, the rows
 /// it was given.
 fn into_results(rows: Vec<BTreeMap<String, Value>>) -> Result<Vec<QueryResult>, DbErr> {
     MockDatabase::new(DbBackend::Sqlite)
         .append_query_results([rows])
         .query(0, Statement::from_string(DbBackend::Sqlite, String::new()))
+}
+
+/// sea-orm's outcome of a statement, through its mock database likewise.
+fn into_exec_result(result: MockExecResult) -> Result<ExecResult, DbErr> {
+    MockDatabase::new(DbBackend::Sqlite)
+        .append_exec_results([result])
+        .execute(0, Statement::from_string(DbBackend::Sqlite, String::new()))
 }
 
 /// What sea-orm expects of a column: the type of its entity's field.
@@ -321,32 +397,41 @@ fn failed(e: &rusqlite::Error) -> DbErr {
     query_error(format!("SQLite: {e}"))
 }
 
-/// Where a repository reads: the pool, or on an SQLite file the calling thread first (see
-/// the module's documentation). Statements other than queries go to the pool.
+/// Where repositories run statements: the pool, or on an SQLite file the calling thread
+/// first (see the module's documentation).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Reads<'a> {
+pub(crate) struct OnThread<'a> {
+    /// sqlx's pool: the fallback, and everything on PostgreSQL.
     pub(crate) pool: &'a DatabaseConnection,
-    pub(crate) here: Option<&'a SqliteReaders>,
+    /// The connections used on the calling thread, if any.
+    pub(crate) here: Option<&'a Connections>,
 }
 
-impl Reads<'_> {
-    fn here(&self, stmt: &Statement, limit: usize) -> Option<Result<Vec<QueryResult>, DbErr>> {
-        match self.here?.query(stmt, limit) {
-            Ok(rows) => Some(Ok(rows)),
+impl OnThread<'_> {
+    /// Runs `f` here; None when it has to run on the pool.
+    fn here<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, NotHere>,
+    ) -> Option<Result<T, DbErr>> {
+        match self.here?.with(f) {
+            Ok(out) => Some(Ok(out)),
             Err(NotHere::Failed(e)) => Some(Err(e)),
-            Err(NotHere::Busy) => None,
+            Err(NotHere::Pool) => None,
         }
     }
 }
 
 #[async_trait::async_trait]
-impl ConnectionTrait for Reads<'_> {
+impl ConnectionTrait for OnThread<'_> {
     fn get_database_backend(&self) -> DbBackend {
         self.pool.get_database_backend()
     }
 
     async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
-        self.pool.execute_raw(stmt).await
+        match self.here(|conn| execute(conn, &stmt)) {
+            Some(result) => result,
+            None => self.pool.execute_raw(stmt).await,
+        }
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
@@ -354,14 +439,14 @@ impl ConnectionTrait for Reads<'_> {
     }
 
     async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        match self.here(&stmt, 1) {
+        match self.here(|conn| query(conn, &stmt, 1)) {
             Some(rows) => Ok(rows?.into_iter().next()),
             None => self.pool.query_one_raw(stmt).await,
         }
     }
 
     async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        match self.here(&stmt, usize::MAX) {
+        match self.here(|conn| query(conn, &stmt, usize::MAX)) {
             Some(rows) => rows,
             None => self.pool.query_all_raw(stmt).await,
         }
@@ -572,7 +657,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_calling_thread_falls_back_to_the_pool_when_its_connections_are_busy() {
+    async fn reads_fall_back_to_the_pool_when_every_connection_is_busy() {
         let db = populated().await;
         let storage = &db.storage;
         let readers = storage.reads().here.unwrap();
@@ -590,7 +675,92 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_calling_thread_never_writes() {
+    async fn writes_run_on_the_calling_thread_in_the_write_turn() {
+        let db = populated().await;
+        let storage = &db.storage;
+        // With the writers' pool closed, only the calling thread's writer can write.
+        storage
+            .writer
+            .as_ref()
+            .unwrap()
+            .close_by_ref()
+            .await
+            .unwrap();
+        let carol = storage.users().create("carol@example.com", None, NOW).await;
+        let carol = carol.unwrap();
+        assert_eq!(carol.email_normalized, "carol@example.com");
+        assert!(
+            !carol.must_reenroll,
+            "RETURNING rows read as the entity's types"
+        );
+        let challenges = storage.challenges();
+        let created = challenges.create(
+            "challenge-2",
+            carol.id,
+            None,
+            ChallengePurpose::SecondFactor,
+            NOW,
+            NOW + 60,
+        );
+        let challenge = created.await.unwrap();
+        assert_eq!(challenge.attempts, 0, "an i32 column of a RETURNING row");
+        assert!(
+            storage
+                .challenges()
+                .take_attempt(challenge.id, 3, NOW)
+                .await
+                .unwrap()
+        );
+        let read = storage
+            .challenges()
+            .find_active("challenge-2", NOW)
+            .await
+            .unwrap();
+        assert_eq!(read.unwrap().attempts, 1);
+    }
+
+    #[tokio::test]
+    async fn a_refused_write_is_reported_as_sqlx_reports_it() {
+        let db = populated().await;
+        let err = db
+            .storage
+            .users()
+            .create("ALICE@example.com", None, NOW)
+            .await;
+        assert!(
+            matches!(err, Err(crate::StorageError::Conflict("user"))),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_calling_thread_never_waits_for_the_write_lock() {
+        let db = populated().await;
+        let path = crate::db::sqlite_path(&db.config.url).unwrap().to_owned();
+        // Another process holds the write lock for a moment: the write goes to the pool,
+        // which waits for it on its own thread (busy timeout), and lands.
+        let (locked, release) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+        let holder = std::thread::spawn(move || {
+            let conn = Connection::open(path).unwrap();
+            conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+            locked.0.send(()).unwrap();
+            release.1.recv().unwrap();
+            conn.execute_batch("COMMIT").unwrap();
+        });
+        locked.1.recv().unwrap();
+        let users = db.storage.users();
+        let writing = users.create("dave@example.com", None, NOW);
+        let release_soon = async {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            release.0.send(()).unwrap();
+        };
+        let (created, ()) = tokio::join!(writing, release_soon);
+        assert_eq!(created.unwrap().email_normalized, "dave@example.com");
+        holder.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_readers_never_write() {
         let db = populated().await;
         let reads = db.storage.reads();
         let delete = Statement::from_string(DbBackend::Sqlite, "DELETE FROM users RETURNING id");
