@@ -129,6 +129,7 @@ impl Connections {
             };
             return f(&conn);
         }
+        tracing::debug!("every connection in use: SQLite statement goes to the pool");
         Err(NotHere::Pool)
     }
 }
@@ -140,7 +141,10 @@ fn not_here(e: rusqlite::Error) -> NotHere {
     match e.sqlite_error_code() {
         Some(
             ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::ConstraintViolation,
-        ) => NotHere::Pool,
+        ) => {
+            tracing::debug!(error = %e, "SQLite statement goes to the pool");
+            NotHere::Pool
+        }
         _ => NotHere::Failed(failed(&e)),
     }
 }
