@@ -16,7 +16,8 @@ pub struct DbConfig {
     /// `postgres://USER@HOST:PORT/DB`.
     pub url: String,
     /// Pool size. SQLite: concurrent readers; `Storage::open` adds a pool of 2 for writes,
-    /// which take turns. Default 8 on PostgreSQL, 4 on SQLite.
+    /// which take turns, and as many readers again plus one writer used on the calling
+    /// thread. Default 8 on PostgreSQL, 4 on SQLite.
     pub max_connections: Option<u32>,
     /// Connections kept open when idle. Default 1.
     pub min_connections: u32,

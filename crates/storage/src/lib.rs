@@ -151,12 +151,15 @@ struct Here {
     writer: on_thread::Connections,
 }
 
+/// The SQLite write turn while held (None on PostgreSQL).
+pub(crate) type WriteTurn<'a> = Option<tokio::sync::MutexGuard<'a, ()>>;
+
 /// A write's turn on SQLite (nothing on PostgreSQL): derefs to where a write statement runs
 /// (on an SQLite file, the calling thread first); writing ends when it is dropped.
 #[derive(Debug)]
 pub(crate) struct Writing<'a> {
     db: on_thread::OnThread<'a>,
-    _turn: Option<tokio::sync::MutexGuard<'a, ()>>,
+    _turn: WriteTurn<'a>,
 }
 
 impl<'a> std::ops::Deref for Writing<'a> {
@@ -169,7 +172,8 @@ impl<'a> std::ops::Deref for Writing<'a> {
 
 impl Storage {
     /// Connects (see [`connect`]) and applies pending migrations.
-    /// On an SQLite file it also opens the connection that writes.
+    /// On an SQLite file it also opens the pool that writes, the checkpointer, and the
+    /// connections used on the calling thread ([`on_thread`]).
     pub async fn open(config: &DbConfig, keyring: KeyRing, hasher: SecretHasher) -> Result<Self> {
         let background = config.is_sqlite_file();
         let checkpoints = if background {
@@ -225,32 +229,49 @@ impl Storage {
         }
     }
 
-    /// The pool, for one write statement: waits for the SQLite write turn first.
+    /// For one write statement of a row or a few: waits for the SQLite write turn, then
+    /// writes on the calling thread (SQLite file) or the pool.
     pub(crate) async fn write(&self) -> Writing<'_> {
-        let turn = match &self.write_turn {
-            Some(turn) => Some(turn.lock().await),
-            None => None,
-        };
+        let mut writing = self.write_on_pool().await;
+        writing.db.here = self.here.as_deref().map(|here| &here.writer);
+        writing
+    }
+
+    /// For one write statement that may touch many rows (clean-ups, a policy's revocations):
+    /// waits for the SQLite write turn, then writes on the pool, whose thread may take its
+    /// time, never on the calling thread.
+    pub(crate) async fn write_on_pool(&self) -> Writing<'_> {
         Writing {
             db: on_thread::OnThread {
                 pool: self.writer.as_ref().unwrap_or(&self.db),
-                here: self.here.as_deref().map(|here| &here.writer),
+                here: None,
             },
-            _turn: turn,
+            _turn: self.write_turn().await,
         }
     }
 
-    /// A transaction that writes, begun in the SQLite write turn (held until the returned
-    /// turn is dropped: keep it bound for the transaction's whole life).
-    pub(crate) async fn begin_write(&self) -> Result<(Writing<'_>, sea_orm::DatabaseTransaction)> {
+    /// The SQLite write turn (None on PostgreSQL).
+    async fn write_turn(&self) -> WriteTurn<'_> {
+        match &self.write_turn {
+            Some(turn) => Some(turn.lock().await),
+            None => None,
+        }
+    }
+
+    /// A transaction that writes, on the pool, begun in the SQLite write turn (held until
+    /// the returned turn is dropped: keep it bound for the transaction's whole life).
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<(WriteTurn<'_>, sea_orm::DatabaseTransaction)> {
         use sea_orm::TransactionTrait as _;
-        let turn = self.write().await;
-        let txn = turn.pool.begin().await?;
+        let turn = self.write_turn().await;
+        let txn = self.writer.as_ref().unwrap_or(&self.db).begin().await?;
         Ok((turn, txn))
     }
 
-    /// Where repositories read: on an SQLite file, on the calling thread when a connection
-    /// of its own is free, else (and on PostgreSQL) the pool.
+    /// Where repositories read a row or a few (by a key): on an SQLite file, on the calling
+    /// thread when a connection of its own is free, else (and on PostgreSQL) the pool. Reads
+    /// that may scan many rows (lists, rotation) use [`Storage::db`].
     pub(crate) fn reads(&self) -> on_thread::OnThread<'_> {
         on_thread::OnThread {
             pool: &self.db,
@@ -259,7 +280,7 @@ impl Storage {
     }
 
     /// The connection pool (on an SQLite file, the readers': writes go through the
-    /// repositories, which use the connection that writes).
+    /// repositories, which use the pool that writes or the calling thread's writer).
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
     }
@@ -329,7 +350,8 @@ impl Storage {
         repo::Attempts::new(self)
     }
 
-    /// The connection pool's size and idle connections, for metrics.
+    /// The connection pool's size and idle connections, for metrics (on an SQLite file, the
+    /// pool that reads when the calling thread's connections are busy, and lists).
     pub fn pool_state(&self) -> Option<(u32, usize)> {
         use sea_orm::DbBackend;
         let db = self.db();

@@ -8,8 +8,13 @@
 //! on an SQLite file [`OnThread`] runs it on the task's own thread instead, on a connection
 //! of its own ([`Connections`]): reads on one of a few that refuse to write, single write
 //! statements, in the write turn, on one that writes. It falls back to sqlx's pool whenever
-//! running here would wait: every connection busy, or the database busy (another process
-//! writing). Transactions stay on sqlx, in the write turn, as does everything on PostgreSQL.
+//! running here would wait (every connection busy, or the database busy: another process
+//! writing) and when SQLite refuses a constraint, so that the pool reports it as sea-orm
+//! expects. Transactions stay on sqlx, in the write turn, as does everything on PostgreSQL.
+//!
+//! Only short statements run here, on a key: reads and writes that may touch many rows
+//! (lists, clean-ups, key rotation, a policy's revocations) go to the pool, whose thread
+//! may take its time (`Storage::db`, `Storage::write_on_pool`).
 //!
 //! The statements are the ones sea-orm builds for SQLite. The rows go back to sea-orm as
 //! rows of values, each typed as its entity's field (found by the table and column the
@@ -18,7 +23,10 @@
 //! [`ExecResult`] only in its drivers; of the two that take results from outside, its proxy
 //! does not build beside sqlx-sqlite in sea-orm 2.0.4 (a type error in its SQLite row
 //! conversion), so the results pass through its mock database's, the other
-//! ([`into_results`], [`into_exec_result`]).
+//! ([`into_results`], [`into_exec_result`]). Two limits of those rows: their columns are
+//! kept by name, so a column read by its position would be the wrong one (this crate reads
+//! by name); and sea-orm reads a value of the wrong type in an `Option` field as None, so a
+//! test compares every entity and projection read both ways.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -60,7 +68,8 @@ enum NotHere {
     /// Every connection is in use, SQLite answered busy (it never waits here: a task's
     /// thread must not block), or it refused a change for a constraint (sea-orm tells a
     /// unique violation only from sqlx's error, so the pool runs it again to report it).
-    /// Nothing was changed: a statement runs whole or not at all.
+    /// Nothing was changed: a statement that fails is undone whole (SQLite's default
+    /// `ABORT`; no statement of this crate asks for `OR FAIL` or `OR REPLACE`).
     Pool,
     /// The statement failed.
     Failed(DbErr),
@@ -189,17 +198,25 @@ fn query(conn: &Connection, stmt: &Statement, limit: usize) -> Result<Vec<QueryR
         .query(rusqlite::params_from_iter(values))
         .map_err(not_here)?;
     let mut results = Vec::new();
-    while results.len() < limit {
+    loop {
         let Some(row) = rows.next().map_err(not_here)? else {
             break;
         };
+        if results.len() >= limit {
+            // A write commits when its statement runs to the end: step a RETURNING write
+            // there, so that a failed commit is an error, not a row that was never written.
+            if target.is_some() {
+                continue;
+            }
+            break;
+        }
         let mut values = BTreeMap::new();
         for (i, (name, kind)) in columns.iter().enumerate() {
             let value = from_sql(row.get_ref(i).map_err(not_here)?, *kind).map_err(|reason| {
                 NotHere::Failed(query_error(format!("column {name}: {reason}")))
             })?;
-            // The first of two columns of one name wins, as with sqlx.
-            values.entry(name.clone()).or_insert(value);
+            // The last of two columns of one name wins, as with sqlx.
+            values.insert(name.clone(), value);
         }
         results.push(values);
     }
@@ -402,8 +419,9 @@ fn failed(e: &rusqlite::Error) -> DbErr {
 }
 
 /// Where repositories run statements: the pool, or on an SQLite file the calling thread
-/// first (see the module's documentation).
-#[derive(Clone, Copy, Debug)]
+/// first (see the module's documentation). Not `Copy`: a [`crate::Writing`]'s may not outlive
+/// its write turn.
+#[derive(Debug)]
 pub(crate) struct OnThread<'a> {
     /// sqlx's pool: the fallback, and everything on PostgreSQL.
     pub(crate) pool: &'a DatabaseConnection,
@@ -473,7 +491,7 @@ mod tests {
 
     use super::*;
     use crate::entity::enums::{ChallengePurpose, FactorKind, Role};
-    use crate::repo::{NewAuditEvent, NewSession, OtpParams};
+    use crate::repo::{NewAuditEvent, NewSession, OrganizationsToRead, OtpParams};
     use crate::testing::{Backend, NOW, TestDb};
 
     /// A database on an SQLite file with a row in most tables, NULLs and values alike.
@@ -507,7 +525,7 @@ mod tests {
         };
         let seed = b"12345678901234567890";
         let factors = s.factors();
-        factors
+        let app = factors
             .create_otp_pending(
                 alice,
                 FactorKind::Totp,
@@ -518,6 +536,10 @@ mod tests {
                 NOW,
                 NOW + 60,
             )
+            .await
+            .unwrap();
+        factors
+            .activate(app.id, alice, Some(100), None, NOW)
             .await
             .unwrap();
         let hotp = OtpParams {
@@ -537,8 +559,16 @@ mod tests {
             )
             .await
             .unwrap();
-        factors
+        let phone = factors
             .create_sms_pending(bob, "phone", "+14155550100", NOW, NOW + 60)
+            .await
+            .unwrap();
+        s.sms_codes()
+            .issue(phone.id, "123456", NOW, NOW + 300)
+            .await
+            .unwrap();
+        s.sms_limits()
+            .count_event("sms:org:x", 3600, NOW)
             .await
             .unwrap();
         s.recovery_codes()
@@ -629,7 +659,55 @@ mod tests {
             session,
             login_challenge,
             audit_event,
+            sms_code,
+            sms_counter,
         );
+    }
+
+    #[tokio::test]
+    async fn the_calling_thread_reads_every_projection_as_the_pool_does() {
+        let db = populated().await;
+        let here = &db.storage;
+        assert!(here.reads().here.is_some());
+        // The same database, read through the pool only.
+        let pool = crate::Storage::new(
+            here.db().clone(),
+            crate::testing::keyring(1, &[1]),
+            crate::testing::hasher(),
+        );
+        assert!(pool.reads().here.is_none());
+        let alice = here.users().find_by_email("alice@example.com").await;
+        let alice = alice.unwrap().unwrap().id;
+        for storage in [here, &pool] {
+            let (factors, counter) = storage
+                .factors()
+                .active_with_counter(alice, "user:x")
+                .await
+                .unwrap();
+            assert_eq!(factors.len(), 1);
+            let counter = counter.expect("the counter rides on the factor row");
+            assert_eq!(
+                (counter.failures, counter.locked_until),
+                (1, Some(NOW + 30))
+            );
+        }
+        let both = |which: OrganizationsToRead| {
+            let (here, pool) = (here.users(), pool.users());
+            async move {
+                let a = here.get_with_mfa(alice, which).await.unwrap().unwrap();
+                let b = pool.get_with_mfa(alice, which).await.unwrap().unwrap();
+                assert!(a == b, "get_with_mfa({which:?}) differs");
+                a
+            }
+        };
+        let (_, mfa, orgs) = both(OrganizationsToRead::Memberships).await;
+        assert_eq!((mfa.totp, mfa.recovery_codes_left, orgs.len()), (1, 1, 1));
+        let (_, _, orgs) = both(OrganizationsToRead::Only(crate::Uuid::nil())).await;
+        assert!(
+            orgs.is_empty(),
+            "no such organization: the LEFT JOIN's NULLs"
+        );
+        both(OrganizationsToRead::None).await;
     }
 
     #[tokio::test]

@@ -223,7 +223,7 @@ impl<'a> Audit<'a> {
         let rows = query
             .order_by_desc(Column::Id)
             .limit(limit.saturating_add(1))
-            .all(&self.storage.reads())
+            .all(self.storage.db())
             .await?;
         Ok(page(rows, limit, |m| m.id))
     }

@@ -126,7 +126,7 @@ impl<'a> Challenges<'a> {
     pub async fn delete_expired(&self, now: i64) -> Result<u64> {
         Ok(Entity::delete_many()
             .filter(Column::ExpiresAt.lte(now))
-            .exec(&*self.storage.write().await)
+            .exec(&*self.storage.write_on_pool().await)
             .await?
             .rows_affected)
     }

@@ -486,7 +486,7 @@ impl<'a> Factors<'a> {
         Ok(Entity::delete_many()
             .filter(Column::Status.eq(FactorStatus::Pending))
             .filter(Column::PendingExpiresAt.lte(now))
-            .exec(&*self.storage.write().await)
+            .exec(&*self.storage.write_on_pool().await)
             .await?
             .rows_affected)
     }
@@ -511,7 +511,7 @@ impl<'a> Factors<'a> {
         let rows = query
             .order_by_asc(Column::Id)
             .limit(batch.clamp(1, 10_000))
-            .all(&self.storage.reads())
+            .all(self.storage.db())
             .await?;
         let mut progress = RotationProgress {
             resealed: 0,
@@ -538,7 +538,7 @@ impl<'a> Factors<'a> {
                 .await?;
             progress.resealed += updated.rows_affected;
         }
-        progress.remaining = stale().count(&self.storage.reads()).await?;
+        progress.remaining = stale().count(self.storage.db()).await?;
         Ok(progress)
     }
 }

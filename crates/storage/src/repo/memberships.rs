@@ -97,7 +97,7 @@ impl<'a> Memberships<'a> {
         let rows = query
             .order_by_asc(Column::UserId)
             .limit(limit.saturating_add(1))
-            .all(&self.storage.reads())
+            .all(self.storage.db())
             .await?;
         Ok(page(rows, limit, |m| m.user_id))
     }

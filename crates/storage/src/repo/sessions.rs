@@ -180,7 +180,7 @@ impl<'a> Sessions<'a> {
     /// the organization, and its members' sessions that name no organization. A member's
     /// session for another organization follows that one's policy. Returns how many.
     pub async fn revoke_org_below(&self, org_id: Uuid, assurance: i16, now: i64) -> Result<u64> {
-        revoke_org_below(&*self.storage.write().await, org_id, assurance, now).await
+        revoke_org_below(&*self.storage.write_on_pool().await, org_id, assurance, now).await
     }
 }
 
