@@ -710,6 +710,16 @@ mod tests {
         both(OrganizationsToRead::None).await;
     }
 
+    /// Holds every connection that reads on the calling thread, as busy tasks would.
+    fn hold_every_reader(storage: &crate::Storage) -> Vec<std::sync::MutexGuard<'_, Connection>> {
+        let readers = &storage.here.as_deref().unwrap().readers;
+        readers
+            .connections
+            .iter()
+            .map(|c| c.lock().unwrap())
+            .collect()
+    }
+
     #[tokio::test]
     async fn reads_run_on_the_calling_thread_while_a_connection_is_free() {
         let db = populated().await;
@@ -723,12 +733,7 @@ mod tests {
             .unwrap();
         assert!(alice.is_some());
         // All of them busy: the read goes to the pool, which is closed, and fails.
-        let readers = storage.reads().here.unwrap();
-        let _held: Vec<_> = readers
-            .connections
-            .iter()
-            .map(|c| c.lock().unwrap())
-            .collect();
+        let _held = hold_every_reader(storage);
         assert!(
             storage
                 .users()
@@ -742,12 +747,7 @@ mod tests {
     async fn reads_fall_back_to_the_pool_when_every_connection_is_busy() {
         let db = populated().await;
         let storage = &db.storage;
-        let readers = storage.reads().here.unwrap();
-        let _held: Vec<_> = readers
-            .connections
-            .iter()
-            .map(|c| c.lock().unwrap())
-            .collect();
+        let _held = hold_every_reader(storage);
         let alice = storage
             .users()
             .find_by_email("alice@example.com")
