@@ -232,22 +232,31 @@ impl Storage {
     /// For one write statement of a row or a few: waits for the SQLite write turn, then
     /// writes on the calling thread (SQLite file) or the pool.
     pub(crate) async fn write(&self) -> Writing<'_> {
-        let mut writing = self.write_on_pool().await;
-        writing.db.here = self.here.as_deref().map(|here| &here.writer);
-        writing
+        self.writing(self.here.as_deref().map(|here| &here.writer))
+            .await
     }
 
     /// For one write statement that may touch many rows (clean-ups, a policy's revocations):
     /// waits for the SQLite write turn, then writes on the pool, whose thread may take its
     /// time, never on the calling thread.
     pub(crate) async fn write_on_pool(&self) -> Writing<'_> {
+        self.writing(None).await
+    }
+
+    /// A write in the turn, on `here` first when given, else on the pool that writes.
+    async fn writing<'a>(&'a self, here: Option<&'a on_thread::Connections>) -> Writing<'a> {
         Writing {
             db: on_thread::OnThread {
-                pool: self.writer.as_ref().unwrap_or(&self.db),
-                here: None,
+                pool: self.write_pool(),
+                here,
             },
             _turn: self.write_turn().await,
         }
+    }
+
+    /// The pool that writes: on an SQLite file its own, else the one pool.
+    fn write_pool(&self) -> &DatabaseConnection {
+        self.writer.as_ref().unwrap_or(&self.db)
     }
 
     /// The SQLite write turn (None on PostgreSQL).
@@ -265,7 +274,7 @@ impl Storage {
     ) -> Result<(WriteTurn<'_>, sea_orm::DatabaseTransaction)> {
         use sea_orm::TransactionTrait as _;
         let turn = self.write_turn().await;
-        let txn = self.writer.as_ref().unwrap_or(&self.db).begin().await?;
+        let txn = self.write_pool().begin().await?;
         Ok((turn, txn))
     }
 
