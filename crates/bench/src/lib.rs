@@ -204,15 +204,9 @@ async fn measure(options: &Options, target: &Target, pid: Option<Pid>) -> Result
             (recorded, None, 0, s, g, window)
         }
         Scenario::Login | Scenario::HealthUnderLoad => {
-            let limit = hashing.as_ref().map_or(100.0, |h| h.logins_per_sec);
-            // An account logs in about (window / 30 s + 1) times: once per TOTP step after
-            // the one its enrollment used (the server also takes the next step's code). Half
-            // as many again, so the pool never runs dry.
-            let per_account = window_secs / 30.0 + 1.0;
-            let needed = (limit * window_secs / per_account * 1.5).ceil();
-            let n = options
-                .users
-                .unwrap_or_else(|| count(needed).max(concurrency * 2));
+            let n = options.users.unwrap_or_else(|| {
+                login_accounts(hashing.as_ref(), window_secs).max(concurrency * 2)
+            });
             say(
                 options,
                 &format!("creating {n} accounts with authenticator apps…"),
@@ -300,6 +294,20 @@ async fn measure(options: &Options, target: &Target, pid: Option<Pid>) -> Result
     Ok(report)
 }
 
+/// How many accounts the `login` pool needs so that it never runs dry during a window of
+/// `window_secs` (warm-up included), at the most logins per second `limit` allows.
+fn login_accounts(limit: Option<&argon::HashLimit>, window_secs: f64) -> usize {
+    // The most logins per second this machine could reach: from the fastest hash measured,
+    // not the median, so a neighbour that slowed the measurement (other tests, a build)
+    // cannot leave the pool short once it stops.
+    let most = limit.map_or(100.0, |h| h.cores as f64 * 1000.0 / h.fastest_ms.max(1e-6));
+    // An account logs in about (window / 30 s + 1) times: once per TOTP step after the one
+    // its enrollment used (the server also takes the next step's code). Half as many again,
+    // so the pool never runs dry.
+    let per_account = window_secs / 30.0 + 1.0;
+    count((most * window_secs / per_account * 1.5).ceil())
+}
+
 /// A positive, rounded-up account count as usize (capped at a million).
 #[allow(
     clippy::cast_possible_truncation,
@@ -385,4 +393,35 @@ async fn startup(options: &Options) -> Result<Report, String> {
         Ok(report)
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(hash_ms: f64, fastest_ms: f64) -> argon::HashLimit {
+        argon::HashLimit {
+            cores: 2,
+            hash_ms,
+            fastest_ms,
+            logins_per_sec: 2000.0 / hash_ms,
+            params: (19_456, 2, 1),
+        }
+    }
+
+    #[test]
+    fn the_login_pool_is_sized_from_the_fastest_hash() {
+        // 2 cores at 10 ms: 200 logins/s at most; 1.8 s at about 1.06 logins per account,
+        // half as many again.
+        assert_eq!(login_accounts(Some(&limit(10.0, 10.0)), 1.8), 510);
+        // A median slowed by a busy neighbour (CI ran the same run at 37.8 ms before and
+        // 15.9 ms after) does not shrink the pool while the fastest hash stays fast.
+        assert_eq!(
+            login_accounts(Some(&limit(37.8, 10.0)), 1.8),
+            login_accounts(Some(&limit(10.0, 10.0)), 1.8)
+        );
+        // Longer windows: each account logs in once more per 30 s step.
+        assert_eq!(login_accounts(Some(&limit(10.0, 10.0)), 60.0), 6000);
+        assert_eq!(login_accounts(None, 30.0), 2250);
+    }
 }

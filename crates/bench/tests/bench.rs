@@ -36,6 +36,11 @@ fn server_bin() -> PathBuf {
     bin
 }
 
+/// The tests of this file run one at a time. Each starts a server and saturates it, and the
+/// `login` pool is sized from the argon2id limit measured at its start: beside another
+/// test's server, that measurement (and every rate) would be of a shared machine.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn postgres() -> Db {
     Db::Postgres(
         std::env::var("TEST_DATABASE_URL")
@@ -77,6 +82,7 @@ fn assert_clean(report: &tollgate_bench::report::Report, ops: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otp_runs_clean_on_sqlite_and_postgres() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     for (db, label) in [(Db::Sqlite, "sqlite"), (postgres(), "postgres")] {
         let mut o = short(Scenario::Otp);
         o.launch.db = db;
@@ -94,6 +100,7 @@ async fn otp_runs_clean_on_sqlite_and_postgres() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_and_health_under_load_run_clean() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let o = short(Scenario::Login);
     let report = tollgate_bench::run(&o).await.unwrap();
     assert_clean(&report, &["login"]);
@@ -128,6 +135,7 @@ async fn login_and_health_under_load_run_clean() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_runs_every_operation_clean() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let mut o = short(Scenario::Mixed);
     o.duration = Duration::from_secs(3);
     let report = tollgate_bench::run(&o).await.unwrap();
@@ -139,6 +147,7 @@ async fn mixed_runs_every_operation_clean() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn startup_times_every_start() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let mut o = short(Scenario::Startup);
     o.starts = 2;
     let report = tollgate_bench::run(&o).await.unwrap();
@@ -156,6 +165,7 @@ async fn startup_times_every_start() {
 /// Wrong codes: the run must show failures, with the server's reasons, and no successes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_answers_are_failures_not_throughput() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let ws = Workspace::create(short(Scenario::Otp).launch)
         .await
         .unwrap();
@@ -200,6 +210,7 @@ async fn wrong_answers_are_failures_not_throughput() {
 
 #[test]
 fn the_command_line_runs_and_writes_json() {
+    let _serial = ONE_AT_A_TIME.blocking_lock();
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate-bench"))
