@@ -1,13 +1,14 @@
 //! Which CPUs the server's threads run on (`server.thread_placement`).
 //!
-//! A request hands every SQL statement to its connection's thread (sqlx runs SQLite on a
-//! thread per connection) and is woken again by the answer; the async workers wake each
-//! other too. When those threads sit on different CPUs, each hand-off wakes the other CPU
-//! with an interrupt, which on a virtual machine is costly and preempts the password hash
-//! running there. `pinned` keeps the request threads together on one CPU, where a hand-off
-//! is a plain switch, and spreads the hashing threads over the CPUs, the request CPU last.
-//! It trades a longer latency tail at moderate load for throughput (BENCHMARKS.md, point
-//! 12), so it is a choice, not the default.
+//! The request threads (async workers, and the database threads sqlx still uses for
+//! PostgreSQL, transactions and lists) wake each other and are woken by the hashing threads
+//! as each hash completes. When they sit on different CPUs, each wake-up interrupts the other
+//! CPU, which on a virtual machine is costly and preempts the password hash running there.
+//! `pinned` keeps the request threads together on one CPU, where a wake-up is a plain
+//! switch, and spreads the hashing threads over the CPUs, the request CPU last. It trades
+//! the requests' other CPUs for a few points of login throughput (on two CPUs a quarter of
+//! the HOTP checks per second at full load, BENCHMARKS.md points 12 and 15), so it is a
+//! choice, not the default.
 //!
 //! The request CPU is set on the thread that starts the runtime, before it starts any other:
 //! every thread inherits its creator's affinity, so the async workers, the blocking pool and
