@@ -281,7 +281,8 @@ async fn measure(options: &Options, target: &Target, pid: Option<Pid>) -> Result
     ) && let (Some(server), Some(generator), Some(login)) =
         (&report.server, &report.generator, report.ops.get("login"))
     {
-        report.cpu_per_login = report::CpuPerLogin::new(server, generator, login.rate);
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        report.cpu_per_login = report::CpuPerLogin::new(server, generator, login.rate, cores);
     }
     report.hashing = hashing.map(|(h, measured_ms)| {
         let achieved = report.ops.get("login").map_or(0.0, |s| s.rate);

@@ -33,14 +33,24 @@ pub struct CpuPerLogin {
     pub server_other_ms: f64,
     /// The load generator, ms per login.
     pub generator_ms: f64,
+    /// The share of the machine's cores the server's hashing threads used (0 to 1). It does
+    /// not depend on the limit's measurement, so it holds where the host's speed drifts
+    /// during a run; logins reach at most this share of the limit unless the server hashes
+    /// faster than the measurement did.
+    pub machine_hashing: f64,
 }
 
 impl CpuPerLogin {
-    /// From the server's and the generator's thread splits and the login rate; None without
-    /// either split or without logins.
-    pub fn new(server: &Usage, generator: &Usage, logins_per_sec: f64) -> Option<Self> {
+    /// From the server's and the generator's thread splits, the login rate and the
+    /// machine's cores; None without either split, without logins or without cores.
+    pub fn new(
+        server: &Usage,
+        generator: &Usage,
+        logins_per_sec: f64,
+        cores: usize,
+    ) -> Option<Self> {
         let (server, generator) = (server.threads?, generator.threads?);
-        if logins_per_sec <= 0.0 {
+        if logins_per_sec <= 0.0 || cores == 0 {
             return None;
         }
         let ms = |cores: f64| cores * 1000.0 / logins_per_sec;
@@ -48,6 +58,7 @@ impl CpuPerLogin {
             hashing_ms: ms(server.hashing_cores),
             server_other_ms: ms(server.other_cores),
             generator_ms: ms(generator.total_cores()),
+            machine_hashing: server.hashing_cores / cores as f64,
         })
     }
 }
@@ -234,6 +245,11 @@ impl Report {
                 "CPU per login: the server's hashing threads {:.2} ms{hash}, its other threads {:.2} ms, the load generator {:.2} ms",
                 c.hashing_ms, c.server_other_ms, c.generator_ms
             );
+            let _ = writeln!(
+                out,
+                "the hashing threads used {:.1}% of the machine's cores (the rest went to the work beside the hashes)",
+                c.machine_hashing * 100.0
+            );
         }
         if self.starved > 0 {
             let _ = writeln!(
@@ -266,5 +282,43 @@ impl Report {
             let _ = writeln!(out, "server idle RSS: {idle:.1} MiB");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::ThreadSplit;
+
+    fn usage(hashing_cores: f64, other_cores: f64) -> Usage {
+        Usage {
+            cores: hashing_cores + other_cores,
+            rss_start_mib: 1.0,
+            rss_peak_mib: 1.0,
+            rss_high_water_mib: 1.0,
+            threads: Some(ThreadSplit {
+                hashing_cores,
+                other_cores,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_logins_cpu_is_split_by_kind_and_the_hashing_share_of_the_machine_follows() {
+        // 100 logins/s on 2 cores: hashing threads on 1.75 cores, other server threads on
+        // 0.2, the generator on 0.05.
+        let c = CpuPerLogin::new(&usage(1.75, 0.2), &usage(0.0, 0.05), 100.0, 2).unwrap();
+        assert!((c.hashing_ms - 17.5).abs() < 1e-9, "{c:?}");
+        assert!((c.server_other_ms - 2.0).abs() < 1e-9, "{c:?}");
+        assert!((c.generator_ms - 0.5).abs() < 1e-9, "{c:?}");
+        assert!((c.machine_hashing - 0.875).abs() < 1e-9, "{c:?}");
+        // Nothing to divide by: no figure rather than infinity.
+        assert!(CpuPerLogin::new(&usage(1.75, 0.2), &usage(0.0, 0.05), 0.0, 2).is_none());
+        assert!(CpuPerLogin::new(&usage(1.75, 0.2), &usage(0.0, 0.05), 100.0, 0).is_none());
+        let unsplit = Usage {
+            threads: None,
+            ..usage(1.75, 0.2)
+        };
+        assert!(CpuPerLogin::new(&unsplit, &usage(0.0, 0.05), 100.0, 2).is_none());
     }
 }
