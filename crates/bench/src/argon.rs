@@ -34,7 +34,7 @@ pub fn measure(config: &PasswordConfig, samples: usize) -> Result<HashLimit, Str
         Some(32),
     )
     .map_err(|e| format!("argon2 parameters: {e}"))?;
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let cores = server::placement::cores();
     // One hashing thread per core, as under a login flood: argon2 is memory-bound, and a hash
     // alone on an idle machine runs faster than one beside others.
     let threads: Vec<_> = (0..cores)

@@ -281,7 +281,10 @@ async fn measure(options: &Options, target: &Target, pid: Option<Pid>) -> Result
     ) && let (Some(server), Some(generator), Some(login)) =
         (&report.server, &report.generator, report.ops.get("login"))
     {
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        // The cores the limit was measured on: the share and the limit speak of one machine.
+        let cores = hashing
+            .as_ref()
+            .map_or_else(server::placement::cores, |(h, _)| h.cores);
         report.cpu_per_login = report::CpuPerLogin::new(server, generator, login.rate, cores);
     }
     report.hashing = hashing.map(|(h, measured_ms)| {
