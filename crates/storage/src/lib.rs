@@ -232,8 +232,12 @@ impl Storage {
     /// For one write statement of a row or a few: waits for the SQLite write turn, then
     /// writes on the calling thread (SQLite file) or the pool.
     pub(crate) async fn write(&self) -> Writing<'_> {
-        self.writing(self.here.as_deref().map(|here| &here.writer))
-            .await
+        self.writing(
+            self.here
+                .as_deref()
+                .map(|here| on_thread::Route::Write(&here.writer)),
+        )
+        .await
     }
 
     /// For one write statement that may touch many rows (clean-ups, a policy's revocations):
@@ -244,7 +248,7 @@ impl Storage {
     }
 
     /// A write in the turn, on `here` first when given, else on the pool that writes.
-    async fn writing<'a>(&'a self, here: Option<&'a on_thread::Connections>) -> Writing<'a> {
+    async fn writing<'a>(&'a self, here: Option<on_thread::Route<'a>>) -> Writing<'a> {
         Writing {
             db: on_thread::OnThread {
                 pool: self.write_pool(),
@@ -279,12 +283,16 @@ impl Storage {
     }
 
     /// Where repositories read a row or a few (by a key): on an SQLite file, on the calling
-    /// thread when a connection of its own is free, else (and on PostgreSQL) the pool. Reads
+    /// thread when a connection of its own is free (the writer's first, [`on_thread::Route`]),
+    /// else (and on PostgreSQL) the pool. Reads
     /// that may scan many rows (lists, rotation) use [`Storage::db`].
     pub(crate) fn reads(&self) -> on_thread::OnThread<'_> {
         on_thread::OnThread {
             pool: &self.db,
-            here: self.here.as_deref().map(|here| &here.readers),
+            here: self.here.as_deref().map(|here| on_thread::Route::Read {
+                writer: &here.writer,
+                readers: &here.readers,
+            }),
         }
     }
 

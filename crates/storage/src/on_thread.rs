@@ -6,10 +6,12 @@
 //! the CPUs that were hashing passwords, and took more of the machine than the statements
 //! themselves (BENCHMARKS.md, points 10 to 14). An SQLite statement takes microseconds, so
 //! on an SQLite file [`OnThread`] runs it on the task's own thread instead, on a connection
-//! of its own ([`Connections`]): reads on one of a few that refuse to write, single write
-//! statements, in the write turn, on one that writes. It falls back to sqlx's pool whenever
+//! of its own ([`Connections`]): single write statements, in the write turn, on the one that
+//! writes; reads on that one too when it is free (its page cache stays current), else on one
+//! of a few that refuse to write ([`Route`]). It falls back to sqlx's pool whenever
 //! running here would wait (every connection busy, or the database busy: another process
-//! writing) and when SQLite refuses a constraint, so that the pool reports it as sea-orm
+//! writing; a write waits here only for a read on the writer's connection, microseconds)
+//! and when SQLite refuses a constraint, so that the pool reports it as sea-orm
 //! expects. Transactions stay on sqlx, in the write turn, as does everything on PostgreSQL.
 //!
 //! Only short statements run here, on a key: reads and writes that may touch many rows
@@ -31,7 +33,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock, TryLockError};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError, TryLockError};
 
 use rusqlite::types::{Value as Sql, ValueRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
@@ -121,25 +123,75 @@ impl Connections {
         })
     }
 
-    /// Runs `f` on the first free connection.
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T, NotHere>) -> Result<T, NotHere> {
+    /// The first free connection, if any.
+    fn free(&self) -> Option<MutexGuard<'_, Connection>> {
         let count = self.connections.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        for i in 0..count {
-            let Some(slot) = self.connections.get((start + i) % count) else {
-                continue;
-            };
-            let conn = match slot.try_lock() {
-                Ok(conn) => conn,
-                Err(TryLockError::WouldBlock) => continue,
-                // A statement runs whole or not at all (no transaction spans two): a panic
-                // left nothing half-done.
-                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            };
-            return f(&conn);
+        (0..count).find_map(
+            |i| match self.connections.get((start + i) % count)?.try_lock() {
+                Ok(conn) => Some(conn),
+                Err(TryLockError::WouldBlock) => None,
+                // A statement runs whole or not at all (no transaction spans two): a panic left
+                // nothing half-done.
+                Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            },
+        )
+    }
+
+    /// The first connection, waited for: the writer's, which a write in the turn shares only
+    /// with reads of a row or a few (microseconds each).
+    fn first(&self) -> Option<MutexGuard<'_, Connection>> {
+        let first = self.connections.first()?;
+        Some(first.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// Where a statement runs on the calling thread.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Route<'a> {
+    /// A write statement, in the write turn: on the writer's connection.
+    Write(&'a Connections),
+    /// A read: on the writer's connection when it is free, else on a reader. The writes are
+    /// the writer's own, so its page cache stays current, where a reader's is dropped after
+    /// every write and read again from the file (about 70 page reads per login, BENCHMARKS.md
+    /// point 16). Only statements that SQLite says do not write run there.
+    Read {
+        /// The connection that writes.
+        writer: &'a Connections,
+        /// The connections that refuse to write.
+        readers: &'a Connections,
+    },
+}
+
+/// What a statement may do on the connection it was given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Access {
+    /// Anything (a write in the turn, or on a reader, which refuses writes itself).
+    Any,
+    /// Only read: a read on the writer's connection.
+    ReadOnly,
+}
+
+impl Route<'_> {
+    /// Runs `f` on this route's connection; [`NotHere::Pool`] when none is free.
+    fn run<T>(
+        self,
+        f: impl FnOnce(&Connection, Access) -> Result<T, NotHere>,
+    ) -> Result<T, NotHere> {
+        let (conn, access) = match self {
+            Self::Write(writer) => (writer.first(), Access::Any),
+            Self::Read { writer, readers } => match writer.free() {
+                Some(conn) => (Some(conn), Access::ReadOnly),
+                None => (readers.free(), Access::Any),
+            },
+        };
+        match conn {
+            Some(conn) => f(&conn, access),
+            None => {
+                tracing::debug!("every connection in use: SQLite statement goes to the pool");
+                Err(NotHere::Pool)
+            }
         }
-        tracing::debug!("every connection in use: SQLite statement goes to the pool");
-        Err(NotHere::Pool)
     }
 }
 
@@ -162,8 +214,16 @@ fn not_here(e: rusqlite::Error) -> NotHere {
 fn prepare<'c>(
     conn: &'c Connection,
     stmt: &Statement,
+    access: Access,
 ) -> Result<(rusqlite::CachedStatement<'c>, Vec<Sql>), NotHere> {
     let prepared = conn.prepare_cached(&stmt.sql).map_err(not_here)?;
+    if access == Access::ReadOnly && !prepared.readonly() {
+        // As a reader would answer: a write outside the write turn is a bug of the caller's.
+        return Err(NotHere::Failed(query_error(
+            "attempt to write a readonly database (a read was given a statement that writes)"
+                .to_owned(),
+        )));
+    }
     let values = match &stmt.values {
         Some(values) => values
             .0
@@ -178,8 +238,13 @@ fn prepare<'c>(
 
 /// Runs a statement that returns rows (a query, or a write with `RETURNING`) on `conn`, at
 /// most `limit` of them.
-fn query(conn: &Connection, stmt: &Statement, limit: usize) -> Result<Vec<QueryResult>, NotHere> {
-    let (mut prepared, values) = prepare(conn, stmt)?;
+fn query(
+    conn: &Connection,
+    access: Access,
+    stmt: &Statement,
+    limit: usize,
+) -> Result<Vec<QueryResult>, NotHere> {
+    let (mut prepared, values) = prepare(conn, stmt, access)?;
     // A write's RETURNING columns have no table of origin: they are its target's.
     let target = target_table(&stmt.sql);
     let columns: Vec<(String, Kind)> = prepared
@@ -224,8 +289,8 @@ fn query(conn: &Connection, stmt: &Statement, limit: usize) -> Result<Vec<QueryR
 }
 
 /// Runs a statement that returns no rows on `conn`.
-fn execute(conn: &Connection, stmt: &Statement) -> Result<ExecResult, NotHere> {
-    let (mut prepared, values) = prepare(conn, stmt)?;
+fn execute(conn: &Connection, access: Access, stmt: &Statement) -> Result<ExecResult, NotHere> {
+    let (mut prepared, values) = prepare(conn, stmt, access)?;
     let rows_affected = prepared
         .execute(rusqlite::params_from_iter(values))
         .map_err(not_here)?;
@@ -425,17 +490,17 @@ fn failed(e: &rusqlite::Error) -> DbErr {
 pub(crate) struct OnThread<'a> {
     /// sqlx's pool: the fallback, and everything on PostgreSQL.
     pub(crate) pool: &'a DatabaseConnection,
-    /// The connections used on the calling thread, if any.
-    pub(crate) here: Option<&'a Connections>,
+    /// Where statements run on the calling thread, if they may.
+    pub(crate) here: Option<Route<'a>>,
 }
 
 impl OnThread<'_> {
     /// Runs `f` here; None when it has to run on the pool.
     fn here<T>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, NotHere>,
+        f: impl FnOnce(&Connection, Access) -> Result<T, NotHere>,
     ) -> Option<Result<T, DbErr>> {
-        match self.here?.with(f) {
+        match self.here?.run(f) {
             Ok(out) => Some(Ok(out)),
             Err(NotHere::Failed(e)) => Some(Err(e)),
             Err(NotHere::Pool) => None,
@@ -450,7 +515,7 @@ impl ConnectionTrait for OnThread<'_> {
     }
 
     async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
-        match self.here(|conn| execute(conn, &stmt)) {
+        match self.here(|conn, access| execute(conn, access, &stmt)) {
             Some(result) => result,
             None => self.pool.execute_raw(stmt).await,
         }
@@ -461,14 +526,14 @@ impl ConnectionTrait for OnThread<'_> {
     }
 
     async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        match self.here(|conn| query(conn, &stmt, 1)) {
+        match self.here(|conn, access| query(conn, access, &stmt, 1)) {
             Some(rows) => Ok(rows?.into_iter().next()),
             None => self.pool.query_one_raw(stmt).await,
         }
     }
 
     async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        match self.here(|conn| query(conn, &stmt, usize::MAX)) {
+        match self.here(|conn, access| query(conn, access, &stmt, usize::MAX)) {
             Some(rows) => rows,
             None => self.pool.query_all_raw(stmt).await,
         }
@@ -710,14 +775,77 @@ mod tests {
         both(OrganizationsToRead::None).await;
     }
 
-    /// Holds every connection that reads on the calling thread, as busy tasks would.
-    fn hold_every_reader(storage: &crate::Storage) -> Vec<std::sync::MutexGuard<'_, Connection>> {
-        let readers = &storage.here.as_deref().unwrap().readers;
-        readers
+    /// Holds every connection that reads on the calling thread (the readers and the
+    /// writer's), as busy tasks would.
+    fn hold_every_reader(storage: &crate::Storage) -> Vec<MutexGuard<'_, Connection>> {
+        let here = storage.here.as_deref().unwrap();
+        here.readers
+            .connections
+            .iter()
+            .chain(&here.writer.connections)
+            .map(|c| c.lock().unwrap())
+            .collect()
+    }
+
+    /// Holds the writer's connection used on the calling thread.
+    fn hold_the_writer(storage: &crate::Storage) -> MutexGuard<'_, Connection> {
+        let here = storage.here.as_deref().unwrap();
+        here.writer.connections[0].lock().unwrap()
+    }
+
+    /// Holds the connections that refuse to write.
+    fn hold_the_readers(storage: &crate::Storage) -> Vec<MutexGuard<'_, Connection>> {
+        let here = storage.here.as_deref().unwrap();
+        here.readers
             .connections
             .iter()
             .map(|c| c.lock().unwrap())
             .collect()
+    }
+
+    #[tokio::test]
+    async fn reads_take_the_writers_connection_when_it_is_free_and_a_reader_when_not() {
+        let db = populated().await;
+        let storage = &db.storage;
+        storage.db().close_by_ref().await.unwrap();
+        let users = storage.users();
+        let find = || users.find_by_email("alice@example.com");
+        // Every reader busy, the pool closed: only the writer's connection can answer.
+        let readers = hold_the_readers(storage);
+        assert!(find().await.unwrap().is_some());
+        // The writer's busy too: the pool, closed, is all that is left.
+        let writer = hold_the_writer(storage);
+        assert!(find().await.is_err());
+        // The writer's busy, a reader free: the reader answers.
+        drop(readers);
+        assert!(find().await.unwrap().is_some());
+        drop(writer);
+    }
+
+    #[tokio::test]
+    async fn a_write_waits_for_a_read_on_the_writers_connection() {
+        let db = populated().await;
+        let storage = &db.storage;
+        // With the writers' pool closed, a write that did not wait would fail.
+        storage
+            .writer
+            .as_ref()
+            .unwrap()
+            .close_by_ref()
+            .await
+            .unwrap();
+        // A read holds the writer's connection for 100 ms.
+        let here = std::sync::Arc::clone(storage.here.as_ref().unwrap());
+        let held = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let _read = here.writer.connections[0].lock().unwrap();
+            held.0.send(()).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        });
+        held.1.recv().unwrap();
+        let created = storage.users().create("erin@example.com", None, NOW).await;
+        assert_eq!(created.unwrap().email_normalized, "erin@example.com");
+        reader.join().unwrap();
     }
 
     #[tokio::test]
@@ -845,9 +973,14 @@ mod tests {
     async fn the_readers_never_write() {
         let db = populated().await;
         let reads = db.storage.reads();
-        let delete = Statement::from_string(DbBackend::Sqlite, "DELETE FROM users RETURNING id");
-        let err = reads.query_all_raw(delete).await.unwrap_err();
+        let delete = || Statement::from_string(DbBackend::Sqlite, "DELETE FROM users RETURNING id");
+        // On the writer's connection (free), then on a reader (the writer's held).
+        let err = reads.query_all_raw(delete()).await.unwrap_err();
         assert!(err.to_string().contains("readonly"), "{err}");
+        let writer = hold_the_writer(&db.storage);
+        let err = reads.query_all_raw(delete()).await.unwrap_err();
+        assert!(err.to_string().contains("readonly"), "{err}");
+        drop(writer);
         let users = entity::user::Entity::find()
             .all(db.storage.db())
             .await
