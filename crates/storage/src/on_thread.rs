@@ -804,6 +804,10 @@ mod tests {
     }
 
     #[tokio::test]
+    #[allow(
+        clippy::await_holding_lock,
+        reason = "a held connection stands for another task's statement in progress"
+    )]
     async fn reads_take_the_writers_connection_when_it_is_free_and_a_reader_when_not() {
         let db = populated().await;
         let storage = &db.storage;
@@ -970,6 +974,10 @@ mod tests {
     }
 
     #[tokio::test]
+    #[allow(
+        clippy::await_holding_lock,
+        reason = "a held connection stands for another task's statement in progress"
+    )]
     async fn the_readers_never_write() {
         let db = populated().await;
         let reads = db.storage.reads();
