@@ -52,8 +52,8 @@ pub struct Storage {
     /// clone).
     checkpointer: Option<Arc<Checkpointer>>,
     /// SQLite file: connections that read on the calling thread, and the one that writes
-    /// there in the write turn (see [`on_thread`]). None on PostgreSQL and for an in-memory
-    /// database.
+    /// there in the write turn and reads there when it is free (see [`on_thread`]). None on
+    /// PostgreSQL and for an in-memory database.
     here: Option<Arc<Here>>,
 }
 

@@ -54,6 +54,10 @@ pub(crate) struct Connections {
     connections: Vec<Mutex<Connection>>,
     /// Where the next statement starts looking for a free connection.
     next: AtomicUsize,
+    /// Writes waiting for the first connection ([`Connections::first`]): reads leave it to
+    /// them, so that a write in the turn (every other writer queued behind it) is not kept
+    /// waiting by a stream of reads.
+    waiting: AtomicUsize,
 }
 
 impl std::fmt::Debug for Connections {
@@ -67,8 +71,9 @@ impl std::fmt::Debug for Connections {
 /// Why a statement did not run here: the caller runs it on the pool instead.
 #[derive(Debug)]
 enum NotHere {
-    /// Every connection is in use, SQLite answered busy (it never waits here: a task's
-    /// thread must not block), or it refused a change for a constraint (sea-orm tells a
+    /// Every connection is in use, SQLite answered busy (it never waits for a lock here: its
+    /// busy timeout is zero, as a task's thread must not sleep on another process), or it
+    /// refused a change for a constraint (sea-orm tells a
     /// unique violation only from sqlx's error, so the pool runs it again to report it).
     /// Nothing was changed: a statement that fails is undone whole (SQLite's default
     /// `ABORT`; no statement of this crate asks for `OR FAIL` or `OR REPLACE`).
@@ -120,6 +125,7 @@ impl Connections {
         Ok(Self {
             connections,
             next: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
         })
     }
 
@@ -139,10 +145,25 @@ impl Connections {
     }
 
     /// The first connection, waited for: the writer's, which a write in the turn shares only
-    /// with reads of a row or a few (microseconds each).
+    /// with reads of a row or a few (microseconds each). No new read takes it meanwhile.
     fn first(&self) -> Option<MutexGuard<'_, Connection>> {
         let first = self.connections.first()?;
-        Some(first.lock().unwrap_or_else(PoisonError::into_inner))
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let conn = first.lock().unwrap_or_else(PoisonError::into_inner);
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        Some(conn)
+    }
+
+    /// The first connection if it is free and no write waits for it.
+    fn first_if_unwanted(&self) -> Option<MutexGuard<'_, Connection>> {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        match self.connections.first()?.try_lock() {
+            Ok(conn) => Some(conn),
+            Err(TryLockError::WouldBlock) => None,
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        }
     }
 }
 
@@ -151,10 +172,13 @@ impl Connections {
 pub(crate) enum Route<'a> {
     /// A write statement, in the write turn: on the writer's connection.
     Write(&'a Connections),
-    /// A read: on the writer's connection when it is free, else on a reader. The writes are
-    /// the writer's own, so its page cache stays current, where a reader's is dropped after
-    /// every write and read again from the file (about 70 page reads per login, BENCHMARKS.md
-    /// point 16). Only statements that SQLite says do not write run there.
+    /// A read: on the writer's connection when it is free and no write waits for it, else on
+    /// a reader. A connection's page cache is dropped whenever another connection has
+    /// written; most writes are the writer's own (single statements in the turn), so its
+    /// cache mostly stays current, where a reader's is dropped after every write and its
+    /// pages read again from the file (61 page reads per login before, BENCHMARKS.md point
+    /// 16). Transactions, which run on the pool, and other processes still clear it. Only a
+    /// `SELECT` (or `WITH`) that SQLite says does not write runs there.
     Read {
         /// The connection that writes.
         writer: &'a Connections,
@@ -180,7 +204,7 @@ impl Route<'_> {
     ) -> Result<T, NotHere> {
         let (conn, access) = match self {
             Self::Write(writer) => (writer.first(), Access::Any),
-            Self::Read { writer, readers } => match writer.free() {
+            Self::Read { writer, readers } => match writer.first_if_unwanted() {
                 Some(conn) => (Some(conn), Access::ReadOnly),
                 None => (readers.free(), Access::Any),
             },
@@ -216,13 +240,14 @@ fn prepare<'c>(
     stmt: &Statement,
     access: Access,
 ) -> Result<(rusqlite::CachedStatement<'c>, Vec<Sql>), NotHere> {
+    if access == Access::ReadOnly && !is_query(&stmt.sql) {
+        // Before preparing: a PRAGMA takes effect as it is prepared, and SQLite calls `BEGIN`
+        // read-only, though it would leave a transaction open on the writer's connection.
+        return Err(NotHere::Failed(not_a_read()));
+    }
     let prepared = conn.prepare_cached(&stmt.sql).map_err(not_here)?;
     if access == Access::ReadOnly && !prepared.readonly() {
-        // As a reader would answer: a write outside the write turn is a bug of the caller's.
-        return Err(NotHere::Failed(query_error(
-            "attempt to write a readonly database (a read was given a statement that writes)"
-                .to_owned(),
-        )));
+        return Err(NotHere::Failed(not_a_read()));
     }
     let values = match &stmt.values {
         Some(values) => values
@@ -234,6 +259,26 @@ fn prepare<'c>(
         None => Vec::new(),
     };
     Ok((prepared, values))
+}
+
+/// Whether `sql` is a query (`SELECT` or `WITH`): the only statements a read may run on the
+/// writer's connection, and then only if SQLite also says they do not write.
+fn is_query(sql: &str) -> bool {
+    let first_word = sql
+        .trim_start()
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or_default();
+    first_word.eq_ignore_ascii_case("select") || first_word.eq_ignore_ascii_case("with")
+}
+
+/// A read given a statement that is not a query: refused, as a reader (`query_only`) would.
+/// A write outside the write turn is a bug of the caller's.
+fn not_a_read() -> DbErr {
+    query_error(
+        "attempt to write a readonly database (a read was given a statement that is not a query)"
+            .to_owned(),
+    )
 }
 
 /// Runs a statement that returns rows (a query, or a write with `RETURNING`) on `conn`, at
@@ -812,18 +857,85 @@ mod tests {
         let db = populated().await;
         let storage = &db.storage;
         storage.db().close_by_ref().await.unwrap();
-        let users = storage.users();
-        let find = || users.find_by_email("alice@example.com");
-        // Every reader busy, the pool closed: only the writer's connection can answer.
-        let readers = hold_the_readers(storage);
-        assert!(find().await.unwrap().is_some());
-        // The writer's busy too: the pool, closed, is all that is left.
+        // A table only the writer's connection has (TEMP tables belong to their connection):
+        // reading it says which connection a read ran on.
+        hold_the_writer(storage)
+            .execute_batch("CREATE TEMP TABLE probe (x INTEGER); INSERT INTO probe VALUES (7)")
+            .unwrap();
+        let probe = || Statement::from_string(DbBackend::Sqlite, "SELECT x FROM probe");
+        let reads = storage.reads();
+        // Nothing held: the writer's connection answers, though every reader is free.
+        let row = reads.query_one_raw(probe()).await.unwrap().unwrap();
+        assert_eq!(row.try_get::<i64>("", "x").unwrap(), 7);
+        // The writer's held: a reader answers (it has no such table).
         let writer = hold_the_writer(storage);
-        assert!(find().await.is_err());
-        // The writer's busy, a reader free: the reader answers.
-        drop(readers);
-        assert!(find().await.unwrap().is_some());
+        let err = reads.query_one_raw(probe()).await.unwrap_err();
+        assert!(err.to_string().contains("no such table"), "{err}");
+        let users = storage.users();
+        assert!(
+            users
+                .find_by_email("alice@example.com")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        // Every connection held: the pool, closed, is all that is left.
+        let readers = hold_the_readers(storage);
+        assert!(users.find_by_email("alice@example.com").await.is_err());
+        // Only the readers held: the writer's connection answers.
         drop(writer);
+        assert!(
+            users
+                .find_by_email("alice@example.com")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        drop(readers);
+    }
+
+    #[tokio::test]
+    async fn reads_leave_the_writers_connection_to_a_waiting_write() {
+        let db = populated().await;
+        let storage = &db.storage;
+        storage.db().close_by_ref().await.unwrap();
+        let here = storage.here.as_deref().unwrap();
+        let users = storage.users();
+        here.writer.waiting.fetch_add(1, Ordering::SeqCst);
+        // A write waits: with every reader held, a read has nowhere to run but the (closed)
+        // pool, though the writer's connection is free.
+        let readers = hold_the_readers(storage);
+        assert!(users.find_by_email("alice@example.com").await.is_err());
+        here.writer.waiting.fetch_sub(1, Ordering::SeqCst);
+        assert!(
+            users
+                .find_by_email("alice@example.com")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        drop(readers);
+    }
+
+    #[test]
+    fn only_queries_may_read_on_the_writers_connection() {
+        for sql in [
+            "SELECT 1",
+            "  select x FROM t",
+            "WITH a AS (SELECT 1) SELECT * FROM a",
+        ] {
+            assert!(is_query(sql), "{sql}");
+        }
+        for sql in [
+            "BEGIN",
+            "PRAGMA query_only = 1",
+            "SAVEPOINT a",
+            "INSERT INTO t VALUES (1)",
+            "",
+            "selected",
+        ] {
+            assert!(!is_query(sql), "{sql}");
+        }
     }
 
     #[tokio::test]
@@ -982,12 +1094,34 @@ mod tests {
         let db = populated().await;
         let reads = db.storage.reads();
         let delete = || Statement::from_string(DbBackend::Sqlite, "DELETE FROM users RETURNING id");
-        // On the writer's connection (free), then on a reader (the writer's held).
+        // On the writer's connection (free), refused before it runs; then on a reader (the
+        // writer's held), refused by SQLite (`query_only`).
         let err = reads.query_all_raw(delete()).await.unwrap_err();
-        assert!(err.to_string().contains("readonly"), "{err}");
+        assert!(err.to_string().contains("not a query"), "{err}");
         let writer = hold_the_writer(&db.storage);
         let err = reads.query_all_raw(delete()).await.unwrap_err();
-        assert!(err.to_string().contains("readonly"), "{err}");
+        assert!(
+            err.to_string().contains("readonly") && !err.to_string().contains("not a query"),
+            "{err}"
+        );
+        drop(writer);
+        // A query that writes (a CTE may), and statements that would change the writer's
+        // connection itself: none runs there.
+        for sql in [
+            "WITH gone AS (SELECT 1) DELETE FROM users",
+            "BEGIN",
+            "PRAGMA foreign_keys = OFF",
+        ] {
+            let stmt = Statement::from_string(DbBackend::Sqlite, sql);
+            let err = reads.query_all_raw(stmt).await.unwrap_err();
+            assert!(err.to_string().contains("not a query"), "{sql}: {err}");
+        }
+        let writer = hold_the_writer(&db.storage);
+        assert!(writer.is_autocommit(), "no transaction left open");
+        let foreign_keys: bool = writer
+            .query_row("PRAGMA foreign_keys", [], |row| row.get(0))
+            .unwrap();
+        assert!(foreign_keys, "the writer's settings are unchanged");
         drop(writer);
         let users = entity::user::Entity::find()
             .all(db.storage.db())
