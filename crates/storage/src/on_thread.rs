@@ -832,10 +832,27 @@ mod tests {
             .collect()
     }
 
+    /// Closes sqlx's pool of writers: only the calling thread's writer can write then.
+    async fn close_the_writers_pool(storage: &crate::Storage) {
+        storage
+            .writer
+            .as_ref()
+            .unwrap()
+            .close_by_ref()
+            .await
+            .unwrap();
+    }
+
     /// Holds the writer's connection used on the calling thread.
     fn hold_the_writer(storage: &crate::Storage) -> MutexGuard<'_, Connection> {
         let here = storage.here.as_deref().unwrap();
         here.writer.connections[0].lock().unwrap()
+    }
+
+    /// Reads alice by her email: whether she was found, or the read's failure.
+    async fn read_alice(storage: &crate::Storage) -> crate::Result<bool> {
+        let found = storage.users().find_by_email("alice@example.com").await?;
+        Ok(found.is_some())
     }
 
     /// Holds the connections that refuse to write.
@@ -871,26 +888,13 @@ mod tests {
         let writer = hold_the_writer(storage);
         let err = reads.query_one_raw(probe()).await.unwrap_err();
         assert!(err.to_string().contains("no such table"), "{err}");
-        let users = storage.users();
-        assert!(
-            users
-                .find_by_email("alice@example.com")
-                .await
-                .unwrap()
-                .is_some()
-        );
+        assert!(read_alice(storage).await.unwrap());
         // Every connection held: the pool, closed, is all that is left.
         let readers = hold_the_readers(storage);
-        assert!(users.find_by_email("alice@example.com").await.is_err());
+        assert!(read_alice(storage).await.is_err());
         // Only the readers held: the writer's connection answers.
         drop(writer);
-        assert!(
-            users
-                .find_by_email("alice@example.com")
-                .await
-                .unwrap()
-                .is_some()
-        );
+        assert!(read_alice(storage).await.unwrap());
         drop(readers);
     }
 
@@ -900,20 +904,13 @@ mod tests {
         let storage = &db.storage;
         storage.db().close_by_ref().await.unwrap();
         let here = storage.here.as_deref().unwrap();
-        let users = storage.users();
         here.writer.waiting.fetch_add(1, Ordering::SeqCst);
         // A write waits: with every reader held, a read has nowhere to run but the (closed)
         // pool, though the writer's connection is free.
         let readers = hold_the_readers(storage);
-        assert!(users.find_by_email("alice@example.com").await.is_err());
+        assert!(read_alice(storage).await.is_err());
         here.writer.waiting.fetch_sub(1, Ordering::SeqCst);
-        assert!(
-            users
-                .find_by_email("alice@example.com")
-                .await
-                .unwrap()
-                .is_some()
-        );
+        assert!(read_alice(storage).await.unwrap());
         drop(readers);
     }
 
@@ -943,13 +940,7 @@ mod tests {
         let db = populated().await;
         let storage = &db.storage;
         // With the writers' pool closed, a write that did not wait would fail.
-        storage
-            .writer
-            .as_ref()
-            .unwrap()
-            .close_by_ref()
-            .await
-            .unwrap();
+        close_the_writers_pool(storage).await;
         // A read holds the writer's connection for 100 ms.
         let here = std::sync::Arc::clone(storage.here.as_ref().unwrap());
         let held = std::sync::mpsc::channel();
@@ -1005,13 +996,7 @@ mod tests {
         let db = populated().await;
         let storage = &db.storage;
         // With the writers' pool closed, only the calling thread's writer can write.
-        storage
-            .writer
-            .as_ref()
-            .unwrap()
-            .close_by_ref()
-            .await
-            .unwrap();
+        close_the_writers_pool(storage).await;
         let carol = storage.users().create("carol@example.com", None, NOW).await;
         let carol = carol.unwrap();
         assert_eq!(carol.email_normalized, "carol@example.com");
