@@ -7,7 +7,7 @@
 //! themselves (BENCHMARKS.md, points 10 to 14). An SQLite statement takes microseconds, so
 //! on an SQLite file [`OnThread`] runs it on the task's own thread instead, on a connection
 //! of its own ([`Connections`]): single write statements, in the write turn, on the one that
-//! writes; reads on that one too when it is free (its page cache stays current), else on one
+//! writes; reads on that one too when it is free (its page cache mostly current), else on one
 //! of a few that refuse to write ([`Route`]). It falls back to sqlx's pool whenever
 //! running here would wait (every connection busy, or the database busy: another process
 //! writing; a write waits here only for a read on the writer's connection, microseconds)
@@ -133,15 +133,7 @@ impl Connections {
     fn free(&self) -> Option<MutexGuard<'_, Connection>> {
         let count = self.connections.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..count).find_map(
-            |i| match self.connections.get((start + i) % count)?.try_lock() {
-                Ok(conn) => Some(conn),
-                Err(TryLockError::WouldBlock) => None,
-                // A statement runs whole or not at all (no transaction spans two): a panic left
-                // nothing half-done.
-                Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
-            },
-        )
+        (0..count).find_map(|i| take(self.connections.get((start + i) % count)?))
     }
 
     /// The first connection, waited for: the writer's, which a write in the turn shares only
@@ -159,11 +151,18 @@ impl Connections {
         if self.waiting.load(Ordering::SeqCst) > 0 {
             return None;
         }
-        match self.connections.first()?.try_lock() {
-            Ok(conn) => Some(conn),
-            Err(TryLockError::WouldBlock) => None,
-            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
-        }
+        take(self.connections.first()?)
+    }
+}
+
+/// `slot`'s connection if no statement is running on it.
+fn take(slot: &Mutex<Connection>) -> Option<MutexGuard<'_, Connection>> {
+    match slot.try_lock() {
+        Ok(conn) => Some(conn),
+        Err(TryLockError::WouldBlock) => None,
+        // A statement runs whole or not at all (no transaction spans two): a panic left
+        // nothing half-done.
+        Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
     }
 }
 
