@@ -177,9 +177,10 @@ pub fn check_lockout(user: &UserState, now: u64) -> Result<(), Denial> {
     }
 }
 
-/// What follows a passed second factor: a session at assurance 2, unless the organization
-/// requires 2FA and the user has no factor of an allowed kind (they passed one it does not
-/// allow), in which case they must now enroll an allowed kind.
+/// What follows a passed second factor: a session at assurance 2, unless the user must enroll
+/// again (`must_reenroll`), or the organization requires 2FA and the user has no factor of an
+/// allowed kind (they passed one it does not allow); in both cases they must now enroll an
+/// allowed kind.
 pub fn after_second_factor(org: &OrgPolicy, user: &UserState) -> LoginOutcome {
     if user.must_reenroll {
         return LoginOutcome::EnrollmentRequired {

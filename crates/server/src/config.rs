@@ -230,7 +230,8 @@ pub struct OtpConfig {
     pub pending_enrollment_ttl_secs: i64,
     /// Codes one second-factor challenge may check before the login must start over.
     pub challenge_max_attempts: i32,
-    /// Recovery codes handed out on the first activation.
+    /// Recovery codes in a set: handed out on the first activation, on an activation when none
+    /// are left, and by `RegenerateRecoveryCodes`.
     pub recovery_codes: usize,
 }
 
@@ -445,7 +446,7 @@ pub struct ApiKeyConfig {
     /// stored.
     pub sha256: String,
     /// What the caller may do: `users:read`, `users:write`, `organizations:read`,
-    /// `organizations:write`, `authentication`, `sessions`.
+    /// `organizations:write`, `authentication`, `sessions`, `factors`, `sso`.
     pub scopes: Vec<String>,
 }
 
