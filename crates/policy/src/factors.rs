@@ -78,9 +78,11 @@ pub fn remove_factor(
 }
 
 /// What an accepted own reset implies: the server removes every factor and recovery code,
-/// revokes the user's other sessions and sets [`UserState::must_reenroll`], so no session
-/// exists without the new factor. Under enforcement this keeps the rule of journey 9 (no
-/// session without 2FA) while letting the user move to a new phone (journey 11).
+/// revokes the user's other sessions and sets [`UserState::must_reenroll`]. The one session
+/// left is the one that has just proved possession, where the new phone gets enrolled; any
+/// later login asks for enrollment before it gives a session. Under enforcement this keeps
+/// the rule of journey 9 (no new session without 2FA) while letting the user move to a new
+/// phone (journey 11).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct OwnReset {
     /// Revoke the user's other sessions.
