@@ -197,12 +197,14 @@ mod tests {
 
     async fn clients() -> Vec<Clients> {
         let target = crate::client::Target {
-            url: "http://127.0.0.1:9".to_owned(),
+            url: "http://unused.invalid:1".to_owned(),
             api_key: None,
         };
-        // Never connected: these workers do not call it.
-        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
-        vec![target.clients(channel)]
+        // Connected to nothing, in memory: these workers do not call it. The other end is
+        // leaked so that the connection stays open for the test's length.
+        let (conn, other_end) = crate::client::Conn::unused().await;
+        Box::leak(Box::new(other_end));
+        vec![target.clients(conn)]
     }
 
     #[tokio::test(start_paused = true)]
