@@ -2,11 +2,11 @@
 //! compute at the server's parameters. A login verifies one hash, so no server can log users
 //! in faster than this.
 
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
-use argon2::{Algorithm, Argon2, Params, Version};
 use serde::Serialize;
 use server::config::PasswordConfig;
+use server::password::HashTimes;
 
 /// The limit, measured.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -22,67 +22,86 @@ pub struct HashLimit {
     pub logins_per_sec: f64,
     /// The parameters: memory KiB, iterations, lanes.
     pub params: (u32, u32, u32),
+    /// Which code timed the hashes (see [`By`]).
+    pub timed_by: String,
 }
 
-/// Times `samples` hashes (after two unmeasured ones) on each core at once, while nothing
-/// else of ours runs; the median is the time of one hash.
-pub fn measure(config: &PasswordConfig, samples: usize) -> Result<HashLimit, String> {
-    let params = Params::new(
-        config.memory_kib,
-        config.iterations,
-        config.parallelism,
-        Some(32),
-    )
-    .map_err(|e| format!("argon2 parameters: {e}"))?;
-    let cores = server::placement::cores();
-    // One hashing thread per core, as under a login flood: argon2 is memory-bound, and a hash
-    // alone on an idle machine runs faster than one beside others.
-    let threads: Vec<_> = (0..cores)
-        .map(|_| {
-            let params = params.clone();
-            std::thread::spawn(move || {
-                let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
-                let mut out = [0u8; 32];
-                // The server hashes in reused memory; so does this (fresh 19 MiB per hash
-                // would add page faults the server does not pay).
-                let mut memory = vec![argon2::Block::default(); params.block_count()];
-                let mut times = Vec::with_capacity(samples);
-                for i in 0..samples.max(1) + 2 {
-                    let started = Instant::now();
-                    argon
-                        .hash_password_into_with_memory(
-                            b"correct horse battery",
-                            b"sixteen byte salt",
-                            &mut out,
-                            &mut memory,
-                        )
-                        .map_err(|e| format!("argon2: {e}"))?;
-                    if i >= 2 {
-                        times.push(started.elapsed());
-                    }
-                }
-                Ok::<_, String>(times)
-            })
-        })
-        .collect();
-    let mut times: Vec<Duration> = Vec::new();
-    for thread in threads {
-        times.extend(
-            thread
-                .join()
-                .map_err(|_| "a hashing thread panicked".to_owned())??,
-        );
+/// Which code times the hashes. Two builds of the same argon2 source can hash at speeds 10-20%
+/// apart on one machine (the hot loop lands at other addresses), so the limit is the server
+/// binary's own wherever it runs here (BENCHMARKS.md, point 19).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum By {
+    /// The server's binary (`tollgate hash-limit`), with the configuration file the server
+    /// reads, if any, and this process's environment (its `TOLLGATE_*` variables).
+    Server {
+        /// The `tollgate` binary.
+        bin: PathBuf,
+        /// Its configuration file.
+        config: Option<PathBuf>,
+    },
+    /// This tool's own copy of argon2: for a server that does not run on this machine.
+    Tool,
+}
+
+/// Times `samples` hashes on each core at once (after two untimed ones), while nothing else
+/// of ours runs, with the code `by` names; the median is the time of one hash. The server's
+/// binary must time the parameters this run expects (`config`).
+pub fn measure(config: &PasswordConfig, samples: usize, by: &By) -> Result<HashLimit, String> {
+    let (times, timed_by) = match by {
+        By::Server { bin, config: file } => (
+            run_hash_limit(bin, file.as_ref(), samples)?,
+            format!("the server's binary ({})", bin.display()),
+        ),
+        By::Tool => (
+            server::password::time_hashes(config, samples)?,
+            "the load generator's own argon2 (no server binary on this machine)".to_owned(),
+        ),
+    };
+    let params = (config.memory_kib, config.iterations, config.parallelism);
+    if (times.memory_kib, times.iterations, times.parallelism) != params {
+        return Err(format!(
+            "the server's binary timed argon2id at m={} KiB, t={}, p={}, but the run expects \
+             m={} KiB, t={}, p={}: give the tool the server's --server-config",
+            times.memory_kib, times.iterations, times.parallelism, params.0, params.1, params.2
+        ));
     }
-    times.sort_unstable();
-    let median = times.get(times.len() / 2).copied().unwrap_or_default();
-    let hash_ms = median.as_secs_f64() * 1000.0;
-    let fastest_ms = times.first().copied().unwrap_or_default().as_secs_f64() * 1000.0;
     Ok(HashLimit {
-        cores,
-        hash_ms,
-        fastest_ms,
-        logins_per_sec: cores as f64 / median.as_secs_f64().max(1e-9),
-        params: (config.memory_kib, config.iterations, config.parallelism),
+        cores: times.cores,
+        hash_ms: times.hash_ms,
+        fastest_ms: times.fastest_ms,
+        logins_per_sec: times.cores as f64 * 1000.0 / times.hash_ms.max(1e-9),
+        params,
+        timed_by,
+    })
+}
+
+/// `bin hash-limit`: the server's binary times the hashes and prints them as JSON.
+fn run_hash_limit(
+    bin: &PathBuf,
+    config: Option<&PathBuf>,
+    samples: usize,
+) -> Result<HashTimes, String> {
+    let mut command = std::process::Command::new(bin);
+    if let Some(file) = config {
+        command.arg("--config").arg(file);
+    }
+    let output = command
+        .args(["hash-limit", "--samples", &samples.max(1).to_string()])
+        .output()
+        .map_err(|e| format!("{} hash-limit: {e}", bin.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{} hash-limit: {}",
+            bin.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    serde_json::from_slice(&output.stdout).map_err(|e| {
+        format!(
+            "{} hash-limit printed {:?}: {e}",
+            bin.display(),
+            String::from_utf8_lossy(&output.stdout)
+        )
     })
 }
 
@@ -90,34 +109,38 @@ pub fn measure(config: &PasswordConfig, samples: usize) -> Result<HashLimit, Str
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_limit_scales_with_the_cost() {
-        let light = PasswordConfig {
+    fn light() -> PasswordConfig {
+        PasswordConfig {
             memory_kib: 1024,
             iterations: 1,
             ..PasswordConfig::default()
-        };
-        let heavy = PasswordConfig {
-            memory_kib: 8192,
-            iterations: 2,
-            ..PasswordConfig::default()
-        };
-        let a = measure(&light, 5).unwrap();
-        let b = measure(&heavy, 5).unwrap();
-        assert!(a.hash_ms > 0.0 && b.hash_ms > a.hash_ms, "{a:?} {b:?}");
+        }
+    }
+
+    #[test]
+    fn the_tool_times_its_own_copy_when_no_server_runs_here() {
+        let a = measure(&light(), 5, &By::Tool).unwrap();
         assert!(0.0 < a.fastest_ms && a.fastest_ms <= a.hash_ms, "{a:?}");
-        assert!(a.logins_per_sec > b.logins_per_sec);
         let expected = a.cores as f64 * 1000.0 / a.hash_ms;
         assert!((a.logins_per_sec - expected).abs() / expected < 1e-6);
-        assert!(
-            measure(
-                &PasswordConfig {
-                    memory_kib: 1,
-                    ..light
-                },
-                1
-            )
-            .is_err()
-        );
+        assert_eq!(a.params, (1024, 1, light().parallelism));
+        assert!(a.timed_by.contains("load generator"), "{}", a.timed_by);
+    }
+
+    #[test]
+    fn a_server_binary_that_cannot_time_is_an_error() {
+        let missing = By::Server {
+            bin: PathBuf::from("/nonexistent/tollgate"),
+            config: None,
+        };
+        let err = measure(&light(), 1, &missing).unwrap_err();
+        assert!(err.contains("/nonexistent/tollgate hash-limit"), "{err}");
+        // A binary that answers something else than the times.
+        let wrong = By::Server {
+            bin: PathBuf::from("/bin/echo"),
+            config: None,
+        };
+        let err = measure(&light(), 1, &wrong).unwrap_err();
+        assert!(err.contains("hash-limit printed"), "{err}");
     }
 }

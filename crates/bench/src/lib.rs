@@ -72,6 +72,20 @@ pub struct Options {
 }
 
 impl Options {
+    /// Which code times the argon2id limit: the binary of the server under test when it runs
+    /// on this machine (the one started, or the `--server-pid` process's), else this tool.
+    pub fn limit_timed_by(&self, pid: Option<Pid>) -> argon::By {
+        let bin = match (&self.target, pid) {
+            (None, _) => Some(self.launch.bin.clone()),
+            (Some(_), Some(pid)) => std::fs::read_link(format!("/proc/{}/exe", pid.0)).ok(),
+            (Some(_), None) => None,
+        };
+        bin.map_or(argon::By::Tool, |bin| argon::By::Server {
+            bin,
+            config: self.launch.config.clone(),
+        })
+    }
+
     /// Defaults for `scenario` against a server started from `bin`.
     pub fn new(scenario: Scenario, bin: std::path::PathBuf) -> Self {
         Self {
@@ -167,7 +181,11 @@ async fn measure(options: &Options, target: &Target, pid: Option<Pid>) -> Result
     let hashing = match options.scenario {
         Scenario::Login | Scenario::HealthUnderLoad | Scenario::Mixed => {
             say(options, "measuring the argon2id limit of this machine…");
-            Some(argon::measure(&options.passwords, LIMIT_SAMPLES)?)
+            Some(argon::measure(
+                &options.passwords,
+                LIMIT_SAMPLES,
+                &options.limit_timed_by(pid),
+            )?)
         }
         _ => None,
     };
@@ -262,7 +280,11 @@ async fn measure(options: &Options, target: &Target, pid: Option<Pid>) -> Result
     let hashing = match hashing {
         Some(before) => {
             say(options, "measuring the argon2id limit again…");
-            let after = argon::measure(&options.passwords, LIMIT_SAMPLES)?;
+            let after = argon::measure(
+                &options.passwords,
+                LIMIT_SAMPLES,
+                &options.limit_timed_by(pid),
+            )?;
             let measured_ms = (before.hash_ms, after.hash_ms);
             Some((
                 if after.hash_ms < before.hash_ms {
@@ -410,6 +432,7 @@ mod tests {
             fastest_ms,
             logins_per_sec: 2000.0 / hash_ms,
             params: (19_456, 2, 1),
+            timed_by: "a test".to_owned(),
         }
     }
 

@@ -226,6 +226,7 @@ impl Report {
                 h.limit.hash_ms,
                 h.limit.logins_per_sec
             );
+            let _ = writeln!(out, "  (hashes timed by {})", h.limit.timed_by);
             if self.ops.contains_key("login") && self.scenario != Scenario::Mixed {
                 let _ = writeln!(
                     out,

@@ -109,6 +109,14 @@ async fn login_and_health_under_load_run_clean() {
     let expected = report.ops["login"].rate / hashing.limit.logins_per_sec;
     assert!((hashing.fraction - expected).abs() < 1e-9);
     assert!(report.render().contains("of that limit"));
+    // The limit is the server binary's own: the code that hashes the logins.
+    let by_server = format!("the server's binary ({})", server_bin().display());
+    assert_eq!(hashing.limit.timed_by, by_server);
+    assert!(
+        report
+            .render()
+            .contains(&format!("(hashes timed by {by_server})"))
+    );
     // Each login hashes one password on the server's hashing threads, so they show a good
     // part of a hash per login. The limit's hash is wall time with every core hashing (and
     // other tests may share the cores then), so the bound is loose; a split that missed the
@@ -251,4 +259,35 @@ fn the_command_line_runs_and_writes_json() {
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "{bad:?}");
     }
+}
+
+#[tokio::test]
+async fn the_limit_is_timed_by_the_server_binary_at_the_parameters_of_the_run() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let by = tollgate_bench::argon::By::Server {
+        bin: server_bin(),
+        config: None,
+    };
+    let defaults = server::config::PasswordConfig::default();
+    let limit = tollgate_bench::argon::measure(&defaults, 2, &by).unwrap();
+    assert!(
+        0.0 < limit.fastest_ms && limit.fastest_ms <= limit.hash_ms,
+        "{limit:?}"
+    );
+    assert_eq!(
+        limit.params,
+        (
+            defaults.memory_kib,
+            defaults.iterations,
+            defaults.parallelism
+        )
+    );
+    // The server's configuration says other parameters than the run expects: an error, never
+    // a limit of other hashes.
+    let heavier = server::config::PasswordConfig {
+        memory_kib: defaults.memory_kib * 2,
+        ..defaults
+    };
+    let err = tollgate_bench::argon::measure(&heavier, 1, &by).unwrap_err();
+    assert!(err.contains("but the run expects"), "{err}");
 }

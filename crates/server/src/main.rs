@@ -54,6 +54,15 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         batch: u64,
     },
+    /// Times argon2id at the configured `passwords` parameters on every core at once and
+    /// prints the median and fastest hash as JSON: this machine's login limit for this
+    /// binary's code. The load generator runs it to measure the limit with the code the
+    /// server hashes with.
+    HashLimit {
+        /// Hashes timed on each core (after two untimed ones).
+        #[arg(long, default_value_t = 40)]
+        samples: usize,
+    },
     /// Asks a running server's standard gRPC health service whether it is SERVING; exits 0 if
     /// so, 1 otherwise (a container HEALTHCHECK).
     Probe {
@@ -287,6 +296,15 @@ async fn run(cli: Cli, serving: Option<Serving>) -> Result<(), String> {
             Ok(())
         }
         Command::Probe { addr, service } => probe(&addr, &service).await,
+        Command::HashLimit { samples } => {
+            let config = load(&cli)?;
+            let times = server::password::time_hashes(&config.passwords, samples)?;
+            println!(
+                "{}",
+                serde_json::to_string(&times).map_err(|e| e.to_string())?
+            );
+            Ok(())
+        }
         Command::Unlock { ref email } => {
             let config = load(&cli)?;
             let (storage, _) = open_storage(&config).await?;

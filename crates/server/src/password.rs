@@ -321,9 +321,114 @@ fn argon2(params: &Params) -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
 }
 
+/// argon2id at some parameters, timed on every core at once: the machine's password-hashing
+/// limit for this binary's code (`tollgate hash-limit`, which the load generator runs).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HashTimes {
+    /// Cores hashed on (one thread each).
+    pub cores: usize,
+    /// The median time of one hash, ms.
+    pub hash_ms: f64,
+    /// The fastest hash, ms.
+    pub fastest_ms: f64,
+    /// Memory, KiB.
+    pub memory_kib: u32,
+    /// Passes.
+    pub iterations: u32,
+    /// Lanes.
+    pub parallelism: u32,
+}
+
+/// Times `samples` argon2id hashes at `config`'s parameters on each core at once, after two
+/// untimed ones, each thread in memory it reuses as the hashing threads do (argon2 is
+/// memory-bound: a hash alone on an idle machine runs faster than one beside others, and
+/// fresh memory for each hash would add page faults the server does not pay).
+pub fn time_hashes(config: &PasswordConfig, samples: usize) -> Result<HashTimes, String> {
+    let params = Params::new(
+        config.memory_kib,
+        config.iterations,
+        config.parallelism,
+        Some(32),
+    )
+    .map_err(|e| format!("argon2 parameters: {e}"))?;
+    let cores = crate::placement::cores();
+    let threads: Vec<_> = (0..cores)
+        .map(|_| {
+            let argon = argon2(&params);
+            let blocks = params.block_count();
+            std::thread::spawn(move || {
+                let mut memory = Vec::new();
+                let mut out = [0u8; 32];
+                let mut times = Vec::with_capacity(samples);
+                for i in 0..samples.max(1) + 2 {
+                    let started = std::time::Instant::now();
+                    argon
+                        .hash_password_into_with_memory(
+                            b"correct horse battery",
+                            b"sixteen byte salt",
+                            &mut out,
+                            blocks_of(&mut memory, blocks),
+                        )
+                        .map_err(|e| format!("argon2: {e}"))?;
+                    if i >= 2 {
+                        times.push(started.elapsed());
+                    }
+                }
+                Ok::<_, String>(times)
+            })
+        })
+        .collect();
+    let mut times = Vec::new();
+    for thread in threads {
+        times.extend(
+            thread
+                .join()
+                .map_err(|_| "a hashing thread panicked".to_owned())??,
+        );
+    }
+    times.sort_unstable();
+    let ms = |t: Option<&std::time::Duration>| t.map_or(0.0, |t| t.as_secs_f64() * 1000.0);
+    Ok(HashTimes {
+        cores,
+        hash_ms: ms(times.get(times.len() / 2)),
+        fastest_ms: ms(times.first()),
+        memory_kib: config.memory_kib,
+        iterations: config.iterations,
+        parallelism: config.parallelism,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hash_times_grow_with_the_cost_and_name_the_parameters() {
+        let light = PasswordConfig {
+            memory_kib: 1024,
+            iterations: 1,
+            ..PasswordConfig::default()
+        };
+        let heavy = PasswordConfig {
+            memory_kib: 8192,
+            iterations: 2,
+            ..PasswordConfig::default()
+        };
+        let a = time_hashes(&light, 5).unwrap();
+        let b = time_hashes(&heavy, 5).unwrap();
+        assert!(a.hash_ms > 0.0 && b.hash_ms > a.hash_ms, "{a:?} {b:?}");
+        assert!(0.0 < a.fastest_ms && a.fastest_ms <= a.hash_ms, "{a:?}");
+        assert_eq!(a.cores, crate::placement::cores());
+        assert_eq!(
+            (b.memory_kib, b.iterations, b.parallelism),
+            (8192, 2, heavy.parallelism)
+        );
+        let too_little = PasswordConfig {
+            memory_kib: 1,
+            ..light
+        };
+        assert!(time_hashes(&too_little, 1).is_err());
+    }
 
     fn passwords(memory_kib: u32) -> Arc<Passwords> {
         Passwords::new(&PasswordConfig {
