@@ -46,8 +46,13 @@ impl Target {
             .cloned()
             .ok_or_else(|| format!("{}: no host and port", self.url))?;
         let port = authority.port_u16().unwrap_or(80);
+        // An IPv6 host comes bracketed (`[::1]`), which name resolution does not take.
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         let connecting = async {
-            let stream = tokio::net::TcpStream::connect((authority.host(), port)).await?;
+            let stream = tokio::net::TcpStream::connect((host, port)).await?;
             stream.set_nodelay(true)?;
             Ok::<_, std::io::Error>(stream)
         };
@@ -191,5 +196,30 @@ impl Clients {
     /// The standard gRPC health service.
     pub fn health(&self) -> tonic_health::pb::health_client::HealthClient<Conn> {
         tonic_health::pb::health_client::HealthClient::new(self.conn.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connects_to_ipv4_and_bracketed_ipv6_hosts_and_refuses_other_schemes() {
+        for bind in ["127.0.0.1:0", "[::1]:0"] {
+            let Ok(listener) = tokio::net::TcpListener::bind(bind).await else {
+                continue; // no IPv6 on this machine
+            };
+            let target = Target {
+                url: format!("http://{}", listener.local_addr().unwrap()),
+                api_key: None,
+            };
+            assert!(target.connect().await.is_ok(), "{target:?}");
+        }
+        let tls = Target {
+            url: "https://127.0.0.1:1".to_owned(),
+            api_key: None,
+        };
+        let err = tls.connect().await.unwrap_err();
+        assert!(err.contains("only http://"), "{err}");
     }
 }
