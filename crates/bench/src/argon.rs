@@ -2,7 +2,7 @@
 //! compute at the server's parameters. A login verifies one hash, so no server can log users
 //! in faster than this.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use server::config::PasswordConfig;
@@ -49,7 +49,7 @@ pub enum By {
 pub fn measure(config: &PasswordConfig, samples: usize, by: &By) -> Result<HashLimit, String> {
     let (times, timed_by) = match by {
         By::Server { bin, config: file } => (
-            run_hash_limit(bin, file.as_ref(), samples)?,
+            run_hash_limit(bin, file.as_deref(), samples)?,
             format!("the server's binary ({})", bin.display()),
         ),
         By::Tool => (
@@ -76,11 +76,7 @@ pub fn measure(config: &PasswordConfig, samples: usize, by: &By) -> Result<HashL
 }
 
 /// `bin hash-limit`: the server's binary times the hashes and prints them as JSON.
-fn run_hash_limit(
-    bin: &PathBuf,
-    config: Option<&PathBuf>,
-    samples: usize,
-) -> Result<HashTimes, String> {
+fn run_hash_limit(bin: &Path, config: Option<&Path>, samples: usize) -> Result<HashTimes, String> {
     let mut command = std::process::Command::new(bin);
     if let Some(file) = config {
         command.arg("--config").arg(file);

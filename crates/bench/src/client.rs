@@ -84,7 +84,6 @@ impl Target {
 #[derive(Clone, Debug)]
 pub struct Conn {
     send: SendRequest<Body>,
-    scheme: http::uri::Scheme,
     authority: http::uri::Authority,
 }
 
@@ -99,11 +98,7 @@ impl Conn {
             .handshake(TokioIo::new(io))
             .await?;
         tokio::spawn(connection);
-        Ok(Self {
-            send,
-            scheme: http::uri::Scheme::HTTP,
-            authority,
-        })
+        Ok(Self { send, authority })
     }
 
     /// A connection to nothing, in memory, for tests of workers that never call it: the
@@ -132,7 +127,7 @@ impl tower_service::Service<http::Request<Body>> for Conn {
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
         // The generated clients send the path alone; HTTP/2 needs the scheme and authority.
         let mut parts = request.uri().clone().into_parts();
-        parts.scheme = Some(self.scheme.clone());
+        parts.scheme = Some(http::uri::Scheme::HTTP);
         parts.authority = Some(self.authority.clone());
         if let Ok(uri) = http::Uri::from_parts(parts) {
             *request.uri_mut() = uri;

@@ -178,13 +178,15 @@ async fn measure(options: &Options, target: &Target, pid: Option<Pid>) -> Result
     let parallel = concurrency.min(16);
     let mut report = Report::new(options);
     let set_up = Instant::now();
+    // The code that times the limit, chosen once: before and after the run alike.
+    let timed_by = options.limit_timed_by(pid);
     let hashing = match options.scenario {
         Scenario::Login | Scenario::HealthUnderLoad | Scenario::Mixed => {
             say(options, "measuring the argon2id limit of this machine…");
             Some(argon::measure(
                 &options.passwords,
                 LIMIT_SAMPLES,
-                &options.limit_timed_by(pid),
+                &timed_by,
             )?)
         }
         _ => None,
@@ -280,11 +282,7 @@ async fn measure(options: &Options, target: &Target, pid: Option<Pid>) -> Result
     let hashing = match hashing {
         Some(before) => {
             say(options, "measuring the argon2id limit again…");
-            let after = argon::measure(
-                &options.passwords,
-                LIMIT_SAMPLES,
-                &options.limit_timed_by(pid),
-            )?;
+            let after = argon::measure(&options.passwords, LIMIT_SAMPLES, &timed_by)?;
             let measured_ms = (before.hash_ms, after.hash_ms);
             Some((
                 if after.hash_ms < before.hash_ms {
@@ -424,6 +422,35 @@ async fn startup(options: &Options) -> Result<Report, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_limit_is_timed_by_the_binary_of_the_server_under_test() {
+        let mut o = Options::new(Scenario::Login, "/opt/tollgate".into());
+        o.launch.config = Some("/etc/tollgate.toml".into());
+        // A server the tool starts: its binary, with its configuration file.
+        assert_eq!(
+            o.limit_timed_by(None),
+            argon::By::Server {
+                bin: "/opt/tollgate".into(),
+                config: Some("/etc/tollgate.toml".into()),
+            }
+        );
+        // A running server on this machine: the binary of its process.
+        o.target = Some(Target {
+            url: "http://127.0.0.1:1".to_owned(),
+            api_key: None,
+        });
+        let me = Pid(i32::try_from(std::process::id()).unwrap());
+        assert_eq!(
+            o.limit_timed_by(Some(me)),
+            argon::By::Server {
+                bin: std::env::current_exe().unwrap(),
+                config: Some("/etc/tollgate.toml".into()),
+            }
+        );
+        // A server elsewhere: the tool's own copy.
+        assert_eq!(o.limit_timed_by(None), argon::By::Tool);
+    }
 
     fn limit(hash_ms: f64, fastest_ms: f64) -> argon::HashLimit {
         argon::HashLimit {
