@@ -25,12 +25,13 @@ use tollgate_proto::v1::session_service_client::SessionServiceClient;
 use tollgate_proto::v1::user_service_client::UserServiceClient;
 use tonic::transport::{Channel, Endpoint};
 
-/// A running server and the database under it.
+/// A running server and the database under it (shared with its replicas, removed with the
+/// last of them).
 #[derive(Debug)]
 pub struct TestServer {
     pub addr: SocketAddr,
     pub app: App,
-    pub db: TestDb,
+    pub db: Arc<TestDb>,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<Result<(), ServeError>>>,
 }
@@ -106,6 +107,28 @@ impl TestServer {
             sms,
             metrics: Default::default(),
         };
+        Self::serve(app, Arc::new(db)).await
+    }
+
+    /// A second replica of this server, as a deployment runs them: the same database, opened
+    /// anew (its own connections, and on SQLite its own writer), with its own socket, password
+    /// hashing threads, SMS client and metrics; the same configuration, key ring and clock.
+    pub async fn replica(&self) -> Self {
+        // `TestDb::new`'s key ring, as the first server's storage has it.
+        let storage = self.db.reopen(storage::testing::keyring(1, &[1])).await;
+        let config = Arc::clone(&self.app.config);
+        let app = App {
+            storage,
+            passwords: server::password::Passwords::new(&config.passwords).unwrap(),
+            sms: server::sms::from_config(&config.sms).await,
+            config,
+            clock: Arc::clone(&self.app.clock),
+            metrics: Default::default(),
+        };
+        Self::serve(app, Arc::clone(&self.db)).await
+    }
+
+    async fn serve(app: App, db: Arc<TestDb>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();

@@ -1,0 +1,359 @@
+//! Two replicas on one database, as a deployment runs them behind a load balancer: each with
+//! its own connections, socket and hashing threads. What must be exact across replicas (the
+//! replay guard, recovery codes, the failure budgets) holds when both are asked at the same
+//! moment, and a challenge or session from one is honoured, or revoked, by the other. On
+//! PostgreSQL (the engine for replicas) and on SQLite (two servers on one file).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code: a panic is a failed test"
+)]
+
+use std::sync::Arc;
+
+use otp_core::{Secret, Totp, TotpParams};
+use tollgate_e2e::{Backend, ManualClock, TestServer, both, reason};
+use tollgate_proto::v1::{self, authenticate_response, verify_second_factor_response};
+use tonic::Code;
+
+const PASSWORD: &str = "correct horse battery staple";
+/// RFC 6238's SHA-1 seed.
+const SEED: &[u8] = b"12345678901234567890";
+const T0: i64 = 1_800_000_000;
+
+/// Replica `a` and replica `b` of one deployment, the clock they share, and a user of theirs
+/// with an authenticator app on `SEED` (its enrollment step used) and two recovery codes.
+struct Deployment {
+    a: TestServer,
+    b: TestServer,
+    clock: Arc<ManualClock>,
+    app: Totp,
+    user: storage::Uuid,
+}
+
+const EMAIL: &str = "replicated@example.com";
+const RECOVERY: [&str; 2] = ["RPLA-AAAA-BBBB-CCCC", "RPLB-DDDD-EEEE-FFFF"];
+
+impl Deployment {
+    async fn start(backend: Backend) -> Self {
+        let clock = Arc::new(ManualClock::new(T0));
+        let a = TestServer::start_with_clock(backend, Arc::clone(&clock)).await;
+        let b = a.replica().await;
+        assert_ne!(a.addr, b.addr);
+        let created = a
+            .users()
+            .await
+            .create_user(v1::CreateUserRequest {
+                email: EMAIL.into(),
+                password: PASSWORD.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let user: storage::Uuid = created.user.unwrap().id.parse().unwrap();
+        let step = T0 / 30;
+        tollgate_e2e::active_totp(&a.app.storage, user, SEED, Some(step), Some(&RECOVERY), T0)
+            .await;
+        let app = Totp::new(Secret::from_bytes(SEED.to_vec()), TotpParams::default()).unwrap();
+        Self {
+            a,
+            b,
+            clock,
+            app,
+            user,
+        }
+    }
+
+    fn code_now(&self) -> String {
+        let now = u64::try_from(server::Clock::now(&*self.clock)).unwrap();
+        self.app.generate(now).unwrap().to_string()
+    }
+
+    /// The password step on `server`: a second-factor challenge.
+    async fn challenge(server: &TestServer) -> String {
+        match server
+            .authentication()
+            .await
+            .authenticate(login(PASSWORD))
+            .await
+            .unwrap()
+            .into_inner()
+            .result
+        {
+            Some(authenticate_response::Result::SecondFactorRequired(c)) => c.challenge_token,
+            other => panic!("expected a challenge: {other:?}"),
+        }
+    }
+
+    async fn stop(self) {
+        self.b.stop().await.unwrap();
+        self.a.stop().await.unwrap();
+    }
+}
+
+fn login(password: &str) -> v1::AuthenticateRequest {
+    v1::AuthenticateRequest {
+        credentials: Some(v1::authenticate_request::Credentials::Password(
+            v1::PasswordCredentials {
+                email: EMAIL.into(),
+                password: password.into(),
+            },
+        )),
+        organization_id: String::new(),
+    }
+}
+
+fn verify(token: &str, code: &str) -> v1::VerifySecondFactorRequest {
+    v1::VerifySecondFactorRequest {
+        challenge_token: token.into(),
+        code: code.into(),
+    }
+}
+
+/// Sends `code` to both replicas at once, each on a challenge of its own, and returns what
+/// each answered.
+async fn race(
+    d: &Deployment,
+    code: &str,
+) -> [Result<v1::VerifySecondFactorResponse, tonic::Status>; 2] {
+    let (token_a, token_b) = (
+        Deployment::challenge(&d.a).await,
+        Deployment::challenge(&d.b).await,
+    );
+    let (mut auth_a, mut auth_b) = (d.a.authentication().await, d.b.authentication().await);
+    let (ra, rb) = tokio::join!(
+        auth_a.verify_second_factor(verify(&token_a, code)),
+        auth_b.verify_second_factor(verify(&token_b, code)),
+    );
+    [ra, rb].map(|r| r.map(tonic::Response::into_inner))
+}
+
+/// The one success of a race and the error of the other.
+fn one_winner(
+    results: [Result<v1::VerifySecondFactorResponse, tonic::Status>; 2],
+) -> (v1::VerifySecondFactorResponse, tonic::Status) {
+    match results {
+        [Ok(won), Err(lost)] | [Err(lost), Ok(won)] => (won, lost),
+        other => panic!("expected exactly one success: {other:?}"),
+    }
+}
+
+async fn a_code_raced_to_both_replicas_logs_in_once(backend: Backend) {
+    let d = Deployment::start(backend).await;
+    let factors = d.a.app.storage.factors();
+    // Several steps, so that the two calls overlap in more than one way.
+    for round in 0..5 {
+        d.clock.advance(30);
+        let code = d.code_now();
+        let (won, lost) = one_winner(race(&d, &code).await);
+        assert!(
+            matches!(
+                won.result,
+                Some(verify_second_factor_response::Result::Authenticated(_))
+            ),
+            "round {round}: {won:?}"
+        );
+        assert_eq!(
+            reason(&lost).as_deref(),
+            Some("CODE_REPLAYED"),
+            "round {round}: {lost:?}"
+        );
+        let stored = factors.of_user(d.user, true).await.unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(
+            stored[0].last_step,
+            Some(server::Clock::now(&*d.clock) / 30),
+            "round {round}: the step is recorded once, as used"
+        );
+    }
+    // Each loser's replay counts as a failed attempt (five here, inside the budget): the next
+    // code still logs in, the challenge from one replica and the code on the other.
+    d.clock.advance(30);
+    let token = Deployment::challenge(&d.b).await;
+    d.a.authentication()
+        .await
+        .verify_second_factor(verify(&token, &d.code_now()))
+        .await
+        .unwrap();
+    d.stop().await;
+}
+
+async fn a_recovery_code_raced_to_both_replicas_is_spent_once(backend: Backend) {
+    let d = Deployment::start(backend).await;
+    let (won, lost) = one_winner(race(&d, RECOVERY[0]).await);
+    assert!(
+        matches!(
+            won.result,
+            Some(verify_second_factor_response::Result::Authenticated(_))
+        ),
+        "{won:?}"
+    );
+    assert_eq!(won.recovery_codes_remaining, 1);
+    assert_eq!(lost.code(), Code::Unauthenticated);
+    assert_eq!(reason(&lost).as_deref(), Some("INVALID_CODE"));
+    // Spent on both: typed again on either replica, it is refused; the other code still works.
+    for server in [&d.a, &d.b] {
+        let token = Deployment::challenge(server).await;
+        let err = server
+            .authentication()
+            .await
+            .verify_second_factor(verify(&token, RECOVERY[0]))
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&err).as_deref(), Some("INVALID_CODE"));
+    }
+    let token = Deployment::challenge(&d.a).await;
+    let ok =
+        d.b.authentication()
+            .await
+            .verify_second_factor(verify(&token, RECOVERY[1]))
+            .await
+            .unwrap()
+            .into_inner();
+    assert_eq!(ok.recovery_codes_remaining, 0);
+    d.stop().await;
+}
+
+async fn wrong_codes_on_either_replica_spend_one_budget(backend: Backend) {
+    let d = Deployment::start(backend).await;
+    d.clock.advance(30);
+    let right = d.code_now();
+    let wrong = if right == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    // Six wrong codes, taking turns between the replicas: one budget, as on one server.
+    for attempt in 0..6 {
+        let server = if attempt % 2 == 0 { &d.a } else { &d.b };
+        let token = Deployment::challenge(server).await;
+        let err = server
+            .authentication()
+            .await
+            .verify_second_factor(verify(&token, wrong))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "attempt {attempt}");
+    }
+    // Locked out on both: even the right code is refused.
+    for server in [&d.a, &d.b] {
+        let token = Deployment::challenge(server).await;
+        let err = server
+            .authentication()
+            .await
+            .verify_second_factor(verify(&token, &right))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted);
+        assert_eq!(reason(&err).as_deref(), Some("LOCKED_OUT"));
+    }
+    // The lockout ends for both at once.
+    d.clock.advance(30);
+    let token = Deployment::challenge(&d.b).await;
+    d.b.authentication()
+        .await
+        .verify_second_factor(verify(&token, &d.code_now()))
+        .await
+        .unwrap();
+    d.stop().await;
+}
+
+async fn wrong_passwords_on_either_replica_spend_one_budget(backend: Backend) {
+    let d = Deployment::start(backend).await;
+    for attempt in 0..6 {
+        let server = if attempt % 2 == 0 { &d.a } else { &d.b };
+        let err = server
+            .authentication()
+            .await
+            .authenticate(login("not the password"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "attempt {attempt}");
+        assert_eq!(reason(&err).as_deref(), Some("INVALID_CREDENTIALS"));
+    }
+    for server in [&d.a, &d.b] {
+        let before = server.app.passwords.verifications();
+        let err = server
+            .authentication()
+            .await
+            .authenticate(login(PASSWORD))
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&err).as_deref(), Some("LOCKED_OUT"));
+        assert_eq!(
+            server.app.passwords.verifications(),
+            before,
+            "refused before the password is hashed"
+        );
+    }
+    d.stop().await;
+}
+
+async fn challenges_and_sessions_from_one_replica_hold_on_the_other(backend: Backend) {
+    let d = Deployment::start(backend).await;
+    d.clock.advance(30);
+    // The password step on A, the code on B.
+    let token = Deployment::challenge(&d.a).await;
+    let done =
+        d.b.authentication()
+            .await
+            .verify_second_factor(verify(&token, &d.code_now()))
+            .await
+            .unwrap()
+            .into_inner();
+    let Some(verify_second_factor_response::Result::Authenticated(session)) = done.result else {
+        panic!("{done:?}")
+    };
+    // The challenge is used up on A too.
+    let err =
+        d.a.authentication()
+            .await
+            .verify_second_factor(verify(&token, &d.code_now()))
+            .await
+            .unwrap_err();
+    assert_eq!(reason(&err).as_deref(), Some("CHALLENGE_INVALID"));
+    // B's session is valid on A, with its assurance; revoked on A, it is gone on B.
+    let valid =
+        d.a.sessions()
+            .await
+            .validate_session(v1::ValidateSessionRequest {
+                token: session.token.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    assert_eq!(valid.user_id, d.user.to_string());
+    assert_eq!(
+        valid.assurance_level,
+        v1::AssuranceLevel::SecondFactor as i32
+    );
+    d.a.sessions()
+        .await
+        .revoke_session(v1::RevokeSessionRequest {
+            token: session.token.clone(),
+        })
+        .await
+        .unwrap();
+    let err =
+        d.b.sessions()
+            .await
+            .validate_session(v1::ValidateSessionRequest {
+                token: session.token,
+            })
+            .await
+            .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert_eq!(reason(&err).as_deref(), Some("SESSION_INVALID"));
+    d.stop().await;
+}
+
+both!(
+    a_code_raced_to_both_replicas_logs_in_once,
+    a_recovery_code_raced_to_both_replicas_is_spent_once,
+    wrong_codes_on_either_replica_spend_one_budget,
+    wrong_passwords_on_either_replica_spend_one_budget,
+    challenges_and_sessions_from_one_replica_hold_on_the_other,
+);
