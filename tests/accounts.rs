@@ -16,15 +16,7 @@ use tonic::Code;
 const PASSWORD: &str = "correct horse battery staple";
 
 fn login(email: &str, password: &str, org: &str) -> v1::AuthenticateRequest {
-    v1::AuthenticateRequest {
-        credentials: Some(v1::authenticate_request::Credentials::Password(
-            v1::PasswordCredentials {
-                email: email.to_owned(),
-                password: password.to_owned(),
-            },
-        )),
-        organization_id: org.to_owned(),
-    }
+    tollgate_e2e::password_login(email, password, org)
 }
 
 async fn create_user(server: &TestServer, email: &str, password: &str) -> v1::User {

@@ -23,15 +23,7 @@ const PASSWORD: &str = "correct horse battery staple";
 const T0: i64 = 1_800_000_000;
 
 fn login(email: &str, password: &str, org: &str) -> v1::AuthenticateRequest {
-    v1::AuthenticateRequest {
-        credentials: Some(v1::authenticate_request::Credentials::Password(
-            v1::PasswordCredentials {
-                email: email.into(),
-                password: password.into(),
-            },
-        )),
-        organization_id: org.into(),
-    }
+    tollgate_e2e::password_login(email, password, org)
 }
 
 async fn user(server: &TestServer, email: &str) -> String {

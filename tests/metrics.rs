@@ -41,15 +41,7 @@ fn value(text: &str, sample: &str) -> f64 {
 }
 
 fn login(password: &str) -> v1::AuthenticateRequest {
-    v1::AuthenticateRequest {
-        credentials: Some(v1::authenticate_request::Credentials::Password(
-            v1::PasswordCredentials {
-                email: "metrics@example.com".into(),
-                password: password.into(),
-            },
-        )),
-        organization_id: String::new(),
-    }
+    tollgate_e2e::password_login("metrics@example.com", password, "")
 }
 
 async fn counters_move_with_a_flow(backend: Backend) {

@@ -95,22 +95,11 @@ impl Deployment {
 }
 
 fn login(password: &str) -> v1::AuthenticateRequest {
-    v1::AuthenticateRequest {
-        credentials: Some(v1::authenticate_request::Credentials::Password(
-            v1::PasswordCredentials {
-                email: EMAIL.into(),
-                password: password.into(),
-            },
-        )),
-        organization_id: String::new(),
-    }
+    tollgate_e2e::password_login(EMAIL, password, "")
 }
 
 fn verify(token: &str, code: &str) -> v1::VerifySecondFactorRequest {
-    v1::VerifySecondFactorRequest {
-        challenge_token: token.into(),
-        code: code.into(),
-    }
+    tollgate_e2e::verify_code(token, code)
 }
 
 /// Sends `code` to both replicas at once, each on a challenge of its own, and returns what

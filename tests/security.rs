@@ -22,15 +22,7 @@ use tonic_types::StatusExt as _;
 const PASSWORD: &str = "correct horse battery staple";
 
 fn login(email: &str, password: &str) -> v1::AuthenticateRequest {
-    v1::AuthenticateRequest {
-        credentials: Some(v1::authenticate_request::Credentials::Password(
-            v1::PasswordCredentials {
-                email: email.to_owned(),
-                password: password.to_owned(),
-            },
-        )),
-        organization_id: String::new(),
-    }
+    tollgate_e2e::password_login(email, password, "")
 }
 
 async fn user(server: &TestServer, email: &str) {

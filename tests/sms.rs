@@ -32,15 +32,7 @@ const PASSWORD: &str = "correct horse battery staple";
 const T0: i64 = 1_800_000_000;
 
 fn login(email: &str) -> v1::AuthenticateRequest {
-    v1::AuthenticateRequest {
-        credentials: Some(v1::authenticate_request::Credentials::Password(
-            v1::PasswordCredentials {
-                email: email.into(),
-                password: PASSWORD.into(),
-            },
-        )),
-        organization_id: String::new(),
-    }
+    tollgate_e2e::password_login(email, PASSWORD, "")
 }
 
 struct World {

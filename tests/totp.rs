@@ -23,15 +23,7 @@ const PASSWORD: &str = "correct horse battery staple";
 const T0: i64 = 1_800_000_000;
 
 fn login(email: &str) -> v1::AuthenticateRequest {
-    v1::AuthenticateRequest {
-        credentials: Some(v1::authenticate_request::Credentials::Password(
-            v1::PasswordCredentials {
-                email: email.into(),
-                password: PASSWORD.into(),
-            },
-        )),
-        organization_id: String::new(),
-    }
+    tollgate_e2e::password_login(email, PASSWORD, "")
 }
 
 /// What an authenticator app does with the URI.
@@ -162,10 +154,7 @@ async fn challenge(server: &TestServer, email: &str) -> String {
 }
 
 fn verify(token: &str, code: &str) -> v1::VerifySecondFactorRequest {
-    v1::VerifySecondFactorRequest {
-        challenge_token: token.into(),
-        code: code.into(),
-    }
+    tollgate_e2e::verify_code(token, code)
 }
 
 async fn journey_4_5_7_enroll_an_app_then_log_in_with_its_codes(backend: Backend) {

@@ -206,6 +206,35 @@ impl Drop for TestServer {
     }
 }
 
+/// The password step of a login: `email` and `password`, into `org` (empty: no organization).
+pub fn password_login(
+    email: &str,
+    password: &str,
+    org: &str,
+) -> tollgate_proto::v1::AuthenticateRequest {
+    use tollgate_proto::v1;
+    v1::AuthenticateRequest {
+        credentials: Some(v1::authenticate_request::Credentials::Password(
+            v1::PasswordCredentials {
+                email: email.to_owned(),
+                password: password.to_owned(),
+            },
+        )),
+        organization_id: org.to_owned(),
+    }
+}
+
+/// The second step of a login: `code` (an app, SMS or recovery code) for the challenge.
+pub fn verify_code(
+    challenge_token: &str,
+    code: &str,
+) -> tollgate_proto::v1::VerifySecondFactorRequest {
+    tollgate_proto::v1::VerifySecondFactorRequest {
+        challenge_token: challenge_token.to_owned(),
+        code: code.to_owned(),
+    }
+}
+
 /// A request carrying a user's session or enrollment token as `authorization: Bearer`.
 pub fn bearer<T>(body: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(body);
