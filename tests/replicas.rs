@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use otp_core::{Secret, Totp, TotpParams};
-use tollgate_e2e::{Backend, ManualClock, TestServer, both, reason};
+use tollgate_e2e::{Backend, ManualClock, TestServer, both, reason, verify_code as verify};
 use tollgate_proto::v1::{self, authenticate_response, verify_second_factor_response};
 use tonic::Code;
 
@@ -88,6 +88,20 @@ impl Deployment {
         }
     }
 
+    /// The password step on `from`, then `code` on `to`: the second step's answer.
+    async fn log_in(
+        from: &TestServer,
+        to: &TestServer,
+        code: &str,
+    ) -> Result<v1::VerifySecondFactorResponse, tonic::Status> {
+        let token = Self::challenge(from).await;
+        to.authentication()
+            .await
+            .verify_second_factor(verify(&token, code))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
     async fn stop(self) {
         self.b.stop().await.unwrap();
         self.a.stop().await.unwrap();
@@ -96,10 +110,6 @@ impl Deployment {
 
 fn login(password: &str) -> v1::AuthenticateRequest {
     tollgate_e2e::password_login(EMAIL, password, "")
-}
-
-fn verify(token: &str, code: &str) -> v1::VerifySecondFactorRequest {
-    tollgate_e2e::verify_code(token, code)
 }
 
 /// Sends `code` to both replicas at once, each on a challenge of its own, and returns what
@@ -161,12 +171,7 @@ async fn a_code_raced_to_both_replicas_logs_in_once(backend: Backend) {
     // Each loser's replay counts as a failed attempt (five here, inside the budget): the next
     // code still logs in, the challenge from one replica and the code on the other.
     d.clock.advance(30);
-    let token = Deployment::challenge(&d.b).await;
-    d.a.authentication()
-        .await
-        .verify_second_factor(verify(&token, &d.code_now()))
-        .await
-        .unwrap();
+    Deployment::log_in(&d.b, &d.a, &d.code_now()).await.unwrap();
     d.stop().await;
 }
 
@@ -185,23 +190,12 @@ async fn a_recovery_code_raced_to_both_replicas_is_spent_once(backend: Backend) 
     assert_eq!(reason(&lost).as_deref(), Some("INVALID_CODE"));
     // Spent on both: typed again on either replica, it is refused; the other code still works.
     for server in [&d.a, &d.b] {
-        let token = Deployment::challenge(server).await;
-        let err = server
-            .authentication()
-            .await
-            .verify_second_factor(verify(&token, RECOVERY[0]))
+        let err = Deployment::log_in(server, server, RECOVERY[0])
             .await
             .unwrap_err();
         assert_eq!(reason(&err).as_deref(), Some("INVALID_CODE"));
     }
-    let token = Deployment::challenge(&d.a).await;
-    let ok =
-        d.b.authentication()
-            .await
-            .verify_second_factor(verify(&token, RECOVERY[1]))
-            .await
-            .unwrap()
-            .into_inner();
+    let ok = Deployment::log_in(&d.a, &d.b, RECOVERY[1]).await.unwrap();
     assert_eq!(ok.recovery_codes_remaining, 0);
     d.stop().await;
 }
@@ -218,22 +212,12 @@ async fn wrong_codes_on_either_replica_spend_one_budget(backend: Backend) {
     // Six wrong codes, taking turns between the replicas: one budget, as on one server.
     for attempt in 0..6 {
         let server = if attempt % 2 == 0 { &d.a } else { &d.b };
-        let token = Deployment::challenge(server).await;
-        let err = server
-            .authentication()
-            .await
-            .verify_second_factor(verify(&token, wrong))
-            .await
-            .unwrap_err();
+        let err = Deployment::log_in(server, server, wrong).await.unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated, "attempt {attempt}");
     }
     // Locked out on both: even the right code is refused.
     for server in [&d.a, &d.b] {
-        let token = Deployment::challenge(server).await;
-        let err = server
-            .authentication()
-            .await
-            .verify_second_factor(verify(&token, &right))
+        let err = Deployment::log_in(server, server, &right)
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::ResourceExhausted);
@@ -241,12 +225,7 @@ async fn wrong_codes_on_either_replica_spend_one_budget(backend: Backend) {
     }
     // The lockout ends for both at once.
     d.clock.advance(30);
-    let token = Deployment::challenge(&d.b).await;
-    d.b.authentication()
-        .await
-        .verify_second_factor(verify(&token, &d.code_now()))
-        .await
-        .unwrap();
+    Deployment::log_in(&d.b, &d.b, &d.code_now()).await.unwrap();
     d.stop().await;
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use otp_core::{OtpAuthUri, Totp, TotpParams};
 use storage::repo::PolicyUpdate;
-use tollgate_e2e::{Backend, ManualClock, TestServer, bearer, both, reason};
+use tollgate_e2e::{Backend, ManualClock, TestServer, bearer, both, reason, verify_code as verify};
 use tollgate_proto::v1::enrollment_service_client::EnrollmentServiceClient;
 use tollgate_proto::v1::{self, authenticate_response, verify_second_factor_response};
 use tonic::Code;
@@ -151,10 +151,6 @@ async fn challenge(server: &TestServer, email: &str) -> String {
         Some(authenticate_response::Result::SecondFactorRequired(c)) => c.challenge_token,
         other => panic!("expected a challenge: {other:?}"),
     }
-}
-
-fn verify(token: &str, code: &str) -> v1::VerifySecondFactorRequest {
-    tollgate_e2e::verify_code(token, code)
 }
 
 async fn journey_4_5_7_enroll_an_app_then_log_in_with_its_codes(backend: Backend) {

@@ -114,8 +114,7 @@ impl TestServer {
     /// anew (its own connections, and on SQLite its own writer), with its own socket, password
     /// hashing threads, SMS client and metrics; the same configuration, key ring and clock.
     pub async fn replica(&self) -> Self {
-        // `TestDb::new`'s key ring, as the first server's storage has it.
-        let storage = self.db.reopen(storage::testing::keyring(1, &[1])).await;
+        let storage = self.db.reopen(self.app.storage.keyring().clone()).await;
         let config = Arc::clone(&self.app.config);
         let app = App {
             storage,
