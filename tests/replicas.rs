@@ -12,6 +12,7 @@
     reason = "test code: a panic is a failed test"
 )]
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use otp_core::{Secret, Totp, TotpParams};
@@ -70,6 +71,32 @@ impl Deployment {
     fn code_now(&self) -> String {
         let now = u64::try_from(server::Clock::now(&*self.clock)).unwrap();
         self.app.generate(now).unwrap().to_string()
+    }
+
+    /// A code that is none of the codes the app accepts now (this step or either neighbour).
+    fn wrong_code(&self) -> String {
+        let now = u64::try_from(server::Clock::now(&*self.clock)).unwrap();
+        let accepted: Vec<String> = [now - 30, now, now + 30]
+            .iter()
+            .map(|&t| self.app.generate(t).unwrap().to_string())
+            .collect();
+        ["000000", "111111", "222222", "333333"]
+            .into_iter()
+            .find(|code| !accepted.iter().any(|a| a == code))
+            .unwrap()
+            .to_owned()
+    }
+
+    /// The user's second-factor failure counter: (failures, locked until).
+    async fn second_factor_counter(&self) -> Option<(i64, Option<i64>)> {
+        self.a
+            .app
+            .storage
+            .attempts()
+            .get(&server::throttle::second_factor_key(self.user))
+            .await
+            .unwrap()
+            .map(|c| (c.failures, c.locked_until))
     }
 
     /// The password step on `server`: a second-factor challenge.
@@ -260,6 +287,120 @@ async fn wrong_passwords_on_either_replica_spend_one_budget(backend: Backend) {
     d.stop().await;
 }
 
+/// How many requests a burst sends at once, half to each replica.
+const BURST: usize = 24;
+
+/// Runs `BURST` calls released at one moment, and counts their answers by reason.
+async fn burst<F, Fut>(calls: Vec<F>) -> BTreeMap<String, usize>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), tonic::Status>> + Send + 'static,
+{
+    let barrier = Arc::new(tokio::sync::Barrier::new(calls.len()));
+    let tasks: Vec<_> = calls
+        .into_iter()
+        .map(|call| {
+            let barrier = Arc::clone(&barrier);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                call().await
+            })
+        })
+        .collect();
+    let mut answers = BTreeMap::new();
+    for task in tasks {
+        let answer = match task.await.unwrap() {
+            Ok(()) => "OK".to_owned(),
+            Err(status) => reason(&status).unwrap_or_else(|| format!("{status:?}")),
+        };
+        *answers.entry(answer).or_insert(0) += 1;
+    }
+    answers
+}
+
+/// Wrong codes sent all at once, each on a login challenge of its own (so no challenge's
+/// own limit of five stops them), half to each replica: the budget's six are compared and
+/// answered, every other one is refused as locked out — whether it came before the lockout
+/// was written or after — and the right code right after is refused too. The budget is a
+/// budget of guesses, not of guesses per moment.
+async fn a_burst_of_wrong_codes_gets_only_the_budget_answered(backend: Backend) {
+    let d = Deployment::start(backend).await;
+    d.clock.advance(30);
+    let wrong = d.wrong_code();
+    let mut calls = Vec::new();
+    for i in 0..BURST {
+        let server = if i % 2 == 0 { &d.a } else { &d.b };
+        let token = Deployment::challenge(server).await;
+        let mut client = server.authentication().await;
+        let wrong = wrong.clone();
+        calls.push(move || async move {
+            client
+                .verify_second_factor(verify(&token, &wrong))
+                .await
+                .map(drop)
+        });
+    }
+    let answers = burst(calls).await;
+    assert_eq!(
+        answers,
+        BTreeMap::from([
+            ("INVALID_CODE".to_owned(), 6),
+            ("LOCKED_OUT".to_owned(), BURST - 6)
+        ])
+    );
+    // Six failures on record, the sixth's lockout in force: nothing else was counted.
+    let now = server::Clock::now(&*d.clock);
+    assert_eq!(d.second_factor_counter().await, Some((6, Some(now + 30))));
+    for server in [&d.a, &d.b] {
+        let err = Deployment::log_in(server, server, &d.code_now())
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&err).as_deref(), Some("LOCKED_OUT"));
+    }
+    // When the lockout is over, the right code logs in and clears the count.
+    d.clock.advance(30);
+    Deployment::log_in(&d.a, &d.b, &d.code_now()).await.unwrap();
+    assert_eq!(d.second_factor_counter().await, None);
+    d.stop().await;
+}
+
+/// Wrong passwords sent all at once, half to each replica: six are hashed and answered
+/// INVALID_CREDENTIALS, the rest LOCKED_OUT, and the right password after them is refused.
+async fn a_burst_of_wrong_passwords_gets_only_the_budget_answered(backend: Backend) {
+    let d = Deployment::start(backend).await;
+    let mut calls = Vec::new();
+    for i in 0..BURST {
+        let server = if i % 2 == 0 { &d.a } else { &d.b };
+        let mut client = server.authentication().await;
+        calls.push(move || async move {
+            client
+                .authenticate(login(&format!("guess number {i}")))
+                .await
+                .map(drop)
+        });
+    }
+    let answers = burst(calls).await;
+    assert_eq!(
+        answers,
+        BTreeMap::from([
+            ("INVALID_CREDENTIALS".to_owned(), 6),
+            ("LOCKED_OUT".to_owned(), BURST - 6)
+        ])
+    );
+    for server in [&d.a, &d.b] {
+        let err = server
+            .authentication()
+            .await
+            .authenticate(login(PASSWORD))
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&err).as_deref(), Some("LOCKED_OUT"));
+    }
+    d.clock.advance(30);
+    Deployment::challenge(&d.b).await;
+    d.stop().await;
+}
+
 async fn challenges_and_sessions_from_one_replica_hold_on_the_other(backend: Backend) {
     let d = Deployment::start(backend).await;
     d.clock.advance(30);
@@ -323,5 +464,7 @@ both!(
     a_recovery_code_raced_to_both_replicas_is_spent_once,
     wrong_codes_on_either_replica_spend_one_budget,
     wrong_passwords_on_either_replica_spend_one_budget,
+    a_burst_of_wrong_codes_gets_only_the_budget_answered,
+    a_burst_of_wrong_passwords_gets_only_the_budget_answered,
     challenges_and_sessions_from_one_replica_hold_on_the_other,
 );

@@ -35,6 +35,28 @@ impl Throttle {
         )
     }
 
+    /// The lockouts in turn after the free budget, for failures `free + 1`, `free + 2`, …,
+    /// up to the first that reaches the cap, which every later failure repeats: the whole
+    /// schedule in a few numbers (for a database to apply in one statement).
+    pub fn lockouts(&self) -> Vec<u64> {
+        let mut lockouts = Vec::new();
+        // From a shift of 64 on, the doubling saturates: every later lockout is the same.
+        for over in 0..=64u32 {
+            let Some(delay) = self
+                .free_failures
+                .checked_add(over + 1)
+                .and_then(|failures| self.lockout_after(failures))
+            else {
+                break;
+            };
+            lockouts.push(delay);
+            if delay >= self.max_delay_secs {
+                break;
+            }
+        }
+        lockouts
+    }
+
     /// When a lockout that follows the `failures`-th failure at `now` ends (Unix seconds).
     pub fn locked_until(&self, failures: u32, now: u64) -> Option<u64> {
         self.lockout_after(failures)
@@ -74,6 +96,56 @@ mod tests {
         assert_eq!(t.locked_until(6, 1_000), Some(1_030));
         assert_eq!(t.locked_until(6, u64::MAX), Some(u64::MAX));
         assert_eq!(t.locked_until(5, 1_000), None);
+    }
+
+    #[test]
+    fn the_schedule_gives_every_lockout_its_last_entry_repeating() {
+        let throttles = [
+            Throttle::default(),
+            Throttle {
+                free_failures: 0,
+                base_delay_secs: 1,
+                max_delay_secs: u64::MAX,
+            },
+            Throttle {
+                free_failures: 3,
+                base_delay_secs: 0,
+                max_delay_secs: 10,
+            },
+            Throttle {
+                free_failures: 2,
+                base_delay_secs: 100,
+                max_delay_secs: 50,
+            },
+        ];
+        for t in throttles {
+            let lockouts = t.lockouts();
+            assert!(!lockouts.is_empty() && lockouts.len() <= 65, "{t:?}");
+            for failures in 0..200u32 {
+                let from_schedule = failures.checked_sub(t.free_failures + 1).map(|over| {
+                    let over = usize::try_from(over).unwrap();
+                    *lockouts.get(over).unwrap_or(lockouts.last().unwrap())
+                });
+                assert_eq!(
+                    from_schedule,
+                    t.lockout_after(failures),
+                    "{t:?} at {failures}"
+                );
+            }
+        }
+        assert_eq!(
+            Throttle::default().lockouts(),
+            [30, 60, 120, 240, 480, 960, 1920, 3600]
+        );
+        let last = Throttle {
+            free_failures: u32::MAX,
+            ..Throttle::default()
+        };
+        assert_eq!(
+            last.lockouts(),
+            [] as [u64; 0],
+            "no count reaches the lockouts"
+        );
     }
 
     #[test]

@@ -57,13 +57,11 @@ fn mfa_key(user: Uuid) -> String {
     crate::throttle::second_factor_key(user)
 }
 
-/// Refuses while the user's second-factor attempts are locked out; otherwise says whether
-/// failures are on record, for [`Failures::clear`] after a success.
+/// Refuses while the user's second-factor attempts are locked out; otherwise a [`Failures`]
+/// to settle a matching code with.
 pub(crate) async fn check_lockout(app: &App, user: Uuid, now: i64) -> ApiResult<Failures> {
-    Ok(Failures {
-        user,
-        recorded: crate::throttle::check(app, &mfa_key(user), now).await?,
-    })
+    crate::throttle::check(app, &mfa_key(user), now).await?;
+    Ok(Failures { user })
 }
 
 /// The user's active factors and their failure counter, read together.
@@ -97,35 +95,33 @@ impl FactorsRead {
         if self.factors.is_empty() {
             return check_lockout(app, user, now).await;
         }
-        Ok(Failures {
-            user,
-            recorded: crate::throttle::check_counter(self.counter.as_ref(), now)?,
-        })
+        crate::throttle::check_counter(self.counter.as_ref(), now)?;
+        Ok(Failures { user })
     }
 }
 
-/// Whether a user had second-factor failures on record when their lockout was checked.
+/// A user whose second-factor lockout was checked before a code was compared: a matching
+/// code still has to be settled against the budget ([`Failures::succeed`]).
 #[derive(Clone, Copy, Debug)]
+#[must_use = "a matching code is accepted only once settled against the budget"]
 pub(crate) struct Failures {
     user: Uuid,
-    recorded: bool,
 }
 
 impl Failures {
-    /// Clears the user's failures after a success, when there were any: the common case, a
-    /// user with none, costs no write. (A failure another request records after the check
-    /// stays counted; the budget errs on the side of the lockout.)
-    pub(crate) async fn clear(self, app: &App) -> ApiResult<()> {
-        if self.recorded {
-            reset_failures(app, self.user).await?;
-        }
-        Ok(())
+    /// Settles a matching code: LOCKED_OUT when wrong codes in flight alongside it spent the
+    /// budget first (so it came after the lockout and earns nothing), else the user's
+    /// failures are cleared. The check before the compare only spares work; this is what
+    /// holds the budget exact when many codes are in flight at once.
+    pub(crate) async fn succeed(self, app: &App, now: i64) -> ApiResult<()> {
+        crate::throttle::succeed(app, &mfa_key(self.user), now).await
     }
 }
 
 /// Counts a failed code against the user (across methods, challenges and replicas), starts a
 /// lockout when the budget is spent (it applies from the next attempt), and returns the error
-/// to answer for this one: UNAUTHENTICATED with the reason given.
+/// to answer for this one: UNAUTHENTICATED with the reason given, or LOCKED_OUT when a
+/// failure in flight alongside spent the budget first (this one is then not counted).
 pub(crate) async fn record_failure(
     app: &App,
     user: Uuid,
@@ -144,9 +140,9 @@ pub(crate) async fn record_failure(
     }
 }
 
-/// Clears the user's second-factor failures after a success.
+/// Clears the user's second-factor failures, lockout included (a newly enrolled factor).
 pub(crate) async fn reset_failures(app: &App, user: Uuid) -> ApiResult<()> {
-    crate::throttle::clear(app, &mfa_key(user)).await
+    Ok(app.storage.attempts().reset(&mfa_key(user)).await?)
 }
 
 /// `n` fresh recovery codes, 80 random bits each, as `XXXX-XXXX-XXXX-XXXX` (base32).
@@ -339,7 +335,7 @@ pub(crate) async fn prove(
     };
     match result {
         Ok(proof) => {
-            failures.clear(app).await?;
+            failures.succeed(app, now).await?;
             Ok(proof)
         }
         Err(reason) => Err(record_failure(app, user, reason, now).await),

@@ -68,9 +68,9 @@ pub(crate) fn locked(until: i64, now: i64) -> ApiError {
     }
 }
 
-/// Refuses while `key` is locked out. Otherwise returns whether failures are on record
-/// (so a success knows whether there is anything to clear).
-pub(crate) async fn check(app: &App, key: &str, now: i64) -> ApiResult<bool> {
+/// Refuses while `key` is locked out: the check before a comparison, which spares the work
+/// (a success is settled again after it, [`succeed`]).
+pub(crate) async fn check(app: &App, key: &str, now: i64) -> ApiResult<()> {
     check_counter(app.storage.attempts().get(key).await?.as_ref(), now)
 }
 
@@ -78,18 +78,20 @@ pub(crate) async fn check(app: &App, key: &str, now: i64) -> ApiResult<bool> {
 pub(crate) fn check_counter(
     counter: Option<&storage::entity::attempt_counter::Model>,
     now: i64,
-) -> ApiResult<bool> {
-    match counter {
-        Some(counter) => match counter.locked_until.filter(|&until| until > now) {
-            Some(until) => Err(locked(until, now)),
-            None => Ok(true),
-        },
-        None => Ok(false),
+) -> ApiResult<()> {
+    match counter
+        .and_then(|c| c.locked_until)
+        .filter(|&until| until > now)
+    {
+        Some(until) => Err(locked(until, now)),
+        None => Ok(()),
     }
 }
 
-/// Counts one failure against `key` and, when the budget is spent, locks it (from the next
-/// attempt on) and records the lockout for `subject` under `factor`.
+/// Counts one failure against `key` and, when the budget is spent, locks it and records the
+/// lockout for `subject` under `factor`, in the one statement that counts. A lockout already
+/// in force (a failure in flight alongside spent the budget first) is refused instead: the
+/// answer is LOCKED_OUT, as for an attempt that came after it, and nothing is counted.
 pub(crate) async fn fail(
     app: &App,
     key: &str,
@@ -97,15 +99,23 @@ pub(crate) async fn fail(
     factor: &str,
     now: i64,
 ) -> ApiResult<()> {
-    let failures = app.storage.attempts().record_failure(key, now).await?;
-    let Some(until) = app.throttle().locked_until(
-        u32::try_from(failures).unwrap_or(u32::MAX),
-        u64::try_from(now).unwrap_or(0),
-    ) else {
-        return Ok(());
+    let lockouts =
+        storage::repo::Lockouts::new(app.throttle().free_failures, &app.throttle().lockouts());
+    let (failures, until) = match app
+        .storage
+        .attempts()
+        .record_failure(key, now, &lockouts)
+        .await?
+    {
+        storage::repo::Failure::Locked { until } => return Err(locked(until, now)),
+        storage::repo::Failure::Counted {
+            locked_until: None, ..
+        } => return Ok(()),
+        storage::repo::Failure::Counted {
+            failures,
+            locked_until: Some(until),
+        } => (failures, until),
     };
-    let until = i64::try_from(until).unwrap_or(i64::MAX);
-    app.storage.attempts().lock_until(key, until, now).await?;
     if let Some(user) = subject {
         let details = format!(r#"{{"factor":"{factor}"}}"#);
         audit::record(app, "user.locked_out", None, None, Some(user), &details).await?;
@@ -120,11 +130,16 @@ pub(crate) async fn fail(
             },
         })
         .inc();
-    tracing::warn!(user_id = ?subject, factor, failures, "lockout");
+    tracing::warn!(user_id = ?subject, factor, failures, locked_until = until, "lockout");
     Ok(())
 }
 
-/// Clears `key`'s failures after a success.
-pub(crate) async fn clear(app: &App, key: &str) -> ApiResult<()> {
-    Ok(app.storage.attempts().reset(key).await?)
+/// Settles a success on `key`: refused with LOCKED_OUT when a lockout is in force now (a
+/// failure in flight alongside spent the budget first, so this attempt came after it);
+/// otherwise clears the failures on record.
+pub(crate) async fn succeed(app: &App, key: &str, now: i64) -> ApiResult<()> {
+    match app.storage.attempts().settle_success(key, now).await? {
+        Some(until) => Err(locked(until, now)),
+        None => Ok(()),
+    }
 }

@@ -684,9 +684,8 @@ mod tests {
             .replace(alice, &["aaaa-bbbb"], NOW)
             .await
             .unwrap();
-        s.attempts().record_failure("user:x", NOW).await.unwrap();
         s.attempts()
-            .lock_until("user:x", NOW + 30, NOW)
+            .record_failure("user:x", NOW, &crate::repo::Lockouts::new(0, &[30]))
             .await
             .unwrap();
         let session = NewSession {

@@ -14,6 +14,7 @@ use common::{NOW, TestDb, race};
 use sea_orm::EntityTrait;
 use storage::entity::enums::ChallengePurpose;
 use storage::entity::{login_challenge, recovery_code, sms_code};
+use storage::repo::{Failure, Lockouts};
 use storage::{Storage, StorageError, Uuid};
 
 async fn user(storage: &Storage, email: &str) -> Uuid {
@@ -279,14 +280,24 @@ async fn challenges_are_consumed_once_and_count_attempts(db: &TestDb) {
     assert_eq!(s.challenges().delete_expired(NOW + 301).await.unwrap(), 2);
 }
 
+/// Failures that never lock: no increment is lost under contention, and keys count apart.
 async fn failure_counters_lose_no_increment(db: &TestDb) {
     let s = &db.storage;
     let key = "mfa:user-1";
+    let never = Lockouts::new(0, &[]);
     let mut counts = race(s, 32, |s, _| async move {
-        s.attempts()
-            .record_failure("mfa:user-1", NOW)
+        match s
+            .attempts()
+            .record_failure("mfa:user-1", NOW, &Lockouts::new(0, &[]))
             .await
             .unwrap()
+        {
+            Failure::Counted {
+                failures,
+                locked_until: None,
+            } => failures,
+            other => panic!("never locks: {other:?}"),
+        }
     })
     .await;
     counts.sort_unstable();
@@ -296,24 +307,158 @@ async fn failure_counters_lose_no_increment(db: &TestDb) {
         "every caller saw its own increment"
     );
     assert_eq!(s.attempts().get(key).await.unwrap().unwrap().failures, 32);
-    // Locks only grow.
-    s.attempts().lock_until(key, NOW + 60, NOW).await.unwrap();
-    s.attempts().lock_until(key, NOW + 30, NOW).await.unwrap();
-    assert_eq!(
-        s.attempts().get(key).await.unwrap().unwrap().locked_until,
-        Some(NOW + 60)
-    );
     s.attempts().reset(key).await.unwrap();
     assert!(s.attempts().get(key).await.unwrap().is_none());
-    assert_eq!(s.attempts().record_failure(key, NOW).await.unwrap(), 1);
+    let first = Failure::Counted {
+        failures: 1,
+        locked_until: None,
+    };
+    assert_eq!(
+        s.attempts().record_failure(key, NOW, &never).await.unwrap(),
+        first
+    );
     // Separate keys count separately.
     assert_eq!(
         s.attempts()
-            .record_failure("password:user-1", NOW)
+            .record_failure("password:user-1", NOW, &never)
             .await
             .unwrap(),
-        1
+        first
     );
+}
+
+/// Each failure past the free budget locks for the schedule's next delay (the last one
+/// repeating), counted in the same statement; during a lockout nothing is counted.
+async fn failures_lock_by_the_schedule(db: &TestDb) {
+    let s = &db.storage;
+    let key = "mfa:user-1";
+    let lockouts = Lockouts::new(2, &[30, 60, 120]);
+    let fail = |now: i64| {
+        let lockouts = lockouts.clone();
+        async move {
+            s.attempts()
+                .record_failure(key, now, &lockouts)
+                .await
+                .unwrap()
+        }
+    };
+    let counted = |failures: i64, locked_until: Option<i64>| Failure::Counted {
+        failures,
+        locked_until,
+    };
+    assert_eq!(fail(NOW).await, counted(1, None));
+    assert_eq!(fail(NOW).await, counted(2, None));
+    assert_eq!(fail(NOW).await, counted(3, Some(NOW + 30)));
+    assert_eq!(fail(NOW + 29).await, Failure::Locked { until: NOW + 30 });
+    assert_eq!(s.attempts().get(key).await.unwrap().unwrap().failures, 3);
+    // The lockout ends at its second: one more failure, the next delay.
+    assert_eq!(fail(NOW + 30).await, counted(4, Some(NOW + 90)));
+    assert_eq!(fail(NOW + 90).await, counted(5, Some(NOW + 210)));
+    assert_eq!(fail(NOW + 210).await, counted(6, Some(NOW + 330)));
+    assert_eq!(fail(NOW + 330).await, counted(7, Some(NOW + 450)));
+    // A budget of none locks at the first failure.
+    assert_eq!(
+        s.attempts()
+            .record_failure("password:x", NOW, &Lockouts::new(0, &[5]))
+            .await
+            .unwrap(),
+        counted(1, Some(NOW + 5))
+    );
+}
+
+/// Failures sent together, half through each of two replicas: the budget's failures are
+/// counted (the last one locking) and every other one finds the lockout in force.
+async fn failures_in_flight_stop_at_the_budget(db: &TestDb) {
+    let other = db.reopen(db.storage.keyring().clone()).await;
+    let key = "mfa:user-1";
+    let storages = [db.storage.clone(), other];
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(32));
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            let s = storages[i % 2].clone();
+            let barrier = std::sync::Arc::clone(&barrier);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                s.attempts()
+                    .record_failure(key, NOW, &Lockouts::new(5, &[30]))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut counted = Vec::new();
+    let mut locked = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Failure::Counted {
+                failures,
+                locked_until,
+            } => counted.push((failures, locked_until)),
+            Failure::Locked { until } => {
+                assert_eq!(until, NOW + 30);
+                locked += 1;
+            }
+        }
+    }
+    counted.sort_unstable();
+    assert_eq!(
+        counted,
+        [
+            (1, None),
+            (2, None),
+            (3, None),
+            (4, None),
+            (5, None),
+            (6, Some(NOW + 30))
+        ]
+    );
+    assert_eq!(locked, 26);
+    assert_eq!(
+        db.storage
+            .attempts()
+            .get(key)
+            .await
+            .unwrap()
+            .unwrap()
+            .failures,
+        6
+    );
+}
+
+/// A success is settled against the counter: refused while locked (the counter kept), else
+/// the failures are cleared; a key with none stays without a row.
+async fn successes_settle_against_the_lockout(db: &TestDb) {
+    let s = &db.storage;
+    let key = "password:a";
+    let lockouts = Lockouts::new(1, &[30]);
+    assert_eq!(s.attempts().settle_success(key, NOW).await.unwrap(), None);
+    assert!(s.attempts().get(key).await.unwrap().is_none());
+    s.attempts()
+        .record_failure(key, NOW, &lockouts)
+        .await
+        .unwrap();
+    assert_eq!(s.attempts().settle_success(key, NOW).await.unwrap(), None);
+    assert!(s.attempts().get(key).await.unwrap().is_none(), "cleared");
+    s.attempts()
+        .record_failure(key, NOW, &lockouts)
+        .await
+        .unwrap();
+    s.attempts()
+        .record_failure(key, NOW, &lockouts)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.attempts().settle_success(key, NOW + 29).await.unwrap(),
+        Some(NOW + 30)
+    );
+    let kept = s.attempts().get(key).await.unwrap().unwrap();
+    assert_eq!((kept.failures, kept.locked_until), (2, Some(NOW + 30)));
+    // Once the lockout is over, a success clears it all.
+    assert_eq!(
+        s.attempts().settle_success(key, NOW + 30).await.unwrap(),
+        None
+    );
+    assert!(s.attempts().get(key).await.unwrap().is_none());
 }
 
 both!(
@@ -321,4 +466,7 @@ both!(
     sms_codes_replace_expire_and_work_once,
     challenges_are_consumed_once_and_count_attempts,
     failure_counters_lose_no_increment,
+    failures_lock_by_the_schedule,
+    failures_in_flight_stop_at_the_budget,
+    successes_settle_against_the_lockout,
 );

@@ -15,7 +15,7 @@ use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait};
 use storage::crypto::CryptoError;
 use storage::entity::enums::{FactorKind, FactorStatus};
 use storage::entity::factor;
-use storage::repo::OtpParams;
+use storage::repo::{Lockouts, OtpParams};
 use storage::{Storage, StorageError, Uuid};
 
 const SEED: &[u8] = b"12345678901234567890";
@@ -471,10 +471,17 @@ async fn active_factors_come_with_the_failure_counter(db: &TestDb) {
     assert_eq!(factors, vec![first.clone(), second.clone()]);
     assert_eq!(counter, None);
     // Failures on record, then a lock: read with the factors, under the key asked for only.
-    s.attempts().record_failure(&key, NOW).await.unwrap();
-    s.attempts().record_failure(&key, NOW + 1).await.unwrap();
+    let lockouts = Lockouts::new(2, &[60]);
     s.attempts()
-        .record_failure(&format!("mfa:{bob}"), NOW)
+        .record_failure(&key, NOW, &lockouts)
+        .await
+        .unwrap();
+    s.attempts()
+        .record_failure(&key, NOW + 1, &lockouts)
+        .await
+        .unwrap();
+    s.attempts()
+        .record_failure(&format!("mfa:{bob}"), NOW, &lockouts)
         .await
         .unwrap();
     let (factors, counter) = s.factors().active_with_counter(alice, &key).await.unwrap();
@@ -484,7 +491,7 @@ async fn active_factors_come_with_the_failure_counter(db: &TestDb) {
     assert_eq!(counter.locked_until, None);
     assert_eq!(counter, s.attempts().get(&key).await.unwrap().unwrap());
     s.attempts()
-        .lock_until(&key, NOW + 60, NOW + 2)
+        .record_failure(&key, NOW, &lockouts)
         .await
         .unwrap();
     let (_, counter) = s.factors().active_with_counter(alice, &key).await.unwrap();

@@ -43,12 +43,12 @@ fn password_key(app: &App, email: &str) -> String {
 
 /// Verifies the password given for `email` (against `hash`, or against the dummy hash when
 /// there is none: unknown account, or no password) with throttling. The same steps run in
-/// every case — lockout check once admitted to hash, one argon2id verification, then a
-/// counter write on failure — so neither the answer nor the work tells an existing account
-/// from an unknown one. A failure counts and may start a lockout; a success clears the
-/// count when the check saw one. A success with no failures on record, the common case,
-/// writes nothing, so failures another request records meanwhile stay counted (when the
-/// check saw a count, the success clears it all, theirs included, as before).
+/// every case — lockout check once admitted to hash, one argon2id verification, then the
+/// counter — so neither the answer nor the work tells an existing account from an unknown
+/// one. A failure counts and may start a lockout; a success is settled against the counter
+/// (one read when no failures are on record): when failures in flight alongside it spent
+/// the budget first, it is refused as LOCKED_OUT like them, so no number of guesses sent at
+/// once gets more than the budget compared and answered.
 pub(crate) async fn verify_password_throttled(
     app: &App,
     email: &str,
@@ -58,23 +58,24 @@ pub(crate) async fn verify_password_throttled(
     now: i64,
 ) -> ApiResult<()> {
     let key = password_key(app, email);
-    let (ok, recorded) = app
+    let locked_out = |e: &ApiError| {
+        if matches!(e, ApiError::ResourceExhausted { .. }) {
+            app.metrics.login("password", "locked_out");
+        }
+    };
+    let (ok, _) = app
         .passwords
         .verify(password, hash, crate::throttle::check(app, &key, now))
         .await
-        .inspect_err(|e| {
-            if matches!(e, ApiError::ResourceExhausted { .. }) {
-                app.metrics.login("password", "locked_out");
-            }
-        })?;
+        .inspect_err(locked_out)?;
     if ok {
-        return if recorded {
-            crate::throttle::clear(app, &key).await
-        } else {
-            Ok(())
-        };
+        return crate::throttle::succeed(app, &key, now)
+            .await
+            .inspect_err(locked_out);
     }
-    crate::throttle::fail(app, &key, subject, "password", now).await?;
+    crate::throttle::fail(app, &key, subject, "password", now)
+        .await
+        .inspect_err(locked_out)?;
     app.metrics.login("password", "invalid_credentials");
     Err(invalid_credentials())
 }
@@ -193,7 +194,7 @@ impl Authentication {
             (session.user_id, session.org_id)
         };
         // No SMS for a user who is locked out: it could not be used anyway.
-        crate::mfa::check_lockout(app, user_id, now).await?;
+        crate::throttle::check(app, &crate::throttle::second_factor_key(user_id), now).await?;
         let phones: Vec<_> = app
             .storage
             .factors()
@@ -671,7 +672,7 @@ impl Authentication {
         {
             return Err(invalid_challenge());
         }
-        failures.clear(app).await?;
+        failures.succeed(app, now).await?;
         // The user as they are now, with the organization the login is for.
         let organization = challenge
             .org_id

@@ -325,11 +325,12 @@ impl Enrollment {
         let user_id = ctx.user_id();
         let now = app.now();
         let factor = pending_factor(app, user_id, factor_id, FactorKind::Totp, now).await?;
-        mfa::check_lockout(app, user_id, now).await?;
+        let failures = mfa::check_lockout(app, user_id, now).await?;
         let totp = mfa::totp_of(app, &factor)?;
         let Some(step) = mfa::totp_step(&totp, &digits, now) else {
             return Err(mfa::record_failure(app, user_id, "INVALID_CODE", now).await);
         };
+        failures.succeed(app, now).await?;
         let (factor, recovery_codes, session) =
             self.finish(&ctx, &factor, Some(step), "totp").await?;
         Ok(v1::ConfirmTotpEnrollmentResponse {

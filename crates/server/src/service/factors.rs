@@ -155,7 +155,7 @@ impl Enrollment {
         let factor =
             super::enrollment::pending_factor(app, user_id, factor_id, FactorKind::Hotp, now)
                 .await?;
-        mfa::check_lockout(app, user_id, now).await?;
+        let failures = mfa::check_lockout(app, user_id, now).await?;
         let (hotp, next) = mfa::hotp_of(app, &factor)?;
         let Some(counter) = hotp
             .verify(&digits, next)
@@ -164,6 +164,7 @@ impl Enrollment {
         else {
             return Err(mfa::record_failure(app, user_id, "INVALID_CODE", now).await);
         };
+        failures.succeed(app, now).await?;
         let (factor, recovery_codes, session) =
             self.finish(&ctx, &factor, Some(counter), "hotp").await?;
         Ok(v1::ConfirmHotpEnrollmentResponse {
@@ -217,7 +218,7 @@ impl Enrollment {
         {
             return Err(mfa::record_failure(app, user_id, "CODE_REPLAYED", now).await);
         }
-        failures.clear(app).await?;
+        failures.succeed(app, now).await?;
         audit::own(app, ctx.org_id(), user_id, "factor.resynced", "{}").await?;
         let factor = app
             .storage

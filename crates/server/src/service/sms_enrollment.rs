@@ -135,10 +135,11 @@ impl Enrollment {
         let factor =
             super::enrollment::pending_factor(app, user_id, factor_id, FactorKind::Sms, now)
                 .await?;
-        mfa::check_lockout(app, user_id, now).await?;
+        let failures = mfa::check_lockout(app, user_id, now).await?;
         if !sms_flow::check_code(app, factor.id, &digits, now).await? {
             return Err(mfa::record_failure(app, user_id, "INVALID_CODE", now).await);
         }
+        failures.succeed(app, now).await?;
         let (factor, recovery_codes, session) = self.finish(&ctx, &factor, None, "sms").await?;
         Ok(v1::ConfirmSmsEnrollmentResponse {
             factor: Some(factor),

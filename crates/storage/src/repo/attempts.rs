@@ -1,13 +1,87 @@
 //! Failure counters and lockouts, keyed by what is counted (e.g. `mfa:<user id>`), exact
-//! under contention and across replicas.
+//! under contention and across replicas: a failure is counted, and its lockout set, in one
+//! statement that refuses while a lockout is in force, and a success passes only if no
+//! lockout is in force when it is settled, so no number of requests in flight together gets
+//! more guesses past the budget than one request at a time.
 
 use super::OneByKey;
 use sea_orm::sea_query::ExprTrait as _;
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::{Condition, Expr, OnConflict};
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 
 use crate::entity::attempt_counter::{ActiveModel, Column, Entity, Model};
 use crate::{Result, Storage};
+
+/// When failures start lockouts: `free` failures without one, then the next failure locks
+/// for the first delay, the one after for the second, and so on, the last delay repeating.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lockouts {
+    free: i64,
+    delays: Vec<i64>,
+}
+
+impl Lockouts {
+    /// `free` failures without a lockout, then lockouts of `delays` seconds in turn (the
+    /// last repeating). No delays: failures never lock.
+    pub fn new(free: u32, delays: &[u64]) -> Self {
+        Self {
+            free: i64::from(free),
+            delays: delays
+                .iter()
+                .map(|&d| i64::try_from(d).unwrap_or(i64::MAX))
+                .collect(),
+        }
+    }
+
+    /// The lockout, in seconds, that follows the `failures`-th failure.
+    fn delay_after(&self, failures: i64) -> Option<i64> {
+        let over = usize::try_from(failures - self.free - 1).ok()?;
+        self.delays.get(over).or(self.delays.last()).copied()
+    }
+
+    /// When the lockout that follows the `failures`-th failure at `now` ends.
+    fn until(&self, failures: i64, now: i64) -> Option<i64> {
+        self.delay_after(failures)
+            .map(|delay| now.saturating_add(delay))
+    }
+
+    /// The end of the lockout after the failure that makes the count `failures + 1`, as SQL
+    /// over the stored count `failures`: NULL within the free budget, then one branch per
+    /// distinct delay.
+    fn next_lock_expr(&self, failures: Expr, now: i64) -> Expr {
+        let Some(&last) = self.delays.last() else {
+            return Expr::value(Option::<i64>::None);
+        };
+        let next = failures.add(1);
+        let mut case = Expr::case(
+            next.clone().lte(self.free),
+            Expr::value(Option::<i64>::None),
+        );
+        let (delays, _) = self.delays.split_at(self.delays.len() - 1);
+        for (n, &delay) in (self.free + 1..).zip(delays) {
+            case = case.case(next.clone().eq(n), Expr::value(now.saturating_add(delay)));
+        }
+        case.finally(Expr::value(now.saturating_add(last))).into()
+    }
+}
+
+/// What counting a failure did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Counted: the count is now `failures`; `locked_until` is the lockout it started, if
+    /// the budget is spent.
+    Counted {
+        /// The consecutive failures now on record.
+        failures: i64,
+        /// The lockout this failure started.
+        locked_until: Option<i64>,
+    },
+    /// Not counted: a lockout until `until` was already in force.
+    Locked {
+        /// When the lockout ends (Unix seconds).
+        until: i64,
+    },
+}
 
 /// Failure counters.
 #[derive(Debug)]
@@ -20,44 +94,78 @@ impl<'a> Attempts<'a> {
         Self { storage }
     }
 
-    /// Counts one failure and returns the new count: one upsert (`INSERT … ON CONFLICT DO
-    /// UPDATE SET failures = failures + 1 RETURNING`), so no increment is ever lost.
-    pub async fn record_failure(&self, key: &str, now: i64) -> Result<i64> {
-        let row = ActiveModel {
-            key: Set(key.to_owned()),
-            failures: Set(1),
-            locked_until: Set(None),
-            updated_at: Set(now),
-        };
-        let model = Entity::insert(row)
-            .on_conflict(
-                OnConflict::column(Column::Key)
-                    .value(
-                        Column::Failures,
-                        Expr::col((Entity, Column::Failures)).add(1),
-                    )
-                    .value(Column::UpdatedAt, Expr::value(now))
-                    .to_owned(),
-            )
-            .exec_with_returning(&*self.storage.write().await)
-            .await?;
-        Ok(model.failures)
+    /// Counts one failure against `key` unless it is locked out at `now`, and starts the
+    /// lockout `lockouts` gives for the new count, in one statement (`INSERT … ON CONFLICT
+    /// DO UPDATE SET failures = failures + 1, locked_until = CASE … WHERE not locked
+    /// RETURNING`): no increment is lost, and once a failure has spent the budget, every
+    /// failure after it, however close, finds the lockout in force.
+    pub async fn record_failure(
+        &self,
+        key: &str,
+        now: i64,
+        lockouts: &Lockouts,
+    ) -> Result<Failure> {
+        loop {
+            let row = ActiveModel {
+                key: Set(key.to_owned()),
+                failures: Set(1),
+                locked_until: Set(lockouts.until(1, now)),
+                updated_at: Set(now),
+            };
+            let stored = Expr::col((Entity, Column::Failures));
+            let counted = Entity::insert(row)
+                .on_conflict(
+                    OnConflict::column(Column::Key)
+                        .value(Column::Failures, stored.clone().add(1))
+                        .value(Column::LockedUntil, lockouts.next_lock_expr(stored, now))
+                        .value(Column::UpdatedAt, Expr::value(now))
+                        .action_cond_where(not_locked(now))
+                        .to_owned(),
+                )
+                .exec_with_returning_many(&*self.storage.write().await)
+                .await?;
+            if let Some(model) = counted.into_iter().next() {
+                return Ok(Failure::Counted {
+                    failures: model.failures,
+                    locked_until: model.locked_until,
+                });
+            }
+            // Refused: locked. Read how long for (a reset or the lockout's end since: count
+            // again).
+            if let Some(until) = self.lock_in_force(key, now).await? {
+                return Ok(Failure::Locked { until });
+            }
+        }
     }
 
-    /// Locks the key until `until`, never shortening a longer lock already in place.
-    pub async fn lock_until(&self, key: &str, until: i64, now: i64) -> Result<()> {
-        Entity::update_many()
-            .col_expr(Column::LockedUntil, Expr::value(Some(until)))
-            .col_expr(Column::UpdatedAt, Expr::value(now))
+    /// Settles a success against `key`: refused (with the end of the lockout) when a lockout
+    /// is in force at `now` — a failure in flight alongside spent the budget first — else the
+    /// failures on record are cleared. A key with none costs one read and no write.
+    pub async fn settle_success(&self, key: &str, now: i64) -> Result<Option<i64>> {
+        let Some(counter) = self.get(key).await? else {
+            return Ok(None);
+        };
+        if let Some(until) = locked(&counter, now) {
+            return Ok(Some(until));
+        }
+        let cleared = Entity::delete_many()
             .filter(Column::Key.eq(key))
-            .filter(
-                sea_orm::sea_query::Condition::any()
-                    .add(Column::LockedUntil.is_null())
-                    .add(Column::LockedUntil.lt(until)),
-            )
+            .filter(not_locked(now))
             .exec(&*self.storage.write().await)
             .await?;
-        Ok(())
+        if cleared.rows_affected == 1 {
+            return Ok(None);
+        }
+        // Locked meanwhile, or cleared by another success.
+        self.lock_in_force(key, now).await
+    }
+
+    /// The end of the lockout in force on `key` at `now`, if any.
+    async fn lock_in_force(&self, key: &str, now: i64) -> Result<Option<i64>> {
+        Ok(self
+            .get(key)
+            .await?
+            .and_then(|counter| locked(&counter, now)))
     }
 
     /// The counter, if any failure was recorded since the last reset.
@@ -67,11 +175,50 @@ impl<'a> Attempts<'a> {
             .await?)
     }
 
-    /// Clears the counter and any lock (after a success, or an operator's unlock).
+    /// Clears the counter and any lock (an operator's unlock).
     pub async fn reset(&self, key: &str) -> Result<()> {
         Entity::delete_by_id(key.to_owned())
             .exec(&*self.storage.write().await)
             .await?;
         Ok(())
+    }
+}
+
+/// The end of `counter`'s lockout when it is in force at `now`.
+fn locked(counter: &Model, now: i64) -> Option<i64> {
+    counter.locked_until.filter(|&until| until > now)
+}
+
+/// No lockout in force at `now`.
+fn not_locked(now: i64) -> Condition {
+    Condition::any()
+        .add(Column::LockedUntil.is_null())
+        .add(Column::LockedUntil.lte(now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Lockouts;
+
+    #[test]
+    fn free_failures_then_each_delay_in_turn_the_last_repeating() {
+        let lockouts = Lockouts::new(2, &[30, 60, 90]);
+        let delays: Vec<_> = (0..=7).map(|n| lockouts.delay_after(n)).collect();
+        assert_eq!(
+            delays,
+            [
+                None,
+                None,
+                None,
+                Some(30),
+                Some(60),
+                Some(90),
+                Some(90),
+                Some(90)
+            ]
+        );
+        assert_eq!(lockouts.until(3, 1_000), Some(1_030));
+        assert_eq!(Lockouts::new(0, &[5]).until(1, i64::MAX), Some(i64::MAX));
+        assert_eq!(Lockouts::new(0, &[]).until(100, 0), None);
     }
 }
