@@ -36,8 +36,9 @@ impl Throttle {
     }
 
     /// The lockouts in turn after the free budget, for failures `free + 1`, `free + 2`, …,
-    /// up to the first that reaches the cap, which every later failure repeats: the whole
-    /// schedule in a few numbers (for a database to apply in one statement).
+    /// up to the first that reaches the cap (or stops growing), which every later failure
+    /// repeats: the whole schedule in a few numbers (for a database to apply in one
+    /// statement).
     pub fn lockouts(&self) -> Vec<u64> {
         let mut lockouts = Vec::new();
         // From a shift of 64 on, the doubling saturates: every later lockout is the same.
@@ -49,6 +50,10 @@ impl Throttle {
             else {
                 break;
             };
+            // A delay equal to the last one (the cap, or a zero base) repeats from there on.
+            if lockouts.last() == Some(&delay) {
+                break;
+            }
             lockouts.push(delay);
             if delay >= self.max_delay_secs {
                 break;
@@ -121,6 +126,10 @@ mod tests {
         for t in throttles {
             let lockouts = t.lockouts();
             assert!(!lockouts.is_empty() && lockouts.len() <= 65, "{t:?}");
+            assert!(
+                lockouts.windows(2).all(|w| w[0] < w[1]),
+                "{t:?}: {lockouts:?}"
+            );
             for failures in 0..200u32 {
                 let from_schedule = failures.checked_sub(t.free_failures + 1).map(|over| {
                     let over = usize::try_from(over).unwrap();
@@ -137,6 +146,12 @@ mod tests {
             Throttle::default().lockouts(),
             [30, 60, 120, 240, 480, 960, 1920, 3600]
         );
+        let zero_base = Throttle {
+            free_failures: 3,
+            base_delay_secs: 0,
+            max_delay_secs: 10,
+        };
+        assert_eq!(zero_base.lockouts(), [0]);
         let last = Throttle {
             free_failures: u32::MAX,
             ..Throttle::default()

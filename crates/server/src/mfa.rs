@@ -119,7 +119,8 @@ impl Failures {
 }
 
 /// Counts a failed code against the user (across methods, challenges and replicas), starts a
-/// lockout when the budget is spent (it applies from the next attempt), and returns the error
+/// lockout when the budget is spent (it applies to every attempt not yet counted or settled,
+/// those in flight included), and returns the error
 /// to answer for this one: UNAUTHENTICATED with the reason given, or LOCKED_OUT when a
 /// failure in flight alongside spent the budget first (this one is then not counted).
 pub(crate) async fn record_failure(
@@ -316,28 +317,176 @@ pub(crate) async fn prove(
             None => check_code(app, user, &digits, now).await?,
         };
         match checked {
-            CodeCheck::Accepted => Ok(policy::Proof::FactorCode),
+            CodeCheck::Accepted => {
+                failures.succeed(app, now).await?;
+                Ok(policy::Proof::FactorCode)
+            }
             CodeCheck::Replayed => Err("CODE_REPLAYED"),
             CodeCheck::NoMatch => Err("INVALID_CODE"),
         }
-    } else if app
-        .storage
-        .recovery_codes()
-        .consume(user, proof, now)
-        .await?
-    {
-        app.metrics.check("recovery_code", "accepted");
+    } else if use_recovery_code(app, failures, user, proof, now).await? {
         audit::own(app, None, user, "recovery_code.used", "{}").await?;
         Ok(policy::Proof::RecoveryCode)
     } else {
-        app.metrics.check("recovery_code", "rejected");
         Err("INVALID_CODE")
     };
     match result {
-        Ok(proof) => {
-            failures.succeed(app, now).await?;
-            Ok(proof)
-        }
+        Ok(proof) => Ok(proof),
         Err(reason) => Err(record_failure(app, user, reason, now).await),
+    }
+}
+
+/// Uses a typed recovery code of the user's, settled against the budget before it is spent:
+/// true when it was one of their unused codes and is now used; false when it is not (or a
+/// request alongside used it first), for the caller to count as a failure. LOCKED_OUT when
+/// failures in flight alongside spent the budget first, and the code is then left unused:
+/// a right code refused never costs the user one of their codes.
+pub(crate) async fn use_recovery_code(
+    app: &App,
+    failures: Failures,
+    user: Uuid,
+    code: &str,
+    now: i64,
+) -> ApiResult<bool> {
+    let codes = app.storage.recovery_codes();
+    if !codes.is_unused(user, code).await? {
+        app.metrics.check("recovery_code", "rejected");
+        return Ok(false);
+    }
+    failures.succeed(app, now).await?;
+    if !codes.consume(user, code, now).await? {
+        app.metrics.check("recovery_code", "rejected");
+        return Ok(false);
+    }
+    app.metrics.check("recovery_code", "accepted");
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+
+    use std::sync::Arc;
+
+    use storage::testing::{Backend, NOW, TestDb};
+
+    use super::*;
+
+    const CODE: &str = "AAAA-BBBB-CCCC-DDDD";
+
+    async fn app(db: &TestDb) -> App {
+        let config = crate::config::Config::default();
+        App {
+            storage: db.storage.clone(),
+            passwords: crate::password::Passwords::new(&config.passwords).unwrap(),
+            sms: crate::sms::from_config(&config.sms).await,
+            config: Arc::new(config),
+            clock: Arc::new(crate::ManualClock::new(NOW)),
+            metrics: Arc::default(),
+        }
+    }
+
+    fn is_locked_out(e: &ApiError) -> bool {
+        matches!(
+            e,
+            ApiError::ResourceExhausted {
+                reason: "LOCKED_OUT",
+                ..
+            }
+        )
+    }
+
+    /// The interleaving a burst produces, in order: a right code passes the lockout check,
+    /// then wrong codes in flight alongside spend the budget, then the right one is
+    /// settled. It is refused, and a recovery code is left unused.
+    async fn a_right_code_settled_after_the_budget_is_spent_is_refused(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let app = app(&db).await;
+        let user = db
+            .storage
+            .users()
+            .create("a@example.com", None, NOW)
+            .await
+            .unwrap()
+            .id;
+        db.storage
+            .recovery_codes()
+            .replace(user, &[CODE], NOW)
+            .await
+            .unwrap();
+        let admitted = [
+            check_lockout(&app, user, NOW).await.unwrap(),
+            check_lockout(&app, user, NOW).await.unwrap(),
+        ];
+        let budget = app.throttle().free_failures + 1;
+        for n in 1..=budget {
+            let e = record_failure(&app, user, "INVALID_CODE", NOW).await;
+            assert!(
+                matches!(e, ApiError::Unauthenticated { .. }),
+                "failure {n}: {e:?}"
+            );
+        }
+        // One more in flight finds the lockout: not counted, answered LOCKED_OUT.
+        assert!(is_locked_out(
+            &record_failure(&app, user, "INVALID_CODE", NOW).await
+        ));
+        let e = use_recovery_code(&app, admitted[0], user, CODE, NOW)
+            .await
+            .unwrap_err();
+        assert!(is_locked_out(&e), "{e:?}");
+        assert!(
+            db.storage
+                .recovery_codes()
+                .is_unused(user, CODE)
+                .await
+                .unwrap(),
+            "a refused recovery code is not spent"
+        );
+        let e = admitted[1].succeed(&app, NOW).await.unwrap_err();
+        assert!(is_locked_out(&e), "{e:?}");
+        let counter = db
+            .storage
+            .attempts()
+            .get(&mfa_key(user))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            counter.failures,
+            i64::from(budget),
+            "the refusals counted nothing"
+        );
+        // After the lockout, the same code works, once, and clears the count.
+        let later = NOW + 30;
+        let admitted = check_lockout(&app, user, later).await.unwrap();
+        assert!(
+            use_recovery_code(&app, admitted, user, CODE, later)
+                .await
+                .unwrap()
+        );
+        assert!(
+            db.storage
+                .attempts()
+                .get(&mfa_key(user))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let admitted = check_lockout(&app, user, later).await.unwrap();
+        assert!(
+            !use_recovery_code(&app, admitted, user, CODE, later)
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_right_code_settled_after_the_budget_is_spent_is_refused_on_sqlite() {
+        a_right_code_settled_after_the_budget_is_spent_is_refused(Backend::Sqlite).await;
+    }
+
+    #[tokio::test]
+    async fn a_right_code_settled_after_the_budget_is_spent_is_refused_on_postgres() {
+        a_right_code_settled_after_the_budget_is_spent_is_refused(Backend::Postgres).await;
     }
 }

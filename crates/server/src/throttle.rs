@@ -109,12 +109,11 @@ pub(crate) async fn fail(
     {
         storage::repo::Failure::Locked { until } => return Err(locked(until, now)),
         storage::repo::Failure::Counted {
-            locked_until: None, ..
-        } => return Ok(()),
-        storage::repo::Failure::Counted {
             failures,
             locked_until: Some(until),
-        } => (failures, until),
+        } if until > now => (failures, until),
+        // Within the budget (or a lockout of zero seconds, which locks nothing).
+        storage::repo::Failure::Counted { .. } => return Ok(()),
     };
     if let Some(user) = subject {
         let details = format!(r#"{{"factor":"{factor}"}}"#);

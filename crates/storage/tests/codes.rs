@@ -45,7 +45,16 @@ async fn recovery_codes_work_once_each(db: &TestDb) {
         "keyed hash of the normalized code"
     );
     assert!(hashes.iter().all(|h| h.len() == 32));
-    // Typed loosely, used once.
+    // Looked up without being used (typed loosely), then used once.
+    let codes = s.recovery_codes();
+    assert!(codes.is_unused(uid, "abcd efgh 1234").await.unwrap());
+    assert!(codes.is_unused(uid, "ABCD-EFGH-1234").await.unwrap());
+    assert!(!codes.is_unused(uid, "ABCD-EFGH-1235").await.unwrap());
+    let other = user(s, "stranger@example.com").await;
+    assert!(
+        !codes.is_unused(other, "ABCD-EFGH-1234").await.unwrap(),
+        "someone else's"
+    );
     assert!(
         s.recovery_codes()
             .consume(uid, "abcd efgh 1234", NOW)
@@ -58,9 +67,13 @@ async fn recovery_codes_work_once_each(db: &TestDb) {
             .await
             .unwrap()
     );
+    assert!(
+        !codes.is_unused(uid, "ABCD-EFGH-1234").await.unwrap(),
+        "used"
+    );
     assert_eq!(s.recovery_codes().remaining(uid).await.unwrap(), 1);
     // Not another user's.
-    let other = user(s, "b@example.com").await;
+    let other = user(s, "someone-else@example.com").await;
     assert!(
         !s.recovery_codes()
             .consume(other, "WXYZ-0000-9999", NOW)
@@ -285,18 +298,21 @@ async fn failure_counters_lose_no_increment(db: &TestDb) {
     let s = &db.storage;
     let key = "mfa:user-1";
     let never = Lockouts::new(0, &[]);
-    let mut counts = race(s, 32, |s, _| async move {
-        match s
-            .attempts()
-            .record_failure("mfa:user-1", NOW, &Lockouts::new(0, &[]))
-            .await
-            .unwrap()
-        {
-            Failure::Counted {
-                failures,
-                locked_until: None,
-            } => failures,
-            other => panic!("never locks: {other:?}"),
+    let mut counts = race(s, 32, |s, _| {
+        let never = never.clone();
+        async move {
+            match s
+                .attempts()
+                .record_failure("mfa:user-1", NOW, &never)
+                .await
+                .unwrap()
+            {
+                Failure::Counted {
+                    failures,
+                    locked_until: None,
+                } => failures,
+                other => panic!("never locks: {other:?}"),
+            }
         }
     })
     .await;
@@ -461,6 +477,69 @@ async fn successes_settle_against_the_lockout(db: &TestDb) {
     assert!(s.attempts().get(key).await.unwrap().is_none());
 }
 
+/// A success settled while the failure that spends the budget is in flight: either the
+/// success comes first (it clears the count, and the failure counts anew) or the failure
+/// does (its lockout refuses the success, and the count stays), never a cleared lockout.
+async fn a_success_and_the_locking_failure_race_one_way_or_the_other(db: &TestDb) {
+    let lockouts = Lockouts::new(5, &[30]);
+    let (mut first, mut second) = (0, 0);
+    for round in 0..20 {
+        let key = format!("mfa:round-{round}");
+        for _ in 0..5 {
+            db.storage
+                .attempts()
+                .record_failure(&key, NOW, &lockouts)
+                .await
+                .unwrap();
+        }
+        let (a, b) = (db.storage.clone(), db.storage.clone());
+        let (settled, failed) = tokio::join!(
+            tokio::spawn({
+                let key = key.clone();
+                async move { a.attempts().settle_success(&key, NOW).await.unwrap() }
+            }),
+            tokio::spawn({
+                let (key, lockouts) = (key.clone(), lockouts.clone());
+                async move {
+                    b.attempts()
+                        .record_failure(&key, NOW, &lockouts)
+                        .await
+                        .unwrap()
+                }
+            }),
+        );
+        let counter = db.storage.attempts().get(&key).await.unwrap().unwrap();
+        match (settled.unwrap(), failed.unwrap()) {
+            (
+                None,
+                Failure::Counted {
+                    failures: 1,
+                    locked_until: None,
+                },
+            ) => {
+                assert_eq!((counter.failures, counter.locked_until), (1, None));
+                first += 1;
+            }
+            (
+                Some(until),
+                Failure::Counted {
+                    failures: 6,
+                    locked_until: Some(locked),
+                },
+            ) => {
+                assert_eq!((until, locked), (NOW + 30, NOW + 30));
+                assert_eq!(
+                    (counter.failures, counter.locked_until),
+                    (6, Some(NOW + 30))
+                );
+                second += 1;
+            }
+            other => panic!("round {round}: {other:?}"),
+        }
+    }
+    assert_eq!(first + second, 20);
+}
+
 both!(
     recovery_codes_work_once_each,
     sms_codes_replace_expire_and_work_once,
@@ -469,4 +548,5 @@ both!(
     failures_lock_by_the_schedule,
     failures_in_flight_stop_at_the_budget,
     successes_settle_against_the_lockout,
+    a_success_and_the_locking_failure_race_one_way_or_the_other,
 );

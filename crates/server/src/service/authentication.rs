@@ -48,7 +48,8 @@ fn password_key(app: &App, email: &str) -> String {
 /// one. A failure counts and may start a lockout; a success is settled against the counter
 /// (one read when no failures are on record): when failures in flight alongside it spent
 /// the budget first, it is refused as LOCKED_OUT like them, so no number of guesses sent at
-/// once gets more than the budget compared and answered.
+/// once gets more than the budget's worth answered (those already admitted are hashed, and
+/// their answer withheld).
 pub(crate) async fn verify_password_throttled(
     app: &App,
     email: &str,
@@ -639,6 +640,8 @@ impl Authentication {
             });
         }
 
+        // A matching code is settled against the user's budget before anything else is
+        // used up (a failure in flight alongside may have spent it first).
         let mut used_recovery_code = false;
         if let Some(digits) = crate::mfa::looks_like_otp(&code) {
             let reason =
@@ -650,16 +653,10 @@ impl Authentication {
             if let Some(reason) = reason {
                 return Err(crate::mfa::record_failure(app, user_id, reason, now).await);
             }
-        } else if app
-            .storage
-            .recovery_codes()
-            .consume(user_id, &code, now)
-            .await?
-        {
-            app.metrics.check("recovery_code", "accepted");
+            failures.succeed(app, now).await?;
+        } else if crate::mfa::use_recovery_code(app, failures, user_id, &code, now).await? {
             used_recovery_code = true;
         } else {
-            app.metrics.check("recovery_code", "rejected");
             return Err(crate::mfa::record_failure(app, user_id, "INVALID_CODE", now).await);
         }
 
@@ -672,7 +669,6 @@ impl Authentication {
         {
             return Err(invalid_challenge());
         }
-        failures.succeed(app, now).await?;
         // The user as they are now, with the organization the login is for.
         let organization = challenge
             .org_id

@@ -210,6 +210,8 @@ impl Enrollment {
             }
             Err(_) => return Err(mfa::record_failure(app, user_id, "INVALID_CODE", now).await),
         };
+        // Settled before the counter moves: a resync refused by a lockout changes nothing.
+        failures.succeed(app, now).await?;
         if !app
             .storage
             .factors()
@@ -218,7 +220,6 @@ impl Enrollment {
         {
             return Err(mfa::record_failure(app, user_id, "CODE_REPLAYED", now).await);
         }
-        failures.succeed(app, now).await?;
         audit::own(app, ctx.org_id(), user_id, "factor.resynced", "{}").await?;
         let factor = app
             .storage

@@ -105,7 +105,10 @@ impl<'a> Attempts<'a> {
         now: i64,
         lockouts: &Lockouts,
     ) -> Result<Failure> {
-        loop {
+        // Refused, then no lockout in force when read: the row was deleted in between (an
+        // operator's unlock or a new factor's reset; a success never deletes a locked row).
+        // Count again, a few times at most.
+        for _ in 0..3 {
             let row = ActiveModel {
                 key: Set(key.to_owned()),
                 failures: Set(1),
@@ -130,17 +133,17 @@ impl<'a> Attempts<'a> {
                     locked_until: model.locked_until,
                 });
             }
-            // Refused: locked. Read how long for (a reset or the lockout's end since: count
-            // again).
             if let Some(until) = self.lock_in_force(key, now).await? {
                 return Ok(Failure::Locked { until });
             }
         }
+        Err(crate::StorageError::Stale("attempt counter"))
     }
 
     /// Settles a success against `key`: refused (with the end of the lockout) when a lockout
     /// is in force at `now` — a failure in flight alongside spent the budget first — else the
-    /// failures on record are cleared. A key with none costs one read and no write.
+    /// failures on record when it reads are cleared (one that lands after the read, and so
+    /// after this success, stays counted). A key with none costs one read and no write.
     pub async fn settle_success(&self, key: &str, now: i64) -> Result<Option<i64>> {
         let Some(counter) = self.get(key).await? else {
             return Ok(None);
@@ -168,7 +171,8 @@ impl<'a> Attempts<'a> {
             .and_then(|counter| locked(&counter, now)))
     }
 
-    /// The counter, if any failure was recorded since the last reset.
+    /// The counter, if any failure was recorded since it was last cleared (by a success or
+    /// a reset).
     pub async fn get(&self, key: &str) -> Result<Option<Model>> {
         Ok(Entity::find_by_id(key.to_owned())
             .one_by_key(&self.storage.reads())

@@ -94,6 +94,18 @@ impl<'a> RecoveryCodes<'a> {
         Ok(result.rows_affected == 1)
     }
 
+    /// Whether `code` is one of the user's unused codes (a read: [`RecoveryCodes::consume`]
+    /// still decides who uses it).
+    pub async fn is_unused(&self, user_id: Uuid, code: &str) -> Result<bool> {
+        let hash = code_hash(self.storage, user_id, code);
+        Ok(Entity::find()
+            .filter(unused_of(user_id))
+            .filter(Column::CodeHash.eq(hash.0.to_vec()))
+            .count(&self.storage.reads())
+            .await?
+            > 0)
+    }
+
     /// How many unused codes the user has.
     pub async fn remaining(&self, user_id: Uuid) -> Result<u64> {
         Ok(Entity::find()
