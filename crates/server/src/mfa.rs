@@ -60,8 +60,8 @@ fn mfa_key(user: Uuid) -> String {
 /// Refuses while the user's second-factor attempts are locked out; otherwise a [`Failures`]
 /// to settle a matching code with.
 pub(crate) async fn check_lockout(app: &App, user: Uuid, now: i64) -> ApiResult<Failures> {
-    crate::throttle::check(app, &mfa_key(user), now).await?;
-    Ok(Failures { user })
+    let recorded = crate::throttle::check(app, &mfa_key(user), now).await?;
+    Ok(Failures { user, recorded })
 }
 
 /// The user's active factors and their failure counter, read together.
@@ -95,17 +95,20 @@ impl FactorsRead {
         if self.factors.is_empty() {
             return check_lockout(app, user, now).await;
         }
-        crate::throttle::check_counter(self.counter.as_ref(), now)?;
-        Ok(Failures { user })
+        let recorded = crate::throttle::check_counter(self.counter.as_ref(), now)?;
+        Ok(Failures { user, recorded })
     }
 }
 
 /// A user whose second-factor lockout was checked before a code was compared: a matching
-/// code still has to be settled against the budget ([`Failures::succeed`]).
+/// code still has to be settled against the budget ([`Failures::succeed`], or the replay
+/// guard's update for an app code, [`check_code_among`]).
 #[derive(Clone, Copy, Debug)]
 #[must_use = "a matching code is accepted only once settled against the budget"]
 pub(crate) struct Failures {
     user: Uuid,
+    /// Whether failures were on record at the check.
+    recorded: bool,
 }
 
 impl Failures {
@@ -115,6 +118,21 @@ impl Failures {
     /// holds the budget exact when many codes are in flight at once.
     pub(crate) async fn succeed(self, app: &App, now: i64) -> ApiResult<()> {
         crate::throttle::succeed(app, &mfa_key(self.user), now).await
+    }
+
+    /// After an app code was accepted by the replay guard's update, which refused it under a
+    /// lockout (so it is settled already): clears the failures the check saw, if any. A user
+    /// with none, the common case, costs nothing more; failures counted since the check
+    /// stay counted, on the side of the lockout.
+    async fn settled(self, app: &App, now: i64) -> ApiResult<()> {
+        if self.recorded {
+            // A lockout written since the acceptance leaves the count as it is.
+            app.storage
+                .attempts()
+                .settle_success(&mfa_key(self.user), now)
+                .await?;
+        }
+        Ok(())
     }
 }
 
@@ -200,7 +218,8 @@ pub(crate) fn hotp_of(
 
 /// What a typed code did against the user's active factors.
 pub(crate) enum CodeCheck {
-    /// Accepted by one factor (its step, counter or SMS code is now used).
+    /// Accepted by one factor (its step, counter or SMS code is now used) and settled
+    /// against the user's failure budget.
     Accepted,
     /// It matched, but its step or counter was already used.
     Replayed,
@@ -209,25 +228,29 @@ pub(crate) enum CodeCheck {
 }
 
 /// Checks a typed code against every active TOTP and HOTP factor of the user (a match goes
-/// through the replay guard: one conditional UPDATE, exact across calls and replicas), then
-/// against the current code of each SMS factor (used up when it matches).
+/// through the replay guard: one conditional UPDATE, exact across calls and replicas, which
+/// also refuses it while the user is locked out), then against the current code of each SMS
+/// factor (used up when it matches, then settled). `failures`: the lockout check made before.
+/// LOCKED_OUT when failures in flight alongside spent the budget first.
 pub(crate) async fn check_code(
     app: &App,
-    user: Uuid,
+    failures: Failures,
     digits: &str,
     now: i64,
 ) -> ApiResult<CodeCheck> {
-    let factors = app.storage.factors().of_user(user, true).await?;
-    check_code_among(app, &factors, digits, now).await
+    let factors = app.storage.factors().of_user(failures.user, true).await?;
+    check_code_among(app, failures, &factors, digits, now).await
 }
 
 /// [`check_code`] against factors the caller already read (the user's active ones).
 pub(crate) async fn check_code_among(
     app: &App,
+    failures: Failures,
     factors: &[storage::entity::factor::Model],
     digits: &str,
     now: i64,
 ) -> ApiResult<CodeCheck> {
+    let key = mfa_key(failures.user);
     let mut replayed = false;
     for factor in factors {
         let step = match factor.kind {
@@ -254,9 +277,10 @@ pub(crate) async fn check_code_among(
             if app
                 .storage
                 .factors()
-                .accept_step(factor.id, step, now)
+                .accept_step_unless_locked(factor.id, step, now, &key)
                 .await?
             {
+                failures.settled(app, now).await?;
                 let method = match factor.kind {
                     storage::entity::enums::FactorKind::Hotp => "hotp",
                     _ => "totp",
@@ -264,6 +288,8 @@ pub(crate) async fn check_code_among(
                 app.metrics.check(method, "accepted");
                 return Ok(CodeCheck::Accepted);
             }
+            // Refused: the step was used, or a lockout came first (the step is then left).
+            crate::throttle::check(app, &key, now).await?;
             replayed = true;
         }
     }
@@ -275,6 +301,7 @@ pub(crate) async fn check_code_among(
             .filter(|f| f.kind == storage::entity::enums::FactorKind::Sms)
         {
             if crate::sms_flow::check_code(app, factor.id, digits, now).await? {
+                failures.succeed(app, now).await?;
                 app.metrics.check("sms", "accepted");
                 return Ok(CodeCheck::Accepted);
             }
@@ -313,14 +340,11 @@ pub(crate) async fn prove(
     let factors = read.map(|read| read.factors.as_slice());
     let result = if let Some(digits) = looks_like_otp(proof) {
         let checked = match factors {
-            Some(factors) => check_code_among(app, factors, &digits, now).await?,
-            None => check_code(app, user, &digits, now).await?,
+            Some(factors) => check_code_among(app, failures, factors, &digits, now).await?,
+            None => check_code(app, failures, &digits, now).await?,
         };
         match checked {
-            CodeCheck::Accepted => {
-                failures.succeed(app, now).await?;
-                Ok(policy::Proof::FactorCode)
-            }
+            CodeCheck::Accepted => Ok(policy::Proof::FactorCode),
             CodeCheck::Replayed => Err("CODE_REPLAYED"),
             CodeCheck::NoMatch => Err("INVALID_CODE"),
         }
@@ -386,6 +410,38 @@ mod tests {
         }
     }
 
+    const SEED: &[u8] = b"12345678901234567890";
+
+    /// An active TOTP factor on `SEED`, no step used yet.
+    async fn app_factor(db: &TestDb, user: Uuid) -> storage::entity::factor::Model {
+        let factors = db.storage.factors();
+        let factor = factors
+            .create_otp_pending(
+                user,
+                storage::entity::enums::FactorKind::Totp,
+                "phone",
+                SEED,
+                storage_params(),
+                None,
+                NOW,
+                i64::MAX,
+            )
+            .await
+            .unwrap();
+        factors
+            .activate(factor.id, user, None, None, NOW)
+            .await
+            .unwrap();
+        factors.get(factor.id).await.unwrap().unwrap()
+    }
+
+    fn app_code(now: i64) -> String {
+        let totp = Totp::new(Secret::from_bytes(SEED.to_vec()), totp_params()).unwrap();
+        totp.generate(u64::try_from(now).unwrap())
+            .unwrap()
+            .to_string()
+    }
+
     fn is_locked_out(e: &ApiError) -> bool {
         matches!(
             e,
@@ -414,10 +470,12 @@ mod tests {
             .replace(user, &[CODE], NOW)
             .await
             .unwrap();
+        let factors = [app_factor(&db, user).await];
         let admitted = [
             check_lockout(&app, user, NOW).await.unwrap(),
             check_lockout(&app, user, NOW).await.unwrap(),
         ];
+        let app_admitted = check_lockout(&app, user, NOW).await.unwrap();
         let budget = app.throttle().free_failures + 1;
         for n in 1..=budget {
             let e = record_failure(&app, user, "INVALID_CODE", NOW).await;
@@ -444,6 +502,20 @@ mod tests {
         );
         let e = admitted[1].succeed(&app, NOW).await.unwrap_err();
         assert!(is_locked_out(&e), "{e:?}");
+        // An app code the same way: the replay guard refuses it, and its step stays unused.
+        let e = check_code_among(&app, app_admitted, &factors, &app_code(NOW), NOW)
+            .await
+            .err()
+            .unwrap();
+        assert!(is_locked_out(&e), "{e:?}");
+        let stored = db
+            .storage
+            .factors()
+            .get(factors[0].id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.last_step, None, "the step is not used");
         let counter = db
             .storage
             .attempts()
@@ -478,6 +550,11 @@ mod tests {
                 .await
                 .unwrap()
         );
+        let admitted = check_lockout(&app, user, later).await.unwrap();
+        let checked = check_code_among(&app, admitted, &factors, &app_code(later), later)
+            .await
+            .unwrap();
+        assert!(matches!(checked, CodeCheck::Accepted));
     }
 
     #[tokio::test]

@@ -69,8 +69,9 @@ pub(crate) fn locked(until: i64, now: i64) -> ApiError {
 }
 
 /// Refuses while `key` is locked out: the check before a comparison, which spares the work
-/// (a success is settled again after it, [`succeed`]).
-pub(crate) async fn check(app: &App, key: &str, now: i64) -> ApiResult<()> {
+/// (a success is settled again after it, [`succeed`]). Otherwise says whether failures are
+/// on record.
+pub(crate) async fn check(app: &App, key: &str, now: i64) -> ApiResult<bool> {
     check_counter(app.storage.attempts().get(key).await?.as_ref(), now)
 }
 
@@ -78,13 +79,13 @@ pub(crate) async fn check(app: &App, key: &str, now: i64) -> ApiResult<()> {
 pub(crate) fn check_counter(
     counter: Option<&storage::entity::attempt_counter::Model>,
     now: i64,
-) -> ApiResult<()> {
+) -> ApiResult<bool> {
     match counter
         .and_then(|c| c.locked_until)
         .filter(|&until| until > now)
     {
         Some(until) => Err(locked(until, now)),
-        None => Ok(()),
+        None => Ok(counter.is_some()),
     }
 }
 

@@ -243,6 +243,59 @@ async fn of_32_concurrent_callers_with_one_step_exactly_one_wins(db: &TestDb) {
     assert_eq!(a.iter().chain(&b).filter(|&&w| w).count(), 1);
 }
 
+/// The replay guard that also settles against a failure budget: refused (the step left
+/// unused) while a lockout on the counter is in force, whoever else's counter is locked;
+/// accepted once it is over, or when there is no counter at all.
+async fn a_step_is_not_accepted_under_a_lockout(db: &TestDb) {
+    let s = &db.storage;
+    let uid = user(s, "locked@example.com").await;
+    let f = active_totp(s, uid).await;
+    let key = format!("mfa:{uid}");
+    let last_step = |s: &Storage| {
+        let s = s.clone();
+        async move { s.factors().get(f.id).await.unwrap().unwrap().last_step }
+    };
+    assert!(
+        s.factors()
+            .accept_step_unless_locked(f.id, 101, NOW, &key)
+            .await
+            .unwrap(),
+        "no counter"
+    );
+    s.attempts()
+        .record_failure(&key, NOW, &Lockouts::new(0, &[30]))
+        .await
+        .unwrap();
+    s.attempts()
+        .record_failure("mfa:someone-else", NOW, &Lockouts::new(0, &[300]))
+        .await
+        .unwrap();
+    assert!(
+        !s.factors()
+            .accept_step_unless_locked(f.id, 102, NOW + 29, &key)
+            .await
+            .unwrap()
+    );
+    assert_eq!(last_step(s).await, Some(101), "left unused");
+    // The guard alone does not look at the counter.
+    assert!(s.factors().accept_step(f.id, 102, NOW + 29).await.unwrap());
+    assert!(
+        s.factors()
+            .accept_step_unless_locked(f.id, 103, NOW + 30, &key)
+            .await
+            .unwrap(),
+        "the lockout is over"
+    );
+    assert!(
+        !s.factors()
+            .accept_step_unless_locked(f.id, 103, NOW + 30, &key)
+            .await
+            .unwrap(),
+        "still a replay guard"
+    );
+    assert_eq!(last_step(s).await, Some(103));
+}
+
 async fn removal_and_reset(db: &TestDb) {
     let s = &db.storage;
     let uid = user(s, "f@example.com").await;
@@ -619,6 +672,7 @@ async fn a_user_comes_with_their_factor_summary_and_organizations(db: &TestDb) {
 }
 
 both!(
+    a_step_is_not_accepted_under_a_lockout,
     a_user_comes_with_their_factor_summary_and_organizations,
     active_factors_come_with_the_failure_counter,
     rotation_reports_a_bad_row_and_goes_past_it,

@@ -645,7 +645,9 @@ impl Authentication {
         let mut used_recovery_code = false;
         if let Some(digits) = crate::mfa::looks_like_otp(&code) {
             let reason =
-                match crate::mfa::check_code_among(app, &read.factors, &digits, now).await? {
+                match crate::mfa::check_code_among(app, failures, &read.factors, &digits, now)
+                    .await?
+                {
                     crate::mfa::CodeCheck::Accepted => None,
                     crate::mfa::CodeCheck::Replayed => Some("CODE_REPLAYED"),
                     crate::mfa::CodeCheck::NoMatch => Some("INVALID_CODE"),
@@ -653,7 +655,6 @@ impl Authentication {
             if let Some(reason) = reason {
                 return Err(crate::mfa::record_failure(app, user_id, reason, now).await);
             }
-            failures.succeed(app, now).await?;
         } else if crate::mfa::use_recovery_code(app, failures, user_id, &code, now).await? {
             used_recovery_code = true;
         } else {

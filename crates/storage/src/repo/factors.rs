@@ -2,6 +2,7 @@
 //! transaction, the replay guard, removal, and key rotation.
 
 use super::OneByKey;
+use sea_orm::sea_query::ExprTrait as _;
 use sea_orm::sea_query::{Condition, Expr, Query, SubQueryStatement};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult,
@@ -366,7 +367,32 @@ impl<'a> Factors<'a> {
     /// it is beyond the last one accepted: one conditional UPDATE, so of any number of
     /// concurrent callers with the same step, on any number of replicas, exactly one wins.
     pub async fn accept_step(&self, factor_id: Uuid, step: i64, now: i64) -> Result<bool> {
-        let result = Entity::update_many()
+        self.accept_step_where(factor_id, step, now, None).await
+    }
+
+    /// [`Factors::accept_step`], in the same statement only while no lockout is in force at
+    /// `now` on the failure counter `lock_key` (`NOT EXISTS` on it): a code accepted so is
+    /// settled against the failure budget with no read after it. False when the step is
+    /// used, or a lockout is in force.
+    pub async fn accept_step_unless_locked(
+        &self,
+        factor_id: Uuid,
+        step: i64,
+        now: i64,
+        lock_key: &str,
+    ) -> Result<bool> {
+        self.accept_step_where(factor_id, step, now, Some(lock_key))
+            .await
+    }
+
+    async fn accept_step_where(
+        &self,
+        factor_id: Uuid,
+        step: i64,
+        now: i64,
+        unless_locked: Option<&str>,
+    ) -> Result<bool> {
+        let mut update = Entity::update_many()
             .col_expr(Column::LastStep, Expr::value(Some(step)))
             .col_expr(Column::LastUsedAt, Expr::value(Some(now)))
             .filter(Column::Id.eq(factor_id))
@@ -375,9 +401,17 @@ impl<'a> Factors<'a> {
                 Condition::any()
                     .add(Column::LastStep.is_null())
                     .add(Column::LastStep.lt(step)),
-            )
-            .exec(&*self.storage.write().await)
-            .await?;
+            );
+        if let Some(key) = unless_locked {
+            let lock = Query::select()
+                .expr(Expr::value(1))
+                .from(attempt_counter::Entity)
+                .and_where(attempt_counter::Column::Key.eq(key))
+                .and_where(attempt_counter::Column::LockedUntil.gt(now))
+                .to_owned();
+            update = update.filter(Expr::exists(lock).not());
+        }
+        let result = update.exec(&*self.storage.write().await).await?;
         Ok(result.rows_affected == 1)
     }
 
