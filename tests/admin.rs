@@ -217,6 +217,7 @@ impl World {
                 v1::ConfirmTotpEnrollmentRequest {
                     factor_id: begun.factor.unwrap().id,
                     code: app.generate(self.now()).unwrap().to_string(),
+                    ..Default::default()
                 },
                 token,
             ))

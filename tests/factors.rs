@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use otp_core::{Hotp, HotpParams, OtpAuthUri, Totp, TotpParams};
 use storage::repo::PolicyUpdate;
-use tollgate_e2e::{Backend, ManualClock, TestServer, bearer, both, reason};
+use tollgate_e2e::{Backend, ManualClock, TestServer, bearer, both, reason, violated_fields};
 use tollgate_proto::v1::enrollment_service_client::EnrollmentServiceClient;
 use tollgate_proto::v1::{self, authenticate_response, verify_second_factor_response};
 use tonic::Code;
@@ -76,6 +76,15 @@ impl World {
 
     /// Enrolls an app; returns it, its factor id and the recovery codes (first factor only).
     async fn enroll_app(&mut self, token: &str) -> (Totp, String, Vec<String>) {
+        let (app, id) = self.begin_app(token).await;
+        let done = self.confirm_app(token, &app, &id, "").await.unwrap();
+        // The next code must come from a later step than the confirming one.
+        self.clock.advance(30);
+        (app, id, done.recovery_codes)
+    }
+
+    /// Begins an app's enrollment: the app (from the otpauth URI) and the pending factor's id.
+    async fn begin_app(&mut self, token: &str) -> (Totp, String) {
         let begun = self
             .enrollment
             .begin_totp_enrollment(bearer(
@@ -92,23 +101,45 @@ impl World {
             .to_totp(TotpParams::default())
             .unwrap()
             .unwrap();
-        let id = begun.factor.unwrap().id;
-        let code = app.generate(self.now()).unwrap().to_string();
-        let done = self
-            .enrollment
+        (app, begun.factor.unwrap().id)
+    }
+
+    /// Confirms the app's pending factor `id` with its code now, replacing `replaces` (empty:
+    /// none).
+    async fn confirm_app(
+        &mut self,
+        token: &str,
+        app: &Totp,
+        id: &str,
+        replaces: &str,
+    ) -> Result<v1::ConfirmTotpEnrollmentResponse, tonic::Status> {
+        self.enrollment
             .confirm_totp_enrollment(bearer(
                 v1::ConfirmTotpEnrollmentRequest {
-                    factor_id: id.clone(),
-                    code,
+                    factor_id: id.to_owned(),
+                    code: self.code(app),
+                    replaces_factor_id: replaces.to_owned(),
                 },
                 token,
             ))
             .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// The user's factors as (id, status), and their unused recovery codes.
+    async fn factors(&mut self, token: &str) -> (Vec<(String, i32)>, i32) {
+        let listed = self
+            .enrollment
+            .list_factors(bearer(v1::ListFactorsRequest {}, token))
+            .await
             .unwrap()
             .into_inner();
-        // The next code must come from a later step than the confirming one.
-        self.clock.advance(30);
-        (app, id, done.recovery_codes)
+        let factors = listed
+            .factors
+            .into_iter()
+            .map(|f| (f.id, f.status))
+            .collect();
+        (factors, listed.recovery_codes_remaining)
     }
 
     fn code(&self, app: &Totp) -> String {
@@ -168,6 +199,7 @@ async fn hotp_tokens_enroll_log_in_once_per_counter_and_resync(backend: Backend)
             v1::ConfirmHotpEnrollmentRequest {
                 factor_id: id.clone(),
                 code: device.generate(0).to_string(),
+                ..Default::default()
             },
             &token,
         ))
@@ -270,6 +302,86 @@ async fn journey_8_changing_app_enrolls_the_new_then_removes_the_old(backend: Ba
     );
     w.clock.advance(30);
     w.login_with("change@example.com", &w.code(&new_app))
+        .await
+        .unwrap();
+    w.server.stop().await.unwrap();
+}
+
+/// Journey 8 in one call: the new app's confirmation names the old factor, which goes in the
+/// same transaction (no moment with neither, no old one left behind). A replacement that is
+/// malformed, the new factor itself, unknown or someone else's changes nothing.
+async fn journey_8_a_new_app_replaces_the_old_in_its_confirmation(backend: Backend) {
+    let mut w = World::new(backend).await;
+    let token = w.user("replace@example.com").await;
+    let (old_app, old_id, codes) = w.enroll_app(&token).await;
+    let other = w.user("other@example.com").await;
+    let (_, others_id, _) = w.enroll_app(&other).await;
+    w.server
+        .authentication()
+        .await
+        .verify_step_up(v1::VerifyStepUpRequest {
+            session_token: token.clone(),
+            code: w.code(&old_app),
+        })
+        .await
+        .unwrap();
+    w.clock.advance(30);
+    let (new_app, new_id) = w.begin_app(&token).await;
+    let active = v1::FactorStatus::Active as i32;
+    let pending = v1::FactorStatus::Pending as i32;
+    let unknown = storage::Uuid::now_v7().to_string();
+    for (replaces, code) in [
+        ("not a factor id", Code::InvalidArgument),
+        (new_id.as_str(), Code::InvalidArgument),
+        (unknown.as_str(), Code::NotFound),
+        (others_id.as_str(), Code::NotFound),
+    ] {
+        let err = w
+            .confirm_app(&token, &new_app, &new_id, replaces)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code, "{replaces}: {err:?}");
+        if code == Code::InvalidArgument {
+            assert_eq!(violated_fields(&err), ["replaces_factor_id"], "{replaces}");
+        }
+        let (factors, left) = w.factors(&token).await;
+        assert_eq!(
+            factors,
+            [(old_id.clone(), active), (new_id.clone(), pending)],
+            "{replaces}: nothing changed"
+        );
+        assert_eq!(left, 10);
+    }
+    let done = w
+        .confirm_app(&token, &new_app, &new_id, &old_id)
+        .await
+        .unwrap();
+    let factor = done.factor.unwrap();
+    assert_eq!(
+        (factor.id.as_str(), factor.status),
+        (new_id.as_str(), active)
+    );
+    assert!(
+        done.recovery_codes.is_empty(),
+        "the codes stay as they were"
+    );
+    let (factors, left) = w.factors(&token).await;
+    assert_eq!(factors, [(new_id.clone(), active)], "the old one is gone");
+    assert_eq!(left, 10);
+    // The other user's factor was never touched.
+    let (theirs, _) = w.factors(&other).await;
+    assert_eq!(theirs, [(others_id, active)]);
+    w.clock.advance(30);
+    assert!(
+        w.login_with("replace@example.com", &w.code(&old_app))
+            .await
+            .is_err()
+    );
+    w.clock.advance(30);
+    w.login_with("replace@example.com", &w.code(&new_app))
+        .await
+        .unwrap();
+    w.login_with("replace@example.com", &codes[0])
         .await
         .unwrap();
     w.server.stop().await.unwrap();
@@ -580,6 +692,7 @@ async fn unconfirmed_enrollments_expire_and_are_cleaned_up(backend: Backend) {
             v1::ConfirmTotpEnrollmentRequest {
                 factor_id: begun.factor.unwrap().id,
                 code: w.code(&app),
+                ..Default::default()
             },
             &token,
         ))
@@ -647,6 +760,7 @@ both!(
     unconfirmed_enrollments_expire_and_are_cleaned_up,
     hotp_tokens_enroll_log_in_once_per_counter_and_resync,
     journey_8_changing_app_enrolls_the_new_then_removes_the_old,
+    journey_8_a_new_app_replaces_the_old_in_its_confirmation,
     journey_9_turning_2fa_off_and_refused_under_enforcement,
     journey_11_own_reset_then_the_new_phone,
     recovery_codes_regenerate_and_sessions_step_up,

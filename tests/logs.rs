@@ -112,6 +112,7 @@ async fn a_whole_flow_logs_no_secret() {
     let mut request = tonic::Request::new(v1::ConfirmSmsEnrollmentRequest {
         factor_id: begun.factor.unwrap().id,
         code: sms_code.clone(),
+        ..Default::default()
     });
     request.metadata_mut().insert(
         "authorization",

@@ -137,11 +137,23 @@ impl World {
         factor_id: &str,
         code: &str,
     ) -> Result<v1::ConfirmSmsEnrollmentResponse, tonic::Status> {
+        self.confirm_replacing(token, factor_id, code, "").await
+    }
+
+    /// Confirms the phone `factor_id`, replacing the factor `replaces` (empty: none).
+    async fn confirm_replacing(
+        &mut self,
+        token: &str,
+        factor_id: &str,
+        code: &str,
+        replaces: &str,
+    ) -> Result<v1::ConfirmSmsEnrollmentResponse, tonic::Status> {
         self.enrollment
             .confirm_sms_enrollment(bearer(
                 v1::ConfirmSmsEnrollmentRequest {
                     factor_id: factor_id.into(),
                     code: code.into(),
+                    replaces_factor_id: replaces.into(),
                 },
                 token,
             ))
@@ -892,6 +904,7 @@ async fn journey_8_from_sms_to_an_authenticator_app(backend: Backend) {
             v1::ConfirmTotpEnrollmentRequest {
                 factor_id: begun.factor.unwrap().id,
                 code: app.generate(w.now()).unwrap().to_string(),
+                ..Default::default()
             },
             &session,
         ))
@@ -936,6 +949,64 @@ async fn journey_8_from_sms_to_an_authenticator_app(backend: Backend) {
     let err = w.send(&challenge.challenge_token).await.unwrap_err();
     assert_eq!(reason(&err).as_deref(), Some("NO_SMS_FACTOR"));
     let code = app.generate(w.now()).unwrap().to_string();
+    session_of(w.verify(&challenge.challenge_token, &code).await.unwrap());
+    w.server.stop().await.unwrap();
+}
+
+/// Journey 8, a new phone: its confirmation replaces the old phone in one call. A wrong
+/// replacement leaves both as they were; then the old number gets nothing more and logins go
+/// to the new one.
+async fn journey_8_a_new_phone_replaces_the_old_in_its_confirmation(backend: Backend) {
+    let mut w = World::new(backend).await;
+    let old_phone = w.user_with_phone("newphone@example.com").await;
+    let challenge = w.challenge("newphone@example.com").await;
+    w.send(&challenge.challenge_token).await.unwrap();
+    let code = w.last_code(&old_phone).await;
+    let session = session_of(w.verify(&challenge.challenge_token, &code).await.unwrap()).token;
+    let listed = |w: &mut World| {
+        let mut enrollment = w.enrollment.clone();
+        let session = session.clone();
+        async move {
+            enrollment
+                .list_factors(bearer(v1::ListFactorsRequest {}, &session))
+                .await
+                .unwrap()
+                .into_inner()
+                .factors
+                .into_iter()
+                .map(|f| (f.id, f.status))
+                .collect::<Vec<_>>()
+        }
+    };
+    let old_id = listed(&mut w).await[0].0.clone();
+    let new_phone = unique_phone();
+    let begun = w.begin(&session, &new_phone).await.unwrap();
+    let new_id = begun.factor.unwrap().id;
+    let code = w.last_code(&new_phone).await;
+    let err = w
+        .confirm_replacing(&session, &new_id, &code, "not a factor id")
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&err), ["replaces_factor_id"]);
+    let (active, pending) = (
+        v1::FactorStatus::Active as i32,
+        v1::FactorStatus::Pending as i32,
+    );
+    assert_eq!(
+        listed(&mut w).await,
+        [(old_id.clone(), active), (new_id.clone(), pending)]
+    );
+    w.confirm_replacing(&session, &new_id, &code, &old_id)
+        .await
+        .unwrap();
+    assert_eq!(listed(&mut w).await, [(new_id, active)]);
+    // The next login's code goes to the new number only.
+    w.clock.advance(31);
+    let sent_before = w.inbox(&old_phone).await.len();
+    let challenge = w.challenge("newphone@example.com").await;
+    w.send(&challenge.challenge_token).await.unwrap();
+    assert_eq!(w.inbox(&old_phone).await.len(), sent_before);
+    let code = w.last_code(&new_phone).await;
     session_of(w.verify(&challenge.challenge_token, &code).await.unwrap());
     w.server.stop().await.unwrap();
 }
@@ -1095,4 +1166,5 @@ both!(
     sns_down_leaves_nothing_behind,
     sns_throttling_is_unavailable,
     journey_8_from_sms_to_an_authenticator_app,
+    journey_8_a_new_phone_replaces_the_old_in_its_confirmation,
 );

@@ -79,6 +79,7 @@ async fn enroll(
             v1::ConfirmTotpEnrollmentRequest {
                 factor_id: begun.factor.unwrap().id,
                 code: code(&app, clock),
+                ..Default::default()
             },
             token,
         ))

@@ -114,6 +114,7 @@ pub async fn enroll_hotp(c: &Clients, session: &str) -> SetupResult<Hotp> {
             v1::ConfirmHotpEnrollmentRequest {
                 factor_id: factor.id,
                 code: hotp.generate(0).to_string(),
+                ..Default::default()
             },
             session,
         ))
@@ -155,6 +156,7 @@ pub async fn enroll_totp(c: &Clients, session: &str) -> SetupResult<(Totp, Strin
             v1::ConfirmTotpEnrollmentRequest {
                 factor_id: factor.clone(),
                 code: totp.generate_step(step).to_string(),
+                ..Default::default()
             },
             session,
         ))

@@ -58,12 +58,12 @@ redact! {
     ValidateSessionRequest { } secret { token };
     RevokeSessionRequest { } secret { token };
     BeginTotpEnrollmentResponse { factor } secret { otpauth_uri, secret_base32, qr_code_png, qr_code_svg };
-    ConfirmTotpEnrollmentRequest { factor_id } secret { code };
+    ConfirmTotpEnrollmentRequest { factor_id, replaces_factor_id } secret { code };
     ConfirmTotpEnrollmentResponse { factor, session } secret { recovery_codes };
     VerifySecondFactorRequest { } secret { challenge_token, code };
     BeginHotpEnrollmentRequest { label, counter, digits } secret { secret_base32 };
     BeginHotpEnrollmentResponse { factor } secret { otpauth_uri, secret_base32 };
-    ConfirmHotpEnrollmentRequest { factor_id } secret { code };
+    ConfirmHotpEnrollmentRequest { factor_id, replaces_factor_id } secret { code };
     ConfirmHotpEnrollmentResponse { factor, session } secret { recovery_codes };
     ResyncHotpRequest { factor_id } secret { first_code, second_code };
     RemoveFactorRequest { factor_id } secret { proof };
@@ -73,7 +73,7 @@ redact! {
     VerifyStepUpRequest { } secret { session_token, code };
     UpdateMfaPolicyRequest { organization_id, policy, update_mask } secret { password };
     BeginSmsEnrollmentRequest { label } secret { phone_number };
-    ConfirmSmsEnrollmentRequest { factor_id } secret { code };
+    ConfirmSmsEnrollmentRequest { factor_id, replaces_factor_id } secret { code };
     ConfirmSmsEnrollmentResponse { factor, session } secret { recovery_codes };
     SendSmsCodeRequest { factor_id } secret { challenge_token, session_token };
 }

@@ -296,6 +296,51 @@ async fn a_step_is_not_accepted_under_a_lockout(db: &TestDb) {
     assert_eq!(last_step(s).await, Some(103));
 }
 
+/// A change of method: the new factor is activated and the old one removed in one
+/// transaction; a replacement that is not another active factor of the user rolls the
+/// activation back too.
+async fn a_new_factor_replaces_an_old_one_in_one_transaction(db: &TestDb) {
+    let s = &db.storage;
+    let uid = user(s, "replace@example.com").await;
+    let other = user(s, "other-user@example.com").await;
+    let old = active_totp(s, uid).await;
+    let theirs = active_totp(s, other).await;
+    let stale = pending_totp(s, uid).await;
+    let new = pending_totp(s, uid).await;
+    let status = |id: Uuid| {
+        let s = s.clone();
+        async move { s.factors().get(id).await.unwrap().map(|f| f.status) }
+    };
+    for replaces in [theirs.id, stale.id, new.id, Uuid::now_v7()] {
+        let err = s
+            .factors()
+            .activate_replacing(new.id, uid, Some(200), None, Some(replaces), NOW)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StorageError::NotFound("factor to replace")),
+            "{err:?}"
+        );
+        assert_eq!(
+            status(new.id).await,
+            Some(FactorStatus::Pending),
+            "rolled back"
+        );
+        assert_eq!(status(old.id).await, Some(FactorStatus::Active));
+        assert_eq!(status(theirs.id).await, Some(FactorStatus::Active));
+    }
+    s.factors()
+        .activate_replacing(new.id, uid, Some(200), None, Some(old.id), NOW)
+        .await
+        .unwrap();
+    assert_eq!(status(new.id).await, Some(FactorStatus::Active));
+    assert_eq!(status(old.id).await, None, "removed");
+    assert_eq!(
+        s.factors().get(new.id).await.unwrap().unwrap().last_step,
+        Some(200)
+    );
+}
+
 async fn removal_and_reset(db: &TestDb) {
     let s = &db.storage;
     let uid = user(s, "f@example.com").await;
@@ -672,6 +717,7 @@ async fn a_user_comes_with_their_factor_summary_and_organizations(db: &TestDb) {
 }
 
 both!(
+    a_new_factor_replaces_an_old_one_in_one_transaction,
     a_step_is_not_accepted_under_a_lockout,
     a_user_comes_with_their_factor_summary_and_organizations,
     active_factors_come_with_the_failure_counter,

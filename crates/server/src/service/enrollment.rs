@@ -48,6 +48,34 @@ pub(super) async fn check_enrollment_assurance(app: &App, ctx: &UserContext) -> 
 }
 
 /// The caller's pending, unexpired factor of `kind`, or NOT_FOUND.
+/// The factor a confirmation replaces (`replaces_factor_id`, a change of method): none when
+/// the field is empty; else it must be another active factor of the same user than the one
+/// `confirming` (INVALID_ARGUMENT naming the field, or NOT_FOUND; nothing changes).
+pub(super) async fn replaced_factor(
+    app: &App,
+    user_id: storage::Uuid,
+    value: &str,
+    confirming: storage::Uuid,
+) -> ApiResult<Option<storage::Uuid>> {
+    if value.trim().is_empty() {
+        return Ok(None);
+    }
+    let id = parse_id("replaces_factor_id", value)?;
+    if id == confirming {
+        return Err(ApiError::field(
+            "replaces_factor_id",
+            "must be another factor than the one confirmed",
+        ));
+    }
+    app.storage
+        .factors()
+        .get(id)
+        .await?
+        .filter(|f| f.user_id == user_id && f.status == FactorStatus::Active)
+        .ok_or(ApiError::NotFound("factor to replace"))?;
+    Ok(Some(id))
+}
+
 pub(super) async fn pending_factor(
     app: &App,
     user_id: storage::Uuid,
@@ -325,14 +353,16 @@ impl Enrollment {
         let user_id = ctx.user_id();
         let now = app.now();
         let factor = pending_factor(app, user_id, factor_id, FactorKind::Totp, now).await?;
+        let replaces = replaced_factor(app, user_id, &body.replaces_factor_id, factor.id).await?;
         let failures = mfa::check_lockout(app, user_id, now).await?;
         let totp = mfa::totp_of(app, &factor)?;
         let Some(step) = mfa::totp_step(&totp, &digits, now) else {
             return Err(mfa::record_failure(app, user_id, "INVALID_CODE", now).await);
         };
         failures.succeed(app, now).await?;
-        let (factor, recovery_codes, session) =
-            self.finish(&ctx, &factor, Some(step), "totp").await?;
+        let (factor, recovery_codes, session) = self
+            .finish(&ctx, &factor, Some(step), "totp", replaces)
+            .await?;
         Ok(v1::ConfirmTotpEnrollmentResponse {
             factor: Some(factor),
             recovery_codes,
@@ -340,14 +370,16 @@ impl Enrollment {
         })
     }
 
-    /// Activates a pending factor at `step`; on the first factor, issues recovery codes; with
-    /// an enrollment token, uses it up and opens the session that completes the login.
+    /// Activates a pending factor at `step`, removing the factor it `replaces` in the same
+    /// transaction; on the first factor, issues recovery codes; with an enrollment token, uses
+    /// it up and opens the session that completes the login.
     pub(super) async fn finish(
         &self,
         ctx: &UserContext,
         factor: &storage::entity::factor::Model,
         step: Option<i64>,
         kind: &str,
+        replaces: Option<storage::Uuid>,
     ) -> ApiResult<(v1::Factor, Vec<String>, Option<v1::Session>)> {
         let app = &self.app;
         let user_id = ctx.user_id();
@@ -395,11 +427,12 @@ impl Enrollment {
         let code_refs: Vec<&str> = codes.iter().map(|c| c.as_str()).collect();
         app.storage
             .factors()
-            .activate(
+            .activate_replacing(
                 factor.id,
                 user_id,
                 step,
                 first.then_some(code_refs.as_slice()),
+                replaces,
                 now,
             )
             .await?;
@@ -410,6 +443,10 @@ impl Enrollment {
             .await?;
         let details = format!(r#"{{"kind":"{kind}"}}"#);
         audit::own(app, ctx.org_id(), user_id, "factor.enrolled", &details).await?;
+        if let Some(old) = replaces {
+            let details = format!(r#"{{"factor_id":"{old}","replaced_by":"{}"}}"#, factor.id);
+            audit::own(app, ctx.org_id(), user_id, "factor.removed", &details).await?;
+        }
         if first {
             audit::own(app, ctx.org_id(), user_id, "recovery_codes.issued", "{}").await?;
         }

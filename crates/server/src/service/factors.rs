@@ -155,6 +155,9 @@ impl Enrollment {
         let factor =
             super::enrollment::pending_factor(app, user_id, factor_id, FactorKind::Hotp, now)
                 .await?;
+        let replaces =
+            super::enrollment::replaced_factor(app, user_id, &body.replaces_factor_id, factor.id)
+                .await?;
         let failures = mfa::check_lockout(app, user_id, now).await?;
         let (hotp, next) = mfa::hotp_of(app, &factor)?;
         let Some(counter) = hotp
@@ -165,8 +168,9 @@ impl Enrollment {
             return Err(mfa::record_failure(app, user_id, "INVALID_CODE", now).await);
         };
         failures.succeed(app, now).await?;
-        let (factor, recovery_codes, session) =
-            self.finish(&ctx, &factor, Some(counter), "hotp").await?;
+        let (factor, recovery_codes, session) = self
+            .finish(&ctx, &factor, Some(counter), "hotp", replaces)
+            .await?;
         Ok(v1::ConfirmHotpEnrollmentResponse {
             factor: Some(factor),
             recovery_codes,

@@ -327,6 +327,22 @@ impl<'a> Factors<'a> {
         recovery_codes: Option<&[&str]>,
         now: i64,
     ) -> Result<()> {
+        self.activate_replacing(factor_id, user_id, step, recovery_codes, None, now)
+            .await
+    }
+
+    /// [`Factors::activate`], and with `replaces`, removes that active factor of the same user
+    /// in the same transaction (a change of method): if it is not one, nothing happens and
+    /// the answer is [`StorageError::NotFound`] (`"factor to replace"`).
+    pub async fn activate_replacing(
+        &self,
+        factor_id: Uuid,
+        user_id: Uuid,
+        step: Option<i64>,
+        recovery_codes: Option<&[&str]>,
+        replaces: Option<Uuid>,
+        now: i64,
+    ) -> Result<()> {
         let (_writing, txn) = self.storage.begin_write().await?;
         // A write first, so SQLite takes the write lock at once (no read-to-write upgrade).
         let mut update = Entity::update_many()
@@ -351,6 +367,19 @@ impl<'a> Factors<'a> {
         let activated = update.exec(&txn).await?;
         if activated.rows_affected != 1 {
             return Err(StorageError::NotFound("pending factor"));
+        }
+        if let Some(old) = replaces {
+            let removed = Entity::delete_many()
+                .filter(Column::Id.eq(old))
+                .filter(Column::Id.ne(factor_id))
+                .filter(Column::UserId.eq(user_id))
+                .filter(Column::Status.eq(FactorStatus::Active))
+                .exec(&txn)
+                .await?;
+            if removed.rows_affected != 1 {
+                // Dropped without a commit: the activation is rolled back too.
+                return Err(StorageError::NotFound("factor to replace"));
+            }
         }
         if let Some(codes) = recovery_codes {
             recovery_code::Entity::delete_many()
