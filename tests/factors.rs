@@ -384,6 +384,52 @@ async fn journey_8_a_new_app_replaces_the_old_in_its_confirmation(backend: Backe
     w.login_with("replace@example.com", &codes[0])
         .await
         .unwrap();
+    // A hardware token replaces the app the same way (the HOTP confirmation).
+    let seed = otp_core::Secret::generate(otp_core::Algorithm::Sha1).unwrap();
+    let device = Hotp::new(seed.clone(), HotpParams::default()).unwrap();
+    let hotp_id = w
+        .enrollment
+        .begin_hotp_enrollment(bearer(
+            v1::BeginHotpEnrollmentRequest {
+                label: "yubikey".into(),
+                secret_base32: seed.to_base32().to_string(),
+                counter: 0,
+                digits: 6,
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .factor
+        .unwrap()
+        .id;
+    let confirm = |replaces: &str| v1::ConfirmHotpEnrollmentRequest {
+        factor_id: hotp_id.clone(),
+        code: device.generate(0).to_string(),
+        replaces_factor_id: replaces.to_owned(),
+    };
+    let err = w
+        .enrollment
+        .confirm_hotp_enrollment(bearer(confirm(&hotp_id), &token))
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&err), ["replaces_factor_id"]);
+    w.enrollment
+        .confirm_hotp_enrollment(bearer(confirm(&new_id), &token))
+        .await
+        .unwrap();
+    let (factors, _) = w.factors(&token).await;
+    assert_eq!(factors, [(hotp_id.clone(), active)]);
+    w.clock.advance(30);
+    assert!(
+        w.login_with("replace@example.com", &w.code(&new_app))
+            .await
+            .is_err()
+    );
+    w.login_with("replace@example.com", &device.generate(1).to_string())
+        .await
+        .unwrap();
     w.server.stop().await.unwrap();
 }
 
