@@ -83,6 +83,40 @@ impl World {
         (app, id, done.recovery_codes)
     }
 
+    /// Raises the session `token` to assurance 2 with the app's code now.
+    async fn step_up(&self, token: &str, app: &Totp) {
+        self.server
+            .authentication()
+            .await
+            .verify_step_up(v1::VerifyStepUpRequest {
+                session_token: token.to_owned(),
+                code: self.code(app),
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Begins a hardware token's enrollment: its `seed` imported, counter at 0.
+    async fn begin_hotp(
+        &mut self,
+        token: &str,
+        seed: &otp_core::Secret,
+    ) -> v1::BeginHotpEnrollmentResponse {
+        self.enrollment
+            .begin_hotp_enrollment(bearer(
+                v1::BeginHotpEnrollmentRequest {
+                    label: "yubikey".into(),
+                    secret_base32: seed.to_base32().to_string(),
+                    counter: 0,
+                    digits: 6,
+                },
+                token,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     /// Begins an app's enrollment: the app (from the otpauth URI) and the pending factor's id.
     async fn begin_app(&mut self, token: &str) -> (Totp, String) {
         let begun = self
@@ -174,20 +208,7 @@ async fn hotp_tokens_enroll_log_in_once_per_counter_and_resync(backend: Backend)
     // A hardware token: its seed imported, counter at 0.
     let seed = otp_core::Secret::generate(otp_core::Algorithm::Sha1).unwrap();
     let device = Hotp::new(seed.clone(), HotpParams::default()).unwrap();
-    let begun = w
-        .enrollment
-        .begin_hotp_enrollment(bearer(
-            v1::BeginHotpEnrollmentRequest {
-                label: "yubikey".into(),
-                secret_base32: seed.to_base32().to_string(),
-                counter: 0,
-                digits: 6,
-            },
-            &token,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let begun = w.begin_hotp(&token, &seed).await;
     assert!(
         begun.otpauth_uri.is_empty(),
         "an imported seed is not echoed"
@@ -254,15 +275,7 @@ async fn journey_8_changing_app_enrolls_the_new_then_removes_the_old(backend: Ba
         .await
         .unwrap_err();
     assert_eq!(reason(&err).as_deref(), Some("STEP_UP_REQUIRED"));
-    w.server
-        .authentication()
-        .await
-        .verify_step_up(v1::VerifyStepUpRequest {
-            session_token: token.clone(),
-            code: w.code(&old_app),
-        })
-        .await
-        .unwrap();
+    w.step_up(&token, &old_app).await;
     w.clock.advance(30);
     let (new_app, _new_id, more) = w.enroll_app(&token).await;
     assert!(more.is_empty(), "recovery codes only with the first factor");
@@ -316,15 +329,7 @@ async fn journey_8_a_new_app_replaces_the_old_in_its_confirmation(backend: Backe
     let (old_app, old_id, codes) = w.enroll_app(&token).await;
     let other = w.user("other@example.com").await;
     let (_, others_id, _) = w.enroll_app(&other).await;
-    w.server
-        .authentication()
-        .await
-        .verify_step_up(v1::VerifyStepUpRequest {
-            session_token: token.clone(),
-            code: w.code(&old_app),
-        })
-        .await
-        .unwrap();
+    w.step_up(&token, &old_app).await;
     w.clock.advance(30);
     let (new_app, new_id) = w.begin_app(&token).await;
     let active = v1::FactorStatus::Active as i32;
@@ -387,23 +392,7 @@ async fn journey_8_a_new_app_replaces_the_old_in_its_confirmation(backend: Backe
     // A hardware token replaces the app the same way (the HOTP confirmation).
     let seed = otp_core::Secret::generate(otp_core::Algorithm::Sha1).unwrap();
     let device = Hotp::new(seed.clone(), HotpParams::default()).unwrap();
-    let hotp_id = w
-        .enrollment
-        .begin_hotp_enrollment(bearer(
-            v1::BeginHotpEnrollmentRequest {
-                label: "yubikey".into(),
-                secret_base32: seed.to_base32().to_string(),
-                counter: 0,
-                digits: 6,
-            },
-            &token,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .factor
-        .unwrap()
-        .id;
+    let hotp_id = w.begin_hotp(&token, &seed).await.factor.unwrap().id;
     let confirm = |replaces: &str| v1::ConfirmHotpEnrollmentRequest {
         factor_id: hotp_id.clone(),
         code: device.generate(0).to_string(),

@@ -135,6 +135,17 @@ impl Deployment {
     }
 }
 
+/// The right password on `server` is refused: LOCKED_OUT.
+async fn assert_locked_out(server: &TestServer) {
+    let err = server
+        .authentication()
+        .await
+        .authenticate(login(PASSWORD))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err).as_deref(), Some("LOCKED_OUT"));
+}
+
 fn login(password: &str) -> v1::AuthenticateRequest {
     tollgate_e2e::password_login(EMAIL, password, "")
 }
@@ -271,13 +282,7 @@ async fn wrong_passwords_on_either_replica_spend_one_budget(backend: Backend) {
     }
     for server in [&d.a, &d.b] {
         let before = server.app.passwords.verifications();
-        let err = server
-            .authentication()
-            .await
-            .authenticate(login(PASSWORD))
-            .await
-            .unwrap_err();
-        assert_eq!(reason(&err).as_deref(), Some("LOCKED_OUT"));
+        assert_locked_out(server).await;
         assert_eq!(
             server.app.passwords.verifications(),
             before,
@@ -318,6 +323,18 @@ where
     answers
 }
 
+/// A burst's answers: the budget's six with `answered`, every other one LOCKED_OUT.
+#[track_caller]
+fn only_the_budget_answered(answers: BTreeMap<String, usize>, answered: &str) {
+    assert_eq!(
+        answers,
+        BTreeMap::from([
+            (answered.to_owned(), 6),
+            ("LOCKED_OUT".to_owned(), BURST - 6)
+        ])
+    );
+}
+
 /// Wrong codes sent all at once, each on a login challenge of its own (so no challenge's
 /// own limit of five stops them), half to each replica: the budget's six are compared and
 /// answered, every other one is refused as locked out — whether it came before the lockout
@@ -340,14 +357,7 @@ async fn a_burst_of_wrong_codes_gets_only_the_budget_answered(backend: Backend) 
                 .map(drop)
         });
     }
-    let answers = burst(calls).await;
-    assert_eq!(
-        answers,
-        BTreeMap::from([
-            ("INVALID_CODE".to_owned(), 6),
-            ("LOCKED_OUT".to_owned(), BURST - 6)
-        ])
-    );
+    only_the_budget_answered(burst(calls).await, "INVALID_CODE");
     // Six failures on record, the sixth's lockout in force: nothing else was counted.
     let now = server::Clock::now(&*d.clock);
     assert_eq!(d.second_factor_counter().await, Some((6, Some(now + 30))));
@@ -379,22 +389,9 @@ async fn a_burst_of_wrong_passwords_gets_only_the_budget_answered(backend: Backe
                 .map(drop)
         });
     }
-    let answers = burst(calls).await;
-    assert_eq!(
-        answers,
-        BTreeMap::from([
-            ("INVALID_CREDENTIALS".to_owned(), 6),
-            ("LOCKED_OUT".to_owned(), BURST - 6)
-        ])
-    );
+    only_the_budget_answered(burst(calls).await, "INVALID_CREDENTIALS");
     for server in [&d.a, &d.b] {
-        let err = server
-            .authentication()
-            .await
-            .authenticate(login(PASSWORD))
-            .await
-            .unwrap_err();
-        assert_eq!(reason(&err).as_deref(), Some("LOCKED_OUT"));
+        assert_locked_out(server).await;
     }
     d.clock.advance(30);
     Deployment::challenge(&d.b).await;
