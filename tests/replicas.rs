@@ -325,9 +325,9 @@ where
 
 /// A burst's answers: the budget's six with `answered`, every other one LOCKED_OUT.
 #[track_caller]
-fn only_the_budget_answered(answers: BTreeMap<String, usize>, answered: &str) {
+fn only_the_budget_answered(answers: &BTreeMap<String, usize>, answered: &str) {
     assert_eq!(
-        answers,
+        *answers,
         BTreeMap::from([
             (answered.to_owned(), 6),
             ("LOCKED_OUT".to_owned(), BURST - 6)
@@ -357,7 +357,7 @@ async fn a_burst_of_wrong_codes_gets_only_the_budget_answered(backend: Backend) 
                 .map(drop)
         });
     }
-    only_the_budget_answered(burst(calls).await, "INVALID_CODE");
+    only_the_budget_answered(&burst(calls).await, "INVALID_CODE");
     // Six failures on record, the sixth's lockout in force: nothing else was counted.
     let now = server::Clock::now(&*d.clock);
     assert_eq!(d.second_factor_counter().await, Some((6, Some(now + 30))));
@@ -389,7 +389,7 @@ async fn a_burst_of_wrong_passwords_gets_only_the_budget_answered(backend: Backe
                 .map(drop)
         });
     }
-    only_the_budget_answered(burst(calls).await, "INVALID_CREDENTIALS");
+    only_the_budget_answered(&burst(calls).await, "INVALID_CREDENTIALS");
     for server in [&d.a, &d.b] {
         assert_locked_out(server).await;
     }
