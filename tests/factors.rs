@@ -422,6 +422,218 @@ async fn journey_8_a_new_app_replaces_the_old_in_its_confirmation(backend: Backe
     w.server.stop().await.unwrap();
 }
 
+/// The enrollment token of a login that answers `enrollment_required`.
+async fn enrollment_token(w: &World, login: v1::AuthenticateRequest) -> String {
+    match w
+        .server
+        .authentication()
+        .await
+        .authenticate(login)
+        .await
+        .unwrap()
+        .into_inner()
+        .result
+    {
+        Some(authenticate_response::Result::EnrollmentRequired(e)) => e.enrollment_token,
+        other => panic!("expected enrollment: {other:?}"),
+    }
+}
+
+/// A replacement is asked for with a session and keeps enforcement whole. With an enrollment
+/// token (which can add a factor, never take one away) it is refused SESSION_REQUIRED; one
+/// that would leave an organization requiring 2FA without a kind it allows is refused
+/// LAST_REQUIRED_FACTOR, as RemoveFactor would be; either way nothing changes. An enrollment
+/// token issued before the user activated a factor is void. A replacement is audited with
+/// the kind of the factor it removed.
+async fn journey_8_a_replacement_needs_a_session_and_keeps_enforcement_whole(backend: Backend) {
+    let mut w = World::new(backend).await;
+    let token = w.user("strict@example.com").await;
+    let (app, app_id, _) = w.enroll_app(&token).await;
+    let storage = w.server.app.storage.clone();
+    let user_id = |email: &'static str| {
+        let storage = storage.clone();
+        async move {
+            storage
+                .users()
+                .find_by_email(email)
+                .await
+                .unwrap()
+                .unwrap()
+                .id
+        }
+    };
+    let owner = user_id("strict@example.com").await;
+    let org = storage
+        .organizations()
+        .create_with_owner("Strict", owner, T0)
+        .await
+        .unwrap();
+    let enforce = |allowed_methods: i32| PolicyUpdate {
+        mfa_required: true,
+        allowed_methods,
+        sso_enabled: false,
+        sso_mode: storage::entity::enums::SsoMode::Exempt,
+    };
+    storage
+        .organizations()
+        .update_policy(org.id, enforce(0b111), T0)
+        .await
+        .unwrap();
+    w.step_up(&token, &app).await;
+    let seed = otp_core::Secret::generate(otp_core::Algorithm::Sha1).unwrap();
+    let device = Hotp::new(seed.clone(), HotpParams::default()).unwrap();
+    let hotp_id = w.begin_hotp(&token, &seed).await.factor.unwrap().id;
+    // The organization narrows its methods to apps while the token is pending.
+    storage
+        .organizations()
+        .update_policy(org.id, enforce(0b001), T0)
+        .await
+        .unwrap();
+    let err = w
+        .enrollment
+        .confirm_hotp_enrollment(bearer(
+            v1::ConfirmHotpEnrollmentRequest {
+                factor_id: hotp_id.clone(),
+                code: device.generate(0).to_string(),
+                replaces_factor_id: app_id.clone(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&err).as_deref(), Some("LAST_REQUIRED_FACTOR"));
+    let (active, pending) = (
+        v1::FactorStatus::Active as i32,
+        v1::FactorStatus::Pending as i32,
+    );
+    let (factors, _) = w.factors(&token).await;
+    assert_eq!(factors, [(app_id, active), (hotp_id, pending)]);
+
+    // A member without a factor gets an enrollment token at each login. Once the first one
+    // has enrolled an app, the second is void: it can neither replace that app nor add one.
+    w.server
+        .users()
+        .await
+        .create_user(v1::CreateUserRequest {
+            email: "member@example.com".into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .unwrap();
+    let member = user_id("member@example.com").await;
+    storage
+        .memberships()
+        .add(org.id, member, storage::entity::enums::Role::Member, T0)
+        .await
+        .unwrap();
+    let member_login =
+        tollgate_e2e::password_login("member@example.com", PASSWORD, &org.id.to_string());
+    let (first, second) = (
+        enrollment_token(&w, member_login.clone()).await,
+        enrollment_token(&w, member_login.clone()).await,
+    );
+    let (stale_app, stale_id) = w.begin_app(&second).await;
+    let (_, member_app_id, _) = w.enroll_app(&first).await;
+    for replaces in [member_app_id.as_str(), ""] {
+        let err = w
+            .confirm_app(&second, &stale_app, &stale_id, replaces)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{replaces:?}");
+    }
+    let err = w
+        .enrollment
+        .list_factors(bearer(v1::ListFactorsRequest {}, &second))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    // A token issued with the factor there (the last recovery code used, the app kept) can
+    // enroll, but not replace: that needs a session.
+    storage
+        .recovery_codes()
+        .replace(member, &["LAST-CODE"], T0)
+        .await
+        .unwrap();
+    let challenge = match w
+        .server
+        .authentication()
+        .await
+        .authenticate(member_login)
+        .await
+        .unwrap()
+        .into_inner()
+        .result
+    {
+        Some(authenticate_response::Result::SecondFactorRequired(c)) => c.challenge_token,
+        other => panic!("expected a challenge: {other:?}"),
+    };
+    let reenroll = match w
+        .server
+        .authentication()
+        .await
+        .verify_second_factor(v1::VerifySecondFactorRequest {
+            challenge_token: challenge,
+            code: "LAST-CODE".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .result
+    {
+        Some(verify_second_factor_response::Result::EnrollmentRequired(e)) => e.enrollment_token,
+        other => panic!("expected enrollment: {other:?}"),
+    };
+    let (next_app, next_id) = w.begin_app(&reenroll).await;
+    let err = w
+        .confirm_app(&reenroll, &next_app, &next_id, &member_app_id)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(reason(&err).as_deref(), Some("SESSION_REQUIRED"));
+    let stored = storage
+        .factors()
+        .get(member_app_id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.status, storage::entity::enums::FactorStatus::Active);
+    w.confirm_app(&reenroll, &next_app, &next_id, "")
+        .await
+        .unwrap();
+
+    // The owner's allowed replacement (an app by another app) is audited.
+    storage
+        .organizations()
+        .update_policy(org.id, enforce(0b111), T0)
+        .await
+        .unwrap();
+    let (factors, _) = w.factors(&token).await;
+    let (new_app, replacing) = w.begin_app(&token).await;
+    w.confirm_app(&token, &new_app, &replacing, &factors[0].0)
+        .await
+        .unwrap();
+    let removed = storage::repo::AuditFilter {
+        kinds: vec!["factor.removed".to_owned()],
+        ..Default::default()
+    };
+    let events = storage.audit().list(&removed, None, 10).await.unwrap();
+    let removed = events
+        .items
+        .iter()
+        .find(|e| e.kind == "factor.removed")
+        .expect("a factor.removed event");
+    assert_eq!(removed.subject_id, Some(owner));
+    assert_eq!(
+        removed.details,
+        format!(
+            r#"{{"factor_id":"{}","kind":"totp","replaced_by":"{replacing}"}}"#,
+            factors[0].0
+        )
+    );
+    w.server.stop().await.unwrap();
+}
+
 async fn journey_9_turning_2fa_off_and_refused_under_enforcement(backend: Backend) {
     let mut w = World::new(backend).await;
     let token = w.user("off@example.com").await;
@@ -796,6 +1008,7 @@ both!(
     hotp_tokens_enroll_log_in_once_per_counter_and_resync,
     journey_8_changing_app_enrolls_the_new_then_removes_the_old,
     journey_8_a_new_app_replaces_the_old_in_its_confirmation,
+    journey_8_a_replacement_needs_a_session_and_keeps_enforcement_whole,
     journey_9_turning_2fa_off_and_refused_under_enforcement,
     journey_11_own_reset_then_the_new_phone,
     recovery_codes_regenerate_and_sessions_step_up,

@@ -77,6 +77,23 @@ pub fn remove_factor(
     })
 }
 
+/// Decides whether `user` may replace one active factor of kind `old` by a newly confirmed
+/// one of kind `new` (a change of method, journey 8): as [`remove_factor`] would decide for
+/// the old factor once the new one is counted, the confirming code being the proof. So an
+/// organization that requires 2FA is never left without a factor of a kind it allows.
+pub fn replace_factor(
+    user: &UserState,
+    old: FactorKind,
+    new: FactorKind,
+    organizations: &[OrgPolicy],
+) -> Result<(), FactorRefusal> {
+    let with_new = UserState {
+        factors: user.factors.with_one(new),
+        ..*user
+    };
+    remove_factor(&with_new, old, Proof::FactorCode, organizations).map(|_| ())
+}
+
 /// What an accepted own reset implies: the server removes every factor and recovery code,
 /// revokes the user's other sessions and sets [`UserState::must_reenroll`]. The one session
 /// left is the one that has just proved possession, where the new phone gets enrolled; any

@@ -35,7 +35,7 @@ pub use admin::{
 pub use enumset::EnumSet;
 pub use factors::{
     AfterRecoveryCode, FactorRefusal, OwnReset, Removal, after_recovery_code, enroll_factor,
-    remove_factor, reset_own_mfa,
+    remove_factor, replace_factor, reset_own_mfa,
 };
 pub use login::{
     Denial, EnrollmentReason, LoginOutcome, NoSecondFactorReason, after_second_factor,

@@ -140,6 +140,17 @@ impl Factors {
         self.count_in(EnumSet::all())
     }
 
+    /// These factors and one more of `kind` (saturating).
+    pub fn with_one(mut self, kind: FactorKind) -> Self {
+        let slot = match kind {
+            FactorKind::Totp => &mut self.totp,
+            FactorKind::Hotp => &mut self.hotp,
+            FactorKind::Sms => &mut self.sms,
+        };
+        *slot = slot.saturating_add(1);
+        self
+    }
+
     /// These factors with one of `kind` removed (saturating at zero).
     pub fn without_one(mut self, kind: FactorKind) -> Self {
         let slot = match kind {

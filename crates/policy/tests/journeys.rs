@@ -10,7 +10,7 @@ use policy::{
     FactorKind, FactorRefusal, Factors, LoginKind, LoginOutcome, Method, NoSecondFactorReason,
     OrgPolicy, Proof, Role, SsoMode, UserState, after_recovery_code, after_second_factor,
     check_lockout, choose_organization, enroll_factor, login_outcome, remove_factor,
-    reset_member_mfa, reset_own_mfa, update_mfa_policy,
+    replace_factor, reset_member_mfa, reset_own_mfa, update_mfa_policy,
 };
 
 const NOW: u64 = 1_700_000_000;
@@ -327,6 +327,49 @@ fn journey_8_changing_method_enrolls_the_new_then_removes_the_old() {
     assert_eq!(
         remove_factor(&sms_only, FactorKind::Sms, Proof::FactorCode, &[required()]),
         Err(FactorRefusal::LastRequiredFactor)
+    );
+}
+
+#[test]
+fn journey_8_a_replacement_keeps_every_required_organization_covered() {
+    let sms_only = user_with(
+        Factors {
+            sms: 1,
+            ..Factors::default()
+        },
+        10,
+    );
+    // Under enforcement, the only factor can be replaced: the new one is there at once.
+    assert_eq!(
+        replace_factor(&sms_only, FactorKind::Sms, FactorKind::Totp, &[required()]),
+        Ok(())
+    );
+    assert_eq!(
+        replace_factor(&sms_only, FactorKind::Sms, FactorKind::Sms, &[required()]),
+        Ok(())
+    );
+    // Not by a kind an enforcing organization does not allow, when it was the last it does.
+    let sms_org = OrgPolicy {
+        allowed_methods: EnumSet::only(FactorKind::Sms),
+        ..required()
+    };
+    assert_eq!(
+        replace_factor(&sms_only, FactorKind::Sms, FactorKind::Totp, &[sms_org]),
+        Err(FactorRefusal::LastRequiredFactor)
+    );
+    // An organization that does not enforce 2FA lets it be.
+    let relaxed = OrgPolicy {
+        mfa_required: false,
+        ..sms_org
+    };
+    assert_eq!(
+        replace_factor(&sms_only, FactorKind::Sms, FactorKind::Totp, &[relaxed]),
+        Ok(())
+    );
+    // Only a factor the user has can be replaced.
+    assert_eq!(
+        replace_factor(&sms_only, FactorKind::Hotp, FactorKind::Totp, &[]),
+        Err(FactorRefusal::NoSuchFactor)
     );
 }
 

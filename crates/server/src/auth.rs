@@ -194,6 +194,19 @@ pub async fn user_context<T>(
     }
     match app.storage.challenges().find_active(&token, now).await? {
         Some(c) if c.purpose == storage::entity::enums::ChallengePurpose::Enrollment => {
+            // Void once the user has activated a factor since it was issued (through any
+            // token or session): it was issued for a user without that factor, and would
+            // otherwise still add one of its holder's and open a session beside it.
+            let superseded = app
+                .storage
+                .factors()
+                .of_user(c.user_id, true)
+                .await?
+                .iter()
+                .any(|f| f.activated_at.is_some_and(|at| at >= c.created_at));
+            if superseded {
+                return Err(unauthenticated());
+            }
             Ok(UserContext::Enrollment(c))
         }
         _ => Err(unauthenticated()),

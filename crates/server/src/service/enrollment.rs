@@ -48,34 +48,6 @@ pub(super) async fn check_enrollment_assurance(app: &App, ctx: &UserContext) -> 
 }
 
 /// The caller's pending, unexpired factor of `kind`, or NOT_FOUND.
-/// The factor a confirmation replaces (`replaces_factor_id`, a change of method): none when
-/// the field is empty; else it must be another active factor of the same user than the one
-/// `confirming` (INVALID_ARGUMENT naming the field, or NOT_FOUND; nothing changes).
-pub(super) async fn replaced_factor(
-    app: &App,
-    user_id: storage::Uuid,
-    value: &str,
-    confirming: storage::Uuid,
-) -> ApiResult<Option<storage::Uuid>> {
-    if value.trim().is_empty() {
-        return Ok(None);
-    }
-    let id = parse_id("replaces_factor_id", value)?;
-    if id == confirming {
-        return Err(ApiError::field(
-            "replaces_factor_id",
-            "must be another factor than the one confirmed",
-        ));
-    }
-    app.storage
-        .factors()
-        .get(id)
-        .await?
-        .filter(|f| f.user_id == user_id && f.status == FactorStatus::Active)
-        .ok_or(ApiError::NotFound("factor to replace"))?;
-    Ok(Some(id))
-}
-
 pub(super) async fn pending_factor(
     app: &App,
     user_id: storage::Uuid,
@@ -353,7 +325,9 @@ impl Enrollment {
         let user_id = ctx.user_id();
         let now = app.now();
         let factor = pending_factor(app, user_id, factor_id, FactorKind::Totp, now).await?;
-        let replaces = replaced_factor(app, user_id, &body.replaces_factor_id, factor.id).await?;
+        let replaces = self
+            .replaced_factor(&ctx, &body.replaces_factor_id, &factor)
+            .await?;
         let failures = mfa::check_lockout(app, user_id, now).await?;
         let totp = mfa::totp_of(app, &factor)?;
         let Some(step) = mfa::totp_step(&totp, &digits, now) else {
@@ -361,7 +335,7 @@ impl Enrollment {
         };
         failures.succeed(app, now).await?;
         let (factor, recovery_codes, session) = self
-            .finish(&ctx, &factor, Some(step), "totp", replaces)
+            .finish(&ctx, &factor, Some(step), "totp", replaces.as_ref())
             .await?;
         Ok(v1::ConfirmTotpEnrollmentResponse {
             factor: Some(factor),
@@ -379,7 +353,7 @@ impl Enrollment {
         factor: &storage::entity::factor::Model,
         step: Option<i64>,
         kind: &str,
-        replaces: Option<storage::Uuid>,
+        replaces: Option<&storage::entity::factor::Model>,
     ) -> ApiResult<(v1::Factor, Vec<String>, Option<v1::Session>)> {
         let app = &self.app;
         let user_id = ctx.user_id();
@@ -432,7 +406,7 @@ impl Enrollment {
                 user_id,
                 step,
                 first.then_some(code_refs.as_slice()),
-                replaces,
+                replaces.map(|old| old.id),
                 now,
             )
             .await?;
@@ -444,7 +418,12 @@ impl Enrollment {
         let details = format!(r#"{{"kind":"{kind}"}}"#);
         audit::own(app, ctx.org_id(), user_id, "factor.enrolled", &details).await?;
         if let Some(old) = replaces {
-            let details = format!(r#"{{"factor_id":"{old}","replaced_by":"{}"}}"#, factor.id);
+            let details = format!(
+                r#"{{"factor_id":"{}","kind":"{}","replaced_by":"{}"}}"#,
+                old.id,
+                kind_name(old.kind),
+                factor.id
+            );
             audit::own(app, ctx.org_id(), user_id, "factor.removed", &details).await?;
         }
         if first {
@@ -502,5 +481,14 @@ impl Enrollment {
             factors: factors.iter().map(factor_to_proto).collect(),
             recovery_codes_remaining: i32::try_from(remaining).unwrap_or(i32::MAX),
         })
+    }
+}
+
+/// A factor kind as the audit log names it.
+pub(super) fn kind_name(kind: FactorKind) -> &'static str {
+    match kind {
+        FactorKind::Totp => "totp",
+        FactorKind::Hotp => "hotp",
+        FactorKind::Sms => "sms",
     }
 }

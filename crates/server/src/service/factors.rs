@@ -155,9 +155,9 @@ impl Enrollment {
         let factor =
             super::enrollment::pending_factor(app, user_id, factor_id, FactorKind::Hotp, now)
                 .await?;
-        let replaces =
-            super::enrollment::replaced_factor(app, user_id, &body.replaces_factor_id, factor.id)
-                .await?;
+        let replaces = self
+            .replaced_factor(&ctx, &body.replaces_factor_id, &factor)
+            .await?;
         let failures = mfa::check_lockout(app, user_id, now).await?;
         let (hotp, next) = mfa::hotp_of(app, &factor)?;
         let Some(counter) = hotp
@@ -169,7 +169,7 @@ impl Enrollment {
         };
         failures.succeed(app, now).await?;
         let (factor, recovery_codes, session) = self
-            .finish(&ctx, &factor, Some(counter), "hotp", replaces)
+            .finish(&ctx, &factor, Some(counter), "hotp", replaces.as_ref())
             .await?;
         Ok(v1::ConfirmHotpEnrollmentResponse {
             factor: Some(factor),
@@ -234,6 +234,59 @@ impl Enrollment {
         Ok(v1::ResyncHotpResponse {
             factor: Some(factor_to_proto(&factor)),
         })
+    }
+
+    /// The factor a confirmation of `confirming` replaces (`replaces_factor_id`, a change of
+    /// method): none when the field is empty. Else it must be another active factor of the
+    /// same user (INVALID_ARGUMENT naming the field, or NOT_FOUND), asked for with a session
+    /// (PERMISSION_DENIED `SESSION_REQUIRED` with an enrollment token, which can add a factor
+    /// but never take one away), and its removal must be one `RemoveFactor` would allow once
+    /// the new factor is counted (FAILED_PRECONDITION `LAST_REQUIRED_FACTOR`: an organization
+    /// that requires 2FA keeps a factor of a kind it allows). Checked before anything changes.
+    pub(super) async fn replaced_factor(
+        &self,
+        ctx: &UserContext,
+        value: &str,
+        confirming: &storage::entity::factor::Model,
+    ) -> ApiResult<Option<storage::entity::factor::Model>> {
+        if value.trim().is_empty() {
+            return Ok(None);
+        }
+        let id = parse_id("replaces_factor_id", value)?;
+        if id == confirming.id {
+            return Err(ApiError::field(
+                "replaces_factor_id",
+                "must be another factor than the one confirmed",
+            ));
+        }
+        session_only(ctx)?;
+        let app = &self.app;
+        let user_id = ctx.user_id();
+        let old = app
+            .storage
+            .factors()
+            .get(id)
+            .await?
+            .filter(|f| f.user_id == user_id && f.status == FactorStatus::Active)
+            .ok_or(ApiError::NotFound("factor to replace"))?;
+        let (_, state, _) = super::authentication::user_state(
+            app,
+            user_id,
+            storage::repo::OrganizationsToRead::None,
+        )
+        .await?;
+        let organizations = self.organizations_of(user_id).await?;
+        policy::replace_factor(
+            &state,
+            policy_kind(old.kind),
+            policy_kind(confirming.kind),
+            &organizations,
+        )
+        .map_err(|refusal| ApiError::FailedPrecondition {
+            reason: refusal.reason(),
+            message: refusal.to_string(),
+        })?;
+        Ok(Some(old))
     }
 
     pub(super) async fn remove(

@@ -135,16 +135,17 @@ impl Enrollment {
         let factor =
             super::enrollment::pending_factor(app, user_id, factor_id, FactorKind::Sms, now)
                 .await?;
-        let replaces =
-            super::enrollment::replaced_factor(app, user_id, &body.replaces_factor_id, factor.id)
-                .await?;
+        let replaces = self
+            .replaced_factor(&ctx, &body.replaces_factor_id, &factor)
+            .await?;
         let failures = mfa::check_lockout(app, user_id, now).await?;
         if !sms_flow::check_code(app, factor.id, &digits, now).await? {
             return Err(mfa::record_failure(app, user_id, "INVALID_CODE", now).await);
         }
         failures.succeed(app, now).await?;
-        let (factor, recovery_codes, session) =
-            self.finish(&ctx, &factor, None, "sms", replaces).await?;
+        let (factor, recovery_codes, session) = self
+            .finish(&ctx, &factor, None, "sms", replaces.as_ref())
+            .await?;
         Ok(v1::ConfirmSmsEnrollmentResponse {
             factor: Some(factor),
             recovery_codes,

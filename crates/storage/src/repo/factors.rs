@@ -377,7 +377,8 @@ impl<'a> Factors<'a> {
                 .exec(&txn)
                 .await?;
             if removed.rows_affected != 1 {
-                // Dropped without a commit: the activation is rolled back too.
+                // The activation goes back too.
+                txn.rollback().await?;
                 return Err(StorageError::NotFound("factor to replace"));
             }
         }
