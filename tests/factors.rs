@@ -59,17 +59,8 @@ impl World {
             })
             .await
             .unwrap();
-        match self
-            .server
-            .authentication()
-            .await
-            .authenticate(login(email))
-            .await
-            .unwrap()
-            .into_inner()
-            .result
-        {
-            Some(authenticate_response::Result::Authenticated(s)) => s.token,
+        match self.server.first_step(login(email)).await {
+            authenticate_response::Result::Authenticated(s) => s.token,
             other => panic!("{other:?}"),
         }
     }
@@ -424,17 +415,8 @@ async fn journey_8_a_new_app_replaces_the_old_in_its_confirmation(backend: Backe
 
 /// The enrollment token of a login that answers `enrollment_required`.
 async fn enrollment_token(w: &World, login: v1::AuthenticateRequest) -> String {
-    match w
-        .server
-        .authentication()
-        .await
-        .authenticate(login)
-        .await
-        .unwrap()
-        .into_inner()
-        .result
-    {
-        Some(authenticate_response::Result::EnrollmentRequired(e)) => e.enrollment_token,
+    match w.server.first_step(login).await {
+        authenticate_response::Result::EnrollmentRequired(e) => e.enrollment_token,
         other => panic!("expected enrollment: {other:?}"),
     }
 }
@@ -555,17 +537,8 @@ async fn journey_8_a_replacement_needs_a_session_and_keeps_enforcement_whole(bac
         .replace(member, &["LAST-CODE"], T0)
         .await
         .unwrap();
-    let challenge = match w
-        .server
-        .authentication()
-        .await
-        .authenticate(member_login)
-        .await
-        .unwrap()
-        .into_inner()
-        .result
-    {
-        Some(authenticate_response::Result::SecondFactorRequired(c)) => c.challenge_token,
+    let challenge = match w.server.first_step(member_login).await {
+        authenticate_response::Result::SecondFactorRequired(c) => c.challenge_token,
         other => panic!("expected a challenge: {other:?}"),
     };
     let reenroll = match w

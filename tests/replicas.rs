@@ -101,16 +101,8 @@ impl Deployment {
 
     /// The password step on `server`: a second-factor challenge.
     async fn challenge(server: &TestServer) -> String {
-        match server
-            .authentication()
-            .await
-            .authenticate(login(PASSWORD))
-            .await
-            .unwrap()
-            .into_inner()
-            .result
-        {
-            Some(authenticate_response::Result::SecondFactorRequired(c)) => c.challenge_token,
+        match server.first_step(login(PASSWORD)).await {
+            authenticate_response::Result::SecondFactorRequired(c) => c.challenge_token,
             other => panic!("expected a challenge: {other:?}"),
         }
     }

@@ -140,16 +140,8 @@ async fn user_with_session(server: &TestServer, email: &str) -> v1::Session {
 }
 
 async fn challenge(server: &TestServer, email: &str) -> String {
-    match server
-        .authentication()
-        .await
-        .authenticate(login(email))
-        .await
-        .unwrap()
-        .into_inner()
-        .result
-    {
-        Some(authenticate_response::Result::SecondFactorRequired(c)) => c.challenge_token,
+    match server.first_step(login(email)).await {
+        authenticate_response::Result::SecondFactorRequired(c) => c.challenge_token,
         other => panic!("expected a challenge: {other:?}"),
     }
 }

@@ -163,6 +163,21 @@ impl TestServer {
         AuthenticationServiceClient::new(self.channel().await)
     }
 
+    /// The first step of a login (`Authenticate`), which must answer: what it answered.
+    pub async fn first_step(
+        &self,
+        request: tollgate_proto::v1::AuthenticateRequest,
+    ) -> tollgate_proto::v1::authenticate_response::Result {
+        self.authentication()
+            .await
+            .authenticate(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .result
+            .unwrap()
+    }
+
     pub async fn sessions(&self) -> SessionServiceClient<Channel> {
         SessionServiceClient::new(self.channel().await)
     }
