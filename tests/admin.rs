@@ -175,13 +175,7 @@ impl World {
         &mut self,
         request: v1::AuthenticateRequest,
     ) -> authenticate_response::Result {
-        self.auth
-            .authenticate(request)
-            .await
-            .unwrap()
-            .into_inner()
-            .result
-            .unwrap()
+        self.server.first_step(request).await
     }
 
     /// A password login that must give a session at once.

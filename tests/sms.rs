@@ -89,13 +89,7 @@ impl World {
     }
 
     async fn first_step(&mut self, email: &str) -> authenticate_response::Result {
-        self.auth
-            .authenticate(login(email))
-            .await
-            .unwrap()
-            .into_inner()
-            .result
-            .unwrap()
+        self.server.first_step(login(email)).await
     }
 
     async fn challenge(&mut self, email: &str) -> v1::SecondFactorRequired {
