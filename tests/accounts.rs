@@ -20,17 +20,7 @@ fn login(email: &str, password: &str, org: &str) -> v1::AuthenticateRequest {
 }
 
 async fn create_user(server: &TestServer, email: &str, password: &str) -> v1::User {
-    let mut users = server.users().await;
-    users
-        .create_user(v1::CreateUserRequest {
-            email: email.to_owned(),
-            password: password.to_owned(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap()
+    server.create_user(email, password).await
 }
 
 async fn users_organizations_login_and_sessions(backend: Backend) {

@@ -127,23 +127,8 @@ impl World {
 
     /// Creates a user (with the test password, or none); returns their id.
     async fn user(&self, email: &str, with_password: bool) -> String {
-        self.server
-            .users()
-            .await
-            .create_user(v1::CreateUserRequest {
-                email: email.into(),
-                password: if with_password {
-                    PASSWORD.into()
-                } else {
-                    "".into()
-                },
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .user
-            .unwrap()
-            .id
+        let password = if with_password { PASSWORD } else { "" };
+        self.server.create_user(email, password).await.id
     }
 
     async fn org(&mut self, name: &str, owner: &str) -> String {

@@ -50,15 +50,7 @@ impl World {
     }
 
     async fn user(&self, email: &str) -> String {
-        self.server
-            .users()
-            .await
-            .create_user(v1::CreateUserRequest {
-                email: email.into(),
-                password: PASSWORD.into(),
-            })
-            .await
-            .unwrap();
+        self.server.create_user(email, PASSWORD).await;
         match self.server.first_step(login(email)).await {
             authenticate_response::Result::Authenticated(s) => s.token,
             other => panic!("{other:?}"),
@@ -494,15 +486,7 @@ async fn journey_8_a_replacement_needs_a_session_and_keeps_enforcement_whole(bac
 
     // A member without a factor gets an enrollment token at each login. Once the first one
     // has enrolled an app, the second is void: it can neither replace that app nor add one.
-    w.server
-        .users()
-        .await
-        .create_user(v1::CreateUserRequest {
-            email: "member@example.com".into(),
-            password: PASSWORD.into(),
-        })
-        .await
-        .unwrap();
+    w.server.create_user("member@example.com", PASSWORD).await;
     let member = user_id("member@example.com").await;
     storage
         .memberships()

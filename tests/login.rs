@@ -27,19 +27,7 @@ fn login(email: &str, password: &str, org: &str) -> v1::AuthenticateRequest {
 }
 
 async fn user(server: &TestServer, email: &str) -> String {
-    server
-        .users()
-        .await
-        .create_user(v1::CreateUserRequest {
-            email: email.into(),
-            password: PASSWORD.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap()
-        .id
+    server.create_user(email, PASSWORD).await.id
 }
 
 async fn session(server: &TestServer, email: &str) -> v1::Session {

@@ -64,15 +64,7 @@ async fn counters_move_with_a_flow(backend: Backend) {
         "{before}"
     );
 
-    server
-        .users()
-        .await
-        .create_user(v1::CreateUserRequest {
-            email: "metrics@example.com".into(),
-            password: PASSWORD.into(),
-        })
-        .await
-        .unwrap();
+    server.create_user("metrics@example.com", PASSWORD).await;
     let mut auth = server.authentication().await;
     auth.authenticate(login("not the password"))
         .await

@@ -181,18 +181,7 @@ async fn shutdown_goes_not_serving_and_lets_in_flight_calls_finish() {
 async fn an_operator_unlocks_a_locked_out_user(backend: Backend) {
     let server = TestServer::start(backend).await;
     let password = "correct horse battery staple";
-    let user = server
-        .users()
-        .await
-        .create_user(v1::CreateUserRequest {
-            email: "locked@example.com".into(),
-            password: password.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
+    let user = server.create_user("locked@example.com", password).await;
     let login = |password: &str| v1::AuthenticateRequest {
         credentials: Some(v1::authenticate_request::Credentials::Password(
             v1::PasswordCredentials {

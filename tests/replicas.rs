@@ -44,17 +44,7 @@ impl Deployment {
         let a = TestServer::start_with_clock(backend, Arc::clone(&clock)).await;
         let b = a.replica().await;
         assert_ne!(a.addr, b.addr);
-        let created = a
-            .users()
-            .await
-            .create_user(v1::CreateUserRequest {
-                email: EMAIL.into(),
-                password: PASSWORD.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let user: storage::Uuid = created.user.unwrap().id.parse().unwrap();
+        let user: storage::Uuid = a.create_user(EMAIL, PASSWORD).await.id.parse().unwrap();
         let step = T0 / 30;
         tollgate_e2e::active_totp(&a.app.storage, user, SEED, Some(step), Some(&RECOVERY), T0)
             .await;

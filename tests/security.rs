@@ -26,15 +26,7 @@ fn login(email: &str, password: &str) -> v1::AuthenticateRequest {
 }
 
 async fn user(server: &TestServer, email: &str) {
-    server
-        .users()
-        .await
-        .create_user(v1::CreateUserRequest {
-            email: email.into(),
-            password: PASSWORD.into(),
-        })
-        .await
-        .unwrap();
+    server.create_user(email, PASSWORD).await;
 }
 
 async fn an_unknown_email_looks_like_a_wrong_password(backend: Backend) {

@@ -73,15 +73,7 @@ impl World {
 
     /// A user with a password; returns their session (no factor yet).
     async fn user(&mut self, email: &str) -> String {
-        self.server
-            .users()
-            .await
-            .create_user(v1::CreateUserRequest {
-                email: email.into(),
-                password: PASSWORD.into(),
-            })
-            .await
-            .unwrap();
+        self.server.create_user(email, PASSWORD).await;
         match self.first_step(email).await {
             authenticate_response::Result::Authenticated(s) => s.token,
             other => panic!("{other:?}"),

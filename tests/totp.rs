@@ -116,15 +116,7 @@ async fn setup(backend: Backend) -> (TestServer, Arc<ManualClock>) {
 }
 
 async fn user_with_session(server: &TestServer, email: &str) -> v1::Session {
-    server
-        .users()
-        .await
-        .create_user(v1::CreateUserRequest {
-            email: email.into(),
-            password: PASSWORD.into(),
-        })
-        .await
-        .unwrap();
+    server.create_user(email, PASSWORD).await;
     match server
         .authentication()
         .await
@@ -390,17 +382,12 @@ async fn the_digits_just_used_are_refused_though_the_step_ahead_shares_them(back
     const SHARED: &str = "911617";
     let clock = Arc::new(ManualClock::new(910_737 * 30 + 7));
     let server = TestServer::start_with_clock(backend, Arc::clone(&clock)).await;
-    let created = server
-        .users()
+    let user_id: storage::Uuid = server
+        .create_user("twice@example.com", PASSWORD)
         .await
-        .create_user(v1::CreateUserRequest {
-            email: "twice@example.com".into(),
-            password: PASSWORD.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let user_id: storage::Uuid = created.user.unwrap().id.parse().unwrap();
+        .id
+        .parse()
+        .unwrap();
     let now = server::Clock::now(&*clock);
     let factor = tollgate_e2e::active_totp(
         &server.app.storage,

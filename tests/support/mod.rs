@@ -163,6 +163,21 @@ impl TestServer {
         AuthenticationServiceClient::new(self.channel().await)
     }
 
+    /// Creates a user through the API (`password` empty: none) and returns them.
+    pub async fn create_user(&self, email: &str, password: &str) -> tollgate_proto::v1::User {
+        self.users()
+            .await
+            .create_user(tollgate_proto::v1::CreateUserRequest {
+                email: email.to_owned(),
+                password: password.to_owned(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .user
+            .unwrap()
+    }
+
     /// The first step of a login (`Authenticate`), which must answer: what it answered.
     pub async fn first_step(
         &self,
