@@ -339,38 +339,45 @@ fn journey_8_a_replacement_keeps_every_required_organization_covered() {
         },
         10,
     );
-    // Under enforcement, the only factor can be replaced: the new one is there at once.
-    assert_eq!(
-        replace_factor(&sms_only, FactorKind::Sms, FactorKind::Totp, &[required()]),
-        Ok(())
-    );
-    assert_eq!(
-        replace_factor(&sms_only, FactorKind::Sms, FactorKind::Sms, &[required()]),
-        Ok(())
-    );
-    // Not by a kind an enforcing organization does not allow, when it was the last it does.
     let sms_org = OrgPolicy {
         allowed_methods: EnumSet::only(FactorKind::Sms),
         ..required()
     };
-    assert_eq!(
-        replace_factor(&sms_only, FactorKind::Sms, FactorKind::Totp, &[sms_org]),
-        Err(FactorRefusal::LastRequiredFactor)
-    );
-    // An organization that does not enforce 2FA lets it be.
     let relaxed = OrgPolicy {
         mfa_required: false,
         ..sms_org
     };
-    assert_eq!(
-        replace_factor(&sms_only, FactorKind::Sms, FactorKind::Totp, &[relaxed]),
-        Ok(())
-    );
-    // Only a factor the user has can be replaced.
-    assert_eq!(
-        replace_factor(&sms_only, FactorKind::Hotp, FactorKind::Totp, &[]),
-        Err(FactorRefusal::NoSuchFactor)
-    );
+    let (sms, totp, hotp) = (FactorKind::Sms, FactorKind::Totp, FactorKind::Hotp);
+    let cases = [
+        // Under enforcement, the only factor can be replaced: the new one is there at once.
+        ("the only factor, by an app", sms, totp, required(), Ok(())),
+        ("the only factor, by a phone", sms, sms, required(), Ok(())),
+        // Not by a kind an enforcing organization does not allow, when it was the last it does.
+        (
+            "a kind the organization does not allow",
+            sms,
+            totp,
+            sms_org,
+            Err(FactorRefusal::LastRequiredFactor),
+        ),
+        // An organization that does not enforce 2FA lets it be.
+        ("no enforcement", sms, totp, relaxed, Ok(())),
+        // Only a factor the user has can be replaced.
+        (
+            "a kind the user has none of",
+            hotp,
+            totp,
+            OrgPolicy::default(),
+            Err(FactorRefusal::NoSuchFactor),
+        ),
+    ];
+    for (case, old, new, org, expected) in cases {
+        assert_eq!(
+            replace_factor(&sms_only, old, new, &[org]),
+            expected,
+            "{case}"
+        );
+    }
 }
 
 #[test]

@@ -100,8 +100,8 @@ pub(crate) async fn fail(
     factor: &str,
     now: i64,
 ) -> ApiResult<()> {
-    let lockouts =
-        storage::repo::Lockouts::new(app.throttle().free_failures, &app.throttle().lockouts());
+    let throttle = app.throttle();
+    let lockouts = storage::repo::Lockouts::new(throttle.free_failures, &throttle.lockouts());
     let (failures, until) = match app
         .storage
         .attempts()
