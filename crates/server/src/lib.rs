@@ -18,6 +18,8 @@ pub mod service;
 pub mod sms;
 pub mod sms_flow;
 pub mod telemetry;
+#[cfg(test)]
+mod test_support;
 pub mod throttle;
 
 use std::future::Future;

@@ -120,11 +120,17 @@ impl Failures {
         crate::throttle::succeed(app, &mfa_key(self.user), now).await
     }
 
-    /// After an app code was accepted by the replay guard's update, which refused it under a
-    /// lockout (so it is settled already): clears the failures the check saw, if any. A user
-    /// with none, the common case, costs nothing more; failures counted since the check
-    /// stay counted, on the side of the lockout.
-    async fn settled(self, app: &App, now: i64) -> ApiResult<()> {
+    /// The user's failure counter, for a statement that refuses to use a code while a
+    /// lockout is in force ([`Failures::settled`] follows it).
+    pub(crate) fn key(&self) -> String {
+        mfa_key(self.user)
+    }
+
+    /// After a code was used up by a statement that refused it under a lockout (the replay
+    /// guard's update for an app code, the SMS code's use), so it is settled already: clears
+    /// the failures the check saw, if any. A user with none, the common case, costs nothing
+    /// more; failures counted since the check stay counted, on the side of the lockout.
+    pub(crate) async fn settled(self, app: &App, now: i64) -> ApiResult<()> {
         if self.recorded {
             // A lockout written since the acceptance leaves the count as it is.
             app.storage
@@ -230,7 +236,8 @@ pub(crate) enum CodeCheck {
 /// Checks a typed code against every active TOTP and HOTP factor of the user (a match goes
 /// through the replay guard: one conditional UPDATE, exact across calls and replicas, which
 /// also refuses it while the user is locked out), then against the current code of each SMS
-/// factor (used up when it matches, then settled). `failures`: the lockout check made before.
+/// factor (used up when it matches and no lockout is in force, in one statement too).
+/// `failures`: the lockout check made before.
 /// LOCKED_OUT when failures in flight alongside spent the budget first.
 pub(crate) async fn check_code(
     app: &App,
@@ -250,7 +257,7 @@ pub(crate) async fn check_code_among(
     digits: &str,
     now: i64,
 ) -> ApiResult<CodeCheck> {
-    let key = mfa_key(failures.user);
+    let key = failures.key();
     let mut replayed = false;
     for factor in factors {
         let step = match factor.kind {
@@ -300,8 +307,7 @@ pub(crate) async fn check_code_among(
             .iter()
             .filter(|f| f.kind == storage::entity::enums::FactorKind::Sms)
         {
-            if crate::sms_flow::check_code(app, factor.id, digits, now).await? {
-                failures.succeed(app, now).await?;
+            if crate::sms_flow::check_code(app, failures, factor.id, digits, now).await? {
                 app.metrics.check("sms", "accepted");
                 return Ok(CodeCheck::Accepted);
             }
@@ -390,92 +396,51 @@ pub(crate) async fn use_recovery_code(
 mod tests {
     #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 
-    use std::sync::Arc;
-
     use storage::testing::{Backend, NOW, TestDb};
 
     use super::*;
+    use crate::test_support::{active_totp, app, app_code, is_locked_out, user};
 
     const CODE: &str = "AAAA-BBBB-CCCC-DDDD";
 
-    async fn app(db: &TestDb) -> App {
-        let config = crate::config::Config::default();
-        App {
-            storage: db.storage.clone(),
-            passwords: crate::password::Passwords::new(&config.passwords).unwrap(),
-            sms: crate::sms::from_config(&config.sms).await,
-            config: Arc::new(config),
-            clock: Arc::new(crate::ManualClock::new(NOW)),
-            metrics: Arc::default(),
-        }
-    }
-
-    const SEED: &[u8] = b"12345678901234567890";
-
-    /// An active TOTP factor on `SEED`, no step used yet.
-    async fn app_factor(db: &TestDb, user: Uuid) -> storage::entity::factor::Model {
-        let factors = db.storage.factors();
-        let factor = factors
-            .create_otp_pending(
-                user,
-                storage::entity::enums::FactorKind::Totp,
-                "phone",
-                SEED,
-                storage_params(),
-                None,
-                NOW,
-                i64::MAX,
-            )
-            .await
-            .unwrap();
-        factors
-            .activate(factor.id, user, None, None, NOW)
-            .await
-            .unwrap();
-        factors.get(factor.id).await.unwrap().unwrap()
-    }
-
-    fn app_code(now: i64) -> String {
-        let totp = Totp::new(Secret::from_bytes(SEED.to_vec()), totp_params()).unwrap();
-        totp.generate(u64::try_from(now).unwrap())
-            .unwrap()
-            .to_string()
-    }
-
-    fn is_locked_out(e: &ApiError) -> bool {
-        matches!(
-            e,
-            ApiError::ResourceExhausted {
-                reason: "LOCKED_OUT",
-                ..
-            }
-        )
-    }
-
     /// The interleaving a burst produces, in order: a right code passes the lockout check,
     /// then wrong codes in flight alongside spend the budget, then the right one is
-    /// settled. It is refused, and a recovery code is left unused.
+    /// settled. It is refused, and a recovery code, an app code's step and an SMS code are
+    /// each left unused.
     async fn a_right_code_settled_after_the_budget_is_spent_is_refused(backend: Backend) {
         let db = TestDb::new(backend).await;
         let app = app(&db).await;
-        let user = db
-            .storage
-            .users()
-            .create("a@example.com", None, NOW)
-            .await
-            .unwrap()
-            .id;
+        let user = user(&db, "a@example.com").await;
         db.storage
             .recovery_codes()
             .replace(user, &[CODE], NOW)
             .await
             .unwrap();
-        let factors = [app_factor(&db, user).await];
+        let factors = [active_totp(&db, user).await];
+        let phone = {
+            let factors = db.storage.factors();
+            let phone = factors
+                .create_sms_pending(user, "", "+4915112345678", NOW, NOW + 600)
+                .await
+                .unwrap();
+            factors
+                .activate(phone.id, user, None, None, NOW)
+                .await
+                .unwrap();
+            factors.get(phone.id).await.unwrap().unwrap()
+        };
+        db.storage
+            .sms_codes()
+            .issue(phone.id, "654321", NOW, NOW + 300)
+            .await
+            .unwrap();
+        let phones = [phone];
         let admitted = [
             check_lockout(&app, user, NOW).await.unwrap(),
             check_lockout(&app, user, NOW).await.unwrap(),
         ];
         let app_admitted = check_lockout(&app, user, NOW).await.unwrap();
+        let sms_admitted = check_lockout(&app, user, NOW).await.unwrap();
         let budget = app.throttle().free_failures + 1;
         for n in 1..=budget {
             let e = record_failure(&app, user, "INVALID_CODE", NOW).await;
@@ -516,6 +481,23 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(stored.last_step, None, "the step is not used");
+        // An SMS code the same way: its use is refused, so it is answered like a wrong code,
+        // which finds the lockout; the code stays unused.
+        let checked = check_code_among(&app, sms_admitted, &phones, "654321", NOW)
+            .await
+            .unwrap();
+        assert!(matches!(checked, CodeCheck::NoMatch));
+        assert!(is_locked_out(
+            &record_failure(&app, user, "INVALID_CODE", NOW).await
+        ));
+        let sms = db
+            .storage
+            .sms_codes()
+            .current(phones[0].id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(sms.consumed_at, None, "the SMS code is not used");
         let counter = db
             .storage
             .attempts()
@@ -555,6 +537,11 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(checked, CodeCheck::Accepted));
+        let admitted = check_lockout(&app, user, later).await.unwrap();
+        let checked = check_code_among(&app, admitted, &phones, "654321", later)
+            .await
+            .unwrap();
+        assert!(matches!(checked, CodeCheck::Accepted), "the SMS code, kept");
     }
 
     #[tokio::test]

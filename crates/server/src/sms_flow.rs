@@ -286,10 +286,15 @@ pub(crate) async fn send_code(
 }
 
 /// Checks a typed code against the current SMS code of `factor_id`: takes one of the code's
-/// attempts first, then uses the code up if it matches. A success counts as a verification
+/// attempts first, then uses the code up if it matches and no lockout of the user is in
+/// force, in one statement (a right code refused by a lockout that failures in flight
+/// alongside it started stays unused, for after the lockout), which settles it against the
+/// budget `failures` was checked for. False for a wrong code and for one refused that way:
+/// counting it as a failure then answers LOCKED_OUT. A success counts as a verification
 /// for the pumping guard.
 pub(crate) async fn check_code(
     app: &App,
+    failures: crate::mfa::Failures,
     factor_id: Uuid,
     digits: &str,
     now: i64,
@@ -301,9 +306,13 @@ pub(crate) async fn check_code(
     {
         return Ok(false);
     }
-    if !codes.consume(factor_id, digits, now).await? {
+    if !codes
+        .consume(factor_id, digits, now, &failures.key())
+        .await?
+    {
         return Ok(false);
     }
+    failures.settled(app, now).await?;
     app.storage.factors().touch(factor_id, now).await?;
     let window = app.config.sms.pumping_window_secs;
     let (_, verified_key, _) = pumping_keys(window, now);

@@ -17,6 +17,9 @@ use storage::entity::{login_challenge, recovery_code, sms_code};
 use storage::repo::{Failure, Lockouts};
 use storage::{Storage, StorageError, Uuid};
 
+/// A failure counter no test locks unless it means to.
+const KEY: &str = "mfa:test";
+
 async fn user(storage: &Storage, email: &str) -> Uuid {
     storage.users().create(email, None, NOW).await.unwrap().id
 }
@@ -131,14 +134,14 @@ async fn sms_codes_replace_expire_and_work_once(db: &TestDb) {
     );
     assert!(
         !s.sms_codes()
-            .consume(f.id, "111111", NOW + 50)
+            .consume(f.id, "111111", NOW + 50, KEY)
             .await
             .unwrap(),
         "replaced"
     );
     assert!(
         !s.sms_codes()
-            .consume(f.id, "222222", NOW + 340)
+            .consume(f.id, "222222", NOW + 340, KEY)
             .await
             .unwrap(),
         "expired"
@@ -152,7 +155,7 @@ async fn sms_codes_replace_expire_and_work_once(db: &TestDb) {
     );
     let wins = race(s, 32, |s, _| async move {
         s.sms_codes()
-            .consume(f.id, "222222", NOW + 60)
+            .consume(f.id, "222222", NOW + 60, KEY)
             .await
             .unwrap()
     })
@@ -184,6 +187,57 @@ async fn sms_codes_replace_expire_and_work_once(db: &TestDb) {
         .await
         .unwrap_err();
     assert!(matches!(err, StorageError::NotFound("factor")), "{err:?}");
+}
+
+/// A right SMS code is not used up while the user's failure counter has a lockout in force
+/// (in the same statement as the use), so it still works once the lockout ends; another
+/// counter's lockout does not stop it.
+async fn sms_codes_wait_out_a_lockout_unused(db: &TestDb) {
+    let s = &db.storage;
+    let uid = user(s, "sms-locked@example.com").await;
+    let f = s
+        .factors()
+        .create_sms_pending(uid, "", "+4915112345678", NOW, NOW + 600)
+        .await
+        .unwrap();
+    s.sms_codes()
+        .issue(f.id, "123456", NOW, NOW + 300)
+        .await
+        .unwrap();
+    let key = format!("mfa:{uid}");
+    s.attempts()
+        .record_failure(&key, NOW, &Lockouts::new(0, &[30]))
+        .await
+        .unwrap();
+    s.attempts()
+        .record_failure(KEY, NOW, &Lockouts::new(0, &[300]))
+        .await
+        .unwrap();
+    assert!(
+        !s.sms_codes()
+            .consume(f.id, "123456", NOW + 29, &key)
+            .await
+            .unwrap(),
+        "refused under the lockout"
+    );
+    let current = s.sms_codes().current(f.id).await.unwrap().unwrap();
+    assert_eq!(current.consumed_at, None, "left unused");
+    assert!(
+        s.sms_codes()
+            .consume(f.id, "123456", NOW + 30, &key)
+            .await
+            .unwrap(),
+        "the lockout is over"
+    );
+    assert!(
+        !s.sms_codes()
+            .consume(f.id, "123456", NOW + 30, &key)
+            .await
+            .unwrap(),
+        "still used once"
+    );
+    let current = s.sms_codes().current(f.id).await.unwrap().unwrap();
+    assert_eq!(current.consumed_at, Some(NOW + 30));
 }
 
 async fn challenges_are_consumed_once_and_count_attempts(db: &TestDb) {
@@ -543,6 +597,7 @@ async fn a_success_and_the_locking_failure_race_one_way_or_the_other(db: &TestDb
 both!(
     recovery_codes_work_once_each,
     sms_codes_replace_expire_and_work_once,
+    sms_codes_wait_out_a_lockout_unused,
     challenges_are_consumed_once_and_count_attempts,
     failure_counters_lose_no_increment,
     failures_lock_by_the_schedule,

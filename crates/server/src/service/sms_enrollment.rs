@@ -139,10 +139,9 @@ impl Enrollment {
             .replaced_factor(&ctx, &body.replaces_factor_id, &factor)
             .await?;
         let failures = mfa::check_lockout(app, user_id, now).await?;
-        if !sms_flow::check_code(app, factor.id, &digits, now).await? {
+        if !sms_flow::check_code(app, failures, factor.id, &digits, now).await? {
             return Err(mfa::record_failure(app, user_id, "INVALID_CODE", now).await);
         }
-        failures.succeed(app, now).await?;
         let (factor, recovery_codes, session) = self
             .finish(&ctx, &factor, None, "sms", replaces.as_ref())
             .await?;

@@ -193,6 +193,20 @@ fn locked(counter: &Model, now: i64) -> Option<i64> {
     counter.locked_until.filter(|&until| until > now)
 }
 
+/// No lockout on the counter `key` in force at `now`, as a condition another table's
+/// statement can carry (`NOT EXISTS` on the counter), so that using up a code and the
+/// lockout test are one statement: a code matched while failures in flight alongside it
+/// spent the budget is refused and stays unused.
+pub(crate) fn no_lockout_in_force(key: &str, now: i64) -> sea_orm::sea_query::SimpleExpr {
+    let lock = sea_orm::sea_query::Query::select()
+        .expr(Expr::value(1))
+        .from(Entity)
+        .and_where(Column::Key.eq(key))
+        .and_where(Column::LockedUntil.gt(now))
+        .to_owned();
+    Expr::exists(lock).not()
+}
+
 /// No lockout in force at `now`.
 fn not_locked(now: i64) -> Condition {
     Condition::any()

@@ -2,7 +2,6 @@
 //! transaction, the replay guard, removal, and key rotation.
 
 use super::OneByKey;
-use sea_orm::sea_query::ExprTrait as _;
 use sea_orm::sea_query::{Condition, Expr, Query, SubQueryStatement};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult,
@@ -433,13 +432,7 @@ impl<'a> Factors<'a> {
                     .add(Column::LastStep.lt(step)),
             );
         if let Some(key) = unless_locked {
-            let lock = Query::select()
-                .expr(Expr::value(1))
-                .from(attempt_counter::Entity)
-                .and_where(attempt_counter::Column::Key.eq(key))
-                .and_where(attempt_counter::Column::LockedUntil.gt(now))
-                .to_owned();
-            update = update.filter(Expr::exists(lock).not());
+            update = update.filter(super::attempts::no_lockout_in_force(key, now));
         }
         let result = update.exec(&*self.storage.write().await).await?;
         Ok(result.rows_affected == 1)

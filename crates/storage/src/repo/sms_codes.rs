@@ -96,15 +96,24 @@ impl<'a> SmsCodes<'a> {
         Ok(result.rows_affected == 1)
     }
 
-    /// Uses the code: true for exactly one caller with the right, unexpired, unused code.
-    /// Take an attempt first ([`SmsCodes::take_attempt`]).
-    pub async fn consume(&self, factor_id: Uuid, code: &str, now: i64) -> Result<bool> {
+    /// Uses the code: true for exactly one caller with the right, unexpired, unused code,
+    /// while the failure counter `lock_key` has no lockout in force (in the same statement:
+    /// a right code refused by a lockout stays unused, for after it). Take an attempt first
+    /// ([`SmsCodes::take_attempt`]).
+    pub async fn consume(
+        &self,
+        factor_id: Uuid,
+        code: &str,
+        now: i64,
+        lock_key: &str,
+    ) -> Result<bool> {
         let result = Entity::update_many()
             .col_expr(Column::ConsumedAt, Expr::value(Some(now)))
             .filter(Column::FactorId.eq(factor_id))
             .filter(Column::CodeHash.eq(self.hash(factor_id, code).0.to_vec()))
             .filter(Column::ConsumedAt.is_null())
             .filter(Column::ExpiresAt.gt(now))
+            .filter(super::attempts::no_lockout_in_force(lock_key, now))
             .exec(&*self.storage.write().await)
             .await?;
         Ok(result.rows_affected == 1)
