@@ -165,11 +165,6 @@ pub(crate) async fn record_failure(
     }
 }
 
-/// Clears the user's second-factor failures, lockout included (a newly enrolled factor).
-pub(crate) async fn reset_failures(app: &App, user: Uuid) -> ApiResult<()> {
-    Ok(app.storage.attempts().reset(&mfa_key(user)).await?)
-}
-
 /// `n` fresh recovery codes, 80 random bits each, as `XXXX-XXXX-XXXX-XXXX` (base32).
 pub(crate) fn new_recovery_codes(n: usize) -> ApiResult<Vec<Zeroizing<String>>> {
     (0..n)

@@ -346,7 +346,9 @@ impl Enrollment {
 
     /// Activates a pending factor at `step`, removing the factor it `replaces` in the same
     /// transaction; on the first factor, issues recovery codes; with an enrollment token, uses
-    /// it up and opens the session that completes the login.
+    /// it up and opens the session that completes the login. The confirming code was settled
+    /// against the user's failure budget before (which cleared their failures): a lockout
+    /// that failures in flight alongside it wrote since is left in force.
     pub(super) async fn finish(
         &self,
         ctx: &UserContext,
@@ -410,7 +412,6 @@ impl Enrollment {
                 now,
             )
             .await?;
-        mfa::reset_failures(app, user_id).await?;
         app.storage
             .users()
             .set_must_reenroll(user_id, false, now)
@@ -490,5 +491,84 @@ pub(super) fn kind_name(kind: FactorKind) -> &'static str {
         FactorKind::Totp => "totp",
         FactorKind::Hotp => "hotp",
         FactorKind::Sms => "sms",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+
+    use storage::repo::NewSession;
+    use storage::testing::{Backend, NOW, TestDb};
+
+    use super::*;
+    use crate::test_support::{app, is_locked_out, pending_totp, user};
+
+    /// The interleaving of a confirmation with wrong codes in flight alongside it: the
+    /// confirming code is settled, then the wrong codes spend the budget, then the factor
+    /// is activated. The lockout they started stays in force (activating clears nothing).
+    async fn activating_a_factor_leaves_a_lockout_in_force(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let app = app(&db).await;
+        let user = user(&db, "enrolling@example.com").await;
+        let factor = pending_totp(&db, user).await;
+        let session = db
+            .storage
+            .sessions()
+            .create(
+                "a-session-token-for-this-test",
+                NewSession {
+                    user_id: user,
+                    org_id: None,
+                    assurance: 1,
+                    now: NOW,
+                    idle_ttl: 600,
+                    absolute_ttl: 3600,
+                },
+            )
+            .await
+            .unwrap();
+        mfa::check_lockout(&app, user, NOW)
+            .await
+            .unwrap()
+            .succeed(&app, NOW)
+            .await
+            .unwrap();
+        let budget = app.throttle().free_failures + 1;
+        for _ in 0..budget {
+            mfa::record_failure(&app, user, "INVALID_CODE", NOW).await;
+        }
+        Enrollment::new(app.clone())
+            .finish(
+                &UserContext::Session(session),
+                &factor,
+                Some(1),
+                "totp",
+                None,
+            )
+            .await
+            .unwrap();
+        let stored = db.storage.factors().get(factor.id).await.unwrap().unwrap();
+        assert_eq!(stored.status, FactorStatus::Active);
+        let e = mfa::check_lockout(&app, user, NOW).await.unwrap_err();
+        assert!(is_locked_out(&e), "{e:?}");
+        let counter = db
+            .storage
+            .attempts()
+            .get(&crate::throttle::second_factor_key(user))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(counter.failures, i64::from(budget), "nothing cleared");
+    }
+
+    #[tokio::test]
+    async fn activating_a_factor_leaves_a_lockout_in_force_on_sqlite() {
+        activating_a_factor_leaves_a_lockout_in_force(Backend::Sqlite).await;
+    }
+
+    #[tokio::test]
+    async fn activating_a_factor_leaves_a_lockout_in_force_on_postgres() {
+        activating_a_factor_leaves_a_lockout_in_force(Backend::Postgres).await;
     }
 }
