@@ -11,11 +11,11 @@
 mod common;
 
 use common::{NOW, TestDb, keyring, race};
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, QueryOrder};
 use storage::crypto::CryptoError;
 use storage::entity::enums::{FactorKind, FactorStatus};
-use storage::entity::factor;
-use storage::repo::{Lockouts, OtpParams};
+use storage::entity::{audit_event, factor};
+use storage::repo::{Activation, Lockouts, NewAuditEvent, OtpParams};
 use storage::{Storage, StorageError, Uuid};
 
 const SEED: &[u8] = b"12345678901234567890";
@@ -296,9 +296,9 @@ async fn a_step_is_not_accepted_under_a_lockout(db: &TestDb) {
     assert_eq!(last_step(s).await, Some(103));
 }
 
-/// A change of method: the new factor is activated and the old one removed in one
-/// transaction; a replacement that is not another active factor of the user rolls the
-/// activation back too.
+/// A change of method: the new factor is activated, the old one removed and the events
+/// that record it appended in one transaction; a replacement that is not another active
+/// factor of the user rolls the activation and the events back too.
 async fn a_new_factor_replaces_an_old_one_in_one_transaction(db: &TestDb) {
     let s = &db.storage;
     let uid = user(s, "replace@example.com").await;
@@ -311,10 +311,35 @@ async fn a_new_factor_replaces_an_old_one_in_one_transaction(db: &TestDb) {
         let s = s.clone();
         async move { s.factors().get(id).await.unwrap().map(|f| f.status) }
     };
+    let event = |kind| NewAuditEvent {
+        occurred_at: NOW,
+        org_id: None,
+        actor_id: Some(uid),
+        subject_id: Some(uid),
+        kind,
+        details: "{}",
+    };
+    let events = [event("factor.enrolled"), event("factor.removed")];
+    let kinds = || {
+        let s = s.clone();
+        async move {
+            let events = audit_event::Entity::find()
+                .order_by_asc(audit_event::Column::Id)
+                .all(s.db())
+                .await
+                .unwrap();
+            events.into_iter().map(|e| e.kind).collect::<Vec<_>>()
+        }
+    };
+    let replacing = |replaces| Activation {
+        recovery_codes: None,
+        replaces: Some(replaces),
+        audit: &events,
+    };
     for replaces in [theirs.id, stale.id, new.id, Uuid::now_v7()] {
         let err = s
             .factors()
-            .activate_replacing(new.id, uid, Some(200), None, Some(replaces), NOW)
+            .activate_with(new.id, uid, Some(200), replacing(replaces), NOW)
             .await
             .unwrap_err();
         assert!(
@@ -328,13 +353,33 @@ async fn a_new_factor_replaces_an_old_one_in_one_transaction(db: &TestDb) {
         );
         assert_eq!(status(old.id).await, Some(FactorStatus::Active));
         assert_eq!(status(theirs.id).await, Some(FactorStatus::Active));
+        assert_eq!(kinds().await, Vec::<String>::new(), "no event either");
     }
     s.factors()
-        .activate_replacing(new.id, uid, Some(200), None, Some(old.id), NOW)
+        .activate_with(new.id, uid, Some(200), replacing(old.id), NOW)
         .await
         .unwrap();
     assert_eq!(status(new.id).await, Some(FactorStatus::Active));
     assert_eq!(status(old.id).await, None, "removed");
+    assert_eq!(kinds().await, ["factor.enrolled", "factor.removed"]);
+    // An event the log refuses (no kind) takes the activation back with it.
+    let another = pending_totp(s, uid).await;
+    let refused = [event("")];
+    let with = Activation {
+        audit: &refused,
+        ..Activation::default()
+    };
+    let err = s
+        .factors()
+        .activate_with(another.id, uid, Some(300), with, NOW)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StorageError::Invalid { field: "kind", .. }),
+        "{err:?}"
+    );
+    assert_eq!(status(another.id).await, Some(FactorStatus::Pending));
+    assert_eq!(kinds().await.len(), 2);
     assert_eq!(
         s.factors().get(new.id).await.unwrap().unwrap().last_step,
         Some(200)

@@ -2,6 +2,7 @@
 
 use otp_core::{OtpAuthUri, Secret, Totp};
 use storage::entity::enums::{FactorKind, FactorStatus};
+use storage::repo::{Activation, NewAuditEvent};
 use tollgate_proto::v1;
 use tollgate_proto::v1::enrollment_service_server::EnrollmentService;
 use tonic::{Request, Response, Status};
@@ -344,8 +345,9 @@ impl Enrollment {
         })
     }
 
-    /// Activates a pending factor at `step`, removing the factor it `replaces` in the same
-    /// transaction; on the first factor, issues recovery codes; with an enrollment token, uses
+    /// Activates a pending factor at `step`, removing the factor it `replaces` and recording
+    /// the change in the audit log in the same transaction; on the first factor, issues
+    /// recovery codes (in it too); with an enrollment token, uses
     /// it up and opens the session that completes the login. The confirming code was settled
     /// against the user's failure budget before (which cleared their failures): a lockout
     /// that failures in flight alongside it wrote since is left in force.
@@ -401,14 +403,42 @@ impl Enrollment {
             Vec::new()
         };
         let code_refs: Vec<&str> = codes.iter().map(|c| c.as_str()).collect();
+        // The events commit with the change, or neither does.
+        let enrolled = format!(r#"{{"kind":"{kind}"}}"#);
+        let removed = replaces.map(|old| {
+            format!(
+                r#"{{"factor_id":"{}","kind":"{}","replaced_by":"{}"}}"#,
+                old.id,
+                kind_name(old.kind),
+                factor.id
+            )
+        });
+        let event = |kind, details| NewAuditEvent {
+            occurred_at: now,
+            org_id: ctx.org_id(),
+            actor_id: Some(user_id),
+            subject_id: Some(user_id),
+            kind,
+            details,
+        };
+        let mut events = vec![event("factor.enrolled", enrolled.as_str())];
+        if let Some(details) = &removed {
+            events.push(event("factor.removed", details));
+        }
+        if first {
+            events.push(event("recovery_codes.issued", "{}"));
+        }
         app.storage
             .factors()
-            .activate_replacing(
+            .activate_with(
                 factor.id,
                 user_id,
                 step,
-                first.then_some(code_refs.as_slice()),
-                replaces.map(|old| old.id),
+                Activation {
+                    recovery_codes: first.then_some(code_refs.as_slice()),
+                    replaces: replaces.map(|old| old.id),
+                    audit: &events,
+                },
                 now,
             )
             .await?;
@@ -416,20 +446,6 @@ impl Enrollment {
             .users()
             .set_must_reenroll(user_id, false, now)
             .await?;
-        let details = format!(r#"{{"kind":"{kind}"}}"#);
-        audit::own(app, ctx.org_id(), user_id, "factor.enrolled", &details).await?;
-        if let Some(old) = replaces {
-            let details = format!(
-                r#"{{"factor_id":"{}","kind":"{}","replaced_by":"{}"}}"#,
-                old.id,
-                kind_name(old.kind),
-                factor.id
-            );
-            audit::own(app, ctx.org_id(), user_id, "factor.removed", &details).await?;
-        }
-        if first {
-            audit::own(app, ctx.org_id(), user_id, "recovery_codes.issued", "{}").await?;
-        }
         // With an enrollment token, the login completes: the token is used up, a session issued.
         let session = match ctx {
             UserContext::Enrollment(_) => {

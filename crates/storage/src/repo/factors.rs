@@ -24,6 +24,18 @@ pub(crate) fn active_of(user_id: Uuid) -> Condition {
         .add(Column::Status.eq(FactorStatus::Active))
 }
 
+/// What changes with an activation, in its transaction ([`Factors::activate_with`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Activation<'a> {
+    /// The user's recovery codes, replaced by these (with the first factor, or when none
+    /// are left).
+    pub recovery_codes: Option<&'a [&'a str]>,
+    /// An active factor of the same user, removed (a change of method).
+    pub replaces: Option<Uuid>,
+    /// The events that record the change (appended in its transaction).
+    pub audit: &'a [NewAuditEvent<'a>],
+}
+
 /// Which of the user's sessions a 2FA reset revokes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SessionsToRevoke {
@@ -326,22 +338,32 @@ impl<'a> Factors<'a> {
         recovery_codes: Option<&[&str]>,
         now: i64,
     ) -> Result<()> {
-        self.activate_replacing(factor_id, user_id, step, recovery_codes, None, now)
+        let with = Activation {
+            recovery_codes,
+            ..Activation::default()
+        };
+        self.activate_with(factor_id, user_id, step, with, now)
             .await
     }
 
-    /// [`Factors::activate`], and with `replaces`, removes that active factor of the same user
-    /// in the same transaction (a change of method): if it is not one, nothing happens and
-    /// the answer is [`StorageError::NotFound`] (`"factor to replace"`).
-    pub async fn activate_replacing(
+    /// [`Factors::activate`] with what else the enrollment changes, all in one transaction:
+    /// the recovery codes, the removal of the active factor it `replaces` (a change of
+    /// method; if that is not an active factor of the same user, nothing happens and the
+    /// answer is [`StorageError::NotFound`] (`"factor to replace"`)), and the audit events
+    /// that record it, which commit with the change or not at all.
+    pub async fn activate_with(
         &self,
         factor_id: Uuid,
         user_id: Uuid,
         step: Option<i64>,
-        recovery_codes: Option<&[&str]>,
-        replaces: Option<Uuid>,
+        with: Activation<'_>,
         now: i64,
     ) -> Result<()> {
+        let Activation {
+            recovery_codes,
+            replaces,
+            audit,
+        } = with;
         let (_writing, txn) = self.storage.begin_write().await?;
         // A write first, so SQLite takes the write lock at once (no read-to-write upgrade).
         let mut update = Entity::update_many()
@@ -387,6 +409,9 @@ impl<'a> Factors<'a> {
                 .exec(&txn)
                 .await?;
             insert_codes(&txn, self.storage, user_id, codes, now).await?;
+        }
+        for event in audit {
+            append_with(&txn, event.clone()).await?;
         }
         txn.commit().await?;
         Ok(())

@@ -18,7 +18,9 @@ pub use attempts::{Attempts, Failure, Lockouts};
 pub(crate) use audit::AuditQueue;
 pub use audit::{Audit, AuditFilter, AuditOf, NewAuditEvent};
 pub use challenges::Challenges;
-pub use factors::{Factors, MfaReset, OtpParams, ResetPlan, RotationProgress, SessionsToRevoke};
+pub use factors::{
+    Activation, Factors, MfaReset, OtpParams, ResetPlan, RotationProgress, SessionsToRevoke,
+};
 pub use memberships::Memberships;
 pub use organizations::{Organizations, PolicyChanged, PolicyUpdate};
 pub use recovery_codes::RecoveryCodes;
