@@ -518,7 +518,7 @@ async fn journey_8_a_replacement_needs_a_session_and_keeps_enforcement_whole(bac
     // enroll, but not replace: that needs a session.
     storage
         .recovery_codes()
-        .replace(member, &["LAST-CODE"], T0)
+        .replace(member, &["LAST-CODE"], T0, &[])
         .await
         .unwrap();
     let challenge = match w.server.first_step(member_login).await {

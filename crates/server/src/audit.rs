@@ -30,6 +30,25 @@ pub(crate) async fn record(
     Ok(())
 }
 
+/// An event in which a user acts on their own account (actor and subject alike) at `now`,
+/// for a repository to append in the transaction of the change it records.
+pub(crate) fn own_event<'e>(
+    org_id: Option<Uuid>,
+    user_id: Uuid,
+    kind: &'e str,
+    details: &'e str,
+    now: i64,
+) -> NewAuditEvent<'e> {
+    NewAuditEvent {
+        occurred_at: now,
+        org_id,
+        actor_id: Some(user_id),
+        subject_id: Some(user_id),
+        kind,
+        details,
+    }
+}
+
 /// Appends an event in which a user acts on their own account (actor and subject alike).
 pub(crate) async fn own(
     app: &App,
@@ -38,5 +57,9 @@ pub(crate) async fn own(
     kind: &str,
     details: &str,
 ) -> ApiResult<()> {
-    record(app, kind, org_id, Some(user_id), Some(user_id), details).await
+    app.storage
+        .audit()
+        .append(own_event(org_id, user_id, kind, details, app.now()))
+        .await?;
+    Ok(())
 }

@@ -408,7 +408,7 @@ mod tests {
         let user = user(&db, "a@example.com").await;
         db.storage
             .recovery_codes()
-            .replace(user, &[CODE], NOW)
+            .replace(user, &[CODE], NOW, &[])
             .await
             .unwrap();
         let factors = [active_totp(&db, user).await];

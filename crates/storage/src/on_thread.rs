@@ -681,7 +681,7 @@ mod tests {
             .await
             .unwrap();
         s.recovery_codes()
-            .replace(alice, &["aaaa-bbbb"], NOW)
+            .replace(alice, &["aaaa-bbbb"], NOW, &[])
             .await
             .unwrap();
         s.attempts()

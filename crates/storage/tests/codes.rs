@@ -28,7 +28,7 @@ async fn recovery_codes_work_once_each(db: &TestDb) {
     let s = &db.storage;
     let uid = user(s, "a@example.com").await;
     s.recovery_codes()
-        .replace(uid, &["ABCD-EFGH-1234", "WXYZ-0000-9999"], NOW)
+        .replace(uid, &["ABCD-EFGH-1234", "WXYZ-0000-9999"], NOW, &[])
         .await
         .unwrap();
     // Stored only as hashes.
@@ -95,7 +95,7 @@ async fn recovery_codes_work_once_each(db: &TestDb) {
     assert_eq!(s.recovery_codes().remaining(uid).await.unwrap(), 0);
     // Regeneration replaces the whole set.
     s.recovery_codes()
-        .replace(uid, &["NEW1", "NEW2"], NOW)
+        .replace(uid, &["NEW1", "NEW2"], NOW, &[])
         .await
         .unwrap();
     assert_eq!(s.recovery_codes().remaining(uid).await.unwrap(), 2);

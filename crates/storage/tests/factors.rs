@@ -29,6 +29,28 @@ async fn user(storage: &Storage, email: &str) -> Uuid {
     storage.users().create(email, None, NOW).await.unwrap().id
 }
 
+/// An event of the user acting on their own account.
+fn own_event(user: Uuid, kind: &str) -> NewAuditEvent<'_> {
+    NewAuditEvent {
+        occurred_at: NOW,
+        org_id: None,
+        actor_id: Some(user),
+        subject_id: Some(user),
+        kind,
+        details: "{}",
+    }
+}
+
+/// The kinds of the audit log's events, oldest first.
+async fn audit_kinds(storage: &Storage) -> Vec<String> {
+    let events = audit_event::Entity::find()
+        .order_by_asc(audit_event::Column::Id)
+        .all(storage.db())
+        .await
+        .unwrap();
+    events.into_iter().map(|e| e.kind).collect()
+}
+
 async fn pending_totp(storage: &Storage, user_id: Uuid) -> factor::Model {
     storage
         .factors()
@@ -311,26 +333,9 @@ async fn a_new_factor_replaces_an_old_one_in_one_transaction(db: &TestDb) {
         let s = s.clone();
         async move { s.factors().get(id).await.unwrap().map(|f| f.status) }
     };
-    let event = |kind| NewAuditEvent {
-        occurred_at: NOW,
-        org_id: None,
-        actor_id: Some(uid),
-        subject_id: Some(uid),
-        kind,
-        details: "{}",
-    };
+    let event = |kind| own_event(uid, kind);
     let events = [event("factor.enrolled"), event("factor.removed")];
-    let kinds = || {
-        let s = s.clone();
-        async move {
-            let events = audit_event::Entity::find()
-                .order_by_asc(audit_event::Column::Id)
-                .all(s.db())
-                .await
-                .unwrap();
-            events.into_iter().map(|e| e.kind).collect::<Vec<_>>()
-        }
-    };
+    let kinds = || audit_kinds(s);
     let replacing = |replaces| Activation {
         recovery_codes: None,
         replaces: Some(replaces),
@@ -386,30 +391,86 @@ async fn a_new_factor_replaces_an_old_one_in_one_transaction(db: &TestDb) {
     );
 }
 
+/// Removing a factor, regenerating recovery codes and a reset: each one transaction with
+/// the audit events that record it (none when nothing was removed).
 async fn removal_and_reset(db: &TestDb) {
     let s = &db.storage;
     let uid = user(s, "f@example.com").await;
     let a = active_totp(s, uid).await;
     let b = active_totp(s, uid).await;
     s.recovery_codes()
-        .replace(uid, &["R1", "R2"], NOW)
+        .replace(
+            uid,
+            &["R1", "R2"],
+            NOW,
+            &[own_event(uid, "recovery_codes.regenerated")],
+        )
         .await
         .unwrap();
+    assert_eq!(audit_kinds(s).await, ["recovery_codes.regenerated"]);
+    let removed = [own_event(uid, "factor.removed")];
     let other = user(s, "g@example.com").await;
     assert!(
-        !s.factors().remove(other, a.id, false).await.unwrap(),
+        !s.factors()
+            .remove(other, a.id, false, &removed)
+            .await
+            .unwrap(),
         "not someone else's"
     );
-    assert!(s.factors().remove(uid, a.id, false).await.unwrap());
+    assert_eq!(
+        audit_kinds(s).await.len(),
+        1,
+        "nothing removed, nothing recorded"
+    );
+    assert!(
+        s.factors()
+            .remove(uid, a.id, false, &removed)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        audit_kinds(s).await,
+        ["recovery_codes.regenerated", "factor.removed"]
+    );
+    assert!(
+        !s.factors()
+            .remove(uid, a.id, false, &removed)
+            .await
+            .unwrap(),
+        "removed once"
+    );
+    assert_eq!(audit_kinds(s).await.len(), 2, "and recorded once");
     assert_eq!(s.recovery_codes().remaining(uid).await.unwrap(), 2);
-    assert!(s.factors().remove(uid, b.id, true).await.unwrap());
+    // An event the log refuses takes the removal back, codes and all.
+    let refused = [own_event(uid, "")];
+    assert!(matches!(
+        s.factors().remove(uid, b.id, true, &refused).await,
+        Err(StorageError::Invalid { field: "kind", .. })
+    ));
+    assert_eq!(s.factors().of_user(uid, true).await.unwrap().len(), 1);
+    assert_eq!(s.recovery_codes().remaining(uid).await.unwrap(), 2);
+    assert!(matches!(
+        s.recovery_codes()
+            .replace(uid, &["R9"], NOW, &refused)
+            .await,
+        Err(StorageError::Invalid { field: "kind", .. })
+    ));
+    assert_eq!(
+        s.recovery_codes().remaining(uid).await.unwrap(),
+        2,
+        "the old codes stay"
+    );
+    assert!(s.factors().remove(uid, b.id, true, &[]).await.unwrap());
     assert_eq!(
         s.recovery_codes().remaining(uid).await.unwrap(),
         0,
         "the codes went with the last factor"
     );
     active_totp(s, uid).await;
-    s.recovery_codes().replace(uid, &["R3"], NOW).await.unwrap();
+    s.recovery_codes()
+        .replace(uid, &["R3"], NOW, &[])
+        .await
+        .unwrap();
     let reset = s
         .factors()
         .reset(

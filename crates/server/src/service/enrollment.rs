@@ -2,7 +2,7 @@
 
 use otp_core::{OtpAuthUri, Secret, Totp};
 use storage::entity::enums::{FactorKind, FactorStatus};
-use storage::repo::{Activation, NewAuditEvent};
+use storage::repo::Activation;
 use tollgate_proto::v1;
 use tollgate_proto::v1::enrollment_service_server::EnrollmentService;
 use tonic::{Request, Response, Status};
@@ -413,14 +413,7 @@ impl Enrollment {
                 factor.id
             )
         });
-        let event = |kind, details| NewAuditEvent {
-            occurred_at: now,
-            org_id: ctx.org_id(),
-            actor_id: Some(user_id),
-            subject_id: Some(user_id),
-            kind,
-            details,
-        };
+        let event = |kind, details| audit::own_event(ctx.org_id(), user_id, kind, details, now);
         let mut events = vec![event("factor.enrolled", enrolled.as_str())];
         if let Some(details) = &removed {
             events.push(event("factor.removed", details));

@@ -333,12 +333,18 @@ impl Enrollment {
             let proven = mfa::prove(app, user_id, &proof, now, None).await?;
             decide(proven)?
         };
-        app.storage
-            .factors()
-            .remove(user_id, factor.id, removal.delete_recovery_codes)
-            .await?;
+        // The event commits with the removal; a factor removed meanwhile by another call is
+        // not removed, nor recorded, twice.
         let details = format!(r#"{{"factor_id":"{}"}}"#, factor.id);
-        audit::own(app, ctx.org_id(), user_id, "factor.removed", &details).await?;
+        let event = audit::own_event(ctx.org_id(), user_id, "factor.removed", &details, now);
+        if !app
+            .storage
+            .factors()
+            .remove(user_id, factor.id, removal.delete_recovery_codes, &[event])
+            .await?
+        {
+            return Err(ApiError::NotFound("factor"));
+        }
         Ok(v1::RemoveFactorResponse {
             recovery_codes_removed: removal.delete_recovery_codes,
         })
@@ -369,18 +375,17 @@ impl Enrollment {
         mfa::prove(app, user_id, &proof, now, None).await?;
         let codes = mfa::new_recovery_codes(app.config.otp.recovery_codes)?;
         let refs: Vec<&str> = codes.iter().map(|c| c.as_str()).collect();
-        app.storage
-            .recovery_codes()
-            .replace(user_id, &refs, now)
-            .await?;
-        audit::own(
-            app,
+        let event = audit::own_event(
             ctx.org_id(),
             user_id,
             "recovery_codes.regenerated",
             "{}",
-        )
-        .await?;
+            now,
+        );
+        app.storage
+            .recovery_codes()
+            .replace(user_id, &refs, now, &[event])
+            .await?;
         Ok(v1::RegenerateRecoveryCodesResponse {
             recovery_codes: codes.iter().map(|c| c.to_string()).collect(),
         })

@@ -78,7 +78,7 @@ impl Enrollment {
                 if created {
                     app.storage
                         .factors()
-                        .remove(user_id, factor.id, false)
+                        .remove(user_id, factor.id, false, &[])
                         .await?;
                 }
                 return Err(e);

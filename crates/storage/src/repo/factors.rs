@@ -474,12 +474,15 @@ impl<'a> Factors<'a> {
     }
 
     /// Removes one factor of the user. With `and_recovery_codes`, the user's recovery codes
-    /// go in the same transaction (when the last factor goes). Returns whether it existed.
+    /// go in the same transaction (when the last factor goes), and so do the `audit` events
+    /// that record the removal (appended only when the factor existed). Returns whether it
+    /// existed.
     pub async fn remove(
         &self,
         user_id: Uuid,
         factor_id: Uuid,
         and_recovery_codes: bool,
+        audit: &[NewAuditEvent<'_>],
     ) -> Result<bool> {
         let (_writing, txn) = self.storage.begin_write().await?;
         let removed = Entity::delete_many()
@@ -488,14 +491,20 @@ impl<'a> Factors<'a> {
             .exec(&txn)
             .await?
             .rows_affected;
-        if removed == 1 && and_recovery_codes {
+        if removed != 1 {
+            return Ok(false);
+        }
+        if and_recovery_codes {
             recovery_code::Entity::delete_many()
                 .filter(recovery_code::Column::UserId.eq(user_id))
                 .exec(&txn)
                 .await?;
         }
+        for event in audit {
+            append_with(&txn, event.clone()).await?;
+        }
         txn.commit().await?;
-        Ok(removed == 1)
+        Ok(true)
     }
 
     /// Resets the user's 2FA as one transaction: removes every factor (their SMS codes go

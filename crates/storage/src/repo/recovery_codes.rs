@@ -6,6 +6,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::audit::NewAuditEvent;
 use crate::crypto::{HashPurpose, TokenHash};
 use crate::entity::recovery_code::{ActiveModel, Column, Entity};
 use crate::{Result, Storage, StorageError};
@@ -69,14 +70,24 @@ impl<'a> RecoveryCodes<'a> {
         Self { storage }
     }
 
-    /// Replaces the user's whole set (regeneration), in one transaction.
-    pub async fn replace(&self, user_id: Uuid, codes: &[&str], now: i64) -> Result<()> {
+    /// Replaces the user's whole set (regeneration), with the `audit` events that record it,
+    /// in one transaction.
+    pub async fn replace(
+        &self,
+        user_id: Uuid,
+        codes: &[&str],
+        now: i64,
+        audit: &[NewAuditEvent<'_>],
+    ) -> Result<()> {
         let (_writing, txn) = self.storage.begin_write().await?;
         Entity::delete_many()
             .filter(Column::UserId.eq(user_id))
             .exec(&txn)
             .await?;
         insert_codes(&txn, self.storage, user_id, codes, now).await?;
+        for event in audit {
+            super::audit::append_with(&txn, event.clone()).await?;
+        }
         txn.commit().await?;
         Ok(())
     }
