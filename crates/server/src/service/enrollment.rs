@@ -345,12 +345,12 @@ impl Enrollment {
         })
     }
 
-    /// Activates a pending factor at `step`, removing the factor it `replaces` and recording
-    /// the change in the audit log in the same transaction; on the first factor, issues
-    /// recovery codes (in it too); with an enrollment token, uses
-    /// it up and opens the session that completes the login. The confirming code was settled
-    /// against the user's failure budget before (which cleared their failures): a lockout
-    /// that failures in flight alongside it wrote since is left in force.
+    /// Activates a pending factor at `step`, removing the factor it `replaces`, issuing
+    /// recovery codes (with the first factor, or when none are left), and recording all of
+    /// it in the audit log, in one transaction; with an enrollment token, uses it up and
+    /// opens the session that completes the login. The confirming code was settled against
+    /// the user's failure budget before (which cleared their failures): a lockout that
+    /// failures in flight alongside it wrote since is left in force.
     pub(super) async fn finish(
         &self,
         ctx: &UserContext,
