@@ -10,9 +10,11 @@
 mod common;
 
 use common::{NOW, TestDb};
-use storage::StorageError;
+use sea_orm::EntityTrait;
+use storage::entity::audit_event;
 use storage::entity::enums::{Role, SsoMode};
-use storage::repo::PolicyUpdate;
+use storage::repo::{AuditOf, PolicyUpdate};
+use storage::{StorageError, Uuid};
 
 async fn emails_are_unique_ignoring_case(db: &TestDb) {
     let users = db.storage.users();
@@ -98,14 +100,56 @@ async fn bad_input_is_refused_and_writes_nothing(db: &TestDb) {
     );
 }
 
+/// A password set, with its audit event in the same transaction (none for an unknown user,
+/// none without the change when the log refuses the event), and the account's flags.
 async fn passwords_and_flags_update(db: &TestDb) {
     let users = db.storage.users();
     let user = users.create("c@example.com", None, NOW).await.unwrap();
     assert!(user.password_hash.is_none());
+    let set = AuditOf {
+        actor_id: None,
+        kind: "password.set",
+    };
+    let events = || async {
+        audit_event::Entity::find()
+            .all(db.storage.db())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.kind, e.subject_id))
+            .collect::<Vec<_>>()
+    };
+    assert!(matches!(
+        users
+            .set_password_hash(Uuid::now_v7(), "$argon2id$v=19$x".into(), set, NOW)
+            .await,
+        Err(StorageError::NotFound("user"))
+    ));
+    let refused = AuditOf {
+        actor_id: None,
+        kind: "",
+    };
+    assert!(matches!(
+        users
+            .set_password_hash(user.id, "$argon2id$v=19$x".into(), refused, NOW)
+            .await,
+        Err(StorageError::Invalid { field: "kind", .. })
+    ));
+    assert!(
+        users
+            .get(user.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash
+            .is_none()
+    );
+    assert_eq!(events().await, []);
     users
-        .set_password_hash(user.id, "$argon2id$v=19$new".into(), NOW + 1)
+        .set_password_hash(user.id, "$argon2id$v=19$new".into(), set, NOW + 1)
         .await
         .unwrap();
+    assert_eq!(events().await, [("password.set".to_owned(), Some(user.id))]);
     users
         .set_must_reenroll(user.id, true, NOW + 2)
         .await
@@ -115,7 +159,7 @@ async fn passwords_and_flags_update(db: &TestDb) {
     assert!(user.must_reenroll);
     assert_eq!(user.updated_at, NOW + 2);
     let missing = users
-        .set_must_reenroll(uuid::Uuid::now_v7(), true, NOW)
+        .set_must_reenroll(Uuid::now_v7(), true, NOW)
         .await
         .unwrap_err();
     assert!(matches!(missing, StorageError::NotFound("user")));

@@ -184,12 +184,16 @@ impl Users {
             }
         }
         let hash = self.app.passwords.hash(new_password).await?;
+        // The event commits with the new hash, or neither does.
+        let event = storage::repo::AuditOf {
+            actor_id: None,
+            kind: "password.set",
+        };
         self.app
             .storage
             .users()
-            .set_password_hash(user.id, hash, now)
+            .set_password_hash(user.id, hash, event, now)
             .await?;
-        audit::record(&self.app, "password.set", None, None, Some(user.id), "{}").await?;
         Ok(v1::SetPasswordResponse {})
     }
 }

@@ -1,6 +1,7 @@
 //! User accounts.
 
 use super::OneByKey;
+use super::audit::{AuditOf, NewAuditEvent, append_with};
 use sea_orm::sea_query::{
     Condition, Expr, ExprTrait as _, JoinType, Order, Query, SimpleExpr, SubQueryStatement,
 };
@@ -198,15 +199,38 @@ impl<'a> Users<'a> {
             .await?)
     }
 
-    /// Sets (or replaces) the password hash.
-    pub async fn set_password_hash(&self, id: Uuid, hash: String, now: i64) -> Result<()> {
+    /// Sets (or replaces) the password hash, and appends the `audit` event that records it
+    /// (subject: the user; details: `{}`) in the same transaction. An unknown user is
+    /// [`StorageError::NotFound`], and nothing is written.
+    pub async fn set_password_hash(
+        &self,
+        id: Uuid,
+        hash: String,
+        audit: AuditOf<'_>,
+        now: i64,
+    ) -> Result<()> {
+        let (_writing, txn) = self.storage.begin_write().await?;
         let result = Entity::update_many()
             .col_expr(Column::PasswordHash, Expr::value(Some(hash)))
             .col_expr(Column::UpdatedAt, Expr::value(now))
             .filter(Column::Id.eq(id))
-            .exec(&*self.storage.write().await)
+            .exec(&txn)
             .await?;
-        found(result.rows_affected)
+        found(result.rows_affected)?;
+        append_with(
+            &txn,
+            NewAuditEvent {
+                occurred_at: now,
+                org_id: None,
+                actor_id: audit.actor_id,
+                subject_id: Some(id),
+                kind: audit.kind,
+                details: "{}",
+            },
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(())
     }
 
     /// Sets whether the user must set up 2FA again before their next session.
