@@ -13,7 +13,7 @@ mod common;
 use common::{NOW, TestDb, race};
 use sea_orm::EntityTrait;
 use storage::entity::enums::ChallengePurpose;
-use storage::entity::{login_challenge, recovery_code, sms_code};
+use storage::entity::{factor, login_challenge, recovery_code, sms_code};
 use storage::repo::{Failure, Lockouts};
 use storage::{Storage, StorageError, Uuid};
 
@@ -22,6 +22,17 @@ const KEY: &str = "mfa:test";
 
 async fn user(storage: &Storage, email: &str) -> Uuid {
     storage.users().create(email, None, NOW).await.unwrap().id
+}
+
+/// A new user with a pending SMS factor.
+async fn phone(storage: &Storage, email: &str) -> (Uuid, factor::Model) {
+    let uid = user(storage, email).await;
+    let factor = storage
+        .factors()
+        .create_sms_pending(uid, "", "+4915112345678", NOW, NOW + 600)
+        .await
+        .unwrap();
+    (uid, factor)
 }
 
 async fn recovery_codes_work_once_each(db: &TestDb) {
@@ -109,12 +120,7 @@ async fn recovery_codes_work_once_each(db: &TestDb) {
 
 async fn sms_codes_replace_expire_and_work_once(db: &TestDb) {
     let s = &db.storage;
-    let uid = user(s, "c@example.com").await;
-    let f = s
-        .factors()
-        .create_sms_pending(uid, "", "+4915112345678", NOW, NOW + 600)
-        .await
-        .unwrap();
+    let (_, f) = phone(s, "c@example.com").await;
     s.sms_codes()
         .issue(f.id, "111111", NOW, NOW + 300)
         .await
@@ -194,12 +200,7 @@ async fn sms_codes_replace_expire_and_work_once(db: &TestDb) {
 /// counter's lockout does not stop it.
 async fn sms_codes_wait_out_a_lockout_unused(db: &TestDb) {
     let s = &db.storage;
-    let uid = user(s, "sms-locked@example.com").await;
-    let f = s
-        .factors()
-        .create_sms_pending(uid, "", "+4915112345678", NOW, NOW + 600)
-        .await
-        .unwrap();
+    let (uid, f) = phone(s, "sms-locked@example.com").await;
     s.sms_codes()
         .issue(f.id, "123456", NOW, NOW + 300)
         .await
