@@ -49,6 +49,25 @@ pub(crate) async fn append_with<C: ConnectionTrait>(
     Ok(active_model(&event)?.insert(conn).await?.id)
 }
 
+/// Appends `events` on `conn` in one statement (in the transaction of the change they
+/// record, so that they commit with it); none is written if one is refused.
+pub(crate) async fn append_all_with<C: ConnectionTrait>(
+    conn: &C,
+    events: &[NewAuditEvent<'_>],
+) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let models = events
+        .iter()
+        .map(active_model)
+        .collect::<Result<Vec<_>>>()?;
+    Entity::insert_many(models)
+        .exec_without_returning(conn)
+        .await?;
+    Ok(())
+}
+
 /// The row of an event, once its kind is checked.
 fn active_model(event: &NewAuditEvent<'_>) -> Result<ActiveModel> {
     if event.kind.is_empty() || event.kind.len() > 64 {

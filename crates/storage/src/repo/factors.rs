@@ -10,7 +10,7 @@ use sea_orm::{
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use super::audit::{AuditOf, NewAuditEvent, append_with};
+use super::audit::{AuditOf, NewAuditEvent, append_all_with, append_with};
 use super::recovery_codes::insert_codes;
 use crate::entity::enums::{FactorKind, FactorStatus};
 use crate::entity::factor::{ActiveModel, Column, Entity, Model};
@@ -410,9 +410,7 @@ impl<'a> Factors<'a> {
                 .await?;
             insert_codes(&txn, self.storage, user_id, codes, now).await?;
         }
-        for event in audit {
-            append_with(&txn, event.clone()).await?;
-        }
+        append_all_with(&txn, audit).await?;
         txn.commit().await?;
         Ok(())
     }
@@ -500,9 +498,7 @@ impl<'a> Factors<'a> {
                 .exec(&txn)
                 .await?;
         }
-        for event in audit {
-            append_with(&txn, event.clone()).await?;
-        }
+        append_all_with(&txn, audit).await?;
         txn.commit().await?;
         Ok(true)
     }

@@ -6,7 +6,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::audit::NewAuditEvent;
+use super::audit::{NewAuditEvent, append_all_with};
 use crate::crypto::{HashPurpose, TokenHash};
 use crate::entity::recovery_code::{ActiveModel, Column, Entity};
 use crate::{Result, Storage, StorageError};
@@ -85,9 +85,7 @@ impl<'a> RecoveryCodes<'a> {
             .exec(&txn)
             .await?;
         insert_codes(&txn, self.storage, user_id, codes, now).await?;
-        for event in audit {
-            super::audit::append_with(&txn, event.clone()).await?;
-        }
+        append_all_with(&txn, audit).await?;
         txn.commit().await?;
         Ok(())
     }
