@@ -180,7 +180,10 @@ async fn measure(options: &Options, target: &Target, pid: Option<Pid>) -> Result
     let set_up = Instant::now();
     // The code that times the limit, chosen once: before and after the run alike.
     let timed_by = options.limit_timed_by(pid);
-    let hashing = match options.scenario {
+    // This first measurement sizes the login pool; the limit itself is measured next to the
+    // window (below), since the set-up between takes half a minute of hashing and a shared
+    // host's speed moves by 10% over that.
+    let sizing = match options.scenario {
         Scenario::Login | Scenario::HealthUnderLoad | Scenario::Mixed => {
             say(options, "measuring the argon2id limit of this machine…");
             Some(argon::measure(
@@ -192,6 +195,7 @@ async fn measure(options: &Options, target: &Target, pid: Option<Pid>) -> Result
         _ => None,
     };
     let window_secs = (options.warmup + options.duration).as_secs_f64();
+    let before_run;
     let live = Arc::new(Live::default());
     let progress = |window: Window| {
         options
@@ -208,6 +212,7 @@ async fn measure(options: &Options, target: &Target, pid: Option<Pid>) -> Result
             let users = scenarios::hotp_users(&clients, &names, n, parallel).await?;
             report.accounts = n;
             report.setup_secs = set_up.elapsed().as_secs_f64();
+            before_run = limit_before_run(options, sizing.is_some(), &timed_by)?;
             let window = Window::starting_now(options.warmup, options.duration);
             let bar = progress(window);
             let watches = watch(pid, window);
@@ -225,7 +230,7 @@ async fn measure(options: &Options, target: &Target, pid: Option<Pid>) -> Result
         }
         Scenario::Login | Scenario::HealthUnderLoad => {
             let n = options.users.unwrap_or_else(|| {
-                login_accounts(hashing.as_ref(), window_secs).max(concurrency * 2)
+                login_accounts(sizing.as_ref(), window_secs).max(concurrency * 2)
             });
             say(
                 options,
@@ -234,6 +239,7 @@ async fn measure(options: &Options, target: &Target, pid: Option<Pid>) -> Result
             let pool = TotpPool::create(&clients, &names, n, parallel).await?;
             report.accounts = n;
             report.setup_secs = set_up.elapsed().as_secs_f64();
+            before_run = limit_before_run(options, sizing.is_some(), &timed_by)?;
             let workers = LoginWorker::many(&pool, concurrency);
             let window = Window::starting_now(options.warmup, options.duration);
             let bar = progress(window);
@@ -277,23 +283,15 @@ async fn measure(options: &Options, target: &Target, pid: Option<Pid>) -> Result
     report.starved = starved;
     report.server = server_usage;
     report.generator = generator_usage;
-    // Measured again after the run, the faster of the two is the limit: a machine that
-    // hashed slowly at the start (a busy neighbour) must not flatter the logins.
-    let hashing = match hashing {
-        Some(before) => {
+    // Measured again after the run, the faster of the two next to the window is the limit: a
+    // machine that hashed slowly at the start (a busy neighbour) must not flatter the logins.
+    let hashing = match (sizing, before_run) {
+        (Some(sizing), Some(before)) => {
             say(options, "measuring the argon2id limit again…");
             let after = argon::measure(&options.passwords, LIMIT_SAMPLES, &timed_by)?;
-            let measured_ms = (before.hash_ms, after.hash_ms);
-            Some((
-                if after.hash_ms < before.hash_ms {
-                    after
-                } else {
-                    before
-                },
-                measured_ms,
-            ))
+            Some(Measured::of(sizing.hash_ms, before, after))
         }
-        None => None,
+        _ => None,
     };
     if matches!(
         options.scenario,
@@ -304,18 +302,62 @@ async fn measure(options: &Options, target: &Target, pid: Option<Pid>) -> Result
         // The cores the limit was measured on: the share and the limit speak of one machine.
         let cores = hashing
             .as_ref()
-            .map_or_else(server::placement::cores, |(h, _)| h.cores);
+            .map_or_else(server::placement::cores, |m| m.limit.cores);
         report.cpu_per_login = report::CpuPerLogin::new(server, generator, login.rate, cores);
     }
-    report.hashing = hashing.map(|(h, measured_ms)| {
+    report.hashing = hashing.map(|m| {
         let achieved = report.ops.get("login").map_or(0.0, |s| s.rate);
         report::Hashing {
-            fraction: achieved / h.logins_per_sec.max(1e-9),
-            limit: h,
-            measured_ms,
+            fraction: achieved / m.limit.logins_per_sec.max(1e-9),
+            limit: m.limit,
+            measured_ms: m.measured_ms,
+            before_setup_ms: m.before_setup_ms,
         }
     });
     Ok(report)
+}
+
+/// The limit's measurement next to the window, once the set-up is done, in the scenarios
+/// that hash (`hashes`).
+fn limit_before_run(
+    options: &Options,
+    hashes: bool,
+    timed_by: &argon::By,
+) -> Result<Option<argon::HashLimit>, String> {
+    if !hashes {
+        return Ok(None);
+    }
+    say(options, "measuring the argon2id limit next to the run…");
+    argon::measure(&options.passwords, LIMIT_SAMPLES, timed_by).map(Some)
+}
+
+/// The limit a run is judged against, with the measurements it came from.
+#[derive(Debug, PartialEq)]
+struct Measured {
+    limit: argon::HashLimit,
+    /// Right before and right after the window, ms per hash.
+    measured_ms: (f64, f64),
+    /// Before the set-up, ms per hash: it sized the login pool, and is shown, not counted.
+    before_setup_ms: f64,
+}
+
+impl Measured {
+    /// The faster of the two measurements on either side of the window: a host that hashed
+    /// slowly at one end cannot flatter the logins. The one before the set-up does not
+    /// count: half a minute of set-up lies between it and the window.
+    fn of(before_setup_ms: f64, before: argon::HashLimit, after: argon::HashLimit) -> Self {
+        let measured_ms = (before.hash_ms, after.hash_ms);
+        let limit = if after.hash_ms < before.hash_ms {
+            after
+        } else {
+            before
+        };
+        Self {
+            limit,
+            measured_ms,
+            before_setup_ms,
+        }
+    }
 }
 
 /// How many accounts the `login` pool needs so that it never runs dry during a window of
@@ -477,5 +519,21 @@ mod tests {
         // Longer windows: each account logs in once more per 30 s step.
         assert_eq!(login_accounts(Some(&limit(10.0, 10.0)), 60.0), 6000);
         assert_eq!(login_accounts(None, 30.0), 2250);
+    }
+
+    #[test]
+    fn the_limit_is_the_faster_measurement_next_to_the_window() {
+        // The host slowed during the run: the measurement before it counts.
+        let m = Measured::of(16.0, limit(14.0, 13.5), limit(15.5, 15.0));
+        assert_eq!(m.limit, limit(14.0, 13.5));
+        assert_eq!(m.measured_ms, (14.0, 15.5));
+        assert_eq!(m.before_setup_ms, 16.0);
+        // It sped up: the one after counts.
+        let m = Measured::of(14.0, limit(15.6, 15.0), limit(13.6, 13.0));
+        assert_eq!(m.limit, limit(13.6, 13.0));
+        // The measurement before the set-up sized the pool but is not the limit, however fast
+        // it was: half a minute of set-up lies between it and the window.
+        let m = Measured::of(12.0, limit(14.5, 14.0), limit(15.4, 15.0));
+        assert_eq!(m.limit.hash_ms, 14.5);
     }
 }

@@ -109,6 +109,15 @@ async fn login_and_health_under_load_run_clean() {
     let expected = report.ops["login"].rate / hashing.limit.logins_per_sec;
     assert!((hashing.fraction - expected).abs() < 1e-9);
     assert!(report.render().contains("of that limit"));
+    // The limit is the faster of the measurements on either side of the window; the one
+    // before the set-up is shown beside them.
+    let (before, after) = hashing.measured_ms;
+    assert_eq!(hashing.limit.hash_ms, before.min(after), "{hashing:?}");
+    assert!(hashing.before_setup_ms > 0.0, "{hashing:?}");
+    assert!(report.render().contains(&format!(
+        "right before the run {before:.1}, after {after:.1}: the faster counts; {:.1} before the set-up",
+        hashing.before_setup_ms
+    )));
     // The limit is the server binary's own: the code that hashes the logins.
     let by_server = format!("the server's binary ({})", server_bin().display());
     assert_eq!(hashing.limit.timed_by, by_server);
