@@ -710,7 +710,15 @@ async fn sso_logins_need_the_sso_scope(backend: Backend) {
         .unwrap();
     let org = storage
         .organizations()
-        .create_with_owner("Acme", user.id, T0)
+        .create_with_owner(
+            "Acme",
+            user.id,
+            T0,
+            storage::repo::AuditOf {
+                actor_id: None,
+                kind: "organization.created",
+            },
+        )
         .await
         .unwrap();
     storage

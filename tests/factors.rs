@@ -439,7 +439,15 @@ async fn journey_8_a_replacement_needs_a_session_and_keeps_enforcement_whole(bac
     let owner = user_id("strict@example.com").await;
     let org = storage
         .organizations()
-        .create_with_owner("Strict", owner, T0)
+        .create_with_owner(
+            "Strict",
+            owner,
+            T0,
+            storage::repo::AuditOf {
+                actor_id: None,
+                kind: "organization.created",
+            },
+        )
         .await
         .unwrap();
     let enforce = |allowed_methods: i32| PolicyUpdate {
@@ -490,7 +498,16 @@ async fn journey_8_a_replacement_needs_a_session_and_keeps_enforcement_whole(bac
     let member = user_id("member@example.com").await;
     storage
         .memberships()
-        .add(org.id, member, storage::entity::enums::Role::Member, T0)
+        .add(
+            org.id,
+            member,
+            storage::entity::enums::Role::Member,
+            T0,
+            storage::repo::AuditOf {
+                actor_id: None,
+                kind: "member.added",
+            },
+        )
         .await
         .unwrap();
     let member_login =
@@ -633,7 +650,15 @@ async fn journey_9_turning_2fa_off_and_refused_under_enforcement(backend: Backen
         .app
         .storage
         .organizations()
-        .create_with_owner("Strict", owner.id, T0)
+        .create_with_owner(
+            "Strict",
+            owner.id,
+            T0,
+            storage::repo::AuditOf {
+                actor_id: None,
+                kind: "organization.created",
+            },
+        )
         .await
         .unwrap();
     let (app, id, _) = w.enroll_app(&token).await;

@@ -620,11 +620,28 @@ mod tests {
             .id;
         let org = s
             .organizations()
-            .create_with_owner("Acme", alice, NOW)
+            .create_with_owner(
+                "Acme",
+                alice,
+                NOW,
+                crate::repo::AuditOf {
+                    actor_id: None,
+                    kind: "organization.created",
+                },
+            )
             .await;
         let org = org.unwrap().id;
         s.memberships()
-            .add(org, bob, Role::Member, NOW)
+            .add(
+                org,
+                bob,
+                Role::Member,
+                NOW,
+                crate::repo::AuditOf {
+                    actor_id: None,
+                    kind: "member.added",
+                },
+            )
             .await
             .unwrap();
         let totp = OtpParams {

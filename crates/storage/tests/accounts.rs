@@ -224,13 +224,26 @@ async fn organizations_policies_and_members(db: &TestDb) {
                 user.id,
                 if i == 0 { Role::Owner } else { Role::Member },
                 NOW,
+                AuditOf {
+                    actor_id: None,
+                    kind: "member.added",
+                },
             )
             .await
             .unwrap();
         ids.push(user.id);
     }
     let dup = members
-        .add(org.id, ids[0], Role::Admin, NOW)
+        .add(
+            org.id,
+            ids[0],
+            Role::Admin,
+            NOW,
+            AuditOf {
+                actor_id: None,
+                kind: "member.added",
+            },
+        )
         .await
         .unwrap_err();
     assert!(matches!(dup, StorageError::Conflict("membership")));
@@ -253,9 +266,123 @@ async fn organizations_policies_and_members(db: &TestDb) {
     assert_eq!(members.of_user(ids[1]).await.unwrap().len(), 1);
 }
 
+/// The audit log's events as (kind, organization, subject, details), oldest first.
+async fn events(s: &storage::Storage) -> Vec<(String, Option<Uuid>, Option<Uuid>, String)> {
+    audit_event::Entity::find()
+        .all(s.db())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.kind, e.org_id, e.subject_id, e.details))
+        .collect()
+}
+
+/// An organization's creation and a new member commit with the events that record them: an
+/// event the log refuses, an unknown owner or a second membership leaves nothing behind.
+async fn organizations_and_members_commit_with_their_events(db: &TestDb) {
+    let s = &db.storage;
+    let owner = s
+        .users()
+        .create("own@example.com", None, NOW)
+        .await
+        .unwrap();
+    let member = s
+        .users()
+        .create("mem@example.com", None, NOW)
+        .await
+        .unwrap();
+    let event = |kind| AuditOf {
+        actor_id: None,
+        kind,
+    };
+    let organizations = || async {
+        storage::entity::organization::Entity::find()
+            .all(s.db())
+            .await
+            .unwrap()
+            .len()
+    };
+
+    let refused = s
+        .organizations()
+        .create_with_owner("Acme", owner.id, NOW, event(""))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, StorageError::Invalid { field: "kind", .. }),
+        "{refused:?}"
+    );
+    let unknown = s
+        .organizations()
+        .create_with_owner("Acme", Uuid::now_v7(), NOW, event("organization.created"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(unknown, StorageError::NotFound("user")),
+        "{unknown:?}"
+    );
+    assert_eq!(organizations().await, 0, "no organization left behind");
+    assert!(s.memberships().of_user(owner.id).await.unwrap().is_empty());
+    assert!(events(s).await.is_empty(), "no event either");
+
+    let org = s
+        .organizations()
+        .create_with_owner("Acme", owner.id, NOW, event("organization.created"))
+        .await
+        .unwrap();
+    let created = (
+        "organization.created".to_owned(),
+        Some(org.id),
+        Some(owner.id),
+        "{}".to_owned(),
+    );
+    assert_eq!(events(s).await, [created.clone()]);
+
+    let refused = s
+        .memberships()
+        .add(org.id, member.id, Role::Admin, NOW, event(""))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, StorageError::Invalid { field: "kind", .. }),
+        "{refused:?}"
+    );
+    assert_eq!(s.memberships().get(org.id, member.id).await.unwrap(), None);
+    s.memberships()
+        .add(org.id, member.id, Role::Admin, NOW, event("member.added"))
+        .await
+        .unwrap();
+    let added = (
+        "member.added".to_owned(),
+        Some(org.id),
+        Some(member.id),
+        r#"{"role":"admin"}"#.to_owned(),
+    );
+    assert_eq!(events(s).await, [created.clone(), added.clone()]);
+    // A second membership of the pair changes nothing and records nothing.
+    let again = s
+        .memberships()
+        .add(org.id, member.id, Role::Owner, NOW, event("member.added"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(again, StorageError::Conflict("membership")),
+        "{again:?}"
+    );
+    let kept = s
+        .memberships()
+        .get(org.id, member.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.role, Role::Admin);
+    assert_eq!(events(s).await, [created, added]);
+}
+
 both!(
     emails_are_unique_ignoring_case,
     bad_input_is_refused_and_writes_nothing,
     passwords_and_flags_update,
     organizations_policies_and_members,
+    organizations_and_members_commit_with_their_events,
 );

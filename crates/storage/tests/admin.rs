@@ -70,16 +70,36 @@ async fn a_policy_change_revokes_and_audits_in_one_transaction(db: &TestDb) {
     let member = user(s, "member@example.com").await;
     let org = s
         .organizations()
-        .create_with_owner("Acme", owner, NOW)
+        .create_with_owner(
+            "Acme",
+            owner,
+            NOW,
+            AuditOf {
+                actor_id: None,
+                kind: "organization.created",
+            },
+        )
         .await
         .unwrap();
     s.memberships()
-        .add(org.id, member, Role::Member, NOW)
+        .add(
+            org.id,
+            member,
+            Role::Member,
+            NOW,
+            AuditOf {
+                actor_id: None,
+                kind: "member.added",
+            },
+        )
         .await
         .unwrap();
     session(s, "org-1", member, Some(org.id), 1).await;
     session(s, "org-2", owner, Some(org.id), 2).await;
     session(s, "none-1", member, None, 1).await;
+    // The set-up's own events (organization.created, member.added), written with it.
+    let set_up = events(s, Some(org.id)).await.len();
+    assert_eq!(set_up, 2);
 
     // A change decided on a policy that is no longer there changes nothing.
     let mut stale = org.clone();
@@ -117,7 +137,7 @@ async fn a_policy_change_revokes_and_audits_in_one_transaction(db: &TestDb) {
     assert!(matches!(err, StorageError::Invalid { .. }), "{err:?}");
     assert_eq!(s.organizations().get(org.id).await.unwrap().unwrap(), org);
     assert!(live(s, "org-1").await && live(s, "none-1").await);
-    assert!(events(s, Some(org.id)).await.is_empty());
+    assert_eq!(events(s, Some(org.id)).await.len(), set_up, "no event");
 
     let changed = s
         .organizations()
@@ -146,10 +166,13 @@ async fn a_policy_change_revokes_and_audits_in_one_transaction(db: &TestDb) {
     session(s, "late-none", member, None, 1).await;
     assert!(!live(s, "late-1").await && live(s, "late-none").await);
     let logged = events(s, Some(org.id)).await;
-    assert_eq!(logged.len(), 1);
-    assert_eq!(logged[0].kind, "mfa_policy.updated");
-    assert_eq!(logged[0].actor_id, Some(owner));
-    assert_eq!(logged[0].details, r#"{"sessions_revoked":2}"#);
+    assert_eq!(logged.len(), set_up + 1);
+    let change = logged
+        .iter()
+        .find(|e| e.kind == "mfa_policy.updated")
+        .unwrap();
+    assert_eq!(change.actor_id, Some(owner));
+    assert_eq!(change.details, r#"{"sessions_revoked":2}"#);
 
     // The old policy is stale now; the new one is the base of the next change.
     let err = s
@@ -347,12 +370,28 @@ async fn an_organizations_log_includes_its_members_account_events(db: &TestDb) {
     let outsider = user(s, "outsider@example.com").await;
     let org = s
         .organizations()
-        .create_with_owner("Acme", owner, NOW)
+        .create_with_owner(
+            "Acme",
+            owner,
+            NOW,
+            AuditOf {
+                actor_id: None,
+                kind: "organization.created",
+            },
+        )
         .await
         .unwrap();
     let other = s
         .organizations()
-        .create_with_owner("Other", outsider, NOW)
+        .create_with_owner(
+            "Other",
+            outsider,
+            NOW,
+            AuditOf {
+                actor_id: None,
+                kind: "organization.created",
+            },
+        )
         .await
         .unwrap();
     for (org_id, subject, kind) in [
@@ -389,7 +428,10 @@ async fn an_organizations_log_includes_its_members_account_events(db: &TestDb) {
         .map(|e| e.kind)
         .collect();
     kinds.sort();
-    assert_eq!(kinds, ["factor.enrolled", "user.locked_out"]);
+    assert_eq!(
+        kinds,
+        ["factor.enrolled", "organization.created", "user.locked_out"]
+    );
     // Without the flag, only the organization's own events.
     let own = AuditFilter {
         with_members_account_events: false,
@@ -397,7 +439,7 @@ async fn an_organizations_log_includes_its_members_account_events(db: &TestDb) {
     };
     assert_eq!(
         s.audit().list(&own, None, 100).await.unwrap().items.len(),
-        1
+        2
     );
 }
 

@@ -789,12 +789,30 @@ async fn a_user_comes_with_their_factor_summary_and_organizations(db: &TestDb) {
     let bobs = s.organizations().create("Bob's", NOW).await.unwrap();
     for org in [&other, &acme] {
         s.memberships()
-            .add(org.id, alice, Role::Member, NOW)
+            .add(
+                org.id,
+                alice,
+                Role::Member,
+                NOW,
+                storage::repo::AuditOf {
+                    actor_id: None,
+                    kind: "member.added",
+                },
+            )
             .await
             .unwrap();
     }
     s.memberships()
-        .add(bobs.id, bob, Role::Owner, NOW)
+        .add(
+            bobs.id,
+            bob,
+            Role::Owner,
+            NOW,
+            storage::repo::AuditOf {
+                actor_id: None,
+                kind: "member.added",
+            },
+        )
         .await
         .unwrap();
     let mut expected = vec![acme.clone(), other];

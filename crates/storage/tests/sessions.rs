@@ -179,7 +179,16 @@ async fn revoking_all_of_a_user_or_an_org_below_a_level(db: &TestDb) {
     );
     // u1 is a member of `org`; u2 is not.
     s.memberships()
-        .add(org, u1, storage::entity::enums::Role::Member, NOW)
+        .add(
+            org,
+            u1,
+            storage::entity::enums::Role::Member,
+            NOW,
+            storage::repo::AuditOf {
+                actor_id: None,
+                kind: "member.added",
+            },
+        )
         .await
         .unwrap();
     for (token, uid, org, level) in [

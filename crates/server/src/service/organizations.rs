@@ -1,14 +1,15 @@
 //! `tollgate.v1.OrganizationService`.
 
+use storage::repo::AuditOf;
 use tollgate_proto::v1;
 use tollgate_proto::v1::organization_service_server::OrganizationService;
 use tonic::{Request, Response, Status};
 
 use super::{kind_to_proto, org_to_proto, parse_id, role_from_proto, role_to_proto, timestamp};
+use crate::App;
 use crate::auth::caller;
 use crate::error::{ApiError, ApiResult};
 use crate::telemetry::rpc;
-use crate::{App, audit};
 
 /// The service.
 #[derive(Debug, Clone)]
@@ -171,22 +172,21 @@ impl Organizations {
             return Err(ApiError::InvalidArgument(violations));
         };
         let now = self.app.now();
-        // The organization and its owner's membership are one transaction.
+        // The organization, its owner's membership and the event are one transaction.
         let org = self
             .app
             .storage
             .organizations()
-            .create_with_owner(name, owner, now)
+            .create_with_owner(
+                name,
+                owner,
+                now,
+                AuditOf {
+                    actor_id: None,
+                    kind: "organization.created",
+                },
+            )
             .await?;
-        audit::record(
-            &self.app,
-            "organization.created",
-            Some(org.id),
-            None,
-            Some(owner),
-            "{}",
-        )
-        .await?;
         Ok(v1::CreateOrganizationResponse {
             organization: Some(org_to_proto(&org)),
         })
@@ -227,13 +227,22 @@ impl Organizations {
             return Err(ApiError::InvalidArgument(violations));
         };
         let now = self.app.now();
+        // The membership and its event (the role granted) are one transaction.
         let membership = self
             .app
             .storage
             .memberships()
-            .add(org, user, role, now)
+            .add(
+                org,
+                user,
+                role,
+                now,
+                AuditOf {
+                    actor_id: None,
+                    kind: "member.added",
+                },
+            )
             .await?;
-        audit::record(&self.app, "member.added", Some(org), None, Some(user), "{}").await?;
         Ok(v1::AddMemberResponse {
             member: Some(self.member(&membership).await?),
         })

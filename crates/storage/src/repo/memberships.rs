@@ -3,11 +3,12 @@
 use super::OneByKey;
 use sea_orm::sea_query::{Query, SelectStatement};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ActiveEnum, ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 use uuid::Uuid;
 
+use super::audit::{AuditOf, NewAuditEvent, append_with};
 use super::{Page, page};
 use crate::entity::enums::Role;
 use crate::entity::membership::{ActiveModel, Column, Entity, Model};
@@ -35,25 +36,47 @@ impl<'a> Memberships<'a> {
         Self { storage }
     }
 
-    /// Adds a user to an organization. A second membership of the same pair is a
-    /// [`StorageError::Conflict`]; an unknown organization or user is
-    /// [`StorageError::NotFound`].
-    pub async fn add(&self, org_id: Uuid, user_id: Uuid, role: Role, now: i64) -> Result<Model> {
+    /// Adds a user to an organization, with the audit event that records it (`audit`, about
+    /// the organization and the user, its details the role granted), in one transaction. A
+    /// second membership of the same pair is a [`StorageError::Conflict`]; an unknown
+    /// organization or user is [`StorageError::NotFound`]; either, or an event the log
+    /// refuses, adds nothing.
+    pub async fn add(
+        &self,
+        org_id: Uuid,
+        user_id: Uuid,
+        role: Role,
+        now: i64,
+        audit: AuditOf<'_>,
+    ) -> Result<Model> {
         let model = ActiveModel {
             org_id: Set(org_id),
             user_id: Set(user_id),
             role: Set(role),
             created_at: Set(now),
         };
-        model
-            .insert(&*self.storage.write().await)
-            .await
-            .map_err(|e| match e.sql_err() {
-                Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_)) => {
-                    StorageError::NotFound("organization or user")
-                }
-                _ => StorageError::from_insert(e, "membership"),
-            })
+        let (_writing, txn) = self.storage.begin_write().await?;
+        let model = model.insert(&txn).await.map_err(|e| match e.sql_err() {
+            Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_)) => {
+                StorageError::NotFound("organization or user")
+            }
+            _ => StorageError::from_insert(e, "membership"),
+        })?;
+        let details = format!(r#"{{"role":"{}"}}"#, role.to_value());
+        append_with(
+            &txn,
+            NewAuditEvent {
+                occurred_at: now,
+                org_id: Some(org_id),
+                actor_id: audit.actor_id,
+                subject_id: Some(user_id),
+                kind: audit.kind,
+                details: &details,
+            },
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(model)
     }
 
     /// The membership of `user_id` in `org_id`, if any.

@@ -141,9 +141,16 @@ impl<'a> Organizations<'a> {
             .map_err(|e| StorageError::from_insert(e, "organization"))
     }
 
-    /// Creates an organization and makes `owner` its owner, in one transaction: an unknown
-    /// owner leaves no organization behind.
-    pub async fn create_with_owner(&self, name: &str, owner: Uuid, now: i64) -> Result<Model> {
+    /// Creates an organization and makes `owner` its owner, with the audit event that
+    /// records it (`audit`, about the new organization and its owner), in one transaction: an
+    /// unknown owner, or an event the log refuses, leaves no organization behind.
+    pub async fn create_with_owner(
+        &self,
+        name: &str,
+        owner: Uuid,
+        now: i64,
+        audit: AuditOf<'_>,
+    ) -> Result<Model> {
         let row = new_organization(name, now)?;
         let (_writing, txn) = self.storage.begin_write().await?;
         let model = row
@@ -164,6 +171,18 @@ impl<'a> Organizations<'a> {
             }
             _ => StorageError::from_insert(e, "membership"),
         })?;
+        append_with(
+            &txn,
+            NewAuditEvent {
+                occurred_at: now,
+                org_id: Some(model.id),
+                actor_id: audit.actor_id,
+                subject_id: Some(owner),
+                kind: audit.kind,
+                details: "{}",
+            },
+        )
+        .await?;
         txn.commit().await?;
         Ok(model)
     }
