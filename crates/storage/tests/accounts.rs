@@ -336,7 +336,7 @@ async fn organizations_and_members_commit_with_their_events(db: &TestDb) {
         Some(owner.id),
         "{}".to_owned(),
     );
-    assert_eq!(events(s).await, [created.clone()]);
+    assert_eq!(events(s).await, std::slice::from_ref(&created));
 
     let refused = s
         .memberships()
