@@ -137,8 +137,43 @@ async fn sessions_expire_touch_and_revoke(db: &TestDb) {
             .assurance,
         2
     );
-    assert!(s.sessions().revoke(b.id, NOW).await.unwrap());
-    assert!(!s.sessions().revoke(b.id, NOW).await.unwrap());
+    // An event the log refuses leaves the session live; the revocation commits with its
+    // event, and a second one records nothing.
+    let event = |kind| NewAuditEvent {
+        occurred_at: NOW,
+        org_id: None,
+        actor_id: Some(uid),
+        subject_id: Some(uid),
+        kind,
+        details: "{}",
+    };
+    let revoked_events = || async {
+        let filter = AuditFilter {
+            kinds: vec!["session.revoked".to_owned()],
+            ..AuditFilter::default()
+        };
+        s.audit().list(&filter, None, 10).await.unwrap().items.len()
+    };
+    let refused = s.sessions().revoke(b.id, NOW, &[event("")]).await;
+    assert!(
+        matches!(
+            refused,
+            Err(storage::StorageError::Invalid { field: "kind", .. })
+        ),
+        "{refused:?}"
+    );
+    assert!(
+        s.sessions()
+            .find_valid("tok-b", NOW)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let revoked = [event("session.revoked")];
+    assert!(s.sessions().revoke(b.id, NOW, &revoked).await.unwrap());
+    assert_eq!(revoked_events().await, 1);
+    assert!(!s.sessions().revoke(b.id, NOW, &revoked).await.unwrap());
+    assert_eq!(revoked_events().await, 1, "recorded once");
     assert!(
         s.sessions()
             .find_valid("tok-b", NOW)

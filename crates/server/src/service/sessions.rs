@@ -125,16 +125,20 @@ impl Sessions {
             .find(token)
             .await?
             .ok_or_else(invalid_session)?;
-        if self.app.storage.sessions().revoke(session.id, now).await? {
-            audit::own(
-                &self.app,
-                session.org_id,
-                session.user_id,
-                "session.revoked",
-                "{}",
-            )
+        // The revocation and its event are one transaction; a session revoked already (or
+        // meanwhile) is not recorded twice.
+        let event = audit::own_event(
+            session.org_id,
+            session.user_id,
+            "session.revoked",
+            "{}",
+            now,
+        );
+        self.app
+            .storage
+            .sessions()
+            .revoke(session.id, now, &[event])
             .await?;
-        }
         Ok(v1::RevokeSessionResponse {})
     }
 }

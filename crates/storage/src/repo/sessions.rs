@@ -7,6 +7,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::audit::{NewAuditEvent, append_all_with};
 use crate::crypto::{HashPurpose, TokenHash};
 use crate::entity::session::{ActiveModel, Column, Entity, Model};
 use crate::entity::{membership, organization};
@@ -149,15 +150,23 @@ impl<'a> Sessions<'a> {
         Ok(result.rows_affected == 1)
     }
 
-    /// Revokes one session. Returns whether it was live.
-    pub async fn revoke(&self, id: Uuid, now: i64) -> Result<bool> {
+    /// Revokes one session and appends `audit`, the events that record it, in one
+    /// transaction. Returns whether it was live: a session already revoked records nothing
+    /// again, and an event the log refuses leaves the session live.
+    pub async fn revoke(&self, id: Uuid, now: i64, audit: &[NewAuditEvent<'_>]) -> Result<bool> {
+        let (_writing, txn) = self.storage.begin_write().await?;
         let result = Entity::update_many()
             .col_expr(Column::RevokedAt, Expr::value(Some(now)))
             .filter(Column::Id.eq(id))
             .filter(Column::RevokedAt.is_null())
-            .exec(&*self.storage.write().await)
+            .exec(&txn)
             .await?;
-        Ok(result.rows_affected == 1)
+        let revoked = result.rows_affected == 1;
+        if revoked {
+            append_all_with(&txn, audit).await?;
+        }
+        txn.commit().await?;
+        Ok(revoked)
     }
 
     /// Revokes every live session of a user but `keep`. Returns how many.
