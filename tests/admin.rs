@@ -714,10 +714,7 @@ async fn sso_logins_need_the_sso_scope(backend: Backend) {
             "Acme",
             user.id,
             T0,
-            storage::repo::AuditOf {
-                actor_id: None,
-                kind: "organization.created",
-            },
+            storage::repo::AuditOf::by_caller("organization.created"),
         )
         .await
         .unwrap();

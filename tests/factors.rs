@@ -443,10 +443,7 @@ async fn journey_8_a_replacement_needs_a_session_and_keeps_enforcement_whole(bac
             "Strict",
             owner,
             T0,
-            storage::repo::AuditOf {
-                actor_id: None,
-                kind: "organization.created",
-            },
+            storage::repo::AuditOf::by_caller("organization.created"),
         )
         .await
         .unwrap();
@@ -503,10 +500,7 @@ async fn journey_8_a_replacement_needs_a_session_and_keeps_enforcement_whole(bac
             member,
             storage::entity::enums::Role::Member,
             T0,
-            storage::repo::AuditOf {
-                actor_id: None,
-                kind: "member.added",
-            },
+            storage::repo::AuditOf::by_caller("member.added"),
         )
         .await
         .unwrap();
@@ -654,10 +648,7 @@ async fn journey_9_turning_2fa_off_and_refused_under_enforcement(backend: Backen
             "Strict",
             owner.id,
             T0,
-            storage::repo::AuditOf {
-                actor_id: None,
-                kind: "organization.created",
-            },
+            storage::repo::AuditOf::by_caller("organization.created"),
         )
         .await
         .unwrap();

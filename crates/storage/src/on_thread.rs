@@ -624,10 +624,7 @@ mod tests {
                 "Acme",
                 alice,
                 NOW,
-                crate::repo::AuditOf {
-                    actor_id: None,
-                    kind: "organization.created",
-                },
+                crate::repo::AuditOf::by_caller("organization.created"),
             )
             .await;
         let org = org.unwrap().id;
@@ -637,10 +634,7 @@ mod tests {
                 bob,
                 Role::Member,
                 NOW,
-                crate::repo::AuditOf {
-                    actor_id: None,
-                    kind: "member.added",
-                },
+                crate::repo::AuditOf::by_caller("member.added"),
             )
             .await
             .unwrap();

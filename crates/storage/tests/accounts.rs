@@ -106,10 +106,7 @@ async fn passwords_and_flags_update(db: &TestDb) {
     let users = db.storage.users();
     let user = users.create("c@example.com", None, NOW).await.unwrap();
     assert!(user.password_hash.is_none());
-    let set = AuditOf {
-        actor_id: None,
-        kind: "password.set",
-    };
+    let set = AuditOf::by_caller("password.set");
     let events = || async {
         audit_event::Entity::find()
             .all(db.storage.db())
@@ -224,10 +221,7 @@ async fn organizations_policies_and_members(db: &TestDb) {
                 user.id,
                 if i == 0 { Role::Owner } else { Role::Member },
                 NOW,
-                AuditOf {
-                    actor_id: None,
-                    kind: "member.added",
-                },
+                AuditOf::by_caller("member.added"),
             )
             .await
             .unwrap();
@@ -239,10 +233,7 @@ async fn organizations_policies_and_members(db: &TestDb) {
             ids[0],
             Role::Admin,
             NOW,
-            AuditOf {
-                actor_id: None,
-                kind: "member.added",
-            },
+            AuditOf::by_caller("member.added"),
         )
         .await
         .unwrap_err();

@@ -59,10 +59,7 @@ const REQUIRED: PolicyUpdate = PolicyUpdate {
     sso_mode: SsoMode::Enforce,
 };
 
-const ADMIN: AuditOf<'static> = AuditOf {
-    actor_id: None,
-    kind: "mfa_policy.updated",
-};
+const ADMIN: AuditOf<'static> = AuditOf::by_caller("mfa_policy.updated");
 
 async fn a_policy_change_revokes_and_audits_in_one_transaction(db: &TestDb) {
     let s = &db.storage;
@@ -74,10 +71,7 @@ async fn a_policy_change_revokes_and_audits_in_one_transaction(db: &TestDb) {
             "Acme",
             owner,
             NOW,
-            AuditOf {
-                actor_id: None,
-                kind: "organization.created",
-            },
+            AuditOf::by_caller("organization.created"),
         )
         .await
         .unwrap();
@@ -87,10 +81,7 @@ async fn a_policy_change_revokes_and_audits_in_one_transaction(db: &TestDb) {
             member,
             Role::Member,
             NOW,
-            AuditOf {
-                actor_id: None,
-                kind: "member.added",
-            },
+            AuditOf::by_caller("member.added"),
         )
         .await
         .unwrap();
@@ -374,10 +365,7 @@ async fn an_organizations_log_includes_its_members_account_events(db: &TestDb) {
             "Acme",
             owner,
             NOW,
-            AuditOf {
-                actor_id: None,
-                kind: "organization.created",
-            },
+            AuditOf::by_caller("organization.created"),
         )
         .await
         .unwrap();
@@ -387,10 +375,7 @@ async fn an_organizations_log_includes_its_members_account_events(db: &TestDb) {
             "Other",
             outsider,
             NOW,
-            AuditOf {
-                actor_id: None,
-                kind: "organization.created",
-            },
+            AuditOf::by_caller("organization.created"),
         )
         .await
         .unwrap();

@@ -794,10 +794,7 @@ async fn a_user_comes_with_their_factor_summary_and_organizations(db: &TestDb) {
                 alice,
                 Role::Member,
                 NOW,
-                storage::repo::AuditOf {
-                    actor_id: None,
-                    kind: "member.added",
-                },
+                storage::repo::AuditOf::by_caller("member.added"),
             )
             .await
             .unwrap();
@@ -808,10 +805,7 @@ async fn a_user_comes_with_their_factor_summary_and_organizations(db: &TestDb) {
             bob,
             Role::Owner,
             NOW,
-            storage::repo::AuditOf {
-                actor_id: None,
-                kind: "member.added",
-            },
+            storage::repo::AuditOf::by_caller("member.added"),
         )
         .await
         .unwrap();

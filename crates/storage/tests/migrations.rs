@@ -109,10 +109,7 @@ async fn connection_settings_are_applied(db: &TestDb) {
             uuid::Uuid::now_v7(),
             storage::entity::enums::Role::Member,
             NOW,
-            storage::repo::AuditOf {
-                actor_id: None,
-                kind: "member.added",
-            },
+            storage::repo::AuditOf::by_caller("member.added"),
         )
         .await
         .unwrap_err();

@@ -219,10 +219,7 @@ async fn revoking_all_of_a_user_or_an_org_below_a_level(db: &TestDb) {
             u1,
             storage::entity::enums::Role::Member,
             NOW,
-            storage::repo::AuditOf {
-                actor_id: None,
-                kind: "member.added",
-            },
+            storage::repo::AuditOf::by_caller("member.added"),
         )
         .await
         .unwrap();

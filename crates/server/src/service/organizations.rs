@@ -177,15 +177,7 @@ impl Organizations {
             .app
             .storage
             .organizations()
-            .create_with_owner(
-                name,
-                owner,
-                now,
-                AuditOf {
-                    actor_id: None,
-                    kind: "organization.created",
-                },
-            )
+            .create_with_owner(name, owner, now, AuditOf::by_caller("organization.created"))
             .await?;
         Ok(v1::CreateOrganizationResponse {
             organization: Some(org_to_proto(&org)),
@@ -232,16 +224,7 @@ impl Organizations {
             .app
             .storage
             .memberships()
-            .add(
-                org,
-                user,
-                role,
-                now,
-                AuditOf {
-                    actor_id: None,
-                    kind: "member.added",
-                },
-            )
+            .add(org, user, role, now, AuditOf::by_caller("member.added"))
             .await?;
         Ok(v1::AddMemberResponse {
             member: Some(self.member(&membership).await?),

@@ -40,6 +40,38 @@ pub struct AuditOf<'e> {
     pub kind: &'e str,
 }
 
+impl<'e> AuditOf<'e> {
+    /// A change made by the calling service itself, with no user as its actor (creating an
+    /// organization, adding a member).
+    pub const fn by_caller(kind: &'e str) -> Self {
+        Self {
+            actor_id: None,
+            kind,
+        }
+    }
+
+    /// The event this records: about `org_id` and `subject_id`, at `now`, with `details`.
+    pub(crate) fn event<'a>(
+        self,
+        now: i64,
+        org_id: Option<Uuid>,
+        subject_id: Option<Uuid>,
+        details: &'a str,
+    ) -> NewAuditEvent<'a>
+    where
+        'e: 'a,
+    {
+        NewAuditEvent {
+            occurred_at: now,
+            org_id,
+            actor_id: self.actor_id,
+            subject_id,
+            kind: self.kind,
+            details,
+        }
+    }
+}
+
 /// Appends an event on `conn` (a transaction, so that the event and the change it records
 /// commit together); returns its sequence number.
 pub(crate) async fn append_with<C: ConnectionTrait>(

@@ -552,18 +552,7 @@ impl<'a> Factors<'a> {
             sessions_revoked,
         };
         let details = details(&outcome);
-        append_with(
-            &txn,
-            NewAuditEvent {
-                occurred_at: now,
-                org_id: plan.org_id,
-                actor_id: audit.actor_id,
-                subject_id: Some(user_id),
-                kind: audit.kind,
-                details: &details,
-            },
-        )
-        .await?;
+        append_with(&txn, audit.event(now, plan.org_id, Some(user_id), &details)).await?;
         txn.commit().await?;
         Ok(outcome)
     }

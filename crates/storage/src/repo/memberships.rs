@@ -8,7 +8,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::audit::{AuditOf, NewAuditEvent, append_with};
+use super::audit::{AuditOf, append_with};
 use super::{Page, page};
 use crate::entity::enums::Role;
 use crate::entity::membership::{ActiveModel, Column, Entity, Model};
@@ -65,14 +65,7 @@ impl<'a> Memberships<'a> {
         let details = format!(r#"{{"role":"{}"}}"#, role.to_value());
         append_with(
             &txn,
-            NewAuditEvent {
-                occurred_at: now,
-                org_id: Some(org_id),
-                actor_id: audit.actor_id,
-                subject_id: Some(user_id),
-                kind: audit.kind,
-                details: &details,
-            },
+            audit.event(now, Some(org_id), Some(user_id), &details),
         )
         .await?;
         txn.commit().await?;

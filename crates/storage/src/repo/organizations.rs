@@ -7,7 +7,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::audit::{AuditOf, NewAuditEvent, append_with};
+use super::audit::{AuditOf, append_with};
 use crate::entity::enums::SsoMode;
 use crate::entity::organization::{ActiveModel, Column, Entity, Model};
 use crate::{Result, Storage, StorageError};
@@ -171,18 +171,7 @@ impl<'a> Organizations<'a> {
             }
             _ => StorageError::from_insert(e, "membership"),
         })?;
-        append_with(
-            &txn,
-            NewAuditEvent {
-                occurred_at: now,
-                org_id: Some(model.id),
-                actor_id: audit.actor_id,
-                subject_id: Some(owner),
-                kind: audit.kind,
-                details: "{}",
-            },
-        )
-        .await?;
+        append_with(&txn, audit.event(now, Some(model.id), Some(owner), "{}")).await?;
         txn.commit().await?;
         Ok(model)
     }
@@ -236,18 +225,7 @@ impl<'a> Organizations<'a> {
             None => 0,
         };
         let details = details(sessions_revoked);
-        append_with(
-            &txn,
-            NewAuditEvent {
-                occurred_at: now,
-                org_id: Some(id),
-                actor_id: audit.actor_id,
-                subject_id: None,
-                kind: audit.kind,
-                details: &details,
-            },
-        )
-        .await?;
+        append_with(&txn, audit.event(now, Some(id), None, &details)).await?;
         let organization = Entity::find_by_id(id)
             .one_by_key(&txn)
             .await?

@@ -1,7 +1,7 @@
 //! User accounts.
 
 use super::OneByKey;
-use super::audit::{AuditOf, NewAuditEvent, append_with};
+use super::audit::{AuditOf, append_with};
 use sea_orm::sea_query::{
     Condition, Expr, ExprTrait as _, JoinType, Order, Query, SimpleExpr, SubQueryStatement,
 };
@@ -217,18 +217,7 @@ impl<'a> Users<'a> {
             .exec(&txn)
             .await?;
         found(result.rows_affected)?;
-        append_with(
-            &txn,
-            NewAuditEvent {
-                occurred_at: now,
-                org_id: None,
-                actor_id: audit.actor_id,
-                subject_id: Some(id),
-                kind: audit.kind,
-                details: "{}",
-            },
-        )
-        .await?;
+        append_with(&txn, audit.event(now, None, Some(id), "{}")).await?;
         txn.commit().await?;
         Ok(())
     }
