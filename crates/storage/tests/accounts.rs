@@ -370,7 +370,62 @@ async fn organizations_and_members_commit_with_their_events(db: &TestDb) {
     assert_eq!(events(s).await, [created, added]);
 }
 
+/// A user the API creates commits with its `user.created` event: a refused event, a bad
+/// email or a taken one leaves no user and no event.
+async fn a_user_commits_with_its_event(db: &TestDb) {
+    let s = &db.storage;
+    let created = AuditOf::by_caller("user.created");
+    let refused = s
+        .users()
+        .create_with("new@example.com", None, NOW, AuditOf::by_caller(""))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, StorageError::Invalid { field: "kind", .. }),
+        "{refused:?}"
+    );
+    assert_eq!(
+        s.users().find_by_email("new@example.com").await.unwrap(),
+        None
+    );
+    let bad = s
+        .users()
+        .create_with("not an email", None, NOW, created)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(bad, StorageError::Invalid { field: "email", .. }),
+        "{bad:?}"
+    );
+    assert!(events(s).await.is_empty(), "nothing recorded");
+
+    let user = s
+        .users()
+        .create_with("new@example.com", None, NOW, created)
+        .await
+        .unwrap();
+    let recorded = (
+        "user.created".to_owned(),
+        None,
+        Some(user.id),
+        "{}".to_owned(),
+    );
+    assert_eq!(events(s).await, std::slice::from_ref(&recorded));
+    let taken = s
+        .users()
+        .create_with("NEW@example.com", None, NOW, created)
+        .await
+        .unwrap_err();
+    assert!(matches!(taken, StorageError::Conflict("user")), "{taken:?}");
+    assert_eq!(
+        events(s).await,
+        [recorded],
+        "the second one records nothing"
+    );
+}
+
 both!(
+    a_user_commits_with_its_event,
     emails_are_unique_ignoring_case,
     bad_input_is_refused_and_writes_nothing,
     passwords_and_flags_update,

@@ -6,10 +6,10 @@ use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
 use super::{parse_id, timestamp};
+use crate::App;
 use crate::auth::{bearer, caller};
 use crate::error::{ApiError, ApiResult};
 use crate::telemetry::rpc;
-use crate::{App, audit};
 
 /// The service.
 #[derive(Debug, Clone)]
@@ -105,13 +105,18 @@ impl Users {
             Some(self.app.passwords.hash(password).await?)
         };
         let now = self.app.now();
+        // The user and the event that records it are one transaction.
         let user = self
             .app
             .storage
             .users()
-            .create(&body.email, hash, now)
+            .create_with(
+                &body.email,
+                hash,
+                now,
+                storage::repo::AuditOf::by_caller("user.created"),
+            )
             .await?;
-        audit::record(&self.app, "user.created", None, None, Some(user.id), "{}").await?;
         tracing::info!(user_id = %user.id, "user created");
         Ok(v1::CreateUserResponse {
             user: Some(user_to_proto(&user)),

@@ -64,6 +64,22 @@ fn check_email(email: &str) -> Result<()> {
     }
 }
 
+/// The row of a new user, once the email is checked.
+fn new_user(email: &str, password_hash: Option<String>, now: i64) -> Result<ActiveModel> {
+    let email = email.trim();
+    check_email(email)?;
+    Ok(ActiveModel {
+        id: Set(Uuid::now_v7()),
+        email: Set(email.to_owned()),
+        email_normalized: Set(normalize_email(email)),
+        password_hash: Set(password_hash),
+        status: Set(UserStatus::Active),
+        must_reenroll: Set(false),
+        created_at: Set(now),
+        updated_at: Set(now),
+    })
+}
+
 /// Users.
 #[derive(Debug)]
 pub struct Users<'a> {
@@ -75,31 +91,41 @@ impl<'a> Users<'a> {
         Self { storage }
     }
 
-    /// Creates a user. Emails are unique ignoring case: a second `Alice@x` after `alice@x`
-    /// is a [`StorageError::Conflict`]. `password_hash` is an argon2id PHC string, or `None`
-    /// for SSO and magic-link accounts.
+    /// Creates a user, without an audit event (fixtures and imports; the API uses
+    /// [`Users::create_with`]). Emails are unique ignoring case: a second `Alice@x` after
+    /// `alice@x` is a [`StorageError::Conflict`]. `password_hash` is an argon2id PHC string,
+    /// or `None` for SSO and magic-link accounts.
     pub async fn create(
         &self,
         email: &str,
         password_hash: Option<String>,
         now: i64,
     ) -> Result<Model> {
-        let email = email.trim();
-        check_email(email)?;
-        let model = ActiveModel {
-            id: Set(Uuid::now_v7()),
-            email: Set(email.to_owned()),
-            email_normalized: Set(normalize_email(email)),
-            password_hash: Set(password_hash),
-            status: Set(UserStatus::Active),
-            must_reenroll: Set(false),
-            created_at: Set(now),
-            updated_at: Set(now),
-        };
-        model
+        new_user(email, password_hash, now)?
             .insert(&*self.storage.write().await)
             .await
             .map_err(|e| StorageError::from_insert(e, "user"))
+    }
+
+    /// [`Users::create`] with the audit event that records it (`audit`, about the new user),
+    /// in one transaction: a user the API creates is never left unrecorded, and an event the
+    /// log refuses creates no user.
+    pub async fn create_with(
+        &self,
+        email: &str,
+        password_hash: Option<String>,
+        now: i64,
+        audit: AuditOf<'_>,
+    ) -> Result<Model> {
+        let row = new_user(email, password_hash, now)?;
+        let (_writing, txn) = self.storage.begin_write().await?;
+        let model = row
+            .insert(&txn)
+            .await
+            .map_err(|e| StorageError::from_insert(e, "user"))?;
+        append_with(&txn, audit.event(now, None, Some(model.id), "{}")).await?;
+        txn.commit().await?;
+        Ok(model)
     }
 
     /// The user, if they exist.
