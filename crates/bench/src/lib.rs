@@ -182,7 +182,7 @@ async fn measure(options: &Options, target: &Target, pid: Option<Pid>) -> Result
     let timed_by = options.limit_timed_by(pid);
     // This first measurement sizes the login pool; the limit itself is measured next to the
     // window (below), since the set-up between takes half a minute of hashing and a shared
-    // host's speed moves by 10% over that.
+    // host's speed moves by up to 15% over that.
     let sizing = match options.scenario {
         Scenario::Login | Scenario::HealthUnderLoad | Scenario::Mixed => {
             say(options, "measuring the argon2id limit of this machine…");
@@ -289,7 +289,8 @@ async fn measure(options: &Options, target: &Target, pid: Option<Pid>) -> Result
         (Some(sizing), Some(before)) => {
             say(options, "measuring the argon2id limit again…");
             let after = argon::measure(&options.passwords, LIMIT_SAMPLES, &timed_by)?;
-            Some(Measured::of(sizing.hash_ms, before, after))
+            let achieved = report.ops.get("login").map_or(0.0, |s| s.rate);
+            Some(report::Hashing::of(sizing.hash_ms, before, after, achieved))
         }
         _ => None,
     };
@@ -302,18 +303,10 @@ async fn measure(options: &Options, target: &Target, pid: Option<Pid>) -> Result
         // The cores the limit was measured on: the share and the limit speak of one machine.
         let cores = hashing
             .as_ref()
-            .map_or_else(server::placement::cores, |m| m.limit.cores);
+            .map_or_else(server::placement::cores, |h| h.limit.cores);
         report.cpu_per_login = report::CpuPerLogin::new(server, generator, login.rate, cores);
     }
-    report.hashing = hashing.map(|m| {
-        let achieved = report.ops.get("login").map_or(0.0, |s| s.rate);
-        report::Hashing {
-            fraction: achieved / m.limit.logins_per_sec.max(1e-9),
-            limit: m.limit,
-            measured_ms: m.measured_ms,
-            before_setup_ms: m.before_setup_ms,
-        }
-    });
+    report.hashing = hashing;
     Ok(report)
 }
 
@@ -329,35 +322,6 @@ fn limit_before_run(
     }
     say(options, "measuring the argon2id limit next to the run…");
     argon::measure(&options.passwords, LIMIT_SAMPLES, timed_by).map(Some)
-}
-
-/// The limit a run is judged against, with the measurements it came from.
-#[derive(Debug, PartialEq)]
-struct Measured {
-    limit: argon::HashLimit,
-    /// Right before and right after the window, ms per hash.
-    measured_ms: (f64, f64),
-    /// Before the set-up, ms per hash: it sized the login pool, and is shown, not counted.
-    before_setup_ms: f64,
-}
-
-impl Measured {
-    /// The faster of the two measurements on either side of the window: a host that hashed
-    /// slowly at one end cannot flatter the logins. The one before the set-up does not
-    /// count: half a minute of set-up lies between it and the window.
-    fn of(before_setup_ms: f64, before: argon::HashLimit, after: argon::HashLimit) -> Self {
-        let measured_ms = (before.hash_ms, after.hash_ms);
-        let limit = if after.hash_ms < before.hash_ms {
-            after
-        } else {
-            before
-        };
-        Self {
-            limit,
-            measured_ms,
-            before_setup_ms,
-        }
-    }
 }
 
 /// How many accounts the `login` pool needs so that it never runs dry during a window of
@@ -524,16 +488,18 @@ mod tests {
     #[test]
     fn the_limit_is_the_faster_measurement_next_to_the_window() {
         // The host slowed during the run: the measurement before it counts.
-        let m = Measured::of(16.0, limit(14.0, 13.5), limit(15.5, 15.0));
+        let m = report::Hashing::of(16.0, limit(14.0, 13.5), limit(15.5, 15.0), 100.0);
         assert_eq!(m.limit, limit(14.0, 13.5));
         assert_eq!(m.measured_ms, (14.0, 15.5));
         assert_eq!(m.before_setup_ms, 16.0);
+        // 100 logins/s against 2 cores ÷ 14 ms.
+        assert!((m.fraction - 0.7).abs() < 1e-9, "{m:?}");
         // It sped up: the one after counts.
-        let m = Measured::of(14.0, limit(15.6, 15.0), limit(13.6, 13.0));
+        let m = report::Hashing::of(14.0, limit(15.6, 15.0), limit(13.6, 13.0), 100.0);
         assert_eq!(m.limit, limit(13.6, 13.0));
         // The measurement before the set-up sized the pool but is not the limit, however fast
         // it was: half a minute of set-up lies between it and the window.
-        let m = Measured::of(12.0, limit(14.5, 14.0), limit(15.4, 15.0));
+        let m = report::Hashing::of(12.0, limit(14.5, 14.0), limit(15.4, 15.0), 100.0);
         assert_eq!(m.limit.hash_ms, 14.5);
     }
 }
