@@ -13,7 +13,7 @@ pub mod metrics;
 pub(crate) mod mfa;
 pub mod password;
 pub mod placement;
-pub(crate) mod qr;
+pub mod qr;
 pub mod service;
 pub mod sms;
 pub mod sms_flow;
