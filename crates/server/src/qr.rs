@@ -7,7 +7,8 @@
 //! dark runs. A render went from 2.4 ms to 0.28-0.30 ms (`cargo bench -p server --bench qr`,
 //! BENCHMARKS.md point 24); the module is public for that benchmark.
 //!
-//! What this module allocates is wiped when dropped (the runs, the pixels, the images);
+//! What this module allocates is wiped when dropped (the runs, the pixels, the images, each
+//! allocated once at its full size);
 //! fast_qr's own copy of the URI inside its builder is not, as the qrcode crate's was not.
 
 use std::fmt::Write as _;
@@ -40,7 +41,9 @@ pub fn render(uri: &str) -> Result<(Zeroizing<Vec<u8>>, Zeroizing<String>), ApiE
 
 /// The dark runs of each row, as [row, first column, length], in modules.
 fn dark_runs(code: &QRCode) -> Zeroizing<Vec<[usize; 3]>> {
-    let mut runs = Zeroizing::new(Vec::new());
+    // Room for the most a row can hold (every other module dark), so that no reallocation
+    // leaves a copy behind.
+    let mut runs = Zeroizing::new(Vec::with_capacity(code.size * code.size.div_ceil(2)));
     for (y, row) in code
         .data
         .chunks_exact(code.size)
@@ -82,7 +85,9 @@ fn png(size: usize, runs: &[[usize; 3]]) -> Result<Zeroizing<Vec<u8>>, ApiError>
             row.copy_from_slice(first);
         }
     }
-    let mut out = Zeroizing::new(Vec::new());
+    // Room for the image even if deflate saved nothing (a filter byte a row, the chunks'
+    // headers), so that no reallocation leaves a copy behind.
+    let mut out = Zeroizing::new(Vec::with_capacity(pixels.len() + side + 1024));
     {
         let side = u32::try_from(side).map_err(|_| ApiError::Internal("QR too large".into()))?;
         let mut encoder = png::Encoder::new(&mut *out, side, side);
