@@ -100,8 +100,11 @@ pub(crate) const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 /// SQLite's readers when `max_connections` is not set.
 pub(crate) const SQLITE_READERS: u32 = 4;
 
-/// A pooled PostgreSQL connection idle for this long is pinged before it is handed out.
-const PING_IDLE_AFTER: Duration = Duration::from_secs(30);
+/// A pooled PostgreSQL connection idle for this long is pinged before it is handed out: a
+/// connection that sat idle through a server restart (which takes longer than this) is found
+/// broken and replaced before a statement fails on it. Under load connections are reused
+/// sooner and go unpinged; a connection that fails in use is closed when it is returned.
+pub(crate) const PING_IDLE_AFTER: Duration = Duration::from_millis(100);
 
 /// Opens a pool. SQLite: the file (and its folder) is created when missing, with WAL
 /// journaling, foreign keys on and a busy timeout. PostgreSQL: the pool settings above.
@@ -139,7 +142,7 @@ pub(crate) async fn connect_pool(
     // sqlx pings a pooled connection on every acquire by default: one more round trip (or, on
     // SQLite, one more hand-off to the connection's thread) per statement. An SQLite
     // connection lives in this process and cannot drop; a PostgreSQL one is pinged only once
-    // it has been idle long enough for a proxy or firewall to have cut it.
+    // it has been idle long enough for a restart, a proxy or a firewall to have cut it.
     if sqlite {
         options.test_before_acquire(false);
     } else {

@@ -523,8 +523,16 @@ fn query_error(message: String) -> DbErr {
     DbErr::Query(RuntimeErr::Internal(message))
 }
 
+/// A failed statement; busy, locked, I/O and disk failures are [`DbErr::Conn`], which the
+/// server answers with UNAVAILABLE, as it does for sqlx's errors of the same codes.
 fn failed(e: &rusqlite::Error) -> DbErr {
-    query_error(format!("SQLite: {e}"))
+    let message = format!("SQLite: {e}");
+    match e.sqlite_error() {
+        Some(ffi) if crate::error::sqlite_unavailable(ffi.extended_code) => {
+            DbErr::Conn(RuntimeErr::Internal(message))
+        }
+        _ => query_error(message),
+    }
 }
 
 /// Where repositories run statements: the pool, or on an SQLite file the calling thread

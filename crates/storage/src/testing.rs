@@ -147,29 +147,35 @@ impl TestDb {
                 let admin_url = std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| {
                     panic!("TEST_DATABASE_URL is not set. {HOW_TO_START_POSTGRES}")
                 });
-                let admin = Database::connect(&admin_url).await.unwrap_or_else(|e| {
-                    panic!("cannot reach PostgreSQL at {admin_url}: {e}. {HOW_TO_START_POSTGRES}")
-                });
-                let name = unique_name();
-                admin
-                    .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-                    .await
-                    .unwrap();
-                admin.close().await.unwrap();
-                // From here on the database is dropped whatever happens.
-                let guard = PgGuard {
-                    admin_url: admin_url.clone(),
-                    name: name.clone(),
-                };
-                let config = DbConfig::from_url(with_database(&admin_url, &name));
-                let storage = Storage::open(&config, ring, hasher()).await.unwrap();
-                Self {
-                    storage,
-                    config,
-                    backend,
-                    _cleanup: Cleanup::Postgres(guard),
-                }
+                Self::postgres_at(&admin_url, ring).await
             }
+        }
+    }
+
+    /// A fresh database on the PostgreSQL server of `admin_url` (a server the test started
+    /// itself, say), dropped afterwards.
+    pub async fn postgres_at(admin_url: &str, ring: KeyRing) -> Self {
+        let admin = Database::connect(admin_url).await.unwrap_or_else(|e| {
+            panic!("cannot reach PostgreSQL at {admin_url}: {e}. {HOW_TO_START_POSTGRES}")
+        });
+        let name = unique_name();
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .unwrap();
+        admin.close().await.unwrap();
+        // From here on the database is dropped whatever happens.
+        let guard = PgGuard {
+            admin_url: admin_url.to_owned(),
+            name: name.clone(),
+        };
+        let config = DbConfig::from_url(with_database(admin_url, &name));
+        let storage = Storage::open(&config, ring, hasher()).await.unwrap();
+        Self {
+            storage,
+            config,
+            backend: Backend::Postgres,
+            _cleanup: Cleanup::Postgres(guard),
         }
     }
 
