@@ -2,6 +2,9 @@
 //! clients (`*_client`) and servers (`*_server`), shared by the server, the tests and any
 //! client tool.
 
+pub mod codec;
+pub mod text;
+
 /// The `tollgate.v1` package.
 pub mod v1 {
     #![allow(
@@ -76,6 +79,22 @@ redact! {
     ConfirmSmsEnrollmentRequest { factor_id, replaces_factor_id } secret { code };
     ConfirmSmsEnrollmentResponse { factor, session } secret { recovery_codes };
     SendSmsCodeRequest { factor_id } secret { challenge_token, session_token };
+}
+
+/// The generated text checks of every message, and the list of RPCs (build.rs).
+mod checks {
+    #![allow(
+        unused_qualifications,
+        reason = "generated code names every path in full"
+    )]
+    use crate::v1;
+    include!(concat!(env!("OUT_DIR"), "/tollgate_checks.rs"));
+}
+pub use checks::METHODS;
+
+/// Every RPC of the contract as (package, service, method).
+pub fn methods() -> impl Iterator<Item = (&'static str, &'static str, &'static str)> {
+    METHODS.iter().copied()
 }
 
 /// The encoded `FileDescriptorSet` of the contract, for gRPC reflection.
