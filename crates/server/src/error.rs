@@ -10,6 +10,13 @@ use tonic_types::{ErrorDetails, StatusExt as _};
 /// The `domain` of every `ErrorInfo`.
 pub const DOMAIN: &str = "tollgate.v1";
 
+/// The reason of every call refused because the database cannot be reached.
+pub const DATABASE_UNAVAILABLE: &str = "DATABASE_UNAVAILABLE";
+
+/// The `RetryInfo` delay of [`DATABASE_UNAVAILABLE`]: the health check probes this often
+/// while the database is down.
+pub const DATABASE_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// What went wrong, in terms the caller can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -75,8 +82,9 @@ pub enum ApiError {
         /// For the log.
         detail: String,
     },
-    /// The service cannot answer now (the database is down).
-    #[error("temporarily unavailable")]
+    /// The database cannot be reached now: UNAVAILABLE, reason `DATABASE_UNAVAILABLE`, with
+    /// `RetryInfo`. The detail is logged, never sent.
+    #[error("the database is unavailable")]
     Unavailable(String),
     /// A bug or an unexpected failure. The detail is logged, never sent.
     #[error("internal error")]
@@ -101,11 +109,9 @@ impl From<storage::StorageError> for ApiError {
                 message: format!("the {what} changed meanwhile: read it and try again"),
             },
             E::Invalid { field, reason } => Self::field(field, reason),
-            E::Db(db) => match db {
-                storage::sea_orm::DbErr::ConnectionAcquire(_)
-                | storage::sea_orm::DbErr::Conn(_) => Self::Unavailable(db.to_string()),
-                other => Self::Internal(other.to_string()),
-            },
+            unavailable if unavailable.is_unavailable() => {
+                Self::Unavailable(unavailable.to_string())
+            }
             other => Self::Internal(other.to_string()),
         }
     }
@@ -116,7 +122,7 @@ impl From<ApiError> for Status {
         let info = |reason: &str| ErrorDetails::with_error_info(reason, DOMAIN, []);
         match err {
             ApiError::InvalidArgument(violations) => {
-                let mut details = ErrorDetails::new();
+                let mut details = info("INVALID_ARGUMENT");
                 for (field, description) in &violations {
                     details.add_bad_request_violation(field.clone(), description.clone());
                 }
@@ -172,11 +178,13 @@ impl From<ApiError> for Status {
                 Status::with_error_details(Code::Unavailable, message, info(reason))
             }
             ApiError::Unavailable(detail) => {
-                tracing::error!(%detail, "unavailable");
+                tracing::warn!(%detail, "database unavailable");
+                let mut details = info(DATABASE_UNAVAILABLE);
+                details.set_retry_info(Some(DATABASE_RETRY_AFTER));
                 Status::with_error_details(
                     Code::Unavailable,
-                    "temporarily unavailable, try again",
-                    info("UNAVAILABLE"),
+                    "the database is unavailable, try again shortly",
+                    details,
                 )
             }
             ApiError::Internal(detail) => {

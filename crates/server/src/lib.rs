@@ -8,6 +8,7 @@ pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod health;
 pub mod keys;
 pub mod metrics;
 pub(crate) mod mfa;
@@ -35,7 +36,6 @@ use tollgate_proto::v1::session_service_server::SessionServiceServer;
 use tollgate_proto::v1::user_service_server::UserServiceServer;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
 
 use crate::auth::CallerAuth;
 use crate::config::Config;
@@ -44,6 +44,9 @@ use crate::password::Passwords;
 /// A health service name that is SERVING as long as the process serves gRPC, whatever the
 /// database does: for liveness probes (a database outage must not restart every replica).
 pub const LIVENESS_SERVICE: &str = "liveness";
+
+/// The most bytes of metadata (HTTP/2 header list, uncompressed) one call may send.
+pub const MAX_HEADER_LIST_BYTES: u32 = 256 * 1024;
 
 /// The names the health service reports on, besides "" (the whole server).
 pub const SERVICE_NAMES: [&str; 5] = [
@@ -109,6 +112,8 @@ pub struct App {
     pub sms: Arc<dyn sms::SmsSender>,
     /// What the server counts.
     pub metrics: Arc<metrics::Metrics>,
+    /// Whether the database answers, as the health check last found.
+    pub db_health: health::DbHealth,
 }
 
 impl App {
@@ -126,9 +131,6 @@ impl App {
         }
     }
 }
-
-/// How often expired enrollments and challenges are deleted.
-const CLEAN_UP_EVERY: Duration = Duration::from_secs(60);
 
 /// Deletes what expired: pending enrollments never confirmed, login challenges and
 /// enrollment tokens. Runs with the health check; callable directly (tests, operators).
@@ -199,13 +201,6 @@ fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
-async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
-    reporter.set_service_status("", status).await;
-    for name in SERVICE_NAMES {
-        reporter.set_service_status(name, status).await;
-    }
-}
-
 /// Serves every service on `listener` until `shutdown` completes, then reports NOT_SERVING,
 /// stops accepting calls and lets in-flight calls finish (up to the configured grace).
 pub async fn serve(
@@ -224,56 +219,26 @@ pub async fn serve(
     }
     let (reporter, health) = tonic_health::server::health_reporter();
     // NOT_SERVING until the first database check says otherwise.
-    set_all(&reporter, ServingStatus::NotServing).await;
+    health::set_not_serving(&reporter).await;
     reporter
         .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
         .await;
-    let storage = app.storage.clone();
-    let maintenance_app = app.clone();
-    let interval = Duration::from_secs(app.config.health.check_interval_secs.max(1));
     // SERVING only while the database answers, checked now and then periodically.
-    let checker = {
-        let reporter = reporter.clone();
-        tokio::spawn(async move {
-            let mut last = None;
-            let mut last_clean_up = None;
-            loop {
-                // A hung connection counts as down: the check has its own deadline.
-                let ping =
-                    tokio::time::timeout(interval.min(Duration::from_secs(2)), storage.ping());
-                let status = if matches!(ping.await, Ok(Ok(()))) {
-                    ServingStatus::Serving
-                } else {
-                    ServingStatus::NotServing
-                };
-                if last != Some(status) {
-                    tracing::info!(?status, "health");
-                    set_all(&reporter, status).await;
-                    last = Some(status);
-                }
-                // Expired rows go at most once a minute, not on every health tick.
-                if status == ServingStatus::Serving
-                    && last_clean_up
-                        .is_none_or(|at: std::time::Instant| at.elapsed() >= CLEAN_UP_EVERY)
-                {
-                    last_clean_up = Some(std::time::Instant::now());
-                    if let Err(e) = clean_up_expired(&maintenance_app).await {
-                        tracing::warn!(error = %e, "clean-up of expired rows failed");
-                    }
-                }
-                tokio::time::sleep(interval).await;
-            }
-        })
-    };
+    let checker = tokio::spawn(health::run_checker(app.clone(), reporter.clone()));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tollgate_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| ServeError::Tls(format!("reflection: {e}")))?;
 
-    let auth = CallerAuth::new(&app.config);
+    let auth = CallerAuth::new(&app.config, app.db_health.clone());
     let intercept = move |request| auth.intercept(request);
-    let mut builder = Server::builder();
+    let mut builder = Server::builder()
+        // Headers up to this size are read whole, so that one call's oversized metadata
+        // (a forwarded cookie or user agent) fails that call alone; h2 answers a larger
+        // header block by closing the connection.
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .layer(telemetry::RpcLayer::new(Arc::clone(&app.metrics)));
     if let Some(tls) = tls_config(&app.config)? {
         builder = builder.tls_config(tls)?;
     }
@@ -308,7 +273,7 @@ pub async fn serve(
         shutdown.await;
         checker.abort();
         tracing::info!("shutting down: NOT_SERVING, finishing in-flight calls");
-        set_all(&stop_reporter, ServingStatus::NotServing).await;
+        health::set_not_serving(&stop_reporter).await;
         let _ = stopped_tx.send(());
     };
     let serving = router.serve_with_incoming_shutdown(incoming(listener), signal);

@@ -191,6 +191,7 @@ async fn serve(serving: Serving) -> Result<(), String> {
         clock: Arc::new(SystemClock),
         sms,
         metrics: Default::default(),
+        db_health: Default::default(),
     };
     let metrics = metrics_listener.map(|listener| {
         tokio::spawn(server::metrics::serve(

@@ -23,6 +23,7 @@ pub(crate) async fn app(db: &TestDb) -> App {
         config: Arc::new(config),
         clock: Arc::new(crate::ManualClock::new(NOW)),
         metrics: Arc::default(),
+        db_health: Default::default(),
     }
 }
 

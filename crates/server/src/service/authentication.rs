@@ -87,48 +87,28 @@ impl AuthenticationService for Authentication {
         &self,
         request: Request<v1::AuthenticateRequest>,
     ) -> Result<Response<v1::AuthenticateResponse>, Status> {
-        rpc(
-            &self.app,
-            "AuthenticationService/Authenticate",
-            self.authenticate_inner(request),
-        )
-        .await
+        rpc(&self.app, self.authenticate_inner(request)).await
     }
 
     async fn verify_second_factor(
         &self,
         request: Request<v1::VerifySecondFactorRequest>,
     ) -> Result<Response<v1::VerifySecondFactorResponse>, Status> {
-        rpc(
-            &self.app,
-            "AuthenticationService/VerifySecondFactor",
-            self.verify_inner(request),
-        )
-        .await
+        rpc(&self.app, self.verify_inner(request)).await
     }
 
     async fn verify_step_up(
         &self,
         request: Request<v1::VerifyStepUpRequest>,
     ) -> Result<Response<v1::VerifyStepUpResponse>, Status> {
-        rpc(
-            &self.app,
-            "AuthenticationService/VerifyStepUp",
-            self.step_up(request),
-        )
-        .await
+        rpc(&self.app, self.step_up(request)).await
     }
 
     async fn send_sms_code(
         &self,
         request: Request<v1::SendSmsCodeRequest>,
     ) -> Result<Response<v1::SendSmsCodeResponse>, Status> {
-        rpc(
-            &self.app,
-            "AuthenticationService/SendSmsCode",
-            self.send_sms(request),
-        )
-        .await
+        rpc(&self.app, self.send_sms(request)).await
     }
 }
 

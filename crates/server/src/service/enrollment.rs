@@ -117,127 +117,77 @@ impl EnrollmentService for Enrollment {
         &self,
         request: Request<v1::BeginTotpEnrollmentRequest>,
     ) -> Result<Response<v1::BeginTotpEnrollmentResponse>, Status> {
-        rpc(
-            &self.app,
-            "EnrollmentService/BeginTotpEnrollment",
-            self.begin(request),
-        )
-        .await
+        rpc(&self.app, self.begin(request)).await
     }
 
     async fn confirm_totp_enrollment(
         &self,
         request: Request<v1::ConfirmTotpEnrollmentRequest>,
     ) -> Result<Response<v1::ConfirmTotpEnrollmentResponse>, Status> {
-        rpc(
-            &self.app,
-            "EnrollmentService/ConfirmTotpEnrollment",
-            self.confirm(request),
-        )
-        .await
+        rpc(&self.app, self.confirm(request)).await
     }
 
     async fn list_factors(
         &self,
         request: Request<v1::ListFactorsRequest>,
     ) -> Result<Response<v1::ListFactorsResponse>, Status> {
-        rpc(
-            &self.app,
-            "EnrollmentService/ListFactors",
-            self.list(request),
-        )
-        .await
+        rpc(&self.app, self.list(request)).await
     }
 
     async fn begin_hotp_enrollment(
         &self,
         request: Request<v1::BeginHotpEnrollmentRequest>,
     ) -> Result<Response<v1::BeginHotpEnrollmentResponse>, Status> {
-        rpc(
-            &self.app,
-            "EnrollmentService/BeginHotpEnrollment",
-            self.begin_hotp(request),
-        )
-        .await
+        rpc(&self.app, self.begin_hotp(request)).await
     }
 
     async fn confirm_hotp_enrollment(
         &self,
         request: Request<v1::ConfirmHotpEnrollmentRequest>,
     ) -> Result<Response<v1::ConfirmHotpEnrollmentResponse>, Status> {
-        rpc(
-            &self.app,
-            "EnrollmentService/ConfirmHotpEnrollment",
-            self.confirm_hotp(request),
-        )
-        .await
+        rpc(&self.app, self.confirm_hotp(request)).await
     }
 
     async fn resync_hotp(
         &self,
         request: Request<v1::ResyncHotpRequest>,
     ) -> Result<Response<v1::ResyncHotpResponse>, Status> {
-        rpc(
-            &self.app,
-            "EnrollmentService/ResyncHotp",
-            self.resync(request),
-        )
-        .await
+        rpc(&self.app, self.resync(request)).await
     }
 
     async fn remove_factor(
         &self,
         request: Request<v1::RemoveFactorRequest>,
     ) -> Result<Response<v1::RemoveFactorResponse>, Status> {
-        rpc(
-            &self.app,
-            "EnrollmentService/RemoveFactor",
-            self.remove(request),
-        )
-        .await
+        rpc(&self.app, self.remove(request)).await
     }
 
     async fn regenerate_recovery_codes(
         &self,
         request: Request<v1::RegenerateRecoveryCodesRequest>,
     ) -> Result<Response<v1::RegenerateRecoveryCodesResponse>, Status> {
-        rpc(
-            &self.app,
-            "EnrollmentService/RegenerateRecoveryCodes",
-            self.regenerate(request),
-        )
-        .await
+        rpc(&self.app, self.regenerate(request)).await
     }
 
     async fn reset_mfa(
         &self,
         request: Request<v1::ResetMfaRequest>,
     ) -> Result<Response<v1::ResetMfaResponse>, Status> {
-        rpc(&self.app, "EnrollmentService/ResetMfa", self.reset(request)).await
+        rpc(&self.app, self.reset(request)).await
     }
 
     async fn begin_sms_enrollment(
         &self,
         request: Request<v1::BeginSmsEnrollmentRequest>,
     ) -> Result<Response<v1::BeginSmsEnrollmentResponse>, Status> {
-        rpc(
-            &self.app,
-            "EnrollmentService/BeginSmsEnrollment",
-            self.begin_sms(request),
-        )
-        .await
+        rpc(&self.app, self.begin_sms(request)).await
     }
 
     async fn confirm_sms_enrollment(
         &self,
         request: Request<v1::ConfirmSmsEnrollmentRequest>,
     ) -> Result<Response<v1::ConfirmSmsEnrollmentResponse>, Status> {
-        rpc(
-            &self.app,
-            "EnrollmentService/ConfirmSmsEnrollment",
-            self.confirm_sms(request),
-        )
-        .await
+        rpc(&self.app, self.confirm_sms(request)).await
     }
 }
 

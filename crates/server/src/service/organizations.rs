@@ -30,84 +30,49 @@ impl OrganizationService for Organizations {
         &self,
         request: Request<v1::CreateOrganizationRequest>,
     ) -> Result<Response<v1::CreateOrganizationResponse>, Status> {
-        rpc(
-            &self.app,
-            "OrganizationService/CreateOrganization",
-            self.create(request),
-        )
-        .await
+        rpc(&self.app, self.create(request)).await
     }
 
     async fn get_organization(
         &self,
         request: Request<v1::GetOrganizationRequest>,
     ) -> Result<Response<v1::GetOrganizationResponse>, Status> {
-        rpc(
-            &self.app,
-            "OrganizationService/GetOrganization",
-            self.get(request),
-        )
-        .await
+        rpc(&self.app, self.get(request)).await
     }
 
     async fn add_member(
         &self,
         request: Request<v1::AddMemberRequest>,
     ) -> Result<Response<v1::AddMemberResponse>, Status> {
-        rpc(
-            &self.app,
-            "OrganizationService/AddMember",
-            self.add_member_inner(request),
-        )
-        .await
+        rpc(&self.app, self.add_member_inner(request)).await
     }
 
     async fn list_members(
         &self,
         request: Request<v1::ListMembersRequest>,
     ) -> Result<Response<v1::ListMembersResponse>, Status> {
-        rpc(
-            &self.app,
-            "OrganizationService/ListMembers",
-            self.list(request),
-        )
-        .await
+        rpc(&self.app, self.list(request)).await
     }
 
     async fn update_mfa_policy(
         &self,
         request: Request<v1::UpdateMfaPolicyRequest>,
     ) -> Result<Response<v1::UpdateMfaPolicyResponse>, Status> {
-        rpc(
-            &self.app,
-            "OrganizationService/UpdateMfaPolicy",
-            self.update_policy(request),
-        )
-        .await
+        rpc(&self.app, self.update_policy(request)).await
     }
 
     async fn reset_member_mfa(
         &self,
         request: Request<v1::ResetMemberMfaRequest>,
     ) -> Result<Response<v1::ResetMemberMfaResponse>, Status> {
-        rpc(
-            &self.app,
-            "OrganizationService/ResetMemberMfa",
-            self.reset_member(request),
-        )
-        .await
+        rpc(&self.app, self.reset_member(request)).await
     }
 
     async fn list_audit_events(
         &self,
         request: Request<v1::ListAuditEventsRequest>,
     ) -> Result<Response<v1::ListAuditEventsResponse>, Status> {
-        rpc(
-            &self.app,
-            "OrganizationService/ListAuditEvents",
-            self.audit_events(request),
-        )
-        .await
+        rpc(&self.app, self.audit_events(request)).await
     }
 }
 

@@ -54,24 +54,14 @@ impl SessionService for Sessions {
         &self,
         request: Request<v1::ValidateSessionRequest>,
     ) -> Result<Response<v1::ValidateSessionResponse>, Status> {
-        rpc(
-            &self.app,
-            "SessionService/ValidateSession",
-            self.validate(request),
-        )
-        .await
+        rpc(&self.app, self.validate(request)).await
     }
 
     async fn revoke_session(
         &self,
         request: Request<v1::RevokeSessionRequest>,
     ) -> Result<Response<v1::RevokeSessionResponse>, Status> {
-        rpc(
-            &self.app,
-            "SessionService/RevokeSession",
-            self.revoke(request),
-        )
-        .await
+        rpc(&self.app, self.revoke(request)).await
     }
 }
 

@@ -43,26 +43,21 @@ impl UserService for Users {
         &self,
         request: Request<v1::CreateUserRequest>,
     ) -> Result<Response<v1::CreateUserResponse>, Status> {
-        rpc(&self.app, "UserService/CreateUser", self.create(request)).await
+        rpc(&self.app, self.create(request)).await
     }
 
     async fn get_user(
         &self,
         request: Request<v1::GetUserRequest>,
     ) -> Result<Response<v1::GetUserResponse>, Status> {
-        rpc(&self.app, "UserService/GetUser", self.get(request)).await
+        rpc(&self.app, self.get(request)).await
     }
 
     async fn set_password(
         &self,
         request: Request<v1::SetPasswordRequest>,
     ) -> Result<Response<v1::SetPasswordResponse>, Status> {
-        rpc(
-            &self.app,
-            "UserService/SetPassword",
-            self.set_password_inner(request),
-        )
-        .await
+        rpc(&self.app, self.set_password_inner(request)).await
     }
 }
 
