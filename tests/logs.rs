@@ -151,15 +151,31 @@ async fn a_whole_flow_logs_no_secret() {
         .await
         .unwrap()
         .unwrap();
+    // A body that does not decode is logged like every other call.
+    let garbage = tollgate_e2e::call_raw(
+        server.channel().await,
+        "/tollgate.v1.UserService/CreateUser",
+        tonic::Request::new(vec![0xff, 0xff, 0xff]),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(garbage.code(), tonic::Code::InvalidArgument);
     server.stop().await.unwrap();
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.lines().any(
+            |line| line.contains("\"method\":\"UserService/CreateUser\"")
+                && line.contains("\"code\":\"INVALID_ARGUMENT\"")
+        ),
+        "{logs}"
+    );
     // The flow was logged: one line per RPC with its method and code.
     assert!(
         logs.contains("AuthenticationService/Authenticate"),
         "{logs}"
     );
-    assert!(logs.contains("\"code\":\"Unauthenticated\""), "{logs}");
+    assert!(logs.contains("\"code\":\"UNAUTHENTICATED\""), "{logs}");
     assert!(logs.contains(&user.id), "identifiers may be logged");
     // Secrets never are.
     assert!(logs.contains("SMS code sent"), "the SMS flow was logged");

@@ -153,3 +153,85 @@ async fn counters_move_with_a_flow(backend: Backend) {
 }
 
 both!(counters_move_with_a_flow);
+
+/// Calls refused before a handler runs are counted like every other: no API key, a wrong
+/// one, a body that does not decode, a method the server does not have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_refused_before_a_handler_are_counted() {
+    let mut config = tollgate_e2e::test_config();
+    config.api_keys = vec![server::config::ApiKeyConfig {
+        name: "reader".into(),
+        sha256: server::auth::hash_api_key("reader-key"),
+        scopes: vec!["users:read".into()],
+    }];
+    let server = TestServer::start_with(Backend::Sqlite, config).await;
+    let channel = server.channel().await;
+    let create = "/tollgate.v1.UserService/CreateUser";
+    let with_key = |key: Option<&'static str>, body: Vec<u8>| {
+        let mut request = tonic::Request::new(body);
+        if let Some(key) = key {
+            request
+                .metadata_mut()
+                .insert("x-api-key", MetadataValue::from_static(key));
+        }
+        request
+    };
+    let garbage = vec![0xff, 0xff, 0xff];
+    let calls = [
+        (create, with_key(None, Vec::new()), "UNAUTHENTICATED"),
+        (
+            create,
+            with_key(Some("wrong-key"), Vec::new()),
+            "UNAUTHENTICATED",
+        ),
+        (
+            create,
+            with_key(Some("reader-key"), garbage.clone()),
+            "INVALID_ARGUMENT",
+        ),
+        (
+            create,
+            with_key(Some("reader-key"), Vec::new()),
+            "PERMISSION_DENIED",
+        ),
+        (
+            "/tollgate.v1.UserService/Nope",
+            with_key(Some("reader-key"), Vec::new()),
+            "UNIMPLEMENTED",
+        ),
+    ];
+    for (path, request, code) in calls {
+        let status = tollgate_e2e::call_raw(channel.clone(), path, request)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            server::metrics::code_name(status.code()),
+            code,
+            "{path}: {status:?}"
+        );
+    }
+    let text = server.app.metrics.render(&server.app.storage);
+    let count = |method: &str, code: &str| {
+        value(
+            &text,
+            &format!("tollgate_rpc_requests_total{{method=\"{method}\",code=\"{code}\"}}"),
+        )
+    };
+    assert_eq!(
+        count("UserService/CreateUser", "UNAUTHENTICATED"),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        count("UserService/CreateUser", "INVALID_ARGUMENT"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        count("UserService/CreateUser", "PERMISSION_DENIED"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(count("unknown", "UNIMPLEMENTED"), 1.0, "{text}");
+    server.stop().await.unwrap();
+}

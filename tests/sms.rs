@@ -1041,6 +1041,7 @@ async fn the_message_is_configurable_and_the_allowlist_holds_at_send(backend: Ba
         passwords,
         clock: Arc::new(ManualClock::new(T0 + 3_600)) as Arc<dyn server::Clock>,
         metrics: Arc::default(),
+        db_health: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -10,6 +10,8 @@
     reason = "test support: a panic is a failed test"
 )]
 
+pub mod own_postgres;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -96,7 +98,11 @@ impl TestServer {
     }
 
     pub async fn start_full(backend: Backend, config: Config, clock: Arc<dyn Clock>) -> Self {
-        let db = TestDb::new(backend).await;
+        Self::start_on(TestDb::new(backend).await, config, clock).await
+    }
+
+    /// On a database the test made (on a PostgreSQL server of its own, say).
+    pub async fn start_on(db: TestDb, config: Config, clock: Arc<dyn Clock>) -> Self {
         let passwords = server::password::Passwords::new(&config.passwords).unwrap();
         let sms = server::sms::from_config(&config.sms).await;
         let app = App {
@@ -106,6 +112,7 @@ impl TestServer {
             clock,
             sms,
             metrics: Default::default(),
+            db_health: Default::default(),
         };
         Self::serve(app, Arc::new(db)).await
     }
@@ -123,6 +130,7 @@ impl TestServer {
             config,
             clock: Arc::clone(&self.app.clock),
             metrics: Default::default(),
+            db_health: Default::default(),
         };
         Self::serve(app, Arc::clone(&self.db)).await
     }
@@ -272,6 +280,62 @@ pub fn bearer<T>(body: T, token: &str) -> tonic::Request<T> {
         tonic::metadata::MetadataValue::try_from(format!("Bearer {token}")).unwrap(),
     );
     request
+}
+
+/// A codec that sends and receives bodies as they are, for tests that write the protobuf
+/// bytes themselves (garbage, or fields built from the descriptor set).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> Self {
+        Self
+    }
+    fn decoder(&mut self) -> Self {
+        Self
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(buf, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let n = bytes::Buf::remaining(buf);
+        Ok(Some(bytes::Buf::copy_to_bytes(buf, n).to_vec()))
+    }
+}
+
+/// Calls `path` (`/tollgate.v1.UserService/CreateUser`) with `body` as it is.
+pub async fn call_raw(
+    channel: Channel,
+    path: &str,
+    request: tonic::Request<Vec<u8>>,
+) -> Result<Vec<u8>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    grpc.unary(request, path.parse().unwrap(), RawCodec)
+        .await
+        .map(tonic::Response::into_inner)
 }
 
 /// The field names of a status's BadRequest violations.
