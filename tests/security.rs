@@ -435,7 +435,203 @@ async fn a_flood_of_logins_is_bounded_and_health_still_answers(backend: Backend)
     server.stop().await.unwrap();
 }
 
+/// The code of the test's app (seed `SEED`, SHA-1, 6 digits, 30 s) at the clock's time, and
+/// a code that is surely wrong then.
+fn app_codes(clock: &tollgate_e2e::ManualClock) -> (String, String) {
+    let totp = otp_core::Totp::new(
+        otp_core::Secret::from_bytes(SEED.to_vec()),
+        otp_core::TotpParams::default(),
+    )
+    .unwrap();
+    let now = u64::try_from(server::Clock::now(clock)).unwrap();
+    let right = totp.generate(now).unwrap().to_string();
+    let wrong = if right == "000000" {
+        "000001"
+    } else {
+        "000000"
+    };
+    (right, wrong.to_owned())
+}
+
+const SEED: &[u8] = b"12345678901234567890";
+
+/// A second-factor login of `email` with `code`: the password step, then the code.
+async fn second_step(
+    server: &TestServer,
+    email: &str,
+    code: &str,
+) -> Result<v1::VerifySecondFactorResponse, tonic::Status> {
+    let authenticate_response::Result::SecondFactorRequired(challenge) =
+        server.first_step(login(email, PASSWORD)).await
+    else {
+        panic!("a second factor is required");
+    };
+    server
+        .authentication()
+        .await
+        .verify_second_factor(tollgate_e2e::verify_code(&challenge.challenge_token, code))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn kinds_of(server: &TestServer, user: storage::Uuid, kind: &str) -> usize {
+    let filter = storage::repo::AuditFilter {
+        subject_id: Some(user),
+        kinds: vec![kind.to_owned()],
+        ..Default::default()
+    };
+    server
+        .app
+        .storage
+        .audit()
+        .list(&filter, None, 1_000)
+        .await
+        .unwrap()
+        .items
+        .len()
+}
+
+/// At the defaults, 100 wrong codes in a row (each after its lockout ended) suspend the
+/// user's code factors: the 100th answers FACTORS_SUSPENDED, and so does a right app code
+/// after it, uncounted. The streak is audited once as a suspected password compromise (at
+/// the first lockout) and once as the suspension, in metrics too. A recovery code still logs
+/// in and lifts the suspension; an operator's unlock and an admin's reset lift it as well.
+async fn guessing_is_bounded_in_total(backend: Backend) {
+    let clock = std::sync::Arc::new(tollgate_e2e::ManualClock::new(1_800_000_000));
+    let server = TestServer::start_with_clock(backend, std::sync::Arc::clone(&clock)).await;
+    let email = "guessed@example.com";
+    let user: storage::Uuid = server
+        .create_user(email, PASSWORD)
+        .await
+        .id
+        .parse()
+        .unwrap();
+    let config = &server.app.config.login;
+    assert_eq!(config.max_consecutive_failures, 100, "the default");
+    tollgate_e2e::active_totp(
+        &server.app.storage,
+        user,
+        SEED,
+        None,
+        Some(&["AAAA-BBBB-CCCC-DDDD", "EEEE-FFFF-GGGG-HHHH"]),
+        server::Clock::now(clock.as_ref()),
+    )
+    .await;
+    for n in 1..=100 {
+        // Past any lockout the last failure started.
+        clock.advance(3_601);
+        let (_, wrong) = app_codes(&clock);
+        let status = second_step(&server, email, &wrong).await.unwrap_err();
+        if n < 100 {
+            assert_eq!(
+                status.code(),
+                Code::Unauthenticated,
+                "failure {n}: {status:?}"
+            );
+            assert_eq!(reason(&status).as_deref(), Some("INVALID_CODE"));
+        } else {
+            assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+            assert_eq!(reason(&status).as_deref(), Some("FACTORS_SUSPENDED"));
+        }
+    }
+    // A right app code is not even compared now, nor counted.
+    clock.advance(3_601);
+    let (right, _) = app_codes(&clock);
+    let status = second_step(&server, email, &right).await.unwrap_err();
+    assert_eq!(
+        reason(&status).as_deref(),
+        Some("FACTORS_SUSPENDED"),
+        "{status:?}"
+    );
+    let counter = server
+        .app
+        .storage
+        .attempts()
+        .get(&storage::repo::second_factor_counter(user))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(counter.failures, 100);
+    assert_eq!(
+        kinds_of(&server, user, "password.suspected_compromised").await,
+        1
+    );
+    assert_eq!(kinds_of(&server, user, "factors.suspended").await, 1);
+    // Failures 6 to 100 each started a lockout, audited with its count.
+    assert_eq!(kinds_of(&server, user, "user.locked_out").await, 95);
+    assert_eq!(server.app.metrics.passwords_suspected_compromised.get(), 1);
+    assert_eq!(server.app.metrics.factors_suspended.get(), 1);
+
+    // A recovery code logs in, and lifts the suspension.
+    let answer = second_step(&server, email, "AAAA-BBBB-CCCC-DDDD")
+        .await
+        .unwrap();
+    assert!(answer.result.is_some());
+    clock.advance(30);
+    let (right, _) = app_codes(&clock);
+    second_step(&server, email, &right).await.unwrap();
+
+    // Suspended again (as after 100 wrong codes), an operator's unlock lifts it.
+    let suspend = |server: &TestServer| {
+        let storage = server.app.storage.clone();
+        async move {
+            let never = storage::repo::Lockouts::new(0, &[]);
+            for _ in 0..100 {
+                storage
+                    .attempts()
+                    .record_failure(&storage::repo::second_factor_counter(user), 0, &never, None)
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    suspend(&server).await;
+    clock.advance(30);
+    let (right, _) = app_codes(&clock);
+    let status = second_step(&server, email, &right).await.unwrap_err();
+    assert_eq!(reason(&status).as_deref(), Some("FACTORS_SUSPENDED"));
+    server::throttle::unlock(
+        &server.app.storage,
+        email,
+        server::Clock::now(clock.as_ref()),
+    )
+    .await
+    .unwrap();
+    second_step(&server, email, &right).await.unwrap();
+
+    // And a reset of the user's 2FA (an admin's, an own one) clears the count with the
+    // factors it was counted against.
+    suspend(&server).await;
+    server
+        .app
+        .storage
+        .factors()
+        .reset(
+            user,
+            storage::repo::ResetPlan {
+                org_id: None,
+                must_reenroll: true,
+                revoke: storage::repo::SessionsToRevoke::All,
+            },
+            storage::repo::AuditOf::by_caller("mfa.reset"),
+            |_| "{}".to_owned(),
+            server::Clock::now(clock.as_ref()),
+        )
+        .await
+        .unwrap();
+    let counter = server
+        .app
+        .storage
+        .attempts()
+        .get(&storage::repo::second_factor_counter(user))
+        .await
+        .unwrap();
+    assert!(counter.is_none(), "{counter:?}");
+    server.stop().await.unwrap();
+}
+
 both!(
+    guessing_is_bounded_in_total,
     a_flood_of_logins_is_bounded_and_health_still_answers,
     an_unknown_email_looks_like_a_wrong_password,
     password_failures_lock_the_account_with_a_growing_delay,

@@ -206,6 +206,11 @@ pub struct LoginConfig {
     pub base_lockout_secs: u64,
     /// The longest lockout, in seconds.
     pub max_lockout_secs: u64,
+    /// Failed second-factor attempts in a row (no successful second factor in between) after
+    /// which the user's app, token and SMS codes are suspended until a recovery code is used,
+    /// an admin resets the member or an operator runs `tollgate unlock` (NIST SP 800-63B
+    /// §5.2.2 allows at most 100).
+    pub max_consecutive_failures: u32,
 }
 
 impl Default for LoginConfig {
@@ -216,6 +221,7 @@ impl Default for LoginConfig {
             free_failures: 5,
             base_lockout_secs: 30,
             max_lockout_secs: 3_600,
+            max_consecutive_failures: 100,
         }
     }
 }
@@ -597,6 +603,14 @@ impl Config {
                 return err(key, "must be a positive number of seconds");
             }
         }
+        if self.login.max_consecutive_failures <= self.login.free_failures
+            || self.login.max_consecutive_failures > 100
+        {
+            return err(
+                "login.max_consecutive_failures",
+                "must be more than login.free_failures and at most 100",
+            );
+        }
         if self.otp.issuer.trim().is_empty() || self.otp.issuer.contains(':') {
             return err("otp.issuer", "must be non-empty and contain no ':'");
         }
@@ -834,6 +848,14 @@ mod tests {
             (
                 &[("TOLLGATE_LOGIN__ENROLLMENT_TTL_SECS", "-5")],
                 "login.enrollment_ttl_secs",
+            ),
+            (
+                &[("TOLLGATE_LOGIN__MAX_CONSECUTIVE_FAILURES", "101")],
+                "login.max_consecutive_failures",
+            ),
+            (
+                &[("TOLLGATE_LOGIN__MAX_CONSECUTIVE_FAILURES", "5")],
+                "login.max_consecutive_failures",
             ),
             (
                 &[("TOLLGATE_PASSWORDS__PARALLELISM", "0")],

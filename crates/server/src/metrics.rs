@@ -94,6 +94,11 @@ pub struct Metrics {
     pub sms_pumping_alerts: Counter,
     /// Lockouts started, by what was locked.
     pub lockouts: Family<LockoutLabels, Counter>,
+    /// Streaks of wrong second-factor codes after a right password (or from a session) that
+    /// reached the first lockout: the password is probably known to someone else.
+    pub passwords_suspected_compromised: Counter,
+    /// Users whose code factors were suspended after too many wrong codes in a row.
+    pub factors_suspended: Counter,
     db_connections: Family<PoolLabels, Gauge>,
 }
 
@@ -111,6 +116,8 @@ impl Default for Metrics {
         let sms_failed = Family::<ReasonLabels, Counter>::default();
         let sms_pumping_alerts = Counter::default();
         let lockouts = Family::<LockoutLabels, Counter>::default();
+        let passwords_suspected_compromised = Counter::default();
+        let factors_suspended = Counter::default();
         let db_connections = Family::<PoolLabels, Gauge>::default();
         registry.register(
             "rpc_requests",
@@ -158,6 +165,16 @@ impl Default for Metrics {
             lockouts.clone(),
         );
         registry.register(
+            "passwords_suspected_compromised",
+            "streaks of wrong second-factor codes that reached a lockout (once per streak)",
+            passwords_suspected_compromised.clone(),
+        );
+        registry.register(
+            "factors_suspended",
+            "users whose app, token and SMS codes were suspended after too many wrong codes",
+            factors_suspended.clone(),
+        );
+        registry.register(
             "db_connections",
             "database pool connections by state",
             db_connections.clone(),
@@ -178,6 +195,8 @@ impl Default for Metrics {
             sms_failed,
             sms_pumping_alerts,
             lockouts,
+            passwords_suspected_compromised,
+            factors_suspended,
             db_connections,
         }
     }

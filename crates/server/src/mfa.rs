@@ -60,8 +60,8 @@ fn mfa_key(user: Uuid) -> String {
 /// Refuses while the user's second-factor attempts are locked out; otherwise a [`Failures`]
 /// to settle a matching code with.
 pub(crate) async fn check_lockout(app: &App, user: Uuid, now: i64) -> ApiResult<Failures> {
-    let recorded = crate::throttle::check(app, &mfa_key(user), now).await?;
-    Ok(Failures { user, recorded })
+    let failures = crate::throttle::check(app, &mfa_key(user), now).await?;
+    Ok(Failures { user, failures })
 }
 
 /// The user's active factors and their failure counter, read together.
@@ -95,8 +95,8 @@ impl FactorsRead {
         if self.factors.is_empty() {
             return check_lockout(app, user, now).await;
         }
-        let recorded = crate::throttle::check_counter(self.counter.as_ref(), now)?;
-        Ok(Failures { user, recorded })
+        let failures = crate::throttle::check_counter(self.counter.as_ref(), now)?;
+        Ok(Failures { user, failures })
     }
 }
 
@@ -107,11 +107,21 @@ impl FactorsRead {
 #[must_use = "a matching code is accepted only once settled against the budget"]
 pub(crate) struct Failures {
     user: Uuid,
-    /// Whether failures were on record at the check.
-    recorded: bool,
+    /// The failures in a row on record at the check.
+    failures: i64,
 }
 
 impl Failures {
+    /// FAILED_PRECONDITION `FACTORS_SUSPENDED` once `login.max_consecutive_failures` wrong
+    /// codes in a row are on record: app, token and SMS codes are then not even compared
+    /// until a recovery code, an admin's reset or an operator's unlock clears the count.
+    pub(crate) fn refuse_codes_if_suspended(self, app: &App) -> ApiResult<Self> {
+        if self.failures >= i64::from(app.config.login.max_consecutive_failures) {
+            return Err(suspended());
+        }
+        Ok(self)
+    }
+
     /// Settles a matching code: LOCKED_OUT when wrong codes in flight alongside it spent the
     /// budget first (so it came after the lockout and earns nothing), else the user's
     /// failures are cleared. The check before the compare only spares work; this is what
@@ -131,7 +141,7 @@ impl Failures {
     /// the failures the check saw, if any. A user with none, the common case, costs nothing
     /// more; failures counted since the check stay counted, on the side of the lockout.
     pub(crate) async fn settled(self, app: &App, now: i64) -> ApiResult<()> {
-        if self.recorded {
+        if self.failures > 0 {
             // A lockout written since the acceptance leaves the count as it is.
             app.storage
                 .attempts()
@@ -142,19 +152,59 @@ impl Failures {
     }
 }
 
+/// The answer once the user's code factors are suspended.
+fn suspended() -> ApiError {
+    ApiError::FailedPrecondition {
+        reason: "FACTORS_SUSPENDED",
+        message: "too many wrong codes in a row: app, token and SMS codes are suspended; \
+                  use a recovery code, or ask an admin to reset your 2FA"
+            .to_owned(),
+    }
+}
+
 /// Counts a failed code against the user (across methods, challenges and replicas), starts a
 /// lockout when the budget is spent (it applies to every attempt not yet counted or settled,
-/// those in flight included), and returns the error
-/// to answer for this one: UNAUTHENTICATED with the reason given, or LOCKED_OUT when a
-/// failure in flight alongside spent the budget first (this one is then not counted).
+/// those in flight included), and returns the error to answer for this one: UNAUTHENTICATED
+/// with the reason given; LOCKED_OUT when a failure in flight alongside spent the budget
+/// first (this one is then not counted); FACTORS_SUSPENDED when this failure made
+/// `login.max_consecutive_failures` in a row. Once per streak, the failure that starts the
+/// first lockout records `password.suspected_compromised` (whoever typed these codes had the
+/// password, or a session), and the one that suspends records `factors.suspended`, both in
+/// the transaction that counts.
 pub(crate) async fn record_failure(
     app: &App,
     user: Uuid,
     reason: &'static str,
     now: i64,
 ) -> ApiError {
-    if let Err(e) = crate::throttle::fail(app, &mfa_key(user), Some(user), "second", now).await {
-        return e;
+    let first_lockout = i64::from(app.config.login.free_failures) + 1;
+    let suspend_at = i64::from(app.config.login.max_consecutive_failures);
+    let events = move |failures: i64| {
+        let details = format!(r#"{{"failures":{failures}}}"#);
+        let mut events = Vec::new();
+        if failures == first_lockout {
+            events.push(("password.suspected_compromised", details.clone()));
+        }
+        if failures == suspend_at {
+            events.push(("factors.suspended", details));
+        }
+        events
+    };
+    let failures =
+        match crate::throttle::fail(app, &mfa_key(user), Some(user), "second", now, events).await {
+            Ok(failures) => failures,
+            Err(e) => return e,
+        };
+    if failures == first_lockout {
+        app.metrics.passwords_suspected_compromised.inc();
+        tracing::warn!(user_id = %user, failures, "password suspected compromised");
+    }
+    if failures >= suspend_at {
+        if failures == suspend_at {
+            app.metrics.factors_suspended.inc();
+            tracing::warn!(user_id = %user, failures, "code factors suspended");
+        }
+        return suspended();
     }
     ApiError::Unauthenticated {
         reason,
@@ -252,6 +302,7 @@ pub(crate) async fn check_code_among(
     digits: &str,
     now: i64,
 ) -> ApiResult<CodeCheck> {
+    let failures = failures.refuse_codes_if_suspended(app)?;
     let key = failures.key();
     let mut replayed = false;
     for factor in factors {

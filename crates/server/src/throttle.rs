@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use storage::Uuid;
 
+use crate::App;
 use crate::error::{ApiError, ApiResult};
-use crate::{App, audit};
 
 /// The password-throttling counter of an email: keyed by a keyed hash of the normalized
 /// address, so unknown emails are counted and locked exactly like existing accounts (the
@@ -23,7 +23,7 @@ pub fn password_key(storage: &storage::Storage, email: &str) -> String {
 
 /// The second-factor counter of a user (across methods, challenges and replicas).
 pub fn second_factor_key(user: Uuid) -> String {
-    format!("mfa:{user}")
+    storage::repo::second_factor_counter(user)
 }
 
 /// An operator's unlock: clears the password lockout of `email` and, when it has an account,
@@ -69,9 +69,9 @@ pub(crate) fn locked(until: i64, now: i64) -> ApiError {
 }
 
 /// Refuses while `key` is locked out: the check before a comparison, which spares the work
-/// (a success is settled again after it, [`succeed`]). Otherwise says whether failures are
-/// on record.
-pub(crate) async fn check(app: &App, key: &str, now: i64) -> ApiResult<bool> {
+/// (a success is settled again after it, [`succeed`]). Otherwise the failures in a row on
+/// record (0: none).
+pub(crate) async fn check(app: &App, key: &str, now: i64) -> ApiResult<i64> {
     check_counter(app.storage.attempts().get(key).await?.as_ref(), now)
 }
 
@@ -79,33 +79,47 @@ pub(crate) async fn check(app: &App, key: &str, now: i64) -> ApiResult<bool> {
 pub(crate) fn check_counter(
     counter: Option<&storage::entity::attempt_counter::Model>,
     now: i64,
-) -> ApiResult<bool> {
+) -> ApiResult<i64> {
     match counter
         .and_then(|c| c.locked_until)
         .filter(|&until| until > now)
     {
         Some(until) => Err(locked(until, now)),
-        None => Ok(counter.is_some()),
+        None => Ok(counter.map_or(0, |c| c.failures)),
     }
 }
 
-/// Counts one failure against `key` and, when the budget is spent, locks it and records the
-/// lockout for `subject` under `factor`, in the one statement that counts. A lockout already
-/// in force (a failure in flight alongside spent the budget first) is refused instead: the
-/// answer is LOCKED_OUT, as for an attempt that came after it, and nothing is counted.
+/// Counts one failure against `key` and, when the budget is spent, locks it (in a
+/// transaction, whether or not the email has an account); for a `subject` the lockout (`user.locked_out`, with `factor`) and whatever `more` adds for the new count
+/// are audited in the transaction that counts. A lockout already in force (a failure in
+/// flight alongside spent the budget first) is refused instead: the answer is LOCKED_OUT, as
+/// for an attempt that came after it, and nothing is counted. Returns the failures in a row
+/// now on record.
 pub(crate) async fn fail(
     app: &App,
     key: &str,
     subject: Option<Uuid>,
-    factor: &str,
+    factor: &'static str,
     now: i64,
-) -> ApiResult<()> {
+    more: impl Fn(i64) -> Vec<(&'static str, String)> + Send + Sync,
+) -> ApiResult<i64> {
     let throttle = app.throttle();
     let lockouts = storage::repo::Lockouts::new(throttle.free_failures, &throttle.lockouts());
+    let events = |failures: i64, locked_until: Option<i64>| {
+        let mut events = more(failures);
+        if locked_until.is_some_and(|until| until > now) {
+            events.push(("user.locked_out", format!(r#"{{"factor":"{factor}"}}"#)));
+        }
+        events
+    };
+    let audit = Some(storage::repo::FailureAudit {
+        subject_id: subject,
+        events: &events,
+    });
     let (failures, until) = match app
         .storage
         .attempts()
-        .record_failure(key, now, &lockouts)
+        .record_failure(key, now, &lockouts, audit)
         .await?
     {
         storage::repo::Failure::Locked { until } => return Err(locked(until, now)),
@@ -114,12 +128,8 @@ pub(crate) async fn fail(
             locked_until: Some(until),
         } if until > now => (failures, until),
         // Within the budget (or a lockout of zero seconds, which locks nothing).
-        storage::repo::Failure::Counted { .. } => return Ok(()),
+        storage::repo::Failure::Counted { failures, .. } => return Ok(failures),
     };
-    if let Some(user) = subject {
-        let details = format!(r#"{{"factor":"{factor}"}}"#);
-        audit::record(app, "user.locked_out", None, None, Some(user), &details).await?;
-    }
     app.metrics
         .lockouts
         .get_or_create(&crate::metrics::LockoutLabels {
@@ -131,7 +141,7 @@ pub(crate) async fn fail(
         })
         .inc();
     tracing::warn!(user_id = ?subject, factor, failures, locked_until = until, "lockout");
-    Ok(())
+    Ok(failures)
 }
 
 /// Settles a success on `key`: refused with LOCKED_OUT when a lockout is in force now (a

@@ -704,7 +704,7 @@ mod tests {
             .await
             .unwrap();
         s.attempts()
-            .record_failure("user:x", NOW, &crate::repo::Lockouts::new(0, &[30]))
+            .record_failure("user:x", NOW, &crate::repo::Lockouts::new(0, &[30]), None)
             .await
             .unwrap();
         let session = NewSession {

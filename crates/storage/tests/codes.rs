@@ -207,11 +207,11 @@ async fn sms_codes_wait_out_a_lockout_unused(db: &TestDb) {
         .unwrap();
     let key = format!("mfa:{uid}");
     s.attempts()
-        .record_failure(&key, NOW, &Lockouts::new(0, &[30]))
+        .record_failure(&key, NOW, &Lockouts::new(0, &[30]), None)
         .await
         .unwrap();
     s.attempts()
-        .record_failure(KEY, NOW, &Lockouts::new(0, &[300]))
+        .record_failure(KEY, NOW, &Lockouts::new(0, &[300]), None)
         .await
         .unwrap();
     assert!(
@@ -358,7 +358,7 @@ async fn failure_counters_lose_no_increment(db: &TestDb) {
         async move {
             match s
                 .attempts()
-                .record_failure("mfa:user-1", NOW, &never)
+                .record_failure("mfa:user-1", NOW, &never, None)
                 .await
                 .unwrap()
             {
@@ -385,13 +385,16 @@ async fn failure_counters_lose_no_increment(db: &TestDb) {
         locked_until: None,
     };
     assert_eq!(
-        s.attempts().record_failure(key, NOW, &never).await.unwrap(),
+        s.attempts()
+            .record_failure(key, NOW, &never, None)
+            .await
+            .unwrap(),
         first
     );
     // Separate keys count separately.
     assert_eq!(
         s.attempts()
-            .record_failure("password:user-1", NOW, &never)
+            .record_failure("password:user-1", NOW, &never, None)
             .await
             .unwrap(),
         first
@@ -408,7 +411,7 @@ async fn failures_lock_by_the_schedule(db: &TestDb) {
         let lockouts = lockouts.clone();
         async move {
             s.attempts()
-                .record_failure(key, now, &lockouts)
+                .record_failure(key, now, &lockouts, None)
                 .await
                 .unwrap()
         }
@@ -430,7 +433,7 @@ async fn failures_lock_by_the_schedule(db: &TestDb) {
     // A budget of none locks at the first failure.
     assert_eq!(
         s.attempts()
-            .record_failure("password:x", NOW, &Lockouts::new(0, &[5]))
+            .record_failure("password:x", NOW, &Lockouts::new(0, &[5]), None)
             .await
             .unwrap(),
         counted(1, Some(NOW + 5))
@@ -451,7 +454,7 @@ async fn failures_in_flight_stop_at_the_budget(db: &TestDb) {
             tokio::spawn(async move {
                 barrier.wait().await;
                 s.attempts()
-                    .record_failure(key, NOW, &Lockouts::new(5, &[30]))
+                    .record_failure(key, NOW, &Lockouts::new(5, &[30]), None)
                     .await
                     .unwrap()
             })
@@ -505,17 +508,17 @@ async fn successes_settle_against_the_lockout(db: &TestDb) {
     assert_eq!(s.attempts().settle_success(key, NOW).await.unwrap(), None);
     assert!(s.attempts().get(key).await.unwrap().is_none());
     s.attempts()
-        .record_failure(key, NOW, &lockouts)
+        .record_failure(key, NOW, &lockouts, None)
         .await
         .unwrap();
     assert_eq!(s.attempts().settle_success(key, NOW).await.unwrap(), None);
     assert!(s.attempts().get(key).await.unwrap().is_none(), "cleared");
     s.attempts()
-        .record_failure(key, NOW, &lockouts)
+        .record_failure(key, NOW, &lockouts, None)
         .await
         .unwrap();
     s.attempts()
-        .record_failure(key, NOW, &lockouts)
+        .record_failure(key, NOW, &lockouts, None)
         .await
         .unwrap();
     assert_eq!(
@@ -543,7 +546,7 @@ async fn a_success_and_the_locking_failure_race_one_way_or_the_other(db: &TestDb
         for _ in 0..5 {
             db.storage
                 .attempts()
-                .record_failure(&key, NOW, &lockouts)
+                .record_failure(&key, NOW, &lockouts, None)
                 .await
                 .unwrap();
         }
@@ -557,7 +560,7 @@ async fn a_success_and_the_locking_failure_race_one_way_or_the_other(db: &TestDb
                 let (key, lockouts) = (key.clone(), lockouts.clone());
                 async move {
                     b.attempts()
-                        .record_failure(&key, NOW, &lockouts)
+                        .record_failure(&key, NOW, &lockouts, None)
                         .await
                         .unwrap()
                 }

@@ -285,11 +285,11 @@ async fn a_step_is_not_accepted_under_a_lockout(db: &TestDb) {
         "no counter"
     );
     s.attempts()
-        .record_failure(&key, NOW, &Lockouts::new(0, &[30]))
+        .record_failure(&key, NOW, &Lockouts::new(0, &[30]), None)
         .await
         .unwrap();
     s.attempts()
-        .record_failure("mfa:someone-else", NOW, &Lockouts::new(0, &[300]))
+        .record_failure("mfa:someone-else", NOW, &Lockouts::new(0, &[300]), None)
         .await
         .unwrap();
     assert!(
@@ -677,15 +677,15 @@ async fn active_factors_come_with_the_failure_counter(db: &TestDb) {
     // Failures on record, then a lock: read with the factors, under the key asked for only.
     let lockouts = Lockouts::new(2, &[60]);
     s.attempts()
-        .record_failure(&key, NOW, &lockouts)
+        .record_failure(&key, NOW, &lockouts, None)
         .await
         .unwrap();
     s.attempts()
-        .record_failure(&key, NOW + 1, &lockouts)
+        .record_failure(&key, NOW + 1, &lockouts, None)
         .await
         .unwrap();
     s.attempts()
-        .record_failure(&format!("mfa:{bob}"), NOW, &lockouts)
+        .record_failure(&format!("mfa:{bob}"), NOW, &lockouts, None)
         .await
         .unwrap();
     let (factors, counter) = s.factors().active_with_counter(alice, &key).await.unwrap();
@@ -695,7 +695,7 @@ async fn active_factors_come_with_the_failure_counter(db: &TestDb) {
     assert_eq!(counter.locked_until, None);
     assert_eq!(counter, s.attempts().get(&key).await.unwrap().unwrap());
     s.attempts()
-        .record_failure(&key, NOW, &lockouts)
+        .record_failure(&key, NOW, &lockouts, None)
         .await
         .unwrap();
     let (_, counter) = s.factors().active_with_counter(alice, &key).await.unwrap();

@@ -66,7 +66,9 @@ pub(crate) async fn verify_password_throttled(
     };
     let (ok, _) = app
         .passwords
-        .verify(password, hash, crate::throttle::check(app, &key, now))
+        .verify(password, hash, async {
+            crate::throttle::check(app, &key, now).await.map(|_| ())
+        })
         .await
         .inspect_err(locked_out)?;
     if ok {
@@ -74,7 +76,7 @@ pub(crate) async fn verify_password_throttled(
             .await
             .inspect_err(locked_out);
     }
-    crate::throttle::fail(app, &key, subject, "password", now)
+    crate::throttle::fail(app, &key, subject, "password", now, |_| Vec::new())
         .await
         .inspect_err(locked_out)?;
     app.metrics.login("password", "invalid_credentials");
@@ -174,8 +176,11 @@ impl Authentication {
                 .ok_or_else(super::sessions::invalid_session)?;
             (session.user_id, session.org_id)
         };
-        // No SMS for a user who is locked out: it could not be used anyway.
-        crate::throttle::check(app, &crate::throttle::second_factor_key(user_id), now).await?;
+        // No SMS for a user who is locked out or whose codes are suspended: it could not be
+        // used anyway.
+        let _not_compared_here = crate::mfa::check_lockout(app, user_id, now)
+            .await?
+            .refuse_codes_if_suspended(app)?;
         let phones: Vec<_> = app
             .storage
             .factors()

@@ -10,7 +10,33 @@ use sea_orm::sea_query::{Condition, Expr, OnConflict};
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 
 use crate::entity::attempt_counter::{ActiveModel, Column, Entity, Model};
+use crate::repo::audit::{NewAuditEvent, append_all_with};
 use crate::{Result, Storage};
+
+/// The counter of a user's failed second-factor attempts (across methods, challenges and
+/// replicas).
+pub fn second_factor_counter(user: uuid::Uuid) -> String {
+    format!("mfa:{user}")
+}
+
+/// The audit events a counted failure writes in its own transaction: `(kind, details)` for
+/// the new count and the lockout it started, about `subject`. A failure counted with one
+/// takes the same path whether or not it writes events (an unknown email's too), so its
+/// cost tells nothing.
+pub struct FailureAudit<'a> {
+    /// Whom the events concern (none: an unknown email's failure, which writes none).
+    pub subject_id: Option<uuid::Uuid>,
+    /// The events for a count and the lockout it started (if any).
+    pub events: &'a (dyn Fn(i64, Option<i64>) -> Vec<(&'static str, String)> + Send + Sync),
+}
+
+impl std::fmt::Debug for FailureAudit<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FailureAudit")
+            .field("subject_id", &self.subject_id)
+            .finish_non_exhaustive()
+    }
+}
 
 /// When failures start lockouts: `free` failures without one, then the next failure locks
 /// for the first delay, the one after for the second, and so on, the last delay repeating.
@@ -104,6 +130,7 @@ impl<'a> Attempts<'a> {
         key: &str,
         now: i64,
         lockouts: &Lockouts,
+        audit: Option<FailureAudit<'_>>,
     ) -> Result<Failure> {
         // Refused, then no lockout in force when read: the row was deleted in between (an
         // operator's unlock or a new factor's reset; a success never deletes a locked row).
@@ -116,17 +143,46 @@ impl<'a> Attempts<'a> {
                 updated_at: Set(now),
             };
             let stored = Expr::col((Entity, Column::Failures));
-            let counted = Entity::insert(row)
-                .on_conflict(
-                    OnConflict::column(Column::Key)
-                        .value(Column::Failures, stored.clone().add(1))
-                        .value(Column::LockedUntil, lockouts.next_lock_expr(stored, now))
-                        .value(Column::UpdatedAt, Expr::value(now))
-                        .action_cond_where(not_locked(now))
-                        .to_owned(),
-                )
-                .exec_with_returning_many(&*self.storage.write().await)
-                .await?;
+            let count = Entity::insert(row).on_conflict(
+                OnConflict::column(Column::Key)
+                    .value(Column::Failures, stored.clone().add(1))
+                    .value(Column::LockedUntil, lockouts.next_lock_expr(stored, now))
+                    .value(Column::UpdatedAt, Expr::value(now))
+                    .action_cond_where(not_locked(now))
+                    .to_owned(),
+            );
+            let counted = match &audit {
+                // The count and the events it calls for commit together.
+                Some(audit) => {
+                    let (_writing, txn) = self.storage.begin_write().await?;
+                    let counted = count.exec_with_returning_many(&txn).await?;
+                    if let Some(model) = counted.first() {
+                        let events = match audit.subject_id {
+                            Some(_) => (audit.events)(model.failures, model.locked_until),
+                            None => Vec::new(),
+                        };
+                        let events: Vec<NewAuditEvent<'_>> = events
+                            .iter()
+                            .map(|(kind, details)| NewAuditEvent {
+                                occurred_at: now,
+                                org_id: None,
+                                actor_id: None,
+                                subject_id: audit.subject_id,
+                                kind,
+                                details,
+                            })
+                            .collect();
+                        append_all_with(&txn, &events).await?;
+                        txn.commit().await?;
+                    }
+                    counted
+                }
+                None => {
+                    count
+                        .exec_with_returning_many(&*self.storage.write().await)
+                        .await?
+                }
+            };
             if let Some(model) = counted.into_iter().next() {
                 return Ok(Failure::Counted {
                     failures: model.failures,

@@ -504,7 +504,7 @@ impl<'a> Factors<'a> {
     }
 
     /// Resets the user's 2FA as one transaction: removes every factor (their SMS codes go
-    /// with them) and recovery code, sets `must_reenroll` when the plan says so, revokes the
+    /// with them), recovery code and failure counted against them, sets `must_reenroll` when the plan says so, revokes the
     /// sessions it names, and appends the audit event (subject: the user; details:
     /// `details(&outcome)`).
     /// Either all of it happens or none. An unknown user is [`StorageError::NotFound`].
@@ -537,6 +537,11 @@ impl<'a> Factors<'a> {
             .exec(&txn)
             .await?
             .rows_affected;
+        // The failures counted against the old factors (a lockout, a suspension) go with
+        // them.
+        attempt_counter::Entity::delete_by_id(super::attempts::second_factor_counter(user_id))
+            .exec(&txn)
+            .await?;
         let sessions_revoked = match plan.revoke {
             SessionsToRevoke::None => 0,
             SessionsToRevoke::All => {

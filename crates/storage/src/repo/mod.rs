@@ -14,7 +14,7 @@ mod sms_codes;
 mod sms_limits;
 mod users;
 
-pub use attempts::{Attempts, Failure, Lockouts};
+pub use attempts::{Attempts, Failure, FailureAudit, Lockouts, second_factor_counter};
 pub(crate) use audit::AuditQueue;
 pub use audit::{Audit, AuditFilter, AuditOf, NewAuditEvent};
 pub use challenges::Challenges;
