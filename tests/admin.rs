@@ -1520,7 +1520,82 @@ async fn admin_rpcs_refuse_everyone_else_and_change_nothing(backend: Backend) {
     w.server.stop().await.unwrap();
 }
 
+/// An organization's only owner who lost the phone and the recovery codes: nobody in the
+/// product can reset them (an owner cannot reset themselves, and no admin may reset an
+/// owner), so an operator runs `tollgate reset-mfa`: the factors, codes and sessions go in
+/// one transaction, audited with the operator's name, and the owner enrolls again at the
+/// next login.
+async fn an_operator_resets_the_sole_owner(backend: Backend) {
+    let mut w = World::new(backend).await;
+    let owner = w.user("owner@example.com", true).await;
+    let org = w.org("Solo", &owner).await;
+    let (_, session) = w.with_app("owner@example.com", &org).await;
+    assert_refused(
+        w.reset(&session.token, &org, &owner).await,
+        Code::FailedPrecondition,
+        "CANNOT_RESET_SELF",
+    );
+
+    let now = server::Clock::now(w.clock.as_ref());
+    let storage = &w.server.app.storage;
+    let reset = server::operator::reset_mfa(storage, "Owner@Example.com", "ops ticket 42", now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reset.user_id.to_string(), owner);
+    assert_eq!(reset.outcome.factors_removed, 1);
+    assert_eq!(reset.outcome.recovery_codes_removed, 10);
+    assert!(reset.outcome.sessions_revoked >= 1);
+    let user = reset.user_id;
+    assert!(
+        storage
+            .factors()
+            .of_user(user, false)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let validated = w
+        .server
+        .sessions()
+        .await
+        .validate_session(v1::ValidateSessionRequest {
+            token: session.token.clone(),
+        })
+        .await;
+    assert_eq!(validated.unwrap_err().code(), Code::Unauthenticated);
+    let filter = storage::repo::AuditFilter {
+        subject_id: Some(user),
+        kinds: vec!["mfa.reset".to_owned()],
+        ..Default::default()
+    };
+    let events = storage.audit().list(&filter, None, 10).await.unwrap().items;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].actor_id, None);
+    let details: serde_json::Value = serde_json::from_str(&events[0].details).unwrap();
+    assert_eq!(details["by"], "operator");
+    assert_eq!(details["operator"], "ops ticket 42");
+    assert_eq!(details["factors_removed"], 1);
+
+    // The next login asks for a new factor, not a code from the lost phone.
+    let answer = w
+        .server
+        .first_step(password_login("owner@example.com", &org))
+        .await;
+    assert!(
+        matches!(answer, authenticate_response::Result::EnrollmentRequired(_)),
+        "{answer:?}"
+    );
+    // An unknown email changes nothing.
+    let none = server::operator::reset_mfa(storage, "nobody@example.com", "ops", now)
+        .await
+        .unwrap();
+    assert!(none.is_none());
+    w.server.stop().await.unwrap();
+}
+
 both!(
+    an_operator_resets_the_sole_owner,
     journey_1_admin_turns_on_mandatory_2fa,
     journey_2_sso_logins_exempt_or_enforced,
     sso_logins_need_the_sso_scope,

@@ -12,6 +12,7 @@ pub mod health;
 pub mod keys;
 pub mod metrics;
 pub(crate) mod mfa;
+pub mod operator;
 pub mod password;
 pub mod placement;
 pub mod qr;

@@ -47,6 +47,18 @@ enum Command {
         #[arg(long)]
         email: String,
     },
+    /// Resets the 2FA of an account that no admin can reset (an organization's only owner
+    /// who lost the phone and the recovery codes): removes every factor and recovery code,
+    /// revokes every session, and has the user enroll again at the next login; audited as
+    /// `mfa.reset` with the operator's name.
+    ResetMfa {
+        /// The account's email.
+        #[arg(long)]
+        email: String,
+        /// Who runs it, for the audit log (your name or ticket).
+        #[arg(long)]
+        operator: String,
+    },
     /// Re-seals every factor seed under the key file's primary key, in batches; safe to run
     /// while the servers run, to interrupt and to run again.
     RotateKeys {
@@ -318,6 +330,33 @@ async fn run(cli: Cli, serving: Option<Serving>) -> Result<(), String> {
             {
                 Some(user) => println!("unlocked user {user}"),
                 None => println!("no account with that email; its password lockout is cleared"),
+            }
+            Ok(())
+        }
+        Command::ResetMfa {
+            ref email,
+            ref operator,
+        } => {
+            if operator.trim().is_empty() || operator.chars().any(char::is_control) {
+                return Err("--operator: name who runs the reset, for the audit log".to_owned());
+            }
+            let config = load(&cli)?;
+            let (storage, _) = open_storage(&config).await?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            match server::operator::reset_mfa(&storage, email, operator, now)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Some(reset) => println!(
+                    "reset the 2FA of user {}: {} factors and {} recovery codes removed, {} sessions revoked; they enroll again at their next login",
+                    reset.user_id,
+                    reset.outcome.factors_removed,
+                    reset.outcome.recovery_codes_removed,
+                    reset.outcome.sessions_revoked
+                ),
+                None => return Err("no account with that email; nothing was changed".to_owned()),
             }
             Ok(())
         }

@@ -210,6 +210,21 @@ async fn the_operator_subcommands() {
         .unwrap();
     assert!(unlock.status.success(), "{unlock:?}");
     assert!(String::from_utf8_lossy(&unlock.stdout).contains("no account"));
+    let reset = tollgate(&dir)
+        .args([
+            "reset-mfa",
+            "--email",
+            "nobody@example.com",
+            "--operator",
+            "ops",
+        ])
+        .env("TOLLGATE_KEYS__FILE", "keys.toml")
+        .env("TOLLGATE_KEYS__GENERATE_IF_MISSING", "false")
+        .output()
+        .await
+        .unwrap();
+    assert!(!reset.status.success(), "{reset:?}");
+    assert!(String::from_utf8_lossy(&reset.stderr).contains("no account"));
     let rotate = tollgate(&dir)
         .args(["rotate-keys", "--batch", "10"])
         .env("TOLLGATE_KEYS__FILE", "keys.toml")
