@@ -710,7 +710,7 @@ async fn sns_down_leaves_nothing_behind(backend: Backend) {
     // A login with an enrolled phone: SendSmsCode fails the same way; no code is valid.
     let factor = storage
         .factors()
-        .create_sms_pending(user.id, "phone", &phone, T0, T0 + 600)
+        .create_sms_pending(user.id, "phone", &phone, T0, T0 + 600, &[])
         .await
         .unwrap();
     storage

@@ -65,6 +65,7 @@ pub async fn active_totp(
             None,
             now,
             i64::MAX,
+            &[],
         )
         .await
         .unwrap();

@@ -466,7 +466,7 @@ mod tests {
         let phone = {
             let factors = db.storage.factors();
             let phone = factors
-                .create_sms_pending(user, "", "+4915112345678", NOW, NOW + 600)
+                .create_sms_pending(user, "", "+4915112345678", NOW, NOW + 600, &[])
                 .await
                 .unwrap();
             factors

@@ -52,6 +52,7 @@ pub(crate) async fn pending_totp(db: &TestDb, user: Uuid) -> storage::entity::fa
             None,
             NOW,
             i64::MAX,
+            &[],
         )
         .await
         .unwrap()

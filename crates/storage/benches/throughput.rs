@@ -60,6 +60,7 @@ async fn factors(storage: &Storage, n: usize) -> (Uuid, Vec<Uuid>) {
                 None,
                 NOW,
                 NOW + 600,
+                &[],
             )
             .await
             .unwrap();

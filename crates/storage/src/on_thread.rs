@@ -663,6 +663,7 @@ mod tests {
                 None,
                 NOW,
                 NOW + 60,
+                &[],
             )
             .await
             .unwrap();
@@ -684,11 +685,12 @@ mod tests {
                 Some(7),
                 NOW,
                 NOW + 60,
+                &[],
             )
             .await
             .unwrap();
         let phone = factors
-            .create_sms_pending(bob, "phone", "+14155550100", NOW, NOW + 60)
+            .create_sms_pending(bob, "phone", "+14155550100", NOW, NOW + 60, &[])
             .await
             .unwrap();
         s.sms_codes()

@@ -65,7 +65,7 @@ async fn bad_input_is_refused_and_writes_nothing(db: &TestDb) {
     let err = db
         .storage
         .factors()
-        .create_sms_pending(user.id, "phone", "0612345678", NOW, NOW + 600)
+        .create_sms_pending(user.id, "phone", "0612345678", NOW, NOW + 600, &[])
         .await
         .unwrap_err();
     assert!(matches!(

@@ -225,6 +225,7 @@ async fn a_reset_removes_everything_or_nothing(db: &TestDb) {
                 None,
                 NOW,
                 NOW + 600,
+                &[],
             )
             .await
             .unwrap();
@@ -233,7 +234,7 @@ async fn a_reset_removes_everything_or_nothing(db: &TestDb) {
             .await
             .unwrap();
         s.factors()
-            .create_sms_pending(someone, "phone", "+14155550100", NOW, NOW + 600)
+            .create_sms_pending(someone, "phone", "+14155550100", NOW, NOW + 600, &[])
             .await
             .unwrap();
     }

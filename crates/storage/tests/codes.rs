@@ -29,7 +29,7 @@ async fn phone(storage: &Storage, email: &str) -> (Uuid, factor::Model) {
     let uid = user(storage, email).await;
     let factor = storage
         .factors()
-        .create_sms_pending(uid, "", "+4915112345678", NOW, NOW + 600)
+        .create_sms_pending(uid, "", "+4915112345678", NOW, NOW + 600, &[])
         .await
         .unwrap();
     (uid, factor)

@@ -63,6 +63,7 @@ async fn pending_totp(storage: &Storage, user_id: Uuid) -> factor::Model {
             None,
             NOW,
             NOW + 600,
+            &[],
         )
         .await
         .unwrap()
@@ -134,7 +135,17 @@ async fn activation_and_recovery_codes_are_one_transaction(db: &TestDb) {
     let uid = user(s, "b@example.com").await;
     let f = s
         .factors()
-        .create_otp_pending(uid, FactorKind::Totp, "", SEED, TOTP, None, NOW, NOW + 600)
+        .create_otp_pending(
+            uid,
+            FactorKind::Totp,
+            "",
+            SEED,
+            TOTP,
+            None,
+            NOW,
+            NOW + 600,
+            &[],
+        )
         .await
         .unwrap();
     // A duplicate code in the set fails the insert: the factor stays pending, no code stays.
@@ -189,6 +200,7 @@ async fn activation_and_recovery_codes_are_one_transaction(db: &TestDb) {
             Some(7),
             NOW,
             NOW + 600,
+            &[],
         )
         .await
         .unwrap();
@@ -235,7 +247,17 @@ async fn a_step_is_accepted_once_in_order(db: &TestDb) {
     // A pending factor accepts nothing.
     let p = s
         .factors()
-        .create_otp_pending(uid, FactorKind::Totp, "", SEED, TOTP, None, NOW, NOW + 60)
+        .create_otp_pending(
+            uid,
+            FactorKind::Totp,
+            "",
+            SEED,
+            TOTP,
+            None,
+            NOW,
+            NOW + 60,
+            &[],
+        )
         .await
         .unwrap();
     assert!(!s.factors().accept_step(p.id, 1, NOW).await.unwrap());
@@ -532,7 +554,7 @@ async fn sms_factors_store_e164_numbers(db: &TestDb) {
     let uid = user(s, "i@example.com").await;
     let f = s
         .factors()
-        .create_sms_pending(uid, "work", "+33612345678", NOW, NOW + 600)
+        .create_sms_pending(uid, "work", "+33612345678", NOW, NOW + 600, &[])
         .await
         .unwrap();
     assert_eq!(f.phone_e164.as_deref(), Some("+33612345678"));
@@ -540,7 +562,7 @@ async fn sms_factors_store_e164_numbers(db: &TestDb) {
     for bad in ["+", "+0123", "33612345678", "+3361234567890123", "+33 6 12"] {
         let err = s
             .factors()
-            .create_sms_pending(uid, "x", bad, NOW, NOW + 600)
+            .create_sms_pending(uid, "x", bad, NOW, NOW + 600, &[])
             .await
             .unwrap_err();
         assert!(
@@ -605,6 +627,7 @@ async fn activation_never_lowers_the_hotp_baseline(db: &TestDb) {
             Some(50),
             NOW,
             NOW + 600,
+            &[],
         )
         .await
         .unwrap();
@@ -643,6 +666,7 @@ async fn activation_never_lowers_the_hotp_baseline(db: &TestDb) {
             Some(7),
             NOW,
             NOW + 600,
+            &[],
         )
         .await
         .unwrap();
@@ -749,7 +773,7 @@ async fn a_user_comes_with_their_factor_summary_and_organizations(db: &TestDb) {
     pending_totp(s, alice).await;
     let phone = s
         .factors()
-        .create_sms_pending(alice, "phone", "+14155550100", NOW, NOW + 600)
+        .create_sms_pending(alice, "phone", "+14155550100", NOW, NOW + 600, &[])
         .await
         .unwrap();
     s.factors()
@@ -834,7 +858,120 @@ async fn a_user_comes_with_their_factor_summary_and_organizations(db: &TestDb) {
     assert!(organizations.is_empty());
 }
 
+/// The start of an enrollment, a resync and a counted failure commit with their audit
+/// events or not at all: an event the log refuses (a kind over 64 bytes) takes its change
+/// with it.
+async fn begun_enrollments_resyncs_and_lockouts_commit_with_their_events(db: &TestDb) {
+    let s = &db.storage;
+    let uid = user(s, "audited@example.com").await;
+    let refused_kind = "k".repeat(65);
+    let refused = own_event(uid, &refused_kind);
+    let begin = async |audit: &[NewAuditEvent<'_>]| {
+        s.factors()
+            .create_otp_pending(
+                uid,
+                FactorKind::Hotp,
+                "token",
+                SEED,
+                TOTP,
+                Some(1),
+                NOW,
+                NOW + 600,
+                audit,
+            )
+            .await
+    };
+    assert!(begin(std::slice::from_ref(&refused)).await.is_err());
+    assert!(s.factors().of_user(uid, false).await.unwrap().is_empty());
+    let pending = begin(&[own_event(uid, "factor.enrollment_begun")])
+        .await
+        .unwrap();
+    assert_eq!(audit_kinds(s).await, ["factor.enrollment_begun"]);
+    s.factors()
+        .activate(pending.id, uid, None, None, NOW)
+        .await
+        .unwrap();
+
+    // A resync: the counter moves with its event, or neither.
+    assert!(
+        s.factors()
+            .resync(pending.id, 5, NOW, std::slice::from_ref(&refused))
+            .await
+            .is_err()
+    );
+    let last_step = |f: factor::Model| f.last_step;
+    assert_eq!(
+        s.factors().get(pending.id).await.unwrap().map(last_step),
+        Some(Some(0))
+    );
+    assert!(
+        s.factors()
+            .resync(pending.id, 5, NOW, &[own_event(uid, "factor.resynced")])
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.factors().get(pending.id).await.unwrap().map(last_step),
+        Some(Some(5))
+    );
+    // Not beyond the last counter: refused, no event.
+    assert!(
+        !s.factors()
+            .resync(pending.id, 5, NOW, &[own_event(uid, "factor.resynced")])
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        audit_kinds(s).await,
+        ["factor.enrollment_begun", "factor.resynced"]
+    );
+
+    // A counted failure and its lockout event.
+    let key = storage::repo::second_factor_counter(uid);
+    let refusing =
+        |_: i64, _: Option<i64>| vec![(String::leak("k".repeat(65)) as &str, "{}".to_owned())];
+    let audit = storage::repo::FailureAudit {
+        subject_id: Some(uid),
+        events: &refusing,
+    };
+    let lockouts = Lockouts::new(0, &[30]);
+    assert!(
+        s.attempts()
+            .record_failure(&key, NOW, &lockouts, Some(audit))
+            .await
+            .is_err()
+    );
+    assert!(
+        s.attempts().get(&key).await.unwrap().is_none(),
+        "nothing counted"
+    );
+    let locking = |_: i64, until: Option<i64>| {
+        until
+            .map(|_| ("user.locked_out", r#"{"factor":"second"}"#.to_owned()))
+            .into_iter()
+            .collect()
+    };
+    let audit = storage::repo::FailureAudit {
+        subject_id: Some(uid),
+        events: &locking,
+    };
+    s.attempts()
+        .record_failure(&key, NOW, &lockouts, Some(audit))
+        .await
+        .unwrap();
+    assert_eq!(s.attempts().get(&key).await.unwrap().unwrap().failures, 1);
+    assert_eq!(
+        audit_kinds(s).await,
+        [
+            "factor.enrollment_begun",
+            "factor.resynced",
+            "user.locked_out"
+        ]
+    );
+}
+
 both!(
+    begun_enrollments_resyncs_and_lockouts_commit_with_their_events,
     a_new_factor_replaces_an_old_one_in_one_transaction,
     a_step_is_not_accepted_under_a_lockout,
     a_user_comes_with_their_factor_summary_and_organizations,

@@ -234,20 +234,19 @@ impl Enrollment {
                 None,
                 now,
                 now + app.config.otp.pending_enrollment_ttl_secs,
+                &[audit::own_event(
+                    ctx.org_id(),
+                    user.id,
+                    "factor.enrollment_begun",
+                    r#"{"kind":"totp"}"#,
+                    now,
+                )],
             )
             .await?;
         let uri = OtpAuthUri::for_totp(&totp, Some(&app.config.otp.issuer), &user.email)
             .to_uri()
             .map_err(|e| ApiError::Internal(format!("otpauth URI: {e}")))?;
         let (png, svg) = qr::render(&uri)?;
-        audit::own(
-            app,
-            ctx.org_id(),
-            user.id,
-            "factor.enrollment_begun",
-            r#"{"kind":"totp"}"#,
-        )
-        .await?;
         Ok(v1::BeginTotpEnrollmentResponse {
             factor: Some(factor_to_proto(&factor)),
             otpauth_uri: uri.to_string(),

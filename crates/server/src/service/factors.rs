@@ -106,16 +106,15 @@ impl Enrollment {
                 Some(body.counter),
                 now,
                 now + app.config.otp.pending_enrollment_ttl_secs,
+                &[audit::own_event(
+                    ctx.org_id(),
+                    user.id,
+                    "factor.enrollment_begun",
+                    r#"{"kind":"hotp"}"#,
+                    now,
+                )],
             )
             .await?;
-        audit::own(
-            app,
-            ctx.org_id(),
-            user.id,
-            "factor.enrollment_begun",
-            r#"{"kind":"hotp"}"#,
-        )
-        .await?;
         let (uri, shown) = if generated {
             let uri = OtpAuthUri::for_hotp(
                 &hotp,
@@ -216,15 +215,15 @@ impl Enrollment {
         };
         // Settled before the counter moves: a resync refused by a lockout changes nothing.
         failures.succeed(app, now).await?;
+        let resynced = audit::own_event(ctx.org_id(), user_id, "factor.resynced", "{}", now);
         if !app
             .storage
             .factors()
-            .accept_step(factor.id, counter, now)
+            .resync(factor.id, counter, now, &[resynced])
             .await?
         {
             return Err(mfa::record_failure(app, user_id, "CODE_REPLAYED", now).await);
         }
-        audit::own(app, ctx.org_id(), user_id, "factor.resynced", "{}").await?;
         let factor = app
             .storage
             .factors()

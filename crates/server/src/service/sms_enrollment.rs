@@ -67,6 +67,13 @@ impl Enrollment {
                         &phone,
                         now,
                         now + app.config.otp.pending_enrollment_ttl_secs,
+                        &[audit::own_event(
+                            ctx.org_id(),
+                            user_id,
+                            "factor.enrollment_begun",
+                            r#"{"kind":"sms"}"#,
+                            now,
+                        )],
                     )
                     .await?
             }
@@ -84,16 +91,6 @@ impl Enrollment {
                 return Err(e);
             }
         };
-        if created {
-            audit::own(
-                app,
-                ctx.org_id(),
-                user_id,
-                "factor.enrollment_begun",
-                r#"{"kind":"sms"}"#,
-            )
-            .await?;
-        }
         Ok(v1::BeginSmsEnrollmentResponse {
             factor: Some(factor_to_proto(&factor)),
             masked_phone_number: sent.masked,

@@ -69,6 +69,21 @@ pub struct MfaReset {
     pub sessions_revoked: u64,
 }
 
+/// The replay guard's update: `step` becomes the factor's last accepted one if it is beyond
+/// it (and the factor is active).
+fn step_update(factor_id: Uuid, step: i64, now: i64) -> sea_orm::UpdateMany<Entity> {
+    Entity::update_many()
+        .col_expr(Column::LastStep, Expr::value(Some(step)))
+        .col_expr(Column::LastUsedAt, Expr::value(Some(now)))
+        .filter(Column::Id.eq(factor_id))
+        .filter(Column::Status.eq(FactorStatus::Active))
+        .filter(
+            Condition::any()
+                .add(Column::LastStep.is_null())
+                .add(Column::LastStep.lt(step)),
+        )
+}
+
 /// The parameters of a TOTP or HOTP factor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OtpParams {
@@ -130,7 +145,8 @@ impl<'a> Factors<'a> {
 
     /// Creates a pending TOTP or HOTP factor whose seed is sealed under the primary key and
     /// bound to the new row. For HOTP, `next_counter` is the counter of the token's next
-    /// code. The enrollment expires at `expires_at` unless confirmed.
+    /// code. The enrollment expires at `expires_at` unless confirmed. `audit` commits with
+    /// the row.
     #[allow(clippy::too_many_arguments)]
     pub async fn create_otp_pending(
         &self,
@@ -142,6 +158,7 @@ impl<'a> Factors<'a> {
         next_counter: Option<u64>,
         now: i64,
         expires_at: i64,
+        audit: &[NewAuditEvent<'_>],
     ) -> Result<Model> {
         if kind == FactorKind::Sms {
             return Err(StorageError::Invalid {
@@ -167,10 +184,10 @@ impl<'a> Factors<'a> {
             last_step: Set(last_step),
             ..self.pending(id, user_id, kind, label, now, expires_at)?
         };
-        self.insert(model).await
+        self.insert(model, audit).await
     }
 
-    /// Creates a pending SMS factor for an E.164 phone number.
+    /// Creates a pending SMS factor for an E.164 phone number; `audit` commits with the row.
     pub async fn create_sms_pending(
         &self,
         user_id: Uuid,
@@ -178,6 +195,7 @@ impl<'a> Factors<'a> {
         phone_e164: &str,
         now: i64,
         expires_at: i64,
+        audit: &[NewAuditEvent<'_>],
     ) -> Result<Model> {
         check_e164(phone_e164)?;
         let model = ActiveModel {
@@ -191,7 +209,7 @@ impl<'a> Factors<'a> {
                 expires_at,
             )?
         };
-        self.insert(model).await
+        self.insert(model, audit).await
     }
 
     fn pending(
@@ -230,16 +248,26 @@ impl<'a> Factors<'a> {
         })
     }
 
-    async fn insert(&self, model: ActiveModel) -> Result<Model> {
-        model
-            .insert(&*self.storage.write().await)
-            .await
-            .map_err(|e| match e.sql_err() {
-                Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_)) => {
-                    StorageError::NotFound("user")
-                }
-                _ => StorageError::from_insert(e, "factor"),
-            })
+    /// Inserts a new factor with the audit events of its creation, in one transaction when
+    /// there are any.
+    async fn insert(&self, model: ActiveModel, audit: &[NewAuditEvent<'_>]) -> Result<Model> {
+        let refused = |e: sea_orm::DbErr| match e.sql_err() {
+            Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_)) => {
+                StorageError::NotFound("user")
+            }
+            _ => StorageError::from_insert(e, "factor"),
+        };
+        if audit.is_empty() {
+            return model
+                .insert(&*self.storage.write().await)
+                .await
+                .map_err(refused);
+        }
+        let (_writing, txn) = self.storage.begin_write().await?;
+        let created = model.insert(&txn).await.map_err(refused)?;
+        append_all_with(&txn, audit).await?;
+        txn.commit().await?;
+        Ok(created)
     }
 
     /// The factor, if it exists.
@@ -422,6 +450,29 @@ impl<'a> Factors<'a> {
         self.accept_step_where(factor_id, step, now, None).await
     }
 
+    /// A resync of an HOTP token: accepts `counter` as [`Factors::accept_step`] does (false
+    /// when it is not beyond the last one), with the audit events of the resync committed in
+    /// the same transaction.
+    pub async fn resync(
+        &self,
+        factor_id: Uuid,
+        counter: i64,
+        now: i64,
+        audit: &[NewAuditEvent<'_>],
+    ) -> Result<bool> {
+        let (_writing, txn) = self.storage.begin_write().await?;
+        let accepted = step_update(factor_id, counter, now)
+            .exec(&txn)
+            .await?
+            .rows_affected
+            == 1;
+        if accepted {
+            append_all_with(&txn, audit).await?;
+            txn.commit().await?;
+        }
+        Ok(accepted)
+    }
+
     /// [`Factors::accept_step`], in the same statement only while no lockout is in force at
     /// `now` on the failure counter `lock_key` (`NOT EXISTS` on it): a code accepted so is
     /// settled against the failure budget with no read after it. False when the step is
@@ -444,16 +495,7 @@ impl<'a> Factors<'a> {
         now: i64,
         unless_locked: Option<&str>,
     ) -> Result<bool> {
-        let mut update = Entity::update_many()
-            .col_expr(Column::LastStep, Expr::value(Some(step)))
-            .col_expr(Column::LastUsedAt, Expr::value(Some(now)))
-            .filter(Column::Id.eq(factor_id))
-            .filter(Column::Status.eq(FactorStatus::Active))
-            .filter(
-                Condition::any()
-                    .add(Column::LastStep.is_null())
-                    .add(Column::LastStep.lt(step)),
-            );
+        let mut update = step_update(factor_id, step, now);
         if let Some(key) = unless_locked {
             update = update.filter(super::attempts::no_lockout_in_force(key, now));
         }
