@@ -806,37 +806,78 @@ async fn recovery_codes_regenerate_and_sessions_step_up(backend: Backend) {
 async fn the_last_recovery_code_means_enrolling_again(backend: Backend) {
     let mut w = World::new(backend).await;
     let token = w.user("lost@example.com").await;
-    let (_app, _, codes) = w.enroll_app(&token).await;
+    let (old_app, _, codes) = w.enroll_app(&token).await;
     // The phone is lost: every recovery code but the last, one login each.
     for code in &codes[..9] {
         w.login_with("lost@example.com", code).await.unwrap();
     }
-    // The last one passes the second factor, but the login ends in enrollment, not a session:
-    // 2FA is set up again now, with a new set of recovery codes.
-    let mut auth = w.server.authentication().await;
-    let Some(authenticate_response::Result::SecondFactorRequired(c)) = auth
-        .authenticate(login("lost@example.com"))
-        .await
-        .unwrap()
-        .into_inner()
-        .result
-    else {
-        panic!("expected a challenge")
-    };
-    let r = auth
-        .verify_second_factor(v1::VerifySecondFactorRequest {
+    // The last one passes the second factor, but the login ends in enrollment, not a session.
+    let last_code_login = async |w: &World, code: &str| {
+        let mut auth = w.server.authentication().await;
+        let Some(authenticate_response::Result::SecondFactorRequired(c)) = auth
+            .authenticate(login("lost@example.com"))
+            .await
+            .unwrap()
+            .into_inner()
+            .result
+        else {
+            panic!("expected a challenge")
+        };
+        auth.verify_second_factor(v1::VerifySecondFactorRequest {
             challenge_token: c.challenge_token,
-            code: codes[9].clone(),
+            code: code.to_owned(),
         })
         .await
         .unwrap()
-        .into_inner();
-    let Some(verify_second_factor_response::Result::EnrollmentRequired(required)) = r.result else {
+        .into_inner()
+    };
+    let r = last_code_login(&w, &codes[9]).await;
+    let Some(verify_second_factor_response::Result::EnrollmentRequired(_abandoned)) = r.result
+    else {
         panic!("expected enrollment: {r:?}")
     };
     assert_eq!(r.recovery_codes_remaining, 0);
+    // The user walks away from that enrollment. At the next login the old app (found again,
+    // or in someone else's hands) passes the second factor, and still gets no session: the
+    // login ends in enrollment again, until 2FA is set up anew.
+    w.clock.advance(30);
+    let r = last_code_login(&w, &w.code(&old_app)).await;
+    let Some(verify_second_factor_response::Result::EnrollmentRequired(required)) = r.result else {
+        panic!("expected enrollment, not a session from the old app: {r:?}")
+    };
     let (new_app, _, fresh) = w.enroll_app(&required.enrollment_token).await;
     assert_eq!(fresh.len(), 10, "a new set of recovery codes");
+    // The new app replaced the factors the user had when the last code went: the lost
+    // phone's app is gone.
+    let user = w
+        .server
+        .app
+        .storage
+        .users()
+        .find_by_email("lost@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!user.must_reenroll);
+    let active = w
+        .server
+        .app
+        .storage
+        .factors()
+        .of_user(user.id, true)
+        .await
+        .unwrap();
+    assert_eq!(active.len(), 1, "{active:?}");
+    w.clock.advance(30);
+    let err = w
+        .login_with("lost@example.com", &w.code(&old_app))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::Unauthenticated,
+        "the old app's codes no longer work"
+    );
     // A password alone still gets no further than the second factor.
     let r = w
         .server
@@ -853,6 +894,7 @@ async fn the_last_recovery_code_means_enrolling_again(backend: Backend) {
         ),
         "{r:?}"
     );
+    w.clock.advance(30);
     w.login_with("lost@example.com", &w.code(&new_app))
         .await
         .unwrap();
@@ -880,6 +922,10 @@ async fn the_last_recovery_code_means_enrolling_again(backend: Backend) {
     assert_eq!(
         kinds.iter().filter(|k| *k == "recovery_code.used").count(),
         10
+    );
+    assert!(
+        kinds.iter().any(|k| k == "factor.removed"),
+        "the old app's retirement"
     );
     w.server.stop().await.unwrap();
 }

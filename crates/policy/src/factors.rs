@@ -147,11 +147,12 @@ pub enum AfterRecoveryCode {
 
 /// Decides what the use of a recovery code that left `remaining` codes implies for a user
 /// with `factors`. Someone using recovery codes has lost their factor: when the last code is
-/// gone and they have no other factor to fall back on, they must set up 2FA again — at once,
-/// in the login the code just passed (the server answers with an enrollment token, not a
-/// session), never later on a password alone. With two or more factors, another remains.
-pub fn after_recovery_code(remaining: u32, factors: &Factors) -> AfterRecoveryCode {
-    if remaining == 0 && factors.total() <= 1 {
+/// gone they must set up 2FA again — at once, in the login the code just passed (the server
+/// answers with an enrollment token, not a session), and at every later login until they do
+/// (after the second factor, never on a password alone). The factors they had then are
+/// retired by that enrollment.
+pub fn after_recovery_code(remaining: u32, _factors: &Factors) -> AfterRecoveryCode {
+    if remaining == 0 {
         AfterRecoveryCode::MustReenroll
     } else {
         AfterRecoveryCode::Continue { remaining }

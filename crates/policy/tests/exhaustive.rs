@@ -469,8 +469,8 @@ fn own_resets_recovery_codes_and_organization_choice() {
         }
         for remaining in [0, 1, 5] {
             let after = after_recovery_code(remaining, &factors);
-            // Re-enrollment exactly when the codes ran out and no second factor remains.
-            let expected = remaining == 0 && factors.total() <= 1;
+            // Re-enrollment exactly when the codes ran out.
+            let expected = remaining == 0;
             assert_eq!(
                 after == AfterRecoveryCode::MustReenroll,
                 expected,

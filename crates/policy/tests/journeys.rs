@@ -259,7 +259,8 @@ fn journey_7_login_with_codes_and_the_last_recovery_code() {
         after_recovery_code(9, &one_factor),
         AfterRecoveryCode::Continue { remaining: 9 }
     );
-    // The last one, and no other factor: set up 2FA again, within the login the code passed.
+    // The last one: set up 2FA again, within the login the code passed (and at every login
+    // after it until done).
     assert_eq!(
         after_recovery_code(0, &one_factor),
         AfterRecoveryCode::MustReenroll
@@ -283,7 +284,8 @@ fn journey_7_login_with_codes_and_the_last_recovery_code() {
             methods: EnumSet::only(Method::Totp)
         }
     );
-    // A second factor to fall back on: no forced re-enrollment.
+    // Whatever factors remain: someone who used every recovery code has lost them (the
+    // hosted products we follow ask for a reset of 2FA then), and the new factor retires them.
     let two = Factors {
         totp: 1,
         sms: 1,
@@ -291,7 +293,7 @@ fn journey_7_login_with_codes_and_the_last_recovery_code() {
     };
     assert_eq!(
         after_recovery_code(0, &two),
-        AfterRecoveryCode::Continue { remaining: 0 }
+        AfterRecoveryCode::MustReenroll
     );
     // With no codes left the factors alone are offered.
     let no_codes = user_with(one_factor, 0);

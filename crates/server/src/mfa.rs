@@ -400,7 +400,7 @@ pub(crate) async fn prove(
             CodeCheck::Replayed => Err("CODE_REPLAYED"),
             CodeCheck::NoMatch => Err("INVALID_CODE"),
         }
-    } else if use_recovery_code(app, failures, user, proof, now).await? {
+    } else if use_recovery_code(app, failures, user, proof, now, false).await? {
         audit::own(app, None, user, "recovery_code.used", "{}").await?;
         Ok(policy::Proof::RecoveryCode)
     } else {
@@ -423,6 +423,7 @@ pub(crate) async fn use_recovery_code(
     user: Uuid,
     code: &str,
     now: i64,
+    at_login: bool,
 ) -> ApiResult<bool> {
     let codes = app.storage.recovery_codes();
     if !codes.is_unused(user, code).await? {
@@ -430,7 +431,14 @@ pub(crate) async fn use_recovery_code(
         return Ok(false);
     }
     failures.succeed(app, now).await?;
-    if !codes.consume(user, code, now).await? {
+    // At a login, the last code also sets the user to enroll again (the lost device's
+    // factors are retired by that enrollment), in the same transaction.
+    let used = if at_login {
+        codes.consume_at_login(user, code, now).await?
+    } else {
+        codes.consume(user, code, now).await?
+    };
+    if !used {
         app.metrics.check("recovery_code", "rejected");
         return Ok(false);
     }
@@ -499,7 +507,7 @@ mod tests {
         assert!(is_locked_out(
             &record_failure(&app, user, "INVALID_CODE", NOW).await
         ));
-        let e = use_recovery_code(&app, admitted[0], user, CODE, NOW)
+        let e = use_recovery_code(&app, admitted[0], user, CODE, NOW, false)
             .await
             .unwrap_err();
         assert!(is_locked_out(&e), "{e:?}");
@@ -560,7 +568,7 @@ mod tests {
         let later = NOW + 30;
         let admitted = check_lockout(&app, user, later).await.unwrap();
         assert!(
-            use_recovery_code(&app, admitted, user, CODE, later)
+            use_recovery_code(&app, admitted, user, CODE, later, false)
                 .await
                 .unwrap()
         );
@@ -574,7 +582,7 @@ mod tests {
         );
         let admitted = check_lockout(&app, user, later).await.unwrap();
         assert!(
-            !use_recovery_code(&app, admitted, user, CODE, later)
+            !use_recovery_code(&app, admitted, user, CODE, later, false)
                 .await
                 .unwrap()
         );

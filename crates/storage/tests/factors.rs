@@ -361,6 +361,7 @@ async fn a_new_factor_replaces_an_old_one_in_one_transaction(db: &TestDb) {
     let replacing = |replaces| Activation {
         recovery_codes: None,
         replaces: Some(replaces),
+        retires: &[],
         audit: &events,
     };
     for replaces in [theirs.id, stale.id, new.id, Uuid::now_v7()] {

@@ -640,7 +640,7 @@ impl Authentication {
             if let Some(reason) = reason {
                 return Err(crate::mfa::record_failure(app, user_id, reason, now).await);
             }
-        } else if crate::mfa::use_recovery_code(app, failures, user_id, &code, now).await? {
+        } else if crate::mfa::use_recovery_code(app, failures, user_id, &code, now, true).await? {
             used_recovery_code = true;
         } else {
             return Err(crate::mfa::record_failure(app, user_id, "INVALID_CODE", now).await);

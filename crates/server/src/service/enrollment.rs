@@ -337,20 +337,38 @@ impl Enrollment {
                 message: "the enrollment token was already used".to_owned(),
             });
         }
+        let active = app.storage.factors().of_user(user_id, true).await?;
         // Recovery codes come with the first factor, and again when none are left (the last
         // one brought the user here).
-        let first = app
-            .storage
-            .factors()
-            .of_user(user_id, true)
-            .await?
-            .is_empty()
-            || app.storage.recovery_codes().remaining(user_id).await? == 0;
+        let first =
+            active.is_empty() || app.storage.recovery_codes().remaining(user_id).await? == 0;
         let codes = if first {
             mfa::new_recovery_codes(app.config.otp.recovery_codes)?
         } else {
             Vec::new()
         };
+        // A re-enrollment after the last recovery code retires the factors the user had then
+        // (the lost device's): the new factor replaces them all, in the same transaction.
+        let retired: Vec<&storage::entity::factor::Model> = if user.must_reenroll {
+            active
+                .iter()
+                .filter(|f| f.id != factor.id && replaces.is_none_or(|r| r.id != f.id))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let retired_ids: Vec<storage::Uuid> = retired.iter().map(|f| f.id).collect();
+        let retired_details: Vec<String> = retired
+            .iter()
+            .map(|old| {
+                format!(
+                    r#"{{"factor_id":"{}","kind":"{}","retired_by":"{}"}}"#,
+                    old.id,
+                    kind_name(old.kind),
+                    factor.id
+                )
+            })
+            .collect();
         let code_refs: Vec<&str> = codes.iter().map(|c| c.as_str()).collect();
         // The events commit with the change, or neither does.
         let enrolled = format!(r#"{{"kind":"{kind}"}}"#);
@@ -367,6 +385,9 @@ impl Enrollment {
         if let Some(details) = &removed {
             events.push(event("factor.removed", details));
         }
+        for details in &retired_details {
+            events.push(event("factor.removed", details));
+        }
         if first {
             events.push(event("recovery_codes.issued", "{}"));
         }
@@ -379,14 +400,11 @@ impl Enrollment {
                 Activation {
                     recovery_codes: first.then_some(code_refs.as_slice()),
                     replaces: replaces.map(|old| old.id),
+                    retires: &retired_ids,
                     audit: &events,
                 },
                 now,
             )
-            .await?;
-        app.storage
-            .users()
-            .set_must_reenroll(user_id, false, now)
             .await?;
         // With an enrollment token, the login completes: the token is used up, a session issued.
         let session = match ctx {

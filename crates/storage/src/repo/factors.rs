@@ -32,6 +32,9 @@ pub struct Activation<'a> {
     pub recovery_codes: Option<&'a [&'a str]>,
     /// An active factor of the same user, removed (a change of method).
     pub replaces: Option<Uuid>,
+    /// Active factors of the same user retired by a re-enrollment (the lost device's, after
+    /// the last recovery code was used), removed with it; any already gone is passed over.
+    pub retires: &'a [Uuid],
     /// The events that record the change (appended in its transaction).
     pub audit: &'a [NewAuditEvent<'a>],
 }
@@ -390,6 +393,7 @@ impl<'a> Factors<'a> {
         let Activation {
             recovery_codes,
             replaces,
+            retires,
             audit,
         } = with;
         let (_writing, txn) = self.storage.begin_write().await?;
@@ -431,6 +435,14 @@ impl<'a> Factors<'a> {
                 return Err(StorageError::NotFound("factor to replace"));
             }
         }
+        if !retires.is_empty() {
+            Entity::delete_many()
+                .filter(Column::Id.is_in(retires.iter().copied()))
+                .filter(Column::Id.ne(factor_id))
+                .filter(Column::UserId.eq(user_id))
+                .exec(&txn)
+                .await?;
+        }
         if let Some(codes) = recovery_codes {
             recovery_code::Entity::delete_many()
                 .filter(recovery_code::Column::UserId.eq(user_id))
@@ -438,6 +450,17 @@ impl<'a> Factors<'a> {
                 .await?;
             insert_codes(&txn, self.storage, user_id, codes, now).await?;
         }
+        // A new factor ends a pending re-enrollment, in the same transaction.
+        crate::entity::user::Entity::update_many()
+            .col_expr(
+                crate::entity::user::Column::MustReenroll,
+                Expr::value(false),
+            )
+            .col_expr(crate::entity::user::Column::UpdatedAt, Expr::value(now))
+            .filter(crate::entity::user::Column::Id.eq(user_id))
+            .filter(crate::entity::user::Column::MustReenroll.eq(true))
+            .exec(&txn)
+            .await?;
         append_all_with(&txn, audit).await?;
         txn.commit().await?;
         Ok(())

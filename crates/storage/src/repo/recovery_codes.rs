@@ -103,6 +103,41 @@ impl<'a> RecoveryCodes<'a> {
         Ok(result.rows_affected == 1)
     }
 
+    /// [`RecoveryCodes::consume`] at a login, which a lost device brought the user to: when
+    /// this was the user's last code, the user must also enroll 2FA again
+    /// (`users.must_reenroll`), set in the same transaction as the code is used, so that no
+    /// later login gets a session from the old factors.
+    pub async fn consume_at_login(&self, user_id: Uuid, code: &str, now: i64) -> Result<bool> {
+        use crate::entity::user;
+        let hash = code_hash(self.storage, user_id, code);
+        let (_writing, txn) = self.storage.begin_write().await?;
+        let used = Entity::update_many()
+            .col_expr(Column::UsedAt, Expr::value(Some(now)))
+            .filter(unused_of(user_id))
+            .filter(Column::CodeHash.eq(hash.0.to_vec()))
+            .exec(&txn)
+            .await?
+            .rows_affected
+            == 1;
+        if !used {
+            return Ok(false);
+        }
+        let unused = sea_orm::sea_query::Query::select()
+            .expr(Expr::value(1))
+            .from(Entity)
+            .cond_where(unused_of(user_id))
+            .to_owned();
+        user::Entity::update_many()
+            .col_expr(user::Column::MustReenroll, Expr::value(true))
+            .col_expr(user::Column::UpdatedAt, Expr::value(now))
+            .filter(user::Column::Id.eq(user_id))
+            .filter(sea_orm::sea_query::ExprTrait::not(Expr::exists(unused)))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+
     /// Whether `code` is one of the user's unused codes (a read: [`RecoveryCodes::consume`]
     /// still decides who uses it).
     pub async fn is_unused(&self, user_id: Uuid, code: &str) -> Result<bool> {
