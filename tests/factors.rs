@@ -930,6 +930,80 @@ async fn the_last_recovery_code_means_enrolling_again(backend: Backend) {
     w.server.stop().await.unwrap();
 }
 
+/// An enrollment token is ordered against the user's activations by a sequence, not by
+/// whole seconds: with the clock standing still, a token issued after an activation works,
+/// and one issued before another activation is void.
+async fn enrollment_tokens_are_ordered_exactly_within_one_second(backend: Backend) {
+    let mut w = World::new(backend).await;
+    let session = w.user("same@example.com").await;
+    let (app, id) = w.begin_app(&session).await;
+    w.confirm_app(&session, &app, &id, "").await.unwrap();
+    let user = w
+        .server
+        .app
+        .storage
+        .users()
+        .find_by_email("same@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    w.server
+        .app
+        .storage
+        .recovery_codes()
+        .replace(user.id, &["LAST-CODE"], T0, &[])
+        .await
+        .unwrap();
+    // In the same second as the activation, the last recovery code ends the login in
+    // enrollment: its token starts an enrollment.
+    let enroll = async |w: &World| {
+        let authenticate_response::Result::SecondFactorRequired(c) =
+            w.server.first_step(login("same@example.com")).await
+        else {
+            panic!("a second factor is required")
+        };
+        let r = w
+            .server
+            .authentication()
+            .await
+            .verify_second_factor(v1::VerifySecondFactorRequest {
+                challenge_token: c.challenge_token,
+                code: "LAST-CODE".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        match r.result {
+            Some(verify_second_factor_response::Result::EnrollmentRequired(e)) => {
+                e.enrollment_token
+            }
+            other => panic!("expected enrollment: {other:?}"),
+        }
+    };
+    let token = enroll(&w).await;
+    let (next_app, next_id) = w.begin_app(&token).await;
+    // Still in that second, the user activates another factor through a second such login:
+    // the first token, issued before that activation, is void now.
+    w.server
+        .app
+        .storage
+        .recovery_codes()
+        .replace(user.id, &["LAST-CODE"], T0, &[])
+        .await
+        .unwrap();
+    let second = enroll(&w).await;
+    let (other_app, other_id) = w.begin_app(&second).await;
+    w.confirm_app(&second, &other_app, &other_id, "")
+        .await
+        .unwrap();
+    let err = w
+        .confirm_app(&token, &next_app, &next_id, "")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    w.server.stop().await.unwrap();
+}
+
 async fn unconfirmed_enrollments_expire_and_are_cleaned_up(backend: Backend) {
     let mut w = World::new(backend).await;
     let token = w.user("slow@example.com").await;
@@ -1023,6 +1097,7 @@ async fn failures_count_across_methods_and_codes_work_in_any_order(backend: Back
 both!(
     failures_count_across_methods_and_codes_work_in_any_order,
     the_last_recovery_code_means_enrolling_again,
+    enrollment_tokens_are_ordered_exactly_within_one_second,
     unconfirmed_enrollments_expire_and_are_cleaned_up,
     hotp_tokens_enroll_log_in_once_per_counter_and_resync,
     journey_8_changing_app_enrolls_the_new_then_removes_the_old,

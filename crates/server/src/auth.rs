@@ -206,14 +206,25 @@ pub async fn user_context<T>(
         Some(c) if c.purpose == storage::entity::enums::ChallengePurpose::Enrollment => {
             // Void once the user has activated a factor since it was issued (through any
             // token or session): it was issued for a user without that factor, and would
-            // otherwise still add one of its holder's and open a session beside it.
-            let superseded = app
-                .storage
-                .factors()
-                .of_user(c.user_id, true)
-                .await?
-                .iter()
-                .any(|f| f.activated_at.is_some_and(|at| at >= c.created_at));
+            // otherwise still add one of its holder's and open a session beside it. The
+            // user's factor generation orders the two exactly.
+            let superseded = match c.factor_generation {
+                Some(issued) => app
+                    .storage
+                    .users()
+                    .get(c.user_id)
+                    .await?
+                    .is_none_or(|user| user.factor_generation != issued),
+                // Issued by a replica older than the generation (during a rolling upgrade):
+                // by the times, which cannot tell the order within one second.
+                None => app
+                    .storage
+                    .factors()
+                    .of_user(c.user_id, true)
+                    .await?
+                    .iter()
+                    .any(|f| f.activated_at.is_some_and(|at| at >= c.created_at)),
+            };
             if superseded {
                 return Err(unauthenticated());
             }

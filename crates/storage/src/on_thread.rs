@@ -726,6 +726,7 @@ mod tests {
                 ChallengePurpose::SecondFactor,
                 NOW,
                 NOW + 60,
+                None,
             )
             .await
             .unwrap();
@@ -1031,6 +1032,7 @@ mod tests {
             ChallengePurpose::SecondFactor,
             NOW,
             NOW + 60,
+            None,
         );
         let challenge = created.await.unwrap();
         assert_eq!(challenge.attempts, 0, "an i32 column of a RETURNING row");

@@ -253,6 +253,7 @@ async fn challenges_are_consumed_once_and_count_attempts(db: &TestDb) {
             ChallengePurpose::SecondFactor,
             NOW,
             NOW + 300,
+            None,
         )
         .await
         .unwrap();
@@ -334,6 +335,7 @@ async fn challenges_are_consumed_once_and_count_attempts(db: &TestDb) {
             ChallengePurpose::Enrollment,
             NOW,
             NOW + 1,
+            None,
         )
         .await
         .unwrap();

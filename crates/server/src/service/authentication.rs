@@ -445,15 +445,9 @@ impl Authentication {
             }
             policy::LoginOutcome::SecondFactorRequired { methods } => {
                 let ttl = app.config.login.challenge_ttl_secs;
-                let (token, expires) = issue_challenge(
-                    app,
-                    user.id,
-                    org_id,
-                    ChallengePurpose::SecondFactor,
-                    ttl,
-                    now,
-                )
-                .await?;
+                let (token, expires) =
+                    issue_challenge(app, &user, org_id, ChallengePurpose::SecondFactor, ttl, now)
+                        .await?;
                 authenticate_response::Result::SecondFactorRequired(v1::SecondFactorRequired {
                     challenge_token: token,
                     expire_time: Some(timestamp(expires)),
@@ -463,7 +457,7 @@ impl Authentication {
             policy::LoginOutcome::EnrollmentRequired { methods, .. } => {
                 let ttl = app.config.login.enrollment_ttl_secs;
                 let (token, expires) =
-                    issue_challenge(app, user.id, org_id, ChallengePurpose::Enrollment, ttl, now)
+                    issue_challenge(app, &user, org_id, ChallengePurpose::Enrollment, ttl, now)
                         .await?;
                 authenticate_response::Result::EnrollmentRequired(v1::EnrollmentRequired {
                     enrollment_token: token,
@@ -495,7 +489,7 @@ impl Authentication {
 /// Stores a challenge (or enrollment) token for the user and returns it with its expiry.
 async fn issue_challenge(
     app: &App,
-    user_id: Uuid,
+    user: &storage::entity::user::Model,
     org_id: Option<Uuid>,
     purpose: ChallengePurpose,
     ttl: i64,
@@ -503,9 +497,19 @@ async fn issue_challenge(
 ) -> ApiResult<(String, i64)> {
     let token = storage::crypto::new_token().map_err(|e| ApiError::Internal(e.to_string()))?;
     let expires = now + ttl;
+    // The factor generation the login decided on: an enrollment token is void once the user
+    // has activated a factor since (`auth::user_context`), exactly, whatever the clock says.
     app.storage
         .challenges()
-        .create(&token, user_id, org_id, purpose, now, expires)
+        .create(
+            &token,
+            user.id,
+            org_id,
+            purpose,
+            now,
+            expires,
+            Some(user.factor_generation),
+        )
         .await?;
     Ok((token.to_string(), expires))
 }
@@ -683,7 +687,7 @@ impl Authentication {
                 let ttl = app.config.login.enrollment_ttl_secs;
                 let (token, expires) = issue_challenge(
                     app,
-                    user_id,
+                    &user,
                     challenge.org_id,
                     ChallengePurpose::Enrollment,
                     ttl,

@@ -28,6 +28,9 @@ pub struct Model {
     pub consumed_at: Option<i64>,
     /// Created (Unix seconds).
     pub created_at: i64,
+    /// The user's `factor_generation` when the login that issued it read their factors: an
+    /// enrollment token is void once the user activated a factor since.
+    pub factor_generation: Option<i64>,
 }
 
 /// No relations: repositories join by id explicitly.

@@ -22,6 +22,9 @@ pub struct Model {
     pub status: UserStatus,
     /// 2FA must be set up again before the next session.
     pub must_reenroll: bool,
+    /// How many factors the user has activated, ever: orders enrollment tokens against
+    /// activations exactly.
+    pub factor_generation: i64,
     /// Created (Unix seconds).
     pub created_at: i64,
     /// Last changed (Unix seconds).
@@ -36,6 +39,7 @@ impl std::fmt::Debug for Model {
             .field("has_password", &self.password_hash.is_some())
             .field("status", &self.status)
             .field("must_reenroll", &self.must_reenroll)
+            .field("factor_generation", &self.factor_generation)
             .finish_non_exhaustive()
     }
 }

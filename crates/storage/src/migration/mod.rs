@@ -3,6 +3,7 @@
 
 mod m20261124_000001_initial;
 mod m20261124_000002_sms_counters;
+mod m20261206_000003_factor_generation;
 
 use sea_orm_migration::prelude::*;
 
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261124_000001_initial::Migration),
             Box::new(m20261124_000002_sms_counters::Migration),
+            Box::new(m20261206_000003_factor_generation::Migration),
         ]
     }
 

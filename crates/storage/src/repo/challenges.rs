@@ -30,6 +30,10 @@ impl<'a> Challenges<'a> {
     }
 
     /// Stores a challenge for `token` (only its keyed hash is kept).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "a challenge's columns, each named"
+    )]
     pub async fn create(
         &self,
         token: &str,
@@ -38,6 +42,7 @@ impl<'a> Challenges<'a> {
         purpose: ChallengePurpose,
         now: i64,
         expires_at: i64,
+        factor_generation: Option<i64>,
     ) -> Result<Model> {
         let model = ActiveModel {
             id: Set(Uuid::now_v7()),
@@ -49,6 +54,7 @@ impl<'a> Challenges<'a> {
             attempts: Set(0),
             consumed_at: Set(None),
             created_at: Set(now),
+            factor_generation: Set(factor_generation),
         };
         model
             .insert(&*self.storage.write().await)

@@ -450,17 +450,22 @@ impl<'a> Factors<'a> {
                 .await?;
             insert_codes(&txn, self.storage, user_id, codes, now).await?;
         }
-        // A new factor ends a pending re-enrollment, in the same transaction.
-        crate::entity::user::Entity::update_many()
-            .col_expr(
-                crate::entity::user::Column::MustReenroll,
-                Expr::value(false),
-            )
-            .col_expr(crate::entity::user::Column::UpdatedAt, Expr::value(now))
-            .filter(crate::entity::user::Column::Id.eq(user_id))
-            .filter(crate::entity::user::Column::MustReenroll.eq(true))
-            .exec(&txn)
-            .await?;
+        // A new factor ends a pending re-enrollment, and moves the user's factor generation
+        // on (voiding the enrollment tokens issued before it), in the same transaction.
+        {
+            use crate::entity::user;
+            let generation = Expr::col((user::Entity, user::Column::FactorGeneration));
+            user::Entity::update_many()
+                .col_expr(user::Column::MustReenroll, Expr::value(false))
+                .col_expr(
+                    user::Column::FactorGeneration,
+                    sea_orm::sea_query::ExprTrait::add(generation, 1),
+                )
+                .col_expr(user::Column::UpdatedAt, Expr::value(now))
+                .filter(user::Column::Id.eq(user_id))
+                .exec(&txn)
+                .await?;
+        }
         append_all_with(&txn, audit).await?;
         txn.commit().await?;
         Ok(())

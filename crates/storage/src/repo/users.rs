@@ -75,6 +75,7 @@ fn new_user(email: &str, password_hash: Option<String>, now: i64) -> Result<Acti
         password_hash: Set(password_hash),
         status: Set(UserStatus::Active),
         must_reenroll: Set(false),
+        factor_generation: Set(0),
         created_at: Set(now),
         updated_at: Set(now),
     })
