@@ -429,7 +429,108 @@ async fn an_organizations_log_includes_its_members_account_events(db: &TestDb) {
     );
 }
 
+/// A reset decides on the member's roles inside its transaction: a role granted before it
+/// (even after the caller read the roles) is what `decide` sees, and on PostgreSQL a role
+/// being granted while the reset runs holds the reset until it commits, then is seen.
+async fn a_reset_decides_on_the_roles_inside_its_transaction(db: &TestDb) {
+    let s = &db.storage;
+    let member = user(s, "member@example.com").await;
+    let here = s.organizations().create("Here", NOW).await.unwrap();
+    let there = s.organizations().create("There", NOW).await.unwrap();
+    s.memberships()
+        .add(
+            here.id,
+            member,
+            Role::Member,
+            NOW,
+            AuditOf::by_caller("member.added"),
+        )
+        .await
+        .unwrap();
+    let plan = ResetPlan {
+        org_id: Some(here.id),
+        must_reenroll: true,
+        revoke: SessionsToRevoke::All,
+    };
+    // Refuses when the member administers another organization.
+    let decide = |memberships: &[storage::entity::membership::Model]| {
+        if memberships
+            .iter()
+            .any(|m| m.org_id != here.id && m.role != Role::Member)
+        {
+            Err("ADMINISTERS_ELSEWHERE")
+        } else {
+            Ok(plan)
+        }
+    };
+    let reset = || async {
+        s.factors()
+            .reset_if(
+                member,
+                decide,
+                AuditOf::by_caller("member.mfa_reset"),
+                |_| "{}".to_owned(),
+                NOW,
+            )
+            .await
+            .unwrap()
+    };
+    assert!(reset().await.is_ok());
+    if db.backend == storage::testing::Backend::Postgres {
+        use sea_orm::{ConnectionTrait as _, TransactionTrait as _};
+        // Another replica grants the member a role elsewhere, and has not committed yet.
+        let granting = s.db().begin().await.unwrap();
+        granting
+            .execute_unprepared(&format!(
+                "INSERT INTO memberships (org_id, user_id, role, created_at) \
+                 VALUES ('{}', '{member}', 'admin', {NOW})",
+                there.id
+            ))
+            .await
+            .unwrap();
+        let racing = tokio::spawn({
+            let s = s.clone();
+            async move {
+                s.factors()
+                    .reset_if(
+                        member,
+                        |memberships: &[storage::entity::membership::Model]| {
+                            if memberships.iter().any(|m| m.role != Role::Member) {
+                                Err("ADMINISTERS_ELSEWHERE")
+                            } else {
+                                Ok(plan)
+                            }
+                        },
+                        AuditOf::by_caller("member.mfa_reset"),
+                        |_| "{}".to_owned(),
+                        NOW,
+                    )
+                    .await
+                    .unwrap()
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!racing.is_finished(), "the reset waits for the grant");
+        granting.commit().await.unwrap();
+        assert_eq!(racing.await.unwrap(), Err("ADMINISTERS_ELSEWHERE"));
+    } else {
+        // SQLite writes one at a time: a grant committed before the reset is seen by it.
+        s.memberships()
+            .add(
+                there.id,
+                member,
+                Role::Admin,
+                NOW,
+                AuditOf::by_caller("member.added"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(reset().await, Err("ADMINISTERS_ELSEWHERE"));
+    }
+}
+
 both!(
+    a_reset_decides_on_the_roles_inside_its_transaction,
     a_policy_change_revokes_and_audits_in_one_transaction,
     a_reset_removes_everything_or_nothing,
     an_organizations_log_includes_its_members_account_events,

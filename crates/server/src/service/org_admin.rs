@@ -394,24 +394,42 @@ impl Organizations {
         policy::reset_member_mfa(&admin.actor(true), policy::Role::Member, &[], false)
             .map_err(refusal)?;
         let app = &self.app;
-        let memberships = app.storage.memberships().of_user(target).await?;
-        let Some(membership) = memberships.iter().find(|m| m.org_id == org_id) else {
-            // Only a member's 2FA is this organization's business; an admin learns no more
-            // about other users than that they are not members.
-            return Err(ApiError::NotFound("member"));
+        let now = app.now();
+        let actor = admin.actor(true);
+        let self_reset = target == admin.user.id;
+        // What the member's roles allow, on their memberships.
+        let decide = |memberships: &[storage::entity::membership::Model]| {
+            let Some(membership) = memberships.iter().find(|m| m.org_id == org_id) else {
+                // Only a member's 2FA is this organization's business; an admin learns no
+                // more about other users than that they are not members.
+                return Err(ApiError::NotFound("member"));
+            };
+            let elsewhere: Vec<policy::Role> = memberships
+                .iter()
+                .filter(|m| m.org_id != org_id)
+                .map(|m| policy_role(m.role))
+                .collect();
+            let plan = policy::reset_member_mfa(
+                &actor,
+                policy_role(membership.role),
+                &elsewhere,
+                self_reset,
+            )
+            .map_err(refusal)?;
+            Ok(storage::repo::ResetPlan {
+                org_id: Some(org_id),
+                must_reenroll: plan.must_reenroll,
+                revoke: if plan.revoke_sessions {
+                    SessionsToRevoke::All
+                } else {
+                    SessionsToRevoke::None
+                },
+            })
         };
-        let elsewhere: Vec<policy::Role> = memberships
-            .iter()
-            .filter(|m| m.org_id != org_id)
-            .map(|m| policy_role(m.role))
-            .collect();
-        let plan = policy::reset_member_mfa(
-            &admin.actor(true),
-            policy_role(membership.role),
-            &elsewhere,
-            target == admin.user.id,
-        )
-        .map_err(refusal)?;
+        // Decided first on the roles as read now, to refuse without writing; then again inside
+        // the reset's transaction, on the roles as they are once it holds the member's row,
+        // so that a promotion racing the reset is either seen there or waits for it.
+        decide(&app.storage.memberships().of_user(target).await?)?;
         let has_factors = !app
             .storage
             .factors()
@@ -424,21 +442,12 @@ impl Organizations {
                 message: "the member has no 2FA to reset".to_owned(),
             });
         }
-        let now = app.now();
         let outcome = app
             .storage
             .factors()
-            .reset(
+            .reset_if(
                 target,
-                storage::repo::ResetPlan {
-                    org_id: Some(org_id),
-                    must_reenroll: plan.must_reenroll,
-                    revoke: if plan.revoke_sessions {
-                        SessionsToRevoke::All
-                    } else {
-                        SessionsToRevoke::None
-                    },
-                },
+                &decide,
                 AuditOf {
                     actor_id: Some(admin.user.id),
                     kind: "member.mfa_reset",
@@ -453,7 +462,7 @@ impl Organizations {
                 },
                 now,
             )
-            .await?;
+            .await??;
         tracing::info!(
             org_id = %org_id,
             actor = %admin.user.id,

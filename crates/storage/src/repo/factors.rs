@@ -574,9 +574,9 @@ impl<'a> Factors<'a> {
     }
 
     /// Resets the user's 2FA as one transaction: removes every factor (their SMS codes go
-    /// with them), recovery code and failure counted against them, sets `must_reenroll` when the plan says so, revokes the
-    /// sessions it names, and appends the audit event (subject: the user; details:
-    /// `details(&outcome)`).
+    /// with them), recovery code and failure counted against them, sets `must_reenroll` when
+    /// the plan says so, revokes the sessions it names, and appends the audit event (subject:
+    /// the user; details: `details(&outcome)`).
     /// Either all of it happens or none. An unknown user is [`StorageError::NotFound`].
     pub async fn reset(
         &self,
@@ -586,16 +586,61 @@ impl<'a> Factors<'a> {
         details: impl FnOnce(&MfaReset) -> String + Send,
         now: i64,
     ) -> Result<MfaReset> {
-        use crate::entity::user;
+        self.reset_if(
+            user_id,
+            |_| Ok::<_, StorageError>(plan),
+            audit,
+            details,
+            now,
+        )
+        .await?
+    }
+
+    /// [`Factors::reset`] with the plan decided inside the transaction, on the user's
+    /// memberships as they are once the user's row is locked (`FOR UPDATE` on PostgreSQL,
+    /// which a membership being added waits for; SQLite writes one at a time): a role
+    /// granted concurrently is either seen by `decide` or waits for the reset. When `decide`
+    /// refuses, nothing is changed and its refusal is the inner answer.
+    pub async fn reset_if<E>(
+        &self,
+        user_id: Uuid,
+        decide: impl FnOnce(&[crate::entity::membership::Model]) -> std::result::Result<ResetPlan, E>
+        + Send,
+        audit: AuditOf<'_>,
+        details: impl FnOnce(&MfaReset) -> String + Send,
+        now: i64,
+    ) -> Result<std::result::Result<MfaReset, E>> {
+        use crate::entity::{membership, user};
         let (_writing, txn) = self.storage.begin_write().await?;
-        let mut user_update = user::Entity::update_many()
+        // The row lock first (SQLite: the write lock), then the roles the plan depends on.
+        if self.storage.db().get_database_backend() == sea_orm::DbBackend::Postgres
+            && user::Entity::find_by_id(user_id)
+                .lock_exclusive()
+                .one(&txn)
+                .await?
+                .is_none()
+        {
+            return Err(StorageError::NotFound("user"));
+        }
+        let touch = user::Entity::update_many()
             .col_expr(user::Column::UpdatedAt, Expr::value(now))
             .filter(user::Column::Id.eq(user_id));
-        if plan.must_reenroll {
-            user_update = user_update.col_expr(user::Column::MustReenroll, Expr::value(true));
-        }
-        if user_update.exec(&txn).await?.rows_affected != 1 {
+        if touch.clone().exec(&txn).await?.rows_affected != 1 {
             return Err(StorageError::NotFound("user"));
+        }
+        let memberships = membership::Entity::find()
+            .filter(membership::Column::UserId.eq(user_id))
+            .all(&txn)
+            .await?;
+        let plan = match decide(&memberships) {
+            Ok(plan) => plan,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        if plan.must_reenroll {
+            touch
+                .col_expr(user::Column::MustReenroll, Expr::value(true))
+                .exec(&txn)
+                .await?;
         }
         let factors_removed = Entity::delete_many()
             .filter(Column::UserId.eq(user_id))
@@ -629,7 +674,7 @@ impl<'a> Factors<'a> {
         let details = details(&outcome);
         append_with(&txn, audit.event(now, plan.org_id, Some(user_id), &details)).await?;
         txn.commit().await?;
-        Ok(outcome)
+        Ok(Ok(outcome))
     }
 
     /// Deletes pending enrollments that expired before `now`. Returns how many.
