@@ -438,7 +438,61 @@ async fn challenges_and_sessions_from_one_replica_hold_on_the_other(backend: Bac
     d.stop().await;
 }
 
+/// A replica whose clock runs ahead of the database server's (and so of its peers') would end
+/// lockouts early and expire sessions too soon: beyond `health.max_clock_skew_secs` it
+/// reports NOT_SERVING and refuses calls (UNAVAILABLE, CLOCK_SKEW), while a replica with the
+/// right clock on the same database serves. The skew is in the metrics.
+async fn a_replica_whose_clock_is_off_stops_serving(backend: Backend) {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let mut config = tollgate_e2e::test_config();
+    config.health.max_clock_skew_secs = 5;
+    let config = Arc::new(config);
+    let right =
+        TestServer::start_full(backend, (*config).clone(), Arc::new(server::SystemClock)).await;
+    let system_now = server::Clock::now(&server::SystemClock);
+    let ahead = right
+        .replica_with(
+            Arc::clone(&config),
+            Arc::new(ManualClock::new(system_now + 120)),
+        )
+        .await;
+    let health = async |server: &TestServer| {
+        let mut client = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+        client
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .status()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while health(&ahead).await != ServingStatus::NotServing
+        || health(&right).await != ServingStatus::Serving
+    {
+        assert!(std::time::Instant::now() < deadline, "health never settled");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let err = ahead
+        .users()
+        .await
+        .get_user(v1::GetUserRequest {
+            lookup: Some(v1::get_user_request::Lookup::Email("x@example.com".into())),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert_eq!(reason(&err).as_deref(), Some("CLOCK_SKEW"));
+    // The replica with the right clock serves.
+    right.create_user("clock@example.com", PASSWORD).await;
+    let skew = ahead.app.metrics.clock_skew_seconds.get();
+    assert!((115..=125).contains(&skew), "{skew}");
+    assert!(right.app.metrics.clock_skew_seconds.get().abs() <= 5);
+    ahead.stop().await.unwrap();
+    right.stop().await.unwrap();
+}
+
 both!(
+    a_replica_whose_clock_is_off_stops_serving,
     a_code_raced_to_both_replicas_logs_in_once,
     a_recovery_code_raced_to_both_replicas_is_spent_once,
     wrong_codes_on_either_replica_spend_one_budget,

@@ -76,10 +76,12 @@ pub async fn active_totp(
     factor
 }
 
-/// A configuration for tests: defaults, a fast health check.
+/// A configuration for tests: defaults, a fast health check, no clock-skew check (tests move
+/// their clocks to wherever they need).
 pub fn test_config() -> Config {
     let mut config = Config::default();
     config.health.check_interval_secs = 1;
+    config.health.max_clock_skew_secs = 0;
     config.server.shutdown_grace_secs = 5;
     config
 }
@@ -122,14 +124,19 @@ impl TestServer {
     /// anew (its own connections, and on SQLite its own writer), with its own socket, password
     /// hashing threads, SMS client and metrics; the same configuration, key ring and clock.
     pub async fn replica(&self) -> Self {
+        self.replica_with(Arc::clone(&self.app.config), Arc::clone(&self.app.clock))
+            .await
+    }
+
+    /// [`TestServer::replica`] with a configuration and a clock of its own.
+    pub async fn replica_with(&self, config: Arc<Config>, clock: Arc<dyn Clock>) -> Self {
         let storage = self.db.reopen(self.app.storage.keyring().clone()).await;
-        let config = Arc::clone(&self.app.config);
         let app = App {
             storage,
             passwords: server::password::Passwords::new(&config.passwords).unwrap(),
             sms: server::sms::from_config(&config.sms).await,
             config,
-            clock: Arc::clone(&self.app.clock),
+            clock,
             metrics: Default::default(),
             db_health: Default::default(),
         };

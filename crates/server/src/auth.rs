@@ -92,15 +92,27 @@ impl CallerAuth {
 
     /// The interceptor: identifies the caller or refuses with UNAUTHENTICATED; then, while
     /// the health check knows the database is down, refuses at once with UNAVAILABLE
-    /// (`DATABASE_UNAVAILABLE`) rather than let the call wait for a connection.
+    /// (`DATABASE_UNAVAILABLE`) rather than let the call wait for a connection, and while it
+    /// finds this replica's clock off from the database's, with UNAVAILABLE (`CLOCK_SKEW`).
     #[allow(clippy::result_large_err, reason = "tonic's interceptor signature")]
     pub fn intercept(&self, mut request: Request<()>) -> Result<Request<()>, Status> {
         let caller = self.identify(&request).map_err(Status::from)?;
-        if self.db_health.is_down() {
-            return Err(ApiError::Unavailable(
-                "the health check found the database down".to_owned(),
-            )
-            .into());
+        match self.db_health.refusal() {
+            None => {}
+            Some(crate::health::Refusal::DatabaseDown) => {
+                return Err(ApiError::Unavailable(
+                    "the health check found the database down".to_owned(),
+                )
+                .into());
+            }
+            Some(crate::health::Refusal::ClockSkew) => {
+                return Err(ApiError::Upstream {
+                    reason: "CLOCK_SKEW",
+                    message: "this replica's clock is off; try another replica".to_owned(),
+                    detail: "the health check found the clock off from the database's".to_owned(),
+                }
+                .into());
+            }
         }
         request.extensions_mut().insert(caller);
         Ok(request)

@@ -287,12 +287,17 @@ pub enum LogFormat {
 pub struct HealthConfig {
     /// Seconds between database checks.
     pub check_interval_secs: u64,
+    /// The most seconds this replica's clock may differ from the database server's before
+    /// the replica stops serving (lockouts and expiries are times this replica writes and
+    /// another reads); 0 turns the check off.
+    pub max_clock_skew_secs: u64,
 }
 
 impl Default for HealthConfig {
     fn default() -> Self {
         Self {
             check_interval_secs: 5,
+            max_clock_skew_secs: 5,
         }
     }
 }

@@ -99,6 +99,8 @@ pub struct Metrics {
     pub passwords_suspected_compromised: Counter,
     /// Users whose code factors were suspended after too many wrong codes in a row.
     pub factors_suspended: Counter,
+    /// This replica's clock minus the database server's, in seconds, at the last check.
+    pub clock_skew_seconds: Gauge,
     db_connections: Family<PoolLabels, Gauge>,
 }
 
@@ -118,6 +120,7 @@ impl Default for Metrics {
         let lockouts = Family::<LockoutLabels, Counter>::default();
         let passwords_suspected_compromised = Counter::default();
         let factors_suspended = Counter::default();
+        let clock_skew_seconds = Gauge::default();
         let db_connections = Family::<PoolLabels, Gauge>::default();
         registry.register(
             "rpc_requests",
@@ -175,6 +178,11 @@ impl Default for Metrics {
             factors_suspended.clone(),
         );
         registry.register(
+            "clock_skew_seconds",
+            "this replica's clock minus the database server's, at the last health check",
+            clock_skew_seconds.clone(),
+        );
+        registry.register(
             "db_connections",
             "database pool connections by state",
             db_connections.clone(),
@@ -197,6 +205,7 @@ impl Default for Metrics {
             lockouts,
             passwords_suspected_compromised,
             factors_suspended,
+            clock_skew_seconds,
             db_connections,
         }
     }

@@ -317,6 +317,25 @@ impl Storage {
         Ok(self.db.ping().await?)
     }
 
+    /// The database server's clock, in Unix seconds: one statement, which also shows that
+    /// the database answers. Replicas compare their own clocks with it.
+    pub async fn database_time(&self) -> Result<i64> {
+        use sea_orm::ConnectionTrait as _;
+        let backend = self.db.get_database_backend();
+        let sql = match backend {
+            sea_orm::DbBackend::Postgres => {
+                "SELECT CAST(FLOOR(EXTRACT(EPOCH FROM clock_timestamp())) AS BIGINT) AS now"
+            }
+            _ => "SELECT CAST(strftime('%s', 'now') AS INTEGER) AS now",
+        };
+        let row = self
+            .db
+            .query_one_raw(sea_orm::Statement::from_string(backend, sql))
+            .await?
+            .ok_or_else(|| sea_orm::DbErr::Custom("the clock query returned no row".to_owned()))?;
+        Ok(row.try_get::<i64>("", "now")?)
+    }
+
     /// Organizations and their 2FA policy.
     pub fn organizations(&self) -> repo::Organizations<'_> {
         repo::Organizations::new(self)
