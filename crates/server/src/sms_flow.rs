@@ -1,5 +1,6 @@
-//! Sending an SMS code: the country allowlist, the pumping guard, the sending limits (per
-//! number, per user, per organization: exact across replicas), the code itself (6 digits
+//! Sending an SMS code: the country allowlist, the pumping guard and the sending limits (per
+//! number, per user, per organization; sliding windows, decided in one transaction, exact
+//! across replicas), the code itself (6 digits
 //! from the CSPRNG, stored only as a keyed hash) and its delivery. A refusal changes nothing;
 //! a delivery failure leaves no code valid and gives every limit back.
 
@@ -12,16 +13,11 @@ use zeroize::Zeroizing;
 use crate::error::{ApiError, ApiResult};
 use crate::{App, audit};
 
-/// The guard's counters: sends and successful verifications, deployment-wide, in buckets
-/// aligned on the window so that both always cover the same span of time.
-fn pumping_keys(window_secs: i64, now: i64) -> (String, String, String) {
-    let bucket = now.div_euclid(window_secs);
-    (
-        format!("sms:pumping:{bucket}:sent"),
-        format!("sms:pumping:{bucket}:verified"),
-        format!("sms:pumping:{bucket}:alerted"),
-    )
-}
+/// The guard's counters, deployment-wide: sends, successful verifications, and its alerts
+/// (at most one per window).
+const PUMPING_SENT: &str = "sms:pumping:sent";
+const PUMPING_VERIFIED: &str = "sms:pumping:verified";
+const PUMPING_ALERTED: &str = "sms:pumping:alerted";
 
 /// A code on its way.
 #[derive(Debug)]
@@ -67,28 +63,26 @@ fn exhausted(reason: &'static str, message: &str, retry_at: i64, now: i64) -> Ap
     }
 }
 
-/// The pumping guard: within its window, once enough codes went out, sending stops while
-/// sends exceed the configured ratio per successful verification. The alert (error log,
-/// audit event, counter) is raised once per window, so refused requests cannot flood the
-/// audit log. Concurrent sends can pass it by as many as are in flight: it is a brake on a
-/// trend, the exact limits come after.
-async fn pumping_guard(app: &App, user_id: Uuid, now: i64) -> ApiResult<()> {
+/// The pumping guard refused a send (decided in the transaction that would have taken it):
+/// sends outrun successful verifications. The alert (error log, audit event, counter) is
+/// raised at most once per window, so refused requests cannot flood the audit log.
+async fn pumping_refused(
+    app: &App,
+    user_id: Uuid,
+    sent: i64,
+    verified: i64,
+    retry_at: i64,
+    now: i64,
+) -> ApiResult<ApiError> {
     let sms = &app.config.sms;
-    let window = sms.pumping_window_secs;
-    let limits = app.storage.sms_limits();
-    let (sent_key, verified_key, alerted_key) = pumping_keys(window, now);
-    let (sent, _) = limits.current(&sent_key, window, now).await?;
-    let (verified, _) = limits.current(&verified_key, window, now).await?;
-    if sent < sms.pumping_min_sends || sent <= sms.pumping_max_ratio.saturating_mul(verified) {
-        return Ok(());
-    }
-    let ends_at = (now.div_euclid(window) + 1) * window;
-    let first = limits
+    let first = app
+        .storage
+        .sms_limits()
         .take(
             &[Limit {
-                key: &alerted_key,
+                key: PUMPING_ALERTED,
                 max: 1,
-                window_secs: window,
+                window_secs: sms.pumping_window_secs,
             }],
             now,
         )
@@ -101,7 +95,7 @@ async fn pumping_guard(app: &App, user_id: Uuid, now: i64) -> ApiResult<()> {
             sent,
             verified,
             max_ratio = sms.pumping_max_ratio,
-            "SMS pumping suspected: sends far outrun verifications; sending stopped until the window ends or verifications catch up"
+            "SMS pumping suspected: sends far outrun verifications; sending stopped until verifications catch up"
         );
         let details = serde_json::json!({ "sent": sent, "verified": verified }).to_string();
         audit::record(
@@ -120,10 +114,10 @@ async fn pumping_guard(app: &App, user_id: Uuid, now: i64) -> ApiResult<()> {
             reason: "SMS_PUMPING_SUSPECTED",
         })
         .inc();
-    Err(exhausted(
+    Ok(exhausted(
         "SMS_PUMPING_SUSPECTED",
         "SMS sending is paused: too many codes went out without being used",
-        ends_at,
+        retry_at,
         now,
     ))
 }
@@ -155,7 +149,6 @@ pub(crate) async fn send_code(
             message: "SMS is not offered to this phone's country; use another method".to_owned(),
         });
     }
-    pumping_guard(app, user_id, now).await?;
 
     // Counter keys: the number only as a keyed hash (no phone numbers in another table).
     let number_hash = app.storage.hasher().hash(
@@ -170,7 +163,6 @@ pub(crate) async fn send_code(
         Some(id) => format!("sms:org:{id}"),
         None => format!("sms:user-day:{user_id}"),
     };
-    let (sent_key, _, _) = pumping_keys(sms.pumping_window_secs, now);
     let limits = [
         Limit {
             key: &number_key,
@@ -187,15 +179,27 @@ pub(crate) async fn send_code(
             max: sms.org_daily_limit,
             window_secs: 86_400,
         },
-        Limit {
-            key: &sent_key,
-            max: i64::MAX,
-            window_secs: sms.pumping_window_secs,
-        },
     ];
-    let taken = match app.storage.sms_limits().take(&limits, now).await? {
+    let guard = storage::repo::PumpingGuard {
+        sent_key: PUMPING_SENT,
+        verified_key: PUMPING_VERIFIED,
+        window_secs: sms.pumping_window_secs,
+        min_sends: sms.pumping_min_sends,
+        max_ratio: sms.pumping_max_ratio,
+    };
+    let taken = match app
+        .storage
+        .sms_limits()
+        .take_guarded(Some(guard), &limits, now)
+        .await?
+    {
         Ok(taken) => taken,
-        Err(reached) => {
+        Err(storage::repo::Refused::Pumping {
+            sent,
+            verified,
+            retry_at,
+        }) => return Err(pumping_refused(app, user_id, sent, verified, retry_at, now).await?),
+        Err(storage::repo::Refused::Limit(reached)) => {
             let (reason, message) = match reached.index {
                 0 => (
                     "SMS_NUMBER_COOLDOWN",
@@ -314,11 +318,9 @@ pub(crate) async fn check_code(
     }
     failures.settled(app, now).await?;
     app.storage.factors().touch(factor_id, now).await?;
-    let window = app.config.sms.pumping_window_secs;
-    let (_, verified_key, _) = pumping_keys(window, now);
     app.storage
         .sms_limits()
-        .count_event(&verified_key, window, now)
+        .count_event(PUMPING_VERIFIED, app.config.sms.pumping_window_secs, now)
         .await?;
     Ok(true)
 }

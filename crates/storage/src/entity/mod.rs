@@ -12,4 +12,5 @@ pub mod recovery_code;
 pub mod session;
 pub mod sms_code;
 pub mod sms_counter;
+pub mod sms_send;
 pub mod user;

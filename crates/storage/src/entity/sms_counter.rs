@@ -2,7 +2,9 @@
 
 use sea_orm::entity::prelude::*;
 
-/// A windowed counter of SMS sends (or verifications), per key.
+/// A key's lock row: taking a slot of a limit updates it first, so that takes of one key
+/// happen one at a time (the count itself is in `sms_sends`). `window_start` is when it was
+/// last taken; `count` is unused since the sliding windows (migration 4).
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "sms_counters")]
 pub struct Model {

@@ -26,7 +26,7 @@ pub use organizations::{Organizations, PolicyChanged, PolicyUpdate};
 pub use recovery_codes::RecoveryCodes;
 pub use sessions::{NewSession, Sessions};
 pub use sms_codes::SmsCodes;
-pub use sms_limits::{Limit, LimitReached, SmsLimits, Taken};
+pub use sms_limits::{Limit, LimitReached, PumpingGuard, Refused, SmsLimits, Taken};
 pub use users::{MfaSummary, OrganizationsToRead, Users};
 
 /// sea-orm's `one()` without its `LIMIT ?`, for queries on a unique key.
