@@ -62,6 +62,11 @@ pub const SERVICE_NAMES: [&str; 5] = [
 pub trait Clock: Send + Sync + std::fmt::Debug {
     /// Unix seconds.
     fn now(&self) -> i64;
+
+    /// Unix milliseconds (a clock that moves in whole seconds: `now() * 1000`).
+    fn now_ms(&self) -> i64 {
+        self.now().saturating_mul(1_000)
+    }
 }
 
 /// The system clock.
@@ -70,9 +75,13 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> i64 {
+        self.now_ms().div_euclid(1_000)
+    }
+
+    fn now_ms(&self) -> i64 {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
     }
 }
 
@@ -98,6 +107,11 @@ impl Clock for ManualClock {
     }
 }
 
+/// Whole seconds at or after `ms` milliseconds.
+fn seconds_rounded_up(ms: i64) -> i64 {
+    ms.div_euclid(1_000) + i64::from(ms.rem_euclid(1_000) != 0)
+}
+
 /// What every service shares. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct App {
@@ -121,6 +135,12 @@ impl App {
     /// Unix seconds now.
     pub fn now(&self) -> i64 {
         self.clock.now()
+    }
+
+    /// Unix seconds now, rounded up: where a lockout starts, so that one of N seconds (stored
+    /// in whole seconds) lasts at least N seconds, never less.
+    pub fn now_rounded_up(&self) -> i64 {
+        seconds_rounded_up(self.clock.now_ms())
     }
 
     /// The lockout schedule.
@@ -295,6 +315,22 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 
     use tokio_stream::StreamExt as _;
+
+    #[test]
+    fn lockouts_start_at_the_second_rounded_up() {
+        assert_eq!(super::seconds_rounded_up(100_000), 100);
+        assert_eq!(super::seconds_rounded_up(100_001), 101);
+        assert_eq!(super::seconds_rounded_up(100_999), 101);
+        use super::Clock as _;
+        let clock = super::ManualClock::new(100);
+        assert_eq!(clock.now_ms(), 100_000);
+        let system = super::SystemClock;
+        let (ms, secs) = (system.now_ms(), system.now());
+        assert!(
+            (0..=1).contains(&(secs - ms.div_euclid(1_000))),
+            "{ms} {secs}"
+        );
+    }
 
     #[tokio::test]
     async fn accepted_connections_send_without_delay() {

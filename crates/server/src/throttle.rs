@@ -104,7 +104,9 @@ pub(crate) async fn fail(
     more: impl Fn(i64) -> Vec<(&'static str, String)> + Send + Sync,
 ) -> ApiResult<i64> {
     let throttle = app.throttle();
-    let lockouts = storage::repo::Lockouts::new(throttle.free_failures, &throttle.lockouts());
+    // A lockout starts at the time rounded up: stored in whole seconds, it never ends early.
+    let lockouts = storage::repo::Lockouts::new(throttle.free_failures, &throttle.lockouts())
+        .starting_at(app.now_rounded_up().max(now));
     let events = |failures: i64, locked_until: Option<i64>| {
         let mut events = more(failures);
         if locked_until.is_some_and(|until| until > now) {

@@ -44,6 +44,9 @@ impl std::fmt::Debug for FailureAudit<'_> {
 pub struct Lockouts {
     free: i64,
     delays: Vec<i64>,
+    /// When a lockout starts, if not at the `now` of the failure (see
+    /// [`Lockouts::starting_at`]).
+    start: Option<i64>,
 }
 
 impl Lockouts {
@@ -56,7 +59,16 @@ impl Lockouts {
                 .iter()
                 .map(|&d| i64::try_from(d).unwrap_or(i64::MAX))
                 .collect(),
+            start: None,
         }
+    }
+
+    /// Lockouts that start at `start` (Unix seconds) rather than at the failure's `now`: the
+    /// caller's time rounded up, so that a lockout of N seconds, stored in whole seconds,
+    /// never ends before N seconds have passed.
+    pub fn starting_at(mut self, start: i64) -> Self {
+        self.start = Some(start);
+        self
     }
 
     /// The lockout, in seconds, that follows the `failures`-th failure.
@@ -67,14 +79,16 @@ impl Lockouts {
 
     /// When the lockout that follows the `failures`-th failure at `now` ends.
     fn until(&self, failures: i64, now: i64) -> Option<i64> {
+        let start = self.start.unwrap_or(now);
         self.delay_after(failures)
-            .map(|delay| now.saturating_add(delay))
+            .map(|delay| start.saturating_add(delay))
     }
 
     /// The end of the lockout after the failure that makes the count `failures + 1`, as SQL
     /// over the stored count `failures`: NULL within the free budget, then one branch per
     /// distinct delay.
     fn next_lock_expr(&self, failures: Expr, now: i64) -> Expr {
+        let now = self.start.unwrap_or(now);
         let Some(&last) = self.delays.last() else {
             return Expr::value(Option::<i64>::None);
         };
@@ -292,6 +306,11 @@ mod tests {
             ]
         );
         assert_eq!(lockouts.until(3, 1_000), Some(1_030));
+        // Started at the caller's time rounded up, whatever `now` says.
+        assert_eq!(
+            lockouts.clone().starting_at(1_001).until(3, 1_000),
+            Some(1_031)
+        );
         assert_eq!(Lockouts::new(0, &[5]).until(1, i64::MAX), Some(i64::MAX));
         assert_eq!(Lockouts::new(0, &[]).until(100, 0), None);
     }
