@@ -701,6 +701,12 @@ mod tests {
             .count_event("sms:org:x", 3600, NOW)
             .await
             .unwrap();
+        let limit = crate::repo::Limit {
+            key: "sms:user:x",
+            max: 3,
+            window_secs: 3600,
+        };
+        s.sms_limits().take(&[limit], NOW).await.unwrap().unwrap();
         s.recovery_codes()
             .replace(alice, &["aaaa-bbbb"], NOW, &[])
             .await
@@ -791,6 +797,7 @@ mod tests {
             audit_event,
             sms_code,
             sms_counter,
+            sms_send,
         );
     }
 
