@@ -29,6 +29,8 @@ pub enum FactorKind {
     Hotp,
     /// A phone that receives codes by SMS.
     Sms,
+    /// A passkey or security key (WebAuthn).
+    WebAuthn,
 }
 
 /// A way to pass the second-factor step of a login.
@@ -42,6 +44,8 @@ pub enum Method {
     Sms,
     /// One of the user's single-use recovery codes.
     RecoveryCode,
+    /// A passkey or security key (WebAuthn).
+    WebAuthn,
 }
 
 impl From<FactorKind> for Method {
@@ -50,6 +54,7 @@ impl From<FactorKind> for Method {
             FactorKind::Totp => Self::Totp,
             FactorKind::Hotp => Self::Hotp,
             FactorKind::Sms => Self::Sms,
+            FactorKind::WebAuthn => Self::WebAuthn,
         }
     }
 }
@@ -108,6 +113,8 @@ pub struct Factors {
     pub hotp: u32,
     /// Active SMS phones.
     pub sms: u32,
+    /// Active passkeys and security keys.
+    pub webauthn: u32,
 }
 
 impl Factors {
@@ -117,6 +124,7 @@ impl Factors {
             FactorKind::Totp => self.totp,
             FactorKind::Hotp => self.hotp,
             FactorKind::Sms => self.sms,
+            FactorKind::WebAuthn => self.webauthn,
         }
     }
 
@@ -146,6 +154,7 @@ impl Factors {
             FactorKind::Totp => &mut self.totp,
             FactorKind::Hotp => &mut self.hotp,
             FactorKind::Sms => &mut self.sms,
+            FactorKind::WebAuthn => &mut self.webauthn,
         };
         *slot = slot.saturating_add(1);
         self
@@ -157,6 +166,7 @@ impl Factors {
             FactorKind::Totp => &mut self.totp,
             FactorKind::Hotp => &mut self.hotp,
             FactorKind::Sms => &mut self.sms,
+            FactorKind::WebAuthn => &mut self.webauthn,
         };
         *slot = slot.saturating_sub(1);
         self

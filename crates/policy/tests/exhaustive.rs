@@ -19,13 +19,18 @@ use policy::{
 
 const NOW: u64 = 1_700_000_000;
 const ROLES: [Role; 3] = [Role::Owner, Role::Admin, Role::Member];
-const KINDS: [FactorKind; 3] = [FactorKind::Totp, FactorKind::Hotp, FactorKind::Sms];
+const KINDS: [FactorKind; 4] = [
+    FactorKind::Totp,
+    FactorKind::Hotp,
+    FactorKind::Sms,
+    FactorKind::WebAuthn,
+];
 const ASSURANCES: [Assurance; 2] = [Assurance::One, Assurance::Two];
 
 fn all_policies() -> Vec<OrgPolicy> {
     let mut out = Vec::new();
     for mfa_required in [false, true] {
-        for allowed_bits in 0u8..8 {
+        for allowed_bits in 0u8..16 {
             let allowed_methods: EnumSet<FactorKind> = KINDS
                 .into_iter()
                 .enumerate()
@@ -52,7 +57,14 @@ fn all_factors() -> Vec<Factors> {
     for totp in 0..=2 {
         for hotp in 0..=1 {
             for sms in 0..=1 {
-                out.push(Factors { totp, hotp, sms });
+                for webauthn in 0..=1 {
+                    out.push(Factors {
+                        totp,
+                        hotp,
+                        sms,
+                        webauthn,
+                    });
+                }
             }
         }
     }

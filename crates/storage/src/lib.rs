@@ -341,6 +341,11 @@ impl Storage {
         repo::Organizations::new(self)
     }
 
+    /// WebAuthn ceremonies in progress.
+    pub fn ceremonies(&self) -> repo::Ceremonies<'_> {
+        repo::Ceremonies::new(self)
+    }
+
     /// User accounts.
     pub fn users(&self) -> repo::Users<'_> {
         repo::Users::new(self)

@@ -451,7 +451,9 @@ fn entity_kinds() -> HashMap<&'static str, HashMap<&'static str, Kind>> {
     add::<entity::session::Entity>(&mut kinds);
     add::<entity::sms_code::Entity>(&mut kinds);
     add::<entity::sms_counter::Entity>(&mut kinds);
+    add::<entity::sms_send::Entity>(&mut kinds);
     add::<entity::user::Entity>(&mut kinds);
+    add::<entity::webauthn_ceremony::Entity>(&mut kinds);
     kinds
 }
 

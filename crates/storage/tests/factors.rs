@@ -362,6 +362,7 @@ async fn a_new_factor_replaces_an_old_one_in_one_transaction(db: &TestDb) {
         recovery_codes: None,
         replaces: Some(replaces),
         retires: &[],
+        credential: None,
         audit: &events,
     };
     for replaces in [theirs.id, stale.id, new.id, Uuid::now_v7()] {
@@ -795,6 +796,7 @@ async fn a_user_comes_with_their_factor_summary_and_organizations(db: &TestDb) {
             totp: 2,
             hotp: 0,
             sms: 1,
+            webauthn: 0,
             recovery_codes_left: 2,
         }
     );
@@ -971,7 +973,50 @@ async fn begun_enrollments_resyncs_and_lockouts_commit_with_their_events(db: &Te
     );
 }
 
+/// A WebAuthn credential belongs to one user: activating a second factor with the same
+/// credential id, whoever's, is refused and activates nothing.
+async fn a_webauthn_credential_is_registered_once(db: &TestDb) {
+    let s = &db.storage;
+    let alice = user(s, "alice-key@example.com").await;
+    let mallory = user(s, "mallory-key@example.com").await;
+    let credential_id: &[u8] = b"the same credential id";
+    let activate = |owner: Uuid| async move {
+        let pending = s
+            .factors()
+            .create_webauthn_pending(owner, "key", false, NOW, NOW + 600, &[])
+            .await
+            .unwrap();
+        let with = Activation {
+            credential: Some((credential_id, "{}")),
+            ..Activation::default()
+        };
+        (
+            pending.id,
+            s.factors()
+                .activate_with(pending.id, owner, None, with, NOW)
+                .await,
+        )
+    };
+    let (first, activated) = activate(alice).await;
+    activated.unwrap();
+    let (second, refused) = activate(mallory).await;
+    assert!(
+        matches!(refused, Err(StorageError::Conflict("credential"))),
+        "{refused:?}"
+    );
+    let status = |id| async move { s.factors().get(id).await.unwrap().map(|f| f.status) };
+    assert_eq!(status(first).await, Some(FactorStatus::Active));
+    assert_eq!(
+        status(second).await,
+        Some(FactorStatus::Pending),
+        "nothing activated"
+    );
+    let found = s.factors().by_credential_id(credential_id).await.unwrap();
+    assert_eq!(found.map(|f| f.user_id), Some(alice));
+}
+
 both!(
+    a_webauthn_credential_is_registered_once,
     begun_enrollments_resyncs_and_lockouts_commit_with_their_events,
     a_new_factor_replaces_an_old_one_in_one_transaction,
     a_step_is_not_accepted_under_a_lockout,

@@ -30,6 +30,9 @@ pub enum FactorKind {
     /// SMS phone.
     #[sea_orm(string_value = "sms")]
     Sms,
+    /// Passkey or security key (WebAuthn).
+    #[sea_orm(string_value = "webauthn")]
+    Webauthn,
 }
 
 /// A factor's lifecycle.
@@ -78,4 +81,20 @@ pub enum ChallengePurpose {
     /// Enroll a first factor.
     #[sea_orm(string_value = "enrollment")]
     Enrollment,
+}
+
+/// What a WebAuthn ceremony is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+pub enum CeremonyPurpose {
+    /// Registering a credential for a pending factor.
+    #[sea_orm(string_value = "registration")]
+    Registration,
+    /// An assertion by one of the user's credentials (a login's second factor, a step-up, a
+    /// proof).
+    #[sea_orm(string_value = "assertion")]
+    Assertion,
+    /// A passwordless login with a discoverable passkey: no user named.
+    #[sea_orm(string_value = "passkey_login")]
+    PasskeyLogin,
 }

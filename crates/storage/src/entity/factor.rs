@@ -13,7 +13,7 @@ pub struct Model {
     pub id: Uuid,
     /// The owner.
     pub user_id: Uuid,
-    /// TOTP, HOTP or SMS.
+    /// TOTP, HOTP, SMS or WebAuthn.
     pub kind: FactorKind,
     /// Pending or active.
     pub status: FactorStatus,
@@ -41,6 +41,14 @@ pub struct Model {
     pub activated_at: Option<i64>,
     /// Last used to log in (Unix seconds).
     pub last_used_at: Option<i64>,
+    /// The WebAuthn credential's id (unique across users); set when the registration is
+    /// confirmed.
+    pub credential_id: Option<Vec<u8>>,
+    /// The WebAuthn credential (webauthn-rs's JSON: public key, signature counter, flags;
+    /// nothing secret).
+    pub webauthn_credential: Option<String>,
+    /// A WebAuthn passkey the user can log in with alone.
+    pub discoverable: bool,
 }
 
 impl std::fmt::Debug for Model {

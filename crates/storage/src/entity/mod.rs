@@ -14,3 +14,4 @@ pub mod sms_code;
 pub mod sms_counter;
 pub mod sms_send;
 pub mod user;
+pub mod webauthn_ceremony;

@@ -5,6 +5,7 @@ mod m20261124_000001_initial;
 mod m20261124_000002_sms_counters;
 mod m20261206_000003_factor_generation;
 mod m20261206_000004_sms_sends;
+mod m20261206_000005_webauthn;
 
 use sea_orm_migration::prelude::*;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000002_sms_counters::Migration),
             Box::new(m20261206_000003_factor_generation::Migration),
             Box::new(m20261206_000004_sms_sends::Migration),
+            Box::new(m20261206_000005_webauthn::Migration),
         ]
     }
 

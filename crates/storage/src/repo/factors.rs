@@ -35,6 +35,9 @@ pub struct Activation<'a> {
     /// Active factors of the same user retired by a re-enrollment (the lost device's, after
     /// the last recovery code was used), removed with it; any already gone is passed over.
     pub retires: &'a [Uuid],
+    /// A WebAuthn factor's credential: its id (unique across users: a second registration
+    /// of it is [`StorageError::Conflict`]) and the credential's JSON.
+    pub credential: Option<(&'a [u8], &'a str)>,
     /// The events that record the change (appended in its transaction).
     pub audit: &'a [NewAuditEvent<'a>],
 }
@@ -248,7 +251,68 @@ impl<'a> Factors<'a> {
             pending_expires_at: Set(Some(expires_at)),
             activated_at: Set(None),
             last_used_at: Set(None),
+            credential_id: Set(None),
+            webauthn_credential: Set(None),
+            discoverable: Set(false),
         })
+    }
+
+    /// Creates a pending WebAuthn factor; the credential comes with its confirmation
+    /// ([`Activation::credential`]). `audit` commits with the row.
+    pub async fn create_webauthn_pending(
+        &self,
+        user_id: Uuid,
+        label: &str,
+        discoverable: bool,
+        now: i64,
+        expires_at: i64,
+        audit: &[NewAuditEvent<'_>],
+    ) -> Result<Model> {
+        let model = ActiveModel {
+            discoverable: Set(discoverable),
+            ..self.pending(
+                Uuid::now_v7(),
+                user_id,
+                FactorKind::Webauthn,
+                label,
+                now,
+                expires_at,
+            )?
+        };
+        self.insert(model, audit).await
+    }
+
+    /// The active WebAuthn factor whose credential has this id, if any (any user's).
+    pub async fn by_credential_id(&self, credential_id: &[u8]) -> Result<Option<Model>> {
+        Ok(Entity::find()
+            .filter(Column::CredentialId.eq(credential_id.to_vec()))
+            .filter(Column::Status.eq(FactorStatus::Active))
+            .one(self.storage.db())
+            .await?)
+    }
+
+    /// Records a WebAuthn assertion: the credential (its signature counter) becomes
+    /// `credential` and the factor is marked used, only if it still holds `previous` (another
+    /// assertion of the same credential got there first otherwise: false).
+    pub async fn update_webauthn_credential(
+        &self,
+        factor_id: Uuid,
+        previous: &str,
+        credential: &str,
+        now: i64,
+    ) -> Result<bool> {
+        Ok(Entity::update_many()
+            .col_expr(
+                Column::WebauthnCredential,
+                Expr::value(Some(credential.to_owned())),
+            )
+            .col_expr(Column::LastUsedAt, Expr::value(Some(now)))
+            .filter(Column::Id.eq(factor_id))
+            .filter(Column::WebauthnCredential.eq(previous))
+            .exec(&*self.storage.write().await)
+            .await?
+            .rows_affected
+            == 1)
     }
 
     /// Inserts a new factor with the audit events of its creation, in one transaction when
@@ -394,6 +458,7 @@ impl<'a> Factors<'a> {
             recovery_codes,
             replaces,
             retires,
+            credential,
             audit,
         } = with;
         let (_writing, txn) = self.storage.begin_write().await?;
@@ -417,7 +482,18 @@ impl<'a> Factors<'a> {
                         .add(Column::LastStep.lt(step)),
                 );
         }
-        let activated = update.exec(&txn).await?;
+        if let Some((id, json)) = credential {
+            update = update
+                .col_expr(Column::CredentialId, Expr::value(Some(id.to_vec())))
+                .col_expr(
+                    Column::WebauthnCredential,
+                    Expr::value(Some(json.to_owned())),
+                );
+        }
+        let activated = update
+            .exec(&txn)
+            .await
+            .map_err(|e| StorageError::from_insert(e, "credential"))?;
         if activated.rows_affected != 1 {
             return Err(StorageError::NotFound("pending factor"));
         }

@@ -4,6 +4,7 @@ use sea_orm::{ConnectionTrait, DbErr, EntityTrait, FromQueryResult, QueryTrait, 
 
 mod attempts;
 mod audit;
+mod ceremonies;
 mod challenges;
 mod factors;
 mod memberships;
@@ -17,6 +18,7 @@ mod users;
 pub use attempts::{Attempts, Failure, FailureAudit, Lockouts, second_factor_counter};
 pub(crate) use audit::AuditQueue;
 pub use audit::{Audit, AuditFilter, AuditOf, NewAuditEvent};
+pub use ceremonies::{Ceremonies, NewCeremony};
 pub use challenges::Challenges;
 pub use factors::{
     Activation, Factors, MfaReset, OtpParams, ResetPlan, RotationProgress, SessionsToRevoke,

@@ -37,7 +37,7 @@ impl PolicyUpdate {
     }
 
     fn check(&self) -> Result<()> {
-        if (0..=0b111).contains(&self.allowed_methods) {
+        if (0..=0b1111).contains(&self.allowed_methods) {
             Ok(())
         } else {
             Err(StorageError::Invalid {
@@ -114,7 +114,7 @@ fn new_organization(name: &str, now: i64) -> Result<ActiveModel> {
         name: Set(name.to_owned()),
         mfa_required: Set(false),
         mfa_required_since: Set(None),
-        allowed_methods: Set(0b111),
+        allowed_methods: Set(0b1111),
         sso_enabled: Set(false),
         sso_mode: Set(SsoMode::Exempt),
         created_at: Set(now),

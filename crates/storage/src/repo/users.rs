@@ -25,6 +25,8 @@ pub struct MfaSummary {
     pub hotp: u32,
     /// Active SMS phones.
     pub sms: u32,
+    /// Active passkeys and security keys.
+    pub webauthn: u32,
     /// Unused recovery codes.
     pub recovery_codes_left: u64,
 }
@@ -163,6 +165,7 @@ impl<'a> Users<'a> {
             .column_as(active(FactorKind::Totp), "mfa_totp")
             .column_as(active(FactorKind::Hotp), "mfa_hotp")
             .column_as(active(FactorKind::Sms), "mfa_sms")
+            .column_as(active(FactorKind::Webauthn), "mfa_webauthn")
             .column_as(
                 count(recovery_code::Entity, super::recovery_codes::unused_of(id)),
                 "mfa_recovery",
@@ -213,6 +216,7 @@ impl<'a> Users<'a> {
             totp: small("mfa_totp")?,
             hotp: small("mfa_hotp")?,
             sms: small("mfa_sms")?,
+            webauthn: small("mfa_webauthn")?,
             recovery_codes_left: number("mfa_recovery")?,
         };
         Ok(Some((Model::from_query_result(row, "")?, summary, joined)))
