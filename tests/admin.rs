@@ -217,6 +217,7 @@ impl World {
             .verify_second_factor(v1::VerifySecondFactorRequest {
                 challenge_token: challenge.into(),
                 code,
+                webauthn_response_json: String::new(),
             })
             .await
             .unwrap()
@@ -468,6 +469,7 @@ async fn journey_1_admin_turns_on_mandatory_2fa(backend: Backend) {
                 v1::RemoveFactorRequest {
                     factor_id: bob_factor,
                     proof,
+                    webauthn_response_json: String::new(),
                 },
                 &bob_session.token,
             ))
@@ -1001,6 +1003,7 @@ async fn the_audit_log_lists_filters_and_pages(backend: Backend) {
         .regenerate_recovery_codes(bearer(
             v1::RegenerateRecoveryCodesRequest {
                 proof: alice_app.generate(w.now()).unwrap().to_string(),
+                webauthn_response_json: String::new(),
             },
             &alice_session.token,
         ))
@@ -1020,6 +1023,7 @@ async fn the_audit_log_lists_filters_and_pages(backend: Backend) {
         .verify_second_factor(v1::VerifySecondFactorRequest {
             challenge_token: challenge,
             code: codes[0].clone(),
+            webauthn_response_json: String::new(),
         })
         .await
         .unwrap();

@@ -74,6 +74,7 @@ impl World {
             .verify_step_up(v1::VerifyStepUpRequest {
                 session_token: token.to_owned(),
                 code: self.code(app),
+                webauthn_response_json: String::new(),
             })
             .await
             .unwrap();
@@ -175,6 +176,7 @@ impl World {
             .verify_second_factor(v1::VerifySecondFactorRequest {
                 challenge_token: c.challenge_token,
                 code: code.into(),
+                webauthn_response_json: String::new(),
             })
             .await?
             .into_inner();
@@ -269,6 +271,7 @@ async fn journey_8_changing_app_enrolls_the_new_then_removes_the_old(backend: Ba
             v1::RemoveFactorRequest {
                 factor_id: old_id.clone(),
                 proof: "000000".into(),
+                webauthn_response_json: String::new(),
             },
             &token,
         ))
@@ -282,6 +285,7 @@ async fn journey_8_changing_app_enrolls_the_new_then_removes_the_old(backend: Ba
             v1::RemoveFactorRequest {
                 factor_id: old_id,
                 proof,
+                webauthn_response_json: String::new(),
             },
             &token,
         ))
@@ -543,6 +547,7 @@ async fn journey_8_a_replacement_needs_a_session_and_keeps_enforcement_whole(bac
         .verify_second_factor(v1::VerifySecondFactorRequest {
             challenge_token: challenge,
             code: "LAST-CODE".into(),
+            webauthn_response_json: String::new(),
         })
         .await
         .unwrap()
@@ -613,6 +618,7 @@ async fn journey_9_turning_2fa_off_and_refused_under_enforcement(backend: Backen
             v1::RemoveFactorRequest {
                 factor_id: id,
                 proof: codes[0].clone(),
+                webauthn_response_json: String::new(),
             },
             &token,
         ))
@@ -675,6 +681,7 @@ async fn journey_9_turning_2fa_off_and_refused_under_enforcement(backend: Backen
             v1::RemoveFactorRequest {
                 factor_id: id,
                 proof: w.code(&app),
+                webauthn_response_json: String::new(),
             },
             &token,
         ))
@@ -700,6 +707,7 @@ async fn journey_11_own_reset_then_the_new_phone(backend: Backend) {
         .reset_mfa(bearer(
             v1::ResetMfaRequest {
                 proof: w.code(&old_app),
+                webauthn_response_json: String::new(),
             },
             &token,
         ))
@@ -750,6 +758,7 @@ async fn recovery_codes_regenerate_and_sessions_step_up(backend: Backend) {
         .regenerate_recovery_codes(bearer(
             v1::RegenerateRecoveryCodesRequest {
                 proof: w.code(&app),
+                webauthn_response_json: String::new(),
             },
             &token,
         ))
@@ -774,6 +783,7 @@ async fn recovery_codes_regenerate_and_sessions_step_up(backend: Backend) {
         .verify_step_up(v1::VerifyStepUpRequest {
             session_token: token.clone(),
             code: "000000".into(),
+            webauthn_response_json: String::new(),
         })
         .await
         .unwrap_err();
@@ -783,6 +793,7 @@ async fn recovery_codes_regenerate_and_sessions_step_up(backend: Backend) {
         .verify_step_up(v1::VerifyStepUpRequest {
             session_token: token.clone(),
             code: w.code(&app),
+            webauthn_response_json: String::new(),
         })
         .await
         .unwrap()
@@ -826,6 +837,7 @@ async fn the_last_recovery_code_means_enrolling_again(backend: Backend) {
         auth.verify_second_factor(v1::VerifySecondFactorRequest {
             challenge_token: c.challenge_token,
             code: code.to_owned(),
+            webauthn_response_json: String::new(),
         })
         .await
         .unwrap()
@@ -969,6 +981,7 @@ async fn enrollment_tokens_are_ordered_exactly_within_one_second(backend: Backen
             .verify_second_factor(v1::VerifySecondFactorRequest {
                 challenge_token: c.challenge_token,
                 code: "LAST-CODE".into(),
+                webauthn_response_json: String::new(),
             })
             .await
             .unwrap()

@@ -181,6 +181,7 @@ impl World {
             .verify_second_factor(v1::VerifySecondFactorRequest {
                 challenge_token: challenge.into(),
                 code: code.into(),
+                webauthn_response_json: String::new(),
             })
             .await
             .map(tonic::Response::into_inner)
@@ -850,7 +851,10 @@ async fn journey_8_from_sms_to_an_authenticator_app(backend: Backend) {
     let codes = w
         .enrollment
         .regenerate_recovery_codes(bearer(
-            v1::RegenerateRecoveryCodesRequest { proof },
+            v1::RegenerateRecoveryCodesRequest {
+                proof,
+                webauthn_response_json: String::new(),
+            },
             &session,
         ))
         .await
@@ -914,6 +918,7 @@ async fn journey_8_from_sms_to_an_authenticator_app(backend: Backend) {
             v1::RemoveFactorRequest {
                 factor_id: sms.id.clone(),
                 proof: app.generate(w.now()).unwrap().to_string(),
+                webauthn_response_json: String::new(),
             },
             &session,
         ))
@@ -1042,6 +1047,7 @@ async fn the_message_is_configurable_and_the_allowlist_holds_at_send(backend: Ba
         clock: Arc::new(ManualClock::new(T0 + 3_600)) as Arc<dyn server::Clock>,
         metrics: Arc::default(),
         db_health: Default::default(),
+        webauthn: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -108,6 +108,7 @@ impl TestServer {
     pub async fn start_on(db: TestDb, config: Config, clock: Arc<dyn Clock>) -> Self {
         let passwords = server::password::Passwords::new(&config.passwords).unwrap();
         let sms = server::sms::from_config(&config.sms).await;
+        let webauthn = server::webauthn::from_config(&config.webauthn).unwrap();
         let app = App {
             storage: db.storage.clone(),
             config: Arc::new(config),
@@ -116,6 +117,7 @@ impl TestServer {
             sms,
             metrics: Default::default(),
             db_health: Default::default(),
+            webauthn: webauthn.clone(),
         };
         Self::serve(app, Arc::new(db)).await
     }
@@ -131,6 +133,7 @@ impl TestServer {
     /// [`TestServer::replica`] with a configuration and a clock of its own.
     pub async fn replica_with(&self, config: Arc<Config>, clock: Arc<dyn Clock>) -> Self {
         let storage = self.db.reopen(self.app.storage.keyring().clone()).await;
+        let webauthn = server::webauthn::from_config(&config.webauthn).unwrap();
         let app = App {
             storage,
             passwords: server::password::Passwords::new(&config.passwords).unwrap(),
@@ -139,6 +142,7 @@ impl TestServer {
             clock,
             metrics: Default::default(),
             db_health: Default::default(),
+            webauthn: webauthn.clone(),
         };
         Self::serve(app, Arc::clone(&self.db)).await
     }
@@ -277,6 +281,7 @@ pub fn verify_code(
     tollgate_proto::v1::VerifySecondFactorRequest {
         challenge_token: challenge_token.to_owned(),
         code: code.to_owned(),
+        webauthn_response_json: String::new(),
     }
 }
 

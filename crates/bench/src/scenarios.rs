@@ -141,6 +141,7 @@ impl Worker for OtpWorker {
             .verify_step_up(c.req(v1::VerifyStepUpRequest {
                 session_token: user.session.clone(),
                 code,
+                webauthn_response_json: String::new(),
             }))
             .await;
         (
@@ -319,6 +320,7 @@ async fn login(c: &Clients, email: &str, password: &str, code: &str) -> Result<S
         .verify_second_factor(c.req(v1::VerifySecondFactorRequest {
             challenge_token: challenge,
             code: code.to_owned(),
+            webauthn_response_json: String::new(),
         }))
         .await
         .map_err(|e| format!("VerifySecondFactor: {}", failure_of_status(&e)))?
@@ -435,6 +437,7 @@ impl MixedWorker {
             .verify_step_up(c.req(v1::VerifyStepUpRequest {
                 session_token: self.user.session.clone(),
                 code,
+                webauthn_response_json: String::new(),
             }))
             .await
             .map_err(|e| failure_of_status(&e))?;
@@ -462,6 +465,7 @@ impl MixedWorker {
                 v1::RemoveFactorRequest {
                     factor_id: factor,
                     proof,
+                    webauthn_response_json: String::new(),
                 },
                 &self.user.session,
             ))

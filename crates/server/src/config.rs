@@ -33,12 +33,117 @@ pub struct Config {
     pub health: HealthConfig,
     /// SMS codes, how they are sent, and the limits against SMS pumping.
     pub sms: SmsConfig,
+    /// Passkeys and security keys (WebAuthn); off while `rp_id` is empty.
+    pub webauthn: WebAuthnConfig,
     /// The Prometheus endpoint.
     pub metrics: MetricsConfig,
     /// Callers authenticated by API key (`x-api-key`).
     pub api_keys: Vec<ApiKeyConfig>,
     /// Callers authenticated by client certificate (mTLS).
     pub tls_clients: Vec<TlsClientConfig>,
+}
+
+/// Which user verification (a PIN or biometric on the authenticator) second-factor keys need.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UserVerification {
+    /// Asked for when the authenticator can; a key without it still passes (the key is the
+    /// second factor).
+    #[default]
+    Preferred,
+    /// Always: keys without user verification are refused.
+    Required,
+}
+
+/// Passkeys and security keys (WebAuthn).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebAuthnConfig {
+    /// The relying party's domain (`example.com`; `localhost` for development). Empty:
+    /// WebAuthn is off and its RPCs answer FAILED_PRECONDITION `WEBAUTHN_NOT_CONFIGURED`.
+    pub rp_id: String,
+    /// The name browsers show.
+    pub rp_name: String,
+    /// Every origin a browser may call from (`https://login.example.com`); each must be
+    /// `rp_id` or a subdomain of it, over https (http only for `localhost`).
+    pub origins: Vec<String>,
+    /// User verification for second-factor keys; passkeys used to log in without a password
+    /// always require it.
+    pub user_verification: UserVerification,
+    /// Seconds a registration or assertion ceremony may take.
+    pub timeout_secs: u64,
+    /// Attestation conveyance: `none` (the only one supported: no attestation is verified).
+    pub attestation: String,
+}
+
+impl Default for WebAuthnConfig {
+    fn default() -> Self {
+        Self {
+            rp_id: String::new(),
+            rp_name: "Tollgate".to_owned(),
+            origins: Vec::new(),
+            user_verification: UserVerification::Preferred,
+            timeout_secs: 300,
+            attestation: "none".to_owned(),
+        }
+    }
+}
+
+impl WebAuthnConfig {
+    /// Checks what types alone cannot; the error names the key.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let err = |key: &str, why: String| Err(ConfigError(format!("webauthn.{key}: {why}")));
+        if self.attestation != "none" {
+            return err("attestation", "only \"none\" is supported".to_owned());
+        }
+        if !(10..=600).contains(&self.timeout_secs) {
+            return err("timeout_secs", "must be 10 to 600".to_owned());
+        }
+        if self.rp_id.is_empty() {
+            return Ok(());
+        }
+        let rp_id = self.rp_id.as_str();
+        if rp_id.parse::<std::net::IpAddr>().is_ok()
+            || rp_id.contains(['/', ':', ' '])
+            || rp_id.starts_with('.')
+            || rp_id.ends_with('.')
+        {
+            return err(
+                "rp_id",
+                "must be a domain name (browsers refuse an IP address)".to_owned(),
+            );
+        }
+        if self.rp_name.trim().is_empty() {
+            return err("rp_name", "must not be empty".to_owned());
+        }
+        if self.origins.is_empty() {
+            return err(
+                "origins",
+                "at least one origin is needed with rp_id".to_owned(),
+            );
+        }
+        for origin in &self.origins {
+            let Ok(url) = url::Url::parse(origin) else {
+                return err("origins", format!("{origin} is not a URL"));
+            };
+            let host = url.host_str().unwrap_or_default();
+            let under = host == rp_id || host.ends_with(&format!(".{rp_id}"));
+            if !under {
+                return err(
+                    "origins",
+                    format!("{origin} is not {rp_id} or a subdomain of it"),
+                );
+            }
+            let secure = url.scheme() == "https" || (url.scheme() == "http" && host == "localhost");
+            if !secure || url.path() != "/" || url.query().is_some() {
+                return err(
+                    "origins",
+                    format!("{origin} must be https://host[:port] (http only for localhost)"),
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Listening address and TLS.
@@ -631,6 +736,7 @@ impl Config {
         if !(5..=20).contains(&self.otp.recovery_codes) {
             return err("otp.recovery_codes", "must be 5 to 20");
         }
+        self.webauthn.validate()?;
         if self.health.check_interval_secs == 0 {
             return err("health.check_interval_secs", "must be at least 1");
         }

@@ -23,6 +23,7 @@ pub mod telemetry;
 #[cfg(test)]
 mod test_support;
 pub mod throttle;
+pub mod webauthn;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -129,6 +130,8 @@ pub struct App {
     pub metrics: Arc<metrics::Metrics>,
     /// Whether the database answers, as the health check last found.
     pub db_health: health::DbHealth,
+    /// The WebAuthn relying party (`webauthn::from_config`); `None` while it is off.
+    pub webauthn: Option<Arc<::webauthn_rs::Webauthn>>,
 }
 
 impl App {
@@ -158,7 +161,8 @@ impl App {
 pub async fn clean_up_expired(app: &App) -> Result<(u64, u64), storage::StorageError> {
     let now = app.now();
     let factors = app.storage.factors().delete_expired_pending(now).await?;
-    let challenges = app.storage.challenges().delete_expired(now).await?;
+    let challenges = app.storage.challenges().delete_expired(now).await?
+        + app.storage.ceremonies().delete_expired(now).await?;
     // SMS counters: every window is at most a day long.
     app.storage
         .sms_limits()

@@ -196,6 +196,7 @@ async fn serve(serving: Serving) -> Result<(), String> {
         "tollgate listening"
     );
     let sms = server::sms::from_config(&config.sms).await;
+    let webauthn = server::webauthn::from_config(&config.webauthn).map_err(|e| e.to_string())?;
     let app = App {
         storage,
         config: Arc::new(config),
@@ -204,6 +205,7 @@ async fn serve(serving: Serving) -> Result<(), String> {
         sms,
         metrics: Default::default(),
         db_health: Default::default(),
+        webauthn,
     };
     let metrics = metrics_listener.map(|listener| {
         tokio::spawn(server::metrics::serve(

@@ -324,7 +324,9 @@ pub(crate) async fn check_code_among(
                     }
                 }
             }
-            storage::entity::enums::FactorKind::Sms => None,
+            // SMS codes are checked below; passkeys never take a typed code.
+            storage::entity::enums::FactorKind::Sms
+            | storage::entity::enums::FactorKind::Webauthn => None,
         };
         if let Some(step) = step {
             if app

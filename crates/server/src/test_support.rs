@@ -24,6 +24,7 @@ pub(crate) async fn app(db: &TestDb) -> App {
         clock: Arc::new(crate::ManualClock::new(NOW)),
         metrics: Arc::default(),
         db_health: Default::default(),
+        webauthn: None,
     }
 }
 

@@ -112,9 +112,99 @@ impl AuthenticationService for Authentication {
     ) -> Result<Response<v1::SendSmsCodeResponse>, Status> {
         rpc(&self.app, self.send_sms(request)).await
     }
+
+    async fn begin_web_authn_verification(
+        &self,
+        request: Request<v1::BeginWebAuthnVerificationRequest>,
+    ) -> Result<Response<v1::BeginWebAuthnVerificationResponse>, Status> {
+        rpc(&self.app, self.begin_webauthn(request)).await
+    }
+
+    async fn begin_passkey_login(
+        &self,
+        request: Request<v1::BeginPasskeyLoginRequest>,
+    ) -> Result<Response<v1::BeginPasskeyLoginResponse>, Status> {
+        rpc(&self.app, self.begin_passkey(request)).await
+    }
 }
 
 impl Authentication {
+    async fn begin_webauthn(
+        &self,
+        request: Request<v1::BeginWebAuthnVerificationRequest>,
+    ) -> ApiResult<v1::BeginWebAuthnVerificationResponse> {
+        caller(&request)?.require("authentication")?;
+        let body = request.into_inner();
+        let (challenge_token, session_token) =
+            (body.challenge_token.trim(), body.session_token.trim());
+        if challenge_token.is_empty() == session_token.is_empty()
+            || challenge_token.len() > 256
+            || session_token.len() > 256
+        {
+            return Err(ApiError::field(
+                "challenge_token",
+                "give a challenge token (during a login) or a session token, not both",
+            ));
+        }
+        let app = &self.app;
+        crate::webauthn::relying_party(app)?;
+        let now = app.now();
+        let (user_id, org_id, binding) = if challenge_token.is_empty() {
+            let session = app
+                .storage
+                .sessions()
+                .find_valid(session_token, now)
+                .await?
+                .ok_or_else(super::sessions::invalid_session)?;
+            (
+                session.user_id,
+                session.org_id,
+                crate::webauthn::Binding::Session(session.id),
+            )
+        } else {
+            let challenge = app
+                .storage
+                .challenges()
+                .find_active(challenge_token, now)
+                .await?
+                .filter(|c| c.purpose == ChallengePurpose::SecondFactor)
+                .ok_or_else(invalid_challenge)?;
+            (
+                challenge.user_id,
+                challenge.org_id,
+                crate::webauthn::Binding::Login(challenge.id),
+            )
+        };
+        // No ceremony for a user who is locked out or suspended: it could not be used anyway.
+        let _not_compared_here = crate::mfa::check_lockout(app, user_id, now)
+            .await?
+            .refuse_codes_if_suspended(app)?;
+        let options = crate::webauthn::begin_assertion(app, user_id, org_id, binding, now).await?;
+        Ok(v1::BeginWebAuthnVerificationResponse {
+            request_options_json: options,
+        })
+    }
+
+    async fn begin_passkey(
+        &self,
+        request: Request<v1::BeginPasskeyLoginRequest>,
+    ) -> ApiResult<v1::BeginPasskeyLoginResponse> {
+        caller(&request)?.require("authentication")?;
+        let body = request.into_inner();
+        let org_id = if body.organization_id.trim().is_empty() {
+            None
+        } else {
+            Some(parse_id("organization_id", &body.organization_id)?)
+        };
+        let app = &self.app;
+        let (ceremony_id, options) =
+            crate::webauthn::begin_passkey_login(app, org_id, app.now()).await?;
+        Ok(v1::BeginPasskeyLoginResponse {
+            ceremony_id: ceremony_id.to_string(),
+            request_options_json: options,
+        })
+    }
+
     async fn send_sms(
         &self,
         request: Request<v1::SendSmsCodeRequest>,
@@ -252,6 +342,10 @@ impl Authentication {
                 )
                 .await?
             }
+            Some(Credentials::Passkey(credentials)) => {
+                self.passkey_login(credentials, requested_org, violations)
+                    .await?
+            }
             None => {
                 return Err(ApiError::field(
                     "password",
@@ -300,14 +394,8 @@ impl Authentication {
         // A verified password implies an existing account with a password.
         let user_id =
             subject.ok_or_else(|| ApiError::Internal("verified without a user".to_owned()))?;
-        self.first_step(
-            user_id,
-            requested_org,
-            policy::LoginKind::Password,
-            None,
-            now,
-        )
-        .await
+        self.first_step(user_id, requested_org, Proven::Password, now)
+            .await
     }
 
     /// A login the organization's identity provider verified, vouched for by the caller: the
@@ -371,25 +459,58 @@ impl Authentication {
             .find_by_email(&credentials.email)
             .await?
             .ok_or_else(not_a_member)?;
+        self.first_step(user.id, requested_org, Proven::Sso(provider), now)
+            .await
+    }
+
+    /// A passwordless login: the browser's assertion by a discoverable passkey, for the
+    /// ceremony BeginPasskeyLogin started (whose organization applies unless the request
+    /// names one).
+    async fn passkey_login(
+        &self,
+        credentials: v1::PasskeyCredentials,
+        requested_org: Option<Uuid>,
+        mut violations: Vec<(String, String)>,
+    ) -> ApiResult<authenticate_response::Result> {
+        let ceremony = match parse_id("passkey.ceremony_id", &credentials.ceremony_id) {
+            Ok(id) => Some(id),
+            Err(ApiError::InvalidArgument(mut v)) => {
+                violations.append(&mut v);
+                None
+            }
+            Err(other) => return Err(other),
+        };
+        if credentials.response_json.trim().is_empty() {
+            violations.push((
+                "passkey.response_json".to_owned(),
+                "the browser's credential.toJSON() is required".to_owned(),
+            ));
+        }
+        let (Some(ceremony), true) = (ceremony, violations.is_empty()) else {
+            return Err(ApiError::InvalidArgument(violations));
+        };
+        let app = &self.app;
+        let now = app.now();
+        let (user_id, ceremony_org) =
+            crate::webauthn::finish_passkey_login(app, ceremony, &credentials.response_json, now)
+                .await?;
         self.first_step(
-            user.id,
-            requested_org,
-            policy::LoginKind::Sso,
-            Some(provider),
+            user_id,
+            requested_org.or(ceremony_org),
+            Proven::Passkey,
             now,
         )
         .await
     }
 
-    /// What follows a verified first step (a password, or an SSO login from `provider`):
+    /// What follows a verified first step (a password, an SSO login, or a passkey alone):
     /// the organization's policy decides between a session, a second-factor challenge and an
     /// enrollment.
     async fn first_step(
         &self,
         user_id: Uuid,
         requested_org: Option<Uuid>,
-        kind: policy::LoginKind,
-        provider: Option<&str>,
+        proven: Proven<'_>,
         now: i64,
     ) -> ApiResult<authenticate_response::Result> {
         let app = &self.app;
@@ -423,11 +544,25 @@ impl Authentication {
             None => None,
         };
         let org_policy = org.as_ref().map(org_policy).unwrap_or_default();
-        let outcome =
-            policy::login_outcome(&org_policy, &state, kind, u64::try_from(now).unwrap_or(0));
-        let method = match kind {
-            policy::LoginKind::Password => "password",
-            policy::LoginKind::Sso => "sso",
+        let at = u64::try_from(now).unwrap_or(0);
+        let (outcome, method, provider) = match proven {
+            Proven::Password => (
+                policy::login_outcome(&org_policy, &state, policy::LoginKind::Password, at),
+                "password",
+                None,
+            ),
+            Proven::Sso(provider) => (
+                policy::login_outcome(&org_policy, &state, policy::LoginKind::Sso, at),
+                "sso",
+                Some(provider),
+            ),
+            // Possession and the device's PIN or biometric: two factors, as after a second
+            // factor, subject to the organization's allowed kinds like any.
+            Proven::Passkey => (
+                policy::after_second_factor(&org_policy, &state),
+                "passkey",
+                None,
+            ),
         };
         tracing::info!(user_id = %user.id, method, outcome = outcome_name(&outcome), "first login step");
         app.metrics.login(method, outcome_name(&outcome));
@@ -486,6 +621,25 @@ impl Authentication {
     }
 }
 
+/// A login challenge that is unknown, used or expired.
+fn invalid_challenge() -> ApiError {
+    ApiError::Unauthenticated {
+        reason: "CHALLENGE_INVALID",
+        message: "the challenge is unknown, used or expired: log in again".to_owned(),
+    }
+}
+
+/// How the first step of a login was proven.
+#[derive(Clone, Copy, Debug)]
+enum Proven<'a> {
+    /// Email and password.
+    Password,
+    /// The organization's identity provider, named for the audit log.
+    Sso(&'a str),
+    /// A discoverable passkey with user verification.
+    Passkey,
+}
+
 /// Stores a challenge (or enrollment) token for the user and returns it with its expiry.
 async fn issue_challenge(
     app: &App,
@@ -522,10 +676,17 @@ impl Authentication {
         caller(&request)?.require("authentication")?;
         let body = request.into_inner();
         let code = Zeroizing::new(body.code);
+        let webauthn = body.webauthn_response_json.trim();
         if body.session_token.trim().is_empty() || body.session_token.len() > 256 {
             return Err(ApiError::field("session_token", "is required"));
         }
-        if code.trim().is_empty() {
+        if !webauthn.is_empty() && !code.trim().is_empty() {
+            return Err(ApiError::field(
+                "webauthn_response_json",
+                "give a code or a passkey's response, not both",
+            ));
+        }
+        if webauthn.is_empty() && code.trim().is_empty() {
             return Err(ApiError::field(
                 "code",
                 "a current code or a recovery code is required",
@@ -546,14 +707,31 @@ impl Authentication {
                 message: "the user has no second factor to step up with".to_owned(),
             });
         }
-        crate::mfa::prove(app, session.user_id, &code, now, Some(&read))
-            .await
-            .map_err(|e| match e {
-                ApiError::InvalidArgument(_) => {
-                    ApiError::field("code", "a current code or a recovery code is required")
-                }
-                other => other,
-            })?;
+        if webauthn.is_empty() {
+            crate::mfa::prove(app, session.user_id, &code, now, Some(&read))
+                .await
+                .map_err(|e| match e {
+                    ApiError::InvalidArgument(_) => {
+                        ApiError::field("code", "a current code or a recovery code is required")
+                    }
+                    other => other,
+                })?;
+        } else {
+            let failures = read.check_lockout(app, session.user_id, now).await?;
+            crate::webauthn::verify_assertion(
+                app,
+                failures,
+                crate::webauthn::Asserting {
+                    user_id: session.user_id,
+                    org_id: session.org_id,
+                    binding: crate::webauthn::Binding::Session(session.id),
+                },
+                "webauthn_response_json",
+                webauthn,
+                now,
+            )
+            .await?;
+        }
         // A session already at assurance 2 stays so (find_valid just read it live); only a
         // lower one is raised, which also catches a revocation since.
         if session.assurance < 2
@@ -585,11 +763,17 @@ impl Authentication {
         caller(&request)?.require("authentication")?;
         let body = request.into_inner();
         let code = Zeroizing::new(body.code);
+        let webauthn = body.webauthn_response_json.trim();
         let mut violations = Vec::new();
         if body.challenge_token.trim().is_empty() || body.challenge_token.len() > 256 {
             violations.push(("challenge_token".to_owned(), "is required".to_owned()));
         }
-        if code.trim().is_empty() || code.len() > 64 {
+        if !webauthn.is_empty() && !code.trim().is_empty() {
+            violations.push((
+                "webauthn_response_json".to_owned(),
+                "give a code or a passkey's response, not both".to_owned(),
+            ));
+        } else if webauthn.is_empty() && (code.trim().is_empty() || code.len() > 64) {
             violations.push((
                 "code".to_owned(),
                 "must be an app code or a recovery code".to_owned(),
@@ -600,10 +784,6 @@ impl Authentication {
         }
         let app = &self.app;
         let now = app.now();
-        let invalid_challenge = || ApiError::Unauthenticated {
-            reason: "CHALLENGE_INVALID",
-            message: "the challenge is unknown, used or expired: log in again".to_owned(),
-        };
         let challenge = app
             .storage
             .challenges()
@@ -632,7 +812,21 @@ impl Authentication {
         // A matching code is settled against the user's budget before anything else is
         // used up (a failure in flight alongside may have spent it first).
         let mut used_recovery_code = false;
-        if let Some(digits) = crate::mfa::looks_like_otp(&code) {
+        if !webauthn.is_empty() {
+            crate::webauthn::verify_assertion(
+                app,
+                failures,
+                crate::webauthn::Asserting {
+                    user_id,
+                    org_id: challenge.org_id,
+                    binding: crate::webauthn::Binding::Login(challenge.id),
+                },
+                "webauthn_response_json",
+                webauthn,
+                now,
+            )
+            .await?;
+        } else if let Some(digits) = crate::mfa::looks_like_otp(&code) {
             let reason =
                 match crate::mfa::check_code_among(app, failures, &read.factors, &digits, now)
                     .await?
@@ -741,6 +935,7 @@ fn method_to_proto(method: policy::Method) -> v1::SecondFactorMethod {
         policy::Method::Hotp => v1::SecondFactorMethod::Hotp,
         policy::Method::Sms => v1::SecondFactorMethod::Sms,
         policy::Method::RecoveryCode => v1::SecondFactorMethod::RecoveryCode,
+        policy::Method::WebAuthn => v1::SecondFactorMethod::Webauthn,
     }
 }
 
@@ -771,6 +966,7 @@ pub(crate) async fn user_state(
             totp: mfa.totp,
             hotp: mfa.hotp,
             sms: mfa.sms,
+            webauthn: mfa.webauthn,
         },
         recovery_codes_left: u32::try_from(mfa.recovery_codes_left).unwrap_or(u32::MAX),
         must_reenroll: user.must_reenroll,

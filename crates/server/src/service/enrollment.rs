@@ -108,6 +108,8 @@ pub(crate) fn factor_to_proto(factor: &storage::entity::factor::Model) -> v1::Fa
             .as_deref()
             .map(crate::sms::mask)
             .unwrap_or_default(),
+        backup_eligible: crate::webauthn::backup_eligible(factor),
+        discoverable: factor.discoverable,
     }
 }
 
@@ -118,6 +120,20 @@ impl EnrollmentService for Enrollment {
         request: Request<v1::BeginTotpEnrollmentRequest>,
     ) -> Result<Response<v1::BeginTotpEnrollmentResponse>, Status> {
         rpc(&self.app, self.begin(request)).await
+    }
+
+    async fn begin_web_authn_registration(
+        &self,
+        request: Request<v1::BeginWebAuthnRegistrationRequest>,
+    ) -> Result<Response<v1::BeginWebAuthnRegistrationResponse>, Status> {
+        rpc(&self.app, self.begin_webauthn(request)).await
+    }
+
+    async fn confirm_web_authn_registration(
+        &self,
+        request: Request<v1::ConfirmWebAuthnRegistrationRequest>,
+    ) -> Result<Response<v1::ConfirmWebAuthnRegistrationResponse>, Status> {
+        rpc(&self.app, self.confirm_webauthn(request)).await
     }
 
     async fn confirm_totp_enrollment(
@@ -308,6 +324,21 @@ impl Enrollment {
         kind: &str,
         replaces: Option<&storage::entity::factor::Model>,
     ) -> ApiResult<(v1::Factor, Vec<String>, Option<v1::Session>)> {
+        self.finish_with(ctx, factor, step, kind, replaces, None)
+            .await
+    }
+
+    /// [`Enrollment::finish`] for a WebAuthn factor, whose credential (its id and JSON) is
+    /// stored with the activation.
+    pub(super) async fn finish_with(
+        &self,
+        ctx: &UserContext,
+        factor: &storage::entity::factor::Model,
+        step: Option<i64>,
+        kind: &str,
+        replaces: Option<&storage::entity::factor::Model>,
+        credential: Option<(&[u8], &str)>,
+    ) -> ApiResult<(v1::Factor, Vec<String>, Option<v1::Session>)> {
         let app = &self.app;
         let user_id = ctx.user_id();
         let now = app.now();
@@ -401,6 +432,7 @@ impl Enrollment {
                     recovery_codes: first.then_some(code_refs.as_slice()),
                     replaces: replaces.map(|old| old.id),
                     retires: &retired_ids,
+                    credential,
                     audit: &events,
                 },
                 now,
@@ -467,6 +499,7 @@ pub(super) fn kind_name(kind: FactorKind) -> &'static str {
         FactorKind::Totp => "totp",
         FactorKind::Hotp => "hotp",
         FactorKind::Sms => "sms",
+        FactorKind::Webauthn => "webauthn",
     }
 }
 

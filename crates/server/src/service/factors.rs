@@ -296,6 +296,7 @@ impl Enrollment {
         session_only(&ctx)?;
         let body = request.into_inner();
         let proof = Zeroizing::new(body.proof);
+        let webauthn = body.webauthn_response_json;
         let factor_id = parse_id("factor_id", &body.factor_id)?;
         let app = &self.app;
         let user_id = ctx.user_id();
@@ -329,7 +330,7 @@ impl Enrollment {
             };
             // Refusals that do not depend on the proof come before it is used up.
             decide(policy::Proof::FactorCode)?;
-            let proven = mfa::prove(app, user_id, &proof, now, None).await?;
+            let proven = prove_either(app, &ctx, &proof, &webauthn, now).await?;
             decide(proven)?
         };
         // The event commits with the removal; a factor removed meanwhile by another call is
@@ -355,7 +356,8 @@ impl Enrollment {
     ) -> ApiResult<v1::RegenerateRecoveryCodesResponse> {
         let ctx = self.context(&request).await?;
         session_only(&ctx)?;
-        let proof = Zeroizing::new(request.into_inner().proof);
+        let body = request.into_inner();
+        let (proof, webauthn) = (Zeroizing::new(body.proof), body.webauthn_response_json);
         let app = &self.app;
         let user_id = ctx.user_id();
         let now = app.now();
@@ -371,7 +373,7 @@ impl Enrollment {
                 message: "recovery codes stand in for a factor; enroll one first".to_owned(),
             });
         }
-        mfa::prove(app, user_id, &proof, now, None).await?;
+        prove_either(app, &ctx, &proof, &webauthn, now).await?;
         let codes = mfa::new_recovery_codes(app.config.otp.recovery_codes)?;
         let refs: Vec<&str> = codes.iter().map(|c| c.as_str()).collect();
         let event = audit::own_event(
@@ -401,7 +403,8 @@ impl Enrollment {
                 "session_only let an enrollment token through".into(),
             ));
         };
-        let proof = Zeroizing::new(request.into_inner().proof);
+        let body = request.into_inner();
+        let (proof, webauthn) = (Zeroizing::new(body.proof), body.webauthn_response_json);
         let app = &self.app;
         let user_id = ctx.user_id();
         let now = app.now();
@@ -417,7 +420,7 @@ impl Enrollment {
                 message: "there is no factor to reset".to_owned(),
             });
         }
-        let proven = mfa::prove(app, user_id, &proof, now, None).await?;
+        let proven = prove_either(app, &ctx, &proof, &webauthn, now).await?;
         let plan = policy::reset_own_mfa(&state, proven).map_err(|refusal| {
             ApiError::FailedPrecondition {
                 reason: refusal.reason(),
@@ -472,10 +475,51 @@ impl Enrollment {
     }
 }
 
+/// The proof of a sensitive change made with a session: a code (`proof`: an app, token or
+/// SMS code, or a recovery code) or an assertion by one of the user's passkeys or security
+/// keys (`webauthn_response_json`, for a ceremony begun with this session). Exactly one.
+async fn prove_either(
+    app: &crate::App,
+    ctx: &UserContext,
+    proof: &str,
+    webauthn: &str,
+    now: i64,
+) -> ApiResult<policy::Proof> {
+    let webauthn = webauthn.trim();
+    if webauthn.is_empty() {
+        return mfa::prove(app, ctx.user_id(), proof, now, None).await;
+    }
+    if !proof.trim().is_empty() {
+        return Err(ApiError::field(
+            "webauthn_response_json",
+            "give a proof code or a passkey's response, not both",
+        ));
+    }
+    let UserContext::Session(session) = ctx else {
+        return Err(ApiError::Internal("a proof without a session".to_owned()));
+    };
+    let failures = mfa::check_lockout(app, session.user_id, now).await?;
+    crate::webauthn::verify_assertion(
+        app,
+        failures,
+        crate::webauthn::Asserting {
+            user_id: session.user_id,
+            org_id: session.org_id,
+            binding: crate::webauthn::Binding::Session(session.id),
+        },
+        "webauthn_response_json",
+        webauthn,
+        now,
+    )
+    .await?;
+    Ok(policy::Proof::FactorCode)
+}
+
 fn policy_kind(kind: FactorKind) -> policy::FactorKind {
     match kind {
         FactorKind::Totp => policy::FactorKind::Totp,
         FactorKind::Hotp => policy::FactorKind::Hotp,
         FactorKind::Sms => policy::FactorKind::Sms,
+        FactorKind::Webauthn => policy::FactorKind::WebAuthn,
     }
 }

@@ -8,6 +8,7 @@ pub mod organizations;
 pub mod sessions;
 mod sms_enrollment;
 pub mod users;
+mod webauthn_enrollment;
 
 use prost_types::Timestamp;
 use storage::Uuid;
@@ -57,6 +58,7 @@ pub(crate) fn kind_to_proto(kind: enums::FactorKind) -> v1::FactorKind {
         enums::FactorKind::Totp => v1::FactorKind::Totp,
         enums::FactorKind::Hotp => v1::FactorKind::Hotp,
         enums::FactorKind::Sms => v1::FactorKind::Sms,
+        enums::FactorKind::Webauthn => v1::FactorKind::Webauthn,
     }
 }
 
@@ -65,15 +67,17 @@ pub(crate) fn policy_kind_to_proto(kind: policy::FactorKind) -> v1::FactorKind {
         policy::FactorKind::Totp => v1::FactorKind::Totp,
         policy::FactorKind::Hotp => v1::FactorKind::Hotp,
         policy::FactorKind::Sms => v1::FactorKind::Sms,
+        policy::FactorKind::WebAuthn => v1::FactorKind::Webauthn,
     }
 }
 
 /// The allowed-methods bits of the storage layer, each with its kind and its name in audit
 /// details: the one table every conversion reads.
-pub(crate) const METHOD_BITS: [(i32, policy::FactorKind, &str); 3] = [
+pub(crate) const METHOD_BITS: [(i32, policy::FactorKind, &str); 4] = [
     (1, policy::FactorKind::Totp, "totp"),
     (2, policy::FactorKind::Hotp, "hotp"),
     (4, policy::FactorKind::Sms, "sms"),
+    (8, policy::FactorKind::WebAuthn, "webauthn"),
 ];
 
 /// The allowed-methods bit set of the storage layer as policy kinds.

@@ -73,6 +73,7 @@ fn kind_bit(value: i32) -> Option<i32> {
         Ok(v1::FactorKind::Totp) => policy::FactorKind::Totp,
         Ok(v1::FactorKind::Hotp) => policy::FactorKind::Hotp,
         Ok(v1::FactorKind::Sms) => policy::FactorKind::Sms,
+        Ok(v1::FactorKind::Webauthn) => policy::FactorKind::WebAuthn,
         _ => return None,
     };
     METHOD_BITS
@@ -121,8 +122,8 @@ fn apply_update(
                         None => {
                             violations.push((
                                 "policy.allowed_methods".to_owned(),
-                                "each must be FACTOR_KIND_TOTP, FACTOR_KIND_HOTP or \
-                                 FACTOR_KIND_SMS"
+                                "each must be FACTOR_KIND_TOTP, FACTOR_KIND_HOTP, \
+                                 FACTOR_KIND_SMS or FACTOR_KIND_WEBAUTHN"
                                     .to_owned(),
                             ));
                             break;
