@@ -64,7 +64,11 @@ async fn users_organizations_login_and_sessions(backend: Backend) {
         .unwrap();
     let policy = org.mfa_policy.clone().unwrap();
     assert!(!policy.mfa_required);
-    assert_eq!(policy.allowed_methods.len(), 3);
+    assert_eq!(
+        policy.allowed_methods.len(),
+        4,
+        "every kind, WebAuthn included"
+    );
     let member = orgs
         .add_member(v1::AddMemberRequest {
             organization_id: org.id.clone(),

@@ -411,7 +411,7 @@ async fn journey_1_admin_turns_on_mandatory_2fa(backend: Backend) {
         now_policy.mfa_required_time.unwrap().seconds,
         i64::try_from(w.now()).unwrap()
     );
-    assert_eq!(now_policy.allowed_methods.len(), 3, "the mask kept them");
+    assert_eq!(now_policy.allowed_methods.len(), 4, "the mask kept them");
     // Alice's and the owner's, and the one Bob enrolled his app from.
     assert_eq!(changed.sessions_revoked, 3);
     assert!(!w.session_is_valid(&alice_session.token).await);
@@ -427,7 +427,7 @@ async fn journey_1_admin_turns_on_mandatory_2fa(backend: Backend) {
         authenticate_response::Result::EnrollmentRequired(e) => e,
         other => panic!("expected enrollment, got {other:?}"),
     };
-    assert_eq!(enrollment.allowed_methods.len(), 3);
+    assert_eq!(enrollment.allowed_methods.len(), 4);
     let err = w
         .server
         .sessions()
@@ -539,9 +539,9 @@ async fn journey_1_admin_turns_on_mandatory_2fa(backend: Backend) {
         events[1].details
     );
     assert!(
-        events[0]
-            .details
-            .contains(r#""after":{"allowed_methods":["totp","hotp","sms"],"mfa_required":false"#),
+        events[0].details.contains(
+            r#""after":{"allowed_methods":["totp","hotp","sms","webauthn"],"mfa_required":false"#
+        ),
         "{}",
         events[0].details
     );

@@ -38,6 +38,7 @@ const SECRET_MESSAGES: &[&str] = &[
     "ConfirmSmsEnrollmentRequest",
     "ConfirmSmsEnrollmentResponse",
     "SendSmsCodeRequest",
+    "BeginWebAuthnVerificationRequest",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

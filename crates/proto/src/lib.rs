@@ -79,6 +79,7 @@ redact! {
     ConfirmSmsEnrollmentRequest { factor_id, replaces_factor_id } secret { code };
     ConfirmSmsEnrollmentResponse { factor, session } secret { recovery_codes };
     SendSmsCodeRequest { factor_id } secret { challenge_token, session_token };
+    BeginWebAuthnVerificationRequest { } secret { challenge_token, session_token };
 }
 
 /// The generated text checks of every message, and the list of RPCs (build.rs).

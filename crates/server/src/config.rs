@@ -961,6 +961,42 @@ mod tests {
                 "login.enrollment_ttl_secs",
             ),
             (
+                &[
+                    ("TOLLGATE_WEBAUTHN__RP_ID", "127.0.0.1"),
+                    ("TOLLGATE_WEBAUTHN__ORIGINS", "[\"http://127.0.0.1:8080\"]"),
+                ],
+                "webauthn.rp_id",
+            ),
+            (
+                &[("TOLLGATE_WEBAUTHN__RP_ID", "example.com")],
+                "webauthn.origins",
+            ),
+            (
+                &[
+                    ("TOLLGATE_WEBAUTHN__RP_ID", "example.com"),
+                    ("TOLLGATE_WEBAUTHN__ORIGINS", "[\"https://example.org\"]"),
+                ],
+                "webauthn.origins",
+            ),
+            (
+                &[
+                    ("TOLLGATE_WEBAUTHN__RP_ID", "example.com"),
+                    (
+                        "TOLLGATE_WEBAUTHN__ORIGINS",
+                        "[\"http://login.example.com\"]",
+                    ),
+                ],
+                "webauthn.origins",
+            ),
+            (
+                &[("TOLLGATE_WEBAUTHN__ATTESTATION", "direct")],
+                "webauthn.attestation",
+            ),
+            (
+                &[("TOLLGATE_WEBAUTHN__TIMEOUT_SECS", "1")],
+                "webauthn.timeout_secs",
+            ),
+            (
                 &[("TOLLGATE_LOGIN__MAX_CONSECUTIVE_FAILURES", "101")],
                 "login.max_consecutive_failures",
             ),

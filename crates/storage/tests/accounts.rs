@@ -166,7 +166,10 @@ async fn organizations_policies_and_members(db: &TestDb) {
     let orgs = db.storage.organizations();
     let org = orgs.create("ACME", NOW).await.unwrap();
     assert!(!org.mfa_required);
-    assert_eq!(org.allowed_methods, 0b111);
+    assert_eq!(
+        org.allowed_methods, 0b1111,
+        "every method, WebAuthn included"
+    );
     let on = PolicyUpdate {
         mfa_required: true,
         allowed_methods: 0b001,
@@ -194,7 +197,7 @@ async fn organizations_policies_and_members(db: &TestDb) {
         orgs.update_policy(
             org.id,
             PolicyUpdate {
-                allowed_methods: 8,
+                allowed_methods: 16,
                 ..on
             },
             NOW

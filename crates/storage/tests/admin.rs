@@ -115,7 +115,7 @@ async fn a_policy_change_revokes_and_audits_in_one_transaction(db: &TestDb) {
         .change_policy(
             &org,
             PolicyUpdate {
-                allowed_methods: 0b1000,
+                allowed_methods: 0b1_0000,
                 ..REQUIRED
             },
             Some(2),
