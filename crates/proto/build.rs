@@ -39,6 +39,7 @@ const SECRET_MESSAGES: &[&str] = &[
     "ConfirmSmsEnrollmentResponse",
     "SendSmsCodeRequest",
     "BeginWebAuthnVerificationRequest",
+    "ConfirmWebAuthnRegistrationResponse",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -80,6 +80,7 @@ redact! {
     ConfirmSmsEnrollmentResponse { factor, session } secret { recovery_codes };
     SendSmsCodeRequest { factor_id } secret { challenge_token, session_token };
     BeginWebAuthnVerificationRequest { } secret { challenge_token, session_token };
+    ConfirmWebAuthnRegistrationResponse { factor, session } secret { recovery_codes };
 }
 
 /// The generated text checks of every message, and the list of RPCs (build.rs).
