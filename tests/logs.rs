@@ -204,4 +204,55 @@ async fn a_whole_flow_logs_no_secret() {
     // Nor the stored hashes.
     assert!(!logs.contains(stored.password_hash.as_deref().unwrap()));
     assert!(!logs.contains("$argon2id$"));
+
+    // The JSON line's field set (deploy/README.md, "Logs"): every line an object with
+    // timestamp, level and target (and, for Tollgate's own, a message); each call's line with
+    // method, code (as the
+    // metrics write it) and latency_ms.
+    let codes = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    let mut calls = 0;
+    for line in logs.lines().filter(|l| !l.trim().is_empty()) {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        for key in ["timestamp", "level", "target"] {
+            assert!(value.get(key).is_some(), "no {key}: {line}");
+        }
+        // Tollgate's own lines always say something (a library's trace events may not).
+        let ours = value["target"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("server") || t.starts_with("storage"));
+        assert!(!ours || value["message"].is_string(), "no message: {line}");
+        if value["message"] == "rpc" {
+            calls += 1;
+            assert!(
+                value["method"].as_str().is_some_and(|m| m.contains('/')),
+                "{line}"
+            );
+            assert!(value["latency_ms"].is_number(), "{line}");
+            let code = value["code"].as_str().unwrap_or_default();
+            assert!(
+                codes.contains(&code),
+                "code {code:?} is not a canonical name: {line}"
+            );
+        }
+    }
+    assert!(calls >= 10, "{calls} call lines");
 }

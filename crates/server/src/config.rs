@@ -1118,6 +1118,28 @@ mod tests {
 mod example {
     use super::*;
 
+    /// The configuration the Kubernetes kit ships (the ConfigMap) loads and validates.
+    #[test]
+    fn the_kubernetes_configmap_loads_and_validates() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes/configmap.yaml");
+        let yaml = std::fs::read_to_string(path).unwrap();
+        // The block scalar under `tollgate.toml: |`, its four spaces of indentation removed.
+        let block = yaml.split("tollgate.toml: |\n").nth(1).unwrap();
+        let toml: String = block
+            .lines()
+            .take_while(|line| line.is_empty() || line.starts_with("    "))
+            .map(|line| format!("{}\n", line.strip_prefix("    ").unwrap_or(line)))
+            .collect();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), &toml).unwrap();
+        let config = Config::load(Some(file.path()), Vec::new())
+            .unwrap_or_else(|e| panic!("the ConfigMap's tollgate.toml: {e}\n{toml}"));
+        assert!(config.server.production);
+        assert!(!config.keys.generate_if_missing);
+        assert_eq!(config.api_keys.len(), 2);
+    }
+
     /// The documented reference must load, and must hold exactly the defaults.
     #[test]
     fn the_example_file_is_the_defaults() {

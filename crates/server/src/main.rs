@@ -84,6 +84,18 @@ enum Command {
         /// The service to ask about; empty for the whole server.
         #[arg(long, default_value = "")]
         service: String,
+        /// Connect over TLS, trusting this CA (PEM) for the server's certificate.
+        #[arg(long)]
+        tls_ca: Option<PathBuf>,
+        /// The name the server's certificate is for (default: the host of --addr).
+        #[arg(long, requires = "tls_ca")]
+        tls_domain: Option<String>,
+        /// Under mutual TLS: the client certificate (PEM), one of `tls_clients`.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The client certificate's private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
 }
 
@@ -244,13 +256,43 @@ async fn shutdown_signal() {
     }
 }
 
-async fn probe(addr: &str, service: &str) -> Result<(), String> {
+/// TLS for `tollgate probe`: the CA, the server name, and a client certificate under mTLS.
+#[derive(Debug, Default)]
+struct ProbeTls {
+    ca: Option<PathBuf>,
+    domain: Option<String>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
+async fn probe(addr: &str, service: &str, tls: ProbeTls) -> Result<(), String> {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+    let read = |path: &std::path::Path, flag: &str| {
+        std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()))
+    };
+    let scheme = if tls.ca.is_some() { "https" } else { "http" };
+    let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))
         .map_err(|e| format!("--addr {addr}: {e}"))?
         .connect_timeout(std::time::Duration::from_secs(2))
         .timeout(std::time::Duration::from_secs(2));
+    if let Some(ca) = &tls.ca {
+        let mut config = tonic::transport::ClientTlsConfig::new().ca_certificate(
+            tonic::transport::Certificate::from_pem(read(ca, "--tls-ca")?),
+        );
+        if let Some(domain) = &tls.domain {
+            config = config.domain_name(domain.clone());
+        }
+        if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+            config = config.identity(tonic::transport::Identity::from_pem(
+                read(cert, "--tls-cert")?,
+                read(key, "--tls-key")?,
+            ));
+        }
+        endpoint = endpoint
+            .tls_config(config)
+            .map_err(|e| format!("TLS: {e}"))?;
+    }
     let channel = endpoint
         .connect()
         .await
@@ -310,7 +352,22 @@ async fn run(cli: Cli, serving: Option<Serving>) -> Result<(), String> {
             println!("{}", server::auth::hash_api_key(&key));
             Ok(())
         }
-        Command::Probe { addr, service } => probe(&addr, &service).await,
+        Command::Probe {
+            addr,
+            service,
+            tls_ca,
+            tls_domain,
+            tls_cert,
+            tls_key,
+        } => {
+            let tls = ProbeTls {
+                ca: tls_ca,
+                domain: tls_domain,
+                cert: tls_cert,
+                key: tls_key,
+            };
+            probe(&addr, &service, tls).await
+        }
         Command::HashLimit { samples } => {
             let config = load(&cli)?;
             let times = server::password::time_hashes(&config.passwords, samples)?;

@@ -54,14 +54,27 @@ async fn serve_with_no_configuration_then_sigint() {
     serve_then_signal("INT").await;
 }
 
-async fn serve_then_signal(signal: &str) {
-    let dir = empty_dir(signal);
-    let mut child = tollgate(&dir)
+/// The lines `tollgate serve` writes to standard output.
+type Lines = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;
+
+/// Starts `tollgate serve` in `dir` on free loopback ports (JSON logs), with `env` added;
+/// returns the child, the gRPC and metrics addresses it logged, its log so far, and the
+/// rest of its output to read (or drain: the child blocks on a full pipe).
+async fn start_serving(
+    dir: &Path,
+    env: &[(&str, &str)],
+) -> (tokio::process::Child, String, String, String, Lines) {
+    let mut command = tollgate(dir);
+    command
         .args(["serve"])
         // Port 0 only so that parallel test runs never collide; everything else is default.
         .env("TOLLGATE_SERVER__LISTEN", "127.0.0.1:0")
         .env("TOLLGATE_METRICS__LISTEN", "127.0.0.1:0")
-        .env("TOLLGATE_LOG__FORMAT", "json")
+        .env("TOLLGATE_LOG__FORMAT", "json");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -87,6 +100,90 @@ async fn serve_then_signal(signal: &str) {
     })
     .await
     .unwrap();
+    (child, address, metrics, log, lines)
+}
+
+/// Under TLS and mutual TLS, Kubernetes' gRPC probes cannot connect; `tollgate probe` can,
+/// as an exec probe: with the CA, the server's name and a client certificate of
+/// `tls_clients`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_speaks_tls_and_mutual_tls() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use sha2::Digest as _;
+    let dir = empty_dir("tls-probe");
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf = |name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec![name.to_owned()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        (cert, key)
+    };
+    let (server_cert, server_key) = leaf("tollgate.internal");
+    let (probe_cert, probe_key) = leaf("kubelet-probe");
+    let write = |name: &str, pem: &str| {
+        std::fs::write(dir.join(name), pem).unwrap();
+        dir.join(name).display().to_string()
+    };
+    let ca_file = write("ca.pem", &ca.pem());
+    let server_file = write("server.pem", &server_cert.pem());
+    let server_key_file = write("server.key", &server_key.serialize_pem());
+    let probe_file = write("probe.pem", &probe_cert.pem());
+    let probe_key_file = write("probe.key", &probe_key.serialize_pem());
+    let config = format!(
+        "[server]\ntls_cert_file = \"{server_file}\"\ntls_key_file = \"{server_key_file}\"\n\
+         tls_client_ca_file = \"{ca_file}\"\n\n[[tls_clients]]\nname = \"probe\"\n\
+         sha256 = \"{}\"\nscopes = []\n",
+        hex::encode(sha2::Sha256::digest(probe_cert.der()))
+    );
+    let config_file = write("tollgate.toml", &config);
+    let (_child, address, _, _, mut lines) =
+        start_serving(&dir, &[("TOLLGATE_CONFIG", config_file.as_str())]).await;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let probe = |extra: &[&str]| {
+        let mut args = vec!["probe", "--addr", address.as_str()];
+        args.extend_from_slice(extra);
+        let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+        let dir = dir.clone();
+        async move { tollgate(&dir).args(args).output().await.unwrap() }
+    };
+    let tls = [
+        "--tls-ca",
+        ca_file.as_str(),
+        "--tls-domain",
+        "tollgate.internal",
+    ];
+    let client = [
+        "--tls-cert",
+        probe_file.as_str(),
+        "--tls-key",
+        probe_key_file.as_str(),
+    ];
+    // With the CA and a client certificate: SERVING (the database answers within seconds).
+    let mut serving = false;
+    for _ in 0..50 {
+        let output = probe(&[tls.as_slice(), client.as_slice()].concat()).await;
+        if output.status.success() {
+            assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "SERVING");
+            serving = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(serving, "the TLS probe never saw SERVING");
+    // Plaintext, or TLS without the client certificate mutual TLS asks for: refused.
+    assert!(!probe(&[]).await.status.success());
+    assert!(!probe(&tls).await.status.success());
+}
+
+async fn serve_then_signal(signal: &str) {
+    let dir = empty_dir(signal);
+    let (mut child, address, metrics, mut log, mut lines) = start_serving(&dir, &[]).await;
     assert!(
         log.contains("DEVELOPMENT KEYS GENERATED"),
         "a loud warning: {log}"
