@@ -97,6 +97,7 @@ impl CallerAuth {
     #[allow(clippy::result_large_err, reason = "tonic's interceptor signature")]
     pub fn intercept(&self, mut request: Request<()>) -> Result<Request<()>, Status> {
         let caller = self.identify(&request).map_err(Status::from)?;
+        tracing::Span::current().record("caller", caller.name.as_str());
         match self.db_health.refusal() {
             None => {}
             Some(crate::health::Refusal::DatabaseDown) => {

@@ -29,6 +29,8 @@ pub struct Config {
     pub otp: OtpConfig,
     /// Logs.
     pub log: LogConfig,
+    /// Distributed traces (OpenTelemetry, OTLP); off while `otlp_endpoint` is empty.
+    pub tracing: TracingConfig,
     /// Health checking.
     pub health: HealthConfig,
     /// SMS codes, how they are sent, and the limits against SMS pumping.
@@ -143,6 +145,29 @@ impl WebAuthnConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// Distributed traces.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TracingConfig {
+    /// The OTLP/gRPC collector spans go to (`http://otel-collector:4317`); empty: off.
+    pub otlp_endpoint: String,
+    /// Traces sampled, per thousand, when the caller's `traceparent` does not decide (a
+    /// sampled parent is always followed): 1000 = every trace.
+    pub sample_permille: u32,
+    /// The `service.name` of the spans.
+    pub service_name: String,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: String::new(),
+            sample_permille: 1000,
+            service_name: "tollgate".to_owned(),
+        }
     }
 }
 
@@ -737,6 +762,20 @@ impl Config {
             return err("otp.recovery_codes", "must be 5 to 20");
         }
         self.webauthn.validate()?;
+        if self.tracing.sample_permille > 1000 {
+            return err("tracing.sample_permille", "must be 0 to 1000");
+        }
+        let endpoint = self.tracing.otlp_endpoint.as_str();
+        let http = endpoint.starts_with("http://") || endpoint.starts_with("https://");
+        if !endpoint.is_empty() && !http {
+            return err(
+                "tracing.otlp_endpoint",
+                "must be an http:// or https:// URL of an OTLP/gRPC collector",
+            );
+        }
+        if self.tracing.service_name.trim().is_empty() {
+            return err("tracing.service_name", "must not be empty");
+        }
         if self.health.check_interval_secs == 0 {
             return err("health.check_interval_secs", "must be at least 1");
         }

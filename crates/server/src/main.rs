@@ -137,7 +137,8 @@ async fn serve(serving: Serving) -> Result<(), String> {
         placement,
         unplaced,
     } = serving;
-    server::telemetry::init(&config.log)?;
+    // Held to the end of `serve`: dropping it sends the spans still batched.
+    let _traces = server::telemetry::init(&config.log, &config.tracing)?;
     match (&unplaced, placement.requests) {
         (Some(why), _) => tracing::warn!(
             setting = ?config.server.thread_placement,

@@ -269,12 +269,16 @@ impl Passwords {
         // Waiting is async: a flood of logins queues here, not on the runtime. The check runs
         // once admitted, while the slots may still be busy; then the hash is queued for the
         // next free hashing thread.
-        let admission = Arc::clone(&self.admitted)
-            .acquire_owned()
-            .await
-            .map_err(|_| shut())?;
+        let admission = tracing::Instrument::instrument(
+            Arc::clone(&self.admitted).acquire_owned(),
+            tracing::info_span!("password.queue_wait"),
+        )
+        .await
+        .map_err(|_| shut())?;
         let checked = precheck.await?;
         let this = Arc::clone(self);
+        // The hash's span starts on the hashing thread, under the caller's.
+        let caller_span = tracing::Span::current();
         let (answer, answered) = tokio::sync::oneshot::channel();
         // The admission travels with the work: a cancelled call is not replaced by the next
         // until its hash really ends, so cancelled logins cannot queue more hashes either.
@@ -285,6 +289,7 @@ impl Passwords {
                 return;
             }
             let result = {
+                let _hashing = tracing::info_span!(parent: &caller_span, "password.hash").entered();
                 let _running = Running::start(&this.in_flight, &this.max_in_flight);
                 work(memory)
             };

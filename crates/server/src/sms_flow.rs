@@ -234,7 +234,8 @@ pub(crate) async fn send_code(
             .replace("{organization}", &organization)
             .replace("{code}", &code),
     );
-    if let Err(e) = app.sms.send(phone, &message).await {
+    let sending = tracing::info_span!("sms.send", otel.kind = "client", sender = app.sms.name());
+    if let Err(e) = tracing::Instrument::instrument(app.sms.send(phone, &message), sending).await {
         // No new code is stored either way: a code the user may never receive is never valid
         // (an earlier one, which they did receive, stays as it was). When the message surely
         // did not go, nothing is charged either; when it may have (a timeout), the limits

@@ -17,13 +17,42 @@ use tracing::Instrument as _;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::config::{LogConfig, LogFormat};
+use crate::config::{LogConfig, LogFormat, TracingConfig};
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::{Metrics, code_name};
 
+/// What `init` installed that must be flushed at exit: the span exporter, when traces are on.
+#[derive(Debug, Default)]
+#[must_use = "spans still batched are lost unless the guard is shut down"]
+pub struct Traces(Option<opentelemetry_sdk::trace::SdkTracerProvider>);
+
+impl Traces {
+    /// Sends the spans still batched (at exit; `Drop` does it too).
+    pub fn shutdown(&mut self) {
+        if let Some(provider) = self.0.take()
+            && let Err(e) = provider.shutdown()
+        {
+            tracing::warn!(error = %e, "traces: the last spans were not sent");
+        }
+    }
+
+    /// Sends the spans batched so far now (tests read them at once).
+    pub fn flush(&self) {
+        if let Some(provider) = &self.0 {
+            let _ = provider.force_flush();
+        }
+    }
+}
+
+impl Drop for Traces {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
 /// Installs the global subscriber for the binary. Returns an error if one is installed.
-pub fn init(config: &LogConfig) -> Result<(), String> {
-    init_with_writer(config, std::io::stdout)
+pub fn init(config: &LogConfig, tracing: &TracingConfig) -> Result<Traces, String> {
+    init_with(config, tracing, std::io::stdout)
 }
 
 /// Installs the global subscriber writing to `writer` (tests capture logs this way).
@@ -31,17 +60,93 @@ pub fn init_with_writer<W>(config: &LogConfig, writer: W) -> Result<(), String>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
+    let traces = init_with(config, &TracingConfig::default(), writer)?;
+    drop(traces);
+    Ok(())
+}
+
+/// The logs to `writer` and, with `tracing.otlp_endpoint`, the spans to an OTLP collector,
+/// continuing a caller's W3C `traceparent`.
+pub fn init_with<W>(
+    config: &LogConfig,
+    tracing: &TracingConfig,
+    writer: W,
+) -> Result<Traces, String>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = EnvFilter::try_new(&config.level).map_err(|e| format!("log.level: {e}"))?;
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(ansi && config.format == LogFormat::Text)
         .with_writer(writer);
-    let result = match config.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let fmt = match config.format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
     };
-    result.map_err(|e| e.to_string())
+    let (otel, provider) = if tracing.otlp_endpoint.is_empty() {
+        (None, None)
+    } else {
+        use opentelemetry::trace::TracerProvider as _;
+        use opentelemetry_otlp::WithExportConfig as _;
+        use opentelemetry_sdk::trace::Sampler;
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(tracing.otlp_endpoint.clone())
+            .build()
+            .map_err(|e| format!("tracing.otlp_endpoint: {e}"))?;
+        let ratio = f64::from(tracing.sample_permille) / 1000.0;
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                ratio,
+            ))))
+            .with_resource(
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name(tracing.service_name.clone())
+                    .build(),
+            )
+            .build();
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("tollgate"));
+        (Some(layer), Some(provider))
+    };
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .try_init()
+        .map_err(|e| e.to_string())?;
+    Ok(Traces(provider))
+}
+
+/// The W3C trace context of a call's metadata (`traceparent`, `tracestate`).
+struct Metadata<'a>(&'a http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for Metadata<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+/// The caller's trace id, from a valid `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
+fn caller_trace_id(headers: &http::HeaderMap) -> Option<String> {
+    let value = headers.get("traceparent")?.to_str().ok()?;
+    let mut parts = value.split('-');
+    let (_version, trace_id) = (parts.next()?, parts.next()?);
+    (trace_id.len() == 32
+        && trace_id.bytes().all(|b| b.is_ascii_hexdigit())
+        && trace_id != "00000000000000000000000000000000")
+        .then(|| trace_id.to_ascii_lowercase())
 }
 
 /// Runs a handler: its error becomes the status the caller sees. A database found out of
@@ -140,8 +245,34 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
         let method = method_label(request.uri().path());
-        let span = tracing::info_span!("rpc", method);
+        // The span of the call: named after the method in traces, continuing the caller's
+        // trace; the caller's name and the status are recorded as they are known. Its fields
+        // name no user, token or code.
+        let span = tracing::info_span!(
+            "rpc",
+            method,
+            otel.name = method,
+            otel.kind = "server",
+            rpc.system = "grpc",
+            caller = tracing::field::Empty,
+            code = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+        );
+        let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.extract(&Metadata(request.headers()))
+        });
+        let _ = span.set_parent(parent);
+        let traced = {
+            use opentelemetry::trace::TraceContextExt as _;
+            let context = span.context();
+            let id = context.span().span_context().trace_id();
+            (id != opentelemetry::trace::TraceId::INVALID).then(|| id.to_string())
+        };
+        if let Some(trace_id) = traced.or_else(|| caller_trace_id(request.headers())) {
+            span.record("trace_id", trace_id.as_str());
+        }
         let metrics = Arc::clone(&self.metrics);
         let started = Instant::now();
         let response = self.inner.call(request);
@@ -154,6 +285,7 @@ where
                 let elapsed = started.elapsed().as_secs_f64();
                 metrics.record_rpc(method, code, elapsed);
                 let code = code_name(code);
+                tracing::Span::current().record("code", code);
                 let latency_ms = elapsed * 1_000.0;
                 // Probes check health every few seconds: their lines would drown the rest.
                 if method.starts_with("Health/") {

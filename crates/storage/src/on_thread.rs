@@ -562,6 +562,19 @@ impl OnThread<'_> {
     }
 }
 
+/// The span of a statement run on the calling thread, named and shaped as sea-orm's own
+/// (`tracing-spans`) for the pool's statements: the SQL with its placeholders (never a
+/// bound value). A statement that goes to the pool gets sea-orm's span instead.
+fn statement_span(name: &'static str, stmt: &Statement) -> tracing::Span {
+    tracing::info_span!(
+        "sea_orm.statement",
+        otel.name = name,
+        otel.kind = "client",
+        db.system = "sqlite",
+        db.statement = stmt.sql.as_str(),
+    )
+}
+
 #[async_trait::async_trait]
 impl ConnectionTrait for OnThread<'_> {
     fn get_database_backend(&self) -> DbBackend {
@@ -569,7 +582,9 @@ impl ConnectionTrait for OnThread<'_> {
     }
 
     async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
-        match self.here(|conn, access| execute(conn, access, &stmt)) {
+        match self.here(|conn, access| {
+            statement_span("sea_orm.execute", &stmt).in_scope(|| execute(conn, access, &stmt))
+        }) {
             Some(result) => result,
             None => self.pool.execute_raw(stmt).await,
         }
@@ -580,14 +595,19 @@ impl ConnectionTrait for OnThread<'_> {
     }
 
     async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        match self.here(|conn, access| query(conn, access, &stmt, 1)) {
+        match self.here(|conn, access| {
+            statement_span("sea_orm.query_one", &stmt).in_scope(|| query(conn, access, &stmt, 1))
+        }) {
             Some(rows) => Ok(rows?.into_iter().next()),
             None => self.pool.query_one_raw(stmt).await,
         }
     }
 
     async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        match self.here(|conn, access| query(conn, access, &stmt, usize::MAX)) {
+        match self.here(|conn, access| {
+            statement_span("sea_orm.query_all", &stmt)
+                .in_scope(|| query(conn, access, &stmt, usize::MAX))
+        }) {
             Some(rows) => rows,
             None => self.pool.query_all_raw(stmt).await,
         }
