@@ -421,16 +421,54 @@ async fn record_use(
     Ok(())
 }
 
-/// Why an assertion was refused, for the failure it counts as.
-fn refusal(app: &App, user_id: Uuid, error: &WebauthnError) -> &'static str {
-    if matches!(error, WebauthnError::CredentialPossibleCompromise) {
+/// An assertion of `user`'s (and the organization's) that did not verify: counted as a
+/// failure, UNAUTHENTICATED `WEBAUTHN_REJECTED`, or `WEBAUTHN_CLONE_SUSPECTED` for a
+/// signature counter that went backwards (audited as `factor.clone_suspected`).
+async fn refuse_assertion(
+    app: &App,
+    (user_id, org_id): (Uuid, Option<Uuid>),
+    credential_id: &[u8],
+    error: &WebauthnError,
+    now: i64,
+) -> ApiError {
+    let reason = if matches!(error, WebauthnError::CredentialPossibleCompromise) {
         app.metrics.check("webauthn", "clone_suspected");
         tracing::warn!(user_id = %user_id, "WebAuthn signature counter went backwards: a cloned authenticator?");
+        if let Err(e) = clone_suspected(app, user_id, org_id, credential_id, now).await {
+            return e;
+        }
         "WEBAUTHN_CLONE_SUSPECTED"
     } else {
+        app.metrics.check("webauthn", "rejected");
         tracing::info!(user_id = %user_id, error = %error, "WebAuthn assertion refused");
         "WEBAUTHN_REJECTED"
-    }
+    };
+    crate::mfa::record_failure(app, user_id, reason, now).await
+}
+
+/// Verifies an assertion made for a step-up or a proof with `session` (see
+/// [`verify_assertion`]), against the user's failure budget as it is now.
+pub(crate) async fn verify_for_session(
+    app: &App,
+    session: &storage::entity::session::Model,
+    response_json: &str,
+    now: i64,
+) -> ApiResult<()> {
+    let failures = crate::mfa::check_lockout(app, session.user_id, now).await?;
+    let asserting = Asserting {
+        user_id: session.user_id,
+        org_id: session.org_id,
+        binding: Binding::Session(session.id),
+    };
+    verify_assertion(
+        app,
+        failures,
+        asserting,
+        "webauthn_response_json",
+        response_json,
+        now,
+    )
+    .await
 }
 
 /// Verifies an assertion of `user_id`'s for `binding`: the ceremony (found by the challenge
@@ -484,13 +522,8 @@ pub(crate) async fn verify_assertion(
     let result = match verified {
         Ok(result) => result,
         Err(e) => {
-            let reason = refusal(app, user_id, &e);
-            if reason == "WEBAUTHN_CLONE_SUSPECTED" {
-                clone_suspected(app, user_id, org_id, response.get_credential_id(), now).await?;
-            } else {
-                app.metrics.check("webauthn", "rejected");
-            }
-            return Err(crate::mfa::record_failure(app, user_id, reason, now).await);
+            let credential = response.get_credential_id();
+            return Err(refuse_assertion(app, (user_id, org_id), credential, &e, now).await);
         }
     };
     // Settled against the budget, then the ceremony used up: exactly one caller gets here
@@ -616,11 +649,8 @@ pub(crate) async fn finish_passkey_login(
     let result = match rp.finish_discoverable_authentication_v2(&response, state, &passkey) {
         Ok(result) => result,
         Err(e) => {
-            let reason = refusal(app, user_id, &e);
-            if reason == "WEBAUTHN_CLONE_SUSPECTED" {
-                clone_suspected(app, user_id, ceremony.org_id, credential_id, now).await?;
-            }
-            return Err(crate::mfa::record_failure(app, user_id, reason, now).await);
+            let who = (user_id, ceremony.org_id);
+            return Err(refuse_assertion(app, who, credential_id, &e, now).await);
         }
     };
     failures.succeed(app, now).await?;

@@ -717,20 +717,7 @@ impl Authentication {
                     other => other,
                 })?;
         } else {
-            let failures = read.check_lockout(app, session.user_id, now).await?;
-            crate::webauthn::verify_assertion(
-                app,
-                failures,
-                crate::webauthn::Asserting {
-                    user_id: session.user_id,
-                    org_id: session.org_id,
-                    binding: crate::webauthn::Binding::Session(session.id),
-                },
-                "webauthn_response_json",
-                webauthn,
-                now,
-            )
-            .await?;
+            crate::webauthn::verify_for_session(app, &session, webauthn, now).await?;
         }
         // A session already at assurance 2 stays so (find_valid just read it live); only a
         // lower one is raised, which also catches a revocation since.

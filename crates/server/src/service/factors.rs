@@ -498,20 +498,7 @@ async fn prove_either(
     let UserContext::Session(session) = ctx else {
         return Err(ApiError::Internal("a proof without a session".to_owned()));
     };
-    let failures = mfa::check_lockout(app, session.user_id, now).await?;
-    crate::webauthn::verify_assertion(
-        app,
-        failures,
-        crate::webauthn::Asserting {
-            user_id: session.user_id,
-            org_id: session.org_id,
-            binding: crate::webauthn::Binding::Session(session.id),
-        },
-        "webauthn_response_json",
-        webauthn,
-        now,
-    )
-    .await?;
+    crate::webauthn::verify_for_session(app, session, webauthn, now).await?;
     Ok(policy::Proof::FactorCode)
 }
 
