@@ -131,6 +131,14 @@ fn challenge_of(field: &str, json: &str) -> ApiResult<String> {
     Ok(BASE64URL_NOPAD.encode(&raw))
 }
 
+/// The webauthn-rs state a ceremony stored.
+fn state_of<S: for<'de> Deserialize<'de>>(
+    ceremony: &storage::entity::webauthn_ceremony::Model,
+) -> ApiResult<S> {
+    serde_json::from_str(&ceremony.state)
+        .map_err(|e| ApiError::Internal(format!("ceremony {}: state: {e}", ceremony.id)))
+}
+
 /// A registration ceremony's state: a second-factor key (user verification preferred) or a
 /// passkey (required).
 #[derive(Serialize, Deserialize)]
@@ -283,8 +291,7 @@ pub(crate) async fn finish_registration(
                 && c.factor_id == Some(factor.id)
         })
         .ok_or_else(|| rejected("the registration ceremony is unknown, used or expired"))?;
-    let state: Registration = serde_json::from_str(&ceremony.state)
-        .map_err(|e| ApiError::Internal(format!("ceremony state: {e}")))?;
+    let state: Registration = state_of(&ceremony)?;
     let verified = match &state {
         Registration::SecurityKey(state) => rp
             .finish_securitykey_registration(&response, state)
@@ -512,8 +519,7 @@ pub(crate) async fn verify_assertion(
         app.metrics.check("webauthn", "rejected");
         return Err(crate::mfa::record_failure(app, user_id, "WEBAUTHN_REJECTED", now).await);
     };
-    let state: Assertion = serde_json::from_str(&ceremony.state)
-        .map_err(|e| ApiError::Internal(format!("ceremony state: {e}")))?;
+    let state: Assertion = state_of(&ceremony)?;
     let verified = match &state {
         Assertion::SecurityKey(state) => rp.finish_securitykey_authentication(&response, state),
         Assertion::Passkey(state) => rp.finish_passkey_authentication(&response, state),
@@ -640,9 +646,7 @@ pub(crate) async fn finish_passkey_login(
         .filter(|f| f.user_id == user_id && f.discoverable)
         .ok_or_else(refused)?;
     let failures = crate::mfa::check_lockout(app, user_id, now).await?;
-    let Assertion::Discoverable(state) = serde_json::from_str(&ceremony.state)
-        .map_err(|e| ApiError::Internal(format!("ceremony state: {e}")))?
-    else {
+    let Assertion::Discoverable(state) = state_of(&ceremony)? else {
         return Err(refused());
     };
     let passkey = Passkey::from(credential_of(&factor)?);

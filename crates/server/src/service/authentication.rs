@@ -149,36 +149,8 @@ impl Authentication {
         let app = &self.app;
         crate::webauthn::relying_party(app)?;
         let now = app.now();
-        let (user_id, org_id, binding) = if challenge_token.is_empty() {
-            let session = app
-                .storage
-                .sessions()
-                .find_valid(session_token, now)
-                .await?
-                .ok_or_else(super::sessions::invalid_session)?;
-            (
-                session.user_id,
-                session.org_id,
-                crate::webauthn::Binding::Session(session.id),
-            )
-        } else {
-            let challenge = app
-                .storage
-                .challenges()
-                .find_active(challenge_token, now)
-                .await?
-                .filter(|c| c.purpose == ChallengePurpose::SecondFactor)
-                .ok_or_else(invalid_challenge)?;
-            (
-                challenge.user_id,
-                challenge.org_id,
-                crate::webauthn::Binding::Login(challenge.id),
-            )
-        };
-        // No ceremony for a user who is locked out or suspended: it could not be used anyway.
-        let _not_compared_here = crate::mfa::check_lockout(app, user_id, now)
-            .await?
-            .refuse_codes_if_suspended(app)?;
+        let (user_id, org_id, binding) =
+            proving_user(app, challenge_token, session_token, now).await?;
         let options = crate::webauthn::begin_assertion(app, user_id, org_id, binding, now).await?;
         Ok(v1::BeginWebAuthnVerificationResponse {
             request_options_json: options,
@@ -245,32 +217,9 @@ impl Authentication {
         }
         let app = &self.app;
         let now = app.now();
-        let (user_id, org_id) = if session_token.is_empty() {
-            let challenge = app
-                .storage
-                .challenges()
-                .find_active(challenge_token, now)
-                .await?
-                .filter(|c| c.purpose == ChallengePurpose::SecondFactor)
-                .ok_or_else(|| ApiError::Unauthenticated {
-                    reason: "CHALLENGE_INVALID",
-                    message: "the challenge is unknown, used or expired: log in again".to_owned(),
-                })?;
-            (challenge.user_id, challenge.org_id)
-        } else {
-            let session = app
-                .storage
-                .sessions()
-                .find_valid(session_token, now)
-                .await?
-                .ok_or_else(super::sessions::invalid_session)?;
-            (session.user_id, session.org_id)
-        };
         // No SMS for a user who is locked out or whose codes are suspended: it could not be
         // used anyway.
-        let _not_compared_here = crate::mfa::check_lockout(app, user_id, now)
-            .await?
-            .refuse_codes_if_suspended(app)?;
+        let (user_id, org_id, _) = proving_user(app, challenge_token, session_token, now).await?;
         let phones: Vec<_> = app
             .storage
             .factors()
@@ -619,6 +568,42 @@ impl Authentication {
         };
         Ok(result)
     }
+}
+
+/// The user who is to prove possession of a factor, from a login's challenge token or a
+/// session token (exactly one, checked by the caller), with the organization and what a
+/// WebAuthn ceremony would be bound to; refused while the user is locked out or their codes
+/// are suspended, before anything is sent or started.
+async fn proving_user(
+    app: &App,
+    challenge_token: &str,
+    session_token: &str,
+    now: i64,
+) -> ApiResult<(Uuid, Option<Uuid>, crate::webauthn::Binding)> {
+    let (user_id, org_id, binding) = if challenge_token.is_empty() {
+        let session = app
+            .storage
+            .sessions()
+            .find_valid(session_token, now)
+            .await?
+            .ok_or_else(super::sessions::invalid_session)?;
+        let binding = crate::webauthn::Binding::Session(session.id);
+        (session.user_id, session.org_id, binding)
+    } else {
+        let challenge = app
+            .storage
+            .challenges()
+            .find_active(challenge_token, now)
+            .await?
+            .filter(|c| c.purpose == ChallengePurpose::SecondFactor)
+            .ok_or_else(invalid_challenge)?;
+        let binding = crate::webauthn::Binding::Login(challenge.id);
+        (challenge.user_id, challenge.org_id, binding)
+    };
+    let _not_compared_here = crate::mfa::check_lockout(app, user_id, now)
+        .await?
+        .refuse_codes_if_suspended(app)?;
+    Ok((user_id, org_id, binding))
 }
 
 /// A login challenge that is unknown, used or expired.
