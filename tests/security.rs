@@ -71,6 +71,15 @@ async fn password_failures_lock_the_account_with_a_growing_delay(backend: Backen
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated, "attempt {attempt}");
+        // The sixth says that it started the lockout, and for how long: 30 s from the
+        // second the lockout starts, rounded up so that it never ends early.
+        let retry = err.get_details_retry_info().and_then(|r| r.retry_delay);
+        if attempt < 6 {
+            assert_eq!(retry, None, "attempt {attempt}");
+        } else {
+            let retry = retry.unwrap().as_secs();
+            assert!((30..=31).contains(&retry), "attempt {attempt}: {retry} s");
+        }
     }
     // Locked: even the right password is refused, with RetryInfo, before it is checked.
     let before = server.app.passwords.verifications();
@@ -531,6 +540,12 @@ async fn guessing_is_bounded_in_total(backend: Backend) {
                 "failure {n}: {status:?}"
             );
             assert_eq!(reason(&status).as_deref(), Some("INVALID_CODE"));
+            // The failure that starts a lockout says how long it lasts (30 s doubling to an
+            // hour), so that the person learns of it before trying again.
+            let retry = status.get_details_retry_info().and_then(|r| r.retry_delay);
+            let expected =
+                (n > 5).then(|| Duration::from_secs((30_u64 << (n - 6).min(7)).min(3_600)));
+            assert_eq!(retry, expected, "failure {n}");
         } else {
             assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
             assert_eq!(reason(&status).as_deref(), Some("FACTORS_SUSPENDED"));

@@ -31,6 +31,17 @@ pub enum ApiError {
         /// For the caller.
         message: String,
     },
+    /// A wrong credential whose failure started a lockout: UNAUTHENTICATED with the reason,
+    /// and RetryInfo saying when the next attempt will be answered.
+    #[error("{message}")]
+    UnauthenticatedLocked {
+        /// A stable reason, e.g. `INVALID_CODE`.
+        reason: &'static str,
+        /// For the caller.
+        message: String,
+        /// How long the lockout lasts.
+        retry_after: Duration,
+    },
     /// The caller is known but not allowed.
     #[error("{message}")]
     PermissionDenied {
@@ -134,6 +145,20 @@ impl From<ApiError> for Status {
             ApiError::Unauthenticated { reason, message } => {
                 tracing::info!(reason, "unauthenticated");
                 Status::with_error_details(Code::Unauthenticated, message, info(reason))
+            }
+            ApiError::UnauthenticatedLocked {
+                reason,
+                message,
+                retry_after,
+            } => {
+                tracing::info!(
+                    reason,
+                    retry_after_secs = retry_after.as_secs(),
+                    "unauthenticated"
+                );
+                let mut details = info(reason);
+                details.set_retry_info(Some(retry_after));
+                Status::with_error_details(Code::Unauthenticated, message, details)
             }
             ApiError::PermissionDenied { reason, message } => {
                 tracing::info!(reason, "permission denied");

@@ -190,11 +190,12 @@ pub(crate) async fn record_failure(
         }
         events
     };
-    let failures =
+    let failed =
         match crate::throttle::fail(app, &mfa_key(user), Some(user), "second", now, events).await {
-            Ok(failures) => failures,
+            Ok(failed) => failed,
             Err(e) => return e,
         };
+    let failures = failed.failures;
     if failures == first_lockout {
         app.metrics.passwords_suspected_compromised.inc();
         tracing::warn!(user_id = %user, failures, "password suspected compromised");
@@ -206,13 +207,13 @@ pub(crate) async fn record_failure(
         }
         return suspended();
     }
-    ApiError::Unauthenticated {
+    failed.refusal(
         reason,
-        message: match reason {
-            "CODE_REPLAYED" => "this code was already used; wait for the next one".to_owned(),
-            _ => "the code is wrong".to_owned(),
+        match reason {
+            "CODE_REPLAYED" => "this code was already used; wait for the next one",
+            _ => "the code is wrong",
         },
-    }
+    )
 }
 
 /// `n` fresh recovery codes, 80 random bits each, as `XXXX-XXXX-XXXX-XXXX` (base32).
@@ -500,8 +501,10 @@ mod tests {
         let budget = app.throttle().free_failures + 1;
         for n in 1..=budget {
             let e = record_failure(&app, user, "INVALID_CODE", NOW).await;
+            // The last one starts the lockout and says so (RetryInfo).
+            let locked = matches!(e, ApiError::UnauthenticatedLocked { .. });
             assert!(
-                matches!(e, ApiError::Unauthenticated { .. }),
+                matches!(e, ApiError::Unauthenticated { .. }) || (n == budget && locked),
                 "failure {n}: {e:?}"
             );
         }

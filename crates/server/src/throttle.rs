@@ -94,7 +94,7 @@ pub(crate) fn check_counter(
 /// are audited in the transaction that counts. A lockout already in force (a failure in
 /// flight alongside spent the budget first) is refused instead: the answer is LOCKED_OUT, as
 /// for an attempt that came after it, and nothing is counted. Returns the failures in a row
-/// now on record.
+/// now on record, and how long the lockout this failure started lasts.
 pub(crate) async fn fail(
     app: &App,
     key: &str,
@@ -102,7 +102,7 @@ pub(crate) async fn fail(
     factor: &'static str,
     now: i64,
     more: impl Fn(i64) -> Vec<(&'static str, String)> + Send + Sync,
-) -> ApiResult<i64> {
+) -> ApiResult<Failed> {
     let throttle = app.throttle();
     // A lockout starts at the time rounded up: stored in whole seconds, it never ends early.
     let lockouts = storage::repo::Lockouts::new(throttle.free_failures, &throttle.lockouts())
@@ -130,7 +130,12 @@ pub(crate) async fn fail(
             locked_until: Some(until),
         } if until > now => (failures, until),
         // Within the budget (or a lockout of zero seconds, which locks nothing).
-        storage::repo::Failure::Counted { failures, .. } => return Ok(failures),
+        storage::repo::Failure::Counted { failures, .. } => {
+            return Ok(Failed {
+                failures,
+                locked_for: None,
+            });
+        }
     };
     app.metrics
         .lockouts
@@ -143,7 +148,40 @@ pub(crate) async fn fail(
         })
         .inc();
     tracing::warn!(user_id = ?subject, factor, failures, locked_until = until, "lockout");
-    Ok(failures)
+    Ok(Failed {
+        failures,
+        locked_for: Some(Duration::from_secs(
+            u64::try_from(until - now).unwrap_or(1).max(1),
+        )),
+    })
+}
+
+/// A failure counted by [`fail`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Failed {
+    /// The failures in a row now on record.
+    pub(crate) failures: i64,
+    /// The lockout this failure started: the wait the caller is told (RetryInfo with the
+    /// wrong-credential answer), so that a person learns of it before their next attempt.
+    pub(crate) locked_for: Option<Duration>,
+}
+
+impl Failed {
+    /// The wrong-credential answer: UNAUTHENTICATED with `reason`, and RetryInfo when this
+    /// failure started a lockout.
+    pub(crate) fn refusal(self, reason: &'static str, message: &str) -> ApiError {
+        match self.locked_for {
+            Some(retry_after) => ApiError::UnauthenticatedLocked {
+                reason,
+                message: format!("{message}; too many failed attempts, try again later"),
+                retry_after,
+            },
+            None => ApiError::Unauthenticated {
+                reason,
+                message: message.to_owned(),
+            },
+        }
+    }
 }
 
 /// Settles a success on `key`: refused with LOCKED_OUT when a lockout is in force now (a

@@ -30,10 +30,12 @@ impl Authentication {
 }
 
 /// The one answer for a wrong email, a wrong password, and an account without a password.
+const INVALID_CREDENTIALS: &str = "the email or the password is wrong";
+
 fn invalid_credentials() -> ApiError {
     ApiError::Unauthenticated {
         reason: "INVALID_CREDENTIALS",
-        message: "the email or the password is wrong".to_owned(),
+        message: INVALID_CREDENTIALS.to_owned(),
     }
 }
 
@@ -76,11 +78,11 @@ pub(crate) async fn verify_password_throttled(
             .await
             .inspect_err(locked_out);
     }
-    crate::throttle::fail(app, &key, subject, "password", now, |_| Vec::new())
+    let failed = crate::throttle::fail(app, &key, subject, "password", now, |_| Vec::new())
         .await
         .inspect_err(locked_out)?;
     app.metrics.login("password", "invalid_credentials");
-    Err(invalid_credentials())
+    Err(failed.refusal("INVALID_CREDENTIALS", INVALID_CREDENTIALS))
 }
 
 #[tonic::async_trait]

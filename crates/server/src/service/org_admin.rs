@@ -320,10 +320,12 @@ impl Organizations {
         )
         .await
         .map_err(|e| match e {
-            ApiError::Unauthenticated { .. } => ApiError::PermissionDenied {
-                reason: "PASSWORD_CONFIRMATION_FAILED",
-                message: "the password is wrong".to_owned(),
-            },
+            ApiError::Unauthenticated { .. } | ApiError::UnauthenticatedLocked { .. } => {
+                ApiError::PermissionDenied {
+                    reason: "PASSWORD_CONFIRMATION_FAILED",
+                    message: "the password is wrong".to_owned(),
+                }
+            }
             other => other,
         })?;
         let change =
