@@ -1,0 +1,218 @@
+//! Talking to Tollgate: the generated `tollgate.v1` clients, each call carrying the app's API
+//! key (`x-api-key`), and the user's token as `authorization: Bearer` where an RPC acts for
+//! the user. Tollgate's errors become messages a person can act on.
+
+use std::time::{Duration, SystemTime};
+
+use tollgate_proto::v1::authentication_service_client::AuthenticationServiceClient;
+use tollgate_proto::v1::enrollment_service_client::EnrollmentServiceClient;
+use tollgate_proto::v1::organization_service_client::OrganizationServiceClient;
+use tollgate_proto::v1::session_service_client::SessionServiceClient;
+use tollgate_proto::v1::user_service_client::UserServiceClient;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+use tonic_types::StatusExt as _;
+
+/// Adds the app's API key to every call.
+#[derive(Clone, Debug)]
+pub(crate) struct ApiKey(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for ApiKey {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(key) = &self.0 {
+            request.metadata_mut().insert("x-api-key", key.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Authed = InterceptedService<Channel, ApiKey>;
+
+/// One client per Tollgate service, over one HTTP/2 connection.
+#[derive(Clone, Debug)]
+pub(crate) struct Clients {
+    pub(crate) users: UserServiceClient<Authed>,
+    pub(crate) organizations: OrganizationServiceClient<Authed>,
+    pub(crate) authentication: AuthenticationServiceClient<Authed>,
+    pub(crate) enrollment: EnrollmentServiceClient<Authed>,
+    pub(crate) sessions: SessionServiceClient<Authed>,
+}
+
+impl Clients {
+    /// Clients of the Tollgate at `address`; the connection is made at the first call.
+    pub(crate) fn connect(
+        address: &str,
+        api_key: &str,
+    ) -> Result<Self, Box<dyn std::error::Error>> {
+        let channel = Endpoint::from_shared(address.to_owned())?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(15))
+            .connect_lazy();
+        let key = if api_key.is_empty() {
+            ApiKey(None)
+        } else {
+            ApiKey(Some(
+                api_key.parse().map_err(|_| "the API key is not ASCII")?,
+            ))
+        };
+        let authed = InterceptedService::new(channel, key);
+        Ok(Self {
+            users: UserServiceClient::new(authed.clone()),
+            organizations: OrganizationServiceClient::new(authed.clone()),
+            authentication: AuthenticationServiceClient::new(authed.clone()),
+            enrollment: EnrollmentServiceClient::new(authed.clone()),
+            sessions: SessionServiceClient::new(authed),
+        })
+    }
+}
+
+/// A request acting for the user: their session (or enrollment token) as
+/// `authorization: Bearer`.
+pub(crate) fn bearer<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Ok(value) = format!("Bearer {token}").parse() {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
+/// The stable reason of a Tollgate error (`ErrorInfo.reason`), or "".
+pub(crate) fn reason(status: &Status) -> String {
+    status
+        .get_details_error_info()
+        .map(|info| info.reason)
+        .unwrap_or_default()
+}
+
+/// Whether the user's session (or login step) is gone, so they must log in again.
+pub(crate) fn session_over(status: &Status) -> bool {
+    matches!(
+        reason(status).as_str(),
+        "SESSION_INVALID" | "CHALLENGE_INVALID" | "CHALLENGE_EXHAUSTED" | "USER_UNAUTHENTICATED"
+    )
+}
+
+/// A Tollgate error as a sentence for the person at the browser. Lockouts and sending limits
+/// say when to try again (Tollgate's `RetryInfo`); bad input names what to fix.
+pub(crate) fn human(status: &Status) -> String {
+    let retry = status
+        .get_details_retry_info()
+        .and_then(|retry| retry.retry_delay)
+        .map(|delay| in_words(delay.as_secs()));
+    let wait = retry.clone().unwrap_or_else(|| "a while".to_owned());
+    let why = reason(status);
+    let text = match (why.as_str(), retry) {
+        // A wrong password or code that started a lockout says so at once.
+        ("INVALID_CREDENTIALS", Some(wait)) => {
+            return format!(
+                "The email or password is not right. Too many failed attempts: try again in {wait}."
+            );
+        }
+        ("INVALID_CODE", Some(wait)) => {
+            return format!(
+                "That code is not right. Too many failed attempts: try again in {wait}."
+            );
+        }
+        (reason, _) => reason,
+    };
+    let text = match text {
+        "INVALID_CREDENTIALS" => "The email or password is not right.",
+        "LOCKED_OUT" => {
+            return format!("Too many failed attempts. Try again in {wait}.");
+        }
+        "INVALID_CODE" => "That code is not right. Check it and try again.",
+        "CODE_REPLAYED" => {
+            "That code was used already. Wait for the next one (an app shows a new code every 30 seconds)."
+        }
+        "CHALLENGE_INVALID" => "This login has expired. Please log in again.",
+        "CHALLENGE_EXHAUSTED" => "Too many wrong codes for this login. Please log in again.",
+        "SESSION_INVALID" | "USER_UNAUTHENTICATED" => {
+            "Your session has ended. Please log in again."
+        }
+        "FACTORS_SUSPENDED" => {
+            "Your second factors are suspended after too many wrong codes: an administrator must unlock your account."
+        }
+        "SMS_NUMBER_COOLDOWN" | "SMS_USER_LIMIT" | "SMS_ORGANIZATION_LIMIT" => {
+            return format!("No more codes can be sent for now. Try again in {wait}.");
+        }
+        "SMS_PUMPING_SUSPECTED" => "Text messages are paused for now. Use another method.",
+        "SMS_UNAVAILABLE" => "The text message could not be sent. Try again in a moment.",
+        "SMS_COUNTRY_NOT_ALLOWED" => "Codes are not sent to this country any more.",
+        "NO_SMS_FACTOR" => "You have no phone for codes.",
+        "STEP_UP_REQUIRED" => {
+            "Confirm it is you first: enter a current code under \"Confirm it's you\"."
+        }
+        "METHOD_NOT_ALLOWED" => "Your organization does not allow this kind of factor.",
+        "LAST_REQUIRED_FACTOR" => {
+            "This is your last factor and your organization requires two-factor authentication: add another one first."
+        }
+        "NO_FACTOR" => "There is no two-factor authentication to reset.",
+        "NOT_A_MEMBER" => "You are not a member of that organization.",
+        "ACCOUNT_DISABLED" => "This account is disabled.",
+        "PASSWORD_CONFIRMATION_FAILED" => "The password is not right.",
+        "PASSWORD_NOT_SET" => "Set a password first: changes here are confirmed with it.",
+        "NOT_AN_ADMIN" => "Only the organization's owners and admins can do that.",
+        "CANNOT_RESET_OWNER" => "Only an owner can reset an owner.",
+        "CANNOT_RESET_SELF" => "Reset your own factors from your account page.",
+        "SSO_EXEMPTS" => "Two-factor authentication cannot be required while SSO logins skip it.",
+        "WEBAUTHN_REJECTED" => "The passkey was not accepted. Try again.",
+        "WEBAUTHN_CLONE_SUSPECTED" => {
+            "This passkey looks copied and was refused. Use another method and tell your administrator."
+        }
+        "WEBAUTHN_NOT_CONFIGURED" => "Passkeys are not set up on this server.",
+        "NO_WEBAUTHN_FACTOR" => "You have no passkey or security key.",
+        "DATABASE_UNAVAILABLE" => "The service is unavailable for a moment. Try again.",
+        _ => return by_code(status),
+    };
+    text.to_owned()
+}
+
+/// Errors without a reason the app knows, by their code.
+fn by_code(status: &Status) -> String {
+    match status.code() {
+        Code::InvalidArgument => status.get_details_bad_request().map_or_else(
+            || "Please check what you entered.".to_owned(),
+            |bad| {
+                bad.field_violations
+                    .iter()
+                    .map(|violation| format!("{}: {}", violation.field, violation.description))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            },
+        ),
+        Code::AlreadyExists => "That exists already.".to_owned(),
+        Code::NotFound => "Not found: it may have expired. Start again.".to_owned(),
+        Code::Unavailable | Code::DeadlineExceeded => {
+            "The service is unavailable for a moment. Try again.".to_owned()
+        }
+        Code::PermissionDenied => "You are not allowed to do that.".to_owned(),
+        code => format!("Something went wrong ({code:?}). Try again."),
+    }
+}
+
+fn in_words(secs: u64) -> String {
+    match secs {
+        0..=1 => "a second".to_owned(),
+        2..=119 => format!("{secs} seconds"),
+        _ => format!("{} minutes", secs.div_ceil(60)),
+    }
+}
+
+/// A protobuf time as the page shows it (UTC, to the minute).
+pub(crate) fn when(time: Option<&prost_types::Timestamp>) -> String {
+    let Some(time) = time else {
+        return "never".to_owned();
+    };
+    let Ok(secs) = u64::try_from(time.seconds) else {
+        return "never".to_owned();
+    };
+    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+    let text = humantime::format_rfc3339_seconds(at).to_string();
+    // "2026-12-07T10:42:05Z" -> "2026-12-07 10:42 UTC"
+    match (text.get(..10), text.get(11..16)) {
+        (Some(day), Some(minute)) => format!("{day} {minute} UTC"),
+        _ => text,
+    }
+}
