@@ -7,6 +7,7 @@ import hashlib
 import os
 import pathlib
 import secrets
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -30,6 +31,19 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_for_port(port, process, log):
+    """Until something accepts connections on the loopback port, or the process exits."""
+    for _ in range(300):
+        if process.poll() is not None:
+            raise RuntimeError(f"port {port}: the process exited; see {log}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port}; see {log}")
 
 
 def wait_for(url, process, log):
@@ -66,6 +80,13 @@ file = "{self.dir}/keys.toml"
 enabled = false
 [health]
 max_clock_skew_secs = 0
+[login]
+free_failures = 5
+base_lockout_secs = 30
+[otp]
+# More codes per login than free failures, so that one login can reach the lockout (the
+# default, 5, sends the user back to the password first).
+challenge_max_attempts = 10
 [webauthn]
 rp_id = "localhost"
 origins = ["{self.base}"]
@@ -79,18 +100,27 @@ scopes = ["users:read", "users:write", "organizations:read", "organizations:writ
         env = dict(os.environ, RUST_LOG="info")
         self.logs = []
         self.processes = []
-        self.tollgate = self.start(
-            [TOLLGATE, "--config", str(config), "serve"], env, "tollgate.log"
-        )
-        web_env = dict(
+        try:
+            self.tollgate = self.start(
+                [TOLLGATE, "--config", str(config), "serve"], env, "tollgate.log"
+            )
+            wait_for_port(grpc, self.tollgate, self.logs[-1])
+            self.web = self.start([LOGIN_WEB], self.web_env(env, grpc, web, api_key),
+                                  "login-web.log")
+            wait_for(self.base + "/login", self.web, self.logs[-1])
+        except Exception as error:
+            logged = self.logged()[-5000:]
+            self.stop()
+            raise RuntimeError(f"{error}\n{logged}") from error
+
+    def web_env(self, env, grpc, web, api_key):
+        return dict(
             env,
             TOLLGATE_ADDR=f"http://127.0.0.1:{grpc}",
             TOLLGATE_API_KEY=api_key,
             LOGIN_WEB_LISTEN=f"127.0.0.1:{web}",
             LOGIN_WEB_PUBLIC_URL=self.base,
         )
-        self.web = self.start([LOGIN_WEB], web_env, "login-web.log")
-        wait_for(self.base + "/login", self.web, self.logs[-1])
 
     def start(self, command, env, log_name):
         log = pathlib.Path(self.dir) / log_name
@@ -106,6 +136,7 @@ scopes = ["users:read", "users:write", "organizations:read", "organizations:writ
             process.terminate()
         for process in self.processes:
             process.wait(timeout=30)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def logged(self):
         return "".join(log.read_text() for log in self.logs)
@@ -116,6 +147,21 @@ def stack():
     stack = Stack()
     yield stack
     stack.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On a failure, the page as the browser showed it, and the servers' logs."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    driver = item.funcargs.get("chromium")
+    if driver is not None:
+        driver.save_screenshot(str(SCREENSHOTS / f"failed-{item.name}.png"))
+    stack = item.funcargs.get("stack")
+    if stack is not None:
+        report.sections.append(("server logs", stack.logged()[-20000:]))
 
 
 @pytest.fixture(scope="session")
