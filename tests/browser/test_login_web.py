@@ -8,6 +8,7 @@ under target/browser/.
 
 import hashlib
 import io
+import json
 import re
 import time
 import urllib.error
@@ -133,12 +134,21 @@ def enroll_app(driver, name):
 
 
 def recovery_codes(driver, name):
-    """The recovery codes page: ten codes shown once, with a download button."""
+    """The recovery codes page: ten codes shown once, and the download gives the same."""
     codes = driver.find_element(By.ID, "codes").text.split()
     shot(driver, f"{name}-recovery-codes")
     assert len(codes) == 10, codes
     assert all(re.fullmatch(r"[A-Z2-7]{4}(-[A-Z2-7]{4}){3}", code) for code in codes), codes
-    assert driver.find_element(By.ID, "download-codes").is_displayed()
+    downloads = SCREENSHOTS / "downloads" / name
+    downloads.mkdir(parents=True, exist_ok=True)
+    driver.execute_cdp_cmd(
+        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+    )
+    press(driver, "#download-codes", navigates=False)
+    saved = downloads / "tollgate-recovery-codes.txt"
+    WebDriverWait(driver, 10).until(lambda _: saved.exists() and saved.stat().st_size > 0)
+    assert saved.read_text().split() == codes
+    saved.unlink()
     return codes
 
 
@@ -235,7 +245,8 @@ def test_mandatory_2fa_sends_a_member_without_a_factor_to_enrollment(chromium, s
     log_in(driver, stack, "bob@example.com")
     at(driver, "/enroll")
     totp, _codes = enroll_app(driver, "2-bob")
-    assert "Signed in as bob@example.com" in main_text(driver)
+    # The enrollment's confirmation completed the login with the new factor.
+    assert "Signed in as bob@example.com with a second factor." in main_text(driver)
     shot(driver, "2-bob-account-after-enrollment")
     log_out(driver)
     shared.update(bob_totp=totp)
@@ -322,17 +333,47 @@ def test_passkey_as_second_factor_then_passwordless(chromium, stack):
         driver.remove_virtual_authenticator()
 
 
-def test_a_form_without_its_csrf_token_is_refused(stack):
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    body = urllib.parse.urlencode(
-        {"csrf": "forged", "email": "alice@example.com", "password": PASSWORD}
-    ).encode()
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        opener.open(stack.base + "/login", data=body, timeout=10)
-    assert refused.value.code == 400
-    page = refused.value.read().decode()
-    assert "This form expired" in page
-    assert "tollgate_session" not in refused.value.headers.get("set-cookie", "")
+def test_a_form_or_script_call_without_its_csrf_token_is_refused(chromium, stack):
+    """A forged form (no cookie, or the browser's own cookies with another token) changes
+    nothing; the script's calls are checked alike."""
+    driver = chromium
+    driver.get(stack.base + "/login")
+    token = driver.find_element(By.CSS_SELECTOR, "meta[name=csrf]").get_attribute("content")
+    cookies = "; ".join(f"{c['name']}={c['value']}" for c in driver.get_cookies())
+    class Stay(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args):
+            return None
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), Stay)
+
+    def post(path, body, headers):
+        request = urllib.request.Request(stack.base + path, data=body, headers=headers)
+        try:
+            with opener.open(request, timeout=10) as response:
+                return response.status, response.read().decode(), response.headers
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode(), error.headers
+
+    form = {"email": "alice@example.com", "password": PASSWORD}
+    for headers, csrf in (({}, "forged"), ({"Cookie": cookies}, "forged"),
+                          ({"Cookie": cookies}, "")):
+        body = urllib.parse.urlencode(dict(form, csrf=csrf)).encode()
+        status, page, answer = post("/login", body, headers)
+        assert status == 400 and "This form expired" in page, (headers, csrf, status)
+        assert "tollgate_session" not in answer.get("set-cookie", "")
+    # The same form with the page's token is let through (here: to the second factor).
+    body = urllib.parse.urlencode(dict(form, csrf=token)).encode()
+    status, _, answer = post("/login", body, {"Cookie": cookies})
+    assert status == 303 and answer["location"] == "/login/verify", status
+
+    json_headers = {"Cookie": cookies, "Content-Type": "application/json"}
+    status, reply, _ = post("/login/passkey/begin", b'{"csrf": "forged"}', json_headers)
+    assert status == 200 and json.loads(reply) == {
+        "error": "This form expired. Please try again."
+    }, reply
+    body = json.dumps({"csrf": token}).encode()
+    status, reply, _ = post("/login/passkey/begin", body, json_headers)
+    assert "options" in json.loads(reply), reply
 
 
 def test_no_secret_reaches_a_log(stack):

@@ -17,8 +17,8 @@ use tollgate_proto::v1::{
     BeginWebAuthnRegistrationRequest, BeginWebAuthnVerificationRequest,
     ConfirmSmsEnrollmentRequest, ConfirmTotpEnrollmentRequest, ConfirmWebAuthnRegistrationRequest,
     FactorKind, FactorStatus, GetUserRequest, ListFactorsRequest, RegenerateRecoveryCodesRequest,
-    RemoveFactorRequest, ResetMfaRequest, Session, ValidateSessionRequest, VerifyStepUpRequest,
-    get_user_request,
+    RemoveFactorRequest, ResetMfaRequest, SendSmsCodeRequest, Session, ValidateSessionRequest,
+    VerifyStepUpRequest, get_user_request,
 };
 
 use crate::App;
@@ -74,6 +74,9 @@ async fn account(mut tollgate: Clients, jar: Jar, message: Message) -> Response 
     let has_passkey = factors.factors.iter().any(|factor| {
         factor.kind == FactorKind::Webauthn as i32 && factor.status == FactorStatus::Active as i32
     });
+    let has_phone = factors.factors.iter().any(|factor| {
+        factor.kind == FactorKind::Sms as i32 && factor.status == FactorStatus::Active as i32
+    });
     let (jar, csrf) = jar.csrf();
     let body = html! {
         p #signed-in {
@@ -83,13 +86,20 @@ async fn account(mut tollgate: Clients, jar: Jar, message: Message) -> Response 
         @if !session.organization_id.is_empty() {
             p { a href="/org" { "Your organization" } }
         }
+        @if has_phone {
+            // The code serves the step-up and the proofs below (SendSmsCode with the session).
+            form method="post" action="/account/sms" #text-me {
+                (csrf_field(&csrf))
+                button type="submit" { "Text me a code" }
+            }
+        }
         @if active && !stepped_up {
             section #step-up {
                 h2 { "Confirm it's you" }
                 p { "Changing your factors needs a current code first." }
                 form method="post" action="/account/step-up" {
                     (csrf_field(&csrf))
-                    (proof_input("code", "Code from your app, token or text message, or a recovery code"))
+                    (proof_input("code", "code", "Code from your app, token or text message, or a recovery code"))
                     button type="submit" { "Confirm" }
                 }
                 @if has_passkey {
@@ -117,11 +127,14 @@ async fn account(mut tollgate: Clients, jar: Jar, message: Message) -> Response 
                                 td { (when(factor.activate_time.as_ref().or(factor.create_time.as_ref()))) }
                                 td.last-used { (when(factor.last_use_time.as_ref())) }
                                 td {
-                                    form method="post" action="/factors/remove" {
-                                        (csrf_field(&csrf))
-                                        input type="hidden" name="factor_id" value=(factor.id);
-                                        (proof_input(&format!("proof-{}", factor.id), "Code or recovery code"))
-                                        button type="submit" { "Remove" }
+                                    // A pending factor expires on its own.
+                                    @if factor.status == FactorStatus::Active as i32 {
+                                        form method="post" action="/factors/remove" {
+                                            (csrf_field(&csrf))
+                                            input type="hidden" name="factor_id" value=(factor.id);
+                                            (proof_input(&format!("proof-{}", factor.id), "proof", "Code or recovery code"))
+                                            button type="submit" { "Remove" }
+                                        }
                                     }
                                 }
                             }
@@ -140,7 +153,7 @@ async fn account(mut tollgate: Clients, jar: Jar, message: Message) -> Response 
                 p #recovery-remaining { (factors.recovery_codes_remaining) " unused recovery codes left." }
                 form method="post" action="/account/recovery-codes" {
                     (csrf_field(&csrf))
-                    (proof_input("recovery-proof", "A current code"))
+                    (proof_input("recovery-proof", "proof", "A current code or a recovery code"))
                     button type="submit" { "Make new recovery codes" }
                 }
             }
@@ -151,7 +164,7 @@ async fn account(mut tollgate: Clients, jar: Jar, message: Message) -> Response 
                      device or a recovery code." }
                 form method="post" action="/account/reset" {
                     (csrf_field(&csrf))
-                    (proof_input("reset-proof", "Code or recovery code"))
+                    (proof_input("reset-proof", "proof", "Code or recovery code"))
                     button type="submit" { "Reset my two-factor authentication" }
                 }
             }
@@ -227,6 +240,33 @@ pub(crate) async fn step_up(
     };
     let message = match tollgate.authentication.verify_step_up(request).await {
         Ok(_) => Message::Notice("Confirmed: you can change your factors now.".to_owned()),
+        Err(status) => Message::Error(human(&status)),
+    };
+    account(tollgate, jar, message).await
+}
+
+/// "Text me a code": `SendSmsCode` for the session, for the step-up or a proof.
+pub(crate) async fn send_sms(
+    State(app): State<App>,
+    jar: Jar,
+    form: axum::Form<crate::login::CsrfForm>,
+) -> Response {
+    let Some(token) = jar.session() else {
+        return Redirect::to("/login").into_response();
+    };
+    if !form.csrf_ok(&jar) {
+        return account(app.tollgate, jar, expired_form()).await;
+    }
+    let mut tollgate = app.tollgate;
+    let request = SendSmsCodeRequest {
+        session_token: token,
+        ..SendSmsCodeRequest::default()
+    };
+    let message = match tollgate.authentication.send_sms_code(request).await {
+        Ok(reply) => Message::Notice(format!(
+            "A code was sent to {}.",
+            reply.into_inner().masked_phone_number
+        )),
         Err(status) => Message::Error(human(&status)),
     };
     account(tollgate, jar, message).await
@@ -613,8 +653,7 @@ pub(crate) async fn add_passkey_finish(
 pub(crate) struct RemoveForm {
     csrf: String,
     factor_id: String,
-    #[serde(flatten)]
-    proof: std::collections::HashMap<String, String>,
+    proof: String,
 }
 
 /// `RemoveFactor` with a current code or a recovery code as proof.
@@ -629,15 +668,10 @@ pub(crate) async fn remove_factor(
     if !jar.csrf_ok(&form.csrf) {
         return account(app.tollgate, jar, expired_form()).await;
     }
-    let proof = form
-        .proof
-        .get(&format!("proof-{}", form.factor_id))
-        .cloned()
-        .unwrap_or_default();
     let mut tollgate = app.tollgate;
     let request = RemoveFactorRequest {
         factor_id: form.factor_id.clone(),
-        proof: proof.replace(' ', ""),
+        proof: form.proof.replace(' ', ""),
         webauthn_response_json: String::new(),
     };
     let message = match tollgate
@@ -657,17 +691,7 @@ pub(crate) async fn remove_factor(
 #[derive(Debug, Deserialize)]
 pub(crate) struct ProofForm {
     csrf: String,
-    #[serde(flatten)]
-    proof: std::collections::HashMap<String, String>,
-}
-
-impl ProofForm {
-    fn proof(&self, field: &str) -> String {
-        self.proof
-            .get(field)
-            .map(|proof| proof.replace(' ', ""))
-            .unwrap_or_default()
-    }
+    proof: String,
 }
 
 /// `RegenerateRecoveryCodes`: a new set, shown once.
@@ -684,7 +708,7 @@ pub(crate) async fn new_recovery_codes(
     }
     let mut tollgate = app.tollgate;
     let request = RegenerateRecoveryCodesRequest {
-        proof: form.proof("recovery-proof"),
+        proof: form.proof.replace(' ', ""),
         webauthn_response_json: String::new(),
     };
     match tollgate
@@ -712,7 +736,7 @@ pub(crate) async fn reset(
     }
     let mut tollgate = app.tollgate;
     let request = ResetMfaRequest {
-        proof: form.proof("reset-proof"),
+        proof: form.proof.replace(' ', ""),
         webauthn_response_json: String::new(),
     };
     let message = match tollgate.enrollment.reset_mfa(bearer(request, &token)).await {

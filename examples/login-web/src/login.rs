@@ -36,6 +36,12 @@ pub(crate) struct CsrfForm {
     csrf: String,
 }
 
+impl CsrfForm {
+    pub(crate) fn csrf_ok(&self, jar: &Jar) -> bool {
+        jar.csrf_ok(&self.csrf)
+    }
+}
+
 /// The CSRF token of a script call, and what the browser answered.
 #[derive(Debug, Deserialize)]
 pub(crate) struct ScriptCall {
@@ -51,12 +57,18 @@ pub(crate) async fn signup_page(jar: Jar) -> Response {
 }
 
 fn signup_form(jar: Jar, message: &Message) -> Response {
+    signup_form_for(jar, "", message)
+}
+
+/// The sign-up form, with the email the user typed kept.
+fn signup_form_for(jar: Jar, email: &str, message: &Message) -> Response {
     let (jar, csrf) = jar.csrf();
     let body = html! {
         form method="post" action="/signup" {
             (csrf_field(&csrf))
             label for="email" { "Email" }
-            input #email name="email" type="email" autocomplete="username" required;
+            input #email name="email" type="email" autocomplete="username" value=(email)
+                required;
             label for="password" { "Password (at least 12 characters)" }
             input #password name="password" type="password" autocomplete="new-password"
                 minlength="12" required;
@@ -102,12 +114,17 @@ pub(crate) async fn signup(
         .await;
     let user = match created.map(|reply| reply.into_inner().user) {
         Ok(Some(user)) => user,
-        Ok(None) => return signup_form(jar, &Message::Error("No user came back.".to_owned())),
+        Ok(None) => {
+            let text = "No user came back.".to_owned();
+            return signup_form_for(jar, &form.email, &Message::Error(text));
+        }
         Err(status) if status.code() == Code::AlreadyExists => {
             let text = "An account with this email exists already: log in instead.";
-            return signup_form(jar, &Message::Error(text.to_owned()));
+            return signup_form_for(jar, &form.email, &Message::Error(text.to_owned()));
         }
-        Err(status) => return signup_form(jar, &Message::Error(human(&status))),
+        Err(status) => {
+            return signup_form_for(jar, &form.email, &Message::Error(human(&status)));
+        }
     };
     let mut organization_id = String::new();
     let name = form.organization.trim();
@@ -125,7 +142,7 @@ pub(crate) async fn signup(
                     "Your account was made, the organization not: {}",
                     human(&status)
                 );
-                return login_form(jar, &Message::Error(text));
+                return login_form_for(jar, &form.email, &Message::Error(text));
             }
         }
     }
@@ -137,16 +154,23 @@ pub(crate) async fn login_page(jar: Jar) -> Response {
 }
 
 fn login_form(jar: Jar, message: &Message) -> Response {
+    login_form_for(jar, "", message)
+}
+
+/// The login form, with the email the user typed kept.
+fn login_form_for(jar: Jar, email: &str, message: &Message) -> Response {
+    let several = matches!(message, Message::Error(text) if text.contains("several organizations"));
     let (jar, csrf) = jar.csrf();
     let body = html! {
         form method="post" action="/login" {
             (csrf_field(&csrf))
             label for="email" { "Email" }
-            input #email name="email" type="email" autocomplete="username webauthn" required;
+            input #email name="email" type="email" autocomplete="username" value=(email)
+                required;
             label for="password" { "Password" }
             input #password name="password" type="password" autocomplete="current-password"
                 required;
-            details {
+            details open[several] {
                 summary { "Several organizations?" }
                 label for="organization" { "Organization id" }
                 input #organization name="organization" type="text";
@@ -189,6 +213,18 @@ pub(crate) async fn login(
     .await
 }
 
+/// A login replaces the session this browser had: that one is revoked, not left to expire.
+async fn revoke_previous(tollgate: &mut crate::tollgate::Clients, jar: &Jar) {
+    if let Some(token) = jar.session()
+        && let Err(status) = tollgate
+            .sessions
+            .revoke_session(RevokeSessionRequest { token })
+            .await
+    {
+        tracing::warn!(code = ?status.code(), "the previous session was not revoked");
+    }
+}
+
 /// `Authenticate` with email and password, then the page its answer leads to.
 async fn password_login(
     mut tollgate: crate::tollgate::Clients,
@@ -208,10 +244,11 @@ async fn password_login(
     };
     match tollgate.authentication.authenticate(request).await {
         Ok(reply) => {
+            revoke_previous(&mut tollgate, &jar).await;
             let (jar, next) = after_authenticate(jar, reply.into_inner().result);
             (jar, Redirect::to(next)).into_response()
         }
-        Err(status) => login_form(jar, &Message::Error(human(&status))),
+        Err(status) => login_form_for(jar, email, &Message::Error(human(&status))),
     }
 }
 
@@ -313,7 +350,7 @@ fn verify_form(jar: Jar, message: &Message) -> Response {
                 summary { "Lost your device? Use a recovery code" }
                 form method="post" action="/login/verify" {
                     (csrf_field(&csrf))
-                    (proof_input("recovery_code", "Recovery code"))
+                    (proof_input("recovery_code", "recovery_code", "Recovery code"))
                     button type="submit" #use-recovery-code { "Use this recovery code" }
                 }
             }
@@ -363,10 +400,7 @@ pub(crate) async fn verify(
             let (jar, next) = after_second_factor(jar, reply.into_inner().result);
             (jar, Redirect::to(next)).into_response()
         }
-        Err(status) if session_over(&status) => {
-            login_form(jar.logged_out(), &Message::Error(human(&status)))
-        }
-        Err(status) => verify_form(jar, &Message::Error(human(&status))),
+        Err(status) => step_failed(jar, &status),
     }
 }
 
@@ -401,7 +435,7 @@ pub(crate) async fn send_sms(
             };
             (jar.with_step(&step), Redirect::to("/login/verify")).into_response()
         }
-        Err(status) => verify_form(jar, &Message::Error(human(&status))),
+        Err(status) => step_failed(jar, &status),
     }
 }
 
@@ -464,6 +498,9 @@ pub(crate) async fn verify_passkey_finish(
             let (jar, next) = after_second_factor(jar, reply.into_inner().result);
             (jar, Json(Reply::redirect(next))).into_response()
         }
+        Err(status) if session_over(&status) => {
+            (jar.logged_out(), Json(Reply::redirect("/login"))).into_response()
+        }
         Err(status) => Json(Reply::error(human(&status))).into_response(),
     }
 }
@@ -512,6 +549,7 @@ pub(crate) async fn passkey_login_finish(
     };
     match tollgate.authentication.authenticate(request).await {
         Ok(reply) => {
+            revoke_previous(&mut tollgate, &jar).await;
             let (jar, next) = after_authenticate(jar, reply.into_inner().result);
             (jar, Json(Reply::redirect(next))).into_response()
         }
@@ -562,6 +600,16 @@ pub(crate) async fn logout(
         }
     }
     (jar.logged_out(), Redirect::to("/login")).into_response()
+}
+
+/// A failed second-factor step: the login page again when the challenge is over (expired,
+/// used, or out of attempts), the step with the message otherwise.
+fn step_failed(jar: Jar, status: &tonic::Status) -> Response {
+    if session_over(status) {
+        login_form(jar.logged_out(), &Message::Error(human(status)))
+    } else {
+        verify_form(jar, &Message::Error(human(status)))
+    }
 }
 
 pub(crate) fn expired_form() -> Message {

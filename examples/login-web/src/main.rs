@@ -136,6 +136,7 @@ fn router(app: App) -> Router {
         .route("/logout", post(login::logout))
         .route("/account", get(account::account_page))
         .route("/account/step-up", post(account::step_up))
+        .route("/account/sms", post(account::send_sms))
         .route(
             "/account/step-up/passkey/begin",
             post(account::step_up_passkey_begin),

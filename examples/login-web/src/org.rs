@@ -7,6 +7,9 @@
 //! `ListAuditEvents`) take their session as `authorization: Bearer` and refuse anyone else.
 //! `ListMembers` and `AddMember` trust the calling service, so the app calls them only after
 //! `ListAuditEvents` accepted the session.
+//!
+//! Adding a member by email puts that account under this organization's policy at once; a
+//! real product would send an invitation the user accepts first.
 
 use std::collections::HashMap;
 

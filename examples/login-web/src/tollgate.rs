@@ -15,7 +15,8 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt as _;
 
-/// Adds the app's API key to every call.
+/// Adds the app's API key to every call. The value is marked sensitive: `Debug` prints
+/// `Sensitive`, and HTTP/2 never puts it in its header compression table.
 #[derive(Clone, Debug)]
 pub(crate) struct ApiKey(Option<MetadataValue<Ascii>>);
 
@@ -53,9 +54,10 @@ impl Clients {
         let key = if api_key.is_empty() {
             ApiKey(None)
         } else {
-            ApiKey(Some(
-                api_key.parse().map_err(|_| "the API key is not ASCII")?,
-            ))
+            let mut value: MetadataValue<Ascii> =
+                api_key.parse().map_err(|_| "the API key is not ASCII")?;
+            value.set_sensitive(true);
+            ApiKey(Some(value))
         };
         let authed = InterceptedService::new(channel, key);
         Ok(Self {
@@ -72,7 +74,8 @@ impl Clients {
 /// `authorization: Bearer`.
 pub(crate) fn bearer<T>(message: T, token: &str) -> Request<T> {
     let mut request = Request::new(message);
-    if let Ok(value) = format!("Bearer {token}").parse() {
+    if let Ok(mut value) = format!("Bearer {token}").parse::<MetadataValue<Ascii>>() {
+        value.set_sensitive(true);
         request.metadata_mut().insert("authorization", value);
     }
     request

@@ -68,11 +68,12 @@ pub(crate) fn code_input(name: &str, label: &str) -> Markup {
     }
 }
 
-/// A code that may also be a recovery code (letters): a text keyboard.
-pub(crate) fn proof_input(name: &str, label: &str) -> Markup {
+/// A code that may also be a recovery code (letters): a text keyboard. `id` tells apart the
+/// fields of several forms on one page that post the same `name`.
+pub(crate) fn proof_input(id: &str, name: &str, label: &str) -> Markup {
     html! {
-        label for=(name) { (label) }
-        input id=(name) name=(name) type="text" autocomplete="one-time-code"
+        label for=(id) { (label) }
+        input id=(id) name=(name) type="text" autocomplete="one-time-code"
             autocapitalize="characters" spellcheck="false" maxlength="24" required;
     }
 }
@@ -161,6 +162,8 @@ pub(crate) fn add_factor_forms(csrf: &str, allowed: &[i32]) -> Markup {
 pub(crate) struct Reply {
     #[serde(skip_serializing_if = "Option::is_none")]
     options: Option<String>,
+    /// What the script sends back with the browser's answer to finish the ceremony: the
+    /// passwordless ceremony's id, or the pending factor's id of a registration.
     #[serde(skip_serializing_if = "String::is_empty")]
     ceremony: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -188,7 +191,8 @@ impl Reply {
         }
     }
 
-    /// Content that replaces the page's `main` (the recovery codes after a first factor).
+    /// Content that replaces the page's `main` (the recovery codes after a first factor);
+    /// maud escaped everything in it.
     pub(crate) fn html(markup: &Markup) -> Self {
         Self {
             html: Some(markup.clone().into_string()),
