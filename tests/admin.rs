@@ -1274,6 +1274,7 @@ async fn bad_policy_updates_name_the_field_and_change_nothing(backend: Backend) 
             },
             "policy.allowed_methods",
         ),
+        // No methods at all: named in the mask (without one, an empty list is not set).
         (
             v1::UpdateMfaPolicyRequest {
                 organization_id: org.clone(),
@@ -1281,19 +1282,34 @@ async fn bad_policy_updates_name_the_field_and_change_nothing(backend: Backend) 
                     allowed_methods: vec![],
                     ..policy(true, false, v1::SsoMode::Enforce)
                 }),
-                update_mask: None,
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["allowed_methods".into()],
+                }),
                 password: PASSWORD.into(),
             },
             "policy.allowed_methods",
         ),
+        // SSO on needs a mode.
         (
             v1::UpdateMfaPolicyRequest {
                 organization_id: org.clone(),
-                policy: Some(policy(true, false, v1::SsoMode::Unspecified)),
-                update_mask: None,
+                policy: Some(policy(false, true, v1::SsoMode::Unspecified)),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["sso_enabled".into(), "sso_mode".into()],
+                }),
                 password: PASSWORD.into(),
             },
             "policy.sso_mode",
+        ),
+        // No mask and no field set: nothing to do.
+        (
+            v1::UpdateMfaPolicyRequest {
+                organization_id: org.clone(),
+                policy: Some(v1::MfaPolicy::default()),
+                update_mask: None,
+                password: PASSWORD.into(),
+            },
+            "update_mask",
         ),
     ];
     for (request, field) in cases {
@@ -1457,7 +1473,12 @@ async fn admin_rpcs_refuse_everyone_else_and_change_nothing(backend: Backend) {
             Code::PermissionDenied,
             "SESSION_OF_ANOTHER_ORGANIZATION",
         ),
-        ("no session", None, Code::Unauthenticated, "SESSION_INVALID"),
+        (
+            "no session",
+            None,
+            Code::Unauthenticated,
+            "USER_TOKEN_MISSING",
+        ),
         (
             "expired session",
             Some("short-lived-owner-session".to_owned()),

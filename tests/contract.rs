@@ -391,15 +391,17 @@ async fn every_rpc_refuses_bad_input_cleanly(backend: Backend) {
                 ) {
                     failures.push(format!("{context}: {status:?}"));
                 }
-                if status.code() == Code::InvalidArgument {
-                    if reason(status).is_none() {
-                        failures.push(format!("{context}: INVALID_ARGUMENT without ErrorInfo"));
-                    }
-                    if row_counts(&server.app.storage).await != before {
-                        failures.push(format!(
-                            "{context}: refused as INVALID_ARGUMENT, yet it wrote"
-                        ));
-                    }
+                // Every error carries ErrorInfo, with a reason of the contract's ErrorReason
+                // (`reason` checks that).
+                if reason(status).is_none() {
+                    failures.push(format!("{context}: {:?} without ErrorInfo", status.code()));
+                }
+                if status.code() == Code::InvalidArgument
+                    && row_counts(&server.app.storage).await != before
+                {
+                    failures.push(format!(
+                        "{context}: refused as INVALID_ARGUMENT, yet it wrote"
+                    ));
                 }
             }
             match (&case.expect, &answer) {

@@ -71,11 +71,13 @@ impl World {
         self.server
             .authentication()
             .await
-            .verify_step_up(v1::VerifyStepUpRequest {
-                session_token: token.to_owned(),
-                code: self.code(app),
-                webauthn_response_json: String::new(),
-            })
+            .verify_step_up(bearer(
+                v1::VerifyStepUpRequest {
+                    code: self.code(app),
+                    ..Default::default()
+                },
+                token,
+            ))
             .await
             .unwrap();
     }
@@ -780,21 +782,25 @@ async fn recovery_codes_regenerate_and_sessions_step_up(backend: Backend) {
     // Step-up: a level-1 session becomes level 2 with a current code.
     let mut auth = w.server.authentication().await;
     let err = auth
-        .verify_step_up(v1::VerifyStepUpRequest {
-            session_token: token.clone(),
-            code: "000000".into(),
-            webauthn_response_json: String::new(),
-        })
+        .verify_step_up(bearer(
+            v1::VerifyStepUpRequest {
+                code: "000000".into(),
+                ..Default::default()
+            },
+            &token,
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     w.clock.advance(30);
     let up = auth
-        .verify_step_up(v1::VerifyStepUpRequest {
-            session_token: token.clone(),
-            code: w.code(&app),
-            webauthn_response_json: String::new(),
-        })
+        .verify_step_up(bearer(
+            v1::VerifyStepUpRequest {
+                code: w.code(&app),
+                ..Default::default()
+            },
+            &token,
+        ))
         .await
         .unwrap()
         .into_inner();

@@ -190,10 +190,13 @@ async fn begin_verification(
     server
         .authentication()
         .await
-        .begin_web_authn_verification(v1::BeginWebAuthnVerificationRequest {
-            challenge_token: challenge_token.into(),
-            session_token: session_token.into(),
-        })
+        .begin_web_authn_verification(bearer(
+            v1::BeginWebAuthnVerificationRequest {
+                challenge_token: challenge_token.into(),
+                ..Default::default()
+            },
+            session_token,
+        ))
         .await
         .map(|r| r.into_inner().request_options_json)
 }
@@ -266,11 +269,13 @@ async fn a_security_key_is_a_second_factor(backend: Backend) {
     server
         .authentication()
         .await
-        .verify_step_up(v1::VerifyStepUpRequest {
-            session_token: first_session.clone(),
-            code: String::new(),
-            webauthn_response_json: response,
-        })
+        .verify_step_up(bearer(
+            v1::VerifyStepUpRequest {
+                webauthn_response_json: response,
+                ..Default::default()
+            },
+            &first_session,
+        ))
         .await
         .unwrap();
 

@@ -361,9 +361,21 @@ pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
 }
 
 /// The ErrorInfo reason of a status, if any.
+///
+/// Every reason read here is checked against the contract: the domain is `tollgate.v1` and
+/// the reason is a value of `ErrorReason` (so every test that looks at a reason also checks
+/// that the server sends only documented ones).
 pub fn reason(status: &tonic::Status) -> Option<String> {
     use tonic_types::StatusExt as _;
-    status.get_details_error_info().map(|info| info.reason)
+    let info = status.get_details_error_info()?;
+    assert_eq!(info.domain, "tollgate.v1", "{status:?}");
+    let known = tollgate_proto::v1::ErrorReason::from_str_name(&info.reason);
+    assert!(
+        known.is_some_and(|reason| reason != tollgate_proto::v1::ErrorReason::Unspecified),
+        "{} is not a value of the contract's ErrorReason: {status:?}",
+        info.reason
+    );
+    Some(info.reason)
 }
 
 /// Runs an async test body on both engines: `both!(name)` for `async fn name(backend: Backend)`.

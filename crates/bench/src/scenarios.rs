@@ -138,11 +138,13 @@ impl Worker for OtpWorker {
         let code = user.press();
         let answer = c
             .authentication()
-            .verify_step_up(c.req(v1::VerifyStepUpRequest {
-                session_token: user.session.clone(),
-                code,
-                webauthn_response_json: String::new(),
-            }))
+            .verify_step_up(c.bearer(
+                v1::VerifyStepUpRequest {
+                    code,
+                    ..Default::default()
+                },
+                &user.session,
+            ))
             .await;
         (
             OP,
@@ -434,11 +436,13 @@ impl MixedWorker {
         let code = self.user.press();
         let r = c
             .authentication()
-            .verify_step_up(c.req(v1::VerifyStepUpRequest {
-                session_token: self.user.session.clone(),
-                code,
-                webauthn_response_json: String::new(),
-            }))
+            .verify_step_up(c.bearer(
+                v1::VerifyStepUpRequest {
+                    code,
+                    ..Default::default()
+                },
+                &self.user.session,
+            ))
             .await
             .map_err(|e| failure_of_status(&e))?;
         if r.get_ref().assurance_level() != v1::AssuranceLevel::SecondFactor {

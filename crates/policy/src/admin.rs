@@ -2,6 +2,7 @@
 //! sessions a change revokes.
 
 use thiserror::Error;
+use tollgate_proto::v1::ErrorReason;
 
 use crate::model::{Assurance, LoginKind, OrgPolicy, Role, SsoMode};
 
@@ -41,17 +42,17 @@ pub enum AdminRefusal {
 
 impl AdminRefusal {
     /// A stable machine-readable reason, for `google.rpc.ErrorInfo`.
-    pub const fn reason(self) -> &'static str {
+    pub const fn reason(self) -> ErrorReason {
         match self {
-            Self::NotAnAdmin => "NOT_AN_ADMIN",
-            Self::PasswordNotSet => "PASSWORD_NOT_SET",
-            Self::PasswordConfirmationRequired => "PASSWORD_CONFIRMATION_REQUIRED",
-            Self::SsoExempts => "SSO_EXEMPTS",
-            Self::NoMethodAllowed => "NO_METHOD_ALLOWED",
-            Self::CannotResetSelf => "CANNOT_RESET_SELF",
-            Self::CannotResetOwner => "CANNOT_RESET_OWNER",
-            Self::AdministersElsewhere => "ADMINISTERS_ELSEWHERE",
-            Self::StepUpRequired => "STEP_UP_REQUIRED",
+            Self::NotAnAdmin => ErrorReason::NotAnAdmin,
+            Self::PasswordNotSet => ErrorReason::PasswordNotSet,
+            Self::PasswordConfirmationRequired => ErrorReason::PasswordConfirmationRequired,
+            Self::SsoExempts => ErrorReason::SsoExempts,
+            Self::NoMethodAllowed => ErrorReason::NoMethodAllowed,
+            Self::CannotResetSelf => ErrorReason::CannotResetSelf,
+            Self::CannotResetOwner => ErrorReason::CannotResetOwner,
+            Self::AdministersElsewhere => ErrorReason::AdministersElsewhere,
+            Self::StepUpRequired => ErrorReason::StepUpRequired,
         }
     }
 }

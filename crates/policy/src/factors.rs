@@ -2,6 +2,7 @@
 //! using a recovery code implies.
 
 use thiserror::Error;
+use tollgate_proto::v1::ErrorReason;
 
 use crate::model::{FactorKind, Factors, OrgPolicy, Proof, UserState};
 
@@ -27,12 +28,12 @@ pub enum FactorRefusal {
 
 impl FactorRefusal {
     /// A stable machine-readable reason, for `google.rpc.ErrorInfo`.
-    pub const fn reason(self) -> &'static str {
+    pub const fn reason(self) -> ErrorReason {
         match self {
-            Self::ProofRequired => "PROOF_REQUIRED",
-            Self::NoSuchFactor => "NO_SUCH_FACTOR",
-            Self::LastRequiredFactor => "LAST_REQUIRED_FACTOR",
-            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Self::ProofRequired => ErrorReason::ProofRequired,
+            Self::NoSuchFactor => ErrorReason::NoSuchFactor,
+            Self::LastRequiredFactor => ErrorReason::LastRequiredFactor,
+            Self::MethodNotAllowed => ErrorReason::MethodNotAllowed,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use enumset::EnumSet;
 use thiserror::Error;
+use tollgate_proto::v1::ErrorReason;
 
 use crate::model::{AccountStatus, Assurance, FactorKind, LoginKind, Method, OrgPolicy, UserState};
 
@@ -83,14 +84,15 @@ pub enum Denial {
 
 impl Denial {
     /// A stable machine-readable reason, for `google.rpc.ErrorInfo`.
-    pub const fn reason(self) -> &'static str {
+    pub const fn reason(self) -> ErrorReason {
         match self {
-            Self::AccountDisabled => "ACCOUNT_DISABLED",
-            Self::LockedOut { .. } => "LOCKED_OUT",
-            Self::NoPassword => "NO_PASSWORD",
-            Self::SsoNotEnabled => "SSO_NOT_ENABLED",
-            Self::NotAMember => "NOT_A_MEMBER",
-            Self::OrganizationRequired => "ORGANIZATION_REQUIRED",
+            Self::AccountDisabled => ErrorReason::AccountDisabled,
+            Self::LockedOut { .. } => ErrorReason::LockedOut,
+            // Never told apart from a wrong password.
+            Self::NoPassword => ErrorReason::InvalidCredentials,
+            Self::SsoNotEnabled => ErrorReason::SsoNotEnabled,
+            Self::NotAMember => ErrorReason::NotAMember,
+            Self::OrganizationRequired => ErrorReason::OrganizationRequired,
         }
     }
 }

@@ -63,7 +63,11 @@ impl<U: Message + Default + Inbound> Decoder for CheckingDecoder<U> {
                 return Err(Status::with_error_details(
                     Code::InvalidArgument,
                     "the request body is not a valid protobuf message of this RPC",
-                    ErrorDetails::with_error_info("MALFORMED_REQUEST", DOMAIN, []),
+                    ErrorDetails::with_error_info(
+                        crate::v1::ErrorReason::MalformedRequest.as_str_name(),
+                        DOMAIN,
+                        [],
+                    ),
                 ));
             }
         };
@@ -83,7 +87,11 @@ impl<U: Message + Default + Inbound> Decoder for CheckingDecoder<U> {
 }
 
 fn refused(violations: &[Violation]) -> Status {
-    let mut details = ErrorDetails::with_error_info("INVALID_ARGUMENT", DOMAIN, []);
+    let mut details = ErrorDetails::with_error_info(
+        crate::v1::ErrorReason::InvalidArgument.as_str_name(),
+        DOMAIN,
+        [],
+    );
     for (field, description) in violations {
         details.add_bad_request_violation(field.clone(), *description);
     }

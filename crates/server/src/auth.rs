@@ -2,6 +2,7 @@
 //! certificate under mutual TLS, with scopes. When no caller is configured the server only
 //! listens on loopback and every local caller gets every scope.
 
+use crate::error::ErrorReason;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -27,7 +28,7 @@ impl Caller {
             Ok(())
         } else {
             Err(ApiError::PermissionDenied {
-                reason: "MISSING_SCOPE",
+                reason: ErrorReason::MissingScope,
                 message: format!("the caller {} lacks the scope {scope}", self.name),
             })
         }
@@ -108,7 +109,7 @@ impl CallerAuth {
             }
             Some(crate::health::Refusal::ClockSkew) => {
                 return Err(ApiError::Upstream {
-                    reason: "CLOCK_SKEW",
+                    reason: ErrorReason::ClockSkew,
                     message: "this replica's clock is off; try another replica".to_owned(),
                     detail: "the health check found the clock off from the database's".to_owned(),
                 }
@@ -132,7 +133,7 @@ impl CallerAuth {
             let key = key.to_str().unwrap_or_default();
             let digest: [u8; 32] = Sha256::digest(key.trim().as_bytes()).into();
             return find(&self.api_keys, &digest).ok_or(ApiError::Unauthenticated {
-                reason: "INVALID_API_KEY",
+                reason: ErrorReason::InvalidApiKey,
                 message: "the API key is not valid".to_owned(),
             });
         }
@@ -143,7 +144,7 @@ impl CallerAuth {
             });
         }
         Err(ApiError::Unauthenticated {
-            reason: "CALLER_UNAUTHENTICATED",
+            reason: ErrorReason::CallerUnauthenticated,
             message: "send an API key in x-api-key, or a client certificate".to_owned(),
         })
     }
@@ -206,11 +207,14 @@ pub async fn user_context<T>(
     app: &crate::App,
     request: &Request<T>,
 ) -> Result<UserContext, ApiError> {
-    let unauthenticated = || ApiError::Unauthenticated {
-        reason: "USER_UNAUTHENTICATED",
+    let token = bearer(request).ok_or_else(|| ApiError::Unauthenticated {
+        reason: ErrorReason::UserTokenMissing,
         message: "send the user's session or enrollment token as authorization: Bearer".to_owned(),
+    })?;
+    let unauthenticated = || ApiError::Unauthenticated {
+        reason: ErrorReason::UserTokenInvalid,
+        message: "the bearer token is not a valid session or enrollment token".to_owned(),
     };
-    let token = bearer(request).ok_or_else(unauthenticated)?;
     let now = app.now();
     if let Some(session) = app.storage.sessions().find_valid(&token, now).await? {
         return Ok(UserContext::Session(session));

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+pub use tollgate_proto::v1::ErrorReason;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
@@ -11,7 +12,7 @@ use tonic_types::{ErrorDetails, StatusExt as _};
 pub const DOMAIN: &str = "tollgate.v1";
 
 /// The reason of every call refused because the database cannot be reached.
-pub const DATABASE_UNAVAILABLE: &str = "DATABASE_UNAVAILABLE";
+pub const DATABASE_UNAVAILABLE: ErrorReason = ErrorReason::DatabaseUnavailable;
 
 /// The `RetryInfo` delay of [`DATABASE_UNAVAILABLE`]: the health check probes this often
 /// while the database is down.
@@ -27,7 +28,7 @@ pub enum ApiError {
     #[error("{message}")]
     Unauthenticated {
         /// A stable reason, e.g. `INVALID_CREDENTIALS`.
-        reason: &'static str,
+        reason: ErrorReason,
         /// For the caller.
         message: String,
     },
@@ -36,7 +37,7 @@ pub enum ApiError {
     #[error("{message}")]
     UnauthenticatedLocked {
         /// A stable reason, e.g. `INVALID_CODE`.
-        reason: &'static str,
+        reason: ErrorReason,
         /// For the caller.
         message: String,
         /// How long the lockout lasts.
@@ -46,7 +47,7 @@ pub enum ApiError {
     #[error("{message}")]
     PermissionDenied {
         /// A stable reason, e.g. `MISSING_SCOPE`.
-        reason: &'static str,
+        reason: ErrorReason,
         /// For the caller.
         message: String,
     },
@@ -60,7 +61,7 @@ pub enum ApiError {
     #[error("{message}")]
     FailedPrecondition {
         /// A stable reason.
-        reason: &'static str,
+        reason: ErrorReason,
         /// For the caller.
         message: String,
     },
@@ -68,7 +69,7 @@ pub enum ApiError {
     #[error("{message}")]
     Aborted {
         /// A stable reason.
-        reason: &'static str,
+        reason: ErrorReason,
         /// For the caller.
         message: String,
     },
@@ -76,7 +77,7 @@ pub enum ApiError {
     #[error("{message}")]
     ResourceExhausted {
         /// A stable reason, e.g. `LOCKED_OUT`.
-        reason: &'static str,
+        reason: ErrorReason,
         /// For the caller.
         message: String,
         /// When to try again.
@@ -87,7 +88,7 @@ pub enum ApiError {
     #[error("{message}")]
     Upstream {
         /// A stable reason, e.g. `SMS_UNAVAILABLE`.
-        reason: &'static str,
+        reason: ErrorReason,
         /// For the caller.
         message: String,
         /// For the log.
@@ -116,7 +117,7 @@ impl From<storage::StorageError> for ApiError {
             E::NotFound(what) => Self::NotFound(what),
             E::Conflict(what) => Self::AlreadyExists(what),
             E::Stale(what) => Self::Aborted {
-                reason: "CONCURRENT_CHANGE",
+                reason: ErrorReason::ConcurrentChange,
                 message: format!("the {what} changed meanwhile: read it and try again"),
             },
             E::Invalid { field, reason } => Self::field(field, reason),
@@ -130,10 +131,11 @@ impl From<storage::StorageError> for ApiError {
 
 impl From<ApiError> for Status {
     fn from(err: ApiError) -> Self {
-        let info = |reason: &str| ErrorDetails::with_error_info(reason, DOMAIN, []);
+        // Every ErrorInfo is built here, from the contract's ErrorReason.
+        let info = |reason: ErrorReason| error_info(reason);
         match err {
             ApiError::InvalidArgument(violations) => {
-                let mut details = info("INVALID_ARGUMENT");
+                let mut details = info(ErrorReason::InvalidArgument);
                 for (field, description) in &violations {
                     details.add_bad_request_violation(field.clone(), description.clone());
                 }
@@ -143,7 +145,7 @@ impl From<ApiError> for Status {
                 Status::with_error_details(Code::InvalidArgument, message, details)
             }
             ApiError::Unauthenticated { reason, message } => {
-                tracing::info!(reason, "unauthenticated");
+                tracing::info!(reason = reason.as_str_name(), "unauthenticated");
                 Status::with_error_details(Code::Unauthenticated, message, info(reason))
             }
             ApiError::UnauthenticatedLocked {
@@ -152,7 +154,7 @@ impl From<ApiError> for Status {
                 retry_after,
             } => {
                 tracing::info!(
-                    reason,
+                    reason = reason.as_str_name(),
                     retry_after_secs = retry_after.as_secs(),
                     "unauthenticated"
                 );
@@ -161,18 +163,18 @@ impl From<ApiError> for Status {
                 Status::with_error_details(Code::Unauthenticated, message, details)
             }
             ApiError::PermissionDenied { reason, message } => {
-                tracing::info!(reason, "permission denied");
+                tracing::info!(reason = reason.as_str_name(), "permission denied");
                 Status::with_error_details(Code::PermissionDenied, message, info(reason))
             }
             ApiError::NotFound(what) => Status::with_error_details(
                 Code::NotFound,
                 format!("{what} not found"),
-                info("NOT_FOUND"),
+                info(ErrorReason::NotFound),
             ),
             ApiError::AlreadyExists(what) => Status::with_error_details(
                 Code::AlreadyExists,
                 format!("{what} already exists"),
-                info("ALREADY_EXISTS"),
+                info(ErrorReason::AlreadyExists),
             ),
             ApiError::FailedPrecondition { reason, message } => {
                 Status::with_error_details(Code::FailedPrecondition, message, info(reason))
@@ -186,7 +188,7 @@ impl From<ApiError> for Status {
                 retry_after,
             } => {
                 tracing::warn!(
-                    reason,
+                    reason = reason.as_str_name(),
                     retry_after_secs = retry_after.as_secs(),
                     "throttled"
                 );
@@ -199,7 +201,7 @@ impl From<ApiError> for Status {
                 message,
                 detail,
             } => {
-                tracing::warn!(reason, %detail, "upstream failure");
+                tracing::warn!(reason = reason.as_str_name(), %detail, "upstream failure");
                 Status::with_error_details(Code::Unavailable, message, info(reason))
             }
             ApiError::Unavailable(detail) => {
@@ -214,10 +216,19 @@ impl From<ApiError> for Status {
             }
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
-                Status::with_error_details(Code::Internal, "internal error", info("INTERNAL"))
+                Status::with_error_details(
+                    Code::Internal,
+                    "internal error",
+                    info(ErrorReason::Internal),
+                )
             }
         }
     }
+}
+
+/// The `ErrorInfo` of `reason`, in the domain `tollgate.v1`.
+pub fn error_info(reason: ErrorReason) -> ErrorDetails {
+    ErrorDetails::with_error_info(reason.as_str_name(), DOMAIN, [])
 }
 
 /// The result of a handler.

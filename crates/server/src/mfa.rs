@@ -1,6 +1,7 @@
 //! Second-factor checks shared by enrollment and login: TOTP verification with otp-core, the
 //! per-user failure budget, recovery codes.
 
+use crate::error::ErrorReason;
 use otp_core::{Algorithm, Digits, Secret, Totp, TotpParams, VerifyError};
 use storage::Uuid;
 use zeroize::Zeroizing;
@@ -155,7 +156,7 @@ impl Failures {
 /// The answer once the user's code factors are suspended.
 fn suspended() -> ApiError {
     ApiError::FailedPrecondition {
-        reason: "FACTORS_SUSPENDED",
+        reason: ErrorReason::FactorsSuspended,
         message: "too many wrong codes in a row: app, token and SMS codes are suspended; \
                   use a recovery code, or ask an admin to reset your 2FA"
             .to_owned(),
@@ -174,7 +175,7 @@ fn suspended() -> ApiError {
 pub(crate) async fn record_failure(
     app: &App,
     user: Uuid,
-    reason: &'static str,
+    reason: ErrorReason,
     now: i64,
 ) -> ApiError {
     let first_lockout = i64::from(app.config.login.free_failures) + 1;
@@ -210,7 +211,10 @@ pub(crate) async fn record_failure(
     failed.refusal(
         reason,
         match reason {
-            "CODE_REPLAYED" => "this code was already used; wait for the next one",
+            // Whatever made it (an app's time step, a token's counter, a recovery code).
+            ErrorReason::CodeReplayed => {
+                "this code was already used; a used code never works again"
+            }
             _ => "the code is wrong",
         },
     )
@@ -374,10 +378,12 @@ pub(crate) async fn check_code_among(
 /// Proof of possession for a sensitive change: a current code from one of the user's factors
 /// (through the replay guard) or a recovery code (used up). Checked against the lockout
 /// first; a failure counts toward it. `read`: what [`read_factors`] returned, when the caller
-/// already read it.
+/// already read it. `org`: the organization of the session, for the audit event of a
+/// recovery code used.
 pub(crate) async fn prove(
     app: &App,
     user: Uuid,
+    org: Option<Uuid>,
     proof: &str,
     now: i64,
     read: Option<&FactorsRead>,
@@ -400,19 +406,34 @@ pub(crate) async fn prove(
         };
         match checked {
             CodeCheck::Accepted => Ok(policy::Proof::FactorCode),
-            CodeCheck::Replayed => Err("CODE_REPLAYED"),
-            CodeCheck::NoMatch => Err("INVALID_CODE"),
+            CodeCheck::Replayed => Err(ErrorReason::CodeReplayed),
+            CodeCheck::NoMatch => Err(ErrorReason::InvalidCode),
         }
     } else if use_recovery_code(app, failures, user, proof, now, false).await? {
-        audit::own(app, None, user, "recovery_code.used", "{}").await?;
+        audit::own(app, org, user, "recovery_code.used", "{}").await?;
         Ok(policy::Proof::RecoveryCode)
     } else {
-        Err("INVALID_CODE")
+        Err(recovery_code_refusal(app, user, proof).await?)
     };
     match result {
         Ok(proof) => Ok(proof),
         Err(reason) => Err(record_failure(app, user, reason, now).await),
     }
+}
+
+/// Why a typed recovery code was refused: CODE_REPLAYED when it is one of the user's codes
+/// used already (as for an app code's spent time step), INVALID_CODE otherwise. A read on the
+/// failure path only.
+pub(crate) async fn recovery_code_refusal(
+    app: &App,
+    user: Uuid,
+    code: &str,
+) -> ApiResult<ErrorReason> {
+    Ok(if app.storage.recovery_codes().is_used(user, code).await? {
+        ErrorReason::CodeReplayed
+    } else {
+        ErrorReason::InvalidCode
+    })
 }
 
 /// Uses a typed recovery code of the user's, settled against the budget before it is spent:
@@ -500,7 +521,7 @@ mod tests {
         let sms_admitted = check_lockout(&app, user, NOW).await.unwrap();
         let budget = app.throttle().free_failures + 1;
         for n in 1..=budget {
-            let e = record_failure(&app, user, "INVALID_CODE", NOW).await;
+            let e = record_failure(&app, user, ErrorReason::InvalidCode, NOW).await;
             // The last one starts the lockout and says so (RetryInfo).
             let locked = matches!(e, ApiError::UnauthenticatedLocked { .. });
             assert!(
@@ -510,7 +531,7 @@ mod tests {
         }
         // One more in flight finds the lockout: not counted, answered LOCKED_OUT.
         assert!(is_locked_out(
-            &record_failure(&app, user, "INVALID_CODE", NOW).await
+            &record_failure(&app, user, ErrorReason::InvalidCode, NOW).await
         ));
         let e = use_recovery_code(&app, admitted[0], user, CODE, NOW, false)
             .await
@@ -547,7 +568,7 @@ mod tests {
             .unwrap();
         assert!(matches!(checked, CodeCheck::NoMatch));
         assert!(is_locked_out(
-            &record_failure(&app, user, "INVALID_CODE", NOW).await
+            &record_failure(&app, user, ErrorReason::InvalidCode, NOW).await
         ));
         let sms = db
             .storage

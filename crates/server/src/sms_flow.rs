@@ -4,6 +4,7 @@
 //! from the CSPRNG, stored only as a keyed hash) and its delivery. A refusal changes nothing;
 //! a delivery failure leaves no code valid and gives every limit back.
 
+use crate::error::ErrorReason;
 use std::time::Duration;
 
 use storage::Uuid;
@@ -55,7 +56,7 @@ fn new_code() -> ApiResult<Zeroizing<String>> {
     }
 }
 
-fn exhausted(reason: &'static str, message: &str, retry_at: i64, now: i64) -> ApiError {
+fn exhausted(reason: ErrorReason, message: &str, retry_at: i64, now: i64) -> ApiError {
     ApiError::ResourceExhausted {
         reason,
         message: message.to_owned(),
@@ -111,11 +112,11 @@ async fn pumping_refused(
     app.metrics
         .sms_refused
         .get_or_create(&crate::metrics::ReasonLabels {
-            reason: "SMS_PUMPING_SUSPECTED",
+            reason: ErrorReason::SmsPumpingSuspected.as_str_name(),
         })
         .inc();
     Ok(exhausted(
-        "SMS_PUMPING_SUSPECTED",
+        ErrorReason::SmsPumpingSuspected,
         "SMS sending is paused: too many codes went out without being used",
         retry_at,
         now,
@@ -141,11 +142,11 @@ pub(crate) async fn send_code(
         app.metrics
             .sms_refused
             .get_or_create(&crate::metrics::ReasonLabels {
-                reason: "SMS_COUNTRY_NOT_ALLOWED",
+                reason: ErrorReason::SmsCountryNotAllowed.as_str_name(),
             })
             .inc();
         return Err(ApiError::FailedPrecondition {
-            reason: "SMS_COUNTRY_NOT_ALLOWED",
+            reason: ErrorReason::SmsCountryNotAllowed,
             message: "SMS is not offered to this phone's country; use another method".to_owned(),
         });
     }
@@ -202,22 +203,24 @@ pub(crate) async fn send_code(
         Err(storage::repo::Refused::Limit(reached)) => {
             let (reason, message) = match reached.index {
                 0 => (
-                    "SMS_NUMBER_COOLDOWN",
+                    ErrorReason::SmsNumberCooldown,
                     "a code was just sent to this number; wait before asking again",
                 ),
                 1 => (
-                    "SMS_USER_LIMIT",
+                    ErrorReason::SmsUserLimit,
                     "too many codes were sent for this user; try again later",
                 ),
                 _ => (
-                    "SMS_ORGANIZATION_LIMIT",
+                    ErrorReason::SmsOrganizationLimit,
                     "the organization's daily SMS budget is spent; try again later",
                 ),
             };
-            tracing::warn!(user_id = %user_id, reason, "SMS refused");
+            tracing::warn!(user_id = %user_id, reason = reason.as_str_name(), "SMS refused");
             app.metrics
                 .sms_refused
-                .get_or_create(&crate::metrics::ReasonLabels { reason })
+                .get_or_create(&crate::metrics::ReasonLabels {
+                    reason: reason.as_str_name(),
+                })
                 .inc();
             return Err(exhausted(reason, message, reached.retry_at, now));
         }
@@ -254,7 +257,7 @@ pub(crate) async fn send_code(
             })
             .inc();
         return Err(ApiError::Upstream {
-            reason: "SMS_UNAVAILABLE",
+            reason: ErrorReason::SmsUnavailable,
             message: "the SMS could not be sent; try again shortly or use another method"
                 .to_owned(),
             detail: format!(

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 
+use crate::error::ErrorReason;
 use std::sync::Arc;
 
 use otp_core::{Secret, Totp};
@@ -83,7 +84,7 @@ pub(crate) fn is_locked_out(e: &ApiError) -> bool {
     matches!(
         e,
         ApiError::ResourceExhausted {
-            reason: "LOCKED_OUT",
+            reason: ErrorReason::LockedOut,
             ..
         }
     )

@@ -2,6 +2,7 @@
 //! second factors (keyed by user): the counters are database rows, so they hold across
 //! replicas; the schedule is `policy::Throttle`.
 
+use crate::error::ErrorReason;
 use std::time::Duration;
 
 use storage::Uuid;
@@ -62,7 +63,7 @@ pub async fn unlock(
 /// The answer while locked out until `until`.
 pub(crate) fn locked(until: i64, now: i64) -> ApiError {
     ApiError::ResourceExhausted {
-        reason: "LOCKED_OUT",
+        reason: ErrorReason::LockedOut,
         message: "too many failed attempts; try again later".to_owned(),
         retry_after: Duration::from_secs(u64::try_from(until - now).unwrap_or(1).max(1)),
     }
@@ -169,7 +170,7 @@ pub(crate) struct Failed {
 impl Failed {
     /// The wrong-credential answer: UNAUTHENTICATED with `reason`, and RetryInfo when this
     /// failure started a lockout.
-    pub(crate) fn refusal(self, reason: &'static str, message: &str) -> ApiError {
+    pub(crate) fn refusal(self, reason: ErrorReason, message: &str) -> ApiError {
         match self.locked_for {
             Some(retry_after) => ApiError::UnauthenticatedLocked {
                 reason,

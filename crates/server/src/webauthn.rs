@@ -9,6 +9,7 @@
 //! accepted once, even raced to two replicas, and a response that does not verify uses up
 //! nothing but an attempt of the user's failure budget.
 
+use crate::error::ErrorReason;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,7 +56,7 @@ pub fn from_config(config: &WebAuthnConfig) -> Result<Option<Arc<Webauthn>>, Con
 
 fn not_configured() -> ApiError {
     ApiError::FailedPrecondition {
-        reason: "WEBAUTHN_NOT_CONFIGURED",
+        reason: ErrorReason::WebauthnNotConfigured,
         message: "passkeys are not configured on this server ([webauthn] rp_id)".to_owned(),
     }
 }
@@ -67,7 +68,7 @@ pub(crate) fn relying_party(app: &App) -> ApiResult<&Webauthn> {
 
 fn rejected(message: &str) -> ApiError {
     ApiError::Unauthenticated {
-        reason: "WEBAUTHN_REJECTED",
+        reason: ErrorReason::WebauthnRejected,
         message: message.to_owned(),
     }
 }
@@ -337,7 +338,7 @@ pub(crate) async fn begin_assertion(
         .collect::<ApiResult<_>>()?;
     if credentials.is_empty() {
         return Err(ApiError::FailedPrecondition {
-            reason: "NO_WEBAUTHN_FACTOR",
+            reason: ErrorReason::NoWebauthnFactor,
             message: "the user has no passkey or security key".to_owned(),
         });
     }
@@ -444,11 +445,11 @@ async fn refuse_assertion(
         if let Err(e) = clone_suspected(app, user_id, org_id, credential_id, now).await {
             return e;
         }
-        "WEBAUTHN_CLONE_SUSPECTED"
+        ErrorReason::WebauthnCloneSuspected
     } else {
         app.metrics.check("webauthn", "rejected");
         tracing::info!(user_id = %user_id, error = %error, "WebAuthn assertion refused");
-        "WEBAUTHN_REJECTED"
+        ErrorReason::WebauthnRejected
     };
     crate::mfa::record_failure(app, user_id, reason, now).await
 }
@@ -517,7 +518,9 @@ pub(crate) async fn verify_assertion(
         });
     let Some(ceremony) = ceremony else {
         app.metrics.check("webauthn", "rejected");
-        return Err(crate::mfa::record_failure(app, user_id, "WEBAUTHN_REJECTED", now).await);
+        return Err(
+            crate::mfa::record_failure(app, user_id, ErrorReason::WebauthnRejected, now).await,
+        );
     };
     let state: Assertion = state_of(&ceremony)?;
     let verified = match &state {
@@ -543,7 +546,9 @@ pub(crate) async fn verify_assertion(
         .is_none()
     {
         app.metrics.check("webauthn", "replayed");
-        return Err(crate::mfa::record_failure(app, user_id, "WEBAUTHN_REJECTED", now).await);
+        return Err(
+            crate::mfa::record_failure(app, user_id, ErrorReason::WebauthnRejected, now).await,
+        );
     }
     let factors = app.storage.factors().of_user(user_id, true).await?;
     if let Some(factor) = webauthn_factors(&factors)

@@ -234,10 +234,10 @@ pub(crate) async fn step_up(
     }
     let mut tollgate = app.tollgate;
     let request = VerifyStepUpRequest {
-        session_token: token,
         code: form.code.replace(' ', ""),
-        webauthn_response_json: String::new(),
+        ..VerifyStepUpRequest::default()
     };
+    let request = bearer(request, &token);
     let message = match tollgate.authentication.verify_step_up(request).await {
         Ok(_) => Message::Notice("Confirmed: you can change your factors now.".to_owned()),
         Err(status) => Message::Error(human(&status)),
@@ -258,10 +258,7 @@ pub(crate) async fn send_sms(
         return account(app.tollgate, jar, expired_form()).await;
     }
     let mut tollgate = app.tollgate;
-    let request = SendSmsCodeRequest {
-        session_token: token,
-        ..SendSmsCodeRequest::default()
-    };
+    let request = bearer(SendSmsCodeRequest::default(), &token);
     let message = match tollgate.authentication.send_sms_code(request).await {
         Ok(reply) => Message::Notice(format!(
             "A code was sent to {}.",
@@ -292,10 +289,7 @@ pub(crate) async fn step_up_passkey_begin(
         return Json(Reply::error(expired_text()));
     }
     let mut tollgate = app.tollgate;
-    let request = BeginWebAuthnVerificationRequest {
-        challenge_token: String::new(),
-        session_token: token,
-    };
+    let request = bearer(BeginWebAuthnVerificationRequest::default(), &token);
     Json(
         match tollgate
             .authentication
@@ -322,10 +316,10 @@ pub(crate) async fn step_up_passkey_finish(
     }
     let mut tollgate = app.tollgate;
     let request = VerifyStepUpRequest {
-        session_token: token,
-        code: String::new(),
         webauthn_response_json: call.response,
+        ..VerifyStepUpRequest::default()
     };
+    let request = bearer(request, &token);
     Json(
         match tollgate.authentication.verify_step_up(request).await {
             Ok(_) => Reply::redirect("/account"),

@@ -458,7 +458,7 @@ pub(crate) async fn verify_passkey_begin(
     let mut tollgate = app.tollgate;
     let request = BeginWebAuthnVerificationRequest {
         challenge_token,
-        session_token: String::new(),
+        ..BeginWebAuthnVerificationRequest::default()
     };
     Json(
         match tollgate

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use tollgate_proto::v1::ErrorReason;
 use tollgate_proto::v1::authentication_service_client::AuthenticationServiceClient;
 use tollgate_proto::v1::enrollment_service_client::EnrollmentServiceClient;
 use tollgate_proto::v1::organization_service_client::OrganizationServiceClient;
@@ -81,93 +82,129 @@ pub(crate) fn bearer<T>(message: T, token: &str) -> Request<T> {
     request
 }
 
-/// The stable reason of a Tollgate error (`ErrorInfo.reason`), or "".
-pub(crate) fn reason(status: &Status) -> String {
+/// The reason of a Tollgate error: its `ErrorInfo.reason`, one of the contract's
+/// `ErrorReason` values (`Unspecified` when it carries none this app's contract knows).
+pub(crate) fn reason(status: &Status) -> ErrorReason {
     status
         .get_details_error_info()
-        .map(|info| info.reason)
-        .unwrap_or_default()
+        .and_then(|info| ErrorReason::from_str_name(&info.reason))
+        .unwrap_or(ErrorReason::Unspecified)
 }
 
 /// Whether the user's session (or login step) is gone, so they must log in again.
 pub(crate) fn session_over(status: &Status) -> bool {
     matches!(
-        reason(status).as_str(),
-        "SESSION_INVALID" | "CHALLENGE_INVALID" | "CHALLENGE_EXHAUSTED" | "USER_UNAUTHENTICATED"
+        reason(status),
+        ErrorReason::SessionInvalid
+            | ErrorReason::ChallengeInvalid
+            | ErrorReason::ChallengeExhausted
+            | ErrorReason::UserTokenMissing
+            | ErrorReason::UserTokenInvalid
     )
 }
 
-/// A Tollgate error as a sentence for the person at the browser. Lockouts and sending limits
-/// say when to try again (Tollgate's `RetryInfo`); bad input names what to fix.
+/// A Tollgate error as a sentence for the person at the browser: one for every reason of the
+/// contract (the match has no catch-all, so a new reason does not compile until it has its
+/// sentence). Lockouts and sending limits say when to try again (Tollgate's `RetryInfo`);
+/// bad input names what to fix.
+#[allow(
+    deprecated,
+    reason = "an older server may still send USER_UNAUTHENTICATED"
+)]
 pub(crate) fn human(status: &Status) -> String {
+    use ErrorReason as R;
     let retry = status
         .get_details_retry_info()
         .and_then(|retry| retry.retry_delay)
         .map(|delay| in_words(delay.as_secs()));
     let wait = retry.clone().unwrap_or_else(|| "a while".to_owned());
-    let why = reason(status);
-    let text = match (why.as_str(), retry) {
+    let text = match reason(status) {
         // A wrong password or code that started a lockout says so at once.
-        ("INVALID_CREDENTIALS", Some(wait)) => {
-            return format!(
-                "The email or password is not right. Too many failed attempts: try again in {wait}."
-            );
-        }
-        ("INVALID_CODE", Some(wait)) => {
-            return format!(
-                "That code is not right. Too many failed attempts: try again in {wait}."
-            );
-        }
-        (reason, _) => reason,
-    };
-    let text = match text {
-        "INVALID_CREDENTIALS" => "The email or password is not right.",
-        "LOCKED_OUT" => {
-            return format!("Too many failed attempts. Try again in {wait}.");
-        }
-        "INVALID_CODE" => "That code is not right. Check it and try again.",
-        "CODE_REPLAYED" => {
-            "That code was used already. Wait for the next one (an app shows a new code every 30 seconds)."
-        }
-        "CHALLENGE_INVALID" => "This login has expired. Please log in again.",
-        "CHALLENGE_EXHAUSTED" => "Too many wrong codes for this login. Please log in again.",
-        "SESSION_INVALID" | "USER_UNAUTHENTICATED" => {
-            "Your session has ended. Please log in again."
-        }
-        "FACTORS_SUSPENDED" => {
-            "Your second factors are suspended after too many wrong codes: an administrator must unlock your account."
-        }
-        "SMS_NUMBER_COOLDOWN" | "SMS_USER_LIMIT" | "SMS_ORGANIZATION_LIMIT" => {
+        R::InvalidCredentials => match retry {
+            Some(wait) => {
+                return format!(
+                    "The email or password is not right. Too many failed attempts: try again in {wait}."
+                );
+            }
+            None => "The email or password is not right.",
+        },
+        R::InvalidCode => match retry {
+            Some(wait) => {
+                return format!(
+                    "That code is not right. Too many failed attempts: try again in {wait}."
+                );
+            }
+            None => "That code is not right. Check it and try again.",
+        },
+        R::LockedOut => return format!("Too many failed attempts. Try again in {wait}."),
+        R::SmsNumberCooldown | R::SmsUserLimit | R::SmsOrganizationLimit => {
             return format!("No more codes can be sent for now. Try again in {wait}.");
         }
-        "SMS_PUMPING_SUSPECTED" => "Text messages are paused for now. Use another method.",
-        "SMS_UNAVAILABLE" => "The text message could not be sent. Try again in a moment.",
-        "SMS_COUNTRY_NOT_ALLOWED" => "Codes are not sent to this country any more.",
-        "NO_SMS_FACTOR" => "You have no phone for codes.",
-        "STEP_UP_REQUIRED" => {
+        R::CodeReplayed => "That code was used already. Use the next one your app or token shows.",
+        R::ChallengeInvalid => "This login has expired. Please log in again.",
+        R::ChallengeExhausted => "Too many wrong codes for this login. Please log in again.",
+        R::SessionInvalid | R::UserTokenInvalid | R::UserTokenMissing | R::UserUnauthenticated => {
+            "Your session has ended. Please log in again."
+        }
+        R::FactorsSuspended => {
+            "Your second factors are suspended after too many wrong codes: use a recovery code, or ask an administrator."
+        }
+        R::SmsPumpingSuspected => "Text messages are paused for now. Use another method.",
+        R::SmsUnavailable => "The text message could not be sent. Try again in a moment.",
+        R::SmsCountryNotAllowed => "Codes are not sent to this country any more.",
+        R::NoSmsFactor => "You have no phone for codes.",
+        R::NoWebauthnFactor => "You have no passkey or security key.",
+        R::NoFactor => "You have no second factor.",
+        R::NoSuchFactor => "That factor is not one of yours any more.",
+        R::StepUpRequired => {
             "Confirm it is you first: enter a current code under \"Confirm it's you\"."
         }
-        "METHOD_NOT_ALLOWED" => "Your organization does not allow this kind of factor.",
-        "LAST_REQUIRED_FACTOR" => {
+        R::ProofRequired => "Enter a current code or a recovery code to confirm.",
+        R::MethodNotAllowed => "Your organization does not allow this kind of factor.",
+        R::NoMethodAllowed => "The organization would allow no kind of second factor.",
+        R::LastRequiredFactor => {
             "This is your last factor and your organization requires two-factor authentication: add another one first."
         }
-        "NO_FACTOR" => "There is no two-factor authentication to reset.",
-        "NOT_A_MEMBER" => "You are not a member of that organization.",
-        "ACCOUNT_DISABLED" => "This account is disabled.",
-        "PASSWORD_CONFIRMATION_FAILED" => "The password is not right.",
-        "PASSWORD_NOT_SET" => "Set a password first: changes here are confirmed with it.",
-        "NOT_AN_ADMIN" => "Only the organization's owners and admins can do that.",
-        "CANNOT_RESET_OWNER" => "Only an owner can reset an owner.",
-        "CANNOT_RESET_SELF" => "Reset your own factors from your account page.",
-        "SSO_EXEMPTS" => "Two-factor authentication cannot be required while SSO logins skip it.",
-        "WEBAUTHN_REJECTED" => "The passkey was not accepted. Try again.",
-        "WEBAUTHN_CLONE_SUSPECTED" => {
+        R::NotAMember => "You are not a member of that organization.",
+        R::OrganizationRequired => {
+            "You belong to several organizations: enter the one to log in to under \"Several organizations?\"."
+        }
+        R::SsoNotEnabled => "Single sign-on is off for this organization.",
+        R::AccountDisabled => "This account is disabled.",
+        R::PasswordConfirmationFailed => "The password is not right.",
+        R::PasswordConfirmationRequired => "Enter your password to confirm.",
+        R::PasswordNotSet => "Set a password first: changes here are confirmed with it.",
+        R::NotYourAccount => "That is not your account.",
+        R::NotAnAdmin => "Only the organization's owners and admins can do that.",
+        R::SessionOfAnotherOrganization => {
+            "You are logged in to another organization: log in to this one to manage it."
+        }
+        R::CannotResetOwner => "Only an owner can reset an owner.",
+        R::CannotResetSelf => "Reset your own factors from your account page.",
+        R::AdministersElsewhere => {
+            "This member administers another organization: only that one can reset them."
+        }
+        R::SessionRequired => "Log in first: this needs a session.",
+        R::SsoExempts => "Two-factor authentication cannot be required while SSO logins skip it.",
+        R::WebauthnRejected => "The passkey was not accepted. Try again.",
+        R::WebauthnCloneSuspected => {
             "This passkey looks copied and was refused. Use another method and tell your administrator."
         }
-        "WEBAUTHN_NOT_CONFIGURED" => "Passkeys are not set up on this server.",
-        "NO_WEBAUTHN_FACTOR" => "You have no passkey or security key.",
-        "DATABASE_UNAVAILABLE" => "The service is unavailable for a moment. Try again.",
-        _ => return by_code(status),
+        R::WebauthnNotConfigured => "Passkeys are not set up on this server.",
+        R::ConcurrentChange | R::PolicyChanged => {
+            "Someone changed this at the same time. Look at it again and retry."
+        }
+        R::DatabaseUnavailable | R::ClockSkew => {
+            "The service is unavailable for a moment. Try again."
+        }
+        R::AlreadyExists => "That exists already.",
+        R::NotFound => "Not found: it may have expired. Start again.",
+        R::CallerUnauthenticated | R::InvalidApiKey | R::MissingScope => {
+            "This site is not allowed to call the login service: tell its operator."
+        }
+        R::InvalidArgument | R::MalformedRequest | R::Internal | R::Unspecified => {
+            return by_code(status);
+        }
     };
     text.to_owned()
 }

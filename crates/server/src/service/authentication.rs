@@ -1,5 +1,6 @@
 //! `tollgate.v1.AuthenticationService`: the password step of a login.
 
+use crate::error::ErrorReason;
 use std::time::Duration;
 
 use storage::Uuid;
@@ -34,7 +35,7 @@ const INVALID_CREDENTIALS: &str = "the email or the password is wrong";
 
 fn invalid_credentials() -> ApiError {
     ApiError::Unauthenticated {
-        reason: "INVALID_CREDENTIALS",
+        reason: ErrorReason::InvalidCredentials,
         message: INVALID_CREDENTIALS.to_owned(),
     }
 }
@@ -82,7 +83,7 @@ pub(crate) async fn verify_password_throttled(
         .await
         .inspect_err(locked_out)?;
     app.metrics.login("password", "invalid_credentials");
-    Err(failed.refusal("INVALID_CREDENTIALS", INVALID_CREDENTIALS))
+    Err(failed.refusal(ErrorReason::InvalidCredentials, INVALID_CREDENTIALS))
 }
 
 #[tonic::async_trait]
@@ -131,23 +132,19 @@ impl AuthenticationService for Authentication {
 }
 
 impl Authentication {
+    #[allow(
+        deprecated,
+        reason = "the deprecated body field of older clients is still read"
+    )]
     async fn begin_webauthn(
         &self,
         request: Request<v1::BeginWebAuthnVerificationRequest>,
     ) -> ApiResult<v1::BeginWebAuthnVerificationResponse> {
         caller(&request)?.require("authentication")?;
-        let body = request.into_inner();
-        let (challenge_token, session_token) =
-            (body.challenge_token.trim(), body.session_token.trim());
-        if challenge_token.is_empty() == session_token.is_empty()
-            || challenge_token.len() > 256
-            || session_token.len() > 256
-        {
-            return Err(ApiError::field(
-                "challenge_token",
-                "give a challenge token (during a login) or a session token, not both",
-            ));
-        }
+        let (challenge_token, session) = login_or_session(&request, |body| {
+            (&body.challenge_token, &body.session_token)
+        })?;
+        let (challenge_token, session_token) = (challenge_token.as_str(), session.as_str());
         let app = &self.app;
         crate::webauthn::relying_party(app)?;
         let now = app.now();
@@ -179,29 +176,21 @@ impl Authentication {
         })
     }
 
+    #[allow(
+        deprecated,
+        reason = "the deprecated body field of older clients is still read"
+    )]
     async fn send_sms(
         &self,
         request: Request<v1::SendSmsCodeRequest>,
     ) -> ApiResult<v1::SendSmsCodeResponse> {
         caller(&request)?.require("authentication")?;
+        let (challenge_token, session) = login_or_session(&request, |body| {
+            (&body.challenge_token, &body.session_token)
+        })?;
+        let (challenge_token, session_token) = (challenge_token.as_str(), session.as_str());
         let body = request.into_inner();
         let mut violations = Vec::new();
-        let (challenge_token, session_token) =
-            (body.challenge_token.trim(), body.session_token.trim());
-        if challenge_token.is_empty() == session_token.is_empty() {
-            violations.push((
-                "challenge_token".to_owned(),
-                "give a challenge token (during a login) or a session token, not both".to_owned(),
-            ));
-        }
-        for (field, token) in [
-            ("challenge_token", challenge_token),
-            ("session_token", session_token),
-        ] {
-            if token.len() > 256 {
-                violations.push((field.to_owned(), "at most 256 characters".to_owned()));
-            }
-        }
         let factor_id = if body.factor_id.trim().is_empty() {
             None
         } else {
@@ -232,7 +221,7 @@ impl Authentication {
             .collect();
         if phones.is_empty() {
             return Err(ApiError::FailedPrecondition {
-                reason: "NO_SMS_FACTOR",
+                reason: ErrorReason::NoSmsFactor,
                 message: "the user has no phone enrolled for SMS codes".to_owned(),
             });
         }
@@ -471,7 +460,7 @@ impl Authentication {
             user_state(app, user_id, OrganizationsToRead::Memberships).await?;
         if user.status == UserStatus::Disabled {
             return Err(ApiError::PermissionDenied {
-                reason: "ACCOUNT_DISABLED",
+                reason: ErrorReason::AccountDisabled,
                 message: "the account is disabled".to_owned(),
             });
         }
@@ -608,10 +597,70 @@ async fn proving_user(
     Ok((user_id, org_id, binding))
 }
 
+/// The session a call acts for, by the contract's token rule: `authorization: Bearer`, or
+/// the deprecated body field (`session_token`) of clients written before the rule. Both at
+/// once must be the same token. Neither: UNAUTHENTICATED `USER_TOKEN_MISSING`.
+fn session_of<T>(request: &Request<T>, deprecated_field: &str) -> ApiResult<String> {
+    match session_given(request, deprecated_field)? {
+        Some(token) => Ok(token),
+        None => Err(ApiError::Unauthenticated {
+            reason: ErrorReason::UserTokenMissing,
+            message: "send the user's session as authorization: Bearer".to_owned(),
+        }),
+    }
+}
+
+/// The session of [`session_of`], if any was given.
+fn session_given<T>(request: &Request<T>, deprecated_field: &str) -> ApiResult<Option<String>> {
+    let header = crate::auth::bearer(request).filter(|token| !token.is_empty());
+    let body = deprecated_field.trim();
+    match header {
+        Some(header) if !body.is_empty() && header != body => Err(ApiError::field(
+            "session_token",
+            "the session is given twice and differs: send it only as authorization: Bearer \
+             (this field is deprecated)",
+        )),
+        Some(header) => Ok(Some(header)),
+        None if body.is_empty() => Ok(None),
+        None => Ok(Some(body.to_owned())),
+    }
+}
+
+/// SendSmsCode's and BeginWebAuthnVerification's two uses: during a login, the challenge
+/// token of the body (a bearer header beside it is not consulted: a browser may hold an old
+/// session while it logs in again); otherwise the user's session, by [`session_of`]. Exactly
+/// one: the challenge and the deprecated `session_token` field together are refused, and so
+/// is neither. Returns (challenge token, session token), one of them empty.
+fn login_or_session<T>(
+    request: &Request<T>,
+    fields: impl Fn(&T) -> (&String, &String),
+) -> ApiResult<(String, String)> {
+    let (challenge, deprecated_session) = fields(request.get_ref());
+    let challenge = challenge.trim();
+    let neither = "give the challenge token during a login, or the session as \
+                   authorization: Bearer";
+    if challenge.len() > 256 {
+        return Err(ApiError::field("challenge_token", "at most 256 characters"));
+    }
+    if !challenge.is_empty() {
+        if !deprecated_session.trim().is_empty() {
+            return Err(ApiError::field(
+                "challenge_token",
+                "give a challenge token (during a login) or a session, not both",
+            ));
+        }
+        return Ok((challenge.to_owned(), String::new()));
+    }
+    match session_given(request, deprecated_session)? {
+        Some(session) => Ok((String::new(), session)),
+        None => Err(ApiError::field("challenge_token", neither)),
+    }
+}
+
 /// A login challenge that is unknown, used or expired.
 fn invalid_challenge() -> ApiError {
     ApiError::Unauthenticated {
-        reason: "CHALLENGE_INVALID",
+        reason: ErrorReason::ChallengeInvalid,
         message: "the challenge is unknown, used or expired: log in again".to_owned(),
     }
 }
@@ -656,17 +705,19 @@ async fn issue_challenge(
 }
 
 impl Authentication {
+    #[allow(
+        deprecated,
+        reason = "the deprecated body field of older clients is still read"
+    )]
     async fn step_up(
         &self,
         request: Request<v1::VerifyStepUpRequest>,
     ) -> ApiResult<v1::VerifyStepUpResponse> {
         caller(&request)?.require("authentication")?;
+        let session_token = session_of(&request, &request.get_ref().session_token)?;
         let body = request.into_inner();
         let code = Zeroizing::new(body.code);
         let webauthn = body.webauthn_response_json.trim();
-        if body.session_token.trim().is_empty() || body.session_token.len() > 256 {
-            return Err(ApiError::field("session_token", "is required"));
-        }
         if !webauthn.is_empty() && !code.trim().is_empty() {
             return Err(ApiError::field(
                 "webauthn_response_json",
@@ -684,25 +735,32 @@ impl Authentication {
         let session = app
             .storage
             .sessions()
-            .find_valid(body.session_token.trim(), now)
+            .find_valid(&session_token, now)
             .await?
             .ok_or_else(super::sessions::invalid_session)?;
         let read = crate::mfa::read_factors(app, session.user_id).await?;
         if read.factors.is_empty() {
             return Err(ApiError::FailedPrecondition {
-                reason: "NO_FACTOR",
+                reason: ErrorReason::NoFactor,
                 message: "the user has no second factor to step up with".to_owned(),
             });
         }
         if webauthn.is_empty() {
-            crate::mfa::prove(app, session.user_id, &code, now, Some(&read))
-                .await
-                .map_err(|e| match e {
-                    ApiError::InvalidArgument(_) => {
-                        ApiError::field("code", "a current code or a recovery code is required")
-                    }
-                    other => other,
-                })?;
+            crate::mfa::prove(
+                app,
+                session.user_id,
+                session.org_id,
+                &code,
+                now,
+                Some(&read),
+            )
+            .await
+            .map_err(|e| match e {
+                ApiError::InvalidArgument(_) => {
+                    ApiError::field("code", "a current code or a recovery code is required")
+                }
+                other => other,
+            })?;
         } else {
             crate::webauthn::verify_for_session(app, &session, webauthn, now).await?;
         }
@@ -777,7 +835,7 @@ impl Authentication {
             .await?
         {
             return Err(ApiError::ResourceExhausted {
-                reason: "CHALLENGE_EXHAUSTED",
+                reason: ErrorReason::ChallengeExhausted,
                 message: "too many codes for this login: log in again".to_owned(),
                 retry_after: Duration::from_secs(1),
             });
@@ -806,8 +864,8 @@ impl Authentication {
                     .await?
                 {
                     crate::mfa::CodeCheck::Accepted => None,
-                    crate::mfa::CodeCheck::Replayed => Some("CODE_REPLAYED"),
-                    crate::mfa::CodeCheck::NoMatch => Some("INVALID_CODE"),
+                    crate::mfa::CodeCheck::Replayed => Some(ErrorReason::CodeReplayed),
+                    crate::mfa::CodeCheck::NoMatch => Some(ErrorReason::InvalidCode),
                 };
             if let Some(reason) = reason {
                 return Err(crate::mfa::record_failure(app, user_id, reason, now).await);
@@ -815,7 +873,8 @@ impl Authentication {
         } else if crate::mfa::use_recovery_code(app, failures, user_id, &code, now, true).await? {
             used_recovery_code = true;
         } else {
-            return Err(crate::mfa::record_failure(app, user_id, "INVALID_CODE", now).await);
+            let reason = crate::mfa::recovery_code_refusal(app, user_id, &code).await?;
+            return Err(crate::mfa::record_failure(app, user_id, reason, now).await);
         }
 
         // Exactly one caller completes the challenge.
@@ -834,7 +893,7 @@ impl Authentication {
         let (user, mut state, org) = user_state(app, user_id, organization).await?;
         if user.status == UserStatus::Disabled {
             return Err(ApiError::PermissionDenied {
-                reason: "ACCOUNT_DISABLED",
+                reason: ErrorReason::AccountDisabled,
                 message: "the account is disabled".to_owned(),
             });
         }

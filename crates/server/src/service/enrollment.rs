@@ -1,5 +1,6 @@
 //! `tollgate.v1.EnrollmentService`: enrolling authenticator apps, listing factors.
 
+use crate::error::ErrorReason;
 use otp_core::{OtpAuthUri, Secret, Totp};
 use storage::entity::enums::{FactorKind, FactorStatus};
 use storage::repo::Activation;
@@ -40,7 +41,7 @@ pub(super) async fn check_enrollment_assurance(app: &App, ctx: &UserContext) -> 
             .is_empty()
     {
         return Err(ApiError::PermissionDenied {
-            reason: "STEP_UP_REQUIRED",
+            reason: ErrorReason::StepUpRequired,
             message: "the user has 2FA: step this session up (VerifyStepUp) before adding a factor"
                 .to_owned(),
         });
@@ -297,7 +298,7 @@ impl Enrollment {
         let failures = mfa::check_lockout(app, user_id, now).await?;
         let totp = mfa::totp_of(app, &factor)?;
         let Some(step) = mfa::totp_step(&totp, &digits, now) else {
-            return Err(mfa::record_failure(app, user_id, "INVALID_CODE", now).await);
+            return Err(mfa::record_failure(app, user_id, ErrorReason::InvalidCode, now).await);
         };
         failures.succeed(app, now).await?;
         let (factor, recovery_codes, session) = self
@@ -350,7 +351,7 @@ impl Enrollment {
             .ok_or(ApiError::NotFound("user"))?;
         if user.status == storage::entity::enums::UserStatus::Disabled {
             return Err(ApiError::PermissionDenied {
-                reason: "ACCOUNT_DISABLED",
+                reason: ErrorReason::AccountDisabled,
                 message: "the account is disabled".to_owned(),
             });
         }
@@ -364,7 +365,7 @@ impl Enrollment {
                 .await?
         {
             return Err(ApiError::Unauthenticated {
-                reason: "USER_UNAUTHENTICATED",
+                reason: ErrorReason::UserTokenInvalid,
                 message: "the enrollment token was already used".to_owned(),
             });
         }
@@ -545,7 +546,7 @@ mod tests {
             .unwrap();
         let budget = app.throttle().free_failures + 1;
         for _ in 0..budget {
-            mfa::record_failure(&app, user, "INVALID_CODE", NOW).await;
+            mfa::record_failure(&app, user, ErrorReason::InvalidCode, NOW).await;
         }
         Enrollment::new(app.clone())
             .finish(

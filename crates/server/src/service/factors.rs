@@ -1,6 +1,7 @@
 //! The rest of `tollgate.v1.EnrollmentService`: counter-based tokens (HOTP), removing factors,
 //! regenerating recovery codes, and the user's own reset.
 
+use crate::error::ErrorReason;
 use otp_core::{Digits, Hotp, HotpParams, OtpAuthUri, Secret};
 use storage::entity::enums::{FactorKind, FactorStatus};
 use tollgate_proto::v1;
@@ -18,7 +19,7 @@ fn session_only(ctx: &UserContext) -> ApiResult<()> {
     match ctx {
         UserContext::Session(_) => Ok(()),
         UserContext::Enrollment(_) => Err(ApiError::PermissionDenied {
-            reason: "SESSION_REQUIRED",
+            reason: ErrorReason::SessionRequired,
             message: "this needs a session, not an enrollment token".to_owned(),
         }),
     }
@@ -164,7 +165,7 @@ impl Enrollment {
             .ok()
             .and_then(|c| i64::try_from(c).ok())
         else {
-            return Err(mfa::record_failure(app, user_id, "INVALID_CODE", now).await);
+            return Err(mfa::record_failure(app, user_id, ErrorReason::InvalidCode, now).await);
         };
         failures.succeed(app, now).await?;
         let (factor, recovery_codes, session) = self
@@ -211,7 +212,9 @@ impl Enrollment {
             Ok(counter) => {
                 i64::try_from(counter).map_err(|_| ApiError::Internal("counter".into()))?
             }
-            Err(_) => return Err(mfa::record_failure(app, user_id, "INVALID_CODE", now).await),
+            Err(_) => {
+                return Err(mfa::record_failure(app, user_id, ErrorReason::InvalidCode, now).await);
+            }
         };
         // Settled before the counter moves: a resync refused by a lockout changes nothing.
         failures.succeed(app, now).await?;
@@ -222,7 +225,7 @@ impl Enrollment {
             .resync(factor.id, counter, now, &[resynced])
             .await?
         {
-            return Err(mfa::record_failure(app, user_id, "CODE_REPLAYED", now).await);
+            return Err(mfa::record_failure(app, user_id, ErrorReason::CodeReplayed, now).await);
         }
         let factor = app
             .storage
@@ -369,7 +372,7 @@ impl Enrollment {
             .is_empty()
         {
             return Err(ApiError::FailedPrecondition {
-                reason: "NO_FACTOR",
+                reason: ErrorReason::NoFactor,
                 message: "recovery codes stand in for a factor; enroll one first".to_owned(),
             });
         }
@@ -416,7 +419,7 @@ impl Enrollment {
         .await?;
         if state.factors.total() == 0 {
             return Err(ApiError::FailedPrecondition {
-                reason: "NO_FACTOR",
+                reason: ErrorReason::NoFactor,
                 message: "there is no factor to reset".to_owned(),
             });
         }
@@ -487,7 +490,7 @@ async fn prove_either(
 ) -> ApiResult<policy::Proof> {
     let webauthn = webauthn.trim();
     if webauthn.is_empty() {
-        return mfa::prove(app, ctx.user_id(), proof, now, None).await;
+        return mfa::prove(app, ctx.user_id(), ctx.org_id(), proof, now, None).await;
     }
     if !proof.trim().is_empty() {
         return Err(ApiError::field(

@@ -110,9 +110,11 @@ pub(crate) fn org_to_proto(org: &storage::entity::organization::Model) -> v1::Or
                 .map(|k| policy_kind_to_proto(k) as i32)
                 .collect(),
             sso_enabled: org.sso_enabled,
-            sso_mode: match org.sso_mode {
-                enums::SsoMode::Exempt => v1::SsoMode::Exempt,
-                enums::SsoMode::Enforce => v1::SsoMode::Enforce,
+            // A mode only means something while SSO is on.
+            sso_mode: match (org.sso_enabled, org.sso_mode) {
+                (false, _) => v1::SsoMode::Unspecified,
+                (true, enums::SsoMode::Exempt) => v1::SsoMode::Exempt,
+                (true, enums::SsoMode::Enforce) => v1::SsoMode::Enforce,
             } as i32,
         }),
         create_time: Some(timestamp(org.created_at)),

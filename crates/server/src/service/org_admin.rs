@@ -3,6 +3,7 @@
 //! organization from their own session; `policy` decides, storage applies each change and its
 //! audit event in one transaction.
 
+use crate::error::ErrorReason;
 use storage::Uuid;
 use storage::entity::enums::{self, FactorStatus, SsoMode};
 use storage::entity::{organization, session, user};
@@ -82,8 +83,11 @@ fn kind_bit(value: i32) -> Option<i32> {
         .map(|(bit, _, _)| *bit)
 }
 
-/// The policy after applying the fields of `update` named by `mask` (all when empty) to
-/// `current`, or the field violations of the request.
+/// The policy after applying the fields of `update` named by `mask` to `current`, or the
+/// field violations of the request. As AIP-134 says: no mask (or an empty one) means the
+/// fields `update` populates (a value other than the default), and `*` means all four (the
+/// policy replaced). An SSO mode left unspecified keeps the stored one while SSO is off (a
+/// policy read back while SSO is off says unspecified); with SSO on it must be chosen.
 fn apply_update(
     current: &organization::Model,
     update: Option<&v1::MfaPolicy>,
@@ -95,8 +99,31 @@ fn apply_update(
         return None;
     };
     let paths: Vec<&str> = match mask {
+        Some(mask) if mask.paths.iter().any(|path| path == "*") => POLICY_FIELDS.to_vec(),
         Some(mask) if !mask.paths.is_empty() => mask.paths.iter().map(String::as_str).collect(),
-        _ => POLICY_FIELDS.to_vec(),
+        _ => {
+            let populated = [
+                update.mfa_required,
+                !update.allowed_methods.is_empty(),
+                update.sso_enabled,
+                update.sso_mode != v1::SsoMode::Unspecified as i32,
+            ];
+            let paths: Vec<&str> = POLICY_FIELDS
+                .iter()
+                .zip(populated)
+                .filter_map(|(path, set)| set.then_some(*path))
+                .collect();
+            if paths.is_empty() {
+                violations.push((
+                    "update_mask".to_owned(),
+                    "nothing to change: the policy sets no field; name the fields to change \
+                     (a field set to false or empty needs the mask)"
+                        .to_owned(),
+                ));
+                return None;
+            }
+            paths
+        }
     };
     if let Some(bad) = paths.iter().find(|p| !POLICY_FIELDS.contains(p)) {
         violations.push((
@@ -110,6 +137,7 @@ fn apply_update(
     }
     let mut new = PolicyUpdate::of(current);
     let before = violations.len();
+    let mut sso_mode = None;
     for path in paths {
         match path {
             "mfa_required" => new.mfa_required = update.mfa_required,
@@ -132,14 +160,19 @@ fn apply_update(
                 }
                 new.allowed_methods = bits;
             }
-            _ => match v1::SsoMode::try_from(update.sso_mode) {
-                Ok(v1::SsoMode::Exempt) => new.sso_mode = SsoMode::Exempt,
-                Ok(v1::SsoMode::Enforce) => new.sso_mode = SsoMode::Enforce,
-                _ => violations.push((
-                    "policy.sso_mode".to_owned(),
-                    "must be SSO_MODE_EXEMPT or SSO_MODE_ENFORCE".to_owned(),
-                )),
-            },
+            _ => sso_mode = Some(update.sso_mode),
+        }
+    }
+    // After the loop: whether an unspecified mode may stand depends on `sso_enabled`.
+    if let Some(mode) = sso_mode {
+        match v1::SsoMode::try_from(mode) {
+            Ok(v1::SsoMode::Exempt) => new.sso_mode = SsoMode::Exempt,
+            Ok(v1::SsoMode::Enforce) => new.sso_mode = SsoMode::Enforce,
+            Ok(v1::SsoMode::Unspecified) if !new.sso_enabled => {}
+            _ => violations.push((
+                "policy.sso_mode".to_owned(),
+                "must be SSO_MODE_EXEMPT or SSO_MODE_ENFORCE while SSO is on".to_owned(),
+            )),
         }
     }
     (violations.len() == before).then_some(new)
@@ -216,7 +249,7 @@ impl Organizations {
         let app = &self.app;
         let now = app.now();
         let token = bearer(request).ok_or_else(|| ApiError::Unauthenticated {
-            reason: "SESSION_INVALID",
+            reason: ErrorReason::UserTokenMissing,
             message: "send the administrator's session as authorization: Bearer".to_owned(),
         })?;
         let session = app
@@ -233,7 +266,7 @@ impl Organizations {
             .ok_or(ApiError::NotFound("organization"))?;
         if session.org_id != Some(org_id) {
             return Err(ApiError::PermissionDenied {
-                reason: "SESSION_OF_ANOTHER_ORGANIZATION",
+                reason: ErrorReason::SessionOfAnotherOrganization,
                 message: "log in to this organization to administer it".to_owned(),
             });
         }
@@ -245,7 +278,7 @@ impl Organizations {
             .ok_or_else(super::sessions::invalid_session)?;
         if user.status == enums::UserStatus::Disabled {
             return Err(ApiError::PermissionDenied {
-                reason: "ACCOUNT_DISABLED",
+                reason: ErrorReason::AccountDisabled,
                 message: "the account is disabled".to_owned(),
             });
         }
@@ -322,7 +355,7 @@ impl Organizations {
         .map_err(|e| match e {
             ApiError::Unauthenticated { .. } | ApiError::UnauthenticatedLocked { .. } => {
                 ApiError::PermissionDenied {
-                    reason: "PASSWORD_CONFIRMATION_FAILED",
+                    reason: ErrorReason::PasswordConfirmationFailed,
                     message: "the password is wrong".to_owned(),
                 }
             }
@@ -356,7 +389,7 @@ impl Organizations {
             .await
             .map_err(|e| match e {
                 storage::StorageError::Stale(_) => ApiError::Aborted {
-                    reason: "POLICY_CHANGED",
+                    reason: ErrorReason::PolicyChanged,
                     message: "the policy changed meanwhile: read it and try again".to_owned(),
                 },
                 other => other.into(),
@@ -441,7 +474,7 @@ impl Organizations {
             .is_empty();
         if !has_factors && app.storage.recovery_codes().remaining(target).await? == 0 {
             return Err(ApiError::FailedPrecondition {
-                reason: "NO_FACTOR",
+                reason: ErrorReason::NoFactor,
                 message: "the member has no 2FA to reset".to_owned(),
             });
         }

@@ -1,5 +1,6 @@
 //! `tollgate.v1.SessionService`.
 
+use crate::error::ErrorReason;
 use tollgate_proto::v1;
 use tollgate_proto::v1::session_service_server::SessionService;
 use tonic::{Request, Response, Status};
@@ -25,7 +26,7 @@ impl Sessions {
 
 pub(crate) fn invalid_session() -> ApiError {
     ApiError::Unauthenticated {
-        reason: "SESSION_INVALID",
+        reason: ErrorReason::SessionInvalid,
         message: "the session is unknown, expired or revoked".to_owned(),
     }
 }

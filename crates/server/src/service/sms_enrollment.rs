@@ -1,6 +1,7 @@
 //! Enrolling a phone (`BeginSmsEnrollment`, `ConfirmSmsEnrollment`) in
 //! `tollgate.v1.EnrollmentService`.
 
+use crate::error::ErrorReason;
 use storage::entity::enums::{FactorKind, FactorStatus};
 use tollgate_proto::v1;
 use tonic::Request;
@@ -137,7 +138,7 @@ impl Enrollment {
             .await?;
         let failures = mfa::check_lockout(app, user_id, now).await?;
         if !sms_flow::check_code(app, failures, factor.id, &digits, now).await? {
-            return Err(mfa::record_failure(app, user_id, "INVALID_CODE", now).await);
+            return Err(mfa::record_failure(app, user_id, ErrorReason::InvalidCode, now).await);
         }
         let (factor, recovery_codes, session) = self
             .finish(&ctx, &factor, None, "sms", replaces.as_ref())

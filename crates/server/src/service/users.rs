@@ -1,5 +1,6 @@
 //! `tollgate.v1.UserService`.
 
+use crate::error::ErrorReason;
 use tollgate_proto::v1::user_service_server::UserService;
 use tollgate_proto::v1::{self, get_user_request::Lookup};
 use tonic::{Request, Response, Status};
@@ -167,7 +168,7 @@ impl Users {
                 .ok_or_else(crate::service::sessions::invalid_session)?;
             if session.user_id != user.id {
                 return Err(ApiError::PermissionDenied {
-                    reason: "NOT_YOUR_ACCOUNT",
+                    reason: ErrorReason::NotYourAccount,
                     message: "a session can only set its own user's password".to_owned(),
                 });
             }

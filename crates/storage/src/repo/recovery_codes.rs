@@ -150,6 +150,19 @@ impl<'a> RecoveryCodes<'a> {
             > 0)
     }
 
+    /// Whether `code` is one of the user's codes that was used already (a replay, told apart
+    /// from a wrong code).
+    pub async fn is_used(&self, user_id: Uuid, code: &str) -> Result<bool> {
+        let hash = code_hash(self.storage, user_id, code);
+        Ok(Entity::find()
+            .filter(Column::UserId.eq(user_id))
+            .filter(Column::UsedAt.is_not_null())
+            .filter(Column::CodeHash.eq(hash.0.to_vec()))
+            .count(&self.storage.reads())
+            .await?
+            > 0)
+    }
+
     /// How many unused codes the user has.
     pub async fn remaining(&self, user_id: Uuid) -> Result<u64> {
         Ok(Entity::find()
