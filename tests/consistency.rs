@@ -29,6 +29,7 @@ both!(
     the_token_rule_holds_on_every_rpc,
     a_used_recovery_code_is_a_replay,
     update_masks_follow_aip_134,
+    the_verification_windows_are_settings,
 );
 
 /// A user with an app (the seed above) and three recovery codes, in an organization; returns
@@ -599,4 +600,39 @@ async fn update_masks_follow_aip_134(backend: Backend) {
     assert_eq!(now.allowed_methods.len(), 2);
     assert!(!now.mfa_required && !now.sso_enabled);
     server.stop().await.unwrap();
+}
+
+/// The TOTP window (`otp.totp_steps_behind`/`ahead`) and the HOTP look-ahead
+/// (`otp.hotp_look_ahead`) are settings: with the app's window narrowed to its own step, the
+/// next step's code is refused; by default (one step each way) it is accepted.
+async fn the_verification_windows_are_settings(backend: Backend) {
+    use std::sync::Arc;
+    let app = otp_core::Totp::new(
+        otp_core::Secret::from_bytes(SEED.to_vec()),
+        otp_core::TotpParams::default(),
+    )
+    .unwrap();
+    for (ahead, accepted) in [(0, false), (1, true)] {
+        let clock = Arc::new(server::ManualClock::new(1_800_000_000));
+        let mut config = tollgate_e2e::test_config();
+        config.otp.totp_steps_ahead = ahead;
+        let server = TestServer::start_full(backend, config, Arc::clone(&clock) as _).await;
+        let org = organization(&server, "owner@example.com").await;
+        let (_, _) = user_with_factor(&server, "member@example.com", &org).await;
+        let next = app.generate(1_800_000_000 + 30).unwrap().to_string();
+        let answer = second_step(&server, "member@example.com", &org, &next).await;
+        assert_eq!(answer.is_ok(), accepted, "steps ahead {ahead}: {answer:?}");
+        if !accepted {
+            assert_eq!(
+                reason(&answer.unwrap_err()).as_deref(),
+                Some("INVALID_CODE")
+            );
+        }
+        server.stop().await.unwrap();
+    }
+    // A window that would accept too many codes stops start-up, naming the key.
+    let mut config = tollgate_e2e::test_config();
+    config.otp.hotp_look_ahead = 1_000;
+    let refused = config.validate().unwrap_err().to_string();
+    assert!(refused.contains("otp.hotp_look_ahead"), "{refused}");
 }

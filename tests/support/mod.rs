@@ -217,8 +217,24 @@ impl TestServer {
         SessionServiceClient::new(self.channel().await)
     }
 
-    /// Signals shutdown and waits for the server to stop.
+    /// Signals shutdown and waits for the server to stop, after checking that every audit
+    /// event kind the server wrote is one the contract lists (`AuditEvent.kind`).
     pub async fn stop(mut self) -> Result<(), ServeError> {
+        let documented = documented_audit_kinds();
+        let written =
+            <storage::entity::audit_event::Entity as storage::sea_orm::EntityTrait>::find()
+                .all(self.app.storage.db())
+                .await;
+        // A test that broke the database on purpose cannot be read back; it checks nothing.
+        if let Ok(written) = written {
+            for event in written {
+                assert!(
+                    documented.contains(&event.kind),
+                    "the server wrote the audit event kind {:?}, which AuditEvent.kind does not list",
+                    event.kind
+                );
+            }
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -475,4 +491,28 @@ pub fn unique_phone() -> String {
             .unwrap(),
     );
     format!("+1415{}{:06}", 2 + n % 8, (n / 8) % 1_000_000)
+}
+
+/// The audit event kinds the contract lists: the backquoted `a.b` names of the comment on
+/// `AuditEvent.kind` in organization_service.proto.
+pub fn documented_audit_kinds() -> std::collections::BTreeSet<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../proto/tollgate/v1/organization_service.proto");
+    let text = std::fs::read_to_string(path).unwrap();
+    let message = text.split("message AuditEvent {").nth(1).unwrap();
+    let comment = message.split("string kind = 3;").next().unwrap();
+    let kinds: std::collections::BTreeSet<String> = comment
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|word| {
+            word.contains('.')
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '.' || c == '_')
+        })
+        .map(str::to_owned)
+        .collect();
+    assert!(kinds.len() >= 20, "{kinds:?}");
+    kinds
 }

@@ -369,6 +369,16 @@ pub struct OtpConfig {
     /// Recovery codes in a set: handed out on the first activation, on an activation when none
     /// are left, and by `RegenerateRecoveryCodes`.
     pub recovery_codes: usize,
+    /// Time steps an authenticator app's code may lag behind the server's clock (RFC 6238
+    /// section 5.2's allowance for clock drift and transmission delay).
+    pub totp_steps_behind: u32,
+    /// Time steps an authenticator app's code may run ahead of the server's clock.
+    pub totp_steps_ahead: u32,
+    /// Counters past the expected one an OATH token's code may be and still log in (RFC 4226
+    /// section 7.4's look-ahead window `s`): presses that never reached the server.
+    pub hotp_look_ahead: u32,
+    /// How far `ResyncHotp` searches ahead for two consecutive codes.
+    pub hotp_resync_window: u32,
 }
 
 impl Default for OtpConfig {
@@ -378,6 +388,10 @@ impl Default for OtpConfig {
             pending_enrollment_ttl_secs: 600,
             challenge_max_attempts: 5,
             recovery_codes: 10,
+            totp_steps_behind: 1,
+            totp_steps_ahead: 1,
+            hotp_look_ahead: 10,
+            hotp_resync_window: 100,
         }
     }
 }
@@ -760,6 +774,24 @@ impl Config {
         }
         if !(5..=20).contains(&self.otp.recovery_codes) {
             return err("otp.recovery_codes", "must be 5 to 20");
+        }
+        // Each step or counter a window adds is one more code a guess can hit.
+        if self.otp.totp_steps_behind > 5 {
+            return err("otp.totp_steps_behind", "must be 0 to 5");
+        }
+        if self.otp.totp_steps_ahead > 5 {
+            return err("otp.totp_steps_ahead", "must be 0 to 5");
+        }
+        if !(1..=otp_core::HotpParams::MAX_LOOK_AHEAD).contains(&self.otp.hotp_look_ahead) {
+            return err("otp.hotp_look_ahead", "must be 1 to 100");
+        }
+        if !(self.otp.hotp_look_ahead..=otp_core::HotpParams::MAX_RESYNC_WINDOW)
+            .contains(&self.otp.hotp_resync_window)
+        {
+            return err(
+                "otp.hotp_resync_window",
+                "must be at least hotp_look_ahead and at most 10000",
+            );
         }
         self.webauthn.validate()?;
         if self.tracing.sample_permille > 1000 {

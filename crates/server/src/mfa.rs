@@ -39,6 +39,10 @@ pub(crate) fn totp_of(app: &App, factor: &storage::entity::factor::Model) -> Api
         algorithm,
         digits,
         period: u64::try_from(factor.period.unwrap_or(30)).unwrap_or(30),
+        window: otp_core::Window {
+            behind: app.config.otp.totp_steps_behind,
+            ahead: app.config.otp.totp_steps_ahead,
+        },
         ..totp_params()
     };
     Totp::new(Secret::from_bytes(seed.to_vec()), params)
@@ -262,6 +266,8 @@ pub(crate) fn hotp_of(
         digits,
         // Imported seeds can be shorter than 128 bits on older tokens.
         legacy_short_secret: true,
+        look_ahead: app.config.otp.hotp_look_ahead,
+        resync_window: app.config.otp.hotp_resync_window,
         ..otp_core::HotpParams::default()
     };
     let hotp = otp_core::Hotp::new(Secret::from_bytes(seed.to_vec()), params)
