@@ -378,9 +378,9 @@ pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
 
 /// The ErrorInfo reason of a status, if any.
 ///
-/// Every reason read here is checked against the contract: the domain is `tollgate.v1` and
-/// the reason is a value of `ErrorReason` (so every test that looks at a reason also checks
-/// that the server sends only documented ones).
+/// Every reason read here is checked against the contract: the domain is `tollgate.v1`, the
+/// reason is a value of `ErrorReason`, and the status code is the one its comment in
+/// error_reason.proto names (so every test that looks at a reason also checks the pair).
 pub fn reason(status: &tonic::Status) -> Option<String> {
     use tonic_types::StatusExt as _;
     let info = status.get_details_error_info()?;
@@ -391,7 +391,57 @@ pub fn reason(status: &tonic::Status) -> Option<String> {
         "{} is not a value of the contract's ErrorReason: {status:?}",
         info.reason
     );
+    let code = upper_snake(&format!("{:?}", status.code()));
+    let documented = reason_codes()
+        .get(&info.reason)
+        .unwrap_or_else(|| panic!("no comment for {}", info.reason));
+    assert!(
+        documented.contains(&code),
+        "{} comes with {code}, but error_reason.proto says {documented:?}",
+        info.reason
+    );
     Some(info.reason)
+}
+
+/// `PermissionDenied` as `PERMISSION_DENIED`.
+fn upper_snake(camel: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+/// Each ErrorReason value with the status codes its comment starts with
+/// (`// PERMISSION_DENIED or FAILED_PRECONDITION: …`).
+fn reason_codes() -> &'static std::collections::BTreeMap<String, Vec<String>> {
+    static CODES: std::sync::OnceLock<std::collections::BTreeMap<String, Vec<String>>> =
+        std::sync::OnceLock::new();
+    CODES.get_or_init(|| {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../proto/tollgate/v1/error_reason.proto");
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut codes = std::collections::BTreeMap::new();
+        let mut first_line: Option<String> = None;
+        for line in text.lines().map(str::trim) {
+            if let Some(comment) = line.strip_prefix("// ") {
+                first_line.get_or_insert_with(|| comment.to_owned());
+            } else if let Some((name, _)) = line.split_once(" = ") {
+                if let Some(first) = first_line.take() {
+                    let head = first.split(':').next().unwrap_or_default();
+                    let names = head.split(" or ").map(|code| code.trim().to_owned());
+                    codes.insert(name.to_owned(), names.collect());
+                }
+            } else {
+                first_line = None;
+            }
+        }
+        assert!(codes.len() > 40, "{codes:?}");
+        codes
+    })
 }
 
 /// Runs an async test body on both engines: `both!(name)` for `async fn name(backend: Backend)`.

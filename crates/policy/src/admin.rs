@@ -46,9 +46,11 @@ impl AdminRefusal {
         match self {
             Self::NotAnAdmin => ErrorReason::NotAnAdmin,
             Self::PasswordNotSet => ErrorReason::PasswordNotSet,
-            Self::PasswordConfirmationRequired => ErrorReason::PasswordConfirmationRequired,
+            // Sent as INVALID_ARGUMENT naming `password`.
+            Self::PasswordConfirmationRequired => ErrorReason::InvalidArgument,
             Self::SsoExempts => ErrorReason::SsoExempts,
-            Self::NoMethodAllowed => ErrorReason::NoMethodAllowed,
+            // Sent as INVALID_ARGUMENT naming `policy.allowed_methods`.
+            Self::NoMethodAllowed => ErrorReason::InvalidArgument,
             Self::CannotResetSelf => ErrorReason::CannotResetSelf,
             Self::CannotResetOwner => ErrorReason::CannotResetOwner,
             Self::AdministersElsewhere => ErrorReason::AdministersElsewhere,

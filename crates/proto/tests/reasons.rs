@@ -82,4 +82,37 @@ fn every_reason_the_comments_name_is_an_error_reason() {
         missing.is_empty(),
         "named in comments, missing from ErrorReason: {missing:?}"
     );
+
+    // And the other way: each reason an RPC can answer is named in the comment of at least
+    // one RPC (or service), except those that any call can meet, which the enum documents.
+    let anywhere = [
+        "ERROR_REASON_UNSPECIFIED",
+        "USER_UNAUTHENTICATED",
+        "INVALID_ARGUMENT",
+        "MALFORMED_REQUEST",
+        "CALLER_UNAUTHENTICATED",
+        "INVALID_API_KEY",
+        "MISSING_SCOPE",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "CONCURRENT_CHANGE",
+        "DATABASE_UNAVAILABLE",
+        "CLOCK_SKEW",
+        "INTERNAL",
+    ];
+    let in_rpc_comments: BTreeSet<&str> = named
+        .iter()
+        .filter(|(_, file)| file != "error_reason.proto")
+        .map(|(word, _)| word.as_str())
+        .collect();
+    let unnamed: Vec<&str> = set
+        .file
+        .iter()
+        .flat_map(|file| &file.enum_type)
+        .filter(|enumeration| enumeration.name() == "ErrorReason")
+        .flat_map(|enumeration| &enumeration.value)
+        .map(prost_types::EnumValueDescriptorProto::name)
+        .filter(|name| !anywhere.contains(name) && !in_rpc_comments.contains(name))
+        .collect();
+    assert!(unnamed.is_empty(), "no RPC comment names: {unnamed:?}");
 }

@@ -257,5 +257,7 @@ pub fn bearer<T>(request: &Request<T>) -> Option<String> {
     let token = value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))?;
-    Some(token.trim().to_owned())
+    let token = token.trim();
+    // An empty token is no token: USER_TOKEN_MISSING, as without the header.
+    (!token.is_empty()).then(|| token.to_owned())
 }

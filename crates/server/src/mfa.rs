@@ -268,7 +268,6 @@ pub(crate) fn hotp_of(
         legacy_short_secret: true,
         look_ahead: app.config.otp.hotp_look_ahead,
         resync_window: app.config.otp.hotp_resync_window,
-        ..otp_core::HotpParams::default()
     };
     let hotp = otp_core::Hotp::new(Secret::from_bytes(seed.to_vec()), params)
         .map_err(|e| ApiError::Internal(format!("factor {}: {e}", factor.id)))?;

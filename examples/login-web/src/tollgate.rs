@@ -161,7 +161,6 @@ pub(crate) fn human(status: &Status) -> String {
         }
         R::ProofRequired => "Enter a current code or a recovery code to confirm.",
         R::MethodNotAllowed => "Your organization does not allow this kind of factor.",
-        R::NoMethodAllowed => "The organization would allow no kind of second factor.",
         R::LastRequiredFactor => {
             "This is your last factor and your organization requires two-factor authentication: add another one first."
         }
@@ -172,7 +171,6 @@ pub(crate) fn human(status: &Status) -> String {
         R::SsoNotEnabled => "Single sign-on is off for this organization.",
         R::AccountDisabled => "This account is disabled.",
         R::PasswordConfirmationFailed => "The password is not right.",
-        R::PasswordConfirmationRequired => "Enter your password to confirm.",
         R::PasswordNotSet => "Set a password first: changes here are confirmed with it.",
         R::NotYourAccount => "That is not your account.",
         R::NotAnAdmin => "Only the organization's owners and admins can do that.",

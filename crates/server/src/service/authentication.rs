@@ -598,10 +598,11 @@ async fn proving_user(
 }
 
 /// The session a call acts for, by the contract's token rule: `authorization: Bearer`, or
-/// the deprecated body field (`session_token`) of clients written before the rule. Both at
-/// once must be the same token. Neither: UNAUTHENTICATED `USER_TOKEN_MISSING`.
+/// the deprecated body field (`session_token`) of clients written before the rule, which
+/// then works exactly as it did (the header is not consulted: such a client may send a
+/// bearer token of its own, for a gateway). Neither: UNAUTHENTICATED `USER_TOKEN_MISSING`.
 fn session_of<T>(request: &Request<T>, deprecated_field: &str) -> ApiResult<String> {
-    match session_given(request, deprecated_field)? {
+    match session_given(request, deprecated_field) {
         Some(token) => Ok(token),
         None => Err(ApiError::Unauthenticated {
             reason: ErrorReason::UserTokenMissing,
@@ -611,18 +612,12 @@ fn session_of<T>(request: &Request<T>, deprecated_field: &str) -> ApiResult<Stri
 }
 
 /// The session of [`session_of`], if any was given.
-fn session_given<T>(request: &Request<T>, deprecated_field: &str) -> ApiResult<Option<String>> {
-    let header = crate::auth::bearer(request).filter(|token| !token.is_empty());
+fn session_given<T>(request: &Request<T>, deprecated_field: &str) -> Option<String> {
     let body = deprecated_field.trim();
-    match header {
-        Some(header) if !body.is_empty() && header != body => Err(ApiError::field(
-            "session_token",
-            "the session is given twice and differs: send it only as authorization: Bearer \
-             (this field is deprecated)",
-        )),
-        Some(header) => Ok(Some(header)),
-        None if body.is_empty() => Ok(None),
-        None => Ok(Some(body.to_owned())),
+    if body.is_empty() {
+        crate::auth::bearer(request)
+    } else {
+        Some(body.to_owned())
     }
 }
 
@@ -651,7 +646,7 @@ fn login_or_session<T>(
         }
         return Ok((challenge.to_owned(), String::new()));
     }
-    match session_given(request, deprecated_session)? {
+    match session_given(request, deprecated_session) {
         Some(session) => Ok((String::new(), session)),
         None => Err(ApiError::field("challenge_token", neither)),
     }
