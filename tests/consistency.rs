@@ -30,6 +30,7 @@ both!(
     a_used_recovery_code_is_a_replay,
     update_masks_follow_aip_134,
     the_verification_windows_are_settings,
+    each_refusal_names_its_reason,
 );
 
 /// A user with an app (the seed above) and three recovery codes, in an organization; returns
@@ -639,4 +640,150 @@ async fn the_verification_windows_are_settings(backend: Backend) {
     config.otp.hotp_look_ahead = 1_000;
     let refused = config.validate().unwrap_err().to_string();
     assert!(refused.contains("otp.hotp_look_ahead"), "{refused}");
+}
+
+/// The refusals no other test provokes, each with its reason (and, through `reason`, the
+/// code error_reason.proto names): a user of several organizations who names none, another
+/// user's session setting a password, a kind the organization does not allow, a passkey
+/// step without a passkey, an admin of another organization reset, a disabled account.
+async fn each_refusal_names_its_reason(backend: Backend) {
+    let mut config = tollgate_e2e::test_config();
+    config.webauthn.rp_id = "localhost".into();
+    config.webauthn.origins = vec!["http://localhost:8080".into()];
+    let server = TestServer::start_with(backend, config).await;
+    let org_a = organization(&server, "alice@example.com").await;
+    let org_b = organization(&server, "bob@example.com").await;
+    let mut orgs = server.organizations().await;
+    let add = |user: String, org: &str, role: v1::Role| v1::AddMemberRequest {
+        organization_id: org.to_owned(),
+        user_id: user,
+        role: role as i32,
+    };
+    let carol = server.create_user("carol@example.com", PASSWORD).await;
+    for org in [&org_a, &org_b] {
+        orgs.add_member(add(carol.id.clone(), org, v1::Role::Member))
+            .await
+            .unwrap();
+    }
+    let refused = server
+        .authentication()
+        .await
+        .authenticate(tollgate_e2e::password_login(
+            "carol@example.com",
+            PASSWORD,
+            "",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&refused).as_deref(), Some("ORGANIZATION_REQUIRED"));
+
+    let authenticate_response::Result::Authenticated(alice) = server
+        .first_step(tollgate_e2e::password_login(
+            "alice@example.com",
+            PASSWORD,
+            &org_a,
+        ))
+        .await
+    else {
+        panic!("alice has no factor")
+    };
+    let refused = server
+        .users()
+        .await
+        .set_password(bearer(
+            v1::SetPasswordRequest {
+                user_id: carol.id.clone(),
+                new_password: "another long password".into(),
+                current_password: PASSWORD.into(),
+            },
+            &alice.token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&refused).as_deref(), Some("NOT_YOUR_ACCOUNT"));
+
+    let only_apps = v1::UpdateMfaPolicyRequest {
+        organization_id: org_a.clone(),
+        policy: Some(v1::MfaPolicy {
+            allowed_methods: vec![v1::FactorKind::Totp as i32],
+            ..Default::default()
+        }),
+        update_mask: None,
+        password: PASSWORD.into(),
+    };
+    orgs.update_mfa_policy(bearer(only_apps, &alice.token))
+        .await
+        .unwrap();
+    let mut enrollment =
+        v1::enrollment_service_client::EnrollmentServiceClient::new(server.channel().await);
+    let refused = enrollment
+        .begin_sms_enrollment(bearer(
+            v1::BeginSmsEnrollmentRequest {
+                phone_number: "+14155550100".into(),
+                label: String::new(),
+            },
+            &alice.token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&refused).as_deref(), Some("METHOD_NOT_ALLOWED"));
+    let refused = server
+        .authentication()
+        .await
+        .begin_web_authn_verification(bearer(
+            v1::BeginWebAuthnVerificationRequest::default(),
+            &alice.token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&refused).as_deref(), Some("NO_WEBAUTHN_FACTOR"));
+
+    // Dave administers organization B and is a member of A: A's owner may not reset him.
+    let dave = server.create_user("dave@example.com", PASSWORD).await;
+    orgs.add_member(add(dave.id.clone(), &org_b, v1::Role::Admin))
+        .await
+        .unwrap();
+    orgs.add_member(add(dave.id.clone(), &org_a, v1::Role::Member))
+        .await
+        .unwrap();
+    let dave_id: storage::Uuid = dave.id.parse().unwrap();
+    let now = server::Clock::now(server.app.clock.as_ref());
+    tollgate_e2e::active_totp(&server.app.storage, dave_id, SEED, None, Some(&CODES), now).await;
+    let refused = orgs
+        .reset_member_mfa(bearer(
+            v1::ResetMemberMfaRequest {
+                organization_id: org_a.clone(),
+                user_id: dave.id.clone(),
+            },
+            &alice.token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&refused).as_deref(), Some("ADMINISTERS_ELSEWHERE"));
+
+    // An operator disabled carol: her login is refused as such.
+    {
+        use storage::sea_orm::{ActiveModelTrait as _, ActiveValue::Set};
+        let carol_id: storage::Uuid = carol.id.parse().unwrap();
+        storage::entity::user::ActiveModel {
+            id: Set(carol_id),
+            status: Set(storage::entity::enums::UserStatus::Disabled),
+            ..Default::default()
+        }
+        .update(server.app.storage.db())
+        .await
+        .unwrap();
+    }
+    let refused = server
+        .authentication()
+        .await
+        .authenticate(tollgate_e2e::password_login(
+            "carol@example.com",
+            PASSWORD,
+            &org_a,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&refused).as_deref(), Some("ACCOUNT_DISABLED"));
+    server.stop().await.unwrap();
 }

@@ -201,7 +201,8 @@ async fn journey_4_5_7_enroll_an_app_then_log_in_with_its_codes(backend: Backend
         .verify_second_factor(verify(&token, &enrolled.recovery_codes[0]))
         .await
         .unwrap_err();
-    assert_eq!(reason(&err).as_deref(), Some("INVALID_CODE"));
+    // Used once: presented again it is a replay, as an app code's step would be.
+    assert_eq!(reason(&err).as_deref(), Some("CODE_REPLAYED"));
     server.stop().await.unwrap();
 }
 
