@@ -419,28 +419,78 @@ pub(crate) async fn confirm_app(
     jar: Jar,
     form: axum::Form<ConfirmForm>,
 ) -> Response {
+    confirm(app.tollgate, jar, &form, Confirming::App).await
+}
+
+/// `ConfirmSmsEnrollment` with the code the phone received.
+pub(crate) async fn confirm_phone(
+    State(app): State<App>,
+    jar: Jar,
+    form: axum::Form<ConfirmForm>,
+) -> Response {
+    confirm(app.tollgate, jar, &form, Confirming::Phone).await
+}
+
+/// Which confirmation a code form posts to.
+#[derive(Clone, Copy, Debug)]
+enum Confirming {
+    App,
+    Phone,
+}
+
+/// The confirmation of an app or a phone with its first code; a wrong code shows the form
+/// again.
+async fn confirm(
+    mut tollgate: Clients,
+    jar: Jar,
+    form: &ConfirmForm,
+    kind: Confirming,
+) -> Response {
     let Some(credential) = jar.enrolling_credential() else {
         return Redirect::to("/login").into_response();
     };
-    let action = "/factors/app/confirm";
+    let action = match kind {
+        Confirming::App => "/factors/app/confirm",
+        Confirming::Phone => "/factors/phone/confirm",
+    };
     if !jar.csrf_ok(&form.csrf) {
         return confirm_again(jar, action, &form.factor_id, &expired_form());
     }
-    let mut tollgate = app.tollgate;
-    let request = ConfirmTotpEnrollmentRequest {
-        factor_id: form.factor_id.clone(),
-        code: form.code.replace(' ', ""),
-        replaces_factor_id: String::new(),
-    };
-    match tollgate
-        .enrollment
-        .confirm_totp_enrollment(bearer(request, &credential))
-        .await
-    {
-        Ok(reply) => {
-            let reply = reply.into_inner();
-            confirmed(jar, &reply.recovery_codes, reply.session)
+    let (factor_id, code) = (form.factor_id.clone(), form.code.replace(' ', ""));
+    let answer = match kind {
+        Confirming::App => {
+            let request = ConfirmTotpEnrollmentRequest {
+                factor_id,
+                code,
+                replaces_factor_id: String::new(),
+            };
+            tollgate
+                .enrollment
+                .confirm_totp_enrollment(bearer(request, &credential))
+                .await
+                .map(|reply| {
+                    let reply = reply.into_inner();
+                    (reply.recovery_codes, reply.session)
+                })
         }
+        Confirming::Phone => {
+            let request = ConfirmSmsEnrollmentRequest {
+                factor_id,
+                code,
+                replaces_factor_id: String::new(),
+            };
+            tollgate
+                .enrollment
+                .confirm_sms_enrollment(bearer(request, &credential))
+                .await
+                .map(|reply| {
+                    let reply = reply.into_inner();
+                    (reply.recovery_codes, reply.session)
+                })
+        }
+    };
+    match answer {
+        Ok((codes, session)) => confirmed(jar, &codes, session),
         Err(status) => confirm_again(
             jar,
             action,
@@ -513,43 +563,6 @@ pub(crate) async fn add_phone(
             )
         }
         Err(status) => back(tollgate, jar, Message::Error(human(&status))).await,
-    }
-}
-
-/// `ConfirmSmsEnrollment` with the code the phone received.
-pub(crate) async fn confirm_phone(
-    State(app): State<App>,
-    jar: Jar,
-    form: axum::Form<ConfirmForm>,
-) -> Response {
-    let Some(credential) = jar.enrolling_credential() else {
-        return Redirect::to("/login").into_response();
-    };
-    let action = "/factors/phone/confirm";
-    if !jar.csrf_ok(&form.csrf) {
-        return confirm_again(jar, action, &form.factor_id, &expired_form());
-    }
-    let mut tollgate = app.tollgate;
-    let request = ConfirmSmsEnrollmentRequest {
-        factor_id: form.factor_id.clone(),
-        code: form.code.replace(' ', ""),
-        replaces_factor_id: String::new(),
-    };
-    match tollgate
-        .enrollment
-        .confirm_sms_enrollment(bearer(request, &credential))
-        .await
-    {
-        Ok(reply) => {
-            let reply = reply.into_inner();
-            confirmed(jar, &reply.recovery_codes, reply.session)
-        }
-        Err(status) => confirm_again(
-            jar,
-            action,
-            &form.factor_id,
-            &Message::Error(human(&status)),
-        ),
     }
 }
 
