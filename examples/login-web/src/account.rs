@@ -213,6 +213,18 @@ async fn back(tollgate: Clients, jar: Jar, message: Message) -> Response {
     account(tollgate, jar, message).await
 }
 
+/// What every form of the account page checks first: a session (or the login page), then the
+/// form's CSRF token (or the account page again, saying the form expired).
+async fn session_form(app: App, jar: Jar, csrf: &str) -> Result<(Clients, Jar, String), Response> {
+    let Some(token) = jar.session() else {
+        return Err(Redirect::to("/login").into_response());
+    };
+    if !jar.csrf_ok(csrf) {
+        return Err(account(app.tollgate, jar, expired_form()).await);
+    }
+    Ok((app.tollgate, jar, token))
+}
+
 #[derive(Debug, Deserialize)]
 pub(crate) struct CodeForm {
     csrf: String,
@@ -226,13 +238,10 @@ pub(crate) async fn step_up(
     jar: Jar,
     form: axum::Form<CodeForm>,
 ) -> Response {
-    let Some(token) = jar.session() else {
-        return Redirect::to("/login").into_response();
+    let (mut tollgate, jar, token) = match session_form(app, jar, &form.csrf).await {
+        Ok(checked) => checked,
+        Err(page) => return page,
     };
-    if !jar.csrf_ok(&form.csrf) {
-        return account(app.tollgate, jar, expired_form()).await;
-    }
-    let mut tollgate = app.tollgate;
     let request = VerifyStepUpRequest {
         code: form.code.replace(' ', ""),
         ..VerifyStepUpRequest::default()
@@ -251,13 +260,10 @@ pub(crate) async fn send_sms(
     jar: Jar,
     form: axum::Form<crate::login::CsrfForm>,
 ) -> Response {
-    let Some(token) = jar.session() else {
-        return Redirect::to("/login").into_response();
+    let (mut tollgate, jar, token) = match session_form(app, jar, &form.csrf).await {
+        Ok(checked) => checked,
+        Err(page) => return page,
     };
-    if !form.csrf_ok(&jar) {
-        return account(app.tollgate, jar, expired_form()).await;
-    }
-    let mut tollgate = app.tollgate;
     let request = bearer(SendSmsCodeRequest::default(), &token);
     let message = match tollgate.authentication.send_sms_code(request).await {
         Ok(reply) => Message::Notice(format!(
@@ -669,13 +675,10 @@ pub(crate) async fn remove_factor(
     jar: Jar,
     form: axum::Form<RemoveForm>,
 ) -> Response {
-    let Some(token) = jar.session() else {
-        return Redirect::to("/login").into_response();
+    let (mut tollgate, jar, token) = match session_form(app, jar, &form.csrf).await {
+        Ok(checked) => checked,
+        Err(page) => return page,
     };
-    if !jar.csrf_ok(&form.csrf) {
-        return account(app.tollgate, jar, expired_form()).await;
-    }
-    let mut tollgate = app.tollgate;
     let request = RemoveFactorRequest {
         factor_id: form.factor_id.clone(),
         proof: form.proof.replace(' ', ""),
@@ -707,13 +710,10 @@ pub(crate) async fn new_recovery_codes(
     jar: Jar,
     form: axum::Form<ProofForm>,
 ) -> Response {
-    let Some(token) = jar.session() else {
-        return Redirect::to("/login").into_response();
+    let (mut tollgate, jar, token) = match session_form(app, jar, &form.csrf).await {
+        Ok(checked) => checked,
+        Err(page) => return page,
     };
-    if !jar.csrf_ok(&form.csrf) {
-        return account(app.tollgate, jar, expired_form()).await;
-    }
-    let mut tollgate = app.tollgate;
     let request = RegenerateRecoveryCodesRequest {
         proof: form.proof.replace(' ', ""),
         webauthn_response_json: String::new(),
@@ -735,13 +735,10 @@ pub(crate) async fn reset(
     jar: Jar,
     form: axum::Form<ProofForm>,
 ) -> Response {
-    let Some(token) = jar.session() else {
-        return Redirect::to("/login").into_response();
+    let (mut tollgate, jar, token) = match session_form(app, jar, &form.csrf).await {
+        Ok(checked) => checked,
+        Err(page) => return page,
     };
-    if !jar.csrf_ok(&form.csrf) {
-        return account(app.tollgate, jar, expired_form()).await;
-    }
-    let mut tollgate = app.tollgate;
     let request = ResetMfaRequest {
         proof: form.proof.replace(' ', ""),
         webauthn_response_json: String::new(),

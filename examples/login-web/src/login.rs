@@ -33,13 +33,7 @@ use crate::views::{
 /// A form that only carries the CSRF token.
 #[derive(Debug, Deserialize)]
 pub(crate) struct CsrfForm {
-    csrf: String,
-}
-
-impl CsrfForm {
-    pub(crate) fn csrf_ok(&self, jar: &Jar) -> bool {
-        jar.csrf_ok(&self.csrf)
-    }
+    pub(crate) csrf: String,
 }
 
 /// The CSRF token of a script call, and what the browser answered.

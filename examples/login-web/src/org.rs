@@ -43,11 +43,19 @@ struct Admin {
     audit: ListAuditEventsResponse,
 }
 
-/// The admin behind this browser's session, or the page that says why not.
-async fn admin(tollgate: &mut Clients, jar: Jar) -> Result<(Jar, Admin), Response> {
+/// The admin behind this browser's session, or the page that says why not. For a form,
+/// `csrf` is the token it sent, checked first.
+async fn admin(
+    tollgate: &mut Clients,
+    jar: Jar,
+    csrf: Option<&str>,
+) -> Result<(Jar, Admin), Response> {
     let Some(token) = jar.session() else {
         return Err(Redirect::to("/login").into_response());
     };
+    if csrf.is_some_and(|sent| !jar.csrf_ok(sent)) {
+        return Err(Box::pin(organization(tollgate.clone(), jar, expired_form())).await);
+    }
     let request = ValidateSessionRequest {
         token: token.clone(),
     };
@@ -96,7 +104,7 @@ fn refused(jar: Jar, text: &str) -> Response {
 }
 
 async fn organization(mut tollgate: Clients, jar: Jar, message: Message) -> Response {
-    let (jar, admin) = match admin(&mut tollgate, jar).await {
+    let (jar, admin) = match admin(&mut tollgate, jar, None).await {
         Ok(admin) => admin,
         Err(page) => return page,
     };
@@ -264,10 +272,7 @@ pub(crate) async fn update_policy(
     form: axum::Form<PolicyForm>,
 ) -> Response {
     let mut tollgate = app.tollgate;
-    if !jar.csrf_ok(&form.csrf) {
-        return organization(tollgate, jar, expired_form()).await;
-    }
-    let (jar, admin) = match admin(&mut tollgate, jar).await {
+    let (jar, admin) = match admin(&mut tollgate, jar, Some(&form.csrf)).await {
         Ok(admin) => admin,
         Err(page) => return page,
     };
@@ -320,10 +325,7 @@ pub(crate) async fn add_member(
     form: axum::Form<MemberForm>,
 ) -> Response {
     let mut tollgate = app.tollgate;
-    if !jar.csrf_ok(&form.csrf) {
-        return organization(tollgate, jar, expired_form()).await;
-    }
-    let (jar, admin) = match admin(&mut tollgate, jar).await {
+    let (jar, admin) = match admin(&mut tollgate, jar, Some(&form.csrf)).await {
         Ok(admin) => admin,
         Err(page) => return page,
     };
@@ -371,10 +373,7 @@ pub(crate) async fn reset_member(
     form: axum::Form<ResetForm>,
 ) -> Response {
     let mut tollgate = app.tollgate;
-    if !jar.csrf_ok(&form.csrf) {
-        return organization(tollgate, jar, expired_form()).await;
-    }
-    let (jar, admin) = match admin(&mut tollgate, jar).await {
+    let (jar, admin) = match admin(&mut tollgate, jar, Some(&form.csrf)).await {
         Ok(admin) => admin,
         Err(page) => return page,
     };
