@@ -78,6 +78,17 @@ pub async fn run<W: Worker>(
     rate: Option<f64>,
     live: Arc<Live>,
 ) -> Recorded {
+    run_returning(workers, clients, window, rate, live).await.0
+}
+
+/// [`run`], handing the workers back for another window (a worker that crashed is lost).
+pub async fn run_returning<W: Worker>(
+    workers: Vec<W>,
+    clients: &[Clients],
+    window: Window,
+    rate: Option<f64>,
+    live: Arc<Live>,
+) -> (Recorded, Vec<W>) {
     let n = workers.len().max(1);
     let interval = rate
         .filter(|r| *r > 0.0)
@@ -125,15 +136,17 @@ pub async fn run<W: Worker>(
                     }
                 }
             }
-            recorded
+            (recorded, worker)
         }));
     }
     let mut all = Recorded::default();
+    let mut back = Vec::with_capacity(n);
     for task in tasks {
         match task.await {
-            Ok(recorded) => {
+            Ok((recorded, worker)) => {
                 all.measured.merge(&recorded.measured);
                 all.warmup.merge(&recorded.warmup);
+                back.push(worker);
             }
             Err(e) => all
                 .measured
@@ -141,7 +154,7 @@ pub async fn run<W: Worker>(
                 .fail(format!("worker crashed: {e}")),
         }
     }
-    all
+    (all, back)
 }
 
 /// Draws a progress bar (on a terminal) until `window` ends.

@@ -9,6 +9,7 @@ pub mod drive;
 pub mod launch;
 pub mod prepare;
 pub mod process;
+pub mod ratios;
 pub mod report;
 pub mod scenarios;
 pub mod stats;
@@ -21,15 +22,25 @@ use server::config::PasswordConfig;
 use crate::client::{Clients, Target};
 use crate::drive::{Live, Window};
 use crate::process::{Pid, Watch};
+use crate::ratios::{Leg, Path, Ratios};
 use crate::report::Report;
-use crate::scenarios::{HealthWorker, LoginWorker, MixedWorker, OtpWorker, TotpPool};
+use crate::scenarios::{
+    HealthWorker, HotpUser, LoginWorker, MixedWorker, OtpWorker, TotpPool, ValidateWorker,
+};
 
 /// What to measure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scenario {
+    /// The floor: the standard health check, closed loop (a gRPC call with no database).
+    Health,
+    /// ValidateSession of live sessions, as internal services call it on every request.
+    Validate,
     /// Second-factor checks on the success path: VerifyStepUp with fresh HOTP codes.
     Otp,
+    /// health, validate and otp in turn over --rounds rounds on one server, with each path's
+    /// ratio to the floor of its round.
+    Ratios,
     /// Password + TOTP logins (Authenticate, then VerifySecondFactor).
     Login,
     /// Health checks (100/s) while `login` saturates the cores.
@@ -67,6 +78,8 @@ pub struct Options {
     pub passwords: PasswordConfig,
     /// Starts for `startup`.
     pub starts: usize,
+    /// Rounds of `ratios`.
+    pub rounds: usize,
     /// Draw a progress bar.
     pub progress: bool,
 }
@@ -106,6 +119,7 @@ impl Options {
             users: None,
             passwords: PasswordConfig::default(),
             starts: 5,
+            rounds: 3,
             progress: false,
         }
     }
@@ -203,6 +217,42 @@ async fn measure(options: &Options, target: &Target, pid: Option<Pid>) -> Result
             .then(|| drive::progress(format!("{:?}", options.scenario), window, Arc::clone(&live)))
     };
     let (recorded, extra, starved, server_usage, generator_usage, window) = match options.scenario {
+        Scenario::Health => {
+            report.setup_secs = set_up.elapsed().as_secs_f64();
+            before_run = None;
+            let window = Window::starting_now(options.warmup, options.duration);
+            let bar = progress(window);
+            let watches = watch(pid, window);
+            let workers = vec![HealthWorker; concurrency];
+            let recorded =
+                drive::run(workers, &clients, window, options.rate, Arc::clone(&live)).await;
+            let (s, g) = watches.finish().await;
+            finish_bar(bar).await;
+            (recorded, None, 0, s, g, window)
+        }
+        Scenario::Validate | Scenario::Ratios => {
+            let n = options.users.unwrap_or(concurrency).max(1);
+            say(options, &format!("creating {n} accounts with HOTP tokens…"));
+            let users = scenarios::hotp_users(&clients, &names, n, parallel).await?;
+            report.accounts = n;
+            report.setup_secs = set_up.elapsed().as_secs_f64();
+            before_run = None;
+            if options.scenario == Scenario::Ratios {
+                let (recorded, ratios, window) = ratios(options, &clients, users, pid, &live).await;
+                report.ratios = Some(ratios);
+                (recorded, None, 0, None, None, window)
+            } else {
+                let window = Window::starting_now(options.warmup, options.duration);
+                let bar = progress(window);
+                let watches = watch(pid, window);
+                let workers = ValidateWorker::many(&users);
+                let recorded =
+                    drive::run(workers, &clients, window, options.rate, Arc::clone(&live)).await;
+                let (s, g) = watches.finish().await;
+                finish_bar(bar).await;
+                (recorded, None, 0, s, g, window)
+            }
+        }
         Scenario::Otp | Scenario::Mixed => {
             let mixed = options.scenario == Scenario::Mixed;
             // otp: tokens split among the workers; mixed: at least one account per worker.
@@ -279,7 +329,13 @@ async fn measure(options: &Options, target: &Target, pid: Option<Pid>) -> Result
         measured.merge(&extra.measured);
         warmup.merge(&extra.warmup);
     }
-    report.fill(&mut measured, &mut warmup, window.measured());
+    let measured_for = if options.scenario == Scenario::Ratios {
+        // Every round's windows: the operations' figures are over all of them.
+        options.duration.mul_f64(options.rounds.max(1) as f64)
+    } else {
+        window.measured()
+    };
+    report.fill(&mut measured, &mut warmup, measured_for);
     report.starved = starved;
     report.server = server_usage;
     report.generator = generator_usage;
@@ -308,6 +364,88 @@ async fn measure(options: &Options, target: &Target, pid: Option<Pid>) -> Result
     }
     report.hashing = hashing;
     Ok(report)
+}
+
+/// `ratios`: health, validate and otp in turn, `options.rounds` times, each in a window of
+/// its own (warm-up, then measured), on the same connections and accounts; the sessions of
+/// `users` stay at assurance 2 after the first otp window, which validation does not mind.
+/// Returns every window's operations together, the rounds, and the last window.
+async fn ratios(
+    options: &Options,
+    clients: &[Clients],
+    users: Vec<HotpUser>,
+    pid: Option<Pid>,
+    live: &Arc<Live>,
+) -> (drive::Recorded, Ratios, Window) {
+    let mut validate = ValidateWorker::many(&users);
+    let mut otp = OtpWorker::split(users, options.concurrency.max(1));
+    let health = vec![HealthWorker; options.concurrency.max(1)];
+    let mut all = drive::Recorded::default();
+    let mut ratios = Ratios::default();
+    let mut last = Window::starting_now(Duration::ZERO, Duration::ZERO);
+    for round in 0..options.rounds.max(1) {
+        let mut legs = Vec::new();
+        for path in Path::ALL {
+            say(
+                options,
+                &format!("round {} of {}: {}", round + 1, options.rounds, path.op()),
+            );
+            let window = Window::starting_now(options.warmup, options.duration);
+            let watches = watch(pid, window);
+            let live = Arc::clone(live);
+            let recorded = match path {
+                Path::Health => {
+                    drive::run(health.clone(), clients, window, options.rate, live).await
+                }
+                Path::Validate => {
+                    let (recorded, back) = drive::run_returning(
+                        std::mem::take(&mut validate),
+                        clients,
+                        window,
+                        options.rate,
+                        live,
+                    )
+                    .await;
+                    validate = back;
+                    recorded
+                }
+                Path::Otp => {
+                    let (recorded, back) = drive::run_returning(
+                        std::mem::take(&mut otp),
+                        clients,
+                        window,
+                        options.rate,
+                        live,
+                    )
+                    .await;
+                    otp = back;
+                    recorded
+                }
+            };
+            let (server, _) = watches.finish().await;
+            let summary = recorded
+                .measured
+                .0
+                .get(path.op())
+                .map(|r| r.summary(window.measured()));
+            if let Some(s) = summary {
+                legs.push(Leg {
+                    path,
+                    rate: s.rate,
+                    p50_ms: s.p50_ms,
+                    p99_ms: s.p99_ms,
+                    server_cpu_us: server
+                        .filter(|_| s.rate > 0.0)
+                        .map(|u| u.cores * 1e6 / s.rate),
+                });
+            }
+            all.measured.merge(&recorded.measured);
+            all.warmup.merge(&recorded.warmup);
+            last = window;
+        }
+        ratios.rounds.push(legs);
+    }
+    (all, ratios, last)
 }
 
 /// The limit's measurement next to the window, once the set-up is done, in the scenarios

@@ -73,6 +73,9 @@ struct Cli {
     /// `startup`: how many starts.
     #[arg(long, default_value_t = 5)]
     starts: usize,
+    /// `ratios`: how many rounds of health, validate, otp.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -121,6 +124,7 @@ fn options(cli: Cli) -> Result<(Options, Option<PathBuf>), String> {
     o.users = cli.users;
     o.passwords = passwords;
     o.starts = cli.starts;
+    o.rounds = cli.rounds.max(1);
     o.progress = !cli.quiet;
     Ok((o, cli.json))
 }

@@ -131,6 +131,8 @@ pub struct Report {
     /// kind of thread (in `health-under-load`, the health checks' small share is in the
     /// server's other threads and in the generator's).
     pub cpu_per_login: Option<CpuPerLogin>,
+    /// `ratios`: each path against the floor, round by round.
+    pub ratios: Option<crate::ratios::Ratios>,
 }
 
 impl Report {
@@ -155,6 +157,7 @@ impl Report {
             starts_ms: Vec::new(),
             hashing: None,
             cpu_per_login: None,
+            ratios: None,
         }
     }
 
@@ -305,6 +308,9 @@ impl Report {
                 "start to SERVING, ms: {} (the first on a new database, with its migrations)",
                 starts.join(", ")
             );
+        }
+        if let Some(r) = &self.ratios {
+            out.push_str(&r.render(&self.database));
         }
         if let Some(idle) = self.idle_rss_mib {
             let _ = writeln!(out, "server idle RSS: {idle:.1} MiB");

@@ -337,8 +337,49 @@ async fn login(c: &Clients, email: &str, password: &str, code: &str) -> Result<S
     }
 }
 
-/// The health prober of `health-under-load`: the standard health check of the whole server.
-#[derive(Debug, Default)]
+/// `validate`: `ValidateSession` of the worker's own session, as every internal service calls
+/// it on each user request.
+#[derive(Debug)]
+pub struct ValidateWorker {
+    session: String,
+}
+
+impl ValidateWorker {
+    /// One worker per account's session.
+    pub fn many(users: &[HotpUser]) -> Vec<Self> {
+        users
+            .iter()
+            .map(|u| Self {
+                session: u.session.clone(),
+            })
+            .collect()
+    }
+}
+
+impl Worker for ValidateWorker {
+    async fn step(&mut self, c: &Clients) -> Step {
+        let answer = c
+            .sessions()
+            .validate_session(c.req(v1::ValidateSessionRequest {
+                token: self.session.clone(),
+            }))
+            .await;
+        (
+            "validate_session",
+            match answer {
+                Ok(r) if !r.get_ref().user_id.is_empty() && !r.get_ref().session_id.is_empty() => {
+                    Ok(())
+                }
+                Ok(r) => wrong(&format!("ValidateSession: {:?}", r.get_ref())),
+                Err(status) => Err(failure_of_status(&status)),
+            },
+        )
+    }
+}
+
+/// The standard health check of the whole server: the prober of `health-under-load`, and the
+/// floor of `health` and `ratios` (a gRPC call that touches no database).
+#[derive(Clone, Copy, Debug, Default)]
 pub struct HealthWorker;
 
 impl Worker for HealthWorker {
