@@ -103,6 +103,90 @@ async fn sessions_expire_when_idle_and_at_their_absolute_limit(backend: Backend)
     server.stop().await.unwrap();
 }
 
+/// A validation is a read: the idle expiry and last use are written only once they have
+/// fallen more than `sessions.idle_tolerance_secs` behind, so a session ends at most that
+/// much early and never late, and a revocation is seen by the next validation.
+async fn validations_write_only_when_the_idle_expiry_falls_behind(backend: Backend) {
+    let clock = Arc::new(ManualClock::new(T0));
+    let server = TestServer::start_with_clock(backend, Arc::clone(&clock)).await;
+    let config = server.app.config.sessions.clone();
+    let (ttl, tolerance) = (config.idle_ttl_secs, config.idle_tolerance());
+    assert_eq!((ttl, tolerance), (1800, 60), "the defaults");
+    user(&server, "lazy@example.com").await;
+    let s = session(&server, "lazy@example.com").await;
+    let mut sessions = server.sessions().await;
+    let validate = async |sessions: &mut v1::session_service_client::SessionServiceClient<_>| {
+        sessions
+            .validate_session(v1::ValidateSessionRequest {
+                token: s.token.clone(),
+            })
+            .await
+    };
+    let row = async || {
+        let row = server
+            .app
+            .storage
+            .sessions()
+            .find(&s.token)
+            .await
+            .unwrap()
+            .unwrap();
+        (row.last_seen_at, row.idle_expires_at)
+    };
+    // Within the tolerance of the login's write: read only, the idle expiry in force returned.
+    for at in [1, 30, tolerance] {
+        clock.advance(at - (clock_now(&clock) - T0));
+        let valid = validate(&mut sessions).await.unwrap().into_inner();
+        assert_eq!(
+            valid.idle_expire_time.unwrap().seconds,
+            T0 + ttl,
+            "at +{at}"
+        );
+        assert_eq!(row().await, (T0, T0 + ttl), "nothing written at +{at}");
+    }
+    // One second more and it is written.
+    clock.advance(1);
+    let used = clock_now(&clock);
+    let valid = validate(&mut sessions).await.unwrap().into_inner();
+    assert_eq!(valid.idle_expire_time.unwrap().seconds, used + ttl);
+    assert_eq!(row().await, (used, used + ttl));
+    // Used again within the tolerance (not written), then left: it ends when the last write
+    // said, `tolerance` seconds before a strict idle rule would have ended it, never after.
+    clock.advance(tolerance);
+    validate(&mut sessions).await.unwrap();
+    assert_eq!(row().await, (used, used + ttl));
+    clock.advance(ttl - tolerance - 1);
+    validate(&mut sessions).await.unwrap();
+    // That use fell behind by more than the tolerance, so it was written.
+    let used = clock_now(&clock);
+    assert_eq!(row().await, (used, used + ttl));
+    clock.advance(tolerance);
+    validate(&mut sessions).await.unwrap();
+    clock.advance(ttl - tolerance);
+    let err = validate(&mut sessions).await.unwrap_err();
+    assert_eq!(reason(&err).as_deref(), Some("SESSION_INVALID"));
+
+    // A revocation is seen by the very next validation, a read.
+    let s2 = session(&server, "lazy@example.com").await;
+    let check = |token: String| v1::ValidateSessionRequest { token };
+    sessions
+        .validate_session(check(s2.token.clone()))
+        .await
+        .unwrap();
+    sessions
+        .revoke_session(v1::RevokeSessionRequest {
+            token: s2.token.clone(),
+        })
+        .await
+        .unwrap();
+    let err = sessions
+        .validate_session(check(s2.token.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err).as_deref(), Some("SESSION_INVALID"));
+    server.stop().await.unwrap();
+}
+
 fn clock_now(clock: &ManualClock) -> i64 {
     server::Clock::now(clock)
 }
@@ -368,6 +452,7 @@ async fn self_service_password_changes_need_the_session_and_the_current_password
 
 both!(
     sessions_expire_when_idle_and_at_their_absolute_limit,
+    validations_write_only_when_the_idle_expiry_falls_behind,
     lockouts_grow_and_end_and_unknown_emails_lock_alike,
     the_policy_decides_second_factor_or_enrollment,
     self_service_password_changes_need_the_session_and_the_current_password,

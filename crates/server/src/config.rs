@@ -311,6 +311,19 @@ pub struct SessionConfig {
     pub idle_ttl_secs: i64,
     /// Seconds after which a session expires whatever happens.
     pub absolute_ttl_secs: i64,
+    /// How far, in seconds, a session's recorded idle expiry (and last use) may fall behind
+    /// before a validation writes it: validations within this of the last write only read.
+    /// At most a tenth of `idle_ttl_secs` is used ([`SessionConfig::idle_tolerance`]). A
+    /// session therefore ends after between `idle_ttl_secs` minus that and `idle_ttl_secs`
+    /// without use, never later. 0 writes on every validation in a new second. 0 to 3600.
+    pub idle_tolerance_secs: i64,
+}
+
+impl SessionConfig {
+    /// The tolerance in force: `idle_tolerance_secs`, at most a tenth of `idle_ttl_secs`.
+    pub fn idle_tolerance(&self) -> i64 {
+        self.idle_tolerance_secs.min(self.idle_ttl_secs / 10)
+    }
 }
 
 impl Default for SessionConfig {
@@ -318,6 +331,7 @@ impl Default for SessionConfig {
         Self {
             idle_ttl_secs: 30 * 60,
             absolute_ttl_secs: 12 * 60 * 60,
+            idle_tolerance_secs: 60,
         }
     }
 }
@@ -752,6 +766,9 @@ impl Config {
                 return err(key, "must be a positive number of seconds");
             }
         }
+        if !(0..=3600).contains(&self.sessions.idle_tolerance_secs) {
+            return err("sessions.idle_tolerance_secs", "must be 0 to 3600");
+        }
         if self.login.max_consecutive_failures <= self.login.free_failures
             || self.login.max_consecutive_failures > 100
         {
@@ -1011,6 +1028,14 @@ mod tests {
             (
                 &[("TOLLGATE_SESSIONS__IDLE_TTL_SECS", "soon")],
                 "sessions.idle_ttl_secs",
+            ),
+            (
+                &[("TOLLGATE_SESSIONS__IDLE_TOLERANCE_SECS", "3601")],
+                "sessions.idle_tolerance_secs",
+            ),
+            (
+                &[("TOLLGATE_SESSIONS__IDLE_TOLERANCE_SECS", "-1")],
+                "sessions.idle_tolerance_secs",
             ),
             (&[("TOLLGATE_DATABASE__URL", "mysql://x")], "database.url"),
             (&[("TOLLGATE_LOG__FORMAT", "xml")], "log.format"),

@@ -38,6 +38,24 @@ pub(crate) fn assurance_to_proto(level: i16) -> v1::AssuranceLevel {
     }
 }
 
+/// The idle expiry a session used at `now` keeps: `now + idle_ttl` (never past its absolute
+/// expiry) when the recorded one has fallen behind that by more than `tolerance` seconds, so
+/// that the caller writes it; else the recorded one, and nothing is written. The idle rule
+/// thus holds within `tolerance`: a session ends at most that much early, never late.
+fn idle_expiry(
+    session: &storage::entity::session::Model,
+    now: i64,
+    idle_ttl: i64,
+    tolerance: i64,
+) -> i64 {
+    let strict = now.saturating_add(idle_ttl).min(session.expires_at);
+    if strict - session.idle_expires_at > tolerance {
+        strict
+    } else {
+        session.idle_expires_at
+    }
+}
+
 fn token_field(token: &str) -> ApiResult<&str> {
     let token = token.trim();
     if token.is_empty() {
@@ -75,22 +93,24 @@ impl Sessions {
         let body = request.into_inner();
         let token = token_field(&body.token)?;
         let now = self.app.now();
+        let config = &self.app.config.sessions;
         let sessions = self.app.storage.sessions();
+        // One read by the token's hash: revocation, expiry and the organization's policy are
+        // seen at once, on every replica.
         let session = sessions
             .find_valid(token, now)
             .await?
             .ok_or_else(invalid_session)?;
-        match sessions
-            .touch(session.id, now, self.app.config.sessions.idle_ttl_secs)
-            .await
-        {
-            Ok(()) => {}
-            // Expired or revoked between the lookup and now.
-            Err(storage::StorageError::NotFound(_)) => return Err(invalid_session()),
-            // A database outage is not the user's fault: UNAVAILABLE, not a logout.
-            Err(other) => return Err(other.into()),
+        let idle = idle_expiry(&session, now, config.idle_ttl_secs, config.idle_tolerance());
+        if idle != session.idle_expires_at {
+            match sessions.touch(session.id, now, config.idle_ttl_secs).await {
+                Ok(()) => {}
+                // Expired or revoked between the lookup and now.
+                Err(storage::StorageError::NotFound(_)) => return Err(invalid_session()),
+                // A database outage is not the user's fault: UNAVAILABLE, not a logout.
+                Err(other) => return Err(other.into()),
+            }
         }
-        let idle = (now + self.app.config.sessions.idle_ttl_secs).min(session.expires_at);
         Ok(v1::ValidateSessionResponse {
             session_id: session.id.to_string(),
             user_id: session.user_id.to_string(),
