@@ -779,7 +779,19 @@ async fn recovery_codes_regenerate_and_sessions_step_up(backend: Backend) {
     );
     w.login_with("codes@example.com", &fresh[0]).await.unwrap();
 
-    // Step-up: a level-1 session becomes level 2 with a current code.
+    // Step-up: a level-1 session becomes level 2 with a current code, and one event records
+    // it (in the code's own transaction); a wrong code records none.
+    let stepped_ups = || async {
+        use storage::entity::audit_event::{Column, Entity};
+        use storage::sea_orm::QueryFilter as _;
+        use storage::sea_orm::{ColumnTrait as _, EntityTrait as _, PaginatorTrait as _};
+        Entity::find()
+            .filter(Column::Kind.eq("session.stepped_up"))
+            .count(w.server.app.storage.db())
+            .await
+            .unwrap()
+    };
+    let before = stepped_ups().await;
     let mut auth = w.server.authentication().await;
     let err = auth
         .verify_step_up(bearer(
@@ -805,6 +817,7 @@ async fn recovery_codes_regenerate_and_sessions_step_up(backend: Backend) {
         .unwrap()
         .into_inner();
     assert_eq!(up.assurance_level, v1::AssuranceLevel::SecondFactor as i32);
+    assert_eq!(stepped_ups().await, before + 1);
     let valid = w
         .server
         .sessions()

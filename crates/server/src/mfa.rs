@@ -277,11 +277,22 @@ pub(crate) fn hotp_of(
     Ok((hotp, next))
 }
 
+/// What is written with an accepted app or token code, in the replay guard's transaction
+/// (on PostgreSQL, its one statement): a session raised, the event that records it.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Along<'e> {
+    /// The session raised to assurance 2 (a step-up).
+    pub(crate) raise: Option<Uuid>,
+    /// The event.
+    pub(crate) audit: Option<storage::repo::NewAuditEvent<'e>>,
+}
+
 /// What a typed code did against the user's active factors.
 pub(crate) enum CodeCheck {
     /// Accepted by one factor (its step, counter or SMS code is now used) and settled
-    /// against the user's failure budget.
-    Accepted,
+    /// against the user's failure budget. With what the acceptance wrote of [`Along`] when
+    /// an app or token code was accepted (None for an SMS code, which wrote none of it).
+    Accepted(Option<storage::repo::Accepted>),
     /// It matched, but its step or counter was already used.
     Replayed,
     /// It matched no factor.
@@ -292,25 +303,16 @@ pub(crate) enum CodeCheck {
 /// through the replay guard: one conditional UPDATE, exact across calls and replicas, which
 /// also refuses it while the user is locked out), then against the current code of each SMS
 /// factor (used up when it matches and no lockout is in force, in one statement too).
-/// `failures`: the lockout check made before.
+/// `failures`: the lockout check made before; `factors`: the user's active ones, read by
+/// the caller; `along`: written with an accepted app or token code.
 /// LOCKED_OUT when failures in flight alongside spent the budget first.
-pub(crate) async fn check_code(
-    app: &App,
-    failures: Failures,
-    digits: &str,
-    now: i64,
-) -> ApiResult<CodeCheck> {
-    let factors = app.storage.factors().of_user(failures.user, true).await?;
-    check_code_among(app, failures, &factors, digits, now).await
-}
-
-/// [`check_code`] against factors the caller already read (the user's active ones).
 pub(crate) async fn check_code_among(
     app: &App,
     failures: Failures,
     factors: &[storage::entity::factor::Model],
     digits: &str,
     now: i64,
+    along: Along<'_>,
 ) -> ApiResult<CodeCheck> {
     let failures = failures.refuse_codes_if_suspended(app)?;
     let key = failures.key();
@@ -339,19 +341,26 @@ pub(crate) async fn check_code_among(
             | storage::entity::enums::FactorKind::Webauthn => None,
         };
         if let Some(step) = step {
-            if app
+            let written = app
                 .storage
                 .factors()
-                .accept_step_unless_locked(factor.id, step, now, &key)
-                .await?
-            {
+                .accept_code(&storage::repo::Acceptance {
+                    factor_id: factor.id,
+                    step,
+                    now,
+                    lock_key: &key,
+                    raise: along.raise,
+                    audit: along.audit,
+                })
+                .await?;
+            if written.accepted {
                 failures.settled(app, now).await?;
                 let method = match factor.kind {
                     storage::entity::enums::FactorKind::Hotp => "hotp",
                     _ => "totp",
                 };
                 app.metrics.check(method, "accepted");
-                return Ok(CodeCheck::Accepted);
+                return Ok(CodeCheck::Accepted(Some(written)));
             }
             // Refused: the step was used, or a lockout came first (the step is then left).
             crate::throttle::check(app, &key, now).await?;
@@ -367,7 +376,7 @@ pub(crate) async fn check_code_among(
         {
             if crate::sms_flow::check_code(app, failures, factor.id, digits, now).await? {
                 app.metrics.check("sms", "accepted");
-                return Ok(CodeCheck::Accepted);
+                return Ok(CodeCheck::Accepted(None));
             }
         }
     }
@@ -393,6 +402,24 @@ pub(crate) async fn prove(
     now: i64,
     read: Option<&FactorsRead>,
 ) -> ApiResult<policy::Proof> {
+    Ok(
+        prove_along(app, user, org, proof, now, read, Along::default())
+            .await?
+            .0,
+    )
+}
+
+/// [`prove`], with `along` written with an accepted app or token code; returns what that
+/// wrote of it (None when the proof was another kind, which wrote none of it).
+pub(crate) async fn prove_along(
+    app: &App,
+    user: Uuid,
+    org: Option<Uuid>,
+    proof: &str,
+    now: i64,
+    read: Option<&FactorsRead>,
+    along: Along<'_>,
+) -> ApiResult<(policy::Proof, Option<storage::repo::Accepted>)> {
     if proof.trim().is_empty() || proof.len() > 64 {
         return Err(ApiError::field(
             "proof",
@@ -406,17 +433,20 @@ pub(crate) async fn prove(
     let factors = read.map(|read| read.factors.as_slice());
     let result = if let Some(digits) = looks_like_otp(proof) {
         let checked = match factors {
-            Some(factors) => check_code_among(app, failures, factors, &digits, now).await?,
-            None => check_code(app, failures, &digits, now).await?,
+            Some(factors) => check_code_among(app, failures, factors, &digits, now, along).await?,
+            None => {
+                let factors = app.storage.factors().of_user(user, true).await?;
+                check_code_among(app, failures, &factors, &digits, now, along).await?
+            }
         };
         match checked {
-            CodeCheck::Accepted => Ok(policy::Proof::FactorCode),
+            CodeCheck::Accepted(written) => Ok((policy::Proof::FactorCode, written)),
             CodeCheck::Replayed => Err(ErrorReason::CodeReplayed),
             CodeCheck::NoMatch => Err(ErrorReason::InvalidCode),
         }
     } else if use_recovery_code(app, failures, user, proof, now, false).await? {
         audit::own(app, org, user, "recovery_code.used", "{}").await?;
-        Ok(policy::Proof::RecoveryCode)
+        Ok((policy::Proof::RecoveryCode, None))
     } else {
         Err(recovery_code_refusal(app, user, proof).await?)
     };
@@ -553,10 +583,17 @@ mod tests {
         let e = admitted[1].succeed(&app, NOW).await.unwrap_err();
         assert!(is_locked_out(&e), "{e:?}");
         // An app code the same way: the replay guard refuses it, and its step stays unused.
-        let e = check_code_among(&app, app_admitted, &factors, &app_code(NOW), NOW)
-            .await
-            .err()
-            .unwrap();
+        let e = check_code_among(
+            &app,
+            app_admitted,
+            &factors,
+            &app_code(NOW),
+            NOW,
+            Along::default(),
+        )
+        .await
+        .err()
+        .unwrap();
         assert!(is_locked_out(&e), "{e:?}");
         let stored = db
             .storage
@@ -568,9 +605,10 @@ mod tests {
         assert_eq!(stored.last_step, None, "the step is not used");
         // An SMS code the same way: its use is refused, so it is answered like a wrong code,
         // which finds the lockout; the code stays unused.
-        let checked = check_code_among(&app, sms_admitted, &phones, "654321", NOW)
-            .await
-            .unwrap();
+        let checked =
+            check_code_among(&app, sms_admitted, &phones, "654321", NOW, Along::default())
+                .await
+                .unwrap();
         assert!(matches!(checked, CodeCheck::NoMatch));
         assert!(is_locked_out(
             &record_failure(&app, user, ErrorReason::InvalidCode, NOW).await
@@ -618,15 +656,25 @@ mod tests {
                 .unwrap()
         );
         let admitted = check_lockout(&app, user, later).await.unwrap();
-        let checked = check_code_among(&app, admitted, &factors, &app_code(later), later)
-            .await
-            .unwrap();
-        assert!(matches!(checked, CodeCheck::Accepted));
+        let checked = check_code_among(
+            &app,
+            admitted,
+            &factors,
+            &app_code(later),
+            later,
+            Along::default(),
+        )
+        .await
+        .unwrap();
+        assert!(matches!(checked, CodeCheck::Accepted(_)));
         let admitted = check_lockout(&app, user, later).await.unwrap();
-        let checked = check_code_among(&app, admitted, &phones, "654321", later)
+        let checked = check_code_among(&app, admitted, &phones, "654321", later, Along::default())
             .await
             .unwrap();
-        assert!(matches!(checked, CodeCheck::Accepted), "the SMS code, kept");
+        assert!(
+            matches!(checked, CodeCheck::Accepted(_)),
+            "the SMS code, kept"
+        );
     }
 
     #[tokio::test]

@@ -562,6 +562,58 @@ impl OnThread<'_> {
     }
 }
 
+impl OnThread<'_> {
+    /// Runs `chain` in one transaction on the writer's connection (a write in the turn:
+    /// [`Route::Write`]), each statement only when the one before changed a row, and commits
+    /// what ran. Returns the rows each changed, up to the first that changed none. None when
+    /// it cannot run here (no such connection, the database busy, a constraint refused):
+    /// nothing was written, and the caller runs it on the pool.
+    pub(crate) fn transaction_chain(&self, chain: &[Statement]) -> Option<Result<Vec<u64>, DbErr>> {
+        let Some(Route::Write(writer)) = self.here else {
+            return None;
+        };
+        let first = chain.first()?;
+        let _span = statement_span("sea_orm.transaction", first).entered();
+        Route::Write(writer)
+            .run(|conn, access| {
+                conn.execute_batch("BEGIN IMMEDIATE").map_err(not_here)?;
+                let ran = run_chain(conn, access, chain);
+                let end = if ran.is_ok() { "COMMIT" } else { "ROLLBACK" };
+                match conn.execute_batch(end).map_err(not_here) {
+                    Ok(()) => ran,
+                    Err(e) => {
+                        // A commit that failed leaves the transaction open: end it.
+                        let _ = conn.execute_batch("ROLLBACK");
+                        Err(e)
+                    }
+                }
+            })
+            .map_or_else(
+                |e| match e {
+                    NotHere::Pool => None,
+                    NotHere::Failed(e) => Some(Err(e)),
+                },
+                |rows| Some(Ok(rows)),
+            )
+    }
+}
+
+/// [`OnThread::transaction_chain`]'s statements, in its transaction.
+fn run_chain(conn: &Connection, access: Access, chain: &[Statement]) -> Result<Vec<u64>, NotHere> {
+    let mut changed = Vec::with_capacity(chain.len());
+    for stmt in chain {
+        let (mut prepared, values) = prepare(conn, stmt, access)?;
+        let rows = prepared
+            .execute(rusqlite::params_from_iter(values))
+            .map_err(not_here)?;
+        changed.push(u64::try_from(rows).unwrap_or(u64::MAX));
+        if rows == 0 {
+            break;
+        }
+    }
+    Ok(changed)
+}
+
 /// The span of a statement run on the calling thread, named and shaped as sea-orm's own
 /// (`tracing-spans`) for the pool's statements: the SQL with its placeholders (never a
 /// bound value). A statement that goes to the pool gets sea-orm's span instead.

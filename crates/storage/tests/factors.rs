@@ -15,7 +15,9 @@ use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, QueryOrder};
 use storage::crypto::CryptoError;
 use storage::entity::enums::{FactorKind, FactorStatus};
 use storage::entity::{audit_event, factor};
-use storage::repo::{Activation, Lockouts, NewAuditEvent, OtpParams};
+use storage::repo::{
+    Acceptance, Accepted, Activation, Lockouts, NewAuditEvent, NewSession, OtpParams,
+};
 use storage::{Storage, StorageError, Uuid};
 
 const SEED: &[u8] = b"12345678901234567890";
@@ -338,6 +340,119 @@ async fn a_step_is_not_accepted_under_a_lockout(db: &TestDb) {
         "still a replay guard"
     );
     assert_eq!(last_step(s).await, Some(103));
+}
+
+/// A code's acceptance writes the step, the session's raise and the event together, each
+/// only when the one before it took: a replayed step or a lockout writes nothing, a session
+/// revoked meanwhile is not raised and no step-up is recorded.
+async fn a_code_is_accepted_with_its_raise_and_event_or_not_at_all(db: &TestDb) {
+    let s = &db.storage;
+    let uid = user(s, "stepup@example.com").await;
+    let f = active_totp(s, uid).await;
+    let key = format!("mfa:{uid}");
+    let session = |token: &'static str| {
+        let s = s.clone();
+        async move {
+            s.sessions()
+                .create(
+                    token,
+                    NewSession {
+                        user_id: uid,
+                        org_id: None,
+                        assurance: 1,
+                        now: NOW,
+                        idle_ttl: 600,
+                        absolute_ttl: 3600,
+                    },
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let live = session("tok-live").await;
+    let accept = |step: i64, now: i64, raise: Option<Uuid>| Acceptance {
+        factor_id: f.id,
+        step,
+        now,
+        lock_key: &key,
+        raise,
+        audit: Some(own_event(uid, "session.stepped_up")),
+    };
+    let last_step = || async { s.factors().get(f.id).await.unwrap().unwrap().last_step };
+    let before = audit_kinds(s).await.len();
+    let accepted = |raised| Accepted {
+        accepted: true,
+        raised,
+    };
+
+    let done = s
+        .factors()
+        .accept_code(&accept(101, NOW, Some(live.id)))
+        .await
+        .unwrap();
+    assert_eq!(done, accepted(true));
+    let raised = s.sessions().find_valid("tok-live", NOW).await.unwrap();
+    assert_eq!(raised.unwrap().assurance, 2);
+    assert_eq!(audit_kinds(s).await[before..], ["session.stepped_up"]);
+
+    // A replayed step writes nothing.
+    let replay = s
+        .factors()
+        .accept_code(&accept(101, NOW, Some(live.id)))
+        .await
+        .unwrap();
+    assert_eq!(replay, Accepted::default());
+    assert_eq!(audit_kinds(s).await.len(), before + 1);
+
+    // Under a lockout: nothing, and the step is left for after it.
+    s.attempts()
+        .record_failure(&key, NOW, &Lockouts::new(0, &[30]), None)
+        .await
+        .unwrap();
+    let locked = s
+        .factors()
+        .accept_code(&accept(102, NOW + 29, Some(live.id)))
+        .await
+        .unwrap();
+    assert_eq!(locked, Accepted::default());
+    assert_eq!(last_step().await, Some(101));
+    assert_eq!(audit_kinds(s).await.len(), before + 1);
+    let after = s
+        .factors()
+        .accept_code(&accept(102, NOW + 30, Some(live.id)))
+        .await
+        .unwrap();
+    assert_eq!(after, accepted(true), "a session at 2 stays live");
+
+    // A session revoked meanwhile: the code is used, the session not raised, no step-up
+    // recorded.
+    let gone = session("tok-gone").await;
+    assert!(s.sessions().revoke(gone.id, NOW + 30, &[]).await.unwrap());
+    let events = audit_kinds(s).await.len();
+    let late = s
+        .factors()
+        .accept_code(&accept(103, NOW + 30, Some(gone.id)))
+        .await
+        .unwrap();
+    assert_eq!(late, accepted(false));
+    assert_eq!(last_step().await, Some(103));
+    assert_eq!(audit_kinds(s).await.len(), events);
+
+    // No session to raise (a proof): the code and its event.
+    let proof = s
+        .factors()
+        .accept_code(&accept(104, NOW + 30, None))
+        .await
+        .unwrap();
+    assert_eq!(proof, accepted(false));
+    assert_eq!(audit_kinds(s).await.len(), events + 1);
+    // A kind the log refuses writes nothing at all.
+    let bad = Acceptance {
+        audit: Some(own_event(uid, "")),
+        ..accept(105, NOW + 30, None)
+    };
+    assert!(s.factors().accept_code(&bad).await.is_err());
+    assert_eq!(last_step().await, Some(104));
 }
 
 /// A change of method: the new factor is activated, the old one removed and the events
@@ -1016,6 +1131,7 @@ async fn a_webauthn_credential_is_registered_once(db: &TestDb) {
 }
 
 both!(
+    a_code_is_accepted_with_its_raise_and_event_or_not_at_all,
     a_webauthn_credential_is_registered_once,
     begun_enrollments_resyncs_and_lockouts_commit_with_their_events,
     a_new_factor_replaces_an_old_one_in_one_transaction,

@@ -740,14 +740,31 @@ impl Authentication {
                 message: "the user has no second factor to step up with".to_owned(),
             });
         }
-        if webauthn.is_empty() {
-            crate::mfa::prove(
+        // A session already at assurance 2 stays so (find_valid just read it live); only a
+        // lower one is raised, which also catches a revocation since. The raise and its event
+        // go with the proof: an app or token code's acceptance writes them in its own
+        // transaction (one statement on PostgreSQL); another proof, in one after it.
+        let raise = session.assurance < 2;
+        let event = audit::own_event(
+            session.org_id,
+            session.user_id,
+            "session.stepped_up",
+            "{}",
+            now,
+        );
+        let written = if webauthn.is_empty() {
+            let along = crate::mfa::Along {
+                raise: raise.then_some(session.id),
+                audit: Some(event),
+            };
+            crate::mfa::prove_along(
                 app,
                 session.user_id,
                 session.org_id,
                 &code,
                 now,
                 Some(&read),
+                along,
             )
             .await
             .map_err(|e| match e {
@@ -755,29 +772,24 @@ impl Authentication {
                     ApiError::field("code", "a current code or a recovery code is required")
                 }
                 other => other,
-            })?;
+            })?
+            .1
         } else {
             crate::webauthn::verify_for_session(app, &session, webauthn, now).await?;
-        }
-        // A session already at assurance 2 stays so (find_valid just read it live); only a
-        // lower one is raised, which also catches a revocation since.
-        if session.assurance < 2
-            && !app
-                .storage
-                .sessions()
-                .raise_assurance(session.id, now)
-                .await?
-        {
+            None
+        };
+        let live = match written {
+            Some(written) => !raise || written.raised,
+            None => {
+                app.storage
+                    .sessions()
+                    .step_up(session.id, raise, now, &[event])
+                    .await?
+            }
+        };
+        if !live {
             return Err(super::sessions::invalid_session());
         }
-        audit::own(
-            app,
-            session.org_id,
-            session.user_id,
-            "session.stepped_up",
-            "{}",
-        )
-        .await?;
         Ok(v1::VerifyStepUpResponse {
             assurance_level: v1::AssuranceLevel::SecondFactor as i32,
         })
@@ -854,14 +866,20 @@ impl Authentication {
             )
             .await?;
         } else if let Some(digits) = crate::mfa::looks_like_otp(&code) {
-            let reason =
-                match crate::mfa::check_code_among(app, failures, &read.factors, &digits, now)
-                    .await?
-                {
-                    crate::mfa::CodeCheck::Accepted => None,
-                    crate::mfa::CodeCheck::Replayed => Some(ErrorReason::CodeReplayed),
-                    crate::mfa::CodeCheck::NoMatch => Some(ErrorReason::InvalidCode),
-                };
+            let reason = match crate::mfa::check_code_among(
+                app,
+                failures,
+                &read.factors,
+                &digits,
+                now,
+                crate::mfa::Along::default(),
+            )
+            .await?
+            {
+                crate::mfa::CodeCheck::Accepted(_) => None,
+                crate::mfa::CodeCheck::Replayed => Some(ErrorReason::CodeReplayed),
+                crate::mfa::CodeCheck::NoMatch => Some(ErrorReason::InvalidCode),
+            };
             if let Some(reason) = reason {
                 return Err(crate::mfa::record_failure(app, user_id, reason, now).await);
             }

@@ -13,7 +13,7 @@ use crate::entity::membership;
 use crate::{Result, Storage, StorageError};
 
 /// An event to record.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NewAuditEvent<'e> {
     /// When (Unix seconds).
     pub occurred_at: i64,
@@ -100,14 +100,33 @@ pub(crate) async fn append_all_with<C: ConnectionTrait>(
     Ok(())
 }
 
-/// The row of an event, once its kind is checked.
-fn active_model(event: &NewAuditEvent<'_>) -> Result<ActiveModel> {
-    if event.kind.is_empty() || event.kind.len() > 64 {
+/// The `INSERT` of `events` (at least one) for `backend`, unrun.
+pub(crate) fn insert_statement(
+    events: &[NewAuditEvent<'_>],
+    backend: sea_orm::DbBackend,
+) -> Result<sea_orm::Statement> {
+    use sea_orm::QueryTrait as _;
+    let models = events
+        .iter()
+        .map(active_model)
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Entity::insert_many(models).build(backend))
+}
+
+/// An event's kind must be 1 to 64 bytes.
+pub(crate) fn check_kind(kind: &str) -> Result<()> {
+    if kind.is_empty() || kind.len() > 64 {
         return Err(StorageError::Invalid {
             field: "kind",
             reason: "must be 1 to 64 bytes",
         });
     }
+    Ok(())
+}
+
+/// The row of an event, once its kind is checked.
+fn active_model(event: &NewAuditEvent<'_>) -> Result<ActiveModel> {
+    check_kind(event.kind)?;
     Ok(ActiveModel {
         id: NotSet,
         occurred_at: Set(event.occurred_at),

@@ -75,6 +75,57 @@ pub struct MfaReset {
     pub sessions_revoked: u64,
 }
 
+/// An app or token code accepted for a factor, and what is written with it.
+#[derive(Clone, Copy, Debug)]
+pub struct Acceptance<'e> {
+    /// The factor whose code matched.
+    pub factor_id: Uuid,
+    /// The time step (TOTP) or counter (HOTP) it matched: accepted only beyond the factor's
+    /// last one (the replay guard).
+    pub step: i64,
+    /// Now (Unix seconds).
+    pub now: i64,
+    /// The failure counter whose lockout, while in force, refuses the code.
+    pub lock_key: &'e str,
+    /// A session raised to assurance 2 with it, if live (a step-up).
+    pub raise: Option<Uuid>,
+    /// The event that records it.
+    pub audit: Option<NewAuditEvent<'e>>,
+}
+
+/// What [`Factors::accept_code`] wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Accepted {
+    /// The code was accepted (its step recorded, the event appended).
+    pub accepted: bool,
+    /// The session given was raised (false when it was not live, or none was given).
+    pub raised: bool,
+}
+
+/// [`Factors::accept_code`] on PostgreSQL: the replay guard's update, the session's raise
+/// and the event in one statement, so one round trip and one commit. Parameters: $1 step,
+/// $2 now, $3 factor, $4 failure counter key, $5 session (or NULL), $6 whether to record,
+/// $7-$11 the event's organization, actor, subject, kind, details.
+const ACCEPT_CODE_POSTGRES: &str = "\
+WITH accepted AS (
+    UPDATE factors SET last_step = $1, last_used_at = $2
+    WHERE id = $3 AND status = 'active' AND (last_step IS NULL OR last_step < $1)
+      AND NOT EXISTS (SELECT 1 FROM attempt_counters WHERE key = $4 AND locked_until > $2)
+    RETURNING id
+), raised AS (
+    UPDATE sessions SET assurance = 2
+    WHERE id = $5 AND revoked_at IS NULL AND expires_at > $2
+      AND idle_expires_at > $2 AND EXISTS (SELECT 1 FROM accepted)
+    RETURNING id
+), recorded AS (
+    INSERT INTO audit_events (occurred_at, org_id, actor_id, subject_id, kind, details)
+    SELECT $2, $7::uuid, $8::uuid, $9::uuid, $10, $11 FROM accepted
+    WHERE $6 AND ($5::uuid IS NULL OR EXISTS (SELECT 1 FROM raised))
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM accepted) AS accepted, (SELECT count(*) FROM raised) AS raised,
+       (SELECT count(*) FROM recorded) AS recorded";
+
 /// The replay guard's update: `step` becomes the factor's last accepted one if it is beyond
 /// it (and the factor is active).
 fn step_update(factor_id: Uuid, step: i64, now: i64) -> sea_orm::UpdateMany<Entity> {
@@ -575,6 +626,94 @@ impl<'a> Factors<'a> {
             txn.commit().await?;
         }
         Ok(accepted)
+    }
+
+    /// Accepts a matching app or token code ([`Factors::accept_step_unless_locked`]) and, only
+    /// if it was accepted, raises the session given and, only if that session was live (or
+    /// none was given), appends the event, all in one transaction: one statement on
+    /// PostgreSQL, a write transaction on SQLite.
+    pub async fn accept_code(&self, a: &Acceptance<'_>) -> Result<Accepted> {
+        if let Some(event) = &a.audit {
+            super::audit::check_kind(event.kind)?;
+        }
+        if self.storage.db().get_database_backend() == sea_orm::DbBackend::Postgres {
+            let event = a.audit.as_ref();
+            let values: [sea_orm::Value; 11] = [
+                a.step.into(),
+                a.now.into(),
+                a.factor_id.into(),
+                a.lock_key.into(),
+                a.raise.into(),
+                event.is_some().into(),
+                event.and_then(|e| e.org_id).into(),
+                event.and_then(|e| e.actor_id).into(),
+                event.and_then(|e| e.subject_id).into(),
+                event.map_or("", |e| e.kind).into(),
+                event.map_or("", |e| e.details).into(),
+            ];
+            let stmt = sea_orm::Statement::from_sql_and_values(
+                sea_orm::DbBackend::Postgres,
+                ACCEPT_CODE_POSTGRES,
+                values,
+            );
+            let row = self
+                .storage
+                .write()
+                .await
+                .query_one_raw(stmt)
+                .await?
+                .ok_or(StorageError::NotFound("the acceptance's counts"))?;
+            return Ok(Accepted {
+                accepted: row.try_get::<i64>("", "accepted")? == 1,
+                raised: row.try_get::<i64>("", "raised")? == 1,
+            });
+        }
+        let guard = || {
+            step_update(a.factor_id, a.step, a.now)
+                .filter(super::attempts::no_lockout_in_force(a.lock_key, a.now))
+        };
+        // An SQLite file: the statements in one transaction on the calling thread, each only
+        // when the one before changed its row.
+        {
+            let backend = sea_orm::DbBackend::Sqlite;
+            let writing = self.storage.write().await;
+            let mut chain = vec![guard().build(backend)];
+            if let Some(session) = a.raise {
+                chain.push(super::sessions::raise_update(session, a.now).build(backend));
+            }
+            if let Some(event) = a.audit {
+                chain.push(super::audit::insert_statement(&[event], backend)?);
+            }
+            if let Some(rows) = writing.transaction_chain(&chain) {
+                let rows = rows?;
+                let accepted = rows.first() == Some(&1);
+                return Ok(Accepted {
+                    accepted,
+                    raised: accepted && a.raise.is_some() && rows.get(1) == Some(&1),
+                });
+            }
+        }
+        // Elsewhere (in memory, or the database busy): a transaction on the pool.
+        let (_writing, txn) = self.storage.begin_write().await?;
+        let accepted = guard().exec(&txn).await?.rows_affected == 1;
+        if !accepted {
+            return Ok(Accepted::default());
+        }
+        let raised = match a.raise {
+            Some(session) => {
+                super::sessions::raise_update(session, a.now)
+                    .exec(&txn)
+                    .await?
+                    .rows_affected
+                    == 1
+            }
+            None => false,
+        };
+        if let Some(event) = a.audit.filter(|_| raised || a.raise.is_none()) {
+            append_all_with(&txn, &[event]).await?;
+        }
+        txn.commit().await?;
+        Ok(Accepted { accepted, raised })
     }
 
     /// [`Factors::accept_step`], in the same statement only while no lockout is in force at

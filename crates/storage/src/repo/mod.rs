@@ -21,7 +21,8 @@ pub use audit::{Audit, AuditFilter, AuditOf, NewAuditEvent};
 pub use ceremonies::{Ceremonies, NewCeremony};
 pub use challenges::Challenges;
 pub use factors::{
-    Activation, Factors, MfaReset, OtpParams, ResetPlan, RotationProgress, SessionsToRevoke,
+    Acceptance, Accepted, Activation, Factors, MfaReset, OtpParams, ResetPlan, RotationProgress,
+    SessionsToRevoke,
 };
 pub use memberships::Memberships;
 pub use organizations::{Organizations, PolicyChanged, PolicyUpdate};

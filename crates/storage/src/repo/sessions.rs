@@ -3,15 +3,27 @@
 use super::OneByKey;
 use sea_orm::sea_query::{Condition, Expr, Query};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult,
+    QueryFilter,
 };
 use uuid::Uuid;
 
 use super::audit::{NewAuditEvent, append_all_with};
 use crate::crypto::{HashPurpose, TokenHash};
+use crate::entity::membership;
 use crate::entity::session::{ActiveModel, Column, Entity, Model};
-use crate::entity::{membership, organization};
 use crate::{Result, Storage, StorageError};
+
+/// [`Sessions::find_valid`]'s query, the same on SQLite and PostgreSQL (SQLite numbers `$1`
+/// and `$2` by their first use): $1 the token's hash, $2 now.
+const FIND_VALID: &str = "\
+SELECT id, token_hash, user_id, org_id, assurance, created_at, last_seen_at, idle_expires_at,
+       expires_at, revoked_at
+FROM sessions
+WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > $2 AND idle_expires_at > $2
+  AND (assurance >= 2 OR org_id IS NULL OR NOT EXISTS (
+      SELECT 1 FROM organizations WHERE organizations.id = sessions.org_id
+        AND organizations.mfa_required))";
 
 /// What a new session needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,7 +76,7 @@ impl<'a> Sessions<'a> {
             assurance: Set(new.assurance),
             created_at: Set(new.now),
             last_seen_at: Set(new.now),
-            idle_expires_at: Set(new.now.saturating_add(new.idle_ttl).min(expires_at)),
+            idle_expires_at: Set(Ord::min(new.now.saturating_add(new.idle_ttl), expires_at)),
             expires_at: Set(expires_at),
             revoked_at: Set(None),
         };
@@ -91,39 +103,33 @@ impl<'a> Sessions<'a> {
     /// not a single-factor session of an organization that requires 2FA. That last rule
     /// closes the race between a login that read the old policy and the revocation that
     /// comes with turning 2FA on: whichever commits first, such a session is never valid.
+    /// One statement, by two unique keys (the token's hash, and the organization's id), its
+    /// SQL a constant ([`FIND_VALID`]): every validation runs it.
     pub async fn find_valid(&self, token: &str, now: i64) -> Result<Option<Model>> {
-        let enforcing = Query::select()
-            .column(organization::Column::Id)
-            .from(organization::Entity)
-            .and_where(organization::Column::MfaRequired.eq(true))
-            .to_owned();
-        Ok(Entity::find()
-            .filter(Column::TokenHash.eq(self.hash(token).0.to_vec()))
-            .filter(Column::RevokedAt.is_null())
-            .filter(Column::ExpiresAt.gt(now))
-            .filter(Column::IdleExpiresAt.gt(now))
-            .filter(
-                Condition::any()
-                    .add(Column::Assurance.gte(2))
-                    .add(Column::OrgId.is_null())
-                    .add(Column::OrgId.not_in_subquery(enforcing)),
-            )
-            .one_by_key(&self.storage.reads())
-            .await?)
+        let stmt = sea_orm::Statement::from_sql_and_values(
+            self.storage.db().get_database_backend(),
+            FIND_VALID,
+            [self.hash(token).0.to_vec().into(), now.into()],
+        );
+        Ok(match self.storage.reads().query_one_raw(stmt).await? {
+            Some(row) => Some(Model::from_query_result(&row, "")?),
+            None => None,
+        })
     }
 
-    /// Records use of a valid session: its idle expiry moves to `now + idle_ttl`, never past
-    /// its absolute expiry.
+    /// Records use of a valid session at `now`: its idle expiry moves to `now + idle_ttl`,
+    /// never past its absolute expiry. One statement, by the primary key. NotFound when the
+    /// session was revoked or expired since it was read: an expired one is never revived.
     pub async fn touch(&self, id: Uuid, now: i64, idle_ttl: i64) -> Result<()> {
-        let session = Entity::find_by_id(id)
-            .one_by_key(&self.storage.reads())
-            .await?
-            .ok_or(StorageError::NotFound("session"))?;
-        let idle = now.saturating_add(idle_ttl).min(session.expires_at);
-        // Only a live session moves: an expired one is never revived.
+        let idle = now.saturating_add(idle_ttl);
         let result = Entity::update_many()
             .col_expr(Column::LastSeenAt, Expr::value(now))
-            .col_expr(Column::IdleExpiresAt, Expr::value(idle))
+            .col_expr(
+                Column::IdleExpiresAt,
+                Expr::case(Column::ExpiresAt.lt(idle), Expr::col(Column::ExpiresAt))
+                    .finally(idle)
+                    .into(),
+            )
             .filter(Column::Id.eq(id))
             .filter(Column::RevokedAt.is_null())
             .filter(Column::ExpiresAt.gt(now))
@@ -139,15 +145,30 @@ impl<'a> Sessions<'a> {
 
     /// Raises a valid session to assurance 2 (after a step-up). Returns whether it did.
     pub async fn raise_assurance(&self, id: Uuid, now: i64) -> Result<bool> {
-        let result = Entity::update_many()
-            .col_expr(Column::Assurance, Expr::value(2i16))
-            .filter(Column::Id.eq(id))
-            .filter(Column::RevokedAt.is_null())
-            .filter(Column::ExpiresAt.gt(now))
-            .filter(Column::IdleExpiresAt.gt(now))
+        let result = raise_update(id, now)
             .exec(&*self.storage.write().await)
             .await?;
         Ok(result.rows_affected == 1)
+    }
+
+    /// A step-up proved otherwise than by an app or token code (which
+    /// [`crate::repo::Factors::accept_code`] records): raises the session to assurance 2 when
+    /// `raise` and appends `audit`, in one transaction. False, and nothing written, when the
+    /// session was to be raised and is no longer live.
+    pub async fn step_up(
+        &self,
+        id: Uuid,
+        raise: bool,
+        now: i64,
+        audit: &[NewAuditEvent<'_>],
+    ) -> Result<bool> {
+        let (_writing, txn) = self.storage.begin_write().await?;
+        if raise && raise_update(id, now).exec(&txn).await?.rows_affected != 1 {
+            return Ok(false);
+        }
+        append_all_with(&txn, audit).await?;
+        txn.commit().await?;
+        Ok(true)
     }
 
     /// Revokes one session and appends `audit`, the events that record it, in one
@@ -191,6 +212,16 @@ impl<'a> Sessions<'a> {
     pub async fn revoke_org_below(&self, org_id: Uuid, assurance: i16, now: i64) -> Result<u64> {
         revoke_org_below(&*self.storage.write_on_pool().await, org_id, assurance, now).await
     }
+}
+
+/// Raises a live session to assurance 2 (one at 2 stays so, and counts as raised).
+pub(crate) fn raise_update(id: Uuid, now: i64) -> sea_orm::UpdateMany<Entity> {
+    Entity::update_many()
+        .col_expr(Column::Assurance, Expr::value(2i16))
+        .filter(Column::Id.eq(id))
+        .filter(Column::RevokedAt.is_null())
+        .filter(Column::ExpiresAt.gt(now))
+        .filter(Column::IdleExpiresAt.gt(now))
 }
 
 /// Revokes every live session of a user, but `keep` if given, on `conn`. Returns how many.
