@@ -576,10 +576,15 @@ impl OnThread<'_> {
         let _span = statement_span("sea_orm.transaction", first).entered();
         Route::Write(writer)
             .run(|conn, access| {
-                conn.execute_batch("BEGIN IMMEDIATE").map_err(not_here)?;
+                let control = |sql: &str| {
+                    conn.prepare_cached(sql)
+                        .and_then(|mut s| s.execute([]))
+                        .map(|_| ())
+                };
+                control("BEGIN IMMEDIATE").map_err(not_here)?;
                 let ran = run_chain(conn, access, chain);
                 let end = if ran.is_ok() { "COMMIT" } else { "ROLLBACK" };
-                match conn.execute_batch(end).map_err(not_here) {
+                match control(end).map_err(not_here) {
                     Ok(()) => ran,
                     Err(e) => {
                         // A commit that failed leaves the transaction open: end it.

@@ -2,7 +2,7 @@
 //! transaction, the replay guard, removal, and key rotation.
 
 use super::OneByKey;
-use sea_orm::sea_query::{Condition, Expr, Query, SubQueryStatement};
+use sea_orm::sea_query::{Condition, Expr};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult,
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
@@ -125,6 +125,16 @@ WITH accepted AS (
 )
 SELECT (SELECT count(*) FROM accepted) AS accepted, (SELECT count(*) FROM raised) AS raised,
        (SELECT count(*) FROM recorded) AS recorded";
+
+/// [`Factors::active_with_counter`]'s query, the same on SQLite and PostgreSQL (SQLite numbers
+/// `$1` and `$2` by their first use): $1 the failure counter's key, $2 the user.
+const ACTIVE_WITH_COUNTER: &str = "\
+SELECT factors.*, attempt_counters.failures AS counter_failures,
+       attempt_counters.locked_until AS counter_locked_until,
+       attempt_counters.updated_at AS counter_updated_at
+FROM factors LEFT JOIN attempt_counters ON attempt_counters.key = $1
+WHERE factors.user_id = $2 AND factors.status = 'active'
+ORDER BY factors.id";
 
 /// The replay guard's update: `step` becomes the factor's last accepted one if it is beyond
 /// it (and the factor is active).
@@ -416,32 +426,12 @@ impl<'a> Factors<'a> {
         user_id: Uuid,
         counter_key: &str,
     ) -> Result<(Vec<Model>, Option<attempt_counter::Model>)> {
-        let counter = |column: attempt_counter::Column| {
-            Expr::from(SubQueryStatement::from(
-                Query::select()
-                    .column(column)
-                    .from(attempt_counter::Entity)
-                    .and_where(attempt_counter::Column::Key.eq(counter_key))
-                    .to_owned(),
-            ))
-        };
-        let query = Entity::find()
-            .filter(active_of(user_id))
-            .order_by_asc(Column::Id)
-            .column_as(
-                counter(attempt_counter::Column::Failures),
-                "counter_failures",
-            )
-            .column_as(
-                counter(attempt_counter::Column::LockedUntil),
-                "counter_locked_until",
-            )
-            .column_as(
-                counter(attempt_counter::Column::UpdatedAt),
-                "counter_updated_at",
-            )
-            .into_query();
-        let rows = self.storage.reads().query_all(&query).await?;
+        let query = sea_orm::Statement::from_sql_and_values(
+            self.storage.db().get_database_backend(),
+            ACTIVE_WITH_COUNTER,
+            [counter_key.into(), user_id.into()],
+        );
+        let rows = self.storage.reads().query_all_raw(query).await?;
         let mut factors = Vec::with_capacity(rows.len());
         let mut found = None;
         for row in &rows {
