@@ -35,6 +35,13 @@ def shot(driver, name):
 
 
 def main_text(driver):
+    # A page that navigates between finding <main> and reading it (a script's reload after a
+    # passkey ceremony) leaves a stale element: read the new page's instead.
+    for _ in range(10):
+        try:
+            return driver.find_element(By.TAG_NAME, "main").text
+        except StaleElementReferenceException:
+            continue
     return driver.find_element(By.TAG_NAME, "main").text
 
 
