@@ -117,7 +117,7 @@ async fn sessions_expire_touch_and_revoke(db: &TestDb) {
     );
     assert!(
         !s.sessions()
-            .raise_assurance(created.id, NOW + 3_700)
+            .step_up(created.id, true, NOW + 3_700, &[])
             .await
             .unwrap()
     );
@@ -127,7 +127,7 @@ async fn sessions_expire_touch_and_revoke(db: &TestDb) {
         .create("tok-b", new(uid, None, 1))
         .await
         .unwrap();
-    assert!(s.sessions().raise_assurance(b.id, NOW).await.unwrap());
+    assert!(s.sessions().step_up(b.id, true, NOW, &[]).await.unwrap());
     assert_eq!(
         s.sessions()
             .find_valid("tok-b", NOW)

@@ -592,7 +592,10 @@ impl<'a> Factors<'a> {
     /// it is beyond the last one accepted: one conditional UPDATE, so of any number of
     /// concurrent callers with the same step, on any number of replicas, exactly one wins.
     pub async fn accept_step(&self, factor_id: Uuid, step: i64, now: i64) -> Result<bool> {
-        self.accept_step_where(factor_id, step, now, None).await
+        let result = step_update(factor_id, step, now)
+            .exec(&*self.storage.write().await)
+            .await?;
+        Ok(result.rows_affected == 1)
     }
 
     /// A resync of an HOTP token: accepts `counter` as [`Factors::accept_step`] does (false
@@ -618,7 +621,9 @@ impl<'a> Factors<'a> {
         Ok(accepted)
     }
 
-    /// Accepts a matching app or token code ([`Factors::accept_step_unless_locked`]) and, only
+    /// Accepts a matching app or token code ([`Factors::accept_step`], in the same statement
+    /// only while no lockout is in force at `now` on the failure counter `lock_key`, so a code
+    /// accepted is settled against the failure budget with no read after it) and, only
     /// if it was accepted, raises the session given and, only if that session was live (or
     /// none was given), appends the event, all in one transaction: one statement on
     /// PostgreSQL, a write transaction on SQLite.
@@ -704,36 +709,6 @@ impl<'a> Factors<'a> {
         }
         txn.commit().await?;
         Ok(Accepted { accepted, raised })
-    }
-
-    /// [`Factors::accept_step`], in the same statement only while no lockout is in force at
-    /// `now` on the failure counter `lock_key` (`NOT EXISTS` on it): a code accepted so is
-    /// settled against the failure budget with no read after it. False when the step is
-    /// used, or a lockout is in force.
-    pub async fn accept_step_unless_locked(
-        &self,
-        factor_id: Uuid,
-        step: i64,
-        now: i64,
-        lock_key: &str,
-    ) -> Result<bool> {
-        self.accept_step_where(factor_id, step, now, Some(lock_key))
-            .await
-    }
-
-    async fn accept_step_where(
-        &self,
-        factor_id: Uuid,
-        step: i64,
-        now: i64,
-        unless_locked: Option<&str>,
-    ) -> Result<bool> {
-        let mut update = step_update(factor_id, step, now);
-        if let Some(key) = unless_locked {
-            update = update.filter(super::attempts::no_lockout_in_force(key, now));
-        }
-        let result = update.exec(&*self.storage.write().await).await?;
-        Ok(result.rows_affected == 1)
     }
 
     /// Records that an SMS factor was used (its codes are single-use on their own).

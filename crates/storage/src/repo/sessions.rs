@@ -143,14 +143,6 @@ impl<'a> Sessions<'a> {
         }
     }
 
-    /// Raises a valid session to assurance 2 (after a step-up). Returns whether it did.
-    pub async fn raise_assurance(&self, id: Uuid, now: i64) -> Result<bool> {
-        let result = raise_update(id, now)
-            .exec(&*self.storage.write().await)
-            .await?;
-        Ok(result.rows_affected == 1)
-    }
-
     /// A step-up proved otherwise than by an app or token code (which
     /// [`crate::repo::Factors::accept_code`] records): raises the session to assurance 2 when
     /// `raise` and appends `audit`, in one transaction. False, and nothing written, when the
