@@ -17,6 +17,7 @@ mod error;
 mod migration;
 mod on_thread;
 pub mod repo;
+mod run;
 #[cfg(feature = "testing")]
 pub mod testing;
 

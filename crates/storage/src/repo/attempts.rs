@@ -4,13 +4,13 @@
 //! lockout is in force when it is settled, so no number of requests in flight together gets
 //! more guesses past the budget than one request at a time.
 
-use super::OneByKey;
 use sea_orm::sea_query::ExprTrait as _;
 use sea_orm::sea_query::{Condition, Expr, OnConflict};
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 
 use crate::entity::attempt_counter::{ActiveModel, Column, Entity, Model};
 use crate::repo::audit::{NewAuditEvent, append_all_with};
+use crate::run::{ChangeOn as _, InsertOn as _, SelectOn as _};
 use crate::{Result, Storage};
 
 /// The counter of a user's failed second-factor attempts (across methods, challenges and
@@ -191,11 +191,7 @@ impl<'a> Attempts<'a> {
                     }
                     counted
                 }
-                None => {
-                    count
-                        .exec_with_returning_many(&*self.storage.write().await)
-                        .await?
-                }
+                None => count.returning_on(&*self.storage.write().await).await?,
             };
             if let Some(model) = counted.into_iter().next() {
                 return Ok(Failure::Counted {
@@ -224,9 +220,9 @@ impl<'a> Attempts<'a> {
         let cleared = Entity::delete_many()
             .filter(Column::Key.eq(key))
             .filter(not_locked(now))
-            .exec(&*self.storage.write().await)
+            .change_on(&*self.storage.write().await)
             .await?;
-        if cleared.rows_affected == 1 {
+        if cleared == 1 {
             return Ok(None);
         }
         // Locked meanwhile, or cleared by another success.
@@ -252,7 +248,7 @@ impl<'a> Attempts<'a> {
     /// Clears the counter and any lock (an operator's unlock).
     pub async fn reset(&self, key: &str) -> Result<()> {
         Entity::delete_by_id(key.to_owned())
-            .exec(&*self.storage.write().await)
+            .change_on(&*self.storage.write().await)
             .await?;
         Ok(())
     }

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::{Page, page};
 use crate::entity::audit_event::{ActiveModel, Column, Entity, Model};
 use crate::entity::membership;
+use crate::run::ChangeOn as _;
 use crate::{Result, Storage, StorageError};
 
 /// An event to record.
@@ -184,7 +185,7 @@ async fn flush(storage: Storage) {
     while events.peek().is_some() {
         let (models, waiters): (Vec<_>, Vec<_>) = events.by_ref().take(BATCH).unzip();
         let written = Entity::insert_many(models)
-            .exec_without_returning(&*storage.write().await)
+            .change_on(&*storage.write().await)
             .await
             .map(|_| ());
         for waiter in waiters {

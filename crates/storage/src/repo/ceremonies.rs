@@ -2,11 +2,12 @@
 //! assertion raced to two replicas is accepted once), deleted once expired.
 
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use uuid::Uuid;
 
 use crate::entity::enums::CeremonyPurpose;
 use crate::entity::webauthn_ceremony::{ActiveModel, Column, Entity, Model};
+use crate::run::{ChangeOn as _, InsertOn as _};
 use crate::{Result, Storage, StorageError};
 
 /// A ceremony to create.
@@ -43,7 +44,7 @@ impl<'a> Ceremonies<'a> {
 
     /// Creates a ceremony that expires at `expires_at`.
     pub async fn create(&self, new: NewCeremony<'_>, now: i64, expires_at: i64) -> Result<Model> {
-        ActiveModel {
+        Entity::insert(ActiveModel {
             id: Set(Uuid::now_v7()),
             challenge: Set(new.challenge.to_owned()),
             purpose: Set(new.purpose),
@@ -56,8 +57,8 @@ impl<'a> Ceremonies<'a> {
             expires_at: Set(expires_at),
             consumed_at: Set(None),
             created_at: Set(now),
-        }
-        .insert(&*self.storage.write().await)
+        })
+        .insert_on(&*self.storage.write().await)
         .await
         .map_err(|e| StorageError::from_insert(e, "ceremony"))
     }
@@ -82,9 +83,8 @@ impl<'a> Ceremonies<'a> {
             .filter(Column::Challenge.eq(challenge))
             .filter(Column::ConsumedAt.is_null())
             .filter(Column::ExpiresAt.gt(now))
-            .exec(&*self.storage.write().await)
+            .change_on(&*self.storage.write().await)
             .await?
-            .rows_affected
             == 1;
         if !taken {
             return Ok(None);
@@ -99,8 +99,7 @@ impl<'a> Ceremonies<'a> {
     pub async fn delete_expired(&self, now: i64) -> Result<u64> {
         Ok(Entity::delete_many()
             .filter(Column::ExpiresAt.lte(now))
-            .exec(&*self.storage.write_on_pool().await)
-            .await?
-            .rows_affected)
+            .change_on(&*self.storage.write_on_pool().await)
+            .await?)
     }
 }

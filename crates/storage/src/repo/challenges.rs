@@ -1,15 +1,15 @@
 //! Login challenges: the state between the password step and the second factor (or the
 //! enrollment a login requires), found by the keyed hash of their token.
 
-use super::OneByKey;
 use sea_orm::sea_query::Expr;
 use sea_orm::sea_query::ExprTrait as _;
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use uuid::Uuid;
 
 use crate::crypto::{HashPurpose, TokenHash};
 use crate::entity::enums::ChallengePurpose;
 use crate::entity::login_challenge::{ActiveModel, Column, Entity, Model};
+use crate::run::{ChangeOn as _, InsertOn as _, SelectOn as _};
 use crate::{Result, Storage, StorageError};
 
 /// Login challenges.
@@ -56,8 +56,8 @@ impl<'a> Challenges<'a> {
             created_at: Set(now),
             factor_generation: Set(factor_generation),
         };
-        model
-            .insert(&*self.storage.write().await)
+        Entity::insert(model)
+            .insert_on(&*self.storage.write().await)
             .await
             .map_err(|e| StorageError::from_insert(e, "challenge"))
     }
@@ -82,9 +82,9 @@ impl<'a> Challenges<'a> {
             .filter(Column::ConsumedAt.is_null())
             .filter(Column::ExpiresAt.gt(now))
             .filter(Column::Attempts.lt(max))
-            .exec(&*self.storage.write().await)
+            .change_on(&*self.storage.write().await)
             .await?;
-        Ok(result.rows_affected == 1)
+        Ok(result == 1)
     }
 
     /// Uses the challenge: returns it for exactly one caller, however many present the same
@@ -96,9 +96,9 @@ impl<'a> Challenges<'a> {
             .filter(Column::TokenHash.eq(hash.clone()))
             .filter(Column::ConsumedAt.is_null())
             .filter(Column::ExpiresAt.gt(now))
-            .exec(&*self.storage.write().await)
+            .change_on(&*self.storage.write().await)
             .await?;
-        if result.rows_affected != 1 {
+        if result != 1 {
             return Ok(None);
         }
         Ok(Entity::find()
@@ -123,17 +123,16 @@ impl<'a> Challenges<'a> {
             .filter(Column::Id.eq(id))
             .filter(Column::ConsumedAt.is_null())
             .filter(Column::ExpiresAt.gt(now))
-            .exec(&*self.storage.write().await)
+            .change_on(&*self.storage.write().await)
             .await?;
-        Ok(result.rows_affected == 1)
+        Ok(result == 1)
     }
 
     /// Deletes challenges that expired before `now`. Returns how many.
     pub async fn delete_expired(&self, now: i64) -> Result<u64> {
         Ok(Entity::delete_many()
             .filter(Column::ExpiresAt.lte(now))
-            .exec(&*self.storage.write_on_pool().await)
-            .await?
-            .rows_affected)
+            .change_on(&*self.storage.write_on_pool().await)
+            .await?)
     }
 }

@@ -1,11 +1,10 @@
 //! Second factors: creation with the seed sealed, activation with recovery codes in one
 //! transaction, the replay guard, removal, and key rotation.
 
-use super::OneByKey;
 use sea_orm::sea_query::{Condition, Expr};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait,
 };
 use uuid::Uuid;
 use zeroize::Zeroizing;
@@ -15,6 +14,7 @@ use super::recovery_codes::insert_codes;
 use crate::entity::enums::{FactorKind, FactorStatus};
 use crate::entity::factor::{ActiveModel, Column, Entity, Model};
 use crate::entity::{attempt_counter, recovery_code};
+use crate::run::{ChangeOn as _, InsertOn as _, Run as _, SelectOn as _};
 use crate::{Result, Storage, StorageError};
 
 /// The user's active factors: what logins, checks and a login's summary read.
@@ -370,9 +370,8 @@ impl<'a> Factors<'a> {
             .col_expr(Column::LastUsedAt, Expr::value(Some(now)))
             .filter(Column::Id.eq(factor_id))
             .filter(Column::WebauthnCredential.eq(previous))
-            .exec(&*self.storage.write().await)
+            .change_on(&*self.storage.write().await)
             .await?
-            .rows_affected
             == 1)
     }
 
@@ -386,8 +385,8 @@ impl<'a> Factors<'a> {
             _ => StorageError::from_insert(e, "factor"),
         };
         if audit.is_empty() {
-            return model
-                .insert(&*self.storage.write().await)
+            return Entity::insert(model)
+                .insert_on(&*self.storage.write().await)
                 .await
                 .map_err(refused);
         }
@@ -414,7 +413,7 @@ impl<'a> Factors<'a> {
         });
         Ok(query
             .order_by_asc(Column::Id)
-            .all(&self.storage.reads())
+            .all_on(&self.storage.reads())
             .await?)
     }
 
@@ -431,18 +430,18 @@ impl<'a> Factors<'a> {
             ACTIVE_WITH_COUNTER,
             [counter_key.into(), user_id.into()],
         );
-        let rows = self.storage.reads().query_all_raw(query).await?;
+        let rows = self.storage.reads().rows(query).await?;
         let mut factors = Vec::with_capacity(rows.len());
         let mut found = None;
         for row in &rows {
-            factors.push(Model::from_query_result(row, "")?);
-            if let Some(failures) = row.try_get::<Option<i64>>("", "counter_failures")? {
+            factors.push(row.model::<Entity>("")?);
+            if let Some(failures) = row.get::<Option<i64>>("counter_failures")? {
                 found = Some(attempt_counter::Model {
                     key: counter_key.to_owned(),
                     failures,
-                    locked_until: row.try_get("", "counter_locked_until")?,
+                    locked_until: row.get("counter_locked_until")?,
                     updated_at: row
-                        .try_get::<Option<i64>>("", "counter_updated_at")?
+                        .get::<Option<i64>>("counter_updated_at")?
                         .unwrap_or_default(),
                 });
             }
@@ -593,9 +592,9 @@ impl<'a> Factors<'a> {
     /// concurrent callers with the same step, on any number of replicas, exactly one wins.
     pub async fn accept_step(&self, factor_id: Uuid, step: i64, now: i64) -> Result<bool> {
         let result = step_update(factor_id, step, now)
-            .exec(&*self.storage.write().await)
+            .change_on(&*self.storage.write().await)
             .await?;
-        Ok(result.rows_affected == 1)
+        Ok(result == 1)
     }
 
     /// A resync of an HOTP token: accepts `counter` as [`Factors::accept_step`] does (false
@@ -655,12 +654,12 @@ impl<'a> Factors<'a> {
                 .storage
                 .write()
                 .await
-                .query_one_raw(stmt)
+                .row(stmt)
                 .await?
                 .ok_or(StorageError::NotFound("the acceptance's counts"))?;
             return Ok(Accepted {
-                accepted: row.try_get::<i64>("", "accepted")? == 1,
-                raised: row.try_get::<i64>("", "raised")? == 1,
+                accepted: row.get::<i64>("accepted")? == 1,
+                raised: row.get::<i64>("raised")? == 1,
             });
         }
         let guard = || {
@@ -716,7 +715,7 @@ impl<'a> Factors<'a> {
         Entity::update_many()
             .col_expr(Column::LastUsedAt, Expr::value(Some(now)))
             .filter(Column::Id.eq(factor_id))
-            .exec(&*self.storage.write().await)
+            .change_on(&*self.storage.write().await)
             .await?;
         Ok(())
     }
@@ -862,9 +861,8 @@ impl<'a> Factors<'a> {
         Ok(Entity::delete_many()
             .filter(Column::Status.eq(FactorStatus::Pending))
             .filter(Column::PendingExpiresAt.lte(now))
-            .exec(&*self.storage.write_on_pool().await)
-            .await?
-            .rows_affected)
+            .change_on(&*self.storage.write_on_pool().await)
+            .await?)
     }
 
     /// Re-seals up to `batch` seeds sealed under a key other than the primary, in id order
@@ -910,9 +908,9 @@ impl<'a> Factors<'a> {
                 .col_expr(Column::SecretKeyId, Expr::value(Some(primary)))
                 .filter(Column::Id.eq(row.id))
                 .filter(Column::SecretSealed.eq(row.secret_sealed.clone()))
-                .exec(&*self.storage.write().await)
+                .change_on(&*self.storage.write().await)
                 .await?;
-            progress.resealed += updated.rows_affected;
+            progress.resealed += updated;
         }
         progress.remaining = stale().count(self.storage.db()).await?;
         Ok(progress)

@@ -1,6 +1,5 @@
 //! Memberships of organizations.
 
-use super::OneByKey;
 use sea_orm::sea_query::{Query, SelectStatement};
 use sea_orm::{
     ActiveEnum, ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter,
@@ -13,6 +12,7 @@ use super::{Page, page};
 use crate::entity::enums::Role;
 use crate::entity::membership::{ActiveModel, Column, Entity, Model};
 use crate::entity::organization;
+use crate::run::SelectOn as _;
 use crate::{Result, Storage, StorageError};
 
 /// The ids of the organizations the user belongs to, as a subquery: what
@@ -85,7 +85,7 @@ impl<'a> Memberships<'a> {
         Ok(organization::Entity::find()
             .filter(organization::Column::Id.in_subquery(organization_ids_of(user_id)))
             .order_by_asc(organization::Column::Id)
-            .all(&self.storage.reads())
+            .all_on(&self.storage.reads())
             .await?)
     }
 
@@ -94,7 +94,7 @@ impl<'a> Memberships<'a> {
         Ok(Entity::find()
             .filter(Column::UserId.eq(user_id))
             .order_by_asc(Column::OrgId)
-            .all(&self.storage.reads())
+            .all_on(&self.storage.reads())
             .await?)
     }
 

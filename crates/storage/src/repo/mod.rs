@@ -1,7 +1,5 @@
 //! Repositories: the domain operations on each table.
 
-use sea_orm::{ConnectionTrait, DbErr, EntityTrait, FromQueryResult, QueryTrait, Select};
-
 mod attempts;
 mod audit;
 mod ceremonies;
@@ -31,27 +29,6 @@ pub use sessions::{NewSession, Sessions};
 pub use sms_codes::SmsCodes;
 pub use sms_limits::{Limit, LimitReached, PumpingGuard, Refused, SmsLimits, Taken};
 pub use users::{MfaSummary, OrganizationsToRead, Users};
-
-/// sea-orm's `one()` without its `LIMIT ?`, for queries on a unique key.
-///
-/// SQLite (3.51, as bundled) reads a bound LIMIT while it plans a statement, so binding it
-/// again marks the prepared statement expired: each `one()` was parsed and planned anew every
-/// time it ran (`sqlite3Reprepare`, about 4% of the server's CPU beside the hashes during
-/// logins). Where at most one row can match, the limit adds nothing: sqlx's SQLite driver
-/// stops at the first row, and PostgreSQL has no second row to send.
-pub(crate) trait OneByKey<E: EntityTrait> {
-    /// The one row the query finds, if any.
-    async fn one_by_key<C: ConnectionTrait>(self, db: &C) -> Result<Option<E::Model>, DbErr>;
-}
-
-impl<E: EntityTrait> OneByKey<E> for Select<E> {
-    async fn one_by_key<C: ConnectionTrait>(self, db: &C) -> Result<Option<E::Model>, DbErr> {
-        match db.query_one(&self.into_query()).await? {
-            Some(row) => Ok(Some(E::Model::from_query_result(&row, "")?)),
-            None => Ok(None),
-        }
-    }
-}
 
 /// A page of results and the cursor of the next page, if there is one.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,6 +1,5 @@
 //! Organizations and their 2FA policy.
 
-use super::OneByKey;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
@@ -10,6 +9,7 @@ use uuid::Uuid;
 use super::audit::{AuditOf, append_with};
 use crate::entity::enums::SsoMode;
 use crate::entity::organization::{ActiveModel, Column, Entity, Model};
+use crate::run::{InsertOn as _, SelectOn as _};
 use crate::{Result, Storage, StorageError};
 
 /// The policy fields of an organization.
@@ -135,8 +135,8 @@ impl<'a> Organizations<'a> {
     /// Creates an organization with the default policy: nothing required, every method
     /// allowed, SSO off (exempt mode when turned on).
     pub async fn create(&self, name: &str, now: i64) -> Result<Model> {
-        new_organization(name, now)?
-            .insert(&*self.storage.write().await)
+        Entity::insert(new_organization(name, now)?)
+            .insert_on(&*self.storage.write().await)
             .await
             .map_err(|e| StorageError::from_insert(e, "organization"))
     }

@@ -1,14 +1,13 @@
 //! Recovery codes, stored only as keyed hashes bound to their user.
 
 use sea_orm::sea_query::{Condition, Expr};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 use uuid::Uuid;
 
 use super::audit::{NewAuditEvent, append_all_with};
 use crate::crypto::{HashPurpose, TokenHash};
 use crate::entity::recovery_code::{ActiveModel, Column, Entity};
+use crate::run::{ChangeOn as _, SelectOn as _};
 use crate::{Result, Storage, StorageError};
 
 /// The user's unused codes: what [`RecoveryCodes::remaining`] counts and a login's summary
@@ -98,9 +97,9 @@ impl<'a> RecoveryCodes<'a> {
             .col_expr(Column::UsedAt, Expr::value(Some(now)))
             .filter(unused_of(user_id))
             .filter(Column::CodeHash.eq(hash.0.to_vec()))
-            .exec(&*self.storage.write().await)
+            .change_on(&*self.storage.write().await)
             .await?;
-        Ok(result.rows_affected == 1)
+        Ok(result == 1)
     }
 
     /// [`RecoveryCodes::consume`] at a login, which a lost device brought the user to: when
@@ -145,7 +144,7 @@ impl<'a> RecoveryCodes<'a> {
         Ok(Entity::find()
             .filter(unused_of(user_id))
             .filter(Column::CodeHash.eq(hash.0.to_vec()))
-            .count(&self.storage.reads())
+            .count_on(&self.storage.reads())
             .await?
             > 0)
     }
@@ -158,7 +157,7 @@ impl<'a> RecoveryCodes<'a> {
             .filter(Column::UserId.eq(user_id))
             .filter(Column::UsedAt.is_not_null())
             .filter(Column::CodeHash.eq(hash.0.to_vec()))
-            .count(&self.storage.reads())
+            .count_on(&self.storage.reads())
             .await?
             > 0)
     }
@@ -167,7 +166,7 @@ impl<'a> RecoveryCodes<'a> {
     pub async fn remaining(&self, user_id: Uuid) -> Result<u64> {
         Ok(Entity::find()
             .filter(unused_of(user_id))
-            .count(&self.storage.reads())
+            .count_on(&self.storage.reads())
             .await?)
     }
 }

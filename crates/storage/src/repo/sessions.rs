@@ -1,17 +1,14 @@
 //! Sessions, found by the keyed hash of their token.
 
-use super::OneByKey;
 use sea_orm::sea_query::{Condition, Expr, Query};
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult,
-    QueryFilter,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use uuid::Uuid;
 
 use super::audit::{NewAuditEvent, append_all_with};
 use crate::crypto::{HashPurpose, TokenHash};
 use crate::entity::membership;
 use crate::entity::session::{ActiveModel, Column, Entity, Model};
+use crate::run::{ChangeOn as _, InsertOn as _, Run, SelectOn as _};
 use crate::{Result, Storage, StorageError};
 
 /// [`Sessions::find_valid`]'s query, the same on SQLite and PostgreSQL (SQLite numbers `$1`
@@ -80,8 +77,8 @@ impl<'a> Sessions<'a> {
             expires_at: Set(expires_at),
             revoked_at: Set(None),
         };
-        model
-            .insert(&*self.storage.write().await)
+        Entity::insert(model)
+            .insert_on(&*self.storage.write().await)
             .await
             .map_err(|e| match e.sql_err() {
                 Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_)) => {
@@ -111,10 +108,10 @@ impl<'a> Sessions<'a> {
             FIND_VALID,
             [self.hash(token).0.to_vec().into(), now.into()],
         );
-        Ok(match self.storage.reads().query_one_raw(stmt).await? {
-            Some(row) => Some(Model::from_query_result(&row, "")?),
-            None => None,
-        })
+        match self.storage.reads().row(stmt).await? {
+            Some(row) => Ok(Some(row.model::<Entity>("")?)),
+            None => Ok(None),
+        }
     }
 
     /// Records use of a valid session at `now`: its idle expiry moves to `now + idle_ttl`,
@@ -134,9 +131,9 @@ impl<'a> Sessions<'a> {
             .filter(Column::RevokedAt.is_null())
             .filter(Column::ExpiresAt.gt(now))
             .filter(Column::IdleExpiresAt.gt(now))
-            .exec(&*self.storage.write().await)
+            .change_on(&*self.storage.write().await)
             .await?;
-        if result.rows_affected == 1 {
+        if result == 1 {
             Ok(())
         } else {
             Err(StorageError::NotFound("live session"))
@@ -217,7 +214,7 @@ pub(crate) fn raise_update(id: Uuid, now: i64) -> sea_orm::UpdateMany<Entity> {
 }
 
 /// Revokes every live session of a user, but `keep` if given, on `conn`. Returns how many.
-pub(crate) async fn revoke_of_user<C: ConnectionTrait>(
+pub(crate) async fn revoke_of_user<C: Run>(
     conn: &C,
     user_id: Uuid,
     keep: Option<Uuid>,
@@ -230,11 +227,11 @@ pub(crate) async fn revoke_of_user<C: ConnectionTrait>(
     if let Some(keep) = keep {
         update = update.filter(Column::Id.ne(keep));
     }
-    Ok(update.exec(conn).await?.rows_affected)
+    Ok(update.change_on(conn).await?)
 }
 
 /// [`Sessions::revoke_org_below`] on `conn`.
-pub(crate) async fn revoke_org_below<C: ConnectionTrait>(
+pub(crate) async fn revoke_org_below<C: Run>(
     conn: &C,
     org_id: Uuid,
     assurance: i16,
@@ -256,7 +253,7 @@ pub(crate) async fn revoke_org_below<C: ConnectionTrait>(
         )
         .filter(Column::Assurance.lt(assurance))
         .filter(Column::RevokedAt.is_null())
-        .exec(conn)
+        .change_on(conn)
         .await?;
-    Ok(result.rows_affected)
+    Ok(result)
 }

@@ -4,11 +4,13 @@ use sea_orm::sea_query::Expr;
 use sea_orm::sea_query::ExprTrait as _;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect as _,
 };
 use uuid::Uuid;
 
 use crate::crypto::{HashPurpose, TokenHash};
 use crate::entity::sms_code::{ActiveModel, Column, Entity, Model};
+use crate::run::{ChangeOn as _, SelectOn as _};
 use crate::{Result, Storage, StorageError};
 
 /// SMS codes.
@@ -66,9 +68,8 @@ impl<'a> SmsCodes<'a> {
     pub async fn withdraw(&self, factor_id: Uuid) -> Result<bool> {
         Ok(Entity::delete_many()
             .filter(Column::FactorId.eq(factor_id))
-            .exec(&*self.storage.write().await)
+            .change_on(&*self.storage.write().await)
             .await?
-            .rows_affected
             > 0)
     }
 
@@ -77,8 +78,10 @@ impl<'a> SmsCodes<'a> {
         Ok(Entity::find()
             .filter(Column::FactorId.eq(factor_id))
             .order_by_desc(Column::SentAt)
-            .one(&self.storage.reads())
-            .await?)
+            .limit(1)
+            .all_on(&self.storage.reads())
+            .await?
+            .pop())
     }
 
     /// Takes one attempt from the current code's budget of `max`, *before* the typed code is
@@ -91,9 +94,9 @@ impl<'a> SmsCodes<'a> {
             .filter(Column::ConsumedAt.is_null())
             .filter(Column::ExpiresAt.gt(now))
             .filter(Column::Attempts.lt(max))
-            .exec(&*self.storage.write().await)
+            .change_on(&*self.storage.write().await)
             .await?;
-        Ok(result.rows_affected == 1)
+        Ok(result == 1)
     }
 
     /// Uses the code: true for exactly one caller with the right, unexpired, unused code,
@@ -114,8 +117,8 @@ impl<'a> SmsCodes<'a> {
             .filter(Column::ConsumedAt.is_null())
             .filter(Column::ExpiresAt.gt(now))
             .filter(super::attempts::no_lockout_in_force(lock_key, now))
-            .exec(&*self.storage.write().await)
+            .change_on(&*self.storage.write().await)
             .await?;
-        Ok(result.rows_affected == 1)
+        Ok(result == 1)
     }
 }

@@ -12,6 +12,7 @@ use sea_orm::{
 };
 
 use crate::entity::{sms_counter, sms_send};
+use crate::run::{ChangeOn as _, InsertOn as _, Run};
 use crate::{Result, Storage, StorageError};
 
 /// At most `max` events in any span of `window_secs`.
@@ -149,15 +150,15 @@ async fn count<C: ConnectionTrait>(
 }
 
 /// Counts one send under `key` at `now`; its id, to give back.
-async fn record<C: ConnectionTrait>(conn: &C, key: &str, now: i64) -> Result<i64> {
+async fn record<C: Run>(conn: &C, key: &str, now: i64) -> Result<i64> {
     let inserted = sms_send::Entity::insert(sms_send::ActiveModel {
         id: NotSet,
         key: Set(key.to_owned()),
         at: Set(now),
     })
-    .exec(conn)
+    .insert_on(conn)
     .await?;
-    Ok(inserted.last_insert_id)
+    Ok(inserted.id)
 }
 
 impl<'a> SmsLimits<'a> {
@@ -232,7 +233,7 @@ impl<'a> SmsLimits<'a> {
     pub async fn give_back(&self, taken: &Taken) -> Result<()> {
         sms_send::Entity::delete_many()
             .filter(sms_send::Column::Id.is_in(taken.sends.iter().copied()))
-            .exec(&*self.storage.write().await)
+            .change_on(&*self.storage.write().await)
             .await?;
         Ok(())
     }
@@ -260,12 +261,11 @@ impl<'a> SmsLimits<'a> {
         let writing = self.storage.write_on_pool().await;
         let deleted = sms_send::Entity::delete_many()
             .filter(sms_send::Column::At.lt(cutoff))
-            .exec(&*writing)
-            .await?
-            .rows_affected;
+            .change_on(&*writing)
+            .await?;
         sms_counter::Entity::delete_many()
             .filter(sms_counter::Column::WindowStart.lt(cutoff))
-            .exec(&*writing)
+            .change_on(&*writing)
             .await?;
         Ok(deleted)
     }

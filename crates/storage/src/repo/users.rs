@@ -1,19 +1,19 @@
 //! User accounts.
 
-use super::OneByKey;
 use super::audit::{AuditOf, append_with};
 use sea_orm::sea_query::{
     Condition, Expr, ExprTrait as _, JoinType, Order, Query, SimpleExpr, SubQueryStatement,
 };
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult,
-    IdenStatic as _, Iterable as _, QueryFilter, QuerySelect, QueryTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IdenStatic as _, Iterable as _,
+    QueryFilter, QuerySelect, QueryTrait,
 };
 use uuid::Uuid;
 
 use crate::entity::enums::{FactorKind, UserStatus};
 use crate::entity::user::{ActiveModel, Column, Entity, Model};
 use crate::entity::{factor, organization, recovery_code};
+use crate::run::{ChangeOn as _, InsertOn as _, Run as _, SelectOn as _};
 use crate::{Result, Storage, StorageError};
 
 /// What a login decision needs to know of a user's second factors.
@@ -104,8 +104,8 @@ impl<'a> Users<'a> {
         password_hash: Option<String>,
         now: i64,
     ) -> Result<Model> {
-        new_user(email, password_hash, now)?
-            .insert(&*self.storage.write().await)
+        Entity::insert(new_user(email, password_hash, now)?)
+            .insert_on(&*self.storage.write().await)
             .await
             .map_err(|e| StorageError::from_insert(e, "user"))
     }
@@ -192,7 +192,8 @@ impl<'a> Users<'a> {
             }
             query.order_by((organization::Entity, organization::Column::Id), Order::Asc);
         }
-        let rows = self.storage.reads().query_all(&query).await?;
+        let reads = self.storage.reads();
+        let rows = reads.rows(reads.backend().build(&query)).await?;
         let Some(row) = rows.first() else {
             return Ok(None);
         };
@@ -201,13 +202,16 @@ impl<'a> Users<'a> {
             for row in &rows {
                 // A user without a matching organization still has their row, its columns
                 // NULL.
-                if row.try_get::<Option<Uuid>>(ORGANIZATION, "id")?.is_some() {
-                    joined.push(organization::Model::from_query_result(row, ORGANIZATION)?);
+                if row
+                    .get::<Option<Uuid>>(&format!("{ORGANIZATION}id"))?
+                    .is_some()
+                {
+                    joined.push(row.model::<organization::Entity>(ORGANIZATION)?);
                 }
             }
         }
         let number = |column: &str| -> Result<u64> {
-            Ok(u64::try_from(row.try_get::<i64>("", column)?).unwrap_or(0))
+            Ok(u64::try_from(row.get::<i64>(column)?).unwrap_or(0))
         };
         let small = |column: &str| -> Result<u32> {
             Ok(u32::try_from(number(column)?).unwrap_or(u32::MAX))
@@ -219,7 +223,7 @@ impl<'a> Users<'a> {
             webauthn: small("mfa_webauthn")?,
             recovery_codes_left: number("mfa_recovery")?,
         };
-        Ok(Some((Model::from_query_result(row, "")?, summary, joined)))
+        Ok(Some((row.model::<Entity>("")?, summary, joined)))
     }
 
     /// The user with this email, ignoring case.
@@ -259,9 +263,9 @@ impl<'a> Users<'a> {
             .col_expr(Column::MustReenroll, Expr::value(value))
             .col_expr(Column::UpdatedAt, Expr::value(now))
             .filter(Column::Id.eq(id))
-            .exec(&*self.storage.write().await)
+            .change_on(&*self.storage.write().await)
             .await?;
-        found(result.rows_affected)
+        found(result)
     }
 }
 

@@ -1,0 +1,145 @@
+//! SQLite statements on the calling thread.
+//!
+//! sqlx runs every SQLite statement on its connection's own thread: the statement is handed
+//! to that thread and its rows handed back, and the pool pings the connection (one more
+//! round trip) each time it is handed back. During logins those hand-offs woke threads onto
+//! the CPUs that were hashing passwords, and took more of the machine than the statements
+//! themselves; on the hot paths they cost a third of a validation's and half of a
+//! verification's rate (BENCHMARKS.md, "What made the paths fast"). An SQLite statement
+//! takes microseconds, so on an SQLite file [`OnThread`] runs it on the task's own thread
+//! instead, with rusqlite, on a connection of its own:
+//!
+//! - [`connections`]: which connection a statement takes. Single write statements, in the
+//!   write turn, on the one that writes; reads on that one too when it is free (its page
+//!   cache mostly current), else on one of a few that refuse to write ([`Route`]).
+//! - [`sqlite`]: one statement on a connection, from its statement cache. It falls back to
+//!   sqlx's pool whenever running here would wait (every connection busy, or the database
+//!   busy: another process writing; a write waits here only for a read on the writer's
+//!   connection, microseconds) and when SQLite refuses a constraint, so that the pool
+//!   reports it as sea-orm expects.
+//! - [`values`]: values bound as sqlx binds them, and rows read as sea-orm reads them: each
+//!   column as the type of the field it goes to (an entity's, through its `ActiveModel`, or
+//!   the variable's, [`crate::run::Row::get`]).
+//!
+//! Repositories do not see the difference: they run statements through [`crate::run::Run`],
+//! which both sea-orm's connections and [`OnThread`] implement. Transactions stay on sqlx,
+//! in the write turn, as does everything on PostgreSQL, but for one: a chain of single-row
+//! writes, each only if the one before took ([`OnThread::transaction_chain`], a code's
+//! acceptance). Only short statements run here, on a key: reads and writes that may touch
+//! many rows (lists, clean-ups, key rotation, a policy's revocations) go to the pool, whose
+//! thread may take its time (`Storage::db`, `Storage::write_on_pool`).
+//!
+//! The contract with sea-orm, that every entity and projection reads the same both ways and
+//! that writes and their refusals are reported alike, is tested in `tests`.
+
+mod connections;
+mod sqlite;
+mod values;
+
+#[cfg(test)]
+mod tests;
+
+use rusqlite::Connection;
+use sea_orm::{DatabaseConnection, DbBackend, DbErr, Statement};
+
+pub(crate) use connections::{Connections, Route};
+pub(crate) use values::SqliteRow;
+
+use crate::run::{Row, Run};
+use connections::Access;
+use sqlite::{NotHere, not_here, statement_span};
+
+/// Where repositories run statements: the pool, or on an SQLite file the calling thread
+/// first (see the module's documentation). Not `Copy`: a [`crate::Writing`]'s may not outlive
+/// its write turn.
+#[derive(Debug)]
+pub(crate) struct OnThread<'a> {
+    /// sqlx's pool: the fallback, and everything on PostgreSQL.
+    pub(crate) pool: &'a DatabaseConnection,
+    /// Where statements run on the calling thread, if they may.
+    pub(crate) here: Option<Route<'a>>,
+}
+
+impl OnThread<'_> {
+    /// Runs `f` here; None when it has to run on the pool.
+    fn here<T>(
+        &self,
+        f: impl FnOnce(&Connection, Access) -> Result<T, NotHere>,
+    ) -> Option<Result<T, DbErr>> {
+        match self.here?.run(f) {
+            Ok(out) => Some(Ok(out)),
+            Err(NotHere::Failed(e)) => Some(Err(e)),
+            Err(NotHere::Pool) => None,
+        }
+    }
+
+    /// Runs `chain` in one transaction on the writer's connection (a write in the turn:
+    /// [`Route::Write`]), each statement only when the one before changed a row, and commits
+    /// what ran. Returns the rows each changed, up to the first that changed none. None when
+    /// it cannot run here (no such connection, the database busy, a constraint refused):
+    /// nothing was written, and the caller runs it on the pool.
+    pub(crate) fn transaction_chain(&self, chain: &[Statement]) -> Option<Result<Vec<u64>, DbErr>> {
+        let Some(Route::Write(_)) = self.here else {
+            return None;
+        };
+        let first = chain.first()?;
+        let _span = statement_span("sea_orm.transaction", first).entered();
+        self.here(|conn, access| {
+            let control = |sql: &str| {
+                conn.prepare_cached(sql)
+                    .and_then(|mut s| s.execute([]))
+                    .map(|_| ())
+            };
+            control("BEGIN IMMEDIATE").map_err(not_here)?;
+            let ran = sqlite::run_chain(conn, access, chain);
+            let end = if ran.is_ok() { "COMMIT" } else { "ROLLBACK" };
+            match control(end).map_err(not_here) {
+                Ok(()) => ran,
+                Err(e) => {
+                    // A commit that failed leaves the transaction open: end it.
+                    let _ = conn.execute_batch("ROLLBACK");
+                    Err(e)
+                }
+            }
+        })
+    }
+}
+
+impl Run for OnThread<'_> {
+    fn backend(&self) -> DbBackend {
+        self.pool.backend()
+    }
+
+    async fn row(&self, stmt: Statement) -> Result<Option<Row>, DbErr> {
+        let here = self.here(|conn, access| {
+            statement_span("sea_orm.query_one", &stmt)
+                .in_scope(|| sqlite::query(conn, access, &stmt, 1))
+        });
+        match here {
+            Some(rows) => Ok(rows?.into_iter().next().map(Row::Here)),
+            None => self.pool.row(stmt).await,
+        }
+    }
+
+    async fn rows(&self, stmt: Statement) -> Result<Vec<Row>, DbErr> {
+        let here = self.here(|conn, access| {
+            statement_span("sea_orm.query_all", &stmt)
+                .in_scope(|| sqlite::query(conn, access, &stmt, usize::MAX))
+        });
+        match here {
+            Some(rows) => Ok(rows?.into_iter().map(Row::Here).collect()),
+            None => self.pool.rows(stmt).await,
+        }
+    }
+
+    async fn change(&self, stmt: Statement) -> Result<u64, DbErr> {
+        let here = self.here(|conn, access| {
+            statement_span("sea_orm.execute", &stmt)
+                .in_scope(|| sqlite::execute(conn, access, &stmt))
+        });
+        match here {
+            Some(changed) => changed,
+            None => self.pool.change(stmt).await,
+        }
+    }
+}
