@@ -106,6 +106,7 @@ async fn the_token_rule_holds_on_every_rpc(backend: Backend) {
     let mut enrollment =
         v1::enrollment_service_client::EnrollmentServiceClient::new(channel.clone());
     let mut orgs = v1::organization_service_client::OrganizationServiceClient::new(channel.clone());
+    let mut sessions = v1::session_service_client::SessionServiceClient::new(channel.clone());
     let mut auth = v1::authentication_service_client::AuthenticationServiceClient::new(channel);
     let id = "0190c7a0-0000-7000-8000-000000000000".to_owned();
 
@@ -128,6 +129,8 @@ async fn the_token_rule_holds_on_every_rpc(backend: Backend) {
         "OrganizationService/ResetMemberMfa",
         "OrganizationService/ListAuditEvents",
         "AuthenticationService/VerifyStepUp",
+        "SessionService/ListSessions",
+        "SessionService/RevokeOtherSessions",
     ]
     .into();
     // A login step's challenge in the body, or else the session in the header.
@@ -325,6 +328,14 @@ async fn the_token_rule_holds_on_every_rpc(backend: Backend) {
         "SESSION_INVALID"
     );
     check!(
+        sessions.list_sessions(v1::ListSessionsRequest::default()),
+        "USER_TOKEN_INVALID"
+    );
+    check!(
+        sessions.revoke_other_sessions(v1::RevokeOtherSessionsRequest {}),
+        "USER_TOKEN_INVALID"
+    );
+    check!(
         auth.verify_step_up(v1::VerifyStepUpRequest {
             code: "123456".into(),
             ..Default::default()
@@ -340,6 +351,13 @@ async fn the_token_rule_holds_on_every_rpc(backend: Backend) {
         .unwrap()
         .into_inner();
     assert_eq!(listed.factors.len(), 1);
+    let own = sessions
+        .list_sessions(bearer(v1::ListSessionsRequest::default(), &session.token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(own.sessions.len(), 1);
+    assert!(own.sessions[0].current);
     let audit = orgs
         .list_audit_events(bearer(
             v1::ListAuditEventsRequest {

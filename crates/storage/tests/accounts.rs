@@ -100,12 +100,39 @@ async fn bad_input_is_refused_and_writes_nothing(db: &TestDb) {
     );
 }
 
-/// A password set, with its audit event in the same transaction (none for an unknown user,
-/// none without the change when the log refuses the event), and the account's flags.
+/// A password set, with the revocation of the user's other sessions and its audit event in
+/// the same transaction (none for an unknown user, none of it when the log refuses the
+/// event), and the account's flags.
 async fn passwords_and_flags_update(db: &TestDb) {
     let users = db.storage.users();
     let user = users.create("c@example.com", None, NOW).await.unwrap();
     assert!(user.password_hash.is_none());
+    let sessions = db.storage.sessions();
+    let new = storage::repo::NewSession {
+        user_id: user.id,
+        org_id: None,
+        assurance: 1,
+        now: NOW,
+        idle_ttl: 600,
+        absolute_ttl: 3600,
+    };
+    let kept = sessions.create("kept", new).await.unwrap();
+    let other = sessions.create("other", new).await.unwrap();
+    let third = sessions.create("third", new).await.unwrap();
+    let live = || async {
+        let mut ids: Vec<_> = db
+            .storage
+            .sessions()
+            .list_active(user.id, None, NOW + 1, None, 10)
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        ids.sort();
+        ids
+    };
     let set = AuditOf::by_caller("password.set");
     let events = || async {
         audit_event::Entity::find()
@@ -118,7 +145,7 @@ async fn passwords_and_flags_update(db: &TestDb) {
     };
     assert!(matches!(
         users
-            .set_password_hash(Uuid::now_v7(), "$argon2id$v=19$x".into(), set, NOW)
+            .set_password_hash(Uuid::now_v7(), "$argon2id$v=19$x".into(), None, set, NOW)
             .await,
         Err(StorageError::NotFound("user"))
     ));
@@ -128,7 +155,7 @@ async fn passwords_and_flags_update(db: &TestDb) {
     };
     assert!(matches!(
         users
-            .set_password_hash(user.id, "$argon2id$v=19$x".into(), refused, NOW)
+            .set_password_hash(user.id, "$argon2id$v=19$x".into(), None, refused, NOW)
             .await,
         Err(StorageError::Invalid { field: "kind", .. })
     ));
@@ -142,17 +169,41 @@ async fn passwords_and_flags_update(db: &TestDb) {
             .is_none()
     );
     assert_eq!(events().await, []);
-    users
-        .set_password_hash(user.id, "$argon2id$v=19$new".into(), set, NOW + 1)
+    assert_eq!(live().await.len(), 3, "a refused event revokes nothing");
+    let revoked = users
+        .set_password_hash(
+            user.id,
+            "$argon2id$v=19$new".into(),
+            Some(kept.id),
+            set,
+            NOW + 1,
+        )
         .await
         .unwrap();
+    assert_eq!(revoked, 2);
+    assert_eq!(
+        live().await,
+        [kept.id],
+        "{other:?} {third:?} end with the change"
+    );
     assert_eq!(events().await, [("password.set".to_owned(), Some(user.id))]);
+    let details = audit_event::Entity::find()
+        .all(db.storage.db())
+        .await
+        .unwrap();
+    assert_eq!(details[0].details, r#"{"sessions_revoked": 2}"#);
+    // Without a session to keep (a reset by the calling service), every session ends.
+    users
+        .set_password_hash(user.id, "$argon2id$v=19$newer".into(), None, set, NOW + 1)
+        .await
+        .unwrap();
+    assert!(live().await.is_empty());
     users
         .set_must_reenroll(user.id, true, NOW + 2)
         .await
         .unwrap();
     let user = users.get(user.id).await.unwrap().unwrap();
-    assert_eq!(user.password_hash.as_deref(), Some("$argon2id$v=19$new"));
+    assert_eq!(user.password_hash.as_deref(), Some("$argon2id$v=19$newer"));
     assert!(user.must_reenroll);
     assert_eq!(user.updated_at, NOW + 2);
     let missing = users

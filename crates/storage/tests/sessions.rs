@@ -256,6 +256,88 @@ async fn revoking_all_of_a_user_or_an_org_below_a_level(db: &TestDb) {
     assert!(!live("s4").await && !live("s5").await && live("s2").await);
 }
 
+/// A user's active sessions newest first, page by page, of one organization when asked; and
+/// the revocation of all but one, with its event in the same transaction.
+async fn listing_and_revoking_the_other_sessions(db: &TestDb) {
+    let s = &db.storage;
+    let uid = user(s, "l@example.com").await;
+    let other_user = user(s, "m@example.com").await;
+    let org = s.organizations().create("ACME", NOW).await.unwrap().id;
+    let sessions = s.sessions();
+    let mut made = Vec::new();
+    for (i, org_id) in [None, Some(org), Some(org), None].into_iter().enumerate() {
+        made.push(
+            sessions
+                .create(&format!("l-{i}"), new(uid, org_id, 1))
+                .await
+                .unwrap(),
+        );
+    }
+    sessions
+        .create("m-0", new(other_user, None, 1))
+        .await
+        .unwrap();
+    let revoked = sessions
+        .create("l-revoked", new(uid, None, 1))
+        .await
+        .unwrap();
+    sessions.revoke(revoked.id, NOW, &[]).await.unwrap();
+    let newest_first: Vec<Uuid> = made.iter().rev().map(|m| m.id).collect();
+    let first = sessions.list_active(uid, None, NOW, None, 3).await.unwrap();
+    let ids = |items: &[session::Model]| items.iter().map(|m| m.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(&first.items),
+        newest_first[..3],
+        "newest first, revoked left out"
+    );
+    let second = sessions
+        .list_active(uid, None, NOW, first.next, 3)
+        .await
+        .unwrap();
+    assert_eq!(ids(&second.items), newest_first[3..]);
+    assert_eq!(second.next, None);
+    let of_org = sessions
+        .list_active(uid, Some(org), NOW, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&of_org.items), [made[2].id, made[1].id]);
+    let expired = sessions
+        .list_active(uid, None, NOW + 601, None, 10)
+        .await
+        .unwrap();
+    assert!(expired.items.is_empty(), "idle expiry passed");
+
+    let kept = made[1].id;
+    let count = sessions
+        .revoke_others(uid, kept, NOW, |details| NewAuditEvent {
+            occurred_at: NOW,
+            org_id: Some(org),
+            actor_id: Some(uid),
+            subject_id: Some(uid),
+            kind: "session.others_revoked",
+            details,
+        })
+        .await
+        .unwrap();
+    assert_eq!(count, 3);
+    let left = sessions
+        .list_active(uid, None, NOW, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&left.items), [kept]);
+    assert!(
+        sessions.find_valid("m-0", NOW).await.unwrap().is_some(),
+        "another user's stays"
+    );
+    let events = s.audit().list(&AuditFilter::default(), None, 10).await;
+    let events = events.unwrap().items;
+    let event = events
+        .iter()
+        .find(|e| e.kind == "session.others_revoked")
+        .unwrap();
+    assert_eq!(event.details, r#"{"sessions_revoked": 3}"#);
+}
+
 async fn the_audit_log_filters_and_pages(db: &TestDb) {
     let s = &db.storage;
     let (org_a, org_b) = (Uuid::now_v7(), Uuid::now_v7());
@@ -434,6 +516,7 @@ async fn concurrent_audit_events_are_each_written_once(db: &TestDb) {
 }
 
 both!(
+    listing_and_revoking_the_other_sessions,
     concurrent_audit_events_are_each_written_once,
     sessions_expire_touch_and_revoke,
     revoking_all_of_a_user_or_an_org_below_a_level,

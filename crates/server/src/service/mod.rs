@@ -25,6 +25,19 @@ pub(crate) fn parse_id(field: &str, value: &str) -> ApiResult<Uuid> {
     Uuid::parse_str(value.trim()).map_err(|_| ApiError::field(field, "must be a UUID"))
 }
 
+/// A list's `page_size`: 0 means 50, else 1 to `max`; anything else is a violation of the
+/// field (and 50 stands in, so that the other fields are still checked).
+pub(crate) fn page_size(violations: &mut Vec<(String, String)>, value: i32, max: i32) -> u64 {
+    match value {
+        0 => 50,
+        n if (1..=max).contains(&n) => u64::try_from(n).unwrap_or(50),
+        _ => {
+            violations.push(("page_size".to_owned(), format!("must be 0 to {max}")));
+            50
+        }
+    }
+}
+
 /// A Unix time as a protobuf timestamp.
 pub(crate) fn timestamp(unix: i64) -> Timestamp {
     Timestamp {

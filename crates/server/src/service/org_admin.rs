@@ -230,17 +230,6 @@ fn valid_time(t: &prost_types::Timestamp) -> bool {
     (0..1_000_000_000).contains(&t.nanos) && t.seconds >= 0
 }
 
-fn page_size(violations: &mut Vec<(String, String)>, value: i32) -> u64 {
-    match value {
-        0 => 50,
-        n @ 1..=500 => u64::try_from(n).unwrap_or(50),
-        _ => {
-            violations.push(("page_size".to_owned(), "must be 0 to 500".to_owned()));
-            50
-        }
-    }
-}
-
 impl Organizations {
     /// The owner or admin behind `request`: a valid session (UNAUTHENTICATED otherwise) of
     /// organization `org_id` (which must exist), whose user is active and holds a role in it.
@@ -545,7 +534,7 @@ impl Organizations {
                 "at most 50 kinds, each like factor.enrolled".to_owned(),
             ));
         }
-        let limit = page_size(&mut violations, body.page_size);
+        let limit = super::page_size(&mut violations, body.page_size, 500);
         let before = if body.page_token.is_empty() {
             None
         } else {

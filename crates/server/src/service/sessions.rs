@@ -5,8 +5,9 @@ use tollgate_proto::v1;
 use tollgate_proto::v1::session_service_server::SessionService;
 use tonic::{Request, Response, Status};
 
-use super::timestamp;
-use crate::auth::caller;
+use super::organizations::{decode_page_token, encode_page_token};
+use super::{page_size, parse_id, timestamp};
+use crate::auth::{bearer, caller};
 use crate::error::{ApiError, ApiResult};
 use crate::telemetry::rpc;
 use crate::{App, audit};
@@ -82,6 +83,67 @@ impl SessionService for Sessions {
     ) -> Result<Response<v1::RevokeSessionResponse>, Status> {
         rpc(&self.app, self.revoke(request)).await
     }
+
+    async fn list_sessions(
+        &self,
+        request: Request<v1::ListSessionsRequest>,
+    ) -> Result<Response<v1::ListSessionsResponse>, Status> {
+        rpc(&self.app, self.list(request)).await
+    }
+
+    async fn revoke_other_sessions(
+        &self,
+        request: Request<v1::RevokeOtherSessionsRequest>,
+    ) -> Result<Response<v1::RevokeOtherSessionsResponse>, Status> {
+        rpc(&self.app, self.revoke_others(request)).await
+    }
+}
+
+/// The user's own session that a call carries as `authorization: Bearer`, valid now.
+async fn acting_session<T>(
+    app: &App,
+    request: &Request<T>,
+) -> ApiResult<storage::entity::session::Model> {
+    let token = bearer(request).ok_or_else(|| ApiError::Unauthenticated {
+        reason: ErrorReason::UserTokenMissing,
+        message: "send the user's session as authorization: Bearer".to_owned(),
+    })?;
+    app.storage
+        .sessions()
+        .find_valid(&token, app.now())
+        .await?
+        .ok_or_else(|| ApiError::Unauthenticated {
+            reason: ErrorReason::UserTokenInvalid,
+            message: "the bearer token is not a valid session".to_owned(),
+        })
+}
+
+/// ListSessions' refusal of another user's sessions, the same whether that user exists, is
+/// a member elsewhere, or the caller is no admin: nothing is learnt from it.
+fn not_yours() -> ApiError {
+    ApiError::PermissionDenied {
+        reason: ErrorReason::NotYourAccount,
+        message: "a session lists its own user's sessions, or, from an owner's or admin's \
+                  session of an organization, its members'"
+            .to_owned(),
+    }
+}
+
+/// A session as ListSessions shows it.
+fn session_to_proto(
+    session: &storage::entity::session::Model,
+    current: storage::Uuid,
+) -> v1::ActiveSession {
+    v1::ActiveSession {
+        session_id: session.id.to_string(),
+        organization_id: session.org_id.map(|id| id.to_string()).unwrap_or_default(),
+        assurance_level: assurance_to_proto(session.assurance) as i32,
+        create_time: Some(timestamp(session.created_at)),
+        last_seen_time: Some(timestamp(session.last_seen_at)),
+        expire_time: Some(timestamp(session.expires_at)),
+        idle_expire_time: Some(timestamp(session.idle_expires_at)),
+        current: session.id == current,
+    }
 }
 
 impl Sessions {
@@ -151,5 +213,111 @@ impl Sessions {
             .revoke(session.id, now, &[event])
             .await?;
         Ok(v1::RevokeSessionResponse {})
+    }
+
+    async fn list(
+        &self,
+        request: Request<v1::ListSessionsRequest>,
+    ) -> ApiResult<v1::ListSessionsResponse> {
+        caller(&request)?.require("sessions")?;
+        let app = &self.app;
+        let actor = acting_session(app, &request).await?;
+        let body = request.into_inner();
+        let mut violations = Vec::new();
+        let user = if body.user_id.trim().is_empty() {
+            actor.user_id
+        } else {
+            match parse_id("user_id", &body.user_id) {
+                Ok(id) => id,
+                Err(ApiError::InvalidArgument(mut v)) => {
+                    violations.append(&mut v);
+                    actor.user_id
+                }
+                Err(other) => return Err(other),
+            }
+        };
+        let limit = page_size(&mut violations, body.page_size, 100);
+        let before = if body.page_token.is_empty() {
+            None
+        } else {
+            let position = decode_page_token(user, &body.page_token).and_then(|after| {
+                storage::Uuid::from_slice(&after)
+                    .map_err(|_| ApiError::field("page_token", "is not a page token of this list"))
+            });
+            match position {
+                Ok(id) => Some(id),
+                Err(ApiError::InvalidArgument(mut v)) => {
+                    violations.append(&mut v);
+                    None
+                }
+                Err(other) => return Err(other),
+            }
+        };
+        if !violations.is_empty() {
+            return Err(ApiError::InvalidArgument(violations));
+        }
+        // Another user's: a member of the organization of the caller's session, who is one
+        // of its owners or admins; only the member's sessions in that organization.
+        let org = if user == actor.user_id {
+            None
+        } else {
+            let org = actor.org_id.ok_or_else(not_yours)?;
+            let memberships = app.storage.memberships();
+            let role = memberships.get(org, actor.user_id).await?.map(|m| m.role);
+            if !matches!(
+                role,
+                Some(storage::entity::enums::Role::Owner | storage::entity::enums::Role::Admin)
+            ) {
+                return Err(not_yours());
+            }
+            if memberships.get(org, user).await?.is_none() {
+                return Err(not_yours());
+            }
+            Some(org)
+        };
+        let page = app
+            .storage
+            .sessions()
+            .list_active(user, org, app.now(), before, limit)
+            .await?;
+        Ok(v1::ListSessionsResponse {
+            sessions: page
+                .items
+                .iter()
+                .map(|s| session_to_proto(s, actor.id))
+                .collect(),
+            next_page_token: page
+                .next
+                .map(|id| encode_page_token(user, id.as_bytes()))
+                .unwrap_or_default(),
+        })
+    }
+
+    async fn revoke_others(
+        &self,
+        request: Request<v1::RevokeOtherSessionsRequest>,
+    ) -> ApiResult<v1::RevokeOtherSessionsResponse> {
+        caller(&request)?.require("sessions")?;
+        let app = &self.app;
+        let session = acting_session(app, &request).await?;
+        let now = app.now();
+        // The revocations and their event are one transaction.
+        let revoked = app
+            .storage
+            .sessions()
+            .revoke_others(session.user_id, session.id, now, |details| {
+                audit::own_event(
+                    session.org_id,
+                    session.user_id,
+                    "session.others_revoked",
+                    details,
+                    now,
+                )
+            })
+            .await?;
+        tracing::info!(user_id = %session.user_id, sessions_revoked = revoked, "other sessions revoked");
+        Ok(v1::RevokeOtherSessionsResponse {
+            revoked_count: i64::try_from(revoked).unwrap_or(i64::MAX),
+        })
     }
 }

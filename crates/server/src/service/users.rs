@@ -157,6 +157,7 @@ impl Users {
             .get(user_id)
             .await?
             .ok_or(ApiError::NotFound("user"))?;
+        let mut keep = None;
         if let Some(token) = token {
             // The user's own call: their session, and their current password if they have one.
             let session = self
@@ -172,6 +173,7 @@ impl Users {
                     message: "a session can only set its own user's password".to_owned(),
                 });
             }
+            keep = Some(session.id);
             if user.password_hash.is_some() {
                 crate::service::authentication::verify_password_throttled(
                     &self.app,
@@ -185,16 +187,19 @@ impl Users {
             }
         }
         let hash = self.app.passwords.hash(new_password).await?;
-        // The event commits with the new hash, or neither does.
+        // The new hash, the end of the user's other sessions (all of them when no session of
+        // theirs made the change) and the event commit together, or none does.
         let event = storage::repo::AuditOf {
             actor_id: None,
             kind: "password.set",
         };
-        self.app
+        let revoked = self
+            .app
             .storage
             .users()
-            .set_password_hash(user.id, hash, event, now)
+            .set_password_hash(user.id, hash, keep, event, now)
             .await?;
+        tracing::info!(user_id = %user.id, sessions_revoked = revoked, "password set");
         Ok(v1::SetPasswordResponse {})
     }
 }

@@ -1,10 +1,11 @@
 //! Sessions, found by the keyed hash of their token.
 
 use sea_orm::sea_query::{Condition, Expr, Query};
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
 use super::audit::{NewAuditEvent, append_all_with};
+use super::{Page, page};
 use crate::crypto::{HashPurpose, TokenHash};
 use crate::entity::membership;
 use crate::entity::session::{ActiveModel, Column, Entity, Model};
@@ -175,6 +176,54 @@ impl<'a> Sessions<'a> {
         if revoked {
             append_all_with(&txn, audit).await?;
         }
+        txn.commit().await?;
+        Ok(revoked)
+    }
+
+    /// The user's active sessions (neither revoked nor expired at `now`), newest first, only
+    /// those of organization `org` when given, a page of at most `limit` (1 to 1,000) after
+    /// the session `before` (the last of the previous page).
+    pub async fn list_active(
+        &self,
+        user_id: Uuid,
+        org: Option<Uuid>,
+        now: i64,
+        before: Option<Uuid>,
+        limit: u64,
+    ) -> Result<Page<Model, Uuid>> {
+        let mut query = Entity::find()
+            .filter(Column::UserId.eq(user_id))
+            .filter(Column::RevokedAt.is_null())
+            .filter(Column::ExpiresAt.gt(now))
+            .filter(Column::IdleExpiresAt.gt(now));
+        if let Some(org) = org {
+            query = query.filter(Column::OrgId.eq(org));
+        }
+        if let Some(before) = before {
+            query = query.filter(Column::Id.lt(before));
+        }
+        let limit = super::clamp_limit(limit);
+        let rows = query
+            .order_by_desc(Column::Id)
+            .limit(limit.saturating_add(1))
+            .all(self.storage.db())
+            .await?;
+        Ok(page(rows, limit, |m| m.id))
+    }
+
+    /// Revokes every live session of a user but `keep`, and appends the event `audit` makes
+    /// of how many, in one transaction. Returns how many.
+    pub async fn revoke_others(
+        &self,
+        user_id: Uuid,
+        keep: Uuid,
+        now: i64,
+        audit: impl FnOnce(&str) -> NewAuditEvent<'_>,
+    ) -> Result<u64> {
+        let (_writing, txn) = self.storage.begin_write().await?;
+        let revoked = revoke_of_user(&txn, user_id, Some(keep), now).await?;
+        let details = format!("{{\"sessions_revoked\": {revoked}}}");
+        append_all_with(&txn, &[audit(&details)]).await?;
         txn.commit().await?;
         Ok(revoked)
     }

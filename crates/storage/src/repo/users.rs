@@ -234,16 +234,19 @@ impl<'a> Users<'a> {
             .await?)
     }
 
-    /// Sets (or replaces) the password hash, and appends the `audit` event that records it
-    /// (subject: the user; details: `{}`) in the same transaction. An unknown user is
-    /// [`StorageError::NotFound`], and nothing is written.
+    /// Sets (or replaces) the password hash, revokes the user's live sessions but `keep`
+    /// (all of them without), and appends the `audit` event that records it (subject: the
+    /// user; details: `{"sessions_revoked": n}`), in one transaction. Returns how many
+    /// sessions it revoked. An unknown user is [`StorageError::NotFound`], and nothing is
+    /// written.
     pub async fn set_password_hash(
         &self,
         id: Uuid,
         hash: String,
+        keep: Option<Uuid>,
         audit: AuditOf<'_>,
         now: i64,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let (_writing, txn) = self.storage.begin_write().await?;
         let result = Entity::update_many()
             .col_expr(Column::PasswordHash, Expr::value(Some(hash)))
@@ -252,9 +255,11 @@ impl<'a> Users<'a> {
             .exec(&txn)
             .await?;
         found(result.rows_affected)?;
-        append_with(&txn, audit.event(now, None, Some(id), "{}")).await?;
+        let revoked = super::sessions::revoke_of_user(&txn, id, keep, now).await?;
+        let details = format!("{{\"sessions_revoked\": {revoked}}}");
+        append_with(&txn, audit.event(now, None, Some(id), &details)).await?;
         txn.commit().await?;
-        Ok(())
+        Ok(revoked)
     }
 
     /// Sets whether the user must set up 2FA again before their next session.

@@ -149,7 +149,10 @@ async fn populated() -> TestDb {
         session_id: None,
         state: "{}",
     };
-    s.ceremonies().create(ceremony, NOW, NOW + 60).await.unwrap();
+    s.ceremonies()
+        .create(ceremony, NOW, NOW + 60)
+        .await
+        .unwrap();
     s.audit()
         .append(NewAuditEvent {
             org_id: Some(org),

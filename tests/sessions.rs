@@ -1,0 +1,282 @@
+//! A user's sessions: listing them (their own, or a member's for an organization's owner or
+//! admin), ending all but the current one, and a password change ending the others; on
+//! SQLite and PostgreSQL.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code: a panic is a failed test"
+)]
+
+use storage::repo::AuditFilter;
+use tollgate_e2e::{Backend, TestServer, bearer, both, reason, violated_fields};
+use tollgate_proto::v1::{self, authenticate_response};
+use tonic::Code;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// A password login into `org` (empty: none), which needs no second factor here.
+async fn login(server: &TestServer, email: &str, org: &str) -> v1::Session {
+    let result = server
+        .first_step(tollgate_e2e::password_login(email, PASSWORD, org))
+        .await;
+    let authenticate_response::Result::Authenticated(session) = result else {
+        panic!("a one-step login: {result:?}");
+    };
+    session
+}
+
+/// A new organization named `name` owned by `owner`, with `members` as members: its id.
+async fn organization(server: &TestServer, name: &str, owner: &str, members: &[&str]) -> String {
+    let mut orgs = server.organizations().await;
+    let org = orgs
+        .create_organization(v1::CreateOrganizationRequest {
+            name: name.into(),
+            owner_user_id: owner.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .organization
+        .unwrap()
+        .id;
+    for member in members {
+        orgs.add_member(v1::AddMemberRequest {
+            organization_id: org.clone(),
+            user_id: (*member).to_owned(),
+            role: v1::Role::Member as i32,
+        })
+        .await
+        .unwrap();
+    }
+    org
+}
+
+fn list(user_id: &str, page_size: i32, page_token: &str) -> v1::ListSessionsRequest {
+    v1::ListSessionsRequest {
+        user_id: user_id.to_owned(),
+        page_size,
+        page_token: page_token.to_owned(),
+    }
+}
+
+async fn is_valid(server: &TestServer, session: &v1::Session) -> bool {
+    let answer = server
+        .sessions()
+        .await
+        .validate_session(v1::ValidateSessionRequest {
+            token: session.token.clone(),
+        })
+        .await;
+    match answer {
+        Ok(_) => true,
+        Err(status) if status.code() == Code::Unauthenticated => false,
+        Err(other) => panic!("{other:?}"),
+    }
+}
+
+async fn listing_and_ending_the_other_sessions(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let owner_id = server.create_user("owner@example.com", PASSWORD).await.id;
+    let member_id = server.create_user("member@example.com", PASSWORD).await.id;
+    let other_owner = server.create_user("other@example.com", PASSWORD).await.id;
+    let org = organization(&server, "Acme", &owner_id, &[&member_id]).await;
+    let other_org = organization(&server, "Other", &other_owner, &[&member_id]).await;
+    let mut sessions = server.sessions().await;
+    let first = login(&server, "owner@example.com", &org).await;
+    let second = login(&server, "owner@example.com", &org).await;
+    let third = login(&server, "owner@example.com", "").await;
+    let member_in_org = login(&server, "member@example.com", &org).await;
+    let member_elsewhere = login(&server, "member@example.com", &other_org).await;
+    let other = login(&server, "other@example.com", &other_org).await;
+
+    // One's own, newest first, the caller's marked.
+    let own = sessions
+        .list_sessions(bearer(list("", 0, ""), &first.token))
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = own.sessions.iter().map(|s| s.session_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [&third.session_id, &second.session_id, &first.session_id]
+    );
+    assert!(own.next_page_token.is_empty());
+    let current: Vec<bool> = own.sessions.iter().map(|s| s.current).collect();
+    assert_eq!(current, [false, false, true]);
+    let listed = &own.sessions[2];
+    assert_eq!(listed.organization_id, org);
+    assert_eq!(
+        listed.assurance_level,
+        v1::AssuranceLevel::SingleFactor as i32
+    );
+    assert_eq!(listed.expire_time, first.expire_time);
+    assert_eq!(listed.idle_expire_time, first.idle_expire_time);
+    let created = listed.create_time.unwrap();
+    assert_eq!(listed.last_seen_time.unwrap(), created);
+    // The same by the user's own id, page by page.
+    let page = sessions
+        .list_sessions(bearer(list(&owner_id, 2, ""), &first.token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.sessions.len(), 2);
+    let rest = sessions
+        .list_sessions(bearer(
+            list(&owner_id, 2, &page.next_page_token),
+            &first.token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rest.sessions.len(), 1);
+    assert_eq!(rest.sessions[0].session_id, first.session_id);
+    assert!(rest.next_page_token.is_empty());
+
+    // Bad input names each field, all at once; a page token of another user's list is one.
+    let bad = sessions
+        .list_sessions(bearer(list("nope", 101, "%%%"), &first.token))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert_eq!(
+        violated_fields(&bad),
+        ["user_id", "page_size", "page_token"]
+    );
+    let foreign = sessions
+        .list_sessions(bearer(
+            list("", 0, &page.next_page_token),
+            &member_in_org.token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&foreign), ["page_token"]);
+
+    // A member lists nobody else's, whether the user exists or not, and learns nothing.
+    for other in [owner_id.as_str(), "0190c7a0-0000-7000-8000-000000000000"] {
+        let refused = sessions
+            .list_sessions(bearer(list(other, 0, ""), &member_in_org.token))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied);
+        assert_eq!(reason(&refused).as_deref(), Some("NOT_YOUR_ACCOUNT"));
+    }
+    // An owner, from a session of an organization, lists a member's sessions there only;
+    // not those of a user who is no member of it.
+    let members = sessions
+        .list_sessions(bearer(list(&member_id, 0, ""), &first.token))
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = members
+        .sessions
+        .iter()
+        .map(|s| s.session_id.as_str())
+        .collect();
+    assert_eq!(ids, [member_in_org.session_id.as_str()]);
+    assert!(!members.sessions[0].current);
+    let members = sessions
+        .list_sessions(bearer(list(&member_id, 0, ""), &other.token))
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = members
+        .sessions
+        .iter()
+        .map(|s| s.session_id.as_str())
+        .collect();
+    assert_eq!(ids, [member_elsewhere.session_id.as_str()]);
+    let refused = sessions
+        .list_sessions(bearer(list(&owner_id, 0, ""), &other.token))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&refused).as_deref(), Some("NOT_YOUR_ACCOUNT"));
+
+    // "Log out everywhere else": the others end, this one and other users' stay.
+    let ended = sessions
+        .revoke_other_sessions(bearer(v1::RevokeOtherSessionsRequest {}, &second.token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ended.revoked_count, 2);
+    assert!(is_valid(&server, &second).await);
+    assert!(!is_valid(&server, &first).await);
+    assert!(!is_valid(&server, &third).await);
+    assert!(is_valid(&server, &member_in_org).await);
+    assert!(is_valid(&server, &member_elsewhere).await);
+    let left = sessions
+        .list_sessions(bearer(list("", 0, ""), &second.token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(left.sessions.len(), 1);
+    assert!(left.sessions[0].current);
+    let events = server
+        .app
+        .storage
+        .audit()
+        .list(
+            &AuditFilter {
+                kinds: vec!["session.others_revoked".into()],
+                ..Default::default()
+            },
+            None,
+            10,
+        )
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].details, r#"{"sessions_revoked": 2}"#);
+    assert_eq!(events[0].org_id.map(|id| id.to_string()), Some(org));
+    // A revoked session can neither list nor revoke.
+    let gone = sessions
+        .revoke_other_sessions(bearer(v1::RevokeOtherSessionsRequest {}, &first.token))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&gone).as_deref(), Some("USER_TOKEN_INVALID"));
+    server.stop().await.unwrap();
+}
+
+async fn a_password_change_ends_the_other_sessions(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let user = server.create_user("pat@example.com", PASSWORD).await;
+    let mine = login(&server, "pat@example.com", "").await;
+    let elsewhere = login(&server, "pat@example.com", "").await;
+    let mut users = server.users().await;
+    let set = |password: &str, current: &str| v1::SetPasswordRequest {
+        user_id: user.id.clone(),
+        new_password: password.to_owned(),
+        current_password: current.to_owned(),
+    };
+    // A refused change (a wrong current password) ends nothing.
+    let wrong = users
+        .set_password(bearer(
+            set("a new long passphrase", "wrong password!"),
+            &mine.token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    assert!(is_valid(&server, &elsewhere).await);
+    // The user's own change keeps the session that made it.
+    users
+        .set_password(bearer(set("a new long passphrase", PASSWORD), &mine.token))
+        .await
+        .unwrap();
+    assert!(is_valid(&server, &mine).await);
+    assert!(!is_valid(&server, &elsewhere).await);
+    // A reset by the calling service (no session of the user) ends them all.
+    users
+        .set_password(set("another long passphrase", ""))
+        .await
+        .unwrap();
+    assert!(!is_valid(&server, &mine).await);
+    server.stop().await.unwrap();
+}
+
+both!(
+    listing_and_ending_the_other_sessions,
+    a_password_change_ends_the_other_sessions,
+);
