@@ -486,6 +486,7 @@ async fn bad_input_names_the_field_and_writes_nothing(backend: Backend) {
         auth.authenticate(v1::AuthenticateRequest {
             credentials: None,
             organization_id: String::new(),
+            client_context: None,
         })
         .await
         .unwrap_err(),

@@ -41,6 +41,7 @@ fn password_login(email: &str, org: &str) -> v1::AuthenticateRequest {
             },
         )),
         organization_id: org.into(),
+        client_context: None,
     }
 }
 
@@ -53,6 +54,7 @@ fn sso_login(email: &str, org: &str) -> v1::AuthenticateRequest {
             },
         )),
         organization_id: org.into(),
+        client_context: None,
     }
 }
 

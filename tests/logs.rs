@@ -47,7 +47,10 @@ async fn a_whole_flow_logs_no_secret() {
     const NEW_PASSWORD: &str = "an-entirely-new-passphrase-42";
     // SMS go through the real SNS client (to moto), at trace level too.
     let endpoint = sns_endpoint();
-    let server = TestServer::start_with(Backend::Sqlite, sms_config(&endpoint)).await;
+    let mut config = sms_config(&endpoint);
+    // The first failure from the client's address locks it (logged as a lockout).
+    config.clients.address_free_failures = 1;
+    let server = TestServer::start_with(Backend::Sqlite, config).await;
     let mut users = server.users().await;
     let user = users
         .create_user(v1::CreateUserRequest {
@@ -68,16 +71,23 @@ async fn a_whole_flow_logs_no_secret() {
             },
         )),
         organization_id: String::new(),
+        // The client's full address never reaches the logs, even when it is locked out.
+        client_context: Some(v1::ClientContext {
+            ip_address: "203.0.113.77".into(),
+            user_agent: "LogTest/1.0".into(),
+        }),
     };
     let _ = auth
         .authenticate(login("a-wrong-password-guess"))
         .await
         .unwrap_err();
-    let response = auth
-        .authenticate(login(PASSWORD))
+    let _ = auth
+        .authenticate(login("a-second-wrong-guess"))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap_err();
+    let mut right = login(PASSWORD);
+    right.client_context = None;
+    let response = auth.authenticate(right).await.unwrap().into_inner();
     let Some(authenticate_response::Result::Authenticated(session)) = response.result else {
         panic!()
     };
@@ -176,6 +186,10 @@ async fn a_whole_flow_logs_no_secret() {
         "{logs}"
     );
     assert!(logs.contains("\"code\":\"UNAUTHENTICATED\""), "{logs}");
+    assert!(
+        logs.contains("client lockout") && logs.contains("203.0.113.0/24"),
+        "the lockout is logged with the client's network: {logs}"
+    );
     assert!(logs.contains(&user.id), "identifiers may be logged");
     // Secrets never are.
     assert!(logs.contains("SMS code sent"), "the SMS flow was logged");
@@ -183,6 +197,8 @@ async fn a_whole_flow_logs_no_secret() {
         PASSWORD,
         NEW_PASSWORD,
         "a-wrong-password-guess",
+        "a-second-wrong-guess",
+        "203.0.113.77",
         session.token.as_str(),
         phone.as_str(),
         &phone[2..],

@@ -190,6 +190,7 @@ async fn an_operator_unlocks_a_locked_out_user(backend: Backend) {
             },
         )),
         organization_id: String::new(),
+        client_context: None,
     };
     let mut auth = server.authentication().await;
     let mut locked = false;

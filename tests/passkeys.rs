@@ -378,6 +378,7 @@ async fn a_passkey_logs_in_without_a_password(backend: Backend) {
                     },
                 )),
                 organization_id: String::new(),
+                client_context: None,
             })
             .await
             .map(|r| r.into_inner().result.unwrap())
@@ -673,6 +674,7 @@ async fn bad_responses_name_the_field(backend: Backend) {
                 },
             )),
             organization_id: String::new(),
+            client_context: None,
         })
         .await
         .unwrap_err();

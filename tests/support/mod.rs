@@ -286,6 +286,7 @@ pub fn password_login(
             },
         )),
         organization_id: org.to_owned(),
+        client_context: None,
     }
 }
 

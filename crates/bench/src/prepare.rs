@@ -249,6 +249,7 @@ async fn session_at_once(
         .authenticate(c.req(v1::AuthenticateRequest {
             credentials: Some(credentials),
             organization_id: org.to_owned(),
+            client_context: None,
         }))
         .await
         .map_err(|e| failed(what, &e))?

@@ -310,6 +310,7 @@ async fn login(c: &Clients, email: &str, password: &str, code: &str) -> Result<S
                 password: password.to_owned(),
             })),
             organization_id: String::new(),
+            client_context: None,
         }))
         .await
         .map_err(|e| format!("Authenticate: {}", failure_of_status(&e)))?

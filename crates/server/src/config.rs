@@ -25,6 +25,9 @@ pub struct Config {
     pub sessions: SessionConfig,
     /// Login challenges and throttling.
     pub login: LoginConfig,
+    /// Where logins come from: the client context callers relay, and the failure budgets
+    /// per client address and network.
+    pub clients: ClientsConfig,
     /// Authenticator apps and recovery codes.
     pub otp: OtpConfig,
     /// Logs.
@@ -367,6 +370,98 @@ impl Default for LoginConfig {
             max_lockout_secs: 3_600,
             max_consecutive_failures: 100,
         }
+    }
+}
+
+/// Where logins come from: the `ClientContext` callers relay, and the failure budgets per
+/// client address and per network against password spraying and credential stuffing (many
+/// emails tried from one place, which per-email lockouts never see).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientsConfig {
+    /// Whether `Authenticate` must carry `client_context.ip_address` (INVALID_ARGUMENT
+    /// naming it otherwise). Off: a login without it is throttled per email only.
+    pub require_context: bool,
+    /// Failed password logins from one address, across all emails (unknown ones included),
+    /// before its first lockout. 1 to 10000.
+    pub address_free_failures: u32,
+    /// The same for one network: an IPv4 /24 or an IPv6 /56. 1 to 100000, at least
+    /// `address_free_failures`.
+    pub network_free_failures: u32,
+    /// The first lockout of an address or network, in seconds; it doubles with each further
+    /// failure, up to `max_lockout_secs`.
+    pub base_lockout_secs: u64,
+    /// The longest lockout, in seconds.
+    pub max_lockout_secs: u64,
+    /// Seconds without a failure after which an address's or network's count starts over.
+    /// A success does not clear it: one valid account must not reset a sprayer's budget.
+    /// 1 to 86400.
+    pub window_secs: i64,
+    /// Addresses (`192.0.2.7`) and networks (`10.0.0.0/8`, `2001:db8::/32`) exempt from the
+    /// address and network budgets: known shared egress (a corporate NAT, a partner's
+    /// proxy). Their logins are still throttled per email.
+    pub allowlist: Vec<String>,
+}
+
+impl Default for ClientsConfig {
+    fn default() -> Self {
+        Self {
+            require_context: false,
+            address_free_failures: 20,
+            network_free_failures: 100,
+            base_lockout_secs: 60,
+            max_lockout_secs: 3_600,
+            window_secs: 3_600,
+            allowlist: Vec::new(),
+        }
+    }
+}
+
+impl ClientsConfig {
+    /// The allowlist, parsed (an address alone is a network of one).
+    pub fn allowed_networks(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        self.allowlist
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| {
+                let entry = entry.trim();
+                entry
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        ConfigError(format!(
+                            "clients.allowlist[{i}]: {entry:?} is not an IP address or a network \
+                             such as 10.0.0.0/8"
+                        ))
+                    })
+            })
+            .collect()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let err = |key: &str, why: &str| Err(ConfigError(format!("clients.{key}: {why}")));
+        if !(1..=10_000).contains(&self.address_free_failures) {
+            return err("address_free_failures", "must be 1 to 10000");
+        }
+        if !(self.address_free_failures..=100_000).contains(&self.network_free_failures) {
+            return err(
+                "network_free_failures",
+                "must be at least address_free_failures and at most 100000",
+            );
+        }
+        if self.base_lockout_secs == 0 || self.base_lockout_secs > self.max_lockout_secs {
+            return err(
+                "base_lockout_secs",
+                "must be at least 1 and at most max_lockout_secs",
+            );
+        }
+        if self.max_lockout_secs > 86_400 {
+            return err("max_lockout_secs", "must be at most 86400");
+        }
+        if !(1..=86_400).contains(&self.window_secs) {
+            return err("window_secs", "must be 1 to 86400");
+        }
+        self.allowed_networks().map(|_| ())
     }
 }
 
@@ -811,6 +906,7 @@ impl Config {
             );
         }
         self.webauthn.validate()?;
+        self.clients.validate()?;
         if self.tracing.sample_permille > 1000 {
             return err("tracing.sample_permille", "must be 0 to 1000");
         }
@@ -1036,6 +1132,28 @@ mod tests {
             (
                 &[("TOLLGATE_SESSIONS__IDLE_TOLERANCE_SECS", "-1")],
                 "sessions.idle_tolerance_secs",
+            ),
+            (
+                &[(
+                    "TOLLGATE_CLIENTS__ALLOWLIST",
+                    r#"["10.0.0.0/8", "not a network"]"#,
+                )],
+                "clients.allowlist[1]",
+            ),
+            (
+                &[
+                    ("TOLLGATE_CLIENTS__ADDRESS_FREE_FAILURES", "50"),
+                    ("TOLLGATE_CLIENTS__NETWORK_FREE_FAILURES", "49"),
+                ],
+                "clients.network_free_failures",
+            ),
+            (
+                &[("TOLLGATE_CLIENTS__WINDOW_SECS", "0")],
+                "clients.window_secs",
+            ),
+            (
+                &[("TOLLGATE_CLIENTS__BASE_LOCKOUT_SECS", "7200")],
+                "clients.base_lockout_secs",
             ),
             (&[("TOLLGATE_DATABASE__URL", "mysql://x")], "database.url"),
             (&[("TOLLGATE_LOG__FORMAT", "xml")], "log.format"),

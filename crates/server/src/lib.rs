@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod auth;
+pub(crate) mod client;
 pub mod config;
 pub mod error;
 pub mod health;

@@ -442,6 +442,37 @@ async fn failures_lock_by_the_schedule(db: &TestDb) {
     );
 }
 
+/// A count that forgets: it starts over once its window has passed since the last failure,
+/// but never while a lockout is in force (the lockout stands and the failure is refused).
+async fn a_windowed_count_starts_over_after_a_quiet_window(db: &TestDb) {
+    let s = &db.storage;
+    let key = "client:ip:192.0.2.7";
+    let lockouts = Lockouts::new(2, &[600]).forgetting_after(100);
+    let fail = |now: i64| {
+        let lockouts = lockouts.clone();
+        async move {
+            s.attempts()
+                .record_failure(key, now, &lockouts, None)
+                .await
+                .unwrap()
+        }
+    };
+    let counted = |failures: i64, locked_until: Option<i64>| Failure::Counted {
+        failures,
+        locked_until,
+    };
+    assert_eq!(fail(NOW).await, counted(1, None));
+    assert_eq!(fail(NOW + 99).await, counted(2, None), "within the window");
+    // 100 s after the last failure: the count starts over.
+    assert_eq!(fail(NOW + 199).await, counted(1, None));
+    assert_eq!(fail(NOW + 200).await, counted(2, None));
+    assert_eq!(fail(NOW + 201).await, counted(3, Some(NOW + 801)));
+    // Quiet for longer than the window, but locked: refused, not forgotten.
+    assert_eq!(fail(NOW + 500).await, Failure::Locked { until: NOW + 801 });
+    // After the lockout, and the window since the last counted failure: a fresh start.
+    assert_eq!(fail(NOW + 801).await, counted(1, None));
+}
+
 /// Failures sent together, half through each of two replicas: the budget's failures are
 /// counted (the last one locking) and every other one finds the lockout in force.
 async fn failures_in_flight_stop_at_the_budget(db: &TestDb) {
@@ -607,6 +638,7 @@ both!(
     challenges_are_consumed_once_and_count_attempts,
     failure_counters_lose_no_increment,
     failures_lock_by_the_schedule,
+    a_windowed_count_starts_over_after_a_quiet_window,
     failures_in_flight_stop_at_the_budget,
     successes_settle_against_the_lockout,
     a_success_and_the_locking_failure_race_one_way_or_the_other,

@@ -23,6 +23,7 @@ use tollgate_proto::v1::{
 use tonic::Code;
 
 use crate::App;
+use crate::client::Client;
 use crate::cookies::{Jar, Step};
 use crate::tollgate::{human, session_over};
 use crate::views::{
@@ -92,6 +93,7 @@ pub(crate) struct SignupForm {
 /// the login as on the login page.
 pub(crate) async fn signup(
     State(app): State<App>,
+    client: Client,
     jar: Jar,
     form: axum::Form<SignupForm>,
 ) -> Response {
@@ -140,7 +142,15 @@ pub(crate) async fn signup(
             }
         }
     }
-    password_login(tollgate, jar, &form.email, &form.password, organization_id).await
+    password_login(
+        tollgate,
+        jar,
+        &form.email,
+        &form.password,
+        organization_id,
+        client,
+    )
+    .await
 }
 
 pub(crate) async fn login_page(jar: Jar) -> Response {
@@ -190,6 +200,7 @@ pub(crate) struct LoginForm {
 
 pub(crate) async fn login(
     State(app): State<App>,
+    client: Client,
     jar: Jar,
     form: axum::Form<LoginForm>,
 ) -> Response {
@@ -203,6 +214,7 @@ pub(crate) async fn login(
         &form.email,
         &form.password,
         organization_id,
+        client,
     )
     .await
 }
@@ -226,6 +238,7 @@ async fn password_login(
     email: &str,
     password: &str,
     organization_id: String,
+    client: Client,
 ) -> Response {
     let request = AuthenticateRequest {
         credentials: Some(
@@ -235,6 +248,7 @@ async fn password_login(
             }),
         ),
         organization_id,
+        client_context: Some(client.0),
     };
     match tollgate.authentication.authenticate(request).await {
         Ok(reply) => {
@@ -540,6 +554,7 @@ pub(crate) async fn passkey_login_finish(
             }),
         ),
         organization_id: String::new(),
+        client_context: None,
     };
     match tollgate.authentication.authenticate(request).await {
         Ok(reply) => {

@@ -13,6 +13,7 @@
 //! - `views.rs`: the HTML shared by the pages.
 
 mod account;
+mod client;
 mod cookies;
 mod login;
 mod org;
@@ -66,6 +67,12 @@ struct Args {
         default_value = "http://localhost:8080"
     )]
     public_url: String,
+    /// A request header that a reverse proxy in front of this app sets to the client's
+    /// address (such as `x-forwarded-for`; its last entry is used). Empty: the TCP peer's
+    /// address. Tollgate counts failed logins per client address, so never name a header a
+    /// browser can set past your proxy.
+    #[arg(long, env = "LOGIN_WEB_CLIENT_IP_HEADER", default_value = "")]
+    client_ip_header: String,
 }
 
 /// What every handler gets.
@@ -74,6 +81,8 @@ struct App {
     tollgate: tollgate::Clients,
     cookie_key: Key,
     secure_cookies: bool,
+    /// Where the client's address comes from (`client::Client`): this header, or the peer.
+    client_ip_header: Option<HeaderName>,
 }
 
 impl FromRef<App> for Key {
@@ -107,10 +116,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tollgate: tollgate::Clients::connect(&args.tollgate, &args.api_key)?,
         cookie_key,
         secure_cookies: args.public_url.starts_with("https://"),
+        client_ip_header: match args.client_ip_header.trim() {
+            "" => None,
+            name => Some(
+                HeaderName::try_from(name)
+                    .map_err(|_| "LOGIN_WEB_CLIENT_IP_HEADER must be a header name")?,
+            ),
+        },
     };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, tollgate = %args.tollgate, "serving");
-    axum::serve(listener, router(app)).await?;
+    // The peer's address reaches the handlers (`client::Client`).
+    axum::serve(
+        listener,
+        router(app).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await?;
     Ok(())
 }
 

@@ -137,6 +137,9 @@ pub(crate) fn human(status: &Status) -> String {
             None => "That code is not right. Check it and try again.",
         },
         R::LockedOut => return format!("Too many failed attempts. Try again in {wait}."),
+        R::ClientLockedOut => {
+            return format!("Too many failed sign-ins from your network. Try again in {wait}.");
+        }
         R::SmsNumberCooldown | R::SmsUserLimit | R::SmsOrganizationLimit => {
             return format!("No more codes can be sent for now. Try again in {wait}.");
         }

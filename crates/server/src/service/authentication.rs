@@ -53,12 +53,17 @@ fn password_key(app: &App, email: &str) -> String {
 /// the budget first, it is refused as LOCKED_OUT like them, so no number of guesses sent at
 /// once gets more than the budget's worth answered (those already admitted are hashed, and
 /// their answer withheld).
+///
+/// With `budgets` (a login's client address and network, [`crate::client::Budgets`]), a
+/// lockout of either refuses before anything is hashed, and a failure counts against them
+/// too; a success leaves them as they are.
 pub(crate) async fn verify_password_throttled(
     app: &App,
     email: &str,
     hash: Option<String>,
     subject: Option<Uuid>,
     password: Zeroizing<String>,
+    budgets: &crate::client::Budgets,
     now: i64,
 ) -> ApiResult<()> {
     let key = password_key(app, email);
@@ -67,6 +72,10 @@ pub(crate) async fn verify_password_throttled(
             app.metrics.login("password", "locked_out");
         }
     };
+    budgets
+        .check(app, now)
+        .await
+        .inspect_err(|_| app.metrics.login("password", "client_locked_out"))?;
     let (ok, _) = app
         .passwords
         .verify(password, hash, async {
@@ -79,6 +88,7 @@ pub(crate) async fn verify_password_throttled(
             .await
             .inspect_err(locked_out);
     }
+    budgets.fail(app, now).await?;
     let failed = crate::throttle::fail(app, &key, subject, "password", now, |_| Vec::new())
         .await
         .inspect_err(locked_out)?;
@@ -266,9 +276,14 @@ impl Authentication {
                 Err(other) => return Err(other),
             }
         };
+        let client = crate::client::parse(
+            body.client_context.as_ref(),
+            self.app.config.clients.require_context,
+            &mut violations,
+        );
         let result = match body.credentials {
             Some(Credentials::Password(credentials)) => {
-                self.password_login(credentials, requested_org, violations)
+                self.password_login(credentials, requested_org, &client, violations)
                     .await?
             }
             Some(Credentials::Sso(credentials)) => {
@@ -302,6 +317,7 @@ impl Authentication {
         &self,
         credentials: v1::PasswordCredentials,
         requested_org: Option<Uuid>,
+        client: &crate::client::Client,
         mut violations: Vec<(String, String)>,
     ) -> ApiResult<authenticate_response::Result> {
         let password = Zeroizing::new(credentials.password);
@@ -330,7 +346,17 @@ impl Authentication {
             .await?;
         let hash = user.as_ref().and_then(|u| u.password_hash.clone());
         let subject = user.as_ref().map(|u| u.id);
-        verify_password_throttled(app, &credentials.email, hash, subject, password, now).await?;
+        let budgets = crate::client::Budgets::of(app, client);
+        verify_password_throttled(
+            app,
+            &credentials.email,
+            hash,
+            subject,
+            password,
+            &budgets,
+            now,
+        )
+        .await?;
         // A verified password implies an existing account with a password.
         let user_id =
             subject.ok_or_else(|| ApiError::Internal("verified without a user".to_owned()))?;

@@ -338,6 +338,7 @@ impl Organizations {
             admin.user.password_hash.clone(),
             Some(admin.user.id),
             password,
+            &crate::client::Budgets::default(),
             now,
         )
         .await

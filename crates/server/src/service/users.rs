@@ -181,6 +181,7 @@ impl Users {
                     user.password_hash.clone(),
                     Some(user.id),
                     current,
+                    &crate::client::Budgets::default(),
                     now,
                 )
                 .await?;

@@ -47,6 +47,9 @@ pub struct Lockouts {
     /// When a lockout starts, if not at the `now` of the failure (see
     /// [`Lockouts::starting_at`]).
     start: Option<i64>,
+    /// Seconds without a failure after which the count starts over (see
+    /// [`Lockouts::forgetting_after`]); None: only a success or a reset clears it.
+    window: Option<i64>,
 }
 
 impl Lockouts {
@@ -60,6 +63,30 @@ impl Lockouts {
                 .map(|&d| i64::try_from(d).unwrap_or(i64::MAX))
                 .collect(),
             start: None,
+            window: None,
+        }
+    }
+
+    /// A count that starts over once `secs` have passed since its last failure (and no
+    /// lockout is in force): for counters a success does not clear, such as a client
+    /// address's, whose failures belong to many accounts.
+    pub fn forgetting_after(mut self, secs: i64) -> Self {
+        self.window = Some(Ord::max(secs, 1));
+        self
+    }
+
+    /// The stored count as the next failure sees it: 0 once the window has passed since the
+    /// last failure.
+    fn live_count(&self, now: i64) -> Expr {
+        let stored = Expr::col((Entity, Column::Failures));
+        match self.window {
+            Some(window) => Expr::case(
+                Expr::col((Entity, Column::UpdatedAt)).lte(now.saturating_sub(window)),
+                Expr::value(0_i64),
+            )
+            .finally(stored)
+            .into(),
+            None => stored,
         }
     }
 
@@ -156,7 +183,7 @@ impl<'a> Attempts<'a> {
                 locked_until: Set(lockouts.until(1, now)),
                 updated_at: Set(now),
             };
-            let stored = Expr::col((Entity, Column::Failures));
+            let stored = lockouts.live_count(now);
             let count = Entity::insert(row).on_conflict(
                 OnConflict::column(Column::Key)
                     .value(Column::Failures, stored.clone().add(1))

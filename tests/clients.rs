@@ -1,0 +1,355 @@
+//! Where logins come from: the client context's validation, and the failure budgets per
+//! client address and network that stop password spraying, exact across replicas; on
+//! SQLite and PostgreSQL.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code: a panic is a failed test"
+)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use server::config::Config;
+use tollgate_e2e::{Backend, TestServer, both, reason, test_config, violated_fields};
+use tollgate_proto::v1::{self, authenticate_response};
+use tonic::Code;
+use tonic_types::StatusExt as _;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// Budgets small enough to spend in a test: 10 failures per address, 15 per network, a
+/// first lockout of 60 s.
+fn config() -> Config {
+    let mut config = test_config();
+    config.clients.address_free_failures = 10;
+    config.clients.network_free_failures = 15;
+    config
+}
+
+fn login(email: &str, password: &str, ip: &str, user_agent: &str) -> v1::AuthenticateRequest {
+    let mut request = tollgate_e2e::password_login(email, password, "");
+    request.client_context = Some(v1::ClientContext {
+        ip_address: ip.to_owned(),
+        user_agent: user_agent.to_owned(),
+    });
+    request
+}
+
+/// What a login answered: "ok", or its reason.
+async fn attempt(server: &TestServer, request: v1::AuthenticateRequest) -> String {
+    match server.authentication().await.authenticate(request).await {
+        Ok(response) => {
+            assert!(matches!(
+                response.into_inner().result,
+                Some(authenticate_response::Result::Authenticated(_))
+            ));
+            "ok".to_owned()
+        }
+        Err(status) => {
+            let reason = reason(&status).unwrap();
+            if reason == "CLIENT_LOCKED_OUT" {
+                assert_eq!(status.code(), Code::ResourceExhausted);
+                let retry = status
+                    .get_details_retry_info()
+                    .unwrap()
+                    .retry_delay
+                    .unwrap();
+                assert!(
+                    retry > Duration::ZERO && retry <= Duration::from_secs(3_600),
+                    "{retry:?}"
+                );
+            }
+            reason
+        }
+    }
+}
+
+/// The wait a CLIENT_LOCKED_OUT refusal of `request` announces, in seconds.
+async fn locked_for(server: &TestServer, request: v1::AuthenticateRequest) -> u64 {
+    let status = server
+        .authentication()
+        .await
+        .authenticate(request)
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&status).as_deref(), Some("CLIENT_LOCKED_OUT"));
+    let retry = status
+        .get_details_retry_info()
+        .unwrap()
+        .retry_delay
+        .unwrap();
+    retry.as_secs()
+}
+
+/// How many per-email password counters exist: an attempt refused for its client never
+/// reaches one (nor the password hash that comes before it).
+async fn email_counters(server: &TestServer) -> usize {
+    use storage::sea_orm::EntityTrait as _;
+    storage::entity::attempt_counter::Entity::find()
+        .all(server.app.storage.db())
+        .await
+        .unwrap()
+        .iter()
+        .filter(|c| !c.key.starts_with("client:"))
+        .count()
+}
+
+async fn spraying_from_one_address_is_stopped_while_another_logs_in(backend: Backend) {
+    let server = TestServer::start_with(backend, config()).await;
+    server.create_user("real@example.com", PASSWORD).await;
+    for i in 0..5 {
+        server
+            .create_user(&format!("user{i}@example.com"), PASSWORD)
+            .await;
+    }
+    // One password tried against 50 emails, known and unknown, from one address.
+    let mut answers = Vec::new();
+    for i in 0..50 {
+        let email = format!("user{i}@example.com");
+        answers.push(
+            attempt(
+                &server,
+                login(&email, "Summer2026!!", "192.0.2.7", "spray/1.0"),
+            )
+            .await,
+        );
+    }
+    let wrong = answers
+        .iter()
+        .filter(|a| *a == "INVALID_CREDENTIALS")
+        .count();
+    let locked = answers.iter().filter(|a| *a == "CLIENT_LOCKED_OUT").count();
+    // Ten free failures, the eleventh starts the lockout (and is answered as a wrong
+    // password), every one after is refused.
+    assert_eq!((wrong, locked), (11, 39), "{answers:?}");
+    assert!(answers[11..].iter().all(|a| a == "CLIENT_LOCKED_OUT"));
+    assert_eq!(
+        email_counters(&server).await,
+        11,
+        "refused before the password step"
+    );
+    // Even the right password, from there, waits.
+    assert_eq!(
+        attempt(
+            &server,
+            login("real@example.com", PASSWORD, "192.0.2.7", "")
+        )
+        .await,
+        "CLIENT_LOCKED_OUT"
+    );
+    // Another address (another network too) logs in; so does a login without context.
+    assert_eq!(
+        attempt(
+            &server,
+            login("real@example.com", PASSWORD, "198.51.100.9", "")
+        )
+        .await,
+        "ok"
+    );
+    let without = tollgate_e2e::password_login("real@example.com", PASSWORD, "");
+    assert_eq!(attempt(&server, without).await, "ok");
+    server.stop().await.unwrap();
+}
+
+async fn a_network_shares_a_budget_and_the_allowlist_is_exempt(backend: Backend) {
+    let mut config = config();
+    config.clients.allowlist = vec!["203.0.113.0/24".into(), "2001:db8:ffff::1".into()];
+    let server = TestServer::start_with(backend, config).await;
+    let wrong = |i: usize, ip: &str| login(&format!("n{i}@example.com"), "wrong password!", ip, "");
+    // Ten from .7 (its address budget), then five from .8: the /24's fifteen are spent.
+    for i in 0..10 {
+        assert_eq!(
+            attempt(&server, wrong(i, "192.0.2.7")).await,
+            "INVALID_CREDENTIALS"
+        );
+    }
+    for i in 10..16 {
+        assert_eq!(
+            attempt(&server, wrong(i, "192.0.2.8")).await,
+            "INVALID_CREDENTIALS",
+            "{i}"
+        );
+    }
+    // .9 never failed, but its network is locked; the next /24 is not.
+    assert_eq!(
+        attempt(&server, wrong(20, "192.0.2.9")).await,
+        "CLIENT_LOCKED_OUT"
+    );
+    assert_eq!(
+        attempt(&server, wrong(21, "192.0.3.9")).await,
+        "INVALID_CREDENTIALS"
+    );
+    // IPv6 counts by /56: two addresses of one /56 share it, and an IPv4-mapped address is
+    // its IPv4 address.
+    for i in 30..46 {
+        let ip = if i % 2 == 0 {
+            "2001:db8:1:100::1"
+        } else {
+            "2001:db8:1:1ff::2"
+        };
+        assert_eq!(
+            attempt(&server, wrong(i, ip)).await,
+            "INVALID_CREDENTIALS",
+            "{i}"
+        );
+    }
+    assert_eq!(
+        attempt(&server, wrong(46, "2001:db8:1:180::3")).await,
+        "CLIENT_LOCKED_OUT"
+    );
+    assert_eq!(
+        attempt(&server, wrong(47, "2001:db8:1:200::3")).await,
+        "INVALID_CREDENTIALS"
+    );
+    assert_eq!(
+        attempt(&server, wrong(48, "::ffff:192.0.2.10")).await,
+        "CLIENT_LOCKED_OUT"
+    );
+    // Allowlisted networks and addresses: never locked for their address (each email
+    // is still throttled on its own).
+    for i in 100..130 {
+        assert_eq!(
+            attempt(&server, wrong(i, "203.0.113.5")).await,
+            "INVALID_CREDENTIALS",
+            "{i}"
+        );
+        assert_eq!(
+            attempt(&server, wrong(i + 100, "2001:db8:ffff::1")).await,
+            "INVALID_CREDENTIALS"
+        );
+    }
+    server.stop().await.unwrap();
+}
+
+async fn two_replicas_share_the_address_budget(backend: Backend) {
+    let first = TestServer::start_with(backend, config()).await;
+    let second = first.replica().await;
+    let mut answers = Vec::new();
+    for i in 0..14 {
+        let server = if i % 2 == 0 { &first } else { &second };
+        let request = login(
+            &format!("r{i}@example.com"),
+            "wrong password!",
+            "192.0.2.50",
+            "",
+        );
+        answers.push(attempt(server, request).await);
+    }
+    let expected: Vec<&str> = std::iter::repeat_n("INVALID_CREDENTIALS", 11)
+        .chain(std::iter::repeat_n("CLIENT_LOCKED_OUT", 3))
+        .collect();
+    assert_eq!(answers, expected);
+    second.stop().await.unwrap();
+    first.stop().await.unwrap();
+}
+
+async fn a_quiet_window_forgets_and_a_lockout_ends(backend: Backend) {
+    let clock = Arc::new(server::ManualClock::new(1_900_000_000));
+    let server = TestServer::start_full(
+        backend,
+        config(),
+        Arc::clone(&clock) as Arc<dyn server::Clock>,
+    )
+    .await;
+    let wrong = |i: usize| {
+        login(
+            &format!("w{i}@example.com"),
+            "wrong password!",
+            "192.0.2.60",
+            "",
+        )
+    };
+    for i in 0..10 {
+        assert_eq!(attempt(&server, wrong(i)).await, "INVALID_CREDENTIALS");
+    }
+    // An hour without failures (clients.window_secs): the count starts over.
+    clock.advance(3_600);
+    for i in 10..20 {
+        assert_eq!(
+            attempt(&server, wrong(i)).await,
+            "INVALID_CREDENTIALS",
+            "{i}"
+        );
+    }
+    assert_eq!(attempt(&server, wrong(20)).await, "INVALID_CREDENTIALS");
+    // The first lockout lasts 60 s (clients.base_lockout_secs); the next failure locks for
+    // 120 s, the one after for 240 s.
+    assert!((60..=61).contains(&locked_for(&server, wrong(21)).await));
+    clock.advance(61);
+    assert_eq!(attempt(&server, wrong(22)).await, "INVALID_CREDENTIALS");
+    assert!((120..=121).contains(&locked_for(&server, wrong(23)).await));
+    clock.advance(61);
+    assert!((59..=60).contains(&locked_for(&server, wrong(24)).await));
+    clock.advance(60);
+    assert_eq!(attempt(&server, wrong(25)).await, "INVALID_CREDENTIALS");
+    assert!((240..=241).contains(&locked_for(&server, wrong(26)).await));
+    server.stop().await.unwrap();
+}
+
+async fn bad_context_names_its_field_and_counts_nothing(backend: Backend) {
+    let server = TestServer::start_with(backend, config()).await;
+    server.create_user("ctx@example.com", PASSWORD).await;
+    let mut auth = server.authentication().await;
+    for (ip, user_agent, fields) in [
+        ("192.0.2.7:443", "", vec!["client_context.ip_address"]),
+        ("fe80::1%eth0", "", vec!["client_context.ip_address"]),
+        ("192.0.2.7", "a\u{7}b", vec!["client_context.user_agent"]),
+        (
+            "nope",
+            &*"x".repeat(513),
+            vec!["client_context.ip_address", "client_context.user_agent"],
+        ),
+    ] {
+        let err = auth
+            .authenticate(login("ctx@example.com", "wrong password!", ip, user_agent))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{ip}");
+        assert_eq!(violated_fields(&err), fields, "{ip}");
+    }
+    assert_eq!(email_counters(&server).await, 0, "nothing was counted");
+    // 512 printable characters are fine.
+    let long = "é".repeat(512);
+    assert_eq!(
+        attempt(
+            &server,
+            login("ctx@example.com", PASSWORD, "2001:db8::7", &long)
+        )
+        .await,
+        "ok"
+    );
+    server.stop().await.unwrap();
+
+    // A server that requires the context refuses a login without an address.
+    let mut config = config();
+    config.clients.require_context = true;
+    let server = TestServer::start_with(backend, config).await;
+    server.create_user("ctx@example.com", PASSWORD).await;
+    let err = server
+        .authentication()
+        .await
+        .authenticate(tollgate_e2e::password_login(
+            "ctx@example.com",
+            PASSWORD,
+            "",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&err), ["client_context.ip_address"]);
+    assert_eq!(
+        attempt(&server, login("ctx@example.com", PASSWORD, "192.0.2.1", "")).await,
+        "ok"
+    );
+    server.stop().await.unwrap();
+}
+
+both!(
+    spraying_from_one_address_is_stopped_while_another_logs_in,
+    a_network_shares_a_budget_and_the_allowlist_is_exempt,
+    two_replicas_share_the_address_budget,
+    a_quiet_window_forgets_and_a_lockout_ends,
+    bad_context_names_its_field_and_counts_nothing,
+);
