@@ -40,7 +40,12 @@ fn login(email: &str, password: &str, ip: &str, user_agent: &str) -> v1::Authent
 
 /// What a login answered: "ok", or its reason.
 async fn attempt(server: &TestServer, request: v1::AuthenticateRequest) -> String {
-    match server.authentication().await.authenticate(request).await {
+    answer(server.authentication().await.authenticate(request).await)
+}
+
+/// "ok" for a session, else the refusal's reason (a client lockout checked for RetryInfo).
+fn answer(result: Result<tonic::Response<v1::AuthenticateResponse>, tonic::Status>) -> String {
+    match result {
         Ok(response) => {
             assert!(matches!(
                 response.into_inner().result,
@@ -224,6 +229,47 @@ async fn a_network_shares_a_budget_and_the_allowlist_is_exempt(backend: Backend)
     server.stop().await.unwrap();
 }
 
+/// A burst sent at once gets no more answers than the budget: the failures in flight after
+/// the one that locked are refused as locked, and so is a right password among them.
+async fn a_burst_gets_no_more_than_the_budget(backend: Backend) {
+    let server = TestServer::start_with(backend, config()).await;
+    server.create_user("burst@example.com", PASSWORD).await;
+    let auth = server.authentication().await;
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..30 {
+        let request = if i == 29 {
+            login("burst@example.com", PASSWORD, "192.0.2.80", "")
+        } else {
+            login(
+                &format!("b{i}@example.com"),
+                "wrong password!",
+                "192.0.2.80",
+                "",
+            )
+        };
+        let mut auth = auth.clone();
+        calls.spawn(async move { answer(auth.authenticate(request).await) });
+    }
+    let answers = calls.join_all().await;
+    let wrong = answers
+        .iter()
+        .filter(|a| *a == "INVALID_CREDENTIALS")
+        .count();
+    let ok = answers.iter().filter(|a| *a == "ok").count();
+    assert!(wrong + ok <= 11, "{answers:?}");
+    assert!(
+        wrong >= 10,
+        "the budget's failures are answered: {answers:?}"
+    );
+    assert!(
+        answers
+            .iter()
+            .all(|a| ["INVALID_CREDENTIALS", "CLIENT_LOCKED_OUT", "ok"].contains(&a.as_str())),
+        "{answers:?}"
+    );
+    server.stop().await.unwrap();
+}
+
 async fn two_replicas_share_the_address_budget(backend: Backend) {
     let first = TestServer::start_with(backend, config()).await;
     let second = first.replica().await;
@@ -350,6 +396,7 @@ both!(
     spraying_from_one_address_is_stopped_while_another_logs_in,
     a_network_shares_a_budget_and_the_allowlist_is_exempt,
     two_replicas_share_the_address_budget,
+    a_burst_gets_no_more_than_the_budget,
     a_quiet_window_forgets_and_a_lockout_ends,
     bad_context_names_its_field_and_counts_nothing,
 );

@@ -122,7 +122,10 @@ impl Budgets {
 
     /// Counts a failed login against the address and its network; a lockout it starts is
     /// counted in `tollgate_lockouts_total` (`factor` `client_address` or `client_network`)
-    /// and logged with the network only, never the address.
+    /// and logged with the network only, never the address. A lockout already in force (a
+    /// failure in flight alongside spent the budget first) is refused as CLIENT_LOCKED_OUT,
+    /// as for an attempt after it: of a burst sent at once, no more than the budget's worth
+    /// is answered.
     pub(crate) async fn fail(&self, app: &App, now: i64) -> ApiResult<()> {
         let config = &app.config.clients;
         let throttle = policy::Throttle {
@@ -144,6 +147,9 @@ impl Budgets {
                 .attempts()
                 .record_failure(key, now, &lockouts, None)
                 .await?;
+            if let storage::repo::Failure::Locked { until } = counted {
+                return Err(locked(until, now));
+            }
             if let storage::repo::Failure::Counted {
                 failures,
                 locked_until: Some(until),

@@ -57,7 +57,13 @@ impl FromRequestParts<App> for Client {
 
 /// The last address in the header `name` (a proxy appends the peer it saw), if it is one.
 fn from_header(parts: &Parts, name: &HeaderName) -> Option<IpAddr> {
-    let value = parts.headers.get_all(name).iter().next_back()?.to_str().ok()?;
+    let value = parts
+        .headers
+        .get_all(name)
+        .iter()
+        .next_back()?
+        .to_str()
+        .ok()?;
     value.rsplit(',').next()?.trim().parse().ok()
 }
 

@@ -84,11 +84,20 @@ pub(crate) async fn verify_password_throttled(
         .await
         .inspect_err(locked_out)?;
     if ok {
+        // A right password whose client was locked meanwhile (failures in flight alongside
+        // spent its budget first) is withheld, as the email's budget withholds it.
+        budgets
+            .check(app, now)
+            .await
+            .inspect_err(|_| app.metrics.login("password", "client_locked_out"))?;
         return crate::throttle::succeed(app, &key, now)
             .await
             .inspect_err(locked_out);
     }
-    budgets.fail(app, now).await?;
+    budgets
+        .fail(app, now)
+        .await
+        .inspect_err(|_| app.metrics.login("password", "client_locked_out"))?;
     let failed = crate::throttle::fail(app, &key, subject, "password", now, |_| Vec::new())
         .await
         .inspect_err(locked_out)?;
