@@ -220,6 +220,7 @@ impl World {
                 challenge_token: challenge.into(),
                 code,
                 webauthn_response_json: String::new(),
+                client_context: None,
             })
             .await
             .unwrap()
@@ -422,10 +423,12 @@ async fn journey_1_admin_turns_on_mandatory_2fa(backend: Backend) {
 
     // Members without a factor must enroll at their next login, and get no session until
     // they do; a member with one passes it as before.
-    let enrollment = match w
-        .first_step(password_login("alice@example.com", &org))
-        .await
-    {
+    let mut login = password_login("alice@example.com", &org);
+    login.client_context = Some(v1::ClientContext {
+        ip_address: "203.0.113.41".into(),
+        user_agent: "Enroller/1".into(),
+    });
+    let enrollment = match w.first_step(login).await {
         authenticate_response::Result::EnrollmentRequired(e) => e,
         other => panic!("expected enrollment, got {other:?}"),
     };
@@ -449,6 +452,24 @@ async fn journey_1_admin_turns_on_mandatory_2fa(backend: Backend) {
     assert_eq!(
         session.assurance_level,
         v1::AssuranceLevel::SecondFactor as i32
+    );
+    // The session keeps the client of the login the enrollment token came from.
+    let listed = w
+        .server
+        .sessions()
+        .await
+        .list_sessions(bearer(v1::ListSessionsRequest::default(), &session.token))
+        .await
+        .unwrap()
+        .into_inner()
+        .sessions;
+    let current = listed.iter().find(|s| s.current).unwrap();
+    assert_eq!(
+        current.client_context,
+        Some(v1::ClientContext {
+            ip_address: "203.0.113.41".into(),
+            user_agent: "Enroller/1".into(),
+        })
     );
     let bob_session = w.session_2fa("bob@example.com", &org, &bob_app).await;
 
@@ -1026,6 +1047,7 @@ async fn the_audit_log_lists_filters_and_pages(backend: Backend) {
             challenge_token: challenge,
             code: codes[0].clone(),
             webauthn_response_json: String::new(),
+            client_context: None,
         })
         .await
         .unwrap();
@@ -1448,6 +1470,7 @@ async fn admin_rpcs_refuse_everyone_else_and_change_nothing(backend: Backend) {
                 now: i64::try_from(w.now()).unwrap(),
                 idle_ttl: 5,
                 absolute_ttl: 5,
+                client: Default::default(),
             },
         )
         .await

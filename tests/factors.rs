@@ -179,6 +179,7 @@ impl World {
                 challenge_token: c.challenge_token,
                 code: code.into(),
                 webauthn_response_json: String::new(),
+                client_context: None,
             })
             .await?
             .into_inner();
@@ -550,6 +551,7 @@ async fn journey_8_a_replacement_needs_a_session_and_keeps_enforcement_whole(bac
             challenge_token: challenge,
             code: "LAST-CODE".into(),
             webauthn_response_json: String::new(),
+            client_context: None,
         })
         .await
         .unwrap()
@@ -857,6 +859,7 @@ async fn the_last_recovery_code_means_enrolling_again(backend: Backend) {
             challenge_token: c.challenge_token,
             code: code.to_owned(),
             webauthn_response_json: String::new(),
+            client_context: None,
         })
         .await
         .unwrap()
@@ -1001,6 +1004,7 @@ async fn enrollment_tokens_are_ordered_exactly_within_one_second(backend: Backen
                 challenge_token: c.challenge_token,
                 code: "LAST-CODE".into(),
                 webauthn_response_json: String::new(),
+                client_context: None,
             })
             .await
             .unwrap()

@@ -213,6 +213,7 @@ async fn verify(
             challenge_token: challenge_token.into(),
             code: String::new(),
             webauthn_response_json: response.into(),
+            client_context: None,
         })
         .await
         .map(tonic::Response::into_inner)
@@ -656,6 +657,7 @@ async fn bad_responses_name_the_field(backend: Backend) {
             challenge_token: login.clone(),
             code: "123456".into(),
             webauthn_response_json: "{}".into(),
+            client_context: None,
         })
         .await
         .unwrap_err();

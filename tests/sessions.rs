@@ -276,7 +276,154 @@ async fn a_password_change_ends_the_other_sessions(backend: Backend) {
     server.stop().await.unwrap();
 }
 
+/// A login's client, as Authenticate's (or the second step's) `client_context` gave it.
+fn with_client(
+    mut request: v1::AuthenticateRequest,
+    ip: &str,
+    user_agent: &str,
+) -> v1::AuthenticateRequest {
+    request.client_context = Some(v1::ClientContext {
+        ip_address: ip.to_owned(),
+        user_agent: user_agent.to_owned(),
+    });
+    request
+}
+
+/// ListSessions shows where each session's login came from: the first step's client for a
+/// one-step login, the second step's for a two-step one (or the first step's when the
+/// second gives none), and the address truncated when the server keeps it so.
+async fn each_session_shows_where_it_came_from(backend: Backend) {
+    let mut config = tollgate_e2e::test_config();
+    config.clients.store_addresses = server::config::AddressStorage::Truncated;
+    for (store, server) in [
+        ("full", TestServer::start(backend).await),
+        ("truncated", TestServer::start_with(backend, config).await),
+    ] {
+        let user = server.create_user("where@example.com", PASSWORD).await;
+        let one_step = server
+            .first_step(with_client(
+                tollgate_e2e::password_login("where@example.com", PASSWORD, ""),
+                "2001:db8:1:2:3::7",
+                "Firefox/140",
+            ))
+            .await;
+        let authenticate_response::Result::Authenticated(one_step) = one_step else {
+            panic!("{one_step:?}");
+        };
+        // A second factor: two-step logins from here on.
+        let id: storage::Uuid = user.id.parse().unwrap();
+        let now = server::Clock::now(server.app.clock.as_ref());
+        // Three recovery codes: using the last one would ask for a new enrollment.
+        let codes = [
+            "AAAA-BBBB-CCCC-DDDD",
+            "EEEE-FFFF-GGGG-HHHH",
+            "JJJJ-KKKK-LLLL-MMMM",
+        ];
+        tollgate_e2e::active_totp(
+            &server.app.storage,
+            id,
+            b"12345678901234567890",
+            None,
+            Some(&codes),
+            now,
+        )
+        .await;
+        let mut sessions_made = Vec::new();
+        for (code, second) in [(codes[0], Some("198.51.100.23")), (codes[1], None)] {
+            let first = server
+                .first_step(with_client(
+                    tollgate_e2e::password_login("where@example.com", PASSWORD, ""),
+                    "192.0.2.77",
+                    "Safari/18",
+                ))
+                .await;
+            let authenticate_response::Result::SecondFactorRequired(challenge) = first else {
+                panic!("{first:?}");
+            };
+            let mut request = tollgate_e2e::verify_code(&challenge.challenge_token, code);
+            request.client_context = second.map(|ip| v1::ClientContext {
+                ip_address: ip.to_owned(),
+                user_agent: "Chrome/141".to_owned(),
+            });
+            let answer = server
+                .authentication()
+                .await
+                .verify_second_factor(request)
+                .await
+                .unwrap()
+                .into_inner();
+            let Some(v1::verify_second_factor_response::Result::Authenticated(session)) =
+                answer.result
+            else {
+                panic!("{answer:?}");
+            };
+            sessions_made.push(session);
+        }
+        let listed = server
+            .sessions()
+            .await
+            .list_sessions(bearer(list("", 0, ""), &one_step.token))
+            .await
+            .unwrap()
+            .into_inner()
+            .sessions;
+        let client = |session: &v1::Session| {
+            let found = listed
+                .iter()
+                .find(|s| s.session_id == session.session_id)
+                .unwrap();
+            let context = found.client_context.clone().unwrap();
+            (context.ip_address, context.user_agent)
+        };
+        let full = store == "full";
+        let expect = |full_ip: &str, truncated: &str, user_agent: &str| {
+            let ip = if full { full_ip } else { truncated };
+            (ip.to_owned(), user_agent.to_owned())
+        };
+        assert_eq!(
+            client(&one_step),
+            expect("2001:db8:1:2:3::7", "2001:db8:1::/48", "Firefox/140"),
+            "{store}"
+        );
+        assert_eq!(
+            client(&sessions_made[0]),
+            expect("198.51.100.23", "198.51.100.0/24", "Chrome/141"),
+            "{store}: the second step's client"
+        );
+        assert_eq!(
+            client(&sessions_made[1]),
+            expect("192.0.2.77", "192.0.2.0/24", "Safari/18"),
+            "{store}: the first step's, kept with the challenge"
+        );
+        // A bad context on the second step names its field.
+        let first = server
+            .first_step(tollgate_e2e::password_login(
+                "where@example.com",
+                PASSWORD,
+                "",
+            ))
+            .await;
+        let authenticate_response::Result::SecondFactorRequired(challenge) = first else {
+            panic!("{first:?}");
+        };
+        let mut request = tollgate_e2e::verify_code(&challenge.challenge_token, "000000");
+        request.client_context = Some(v1::ClientContext {
+            ip_address: "192.0.2.1/24".into(),
+            user_agent: String::new(),
+        });
+        let bad = server
+            .authentication()
+            .await
+            .verify_second_factor(request)
+            .await
+            .unwrap_err();
+        assert_eq!(violated_fields(&bad), ["client_context.ip_address"]);
+        server.stop().await.unwrap();
+    }
+}
+
 both!(
+    each_session_shows_where_it_came_from,
     listing_and_ending_the_other_sessions,
     a_password_change_ends_the_other_sessions,
 );

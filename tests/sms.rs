@@ -182,6 +182,7 @@ impl World {
                 challenge_token: challenge.into(),
                 code: code.into(),
                 webauthn_response_json: String::new(),
+                client_context: None,
             })
             .await
             .map(tonic::Response::into_inner)

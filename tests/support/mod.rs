@@ -299,6 +299,7 @@ pub fn verify_code(
         challenge_token: challenge_token.to_owned(),
         code: code.to_owned(),
         webauthn_response_json: String::new(),
+        client_context: None,
     }
 }
 

@@ -324,6 +324,7 @@ async fn login(c: &Clients, email: &str, password: &str, code: &str) -> Result<S
             challenge_token: challenge,
             code: code.to_owned(),
             webauthn_response_json: String::new(),
+            client_context: None,
         }))
         .await
         .map_err(|e| format!("VerifySecondFactor: {}", failure_of_status(&e)))?

@@ -63,7 +63,7 @@ redact! {
     BeginTotpEnrollmentResponse { factor } secret { otpauth_uri, secret_base32, qr_code_png, qr_code_svg };
     ConfirmTotpEnrollmentRequest { factor_id, replaces_factor_id } secret { code };
     ConfirmTotpEnrollmentResponse { factor, session } secret { recovery_codes };
-    VerifySecondFactorRequest { } secret { challenge_token, code };
+    VerifySecondFactorRequest {} secret { challenge_token, code };
     BeginHotpEnrollmentRequest { label, counter, digits } secret { secret_base32 };
     BeginHotpEnrollmentResponse { factor } secret { otpauth_uri, secret_base32 };
     ConfirmHotpEnrollmentRequest { factor_id, replaces_factor_id } secret { code };

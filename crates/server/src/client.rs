@@ -65,6 +65,70 @@ pub(crate) fn parse(
     client
 }
 
+impl Client {
+    /// What is stored of this client: the address, full or truncated to its IPv4 /24 or IPv6
+    /// /48 as `clients.store_addresses` says, and the User-Agent.
+    pub(crate) fn stored(&self, config: &crate::config::ClientsConfig) -> Stored {
+        let ip = self.ip.map(|ip| {
+            let ip = ip.to_canonical();
+            match config.store_addresses {
+                crate::config::AddressStorage::Full => ip.to_string(),
+                crate::config::AddressStorage::Truncated => {
+                    let prefix = if ip.is_ipv4() { 24 } else { 48 };
+                    ipnet::IpNet::new(ip, prefix)
+                        .map_or_else(|_| ip.to_string(), |net| net.trunc().to_string())
+                }
+            }
+        });
+        Stored {
+            ip,
+            user_agent: self.user_agent.clone(),
+        }
+    }
+}
+
+/// A client as sessions and challenges keep it (`client_ip`, `client_user_agent`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Stored {
+    ip: Option<String>,
+    user_agent: Option<String>,
+}
+
+impl Stored {
+    /// The client a login challenge kept.
+    pub(crate) fn of_challenge(challenge: &storage::entity::login_challenge::Model) -> Self {
+        Self {
+            ip: challenge.client_ip.clone(),
+            user_agent: challenge.client_user_agent.clone(),
+        }
+    }
+
+    /// This one if it says anything, else `other`.
+    pub(crate) fn or(self, other: Self) -> Self {
+        if self.ip.is_none() && self.user_agent.is_none() {
+            other
+        } else {
+            self
+        }
+    }
+
+    /// As storage takes it.
+    pub(crate) fn info(&self) -> storage::repo::ClientInfo<'_> {
+        storage::repo::ClientInfo {
+            ip: self.ip.as_deref(),
+            user_agent: self.user_agent.as_deref(),
+        }
+    }
+}
+
+/// A stored client as the API shows it; None when nothing was kept.
+pub(crate) fn to_proto(ip: Option<&str>, user_agent: Option<&str>) -> Option<v1::ClientContext> {
+    (ip.is_some() || user_agent.is_some()).then(|| v1::ClientContext {
+        ip_address: ip.unwrap_or_default().to_owned(),
+        user_agent: user_agent.unwrap_or_default().to_owned(),
+    })
+}
+
 /// The network an address counts in: its IPv4 /24 or IPv6 /56 (an IPv4 address mapped into
 /// IPv6 counts as the IPv4 address).
 pub(crate) fn network(ip: IpAddr) -> ipnet::IpNet {

@@ -373,6 +373,17 @@ impl Default for LoginConfig {
     }
 }
 
+/// How client addresses are kept at rest.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AddressStorage {
+    /// The address as given.
+    #[default]
+    Full,
+    /// Its IPv4 /24 or IPv6 /48.
+    Truncated,
+}
+
 /// Where logins come from: the `ClientContext` callers relay, and the failure budgets per
 /// client address and per network against password spraying and credential stuffing (many
 /// emails tried from one place, which per-email lockouts never see).
@@ -397,6 +408,10 @@ pub struct ClientsConfig {
     /// A success does not clear it: one valid account must not reset a sprayer's budget.
     /// 1 to 86400.
     pub window_secs: i64,
+    /// How sessions and login challenges keep the client's address: `full`, or `truncated`
+    /// to its IPv4 /24 or IPv6 /48 (`192.0.2.0/24`) for less personal data at rest. The
+    /// budgets above count full addresses either way, in memory and under keyed counters.
+    pub store_addresses: AddressStorage,
     /// Addresses (`192.0.2.7`) and networks (`10.0.0.0/8`, `2001:db8::/32`) exempt from the
     /// address and network budgets: known shared egress (a corporate NAT, a partner's
     /// proxy). Their logins are still throttled per email.
@@ -412,6 +427,7 @@ impl Default for ClientsConfig {
             base_lockout_secs: 60,
             max_lockout_secs: 3_600,
             window_secs: 3_600,
+            store_addresses: AddressStorage::Full,
             allowlist: Vec::new(),
         }
     }

@@ -130,6 +130,7 @@ async fn run(name: &str, storage: Storage, ops: usize) {
                     now: NOW,
                     idle_ttl: 600,
                     absolute_ttl: 3_600,
+                    client: Default::default(),
                 };
                 s.sessions().create(&token, new).await.unwrap();
             }

@@ -115,6 +115,7 @@ async fn passwords_and_flags_update(db: &TestDb) {
         now: NOW,
         idle_ttl: 600,
         absolute_ttl: 3600,
+        client: Default::default(),
     };
     let kept = sessions.create("kept", new).await.unwrap();
     let other = sessions.create("other", new).await.unwrap();

@@ -34,6 +34,7 @@ async fn session(s: &Storage, token: &str, user: Uuid, org: Option<Uuid>, assura
                 now: NOW,
                 idle_ttl: 600,
                 absolute_ttl: 3_600,
+                client: Default::default(),
             },
         )
         .await

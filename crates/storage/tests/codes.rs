@@ -254,6 +254,7 @@ async fn challenges_are_consumed_once_and_count_attempts(db: &TestDb) {
             NOW,
             NOW + 300,
             None,
+            Default::default(),
         )
         .await
         .unwrap();
@@ -336,6 +337,7 @@ async fn challenges_are_consumed_once_and_count_attempts(db: &TestDb) {
             NOW,
             NOW + 1,
             None,
+            Default::default(),
         )
         .await
         .unwrap();

@@ -355,6 +355,7 @@ async fn a_code_is_accepted_with_its_raise_and_event_or_not_at_all(db: &TestDb) 
                         now: NOW,
                         idle_ttl: 600,
                         absolute_ttl: 3600,
+                        client: Default::default(),
                     },
                 )
                 .await

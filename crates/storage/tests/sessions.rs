@@ -19,7 +19,7 @@ async fn user(storage: &Storage, email: &str) -> Uuid {
     storage.users().create(email, None, NOW).await.unwrap().id
 }
 
-fn new(user_id: Uuid, org_id: Option<Uuid>, assurance: i16) -> NewSession {
+fn new(user_id: Uuid, org_id: Option<Uuid>, assurance: i16) -> NewSession<'static> {
     NewSession {
         user_id,
         org_id,
@@ -27,6 +27,7 @@ fn new(user_id: Uuid, org_id: Option<Uuid>, assurance: i16) -> NewSession {
         now: NOW,
         idle_ttl: 600,
         absolute_ttl: 3_600,
+        client: Default::default(),
     }
 }
 

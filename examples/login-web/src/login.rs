@@ -380,6 +380,7 @@ pub(crate) struct VerifyForm {
 /// `VerifySecondFactor` with a code or a recovery code (Tollgate takes both in `code`).
 pub(crate) async fn verify(
     State(app): State<App>,
+    client: Client,
     jar: Jar,
     form: axum::Form<VerifyForm>,
 ) -> Response {
@@ -402,6 +403,7 @@ pub(crate) async fn verify(
         challenge_token,
         code,
         webauthn_response_json: String::new(),
+        client_context: Some(client.0),
     };
     match tollgate.authentication.verify_second_factor(request).await {
         Ok(reply) => {
@@ -483,6 +485,7 @@ pub(crate) async fn verify_passkey_begin(
 /// The browser's assertion, to `VerifySecondFactor`.
 pub(crate) async fn verify_passkey_finish(
     State(app): State<App>,
+    client: Client,
     jar: Jar,
     Json(call): Json<ScriptCall>,
 ) -> Response {
@@ -500,6 +503,7 @@ pub(crate) async fn verify_passkey_finish(
         challenge_token,
         code: String::new(),
         webauthn_response_json: call.response,
+        client_context: Some(client.0),
     };
     match tollgate.authentication.verify_second_factor(request).await {
         Ok(reply) => {

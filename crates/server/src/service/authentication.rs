@@ -302,12 +302,13 @@ impl Authentication {
                     credentials,
                     &body.organization_id,
                     requested_org,
+                    &client,
                     violations,
                 )
                 .await?
             }
             Some(Credentials::Passkey(credentials)) => {
-                self.passkey_login(credentials, requested_org, violations)
+                self.passkey_login(credentials, requested_org, &client, violations)
                     .await?
             }
             None => {
@@ -369,7 +370,7 @@ impl Authentication {
         // A verified password implies an existing account with a password.
         let user_id =
             subject.ok_or_else(|| ApiError::Internal("verified without a user".to_owned()))?;
-        self.first_step(user_id, requested_org, Proven::Password, now)
+        self.first_step(user_id, requested_org, Proven::Password, client, now)
             .await
     }
 
@@ -380,6 +381,7 @@ impl Authentication {
         credentials: v1::SsoCredentials,
         organization_field: &str,
         requested_org: Option<Uuid>,
+        client: &crate::client::Client,
         mut violations: Vec<(String, String)>,
     ) -> ApiResult<authenticate_response::Result> {
         if credentials.email.trim().is_empty() {
@@ -434,7 +436,7 @@ impl Authentication {
             .find_by_email(&credentials.email)
             .await?
             .ok_or_else(not_a_member)?;
-        self.first_step(user.id, requested_org, Proven::Sso(provider), now)
+        self.first_step(user.id, requested_org, Proven::Sso(provider), client, now)
             .await
     }
 
@@ -445,6 +447,7 @@ impl Authentication {
         &self,
         credentials: v1::PasskeyCredentials,
         requested_org: Option<Uuid>,
+        client: &crate::client::Client,
         mut violations: Vec<(String, String)>,
     ) -> ApiResult<authenticate_response::Result> {
         let ceremony = match parse_id("passkey.ceremony_id", &credentials.ceremony_id) {
@@ -473,6 +476,7 @@ impl Authentication {
             user_id,
             requested_org.or(ceremony_org),
             Proven::Passkey,
+            client,
             now,
         )
         .await
@@ -486,9 +490,11 @@ impl Authentication {
         user_id: Uuid,
         requested_org: Option<Uuid>,
         proven: Proven<'_>,
+        client: &crate::client::Client,
         now: i64,
     ) -> ApiResult<authenticate_response::Result> {
         let app = &self.app;
+        let stored = client.stored(&app.config.clients);
         // The user as they are now (a password check waits its turn to hash: an account
         // disabled meanwhile is refused), their factors and their organizations, in one read.
         let (user, state, mut organizations) =
@@ -543,7 +549,9 @@ impl Authentication {
         app.metrics.login(method, outcome_name(&outcome));
         let result = match outcome {
             policy::LoginOutcome::Authenticated { assurance, .. } => {
-                let session = create_session(app, user.id, org_id, assurance as i16, now).await?;
+                let session =
+                    create_session(app, user.id, org_id, assurance as i16, stored.info(), now)
+                        .await?;
                 let details = serde_json::json!({
                     "assurance": assurance as i16,
                     "method": method,
@@ -555,9 +563,16 @@ impl Authentication {
             }
             policy::LoginOutcome::SecondFactorRequired { methods } => {
                 let ttl = app.config.login.challenge_ttl_secs;
-                let (token, expires) =
-                    issue_challenge(app, &user, org_id, ChallengePurpose::SecondFactor, ttl, now)
-                        .await?;
+                let (token, expires) = issue_challenge(
+                    app,
+                    &user,
+                    org_id,
+                    ChallengePurpose::SecondFactor,
+                    ttl,
+                    stored.info(),
+                    now,
+                )
+                .await?;
                 authenticate_response::Result::SecondFactorRequired(v1::SecondFactorRequired {
                     challenge_token: token,
                     expire_time: Some(timestamp(expires)),
@@ -566,9 +581,16 @@ impl Authentication {
             }
             policy::LoginOutcome::EnrollmentRequired { methods, .. } => {
                 let ttl = app.config.login.enrollment_ttl_secs;
-                let (token, expires) =
-                    issue_challenge(app, &user, org_id, ChallengePurpose::Enrollment, ttl, now)
-                        .await?;
+                let (token, expires) = issue_challenge(
+                    app,
+                    &user,
+                    org_id,
+                    ChallengePurpose::Enrollment,
+                    ttl,
+                    stored.info(),
+                    now,
+                )
+                .await?;
                 authenticate_response::Result::EnrollmentRequired(v1::EnrollmentRequired {
                     enrollment_token: token,
                     expire_time: Some(timestamp(expires)),
@@ -713,6 +735,7 @@ async fn issue_challenge(
     org_id: Option<Uuid>,
     purpose: ChallengePurpose,
     ttl: i64,
+    client: storage::repo::ClientInfo<'_>,
     now: i64,
 ) -> ApiResult<(String, i64)> {
     let token = storage::crypto::new_token().map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -729,6 +752,7 @@ async fn issue_challenge(
             now,
             expires,
             Some(user.factor_generation),
+            client,
         )
         .await?;
     Ok((token.to_string(), expires))
@@ -853,6 +877,7 @@ impl Authentication {
                 "must be an app code or a recovery code".to_owned(),
             ));
         }
+        let client = crate::client::parse(body.client_context.as_ref(), false, &mut violations);
         if !violations.is_empty() {
             return Err(ApiError::InvalidArgument(violations));
         }
@@ -866,6 +891,10 @@ impl Authentication {
             .filter(|c| c.purpose == ChallengePurpose::SecondFactor)
             .ok_or_else(invalid_challenge)?;
         let user_id = challenge.user_id;
+        // The session (or enrollment token) keeps this step's client, else the first step's.
+        let stored = client
+            .stored(&app.config.clients)
+            .or(crate::client::Stored::of_challenge(&challenge));
         // The user's lockout first (read with the factors), then an attempt from this
         // challenge's budget: both before any code is compared.
         let read = crate::mfa::read_factors(app, user_id).await?;
@@ -966,6 +995,7 @@ impl Authentication {
                     challenge.org_id,
                     ChallengePurpose::Enrollment,
                     ttl,
+                    stored.info(),
                     now,
                 )
                 .await?;
@@ -981,7 +1011,8 @@ impl Authentication {
                 )
             }
             _ => {
-                let session = create_session(app, user_id, challenge.org_id, 2, now).await?;
+                let session =
+                    create_session(app, user_id, challenge.org_id, 2, stored.info(), now).await?;
                 audit::own(
                     app,
                     challenge.org_id,
@@ -1063,6 +1094,7 @@ pub(crate) async fn create_session(
     user_id: Uuid,
     org_id: Option<Uuid>,
     assurance: i16,
+    client: storage::repo::ClientInfo<'_>,
     now: i64,
 ) -> ApiResult<v1::Session> {
     let token = storage::crypto::new_token().map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -1078,6 +1110,7 @@ pub(crate) async fn create_session(
                 now,
                 idle_ttl: app.config.sessions.idle_ttl_secs,
                 absolute_ttl: app.config.sessions.absolute_ttl_secs,
+                client,
             },
         )
         .await?;

@@ -441,10 +441,18 @@ impl Enrollment {
             .await?;
         // With an enrollment token, the login completes: the token is used up, a session issued.
         let session = match ctx {
-            UserContext::Enrollment(_) => {
-                let session =
-                    super::authentication::create_session(app, user_id, ctx.org_id(), 2, now)
-                        .await?;
+            UserContext::Enrollment(challenge) => {
+                // The login's client, as Authenticate kept it with the enrollment token.
+                let client = crate::client::Stored::of_challenge(challenge);
+                let session = super::authentication::create_session(
+                    app,
+                    user_id,
+                    ctx.org_id(),
+                    2,
+                    client.info(),
+                    now,
+                )
+                .await?;
                 audit::own(
                     app,
                     ctx.org_id(),
@@ -534,6 +542,7 @@ mod tests {
                     now: NOW,
                     idle_ttl: 600,
                     absolute_ttl: 3600,
+                    client: Default::default(),
                 },
             )
             .await

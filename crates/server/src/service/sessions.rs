@@ -143,6 +143,10 @@ fn session_to_proto(
         expire_time: Some(timestamp(session.expires_at)),
         idle_expire_time: Some(timestamp(session.idle_expires_at)),
         current: session.id == current,
+        client_context: crate::client::to_proto(
+            session.client_ip.as_deref(),
+            session.client_user_agent.as_deref(),
+        ),
     }
 }
 

@@ -31,6 +31,11 @@ pub struct Model {
     /// The user's `factor_generation` when the login that issued it read their factors: an
     /// enrollment token is void once the user activated a factor since.
     pub factor_generation: Option<i64>,
+    /// The client address its login's caller relayed (`ClientContext`), full or truncated
+    /// as `clients.store_addresses` says; None when none was given.
+    pub client_ip: Option<String>,
+    /// The client's User-Agent as relayed; None when none was given.
+    pub client_user_agent: Option<String>,
 }
 
 /// No relations: repositories join by id explicitly.

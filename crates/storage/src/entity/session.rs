@@ -28,6 +28,11 @@ pub struct Model {
     pub expires_at: i64,
     /// When it was revoked (Unix seconds).
     pub revoked_at: Option<i64>,
+    /// The client address its login's caller relayed (`ClientContext`), full or truncated
+    /// as `clients.store_addresses` says; None when none was given.
+    pub client_ip: Option<String>,
+    /// The client's User-Agent as relayed; None when none was given.
+    pub client_user_agent: Option<String>,
 }
 
 /// No relations: repositories join by id explicitly.

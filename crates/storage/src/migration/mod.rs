@@ -6,6 +6,7 @@ mod m20261124_000002_sms_counters;
 mod m20261206_000003_factor_generation;
 mod m20261206_000004_sms_sends;
 mod m20261206_000005_webauthn;
+mod m20261207_000006_client_context;
 
 use sea_orm_migration::prelude::*;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000003_factor_generation::Migration),
             Box::new(m20261206_000004_sms_sends::Migration),
             Box::new(m20261206_000005_webauthn::Migration),
+            Box::new(m20261207_000006_client_context::Migration),
         ]
     }
 

@@ -43,7 +43,9 @@ impl<'a> Challenges<'a> {
         now: i64,
         expires_at: i64,
         factor_generation: Option<i64>,
+        client: super::ClientInfo<'_>,
     ) -> Result<Model> {
+        client.check()?;
         let model = ActiveModel {
             id: Set(Uuid::now_v7()),
             token_hash: Set(self.hash(token).0.to_vec()),
@@ -55,6 +57,8 @@ impl<'a> Challenges<'a> {
             consumed_at: Set(None),
             created_at: Set(now),
             factor_generation: Set(factor_generation),
+            client_ip: Set(client.ip.map(str::to_owned)),
+            client_user_agent: Set(client.user_agent.map(str::to_owned)),
         };
         Entity::insert(model)
             .insert_on(&*self.storage.write().await)

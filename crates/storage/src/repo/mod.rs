@@ -30,6 +30,37 @@ pub use sms_codes::SmsCodes;
 pub use sms_limits::{Limit, LimitReached, PumpingGuard, Refused, SmsLimits, Taken};
 pub use users::{MfaSummary, OrganizationsToRead, Users};
 
+/// Where a login came from, as it is stored: the client address its caller relayed (full,
+/// or truncated to its network, as the caller decides) and the User-Agent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientInfo<'a> {
+    /// The address (at most 45 characters); None when none was given.
+    pub ip: Option<&'a str>,
+    /// The User-Agent (at most 512 characters); None when none was given.
+    pub user_agent: Option<&'a str>,
+}
+
+impl ClientInfo<'_> {
+    /// Refuses values longer than their columns hold.
+    pub(crate) fn check(&self) -> crate::Result<()> {
+        let too_long =
+            |value: Option<&str>, max: usize| value.is_some_and(|v| v.chars().count() > max);
+        if too_long(self.ip, 45) {
+            return Err(crate::StorageError::Invalid {
+                field: "client_ip",
+                reason: "at most 45 characters",
+            });
+        }
+        if too_long(self.user_agent, 512) {
+            return Err(crate::StorageError::Invalid {
+                field: "client_user_agent",
+                reason: "at most 512 characters",
+            });
+        }
+        Ok(())
+    }
+}
+
 /// A page of results and the cursor of the next page, if there is one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Page<T, C> {

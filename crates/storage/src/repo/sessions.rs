@@ -16,7 +16,7 @@ use crate::{Result, Storage, StorageError};
 /// and `$2` by their first use): $1 the token's hash, $2 now.
 const FIND_VALID: &str = "\
 SELECT id, token_hash, user_id, org_id, assurance, created_at, last_seen_at, idle_expires_at,
-       expires_at, revoked_at
+       expires_at, revoked_at, client_ip, client_user_agent
 FROM sessions
 WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > $2 AND idle_expires_at > $2
   AND (assurance >= 2 OR org_id IS NULL OR NOT EXISTS (
@@ -25,7 +25,7 @@ WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > $2 AND idle_expire
 
 /// What a new session needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NewSession {
+pub struct NewSession<'a> {
     /// The user.
     pub user_id: Uuid,
     /// The organization the login named.
@@ -38,6 +38,8 @@ pub struct NewSession {
     pub idle_ttl: i64,
     /// Seconds after which it expires whatever happens.
     pub absolute_ttl: i64,
+    /// Where its login came from.
+    pub client: super::ClientInfo<'a>,
 }
 
 /// Sessions.
@@ -58,7 +60,8 @@ impl<'a> Sessions<'a> {
     }
 
     /// Stores a session for `token` (only its keyed hash is kept).
-    pub async fn create(&self, token: &str, new: NewSession) -> Result<Model> {
+    pub async fn create(&self, token: &str, new: NewSession<'_>) -> Result<Model> {
+        new.client.check()?;
         if !(1..=2).contains(&new.assurance) {
             return Err(StorageError::Invalid {
                 field: "assurance",
@@ -77,6 +80,8 @@ impl<'a> Sessions<'a> {
             idle_expires_at: Set(Ord::min(new.now.saturating_add(new.idle_ttl), expires_at)),
             expires_at: Set(expires_at),
             revoked_at: Set(None),
+            client_ip: Set(new.client.ip.map(str::to_owned)),
+            client_user_agent: Set(new.client.user_agent.map(str::to_owned)),
         };
         Entity::insert(model)
             .insert_on(&*self.storage.write().await)

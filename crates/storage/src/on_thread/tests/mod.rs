@@ -125,6 +125,10 @@ async fn populated() -> TestDb {
         now: NOW,
         idle_ttl: 60,
         absolute_ttl: 600,
+        client: crate::repo::ClientInfo {
+            ip: Some("192.0.2.7"),
+            user_agent: Some("Firefox/140"),
+        },
     };
     s.sessions().create("token-1", session).await.unwrap();
     s.challenges()
@@ -136,6 +140,7 @@ async fn populated() -> TestDb {
             NOW,
             NOW + 60,
             None,
+            Default::default(),
         )
         .await
         .unwrap();

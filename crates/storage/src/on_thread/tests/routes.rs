@@ -205,6 +205,7 @@ async fn writes_run_on_the_calling_thread_in_the_write_turn() {
         NOW,
         NOW + 60,
         None,
+        Default::default(),
     );
     let challenge = created.await.unwrap();
     assert_eq!(challenge.attempts, 0, "an i32 column of a RETURNING row");
