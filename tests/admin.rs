@@ -522,6 +522,26 @@ async fn journey_1_admin_turns_on_mandatory_2fa(backend: Backend) {
     };
     let (_owner_app, owner_session) = w.enroll_app(&enrollment.enrollment_token).await;
     let owner_session = owner_session.unwrap();
+    // The audit log says where Alice's enrollment login came from; logins without a
+    // client context say nothing.
+    let logins = w
+        .events(&owner_session.token, &org, "login.succeeded")
+        .await;
+    let alice_login = logins
+        .iter()
+        .find(|e| e.client_context.is_some())
+        .expect("Alice's login carried a client");
+    assert_eq!(
+        alice_login.client_context,
+        Some(v1::ClientContext {
+            ip_address: "203.0.113.41".into(),
+            user_agent: "Enroller/1".into(),
+        })
+    );
+    assert_eq!(
+        logins.iter().filter(|e| e.client_context.is_some()).count(),
+        1
+    );
     // Only an admin reset removes Bob's factor; he enrolls again at his next login.
     w.reset(&owner_session.token, &org, &bob).await.unwrap();
     assert!(matches!(

@@ -395,6 +395,39 @@ async fn each_session_shows_where_it_came_from(backend: Backend) {
             expect("192.0.2.77", "192.0.2.0/24", "Safari/18"),
             "{store}: the first step's, kept with the challenge"
         );
+        // Each login's event says the same.
+        let events = server
+            .app
+            .storage
+            .audit()
+            .list(
+                &AuditFilter {
+                    kinds: vec!["login.succeeded".into()],
+                    ..Default::default()
+                },
+                None,
+                10,
+            )
+            .await
+            .unwrap()
+            .items;
+        let mut recorded: Vec<(String, String)> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.client_ip.clone().unwrap(),
+                    e.client_user_agent.clone().unwrap(),
+                )
+            })
+            .collect();
+        recorded.sort();
+        let mut expected = vec![
+            expect("2001:db8:1:2:3::7", "2001:db8:1::/48", "Firefox/140"),
+            expect("198.51.100.23", "198.51.100.0/24", "Chrome/141"),
+            expect("192.0.2.77", "192.0.2.0/24", "Safari/18"),
+        ];
+        expected.sort();
+        assert_eq!(recorded, expected, "{store}");
         // A bad context on the second step names its field.
         let first = server
             .first_step(tollgate_e2e::password_login(

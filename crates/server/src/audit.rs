@@ -25,6 +25,7 @@ pub(crate) async fn record(
             subject_id,
             kind,
             details,
+            client: Default::default(),
         })
         .await?;
     Ok(())
@@ -46,6 +47,7 @@ pub(crate) fn own_event<'e>(
         subject_id: Some(user_id),
         kind,
         details,
+        client: Default::default(),
     }
 }
 
@@ -57,9 +59,22 @@ pub(crate) async fn own(
     kind: &str,
     details: &str,
 ) -> ApiResult<()> {
-    app.storage
-        .audit()
-        .append(own_event(org_id, user_id, kind, details, app.now()))
-        .await?;
+    own_from(app, org_id, user_id, kind, details, Default::default()).await
+}
+
+/// [`own`], from the client the call's caller relayed (`ClientContext`).
+pub(crate) async fn own_from(
+    app: &App,
+    org_id: Option<Uuid>,
+    user_id: Uuid,
+    kind: &str,
+    details: &str,
+    client: storage::repo::ClientInfo<'_>,
+) -> ApiResult<()> {
+    let event = NewAuditEvent {
+        client,
+        ..own_event(org_id, user_id, kind, details, app.now())
+    };
+    app.storage.audit().append(event).await?;
     Ok(())
 }

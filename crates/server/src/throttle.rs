@@ -55,6 +55,7 @@ pub async fn unlock(
             subject_id: Some(user.id),
             kind: "user.unlocked",
             details: r#"{"by":"operator"}"#,
+            client: Default::default(),
         })
         .await?;
     Ok(Some(user.id))

@@ -396,6 +396,7 @@ async fn an_organizations_log_includes_its_members_account_events(db: &TestDb) {
                 subject_id: subject,
                 kind,
                 details: "{}",
+                client: Default::default(),
             })
             .await
             .unwrap();

@@ -40,6 +40,7 @@ fn own_event(user: Uuid, kind: &str) -> NewAuditEvent<'_> {
         subject_id: Some(user),
         kind,
         details: "{}",
+        client: Default::default(),
     }
 }
 

@@ -147,6 +147,7 @@ async fn sessions_expire_touch_and_revoke(db: &TestDb) {
         subject_id: Some(uid),
         kind,
         details: "{}",
+        client: Default::default(),
     };
     let revoked_events = || async {
         let filter = AuditFilter {
@@ -317,6 +318,7 @@ async fn listing_and_revoking_the_other_sessions(db: &TestDb) {
             subject_id: Some(uid),
             kind: "session.others_revoked",
             details,
+            client: Default::default(),
         })
         .await
         .unwrap();
@@ -357,6 +359,7 @@ async fn the_audit_log_filters_and_pages(db: &TestDb) {
                 subject_id: Some(bob),
                 kind,
                 details: r#"{"note":"test"}"#,
+                client: Default::default(),
             })
             .await
             .unwrap();
@@ -440,7 +443,8 @@ async fn the_audit_log_filters_and_pages(db: &TestDb) {
                 actor_id: None,
                 subject_id: None,
                 kind: "",
-                details: "{}"
+                details: "{}",
+                client: Default::default(),
             })
             .await
             .is_err()
@@ -461,6 +465,7 @@ async fn concurrent_audit_events_are_each_written_once(db: &TestDb) {
                 subject_id: None,
                 kind: "test.raced",
                 details: &details,
+                client: Default::default(),
             })
             .await
     })
@@ -492,6 +497,7 @@ async fn concurrent_audit_events_are_each_written_once(db: &TestDb) {
             subject_id: None,
             kind: "test.abandoned",
             details: "{}",
+            client: Default::default(),
         });
         let _ = tokio::time::timeout(std::time::Duration::ZERO, append).await;
     }

@@ -558,7 +558,15 @@ impl Authentication {
                     "identity_provider": provider,
                 })
                 .to_string();
-                audit::own(app, org_id, user.id, "login.succeeded", &details).await?;
+                audit::own_from(
+                    app,
+                    org_id,
+                    user.id,
+                    "login.succeeded",
+                    &details,
+                    stored.info(),
+                )
+                .await?;
                 authenticate_response::Result::Authenticated(session)
             }
             policy::LoginOutcome::SecondFactorRequired { methods } => {
@@ -1013,12 +1021,13 @@ impl Authentication {
             _ => {
                 let session =
                     create_session(app, user_id, challenge.org_id, 2, stored.info(), now).await?;
-                audit::own(
+                audit::own_from(
                     app,
                     challenge.org_id,
                     user_id,
                     "login.succeeded",
                     r#"{"assurance":2}"#,
+                    stored.info(),
                 )
                 .await?;
                 v1::verify_second_factor_response::Result::Authenticated(session)

@@ -453,12 +453,13 @@ impl Enrollment {
                     now,
                 )
                 .await?;
-                audit::own(
+                audit::own_from(
                     app,
                     ctx.org_id(),
                     user_id,
                     "login.succeeded",
                     r#"{"assurance":2}"#,
+                    client.info(),
                 )
                 .await?;
                 Some(session)

@@ -582,6 +582,10 @@ impl Organizations {
                     actor_user_id: id(e.actor_id),
                     subject_user_id: id(e.subject_id),
                     organization_id: id(e.org_id),
+                    client_context: crate::client::to_proto(
+                        e.client_ip.as_deref(),
+                        e.client_user_agent.as_deref(),
+                    ),
                     details: e.details,
                 })
                 .collect(),

@@ -21,6 +21,11 @@ pub struct Model {
     pub kind: String,
     /// Details as a JSON object (never secrets).
     pub details: String,
+    /// The client address the audited call's caller relayed (full or truncated, as the
+    /// server keeps it); None when none was given.
+    pub client_ip: Option<String>,
+    /// The client's User-Agent as relayed; None when none was given.
+    pub client_user_agent: Option<String>,
 }
 
 /// No relations: repositories join by id explicitly.

@@ -7,6 +7,7 @@ mod m20261206_000003_factor_generation;
 mod m20261206_000004_sms_sends;
 mod m20261206_000005_webauthn;
 mod m20261207_000006_client_context;
+mod m20261207_000007_audit_client;
 
 use sea_orm_migration::prelude::*;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000004_sms_sends::Migration),
             Box::new(m20261206_000005_webauthn::Migration),
             Box::new(m20261207_000006_client_context::Migration),
+            Box::new(m20261207_000007_audit_client::Migration),
         ]
     }
 

@@ -211,6 +211,7 @@ impl<'a> Attempts<'a> {
                                 subject_id: audit.subject_id,
                                 kind,
                                 details,
+                                client: Default::default(),
                             })
                             .collect();
                         append_all_with(&txn, &events).await?;

@@ -28,6 +28,8 @@ pub struct NewAuditEvent<'e> {
     pub kind: &'e str,
     /// A JSON object with details. Never secrets, codes or tokens.
     pub details: &'e str,
+    /// Where the audited call came from, when its caller said.
+    pub client: super::ClientInfo<'e>,
 }
 
 /// The audit event of a change that a repository writes in the change's own transaction. Its
@@ -69,6 +71,7 @@ impl<'e> AuditOf<'e> {
             subject_id,
             kind: self.kind,
             details,
+            client: Default::default(),
         }
     }
 }
@@ -128,6 +131,7 @@ pub(crate) fn check_kind(kind: &str) -> Result<()> {
 /// The row of an event, once its kind is checked.
 fn active_model(event: &NewAuditEvent<'_>) -> Result<ActiveModel> {
     check_kind(event.kind)?;
+    event.client.check()?;
     Ok(ActiveModel {
         id: NotSet,
         occurred_at: Set(event.occurred_at),
@@ -136,6 +140,8 @@ fn active_model(event: &NewAuditEvent<'_>) -> Result<ActiveModel> {
         subject_id: Set(event.subject_id),
         kind: Set(event.kind.to_owned()),
         details: Set(event.details.to_owned()),
+        client_ip: Set(event.client.ip.map(str::to_owned)),
+        client_user_agent: Set(event.client.user_agent.map(str::to_owned)),
     })
 }
 

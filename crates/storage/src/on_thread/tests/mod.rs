@@ -166,6 +166,7 @@ async fn populated() -> TestDb {
             kind: "test.event",
             details: "{}",
             occurred_at: NOW,
+            client: Default::default(),
         })
         .await
         .unwrap();
