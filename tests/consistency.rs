@@ -400,6 +400,7 @@ async fn the_token_rule_holds_on_every_rpc(backend: Backend) {
         session_token: token.to_owned(),
         code: CODES[1].into(),
         webauthn_response_json: String::new(),
+        client_context: None,
     };
     let wrong_body = auth
         .verify_step_up(bearer(deprecated("another-token"), &session.token))

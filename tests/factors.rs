@@ -806,11 +806,31 @@ async fn recovery_codes_regenerate_and_sessions_step_up(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
+    // A malformed client context is refused before the code is looked at.
+    let bad = auth
+        .verify_step_up(bearer(
+            v1::VerifyStepUpRequest {
+                code: w.code(&app),
+                client_context: Some(v1::ClientContext {
+                    ip_address: "192.0.2.300".into(),
+                    user_agent: String::new(),
+                }),
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&bad), ["client_context.ip_address"]);
     w.clock.advance(30);
     let up = auth
         .verify_step_up(bearer(
             v1::VerifyStepUpRequest {
                 code: w.code(&app),
+                client_context: Some(v1::ClientContext {
+                    ip_address: "192.0.2.44".into(),
+                    user_agent: "StepUp/2".into(),
+                }),
                 ..Default::default()
             },
             &token,
@@ -820,6 +840,27 @@ async fn recovery_codes_regenerate_and_sessions_step_up(backend: Backend) {
         .into_inner();
     assert_eq!(up.assurance_level, v1::AssuranceLevel::SecondFactor as i32);
     assert_eq!(stepped_ups().await, before + 1);
+    // Its event keeps where it came from (on PostgreSQL written by the acceptance's one
+    // statement, on SQLite in its transaction).
+    let event = {
+        use storage::entity::audit_event::{Column, Entity};
+        use storage::sea_orm::QueryFilter as _;
+        use storage::sea_orm::{ColumnTrait as _, EntityTrait as _, QueryOrder as _};
+        Entity::find()
+            .filter(Column::Kind.eq("session.stepped_up"))
+            .order_by_desc(Column::Id)
+            .one(w.server.app.storage.db())
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(
+        (
+            event.client_ip.as_deref(),
+            event.client_user_agent.as_deref()
+        ),
+        (Some("192.0.2.44"), Some("StepUp/2"))
+    );
     let valid = w
         .server
         .sessions()

@@ -792,7 +792,13 @@ impl Authentication {
                 "a current code or a recovery code is required",
             ));
         }
+        let mut violations = Vec::new();
+        let client = crate::client::parse(body.client_context.as_ref(), false, &mut violations);
+        if !violations.is_empty() {
+            return Err(ApiError::InvalidArgument(violations));
+        }
         let app = &self.app;
+        let stored = client.stored(&app.config.clients);
         let now = app.now();
         let session = app
             .storage
@@ -812,13 +818,16 @@ impl Authentication {
         // go with the proof: an app or token code's acceptance writes them in its own
         // transaction (one statement on PostgreSQL); another proof, in one after it.
         let raise = session.assurance < 2;
-        let event = audit::own_event(
-            session.org_id,
-            session.user_id,
-            "session.stepped_up",
-            "{}",
-            now,
-        );
+        let event = storage::repo::NewAuditEvent {
+            client: stored.info(),
+            ..audit::own_event(
+                session.org_id,
+                session.user_id,
+                "session.stepped_up",
+                "{}",
+                now,
+            )
+        };
         let written = if webauthn.is_empty() {
             let along = crate::mfa::Along {
                 raise: raise.then_some(session.id),

@@ -118,8 +118,9 @@ WITH accepted AS (
       AND idle_expires_at > $2 AND EXISTS (SELECT 1 FROM accepted)
     RETURNING id
 ), recorded AS (
-    INSERT INTO audit_events (occurred_at, org_id, actor_id, subject_id, kind, details)
-    SELECT $2, $7::uuid, $8::uuid, $9::uuid, $10, $11 FROM accepted
+    INSERT INTO audit_events (occurred_at, org_id, actor_id, subject_id, kind, details,
+                              client_ip, client_user_agent)
+    SELECT $2, $7::uuid, $8::uuid, $9::uuid, $10, $11, $12::text, $13::text FROM accepted
     WHERE $6 AND ($5::uuid IS NULL OR EXISTS (SELECT 1 FROM raised))
     RETURNING id
 )
@@ -632,7 +633,10 @@ impl<'a> Factors<'a> {
         }
         if self.storage.db().get_database_backend() == sea_orm::DbBackend::Postgres {
             let event = a.audit.as_ref();
-            let values: [sea_orm::Value; 11] = [
+            if let Some(event) = &a.audit {
+                event.client.check()?;
+            }
+            let values: [sea_orm::Value; 13] = [
                 a.step.into(),
                 a.now.into(),
                 a.factor_id.into(),
@@ -644,6 +648,11 @@ impl<'a> Factors<'a> {
                 event.and_then(|e| e.subject_id).into(),
                 event.map_or("", |e| e.kind).into(),
                 event.map_or("", |e| e.details).into(),
+                event.and_then(|e| e.client.ip).map(str::to_owned).into(),
+                event
+                    .and_then(|e| e.client.user_agent)
+                    .map(str::to_owned)
+                    .into(),
             ];
             let stmt = sea_orm::Statement::from_sql_and_values(
                 sea_orm::DbBackend::Postgres,
