@@ -28,7 +28,7 @@ pub struct HashLimit {
 
 /// Which code times the hashes. Two builds of the same argon2 source can hash at speeds 10-20%
 /// apart on one machine (the hot loop lands at other addresses), so the limit is the server
-/// binary's own wherever it runs here (BENCHMARKS.md, point 19).
+/// binary's own wherever it runs here.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum By {
     /// The server's binary (`tollgate hash-limit`), with the configuration file the server

@@ -80,7 +80,7 @@ impl Target {
 /// One HTTP/2 connection, which the generated clients send on directly. tonic's `Channel`
 /// first queues each call to a task of its own, which costs one more wake-up per call, and
 /// on the machine under test every wake-up of the generator takes CPU from the server
-/// (BENCHMARKS.md, point 19).
+/// (measured while the load generator was tuned; see git history of BENCHMARKS.md).
 #[derive(Clone, Debug)]
 pub struct Conn {
     send: SendRequest<Body>,

@@ -222,7 +222,7 @@ pub fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, ServeError
 /// The connections accepted on `listener`, with TCP_NODELAY: tonic sets it only on sockets
 /// it binds itself. Without it a response written in two parts waited for the client's
 /// delayed ACK of the first: at 300 HOTP checks per second the median call took 14 ms
-/// instead of 1.6 ms (BENCHMARKS.md, point 14).
+/// instead of 1.6 ms.
 fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
     tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
