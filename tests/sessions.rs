@@ -61,6 +61,22 @@ fn list(user_id: &str, page_size: i32, page_token: &str) -> v1::ListSessionsRequ
     }
 }
 
+/// The audit events of `kind`, newest first (at most 10).
+async fn events_of(server: &TestServer, kind: &str) -> Vec<storage::entity::audit_event::Model> {
+    let filter = AuditFilter {
+        kinds: vec![kind.to_owned()],
+        ..Default::default()
+    };
+    server
+        .app
+        .storage
+        .audit()
+        .list(&filter, None, 10)
+        .await
+        .unwrap()
+        .items
+}
+
 async fn is_valid(server: &TestServer, session: &v1::Session) -> bool {
     let answer = server
         .sessions()
@@ -212,21 +228,7 @@ async fn listing_and_ending_the_other_sessions(backend: Backend) {
         .into_inner();
     assert_eq!(left.sessions.len(), 1);
     assert!(left.sessions[0].current);
-    let events = server
-        .app
-        .storage
-        .audit()
-        .list(
-            &AuditFilter {
-                kinds: vec!["session.others_revoked".into()],
-                ..Default::default()
-            },
-            None,
-            10,
-        )
-        .await
-        .unwrap()
-        .items;
+    let events = events_of(&server, "session.others_revoked").await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].details, r#"{"sessions_revoked": 2}"#);
     assert_eq!(events[0].org_id.map(|id| id.to_string()), Some(org));
@@ -396,21 +398,7 @@ async fn each_session_shows_where_it_came_from(backend: Backend) {
             "{store}: the first step's, kept with the challenge"
         );
         // Each login's event says the same.
-        let events = server
-            .app
-            .storage
-            .audit()
-            .list(
-                &AuditFilter {
-                    kinds: vec!["login.succeeded".into()],
-                    ..Default::default()
-                },
-                None,
-                10,
-            )
-            .await
-            .unwrap()
-            .items;
+        let events = events_of(&server, "login.succeeded").await;
         let mut recorded: Vec<(String, String)> = events
             .iter()
             .map(|e| {

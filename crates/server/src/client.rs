@@ -7,7 +7,6 @@
 //! a success does not clear it (one valid account must not reset a sprayer's budget).
 
 use std::net::IpAddr;
-use std::time::Duration;
 
 use tollgate_proto::v1;
 
@@ -240,12 +239,12 @@ impl Budgets {
 
 /// The answer while the client is locked out until `until`.
 fn locked(until: i64, now: i64) -> ApiError {
-    ApiError::ResourceExhausted {
-        reason: ErrorReason::ClientLockedOut,
-        message: "too many failed logins from this address or its network; try again later"
-            .to_owned(),
-        retry_after: Duration::from_secs(u64::try_from(until - now).unwrap_or(1).max(1)),
-    }
+    crate::throttle::refused_until(
+        ErrorReason::ClientLockedOut,
+        "too many failed logins from this address or its network; try again later",
+        until,
+        now,
+    )
 }
 
 #[cfg(test)]

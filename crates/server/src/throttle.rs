@@ -63,9 +63,19 @@ pub async fn unlock(
 
 /// The answer while locked out until `until`.
 pub(crate) fn locked(until: i64, now: i64) -> ApiError {
+    refused_until(
+        ErrorReason::LockedOut,
+        "too many failed attempts; try again later",
+        until,
+        now,
+    )
+}
+
+/// RESOURCE_EXHAUSTED with `reason` and RetryInfo for the wait until `until` (at least 1 s).
+pub(crate) fn refused_until(reason: ErrorReason, message: &str, until: i64, now: i64) -> ApiError {
     ApiError::ResourceExhausted {
-        reason: ErrorReason::LockedOut,
-        message: "too many failed attempts; try again later".to_owned(),
+        reason,
+        message: message.to_owned(),
         retry_after: Duration::from_secs(u64::try_from(until - now).unwrap_or(1).max(1)),
     }
 }

@@ -72,10 +72,13 @@ pub(crate) async fn verify_password_throttled(
             app.metrics.login("password", "locked_out");
         }
     };
-    budgets
-        .check(app, now)
-        .await
-        .inspect_err(|_| app.metrics.login("password", "client_locked_out"))?;
+    // Counted as a client lockout only when it is one (not a database failure).
+    let client_locked = |e: &ApiError| {
+        if matches!(e, ApiError::ResourceExhausted { .. }) {
+            app.metrics.login("password", "client_locked_out");
+        }
+    };
+    budgets.check(app, now).await.inspect_err(client_locked)?;
     let (ok, _) = app
         .passwords
         .verify(password, hash, async {
@@ -86,18 +89,12 @@ pub(crate) async fn verify_password_throttled(
     if ok {
         // A right password whose client was locked meanwhile (failures in flight alongside
         // spent its budget first) is withheld, as the email's budget withholds it.
-        budgets
-            .check(app, now)
-            .await
-            .inspect_err(|_| app.metrics.login("password", "client_locked_out"))?;
+        budgets.check(app, now).await.inspect_err(client_locked)?;
         return crate::throttle::succeed(app, &key, now)
             .await
             .inspect_err(locked_out);
     }
-    budgets
-        .fail(app, now)
-        .await
-        .inspect_err(|_| app.metrics.login("password", "client_locked_out"))?;
+    budgets.fail(app, now).await.inspect_err(client_locked)?;
     let failed = crate::throttle::fail(app, &key, subject, "password", now, |_| Vec::new())
         .await
         .inspect_err(locked_out)?;
