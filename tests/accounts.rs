@@ -487,6 +487,7 @@ async fn bad_input_names_the_field_and_writes_nothing(backend: Backend) {
             credentials: None,
             organization_id: String::new(),
             client_context: None,
+            device_token: String::new(),
         })
         .await
         .unwrap_err(),

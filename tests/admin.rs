@@ -42,6 +42,7 @@ fn password_login(email: &str, org: &str) -> v1::AuthenticateRequest {
         )),
         organization_id: org.into(),
         client_context: None,
+        device_token: String::new(),
     }
 }
 
@@ -55,6 +56,7 @@ fn sso_login(email: &str, org: &str) -> v1::AuthenticateRequest {
         )),
         organization_id: org.into(),
         client_context: None,
+        device_token: String::new(),
     }
 }
 
@@ -70,6 +72,7 @@ fn policy(mfa_required: bool, sso_enabled: bool, sso_mode: v1::SsoMode) -> v1::M
         ],
         sso_enabled,
         sso_mode: sso_mode as i32,
+        trusted_device_days: 0,
     }
 }
 
@@ -221,6 +224,7 @@ impl World {
                 code,
                 webauthn_response_json: String::new(),
                 client_context: None,
+                remember_device: false,
             })
             .await
             .unwrap()
@@ -772,6 +776,7 @@ async fn sso_logins_need_the_sso_scope(backend: Backend) {
                 allowed_methods: 0b111,
                 sso_enabled: true,
                 sso_mode: storage::entity::enums::SsoMode::Exempt,
+                trusted_device_days: 0,
             },
             T0,
         )
@@ -1068,6 +1073,7 @@ async fn the_audit_log_lists_filters_and_pages(backend: Backend) {
             code: codes[0].clone(),
             webauthn_response_json: String::new(),
             client_context: None,
+            remember_device: false,
         })
         .await
         .unwrap();
@@ -1491,6 +1497,7 @@ async fn admin_rpcs_refuse_everyone_else_and_change_nothing(backend: Backend) {
                 idle_ttl: 5,
                 absolute_ttl: 5,
                 client: Default::default(),
+                trusted_device_id: None,
             },
         )
         .await

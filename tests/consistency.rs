@@ -131,6 +131,8 @@ async fn the_token_rule_holds_on_every_rpc(backend: Backend) {
         "AuthenticationService/VerifyStepUp",
         "SessionService/ListSessions",
         "SessionService/RevokeOtherSessions",
+        "SessionService/ListTrustedDevices",
+        "SessionService/RevokeTrustedDevice",
     ]
     .into();
     // A login step's challenge in the body, or else the session in the header.
@@ -333,6 +335,16 @@ async fn the_token_rule_holds_on_every_rpc(backend: Backend) {
     );
     check!(
         sessions.revoke_other_sessions(v1::RevokeOtherSessionsRequest {}),
+        "USER_TOKEN_INVALID"
+    );
+    check!(
+        sessions.list_trusted_devices(v1::ListTrustedDevicesRequest::default()),
+        "USER_TOKEN_INVALID"
+    );
+    check!(
+        sessions.revoke_trusted_device(v1::RevokeTrustedDeviceRequest {
+            device_id: id.clone()
+        }),
         "USER_TOKEN_INVALID"
     );
     check!(

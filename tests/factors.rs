@@ -180,6 +180,7 @@ impl World {
                 code: code.into(),
                 webauthn_response_json: String::new(),
                 client_context: None,
+                remember_device: false,
             })
             .await?
             .into_inner();
@@ -459,6 +460,7 @@ async fn journey_8_a_replacement_needs_a_session_and_keeps_enforcement_whole(bac
         allowed_methods,
         sso_enabled: false,
         sso_mode: storage::entity::enums::SsoMode::Exempt,
+        trusted_device_days: 0,
     };
     storage
         .organizations()
@@ -552,6 +554,7 @@ async fn journey_8_a_replacement_needs_a_session_and_keeps_enforcement_whole(bac
             code: "LAST-CODE".into(),
             webauthn_response_json: String::new(),
             client_context: None,
+            remember_device: false,
         })
         .await
         .unwrap()
@@ -674,6 +677,7 @@ async fn journey_9_turning_2fa_off_and_refused_under_enforcement(backend: Backen
                 allowed_methods: 0b111,
                 sso_enabled: false,
                 sso_mode: storage::entity::enums::SsoMode::Exempt,
+                trusted_device_days: 0,
             },
             T0,
         )
@@ -901,6 +905,7 @@ async fn the_last_recovery_code_means_enrolling_again(backend: Backend) {
             code: code.to_owned(),
             webauthn_response_json: String::new(),
             client_context: None,
+            remember_device: false,
         })
         .await
         .unwrap()
@@ -1046,6 +1051,7 @@ async fn enrollment_tokens_are_ordered_exactly_within_one_second(backend: Backen
                 code: "LAST-CODE".into(),
                 webauthn_response_json: String::new(),
                 client_context: None,
+                remember_device: false,
             })
             .await
             .unwrap()

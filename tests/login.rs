@@ -282,6 +282,7 @@ async fn the_policy_decides_second_factor_or_enrollment(backend: Backend) {
                 allowed_methods: 0b001,
                 sso_enabled: false,
                 sso_mode: storage::entity::enums::SsoMode::Exempt,
+                trusted_device_days: 0,
             },
             0,
         )

@@ -76,6 +76,7 @@ async fn a_whole_flow_logs_no_secret() {
             ip_address: "203.0.113.77".into(),
             user_agent: "LogTest/1.0".into(),
         }),
+        device_token: String::new(),
     };
     let _ = auth
         .authenticate(login("a-wrong-password-guess"))

@@ -191,6 +191,7 @@ async fn an_operator_unlocks_a_locked_out_user(backend: Backend) {
         )),
         organization_id: String::new(),
         client_context: None,
+        device_token: String::new(),
     };
     let mut auth = server.authentication().await;
     let mut locked = false;

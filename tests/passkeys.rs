@@ -214,6 +214,7 @@ async fn verify(
             code: String::new(),
             webauthn_response_json: response.into(),
             client_context: None,
+            remember_device: false,
         })
         .await
         .map(tonic::Response::into_inner)
@@ -380,6 +381,7 @@ async fn a_passkey_logs_in_without_a_password(backend: Backend) {
                 )),
                 organization_id: String::new(),
                 client_context: None,
+                device_token: String::new(),
             })
             .await
             .map(|r| r.into_inner().result.unwrap())
@@ -658,6 +660,7 @@ async fn bad_responses_name_the_field(backend: Backend) {
             code: "123456".into(),
             webauthn_response_json: "{}".into(),
             client_context: None,
+            remember_device: false,
         })
         .await
         .unwrap_err();
@@ -677,6 +680,7 @@ async fn bad_responses_name_the_field(backend: Backend) {
             )),
             organization_id: String::new(),
             client_context: None,
+            device_token: String::new(),
         })
         .await
         .unwrap_err();

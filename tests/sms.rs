@@ -183,6 +183,7 @@ impl World {
                 code: code.into(),
                 webauthn_response_json: String::new(),
                 client_context: None,
+                remember_device: false,
             })
             .await
             .map(tonic::Response::into_inner)

@@ -332,6 +332,7 @@ async fn enrollment_required_at_login_then_the_confirmation_completes_it(backend
                 allowed_methods: 0b001,
                 sso_enabled: false,
                 sso_mode: storage::entity::enums::SsoMode::Exempt,
+                trusted_device_days: 0,
             },
             T0,
         )

@@ -23,6 +23,8 @@ const SECRET_MESSAGES: &[&str] = &[
     "ConfirmTotpEnrollmentRequest",
     "ConfirmTotpEnrollmentResponse",
     "VerifySecondFactorRequest",
+    "VerifySecondFactorResponse",
+    "AuthenticateRequest",
     "BeginHotpEnrollmentRequest",
     "BeginHotpEnrollmentResponse",
     "ConfirmHotpEnrollmentRequest",

@@ -287,6 +287,7 @@ pub fn password_login(
         )),
         organization_id: org.to_owned(),
         client_context: None,
+        device_token: String::new(),
     }
 }
 
@@ -300,6 +301,7 @@ pub fn verify_code(
         code: code.to_owned(),
         webauthn_response_json: String::new(),
         client_context: None,
+        remember_device: false,
     }
 }
 

@@ -250,6 +250,7 @@ async fn session_at_once(
             credentials: Some(credentials),
             organization_id: org.to_owned(),
             client_context: None,
+            device_token: String::new(),
         }))
         .await
         .map_err(|e| failed(what, &e))?

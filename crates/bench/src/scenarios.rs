@@ -311,6 +311,7 @@ async fn login(c: &Clients, email: &str, password: &str, code: &str) -> Result<S
             })),
             organization_id: String::new(),
             client_context: None,
+            device_token: String::new(),
         }))
         .await
         .map_err(|e| format!("Authenticate: {}", failure_of_status(&e)))?
@@ -325,6 +326,7 @@ async fn login(c: &Clients, email: &str, password: &str, code: &str) -> Result<S
             code: code.to_owned(),
             webauthn_response_json: String::new(),
             client_context: None,
+            remember_device: false,
         }))
         .await
         .map_err(|e| format!("VerifySecondFactor: {}", failure_of_status(&e)))?

@@ -12,6 +12,7 @@
 //! | sessions revoked by a policy change | [`sessions_to_revoke`] |
 //! | the lockout check before the password | [`check_lockout`] |
 //! | what follows a passed second factor | [`after_second_factor`] |
+//! | a remembered device instead of the second factor | [`with_remembered_device`] |
 //! | an admin resetting a member's 2FA | [`reset_member_mfa`] |
 //! | an admin reading the audit log | [`read_audit_log`] |
 //! | enrolling a factor of a kind | [`enroll_factor`] |
@@ -39,7 +40,7 @@ pub use factors::{
 };
 pub use login::{
     Denial, EnrollmentReason, LoginOutcome, NoSecondFactorReason, after_second_factor,
-    check_lockout, choose_organization, login_outcome,
+    check_lockout, choose_organization, login_outcome, with_remembered_device,
 };
 pub use model::{
     AccountStatus, Assurance, FactorKind, Factors, LoginKind, Method, OrgPolicy, Proof, Role,

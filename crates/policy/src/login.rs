@@ -41,6 +41,9 @@ pub enum NoSecondFactorReason {
     SsoExempt,
     /// Not a reason for skipping: the second factor was passed (assurance 2).
     SecondFactorPassed,
+    /// A device the user asked to be remembered, within the organization's days, stood in
+    /// for the second factor (assurance 2, but never a step-up).
+    RememberedDevice,
 }
 
 /// Why a login needs an enrollment first.
@@ -200,6 +203,28 @@ pub fn after_second_factor(org: &OrgPolicy, user: &UserState) -> LoginOutcome {
             assurance: Assurance::Two,
             reason: NoSecondFactorReason::SecondFactorPassed,
         }
+    }
+}
+
+/// What a valid remembered device makes of a login's `outcome`: it stands in for the second
+/// factor the login is asked for, and for nothing else (no session where an enrollment, a
+/// lockout or a refusal stands). What follows is what follows a passed second factor
+/// ([`after_second_factor`]: a user who must enroll again, or whose factors the organization
+/// no longer allows, enrolls), the session marked as the remembered device's.
+pub fn with_remembered_device(
+    outcome: LoginOutcome,
+    org: &OrgPolicy,
+    user: &UserState,
+) -> LoginOutcome {
+    match outcome {
+        LoginOutcome::SecondFactorRequired { .. } => match after_second_factor(org, user) {
+            LoginOutcome::Authenticated { assurance, .. } => LoginOutcome::Authenticated {
+                assurance,
+                reason: NoSecondFactorReason::RememberedDevice,
+            },
+            other => other,
+        },
+        other => other,
     }
 }
 

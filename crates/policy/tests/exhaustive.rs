@@ -14,7 +14,7 @@ use policy::{
     EnumSet, FactorKind, FactorRefusal, Factors, LoginKind, LoginOutcome, Method,
     NoSecondFactorReason, OrgPolicy, Proof, Role, SsoMode, UserState, after_recovery_code,
     after_second_factor, choose_organization, login_outcome, read_audit_log, remove_factor,
-    reset_member_mfa, reset_own_mfa, update_mfa_policy,
+    reset_member_mfa, reset_own_mfa, update_mfa_policy, with_remembered_device,
 };
 
 const NOW: u64 = 1_700_000_000;
@@ -157,7 +157,28 @@ fn login_outcomes_keep_every_invariant() {
 
                 if let Some(denial) = expected_denial(org, user, kind) {
                     assert_eq!(outcome, LoginOutcome::Denied(denial), "{ctx}");
+                    assert_eq!(with_remembered_device(outcome, org, user), outcome, "{ctx}");
                     continue;
+                }
+                // A remembered device stands in for a second factor asked for, and only then,
+                // exactly as a passed one would (the session marked as the device's).
+                let remembered = with_remembered_device(outcome, org, user);
+                match (outcome, after_second_factor(org, user)) {
+                    (
+                        LoginOutcome::SecondFactorRequired { .. },
+                        LoginOutcome::Authenticated { assurance, .. },
+                    ) => assert_eq!(
+                        remembered,
+                        LoginOutcome::Authenticated {
+                            assurance,
+                            reason: NoSecondFactorReason::RememberedDevice
+                        },
+                        "{ctx}"
+                    ),
+                    (LoginOutcome::SecondFactorRequired { .. }, after) => {
+                        assert_eq!(remembered, after, "{ctx}");
+                    }
+                    _ => assert_eq!(remembered, outcome, "{ctx}"),
                 }
                 match outcome {
                     LoginOutcome::Denied(_) => panic!("denied without a reason: {ctx}"),
@@ -171,7 +192,8 @@ fn login_outcomes_keep_every_invariant() {
                                 assert!(!exempt && !org.mfa_required, "{ctx}");
                                 assert!(!has_factor && !user.must_reenroll, "{ctx}");
                             }
-                            NoSecondFactorReason::SecondFactorPassed => panic!("{ctx}"),
+                            NoSecondFactorReason::SecondFactorPassed
+                            | NoSecondFactorReason::RememberedDevice => panic!("{ctx}"),
                         }
                     }
                     LoginOutcome::SecondFactorRequired { methods } => {

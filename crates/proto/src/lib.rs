@@ -55,7 +55,7 @@ redact! {
     PasswordCredentials { email } secret { password };
     CreateUserRequest { email } secret { password };
     SetPasswordRequest { user_id } secret { new_password, current_password };
-    Session { session_id, user_id, organization_id, assurance_level, expire_time, idle_expire_time } secret { token };
+    Session { session_id, user_id, organization_id, assurance_level, expire_time, idle_expire_time, remembered_device } secret { token };
     SecondFactorRequired { expire_time, methods } secret { challenge_token };
     EnrollmentRequired { expire_time, allowed_methods } secret { enrollment_token };
     ValidateSessionRequest { } secret { token };
@@ -63,7 +63,9 @@ redact! {
     BeginTotpEnrollmentResponse { factor } secret { otpauth_uri, secret_base32, qr_code_png, qr_code_svg };
     ConfirmTotpEnrollmentRequest { factor_id, replaces_factor_id } secret { code };
     ConfirmTotpEnrollmentResponse { factor, session } secret { recovery_codes };
-    VerifySecondFactorRequest {} secret { challenge_token, code };
+    VerifySecondFactorRequest { remember_device } secret { challenge_token, code };
+    VerifySecondFactorResponse { result, recovery_codes_remaining, device_token_expire_time } secret { device_token };
+    AuthenticateRequest { credentials, organization_id, client_context } secret { device_token };
     BeginHotpEnrollmentRequest { label, counter, digits } secret { secret_base32 };
     BeginHotpEnrollmentResponse { factor } secret { otpauth_uri, secret_base32 };
     ConfirmHotpEnrollmentRequest { factor_id, replaces_factor_id } secret { code };
@@ -81,6 +83,27 @@ redact! {
     SendSmsCodeRequest { factor_id } secret { challenge_token, session_token };
     BeginWebAuthnVerificationRequest { } secret { challenge_token, session_token };
     ConfirmWebAuthnRegistrationResponse { factor, session } secret { recovery_codes };
+}
+
+// The oneofs of redacted messages lose their derived `Debug` with them (prost skips it by
+// path); their variants are messages that print through their own `Debug`.
+impl std::fmt::Debug for v1::authenticate_request::Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Password(p) => f.debug_tuple("Password").field(p).finish(),
+            Self::Sso(s) => f.debug_tuple("Sso").field(s).finish(),
+            Self::Passkey(p) => f.debug_tuple("Passkey").field(p).finish(),
+        }
+    }
+}
+
+impl std::fmt::Debug for v1::verify_second_factor_response::Result {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Authenticated(s) => f.debug_tuple("Authenticated").field(s).finish(),
+            Self::EnrollmentRequired(e) => f.debug_tuple("EnrollmentRequired").field(e).finish(),
+        }
+    }
 }
 
 /// The generated text checks of every message, and the list of RPCs (build.rs).

@@ -137,6 +137,7 @@ mod tests {
             )),
             organization_id: "x\u{1b}".into(),
             client_context: None,
+            device_token: String::new(),
         };
         let found: Vec<String> = violations(&request).into_iter().map(|v| v.0).collect();
         assert_eq!(found, ["organization_id", "password.email"]);

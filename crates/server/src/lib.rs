@@ -158,12 +158,13 @@ impl App {
 }
 
 /// Deletes what expired: pending enrollments never confirmed, login challenges and
-/// enrollment tokens. Runs with the health check; callable directly (tests, operators).
+/// enrollment tokens, remembered devices. Runs with the health check; callable directly (tests, operators).
 pub async fn clean_up_expired(app: &App) -> Result<(u64, u64), storage::StorageError> {
     let now = app.now();
     let factors = app.storage.factors().delete_expired_pending(now).await?;
     let challenges = app.storage.challenges().delete_expired(now).await?
-        + app.storage.ceremonies().delete_expired(now).await?;
+        + app.storage.ceremonies().delete_expired(now).await?
+        + app.storage.trusted_devices().delete_expired(now).await?;
     // SMS counters: every window is at most a day long.
     app.storage
         .sms_limits()

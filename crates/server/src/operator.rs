@@ -44,6 +44,7 @@ pub async fn reset_mfa(
                     "factors_removed": r.factors_removed,
                     "recovery_codes_removed": r.recovery_codes_removed,
                     "sessions_revoked": r.sessions_revoked,
+                    "trusted_devices_revoked": r.trusted_devices_revoked,
                 })
                 .to_string()
             },

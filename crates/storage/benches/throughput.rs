@@ -131,6 +131,7 @@ async fn run(name: &str, storage: Storage, ops: usize) {
                     idle_ttl: 600,
                     absolute_ttl: 3_600,
                     client: Default::default(),
+                    trusted_device_id: None,
                 };
                 s.sessions().create(&token, new).await.unwrap();
             }

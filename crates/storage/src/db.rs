@@ -191,9 +191,18 @@ pub async fn migrate_up(db: &DatabaseConnection) -> Result<(), DbErr> {
     Migrator::up(db, None).await
 }
 
-/// Reverts every applied migration (drops every table).
+/// Reverts every applied migration (drops every table). On SQLite, on one connection in one
+/// transaction: a pooled connection that read the schema before a column was added still
+/// knows the old one, and SQLite checks `DROP COLUMN` against the schema a connection knows
+/// without reloading it first; the migrator's own first read on the same connection does.
 pub async fn migrate_down(db: &DatabaseConnection) -> Result<(), DbErr> {
-    Migrator::down(db, None).await
+    use sea_orm::TransactionTrait as _;
+    if db.get_database_backend() != sea_orm::DbBackend::Sqlite {
+        return Migrator::down(db, None).await;
+    }
+    let txn = db.begin().await?;
+    Migrator::down(&txn, None).await?;
+    txn.commit().await
 }
 
 #[cfg(test)]

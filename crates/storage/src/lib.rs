@@ -382,6 +382,11 @@ impl Storage {
         repo::Sessions::new(self)
     }
 
+    /// Remembered devices.
+    pub fn trusted_devices(&self) -> repo::TrustedDevices<'_> {
+        repo::TrustedDevices::new(self)
+    }
+
     /// The audit log.
     pub fn audit(&self) -> repo::Audit<'_> {
         repo::Audit::new(self)

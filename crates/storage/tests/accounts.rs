@@ -116,6 +116,7 @@ async fn passwords_and_flags_update(db: &TestDb) {
         idle_ttl: 600,
         absolute_ttl: 3600,
         client: Default::default(),
+        trusted_device_id: None,
     };
     let kept = sessions.create("kept", new).await.unwrap();
     let other = sessions.create("other", new).await.unwrap();
@@ -192,7 +193,10 @@ async fn passwords_and_flags_update(db: &TestDb) {
         .all(db.storage.db())
         .await
         .unwrap();
-    assert_eq!(details[0].details, r#"{"sessions_revoked": 2}"#);
+    assert_eq!(
+        details[0].details,
+        r#"{"sessions_revoked": 2, "trusted_devices_revoked": 0}"#
+    );
     // Without a session to keep (a reset by the calling service), every session ends.
     users
         .set_password_hash(user.id, "$argon2id$v=19$newer".into(), None, set, NOW + 1)
@@ -227,6 +231,7 @@ async fn organizations_policies_and_members(db: &TestDb) {
         allowed_methods: 0b001,
         sso_enabled: true,
         sso_mode: SsoMode::Enforce,
+        trusted_device_days: 0,
     };
     let org2 = orgs.update_policy(org.id, on, NOW + 10).await.unwrap();
     assert_eq!(org2.mfa_required_since, Some(NOW + 10));

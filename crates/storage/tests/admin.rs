@@ -35,6 +35,7 @@ async fn session(s: &Storage, token: &str, user: Uuid, org: Option<Uuid>, assura
                 idle_ttl: 600,
                 absolute_ttl: 3_600,
                 client: Default::default(),
+                trusted_device_id: None,
             },
         )
         .await
@@ -58,6 +59,7 @@ const REQUIRED: PolicyUpdate = PolicyUpdate {
     allowed_methods: 0b001,
     sso_enabled: false,
     sso_mode: SsoMode::Enforce,
+    trusted_device_days: 0,
 };
 
 const ADMIN: AuditOf<'static> = AuditOf::by_caller("mfa_policy.updated");
@@ -98,7 +100,7 @@ async fn a_policy_change_revokes_and_audits_in_one_transaction(db: &TestDb) {
     stale.sso_enabled = true;
     let err = s
         .organizations()
-        .change_policy(&stale, REQUIRED, Some(2), ADMIN, |_| "{}".into(), NOW)
+        .change_policy(&stale, REQUIRED, Some(2), ADMIN, |_, _| "{}".into(), NOW)
         .await
         .unwrap_err();
     assert!(matches!(err, StorageError::Stale(_)), "{err:?}");
@@ -106,7 +108,7 @@ async fn a_policy_change_revokes_and_audits_in_one_transaction(db: &TestDb) {
     let bad_audit = AuditOf { kind: "", ..ADMIN };
     let err = s
         .organizations()
-        .change_policy(&org, REQUIRED, Some(2), bad_audit, |_| "{}".into(), NOW)
+        .change_policy(&org, REQUIRED, Some(2), bad_audit, |_, _| "{}".into(), NOW)
         .await
         .unwrap_err();
     assert!(matches!(err, StorageError::Invalid { .. }), "{err:?}");
@@ -121,7 +123,7 @@ async fn a_policy_change_revokes_and_audits_in_one_transaction(db: &TestDb) {
             },
             Some(2),
             ADMIN,
-            |_| "{}".into(),
+            |_, _| "{}".into(),
             NOW,
         )
         .await
@@ -141,7 +143,7 @@ async fn a_policy_change_revokes_and_audits_in_one_transaction(db: &TestDb) {
                 actor_id: Some(owner),
                 kind: "mfa_policy.updated",
             },
-            |revoked| format!(r#"{{"sessions_revoked":{revoked}}}"#),
+            |revoked, _| format!(r#"{{"sessions_revoked":{revoked}}}"#),
             NOW + 5,
         )
         .await
@@ -169,7 +171,7 @@ async fn a_policy_change_revokes_and_audits_in_one_transaction(db: &TestDb) {
     // The old policy is stale now; the new one is the base of the next change.
     let err = s
         .organizations()
-        .change_policy(&org, REQUIRED, None, ADMIN, |_| "{}".into(), NOW)
+        .change_policy(&org, REQUIRED, None, ADMIN, |_, _| "{}".into(), NOW)
         .await
         .unwrap_err();
     assert!(matches!(err, StorageError::Stale(_)), "{err:?}");
@@ -177,7 +179,7 @@ async fn a_policy_change_revokes_and_audits_in_one_transaction(db: &TestDb) {
     gone.id = Uuid::now_v7();
     let err = s
         .organizations()
-        .change_policy(&gone, REQUIRED, None, ADMIN, |_| "{}".into(), NOW)
+        .change_policy(&gone, REQUIRED, None, ADMIN, |_, _| "{}".into(), NOW)
         .await
         .unwrap_err();
     assert!(matches!(err, StorageError::NotFound(_)), "{err:?}");
@@ -191,7 +193,7 @@ async fn a_policy_change_revokes_and_audits_in_one_transaction(db: &TestDb) {
             },
             None,
             ADMIN,
-            |_| "{}".into(),
+            |_, _| "{}".into(),
             NOW + 9,
         )
         .await

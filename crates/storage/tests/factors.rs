@@ -357,6 +357,7 @@ async fn a_code_is_accepted_with_its_raise_and_event_or_not_at_all(db: &TestDb) 
                         idle_ttl: 600,
                         absolute_ttl: 3600,
                         client: Default::default(),
+                        trusted_device_id: None,
                     },
                 )
                 .await
@@ -545,7 +546,7 @@ async fn removal_and_reset(db: &TestDb) {
     let other = user(s, "g@example.com").await;
     assert!(
         !s.factors()
-            .remove(other, a.id, false, &removed)
+            .remove(other, a.id, false, NOW, &removed)
             .await
             .unwrap(),
         "not someone else's"
@@ -557,7 +558,7 @@ async fn removal_and_reset(db: &TestDb) {
     );
     assert!(
         s.factors()
-            .remove(uid, a.id, false, &removed)
+            .remove(uid, a.id, false, NOW, &removed)
             .await
             .unwrap()
     );
@@ -567,7 +568,7 @@ async fn removal_and_reset(db: &TestDb) {
     );
     assert!(
         !s.factors()
-            .remove(uid, a.id, false, &removed)
+            .remove(uid, a.id, false, NOW, &removed)
             .await
             .unwrap(),
         "removed once"
@@ -577,7 +578,7 @@ async fn removal_and_reset(db: &TestDb) {
     // An event the log refuses takes the removal back, codes and all.
     let refused = [own_event(uid, "")];
     assert!(matches!(
-        s.factors().remove(uid, b.id, true, &refused).await,
+        s.factors().remove(uid, b.id, true, NOW, &refused).await,
         Err(StorageError::Invalid { field: "kind", .. })
     ));
     assert_eq!(s.factors().of_user(uid, true).await.unwrap().len(), 1);
@@ -593,7 +594,7 @@ async fn removal_and_reset(db: &TestDb) {
         2,
         "the old codes stay"
     );
-    assert!(s.factors().remove(uid, b.id, true, &[]).await.unwrap());
+    assert!(s.factors().remove(uid, b.id, true, NOW, &[]).await.unwrap());
     assert_eq!(
         s.recovery_codes().remaining(uid).await.unwrap(),
         0,

@@ -33,6 +33,7 @@ async fn migrations_go_up_down_and_up_again(db: &TestDb) {
         "sessions",
         "audit_events",
         "attempt_counters",
+        "trusted_devices",
     ] {
         let sql = format!("SELECT COUNT(*) FROM {table}");
         let result = storage

@@ -28,6 +28,7 @@ fn new(user_id: Uuid, org_id: Option<Uuid>, assurance: i16) -> NewSession<'stati
         idle_ttl: 600,
         absolute_ttl: 3_600,
         client: Default::default(),
+        trusted_device_id: None,
     }
 }
 

@@ -249,6 +249,7 @@ async fn password_login(
         ),
         organization_id,
         client_context: Some(client.0),
+        device_token: String::new(),
     };
     match tollgate.authentication.authenticate(request).await {
         Ok(reply) => {
@@ -404,6 +405,7 @@ pub(crate) async fn verify(
         code,
         webauthn_response_json: String::new(),
         client_context: Some(client.0),
+        remember_device: false,
     };
     match tollgate.authentication.verify_second_factor(request).await {
         Ok(reply) => {
@@ -504,6 +506,7 @@ pub(crate) async fn verify_passkey_finish(
         code: String::new(),
         webauthn_response_json: call.response,
         client_context: Some(client.0),
+        remember_device: false,
     };
     match tollgate.authentication.verify_second_factor(request).await {
         Ok(reply) => {
@@ -559,6 +562,7 @@ pub(crate) async fn passkey_login_finish(
         ),
         organization_id: String::new(),
         client_context: None,
+        device_token: String::new(),
     };
     match tollgate.authentication.authenticate(request).await {
         Ok(reply) => {

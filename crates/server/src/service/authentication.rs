@@ -287,26 +287,24 @@ impl Authentication {
             self.app.config.clients.require_context,
             &mut violations,
         );
+        let device = device_token(&body.device_token, &mut violations);
+        let first = FirstStep {
+            requested_org,
+            client: &client,
+            device,
+        };
         let result = match body.credentials {
             Some(Credentials::Password(credentials)) => {
-                self.password_login(credentials, requested_org, &client, violations)
-                    .await?
+                self.password_login(credentials, first, violations).await?
             }
             Some(Credentials::Sso(credentials)) => {
                 // Only a caller trusted to vouch for the identity provider's verdict.
                 caller.require("sso")?;
-                self.sso_login(
-                    credentials,
-                    &body.organization_id,
-                    requested_org,
-                    &client,
-                    violations,
-                )
-                .await?
+                self.sso_login(credentials, &body.organization_id, first, violations)
+                    .await?
             }
             Some(Credentials::Passkey(credentials)) => {
-                self.passkey_login(credentials, requested_org, &client, violations)
-                    .await?
+                self.passkey_login(credentials, first, violations).await?
             }
             None => {
                 return Err(ApiError::field(
@@ -323,8 +321,7 @@ impl Authentication {
     async fn password_login(
         &self,
         credentials: v1::PasswordCredentials,
-        requested_org: Option<Uuid>,
-        client: &crate::client::Client,
+        first: FirstStep<'_>,
         mut violations: Vec<(String, String)>,
     ) -> ApiResult<authenticate_response::Result> {
         let password = Zeroizing::new(credentials.password);
@@ -353,7 +350,7 @@ impl Authentication {
             .await?;
         let hash = user.as_ref().and_then(|u| u.password_hash.clone());
         let subject = user.as_ref().map(|u| u.id);
-        let budgets = crate::client::Budgets::of(app, client);
+        let budgets = crate::client::Budgets::of(app, first.client);
         verify_password_throttled(
             app,
             &credentials.email,
@@ -367,8 +364,7 @@ impl Authentication {
         // A verified password implies an existing account with a password.
         let user_id =
             subject.ok_or_else(|| ApiError::Internal("verified without a user".to_owned()))?;
-        self.first_step(user_id, requested_org, Proven::Password, client, now)
-            .await
+        self.first_step(user_id, Proven::Password, first, now).await
     }
 
     /// A login the organization's identity provider verified, vouched for by the caller: the
@@ -377,8 +373,7 @@ impl Authentication {
         &self,
         credentials: v1::SsoCredentials,
         organization_field: &str,
-        requested_org: Option<Uuid>,
-        client: &crate::client::Client,
+        first: FirstStep<'_>,
         mut violations: Vec<(String, String)>,
     ) -> ApiResult<authenticate_response::Result> {
         if credentials.email.trim().is_empty() {
@@ -408,7 +403,7 @@ impl Authentication {
         let now = app.now();
         // The organization's SSO setting first, and one answer for an unknown email and a
         // non-member: an SSO login tells no more about who has an account than it must.
-        let org = match requested_org {
+        let org = match first.requested_org {
             Some(id) => app.storage.organizations().get(id).await?,
             None => None,
         }
@@ -433,7 +428,7 @@ impl Authentication {
             .find_by_email(&credentials.email)
             .await?
             .ok_or_else(not_a_member)?;
-        self.first_step(user.id, requested_org, Proven::Sso(provider), client, now)
+        self.first_step(user.id, Proven::Sso(provider), first, now)
             .await
     }
 
@@ -443,8 +438,7 @@ impl Authentication {
     async fn passkey_login(
         &self,
         credentials: v1::PasskeyCredentials,
-        requested_org: Option<Uuid>,
-        client: &crate::client::Client,
+        first: FirstStep<'_>,
         mut violations: Vec<(String, String)>,
     ) -> ApiResult<authenticate_response::Result> {
         let ceremony = match parse_id("passkey.ceremony_id", &credentials.ceremony_id) {
@@ -469,29 +463,27 @@ impl Authentication {
         let (user_id, ceremony_org) =
             crate::webauthn::finish_passkey_login(app, ceremony, &credentials.response_json, now)
                 .await?;
-        self.first_step(
-            user_id,
-            requested_org.or(ceremony_org),
-            Proven::Passkey,
-            client,
-            now,
-        )
-        .await
+        let first = FirstStep {
+            requested_org: first.requested_org.or(ceremony_org),
+            ..first
+        };
+        self.first_step(user_id, Proven::Passkey, first, now).await
     }
 
     /// What follows a verified first step (a password, an SSO login, or a passkey alone):
     /// the organization's policy decides between a session, a second-factor challenge and an
-    /// enrollment.
+    /// enrollment; where it asks for the second factor, a valid remembered device stands in
+    /// for it.
     async fn first_step(
         &self,
         user_id: Uuid,
-        requested_org: Option<Uuid>,
         proven: Proven<'_>,
-        client: &crate::client::Client,
+        first: FirstStep<'_>,
         now: i64,
     ) -> ApiResult<authenticate_response::Result> {
         let app = &self.app;
-        let stored = client.stored(&app.config.clients);
+        let requested_org = first.requested_org;
+        let stored = first.client.stored(&app.config.clients);
         // The user as they are now (a password check waits its turn to hash: an account
         // disabled meanwhile is refused), their factors and their organizations, in one read.
         let (user, state, mut organizations) =
@@ -523,7 +515,7 @@ impl Authentication {
         };
         let org_policy = org.as_ref().map(org_policy).unwrap_or_default();
         let at = u64::try_from(now).unwrap_or(0);
-        let (outcome, method, provider) = match proven {
+        let (mut outcome, method, provider) = match proven {
             Proven::Password => (
                 policy::login_outcome(&org_policy, &state, policy::LoginKind::Password, at),
                 "password",
@@ -542,18 +534,57 @@ impl Authentication {
                 None,
             ),
         };
-        tracing::info!(user_id = %user.id, method, outcome = outcome_name(&outcome), "first login step");
+        // A remembered device stands in for the second factor, and only for it: an
+        // enrollment, a lockout or a refusal stays as it is. Any token that is not valid
+        // here is as good as none.
+        let mut remembered = None;
+        if let (policy::LoginOutcome::SecondFactorRequired { .. }, Some(token), Some(org)) =
+            (&outcome, first.device, &org)
+            && org.trusted_device_days > 0
+        {
+            remembered = app
+                .storage
+                .trusted_devices()
+                .use_valid(token, user.id, org.id, now)
+                .await?;
+            if remembered.is_some() {
+                outcome = policy::with_remembered_device(outcome, &org_policy, &state);
+            }
+        }
+        let device_id = remembered.as_ref().map(|d| d.id);
+        tracing::info!(
+            user_id = %user.id,
+            method,
+            outcome = outcome_name(&outcome),
+            remembered_device = remembered.is_some(),
+            "first login step"
+        );
         app.metrics.login(method, outcome_name(&outcome));
         let result = match outcome {
             policy::LoginOutcome::Authenticated { assurance, .. } => {
-                let session =
-                    create_session(app, user.id, org_id, assurance as i16, stored.info(), now)
-                        .await?;
-                let details = serde_json::json!({
-                    "assurance": assurance as i16,
-                    "method": method,
-                    "identity_provider": provider,
-                })
+                let session = create_session(
+                    app,
+                    user.id,
+                    org_id,
+                    assurance as i16,
+                    stored.info(),
+                    device_id,
+                    now,
+                )
+                .await?;
+                let details = match device_id {
+                    Some(id) => serde_json::json!({
+                        "assurance": assurance as i16,
+                        "method": method,
+                        "identity_provider": provider,
+                        "trusted_device": id.to_string(),
+                    }),
+                    None => serde_json::json!({
+                        "assurance": assurance as i16,
+                        "method": method,
+                        "identity_provider": provider,
+                    }),
+                }
                 .to_string();
                 audit::own_from(
                     app,
@@ -722,6 +753,35 @@ fn invalid_challenge() -> ApiError {
     }
 }
 
+/// What the first step of a login brings beside its credentials.
+#[derive(Clone, Copy, Debug)]
+struct FirstStep<'a> {
+    /// The organization the request names.
+    requested_org: Option<Uuid>,
+    /// Where it comes from.
+    client: &'a crate::client::Client,
+    /// A remembered device's token, if one was presented.
+    device: Option<&'a str>,
+}
+
+/// Authenticate's `device_token`: None when empty; a violation when it cannot be a token
+/// (a token is 43 base64url characters; up to 128 are looked up).
+fn device_token<'a>(value: &'a str, violations: &mut Vec<(String, String)>) -> Option<&'a str> {
+    if value.is_empty() {
+        return None;
+    }
+    let base64url = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    if value.len() > 128 || !value.bytes().all(base64url) {
+        violations.push((
+            "device_token".to_owned(),
+            "must be a device token from VerifySecondFactor (at most 128 base64url characters)"
+                .to_owned(),
+        ));
+        return None;
+    }
+    Some(value)
+}
+
 /// How the first step of a login was proven.
 #[derive(Clone, Copy, Debug)]
 enum Proven<'a> {
@@ -814,7 +874,7 @@ impl Authentication {
         // lower one is raised, which also catches a revocation since. The raise and its event
         // go with the proof: an app or token code's acceptance writes them in its own
         // transaction (one statement on PostgreSQL); another proof, in one after it.
-        let raise = session.assurance < 2;
+        let raise = !super::sessions::proven_by_factor(&session);
         let event = storage::repo::NewAuditEvent {
             client: stored.info(),
             ..audit::own_event(
@@ -1000,6 +1060,7 @@ impl Authentication {
         }
         let org_policy = org.first().map(org_policy).unwrap_or_default();
         let remaining = i32::try_from(state.recovery_codes_left).unwrap_or(i32::MAX);
+        let mut device = None;
         let result = match policy::after_second_factor(&org_policy, &state) {
             policy::LoginOutcome::EnrollmentRequired { methods, .. } => {
                 let ttl = app.config.login.enrollment_ttl_secs;
@@ -1026,7 +1087,8 @@ impl Authentication {
             }
             _ => {
                 let session =
-                    create_session(app, user_id, challenge.org_id, 2, stored.info(), now).await?;
+                    create_session(app, user_id, challenge.org_id, 2, stored.info(), None, now)
+                        .await?;
                 audit::own_from(
                     app,
                     challenge.org_id,
@@ -1036,13 +1098,29 @@ impl Authentication {
                     stored.info(),
                 )
                 .await?;
+                if let (true, Some(org)) = (body.remember_device, org.first())
+                    && org.trusted_device_days > 0
+                {
+                    device = Some(remember_device(app, user_id, org, stored.info(), now).await?);
+                }
                 v1::verify_second_factor_response::Result::Authenticated(session)
             }
         };
-        tracing::info!(user_id = %user_id, recovery_code = used_recovery_code, "second factor passed");
+        tracing::info!(
+            user_id = %user_id,
+            recovery_code = used_recovery_code,
+            device_remembered = device.is_some(),
+            "second factor passed"
+        );
+        let (device_token, device_token_expire_time) = match device {
+            Some((token, expires)) => (token.to_string(), Some(timestamp(expires))),
+            None => (String::new(), None),
+        };
         Ok(v1::VerifySecondFactorResponse {
             result: Some(result),
             recovery_codes_remaining: remaining,
+            device_token,
+            device_token_expire_time,
         })
     }
 }
@@ -1064,6 +1142,41 @@ fn method_to_proto(method: policy::Method) -> v1::SecondFactorMethod {
         policy::Method::RecoveryCode => v1::SecondFactorMethod::RecoveryCode,
         policy::Method::WebAuthn => v1::SecondFactorMethod::Webauthn,
     }
+}
+
+/// Remembers the device of a login that passed its second factor, for `org`'s
+/// `trusted_device_days`, with the event `trusted_device.remembered` in the same
+/// transaction. Returns the device token (shown only now) and its expiry.
+async fn remember_device(
+    app: &App,
+    user_id: Uuid,
+    org: &storage::entity::organization::Model,
+    client: storage::repo::ClientInfo<'_>,
+    now: i64,
+) -> ApiResult<(Zeroizing<String>, i64)> {
+    let token = storage::crypto::new_token().map_err(|e| ApiError::Internal(e.to_string()))?;
+    let days = org.trusted_device_days;
+    let event = storage::repo::NewAuditEvent {
+        client,
+        ..audit::own_event(Some(org.id), user_id, "trusted_device.remembered", "", now)
+    };
+    let device = app
+        .storage
+        .trusted_devices()
+        .create(
+            &token,
+            storage::repo::NewTrustedDevice {
+                user_id,
+                org_id: org.id,
+                days,
+                now,
+                client,
+            },
+            event,
+            |id| serde_json::json!({"device_id": id.to_string(), "days": days}).to_string(),
+        )
+        .await?;
+    Ok((token, device.expires_at))
 }
 
 /// The user, what the policy needs to know about them, and the `organizations` asked for,
@@ -1110,6 +1223,7 @@ pub(crate) async fn create_session(
     org_id: Option<Uuid>,
     assurance: i16,
     client: storage::repo::ClientInfo<'_>,
+    trusted_device_id: Option<Uuid>,
     now: i64,
 ) -> ApiResult<v1::Session> {
     let token = storage::crypto::new_token().map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -1126,6 +1240,7 @@ pub(crate) async fn create_session(
                 idle_ttl: app.config.sessions.idle_ttl_secs,
                 absolute_ttl: app.config.sessions.absolute_ttl_secs,
                 client,
+                trusted_device_id,
             },
         )
         .await?;
@@ -1137,5 +1252,6 @@ pub(crate) async fn create_session(
         assurance_level: super::sessions::assurance_to_proto(session.assurance) as i32,
         expire_time: Some(timestamp(session.expires_at)),
         idle_expire_time: Some(timestamp(session.idle_expires_at)),
+        remembered_device: session.trusted_device_id.is_some(),
     })
 }

@@ -28,11 +28,12 @@ impl Enrollment {
     }
 }
 
-/// Adding a factor to a user who already has one needs a session at assurance 2 (or the
-/// enrollment token of a login that asked for it): a password alone must not add a way in.
+/// Adding a factor to a user who already has one needs a session a second factor raised to
+/// assurance 2 (or the enrollment token of a login that asked for it): a password alone must
+/// not add a way in, nor a password on a remembered device.
 pub(super) async fn check_enrollment_assurance(app: &App, ctx: &UserContext) -> ApiResult<()> {
     if let UserContext::Session(session) = ctx
-        && session.assurance < 2
+        && !super::sessions::proven_by_factor(session)
         && !app
             .storage
             .factors()
@@ -450,6 +451,7 @@ impl Enrollment {
                     ctx.org_id(),
                     2,
                     client.info(),
+                    None,
                     now,
                 )
                 .await?;
@@ -544,6 +546,7 @@ mod tests {
                     idle_ttl: 600,
                     absolute_ttl: 3600,
                     client: Default::default(),
+                    trusted_device_id: None,
                 },
             )
             .await

@@ -343,7 +343,13 @@ impl Enrollment {
         if !app
             .storage
             .factors()
-            .remove(user_id, factor.id, removal.delete_recovery_codes, &[event])
+            .remove(
+                user_id,
+                factor.id,
+                removal.delete_recovery_codes,
+                now,
+                &[event],
+            )
             .await?
         {
             return Err(ApiError::NotFound("factor"));
@@ -455,6 +461,7 @@ impl Enrollment {
                         "by": "self",
                         "factors_removed": r.factors_removed,
                         "sessions_revoked": r.sessions_revoked,
+                        "trusted_devices_revoked": r.trusted_devices_revoked,
                     })
                     .to_string()
                 },

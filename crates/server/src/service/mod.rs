@@ -129,6 +129,7 @@ pub(crate) fn org_to_proto(org: &storage::entity::organization::Model) -> v1::Or
                 (true, enums::SsoMode::Exempt) => v1::SsoMode::Exempt,
                 (true, enums::SsoMode::Enforce) => v1::SsoMode::Enforce,
             } as i32,
+            trusted_device_days: i32::from(org.trusted_device_days),
         }),
         create_time: Some(timestamp(org.created_at)),
     }

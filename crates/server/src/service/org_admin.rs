@@ -34,7 +34,8 @@ impl AdminCaller {
             has_password: self.user.password_hash.is_some(),
             password_confirmed,
             has_mfa: self.has_mfa,
-            session_assurance: if self.session.assurance >= 2 {
+            // A remembered device let the login skip its factor: not a step-up.
+            session_assurance: if super::sessions::proven_by_factor(&self.session) {
                 policy::Assurance::Two
             } else {
                 policy::Assurance::One
@@ -66,7 +67,13 @@ fn refusal(refusal: policy::AdminRefusal) -> ApiError {
 }
 
 /// The fields of `MfaPolicy` an update may name.
-const POLICY_FIELDS: [&str; 4] = ["mfa_required", "allowed_methods", "sso_enabled", "sso_mode"];
+const POLICY_FIELDS: [&str; 5] = [
+    "mfa_required",
+    "allowed_methods",
+    "sso_enabled",
+    "sso_mode",
+    "trusted_device_days",
+];
 
 /// The storage bit of a proto factor kind.
 fn kind_bit(value: i32) -> Option<i32> {
@@ -85,8 +92,8 @@ fn kind_bit(value: i32) -> Option<i32> {
 
 /// The policy after applying the fields of `update` named by `mask` to `current`, or the
 /// field violations of the request. As AIP-134 says: no mask (or an empty one) means the
-/// fields `update` populates (a value other than the default), and `*` means all four (the
-/// policy replaced). An SSO mode left unspecified keeps the stored one while SSO is off (a
+/// fields `update` populates (a value other than the default), and `*` means all of them
+/// (the policy replaced). An SSO mode left unspecified keeps the stored one while SSO is off (a
 /// policy read back while SSO is off says unspecified); with SSO on it must be chosen.
 fn apply_update(
     current: &organization::Model,
@@ -107,6 +114,7 @@ fn apply_update(
                 !update.allowed_methods.is_empty(),
                 update.sso_enabled,
                 update.sso_mode != v1::SsoMode::Unspecified as i32,
+                update.trusted_device_days != 0,
             ];
             let paths: Vec<&str> = POLICY_FIELDS
                 .iter()
@@ -160,6 +168,15 @@ fn apply_update(
                 }
                 new.allowed_methods = bits;
             }
+            "trusted_device_days" => match i16::try_from(update.trusted_device_days) {
+                Ok(days) if (0..=storage::repo::MAX_TRUSTED_DEVICE_DAYS).contains(&days) => {
+                    new.trusted_device_days = days;
+                }
+                _ => violations.push((
+                    "policy.trusted_device_days".to_owned(),
+                    "must be 0 (off) to 90".to_owned(),
+                )),
+            },
             _ => sso_mode = Some(update.sso_mode),
         }
     }
@@ -193,6 +210,7 @@ fn policy_json(policy: &PolicyUpdate) -> serde_json::Value {
             SsoMode::Exempt => "exempt",
             SsoMode::Enforce => "enforce",
         },
+        "trusted_device_days": policy.trusted_device_days,
     })
 }
 
@@ -366,11 +384,12 @@ impl Organizations {
                     actor_id: Some(admin.user.id),
                     kind: "mfa_policy.updated",
                 },
-                |revoked| {
+                |revoked, devices| {
                     serde_json::json!({
                         "before": before,
                         "after": after,
                         "sessions_revoked": revoked,
+                        "trusted_devices_revoked": devices,
                     })
                     .to_string()
                 },
@@ -389,11 +408,14 @@ impl Organizations {
             actor = %admin.user.id,
             mfa_required = new.mfa_required,
             sessions_revoked = changed.sessions_revoked,
+            trusted_devices_revoked = changed.trusted_devices_revoked,
             "2FA policy updated"
         );
         Ok(v1::UpdateMfaPolicyResponse {
             organization: Some(org_to_proto(&changed.organization)),
             sessions_revoked: i32::try_from(changed.sessions_revoked).unwrap_or(i32::MAX),
+            trusted_devices_revoked: i32::try_from(changed.trusted_devices_revoked)
+                .unwrap_or(i32::MAX),
         })
     }
 
@@ -483,6 +505,7 @@ impl Organizations {
                         "factors_removed": r.factors_removed,
                         "recovery_codes_removed": r.recovery_codes_removed,
                         "sessions_revoked": r.sessions_revoked,
+                        "trusted_devices_revoked": r.trusted_devices_revoked,
                     })
                     .to_string()
                 },

@@ -39,6 +39,12 @@ pub(crate) fn assurance_to_proto(level: i16) -> v1::AssuranceLevel {
     }
 }
 
+/// Whether a second factor established or raised the session: assurance 2, and not by a
+/// remembered device (which skips the factor at login, but never counts as a step-up).
+pub(crate) fn proven_by_factor(session: &storage::entity::session::Model) -> bool {
+    session.assurance >= 2 && session.trusted_device_id.is_none()
+}
+
 /// The idle expiry a session used at `now` keeps: `now + idle_ttl` (never past its absolute
 /// expiry) when the recorded one has fallen behind that by more than `tolerance` seconds, so
 /// that the caller writes it; else the recorded one, and nothing is written. The idle rule
@@ -97,6 +103,20 @@ impl SessionService for Sessions {
     ) -> Result<Response<v1::RevokeOtherSessionsResponse>, Status> {
         rpc(&self.app, self.revoke_others(request)).await
     }
+
+    async fn list_trusted_devices(
+        &self,
+        request: Request<v1::ListTrustedDevicesRequest>,
+    ) -> Result<Response<v1::ListTrustedDevicesResponse>, Status> {
+        rpc(&self.app, self.list_devices(request)).await
+    }
+
+    async fn revoke_trusted_device(
+        &self,
+        request: Request<v1::RevokeTrustedDeviceRequest>,
+    ) -> Result<Response<v1::RevokeTrustedDeviceResponse>, Status> {
+        rpc(&self.app, self.revoke_device(request)).await
+    }
 }
 
 /// The user's own session that a call carries as `authorization: Bearer`, valid now.
@@ -147,6 +167,22 @@ fn session_to_proto(
             session.client_ip.as_deref(),
             session.client_user_agent.as_deref(),
         ),
+        remembered_device: session.trusted_device_id.is_some(),
+    }
+}
+
+/// A remembered device as ListTrustedDevices shows it.
+fn device_to_proto(device: &storage::entity::trusted_device::Model) -> v1::TrustedDevice {
+    v1::TrustedDevice {
+        device_id: device.id.to_string(),
+        organization_id: device.org_id.to_string(),
+        create_time: Some(timestamp(device.created_at)),
+        expire_time: Some(timestamp(device.expires_at)),
+        last_used_time: device.last_used_at.map(timestamp),
+        client_context: crate::client::to_proto(
+            device.client_ip.as_deref(),
+            device.client_user_agent.as_deref(),
+        ),
     }
 }
 
@@ -184,6 +220,7 @@ impl Sessions {
             assurance_level: assurance_to_proto(session.assurance) as i32,
             expire_time: Some(timestamp(session.expires_at)),
             idle_expire_time: Some(timestamp(idle)),
+            remembered_device: session.trusted_device_id.is_some(),
         })
     }
 
@@ -323,5 +360,80 @@ impl Sessions {
         Ok(v1::RevokeOtherSessionsResponse {
             revoked_count: i64::try_from(revoked).unwrap_or(i64::MAX),
         })
+    }
+
+    async fn list_devices(
+        &self,
+        request: Request<v1::ListTrustedDevicesRequest>,
+    ) -> ApiResult<v1::ListTrustedDevicesResponse> {
+        caller(&request)?.require("sessions")?;
+        let app = &self.app;
+        let session = acting_session(app, &request).await?;
+        let body = request.into_inner();
+        let user = session.user_id;
+        let mut violations = Vec::new();
+        let limit = page_size(&mut violations, body.page_size, 100);
+        let before = if body.page_token.is_empty() {
+            None
+        } else {
+            let position = decode_page_token(user, &body.page_token).and_then(|after| {
+                storage::Uuid::from_slice(&after)
+                    .map_err(|_| ApiError::field("page_token", "is not a page token of this list"))
+            });
+            match position {
+                Ok(id) => Some(id),
+                Err(ApiError::InvalidArgument(mut v)) => {
+                    violations.append(&mut v);
+                    None
+                }
+                Err(other) => return Err(other),
+            }
+        };
+        if !violations.is_empty() {
+            return Err(ApiError::InvalidArgument(violations));
+        }
+        let page = app
+            .storage
+            .trusted_devices()
+            .list(user, app.now(), before, limit)
+            .await?;
+        Ok(v1::ListTrustedDevicesResponse {
+            devices: page.items.iter().map(device_to_proto).collect(),
+            next_page_token: page
+                .next
+                .map(|id| encode_page_token(user, id.as_bytes()))
+                .unwrap_or_default(),
+        })
+    }
+
+    async fn revoke_device(
+        &self,
+        request: Request<v1::RevokeTrustedDeviceRequest>,
+    ) -> ApiResult<v1::RevokeTrustedDeviceResponse> {
+        caller(&request)?.require("sessions")?;
+        let app = &self.app;
+        let device = parse_id("device_id", &request.get_ref().device_id)?;
+        let session = acting_session(app, &request).await?;
+        let now = app.now();
+        let details = serde_json::json!({ "device_id": device.to_string() }).to_string();
+        let event = audit::own_event(
+            session.org_id,
+            session.user_id,
+            "trusted_device.revoked",
+            &details,
+            now,
+        );
+        // The removal and its event are one transaction; another user's device is as
+        // unknown as a made-up id.
+        if !app
+            .storage
+            .trusted_devices()
+            .revoke(session.user_id, device, &[event])
+            .await?
+        {
+            return Err(ApiError::NotFound("trusted device"));
+        }
+        tracing::info!(user_id = %session.user_id, device_id = %device, "trusted device revoked");
+        Ok(v1::RevokeTrustedDeviceResponse {})
     }
 }

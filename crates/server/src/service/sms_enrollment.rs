@@ -86,7 +86,7 @@ impl Enrollment {
                 if created {
                     app.storage
                         .factors()
-                        .remove(user_id, factor.id, false, &[])
+                        .remove(user_id, factor.id, false, now, &[])
                         .await?;
                 }
                 return Err(e);

@@ -15,6 +15,8 @@ pub enum HashPurpose {
     SessionToken,
     /// A login challenge or enrollment token.
     ChallengeToken,
+    /// A remembered device's token.
+    DeviceToken,
     /// A recovery code (bound to its user by the caller's input).
     RecoveryCode,
     /// An SMS code (bound to its factor by the caller's input).
@@ -29,6 +31,7 @@ impl HashPurpose {
         match self {
             Self::SessionToken => b"tollgate/session-token/v1",
             Self::ChallengeToken => b"tollgate/challenge-token/v1",
+            Self::DeviceToken => b"tollgate/device-token/v1",
             Self::RecoveryCode => b"tollgate/recovery-code/v1",
             Self::SmsCode => b"tollgate/sms-code/v1",
             Self::ThrottleKey => b"tollgate/throttle-key/v1",

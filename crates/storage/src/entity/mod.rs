@@ -13,5 +13,6 @@ pub mod session;
 pub mod sms_code;
 pub mod sms_counter;
 pub mod sms_send;
+pub mod trusted_device;
 pub mod user;
 pub mod webauthn_ceremony;

@@ -25,6 +25,9 @@ pub struct Model {
     pub sso_mode: SsoMode,
     /// Created (Unix seconds).
     pub created_at: i64,
+    /// How long a device members ask to be remembered skips the second factor (days, 0 to
+    /// 90); 0 turns remembering off.
+    pub trusted_device_days: i16,
 }
 
 /// No relations: repositories join by id explicitly.

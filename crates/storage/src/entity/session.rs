@@ -33,6 +33,9 @@ pub struct Model {
     pub client_ip: Option<String>,
     /// The client's User-Agent as relayed; None when none was given.
     pub client_user_agent: Option<String>,
+    /// The remembered device its login skipped the second factor with; None when a factor
+    /// was used (or none was asked). A step-up with a real factor clears it.
+    pub trusted_device_id: Option<Uuid>,
 }
 
 /// No relations: repositories join by id explicitly.

@@ -8,6 +8,7 @@ mod m20261206_000004_sms_sends;
 mod m20261206_000005_webauthn;
 mod m20261207_000006_client_context;
 mod m20261207_000007_audit_client;
+mod m20261207_000008_trusted_devices;
 
 use sea_orm_migration::prelude::*;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000005_webauthn::Migration),
             Box::new(m20261207_000006_client_context::Migration),
             Box::new(m20261207_000007_audit_client::Migration),
+            Box::new(m20261207_000008_trusted_devices::Migration),
         ]
     }
 

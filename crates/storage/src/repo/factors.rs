@@ -73,6 +73,8 @@ pub struct MfaReset {
     pub recovery_codes_removed: u64,
     /// How many sessions were revoked.
     pub sessions_revoked: u64,
+    /// How many remembered devices were forgotten (unexpired ones).
+    pub trusted_devices_revoked: u64,
 }
 
 /// An app or token code accepted for a factor, and what is written with it.
@@ -113,7 +115,7 @@ WITH accepted AS (
       AND NOT EXISTS (SELECT 1 FROM attempt_counters WHERE key = $4 AND locked_until > $2)
     RETURNING id
 ), raised AS (
-    UPDATE sessions SET assurance = 2
+    UPDATE sessions SET assurance = 2, trusted_device_id = NULL
     WHERE id = $5 AND revoked_at IS NULL AND expires_at > $2
       AND idle_expires_at > $2 AND EXISTS (SELECT 1 FROM accepted)
     RETURNING id
@@ -729,26 +731,30 @@ impl<'a> Factors<'a> {
         Ok(())
     }
 
-    /// Removes one factor of the user. With `and_recovery_codes`, the user's recovery codes
-    /// go in the same transaction (when the last factor goes), and so do the `audit` events
-    /// that record the removal (appended only when the factor existed). Returns whether it
-    /// existed.
+    /// Removes one factor of the user. When it was active, the user's remembered devices go
+    /// in the same transaction (they were remembered on the strength of factors that may
+    /// have included this one); with `and_recovery_codes`, so do the user's recovery codes (when the last
+    /// factor goes), and so do the `audit` events that record the removal (appended only
+    /// when the factor existed). Returns whether it existed.
     pub async fn remove(
         &self,
         user_id: Uuid,
         factor_id: Uuid,
         and_recovery_codes: bool,
+        now: i64,
         audit: &[NewAuditEvent<'_>],
     ) -> Result<bool> {
         let (_writing, txn) = self.storage.begin_write().await?;
         let removed = Entity::delete_many()
             .filter(Column::Id.eq(factor_id))
             .filter(Column::UserId.eq(user_id))
-            .exec(&txn)
-            .await?
-            .rows_affected;
-        if removed != 1 {
+            .exec_with_returning(&txn)
+            .await?;
+        let [factor] = removed.as_slice() else {
             return Ok(false);
+        };
+        if factor.status == FactorStatus::Active {
+            super::trusted_devices::revoke_of_user(&txn, user_id, now).await?;
         }
         if and_recovery_codes {
             recovery_code::Entity::delete_many()
@@ -854,10 +860,13 @@ impl<'a> Factors<'a> {
                 super::sessions::revoke_of_user(&txn, user_id, Some(keep), now).await?
             }
         };
+        let trusted_devices_revoked =
+            super::trusted_devices::revoke_of_user(&txn, user_id, now).await?;
         let outcome = MfaReset {
             factors_removed,
             recovery_codes_removed,
             sessions_revoked,
+            trusted_devices_revoked,
         };
         let details = details(&outcome);
         append_with(&txn, audit.event(now, plan.org_id, Some(user_id), &details)).await?;

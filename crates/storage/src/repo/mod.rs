@@ -11,6 +11,7 @@ mod recovery_codes;
 mod sessions;
 mod sms_codes;
 mod sms_limits;
+mod trusted_devices;
 mod users;
 
 pub use attempts::{Attempts, Failure, FailureAudit, Lockouts, second_factor_counter};
@@ -28,6 +29,7 @@ pub use recovery_codes::RecoveryCodes;
 pub use sessions::{NewSession, Sessions};
 pub use sms_codes::SmsCodes;
 pub use sms_limits::{Limit, LimitReached, PumpingGuard, Refused, SmsLimits, Taken};
+pub use trusted_devices::{MAX_TRUSTED_DEVICE_DAYS, NewTrustedDevice, TrustedDevices};
 pub use users::{MfaSummary, OrganizationsToRead, Users};
 
 /// Where a login came from, as it is stored: the client address its caller relayed (full,

@@ -23,6 +23,8 @@ pub struct PolicyUpdate {
     pub sso_enabled: bool,
     /// SSO exempt or enforce.
     pub sso_mode: SsoMode,
+    /// Days a device may be remembered (0, off, to 90).
+    pub trusted_device_days: i16,
 }
 
 impl PolicyUpdate {
@@ -33,18 +35,24 @@ impl PolicyUpdate {
             allowed_methods: org.allowed_methods,
             sso_enabled: org.sso_enabled,
             sso_mode: org.sso_mode,
+            trusted_device_days: org.trusted_device_days,
         }
     }
 
     fn check(&self) -> Result<()> {
-        if (0..=0b1111).contains(&self.allowed_methods) {
-            Ok(())
-        } else {
-            Err(StorageError::Invalid {
+        if !(0..=0b1111).contains(&self.allowed_methods) {
+            return Err(StorageError::Invalid {
                 field: "allowed_methods",
                 reason: "unknown method bits",
-            })
+            });
         }
+        if !(0..=super::MAX_TRUSTED_DEVICE_DAYS).contains(&self.trusted_device_days) {
+            return Err(StorageError::Invalid {
+                field: "trusted_device_days",
+                reason: "must be 0 to 90",
+            });
+        }
+        Ok(())
     }
 }
 
@@ -55,6 +63,8 @@ pub struct PolicyChanged {
     pub organization: Model,
     /// How many sessions were revoked.
     pub sessions_revoked: u64,
+    /// How many remembered devices ended (remembering turned off, or fewer days).
+    pub trusted_devices_revoked: u64,
 }
 
 /// Writes the policy columns of organization `id` on `conn`, only where they still equal
@@ -75,13 +85,18 @@ async fn write_policy<C: ConnectionTrait>(
         .col_expr(Column::AllowedMethods, Expr::value(policy.allowed_methods))
         .col_expr(Column::SsoEnabled, Expr::value(policy.sso_enabled))
         .col_expr(Column::SsoMode, Expr::value(policy.sso_mode))
+        .col_expr(
+            Column::TrustedDeviceDays,
+            Expr::value(policy.trusted_device_days),
+        )
         .filter(Column::Id.eq(id));
     if let Some(expected) = expected {
         update = update
             .filter(Column::MfaRequired.eq(expected.mfa_required))
             .filter(Column::AllowedMethods.eq(expected.allowed_methods))
             .filter(Column::SsoEnabled.eq(expected.sso_enabled))
-            .filter(Column::SsoMode.eq(expected.sso_mode));
+            .filter(Column::SsoMode.eq(expected.sso_mode))
+            .filter(Column::TrustedDeviceDays.eq(expected.trusted_device_days));
     }
     if update.exec(conn).await?.rows_affected != 1 {
         return Ok(false);
@@ -118,6 +133,7 @@ fn new_organization(name: &str, now: i64) -> Result<ActiveModel> {
         sso_enabled: Set(false),
         sso_mode: Set(SsoMode::Exempt),
         created_at: Set(now),
+        trusted_device_days: Set(0),
     })
 }
 
@@ -184,13 +200,14 @@ impl<'a> Organizations<'a> {
     }
 
     /// Replaces the policy. `mfa_required_since` is set when 2FA becomes required and cleared
-    /// when it stops being required.
+    /// when it stops being required; remembered devices follow `trusted_device_days`.
     pub async fn update_policy(&self, id: Uuid, policy: PolicyUpdate, now: i64) -> Result<Model> {
         policy.check()?;
         let (_writing, txn) = self.storage.begin_write().await?;
         if !write_policy(&txn, id, None, policy, now).await? {
             return Err(StorageError::NotFound("organization"));
         }
+        super::trusted_devices::apply_org_days(&txn, id, policy.trusted_device_days, now).await?;
         let model = Entity::find_by_id(id).one_by_key(&txn).await?;
         txn.commit().await?;
         model.ok_or(StorageError::NotFound("organization"))
@@ -200,15 +217,17 @@ impl<'a> Organizations<'a> {
     /// replaced by `policy` only if it is still the one in `expected` (else
     /// [`StorageError::Stale`]: the caller decided on a policy that is gone); then, with
     /// `revoke_below`, the sessions that policy governs below that assurance are revoked (see
-    /// [`super::Sessions::revoke_org_below`]); then the audit event is appended with the
-    /// details `details(sessions_revoked)`. Either all of it happens or none.
+    /// [`super::Sessions::revoke_org_below`]); the devices remembered under the policy follow
+    /// its `trusted_device_days` (all forgotten at 0; with fewer days, those remembered longer
+    /// ago end); then the audit event is appended with the details
+    /// `details(sessions_revoked, trusted_devices_revoked)`. Either all of it happens or none.
     pub async fn change_policy(
         &self,
         expected: &Model,
         policy: PolicyUpdate,
         revoke_below: Option<i16>,
         audit: AuditOf<'_>,
-        details: impl FnOnce(u64) -> String + Send,
+        details: impl FnOnce(u64, u64) -> String + Send,
         now: i64,
     ) -> Result<PolicyChanged> {
         policy.check()?;
@@ -224,7 +243,10 @@ impl<'a> Organizations<'a> {
             Some(level) => super::sessions::revoke_org_below(&txn, id, level, now).await?,
             None => 0,
         };
-        let details = details(sessions_revoked);
+        let trusted_devices_revoked =
+            super::trusted_devices::apply_org_days(&txn, id, policy.trusted_device_days, now)
+                .await?;
+        let details = details(sessions_revoked, trusted_devices_revoked);
         append_with(&txn, audit.event(now, Some(id), None, &details)).await?;
         let organization = Entity::find_by_id(id)
             .one_by_key(&txn)
@@ -234,6 +256,7 @@ impl<'a> Organizations<'a> {
         Ok(PolicyChanged {
             organization,
             sessions_revoked,
+            trusted_devices_revoked,
         })
     }
 }

@@ -16,7 +16,7 @@ use crate::{Result, Storage, StorageError};
 /// and `$2` by their first use): $1 the token's hash, $2 now.
 const FIND_VALID: &str = "\
 SELECT id, token_hash, user_id, org_id, assurance, created_at, last_seen_at, idle_expires_at,
-       expires_at, revoked_at, client_ip, client_user_agent
+       expires_at, revoked_at, client_ip, client_user_agent, trusted_device_id
 FROM sessions
 WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > $2 AND idle_expires_at > $2
   AND (assurance >= 2 OR org_id IS NULL OR NOT EXISTS (
@@ -40,6 +40,8 @@ pub struct NewSession<'a> {
     pub absolute_ttl: i64,
     /// Where its login came from.
     pub client: super::ClientInfo<'a>,
+    /// The remembered device the login skipped its second factor with (assurance 2).
+    pub trusted_device_id: Option<Uuid>,
 }
 
 /// Sessions.
@@ -82,6 +84,7 @@ impl<'a> Sessions<'a> {
             revoked_at: Set(None),
             client_ip: Set(new.client.ip.map(str::to_owned)),
             client_user_agent: Set(new.client.user_agent.map(str::to_owned)),
+            trusted_device_id: Set(new.trusted_device_id),
         };
         Entity::insert(model)
             .insert_on(&*self.storage.write().await)
@@ -257,10 +260,12 @@ impl<'a> Sessions<'a> {
     }
 }
 
-/// Raises a live session to assurance 2 (one at 2 stays so, and counts as raised).
+/// Raises a live session to assurance 2 with a factor (one at 2 stays so, and counts as
+/// raised; one a remembered device let in is now proven by a factor).
 pub(crate) fn raise_update(id: Uuid, now: i64) -> sea_orm::UpdateMany<Entity> {
     Entity::update_many()
         .col_expr(Column::Assurance, Expr::value(2i16))
+        .col_expr(Column::TrustedDeviceId, Expr::value(Option::<Uuid>::None))
         .filter(Column::Id.eq(id))
         .filter(Column::RevokedAt.is_null())
         .filter(Column::ExpiresAt.gt(now))

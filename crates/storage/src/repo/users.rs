@@ -235,8 +235,9 @@ impl<'a> Users<'a> {
     }
 
     /// Sets (or replaces) the password hash, revokes the user's live sessions but `keep`
-    /// (all of them without), and appends the `audit` event that records it (subject: the
-    /// user; details: `{"sessions_revoked": n}`), in one transaction. Returns how many
+    /// (all of them without) and forgets their remembered devices, and appends the `audit`
+    /// event that records it (subject: the user; details:
+    /// `{"sessions_revoked": n, "trusted_devices_revoked": m}`), in one transaction. Returns how many
     /// sessions it revoked. An unknown user is [`StorageError::NotFound`], and nothing is
     /// written.
     pub async fn set_password_hash(
@@ -256,7 +257,9 @@ impl<'a> Users<'a> {
             .await?;
         found(result.rows_affected)?;
         let revoked = super::sessions::revoke_of_user(&txn, id, keep, now).await?;
-        let details = format!("{{\"sessions_revoked\": {revoked}}}");
+        let devices = super::trusted_devices::revoke_of_user(&txn, id, now).await?;
+        let details =
+            format!("{{\"sessions_revoked\": {revoked}, \"trusted_devices_revoked\": {devices}}}");
         append_with(&txn, audit.event(now, None, Some(id), &details)).await?;
         txn.commit().await?;
         Ok(revoked)

@@ -64,6 +64,7 @@ async fn the_calling_thread_reads_every_entity_as_the_pool_does() {
         sms_counter,
         sms_send,
         webauthn_ceremony,
+        trusted_device,
     );
 }
 

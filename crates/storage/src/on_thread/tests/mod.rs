@@ -129,8 +129,39 @@ async fn populated() -> TestDb {
             ip: Some("192.0.2.7"),
             user_agent: Some("Firefox/140"),
         },
+        trusted_device_id: None,
     };
     s.sessions().create("token-1", session).await.unwrap();
+    let device = crate::repo::NewTrustedDevice {
+        user_id: alice,
+        org_id: org,
+        days: 30,
+        now: NOW,
+        client: session.client,
+    };
+    let remembered = NewAuditEvent {
+        occurred_at: NOW,
+        org_id: Some(org),
+        actor_id: Some(alice),
+        subject_id: Some(alice),
+        kind: "trusted_device.remembered",
+        details: "",
+        client: session.client,
+    };
+    let device = s
+        .trusted_devices()
+        .create("device-1", device, remembered, |_| "{}".to_owned())
+        .await
+        .unwrap();
+    // A session its device let in: the device's id read back both ways.
+    let remembered_session = NewSession {
+        trusted_device_id: Some(device.id),
+        ..session
+    };
+    s.sessions()
+        .create("token-2", remembered_session)
+        .await
+        .unwrap();
     s.challenges()
         .create(
             "challenge-1",
