@@ -271,6 +271,7 @@ impl World {
                         paths: mask.iter().map(|p| (*p).to_owned()).collect(),
                     }),
                     password: password.into(),
+                    client_context: None,
                 },
                 token,
             ))
@@ -289,6 +290,7 @@ impl World {
                 v1::ResetMemberMfaRequest {
                     organization_id: org.into(),
                     user_id: user.into(),
+                    client_context: None,
                 },
                 token,
             ))
@@ -1298,6 +1300,7 @@ async fn bad_policy_updates_name_the_field_and_change_nothing(backend: Backend) 
                 policy: None,
                 update_mask: None,
                 password: PASSWORD.into(),
+                client_context: None,
             },
             "policy",
         ),
@@ -1309,6 +1312,7 @@ async fn bad_policy_updates_name_the_field_and_change_nothing(backend: Backend) 
                     paths: vec!["mfa_required_time".into()],
                 }),
                 password: PASSWORD.into(),
+                client_context: None,
             },
             "update_mask",
         ),
@@ -1321,6 +1325,7 @@ async fn bad_policy_updates_name_the_field_and_change_nothing(backend: Backend) 
                 }),
                 update_mask: None,
                 password: PASSWORD.into(),
+                client_context: None,
             },
             "policy.allowed_methods",
         ),
@@ -1336,6 +1341,7 @@ async fn bad_policy_updates_name_the_field_and_change_nothing(backend: Backend) 
                     paths: vec!["allowed_methods".into()],
                 }),
                 password: PASSWORD.into(),
+                client_context: None,
             },
             "policy.allowed_methods",
         ),
@@ -1348,6 +1354,7 @@ async fn bad_policy_updates_name_the_field_and_change_nothing(backend: Backend) 
                     paths: vec!["sso_enabled".into(), "sso_mode".into()],
                 }),
                 password: PASSWORD.into(),
+                client_context: None,
             },
             "policy.sso_mode",
         ),
@@ -1358,6 +1365,7 @@ async fn bad_policy_updates_name_the_field_and_change_nothing(backend: Backend) 
                 policy: Some(v1::MfaPolicy::default()),
                 update_mask: None,
                 password: PASSWORD.into(),
+                client_context: None,
             },
             "update_mask",
         ),
@@ -1554,6 +1562,7 @@ async fn admin_rpcs_refuse_everyone_else_and_change_nothing(backend: Backend) {
                     policy: Some(policy(true, false, v1::SsoMode::Enforce)),
                     update_mask: None,
                     password: PASSWORD.into(),
+                    client_context: None,
                 },
                 &token,
             ))
@@ -1564,6 +1573,7 @@ async fn admin_rpcs_refuse_everyone_else_and_change_nothing(backend: Backend) {
                 v1::ResetMemberMfaRequest {
                     organization_id: org.clone(),
                     user_id: member.clone(),
+                    client_context: None,
                 },
                 &token,
             ))

@@ -391,6 +391,247 @@ async fn bad_context_names_its_field_and_counts_nothing(backend: Backend) {
     server.stop().await.unwrap();
 }
 
+fn context(ip: &str, user_agent: &str) -> Option<v1::ClientContext> {
+    Some(v1::ClientContext {
+        ip_address: ip.to_owned(),
+        user_agent: user_agent.to_owned(),
+    })
+}
+
+/// The newest audit event of `kind`.
+async fn last_event(server: &TestServer, kind: &str) -> storage::entity::audit_event::Model {
+    let filter = storage::repo::AuditFilter {
+        kinds: vec![kind.to_owned()],
+        ..Default::default()
+    };
+    let audit = server.app.storage.audit();
+    let mut page = audit.list(&filter, None, 1).await.unwrap();
+    page.items.pop().unwrap()
+}
+
+/// The calls that take a client context beside a login (an enrollment's confirmation, the
+/// admin RPCs) keep it on their events, and so does the lockout a failed login starts; a
+/// malformed one names its field and changes nothing.
+async fn the_calls_around_a_login_keep_their_client_on_their_events(backend: Backend) {
+    use tollgate_proto::v1::enrollment_service_client::EnrollmentServiceClient;
+    let server = TestServer::start_with(backend, config()).await;
+    let owner = server.create_user("owner@example.com", PASSWORD).await.id;
+    let mia = server.create_user("mia@example.com", PASSWORD).await.id;
+    let mut orgs = server.organizations().await;
+    let org = orgs
+        .create_organization(v1::CreateOrganizationRequest {
+            name: "Acme".into(),
+            owner_user_id: owner,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .organization
+        .unwrap()
+        .id;
+    orgs.add_member(v1::AddMemberRequest {
+        organization_id: org.clone(),
+        user_id: mia.clone(),
+        role: v1::Role::Member as i32,
+    })
+    .await
+    .unwrap();
+    let session = |email: &'static str| {
+        let request = tollgate_e2e::password_login(email, PASSWORD, &org);
+        let server = &server;
+        async move {
+            match server.first_step(request).await {
+                authenticate_response::Result::Authenticated(s) => s.token,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    let mia_session = session("mia@example.com").await;
+    let mut enrollment = EnrollmentServiceClient::new(server.channel().await);
+
+    // An enrollment's confirmation: its events keep the client.
+    let begun = enrollment
+        .begin_totp_enrollment(tollgate_e2e::bearer(
+            v1::BeginTotpEnrollmentRequest {
+                label: "app".into(),
+            },
+            &mia_session,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let totp = otp_core::OtpAuthUri::parse(&begun.otpauth_uri)
+        .unwrap()
+        .to_totp(otp_core::TotpParams::default())
+        .unwrap()
+        .unwrap();
+    let now = u64::try_from(server::Clock::now(&*server.app.clock)).unwrap();
+    let confirm = |client| v1::ConfirmTotpEnrollmentRequest {
+        factor_id: begun.factor.as_ref().unwrap().id.clone(),
+        code: totp.generate(now).unwrap().to_string(),
+        replaces_factor_id: String::new(),
+        client_context: client,
+    };
+    // Every confirmation checks it before anything else is looked at.
+    let long = "x".repeat(513);
+    let id = storage::Uuid::now_v7().to_string();
+    let refusals = [
+        enrollment
+            .confirm_hotp_enrollment(tollgate_e2e::bearer(
+                v1::ConfirmHotpEnrollmentRequest {
+                    factor_id: id.clone(),
+                    code: "123456".into(),
+                    replaces_factor_id: String::new(),
+                    client_context: context("", &long),
+                },
+                &mia_session,
+            ))
+            .await
+            .unwrap_err(),
+        enrollment
+            .confirm_sms_enrollment(tollgate_e2e::bearer(
+                v1::ConfirmSmsEnrollmentRequest {
+                    factor_id: id.clone(),
+                    code: "123456".into(),
+                    replaces_factor_id: String::new(),
+                    client_context: context("", &long),
+                },
+                &mia_session,
+            ))
+            .await
+            .unwrap_err(),
+        enrollment
+            .confirm_web_authn_registration(tollgate_e2e::bearer(
+                v1::ConfirmWebAuthnRegistrationRequest {
+                    factor_id: id.clone(),
+                    registration_response_json: "{}".into(),
+                    replaces_factor_id: String::new(),
+                    client_context: context("", &long),
+                },
+                &mia_session,
+            ))
+            .await
+            .unwrap_err(),
+    ];
+    for refused in refusals {
+        assert_eq!(refused.code(), Code::InvalidArgument);
+        assert_eq!(violated_fields(&refused), ["client_context.user_agent"]);
+    }
+
+    let refused = enrollment
+        .confirm_totp_enrollment(tollgate_e2e::bearer(
+            confirm(context("not an address", "")),
+            &mia_session,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&refused), ["client_context.ip_address"]);
+    let listed = enrollment
+        .list_factors(tollgate_e2e::bearer(
+            v1::ListFactorsRequest {},
+            &mia_session,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        listed.factors[0].status,
+        v1::FactorStatus::Pending as i32,
+        "nothing changed"
+    );
+    enrollment
+        .confirm_totp_enrollment(tollgate_e2e::bearer(
+            confirm(context("203.0.113.5", "Confirm/1")),
+            &mia_session,
+        ))
+        .await
+        .unwrap();
+    for kind in ["factor.enrolled", "recovery_codes.issued"] {
+        let event = last_event(&server, kind).await;
+        assert_eq!(event.client_ip.as_deref(), Some("203.0.113.5"), "{kind}");
+        assert_eq!(event.client_user_agent.as_deref(), Some("Confirm/1"));
+    }
+    // The admin RPCs: a policy change and a member's reset.
+    let owner_session = session("owner@example.com").await;
+    let policy = |client| v1::UpdateMfaPolicyRequest {
+        organization_id: org.clone(),
+        policy: Some(v1::MfaPolicy {
+            trusted_device_days: 7,
+            ..Default::default()
+        }),
+        update_mask: None,
+        password: PASSWORD.into(),
+        client_context: client,
+    };
+    let refused = orgs
+        .update_mfa_policy(tollgate_e2e::bearer(
+            policy(context("2001:db8::1%eth0", "")),
+            &owner_session,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&refused), ["client_context.ip_address"]);
+    let read = orgs
+        .get_organization(v1::GetOrganizationRequest {
+            organization_id: org.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let unchanged = read.organization.unwrap().mfa_policy.unwrap();
+    assert_eq!(unchanged.trusted_device_days, 0);
+    orgs.update_mfa_policy(tollgate_e2e::bearer(
+        policy(context("2001:db8::1", "Admin/2")),
+        &owner_session,
+    ))
+    .await
+    .unwrap();
+    let event = last_event(&server, "mfa_policy.updated").await;
+    assert_eq!(event.client_ip.as_deref(), Some("2001:db8::1"));
+    assert_eq!(event.client_user_agent.as_deref(), Some("Admin/2"));
+    let reset = |client| v1::ResetMemberMfaRequest {
+        organization_id: org.clone(),
+        user_id: mia.clone(),
+        client_context: client,
+    };
+    let refused = orgs
+        .reset_member_mfa(tollgate_e2e::bearer(
+            reset(context("10.0.0.300", "")),
+            &owner_session,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&refused), ["client_context.ip_address"]);
+    let mia_id = mia.parse().unwrap();
+    let factors = server.app.storage.factors();
+    assert_eq!(factors.of_user(mia_id, true).await.unwrap().len(), 1);
+    orgs.reset_member_mfa(tollgate_e2e::bearer(
+        reset(context("198.51.100.9", "Admin/2")),
+        &owner_session,
+    ))
+    .await
+    .unwrap();
+    assert!(factors.of_user(mia_id, true).await.unwrap().is_empty());
+    let event = last_event(&server, "member.mfa_reset").await;
+    assert_eq!(event.client_ip.as_deref(), Some("198.51.100.9"));
+
+    // The lockout a wrong password starts keeps the failing login's client.
+    let free = server.app.config.login.free_failures;
+    for _ in 0..=free {
+        let wrong = login(
+            "mia@example.com",
+            "wrong password!!",
+            "192.0.2.99",
+            "Guess/1",
+        );
+        let answer = attempt(&server, wrong).await;
+        assert_eq!(answer, "INVALID_CREDENTIALS");
+    }
+    let event = last_event(&server, "user.locked_out").await;
+    assert_eq!(event.client_ip.as_deref(), Some("192.0.2.99"));
+    assert_eq!(event.client_user_agent.as_deref(), Some("Guess/1"));
+}
+
 both!(
     spraying_from_one_address_is_stopped_while_another_logs_in,
     a_network_shares_a_budget_and_the_allowlist_is_exempt,
@@ -398,4 +639,5 @@ both!(
     a_burst_gets_no_more_than_the_budget,
     a_quiet_window_forgets_and_a_lockout_ends,
     bad_context_names_its_field_and_counts_nothing,
+    the_calls_around_a_login_keep_their_client_on_their_events,
 );

@@ -220,7 +220,8 @@ async fn the_token_rule_holds_on_every_rpc(backend: Backend) {
         enrollment.confirm_totp_enrollment(v1::ConfirmTotpEnrollmentRequest {
             factor_id: id.clone(),
             code: "123456".into(),
-            replaces_factor_id: String::new()
+            replaces_factor_id: String::new(),
+            client_context: None,
         }),
         "USER_TOKEN_INVALID"
     );
@@ -235,7 +236,8 @@ async fn the_token_rule_holds_on_every_rpc(backend: Backend) {
         enrollment.confirm_hotp_enrollment(v1::ConfirmHotpEnrollmentRequest {
             factor_id: id.clone(),
             code: "123456".into(),
-            replaces_factor_id: String::new()
+            replaces_factor_id: String::new(),
+            client_context: None,
         }),
         "USER_TOKEN_INVALID"
     );
@@ -284,7 +286,8 @@ async fn the_token_rule_holds_on_every_rpc(backend: Backend) {
         enrollment.confirm_sms_enrollment(v1::ConfirmSmsEnrollmentRequest {
             factor_id: id.clone(),
             code: "123456".into(),
-            replaces_factor_id: String::new()
+            replaces_factor_id: String::new(),
+            client_context: None,
         }),
         "USER_TOKEN_INVALID"
     );
@@ -299,7 +302,8 @@ async fn the_token_rule_holds_on_every_rpc(backend: Backend) {
         enrollment.confirm_web_authn_registration(v1::ConfirmWebAuthnRegistrationRequest {
             factor_id: id.clone(),
             registration_response_json: "{}".into(),
-            replaces_factor_id: String::new()
+            replaces_factor_id: String::new(),
+            client_context: None,
         }),
         "USER_TOKEN_INVALID"
     );
@@ -311,14 +315,16 @@ async fn the_token_rule_holds_on_every_rpc(backend: Backend) {
                 ..Default::default()
             }),
             update_mask: None,
-            password: PASSWORD.into()
+            password: PASSWORD.into(),
+            client_context: None,
         }),
         "SESSION_INVALID"
     );
     check!(
         orgs.reset_member_mfa(v1::ResetMemberMfaRequest {
             organization_id: org.clone(),
-            user_id: user_id.clone()
+            user_id: user_id.clone(),
+            client_context: None,
         }),
         "SESSION_INVALID"
     );
@@ -577,6 +583,7 @@ async fn update_masks_follow_aip_134(backend: Backend) {
                 paths: paths.into_iter().map(str::to_owned).collect(),
             }),
             password: PASSWORD.into(),
+            client_context: None,
         };
         let mut orgs = orgs.clone();
         let token = token.to_owned();
@@ -741,6 +748,7 @@ async fn each_refusal_names_its_reason(backend: Backend) {
         }),
         update_mask: None,
         password: PASSWORD.into(),
+        client_context: None,
     };
     orgs.update_mfa_policy(bearer(only_apps, &alice.token))
         .await
@@ -785,6 +793,7 @@ async fn each_refusal_names_its_reason(backend: Backend) {
             v1::ResetMemberMfaRequest {
                 organization_id: org_a.clone(),
                 user_id: dave.id.clone(),
+                client_context: None,
             },
             &alice.token,
         ))

@@ -110,6 +110,7 @@ impl World {
                 paths: vec!["trusted_device_days".into()],
             }),
             password: PASSWORD.into(),
+            client_context: None,
         };
         let answer = self
             .server
@@ -509,6 +510,7 @@ async fn each_way_a_remembered_device_ends(backend: Backend) {
     let reset = v1::ResetMemberMfaRequest {
         organization_id: w.org.clone(),
         user_id: w.bob.clone(),
+        client_context: None,
     };
     w.server
         .organizations()
@@ -568,6 +570,7 @@ async fn the_organization_lowering_or_ending_its_days_ends_devices(backend: Back
                 paths: vec!["trusted_device_days".into()],
             }),
             password: PASSWORD.into(),
+            client_context: None,
         };
         let refused = w
             .server

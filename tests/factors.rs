@@ -139,6 +139,7 @@ impl World {
                     factor_id: id.to_owned(),
                     code: self.code(app),
                     replaces_factor_id: replaces.to_owned(),
+                    client_context: None,
                 },
                 token,
             ))
@@ -388,6 +389,7 @@ async fn journey_8_a_new_app_replaces_the_old_in_its_confirmation(backend: Backe
         factor_id: hotp_id.clone(),
         code: device.generate(0).to_string(),
         replaces_factor_id: replaces.to_owned(),
+        client_context: None,
     };
     let err = w
         .enrollment
@@ -484,6 +486,7 @@ async fn journey_8_a_replacement_needs_a_session_and_keeps_enforcement_whole(bac
                 factor_id: hotp_id.clone(),
                 code: device.generate(0).to_string(),
                 replaces_factor_id: app_id.clone(),
+                client_context: None,
             },
             &token,
         ))

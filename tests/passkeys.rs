@@ -159,6 +159,7 @@ async fn register(
                 factor_id: begun.factor.unwrap().id,
                 registration_response_json: response,
                 replaces_factor_id: String::new(),
+                client_context: None,
             },
             bearer_token,
         ))
@@ -633,6 +634,7 @@ async fn bad_responses_name_the_field(backend: Backend) {
                     factor_id: begun.factor.as_ref().unwrap().id.clone(),
                     registration_response_json: bad.into(),
                     replaces_factor_id: String::new(),
+                    client_context: None,
                 },
                 &session,
             ))

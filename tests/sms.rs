@@ -140,6 +140,7 @@ impl World {
                     factor_id: factor_id.into(),
                     code: code.into(),
                     replaces_factor_id: replaces.into(),
+                    client_context: None,
                 },
                 token,
             ))
@@ -166,6 +167,10 @@ impl World {
             .send_sms_code(v1::SendSmsCodeRequest {
                 challenge_token: challenge.into(),
                 factor_id: String::new(),
+                client_context: Some(v1::ClientContext {
+                    ip_address: "192.0.2.44".into(),
+                    user_agent: "SmsTest/1".into(),
+                }),
                 ..Default::default()
             })
             .await
@@ -345,11 +350,18 @@ async fn bad_numbers_are_refused_and_send_nothing(backend: Backend) {
         .send_sms_code(v1::SendSmsCodeRequest {
             challenge_token: "x".into(),
             factor_id: "not-a-uuid".into(),
+            client_context: Some(v1::ClientContext {
+                ip_address: "192.0.2.300".into(),
+                user_agent: String::new(),
+            }),
             ..Default::default()
         })
         .await
         .unwrap_err();
-    assert_eq!(violated_fields(&err), ["factor_id"]);
+    assert_eq!(
+        violated_fields(&err),
+        ["factor_id", "client_context.ip_address"]
+    );
     let factors = w
         .enrollment
         .list_factors(bearer(v1::ListFactorsRequest {}, &token))
@@ -387,6 +399,28 @@ async fn journey_7_log_in_with_an_sms_code(backend: Backend) {
         w.inbox(&phone).await.len(),
         2,
         "enrollment, then this login"
+    );
+    // Its event keeps where the request came from.
+    let sent_events = w
+        .server
+        .app
+        .storage
+        .audit()
+        .list(
+            &storage::repo::AuditFilter {
+                kinds: vec!["sms.sent".into()],
+                ..Default::default()
+            },
+            None,
+            1,
+        )
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(sent_events[0].client_ip.as_deref(), Some("192.0.2.44"));
+    assert_eq!(
+        sent_events[0].client_user_agent.as_deref(),
+        Some("SmsTest/1")
     );
 
     // A wrong code counts toward the same per-user budget as app codes.
@@ -871,6 +905,7 @@ async fn journey_8_from_sms_to_an_authenticator_app(backend: Backend) {
             challenge_token: "x".into(),
             factor_id: String::new(),
             session_token: session.clone(),
+            client_context: None,
         })
         .await
         .unwrap_err();

@@ -197,6 +197,7 @@ pub async fn sso_organization(c: &Clients, names: &RunNames) -> SetupResult<Stri
                     paths: vec!["sso_enabled".to_owned(), "sso_mode".to_owned()],
                 }),
                 password: names.password.clone(),
+                client_context: None,
             },
             &session,
         ))

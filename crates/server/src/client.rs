@@ -64,6 +64,19 @@ pub(crate) fn parse(
     client
 }
 
+/// The client of a call whose other fields were checked already, as it is stored:
+/// INVALID_ARGUMENT naming `client_context.ip_address` or `client_context.user_agent` when
+/// malformed (before the call changes anything).
+pub(crate) fn checked(app: &App, context: Option<&v1::ClientContext>) -> ApiResult<Stored> {
+    let mut violations = Vec::new();
+    let client = parse(context, false, &mut violations);
+    if violations.is_empty() {
+        Ok(client.stored(&app.config.clients))
+    } else {
+        Err(ApiError::InvalidArgument(violations))
+    }
+}
+
 impl Client {
     /// What is stored of this client: the address, full or truncated to its IPv4 /24 or IPv6
     /// /48 as `clients.store_addresses` says, and the User-Agent.

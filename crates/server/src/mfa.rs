@@ -195,11 +195,20 @@ pub(crate) async fn record_failure(
         }
         events
     };
-    let failed =
-        match crate::throttle::fail(app, &mfa_key(user), Some(user), "second", now, events).await {
-            Ok(failed) => failed,
-            Err(e) => return e,
-        };
+    let failed = match crate::throttle::fail(
+        app,
+        &mfa_key(user),
+        Some(user),
+        "second",
+        Default::default(),
+        now,
+        events,
+    )
+    .await
+    {
+        Ok(failed) => failed,
+        Err(e) => return e,
+    };
     let failures = failed.failures;
     if failures == first_lockout {
         app.metrics.passwords_suspected_compromised.inc();

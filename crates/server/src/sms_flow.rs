@@ -131,6 +131,7 @@ pub(crate) async fn send_code(
     user_id: Uuid,
     org_id: Option<Uuid>,
     factor: &storage::entity::factor::Model,
+    client: storage::repo::ClientInfo<'_>,
     now: i64,
 ) -> ApiResult<Sent> {
     let sms = &app.config.sms;
@@ -276,15 +277,7 @@ pub(crate) async fn send_code(
         .await?;
     let masked = crate::sms::mask(phone);
     let details = serde_json::json!({ "factor_id": factor.id, "to": masked }).to_string();
-    audit::record(
-        app,
-        "sms.sent",
-        org_id,
-        Some(user_id),
-        Some(user_id),
-        &details,
-    )
-    .await?;
+    audit::own_from(app, org_id, user_id, "sms.sent", &details, client).await?;
     tracing::info!(user_id = %user_id, factor_id = %factor.id, sender = app.sms.name(), "SMS code sent");
     Ok(Sent {
         masked,

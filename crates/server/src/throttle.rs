@@ -112,6 +112,7 @@ pub(crate) async fn fail(
     key: &str,
     subject: Option<Uuid>,
     factor: &'static str,
+    client: storage::repo::ClientInfo<'_>,
     now: i64,
     more: impl Fn(i64) -> Vec<(&'static str, String)> + Send + Sync,
 ) -> ApiResult<Failed> {
@@ -129,6 +130,7 @@ pub(crate) async fn fail(
     let audit = Some(storage::repo::FailureAudit {
         subject_id: subject,
         events: &events,
+        client,
     });
     let (failures, until) = match app
         .storage

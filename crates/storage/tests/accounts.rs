@@ -154,6 +154,7 @@ async fn passwords_and_flags_update(db: &TestDb) {
     let refused = AuditOf {
         actor_id: None,
         kind: "",
+        client: Default::default(),
     };
     assert!(matches!(
         users
@@ -345,6 +346,7 @@ async fn organizations_and_members_commit_with_their_events(db: &TestDb) {
     let event = |kind| AuditOf {
         actor_id: None,
         kind,
+        client: Default::default(),
     };
     let organizations = || async {
         storage::entity::organization::Entity::find()

@@ -142,6 +142,7 @@ async fn a_policy_change_revokes_and_audits_in_one_transaction(db: &TestDb) {
             AuditOf {
                 actor_id: Some(owner),
                 kind: "mfa_policy.updated",
+                client: Default::default(),
             },
             |revoked, _| format!(r#"{{"sessions_revoked":{revoked}}}"#),
             NOW + 5,
@@ -258,6 +259,7 @@ async fn a_reset_removes_everything_or_nothing(db: &TestDb) {
             AuditOf {
                 actor_id: Some(admin),
                 kind: "",
+                client: Default::default(),
             },
             |_| "{}".into(),
             NOW,
@@ -282,6 +284,7 @@ async fn a_reset_removes_everything_or_nothing(db: &TestDb) {
             AuditOf {
                 actor_id: Some(admin),
                 kind: "member.mfa_reset",
+                client: Default::default(),
             },
             |r| format!(r#"{{"factors_removed":{}}}"#, r.factors_removed),
             NOW,
@@ -331,6 +334,7 @@ async fn a_reset_removes_everything_or_nothing(db: &TestDb) {
             AuditOf {
                 actor_id: Some(bob),
                 kind: "mfa.reset",
+                client: Default::default(),
             },
             |_| "{}".into(),
             NOW,

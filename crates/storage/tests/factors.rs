@@ -617,6 +617,7 @@ async fn removal_and_reset(db: &TestDb) {
             storage::repo::AuditOf {
                 actor_id: Some(uid),
                 kind: "mfa.reset",
+                client: Default::default(),
             },
             |_| "{}".into(),
             NOW,
@@ -1046,6 +1047,7 @@ async fn begun_enrollments_resyncs_and_lockouts_commit_with_their_events(db: &Te
     let audit = storage::repo::FailureAudit {
         subject_id: Some(uid),
         events: &refusing,
+        client: Default::default(),
     };
     let lockouts = Lockouts::new(0, &[30]);
     assert!(
@@ -1067,6 +1069,7 @@ async fn begun_enrollments_resyncs_and_lockouts_commit_with_their_events(db: &Te
     let audit = storage::repo::FailureAudit {
         subject_id: Some(uid),
         events: &locking,
+        client: Default::default(),
     };
     s.attempts()
         .record_failure(&key, NOW, &lockouts, Some(audit))

@@ -22,6 +22,7 @@ use tollgate_proto::v1::{
 };
 
 use crate::App;
+use crate::client::Client;
 use crate::cookies::{Jar, Step};
 use crate::login::{enroll_form, expired_form, expired_text};
 use crate::tollgate::{Clients, bearer, human, session_over, when};
@@ -423,18 +424,20 @@ pub(crate) struct ConfirmForm {
 pub(crate) async fn confirm_app(
     State(app): State<App>,
     jar: Jar,
+    client: Client,
     form: axum::Form<ConfirmForm>,
 ) -> Response {
-    confirm(app.tollgate, jar, &form, Confirming::App).await
+    confirm(app.tollgate, jar, client, &form, Confirming::App).await
 }
 
 /// `ConfirmSmsEnrollment` with the code the phone received.
 pub(crate) async fn confirm_phone(
     State(app): State<App>,
     jar: Jar,
+    client: Client,
     form: axum::Form<ConfirmForm>,
 ) -> Response {
-    confirm(app.tollgate, jar, &form, Confirming::Phone).await
+    confirm(app.tollgate, jar, client, &form, Confirming::Phone).await
 }
 
 /// Which confirmation a code form posts to.
@@ -449,6 +452,7 @@ enum Confirming {
 async fn confirm(
     mut tollgate: Clients,
     jar: Jar,
+    client: Client,
     form: &ConfirmForm,
     kind: Confirming,
 ) -> Response {
@@ -469,6 +473,7 @@ async fn confirm(
                 factor_id,
                 code,
                 replaces_factor_id: String::new(),
+                client_context: Some(client.0),
             };
             tollgate
                 .enrollment
@@ -484,6 +489,7 @@ async fn confirm(
                 factor_id,
                 code,
                 replaces_factor_id: String::new(),
+                client_context: Some(client.0),
             };
             tollgate
                 .enrollment
@@ -623,6 +629,7 @@ pub(crate) async fn add_passkey_begin(
 pub(crate) async fn add_passkey_finish(
     State(app): State<App>,
     jar: Jar,
+    client: Client,
     Json(call): Json<PasskeyCall>,
 ) -> Response {
     let Some(credential) = jar.enrolling_credential() else {
@@ -636,6 +643,7 @@ pub(crate) async fn add_passkey_finish(
         factor_id: call.ceremony,
         registration_response_json: call.response,
         replaces_factor_id: String::new(),
+        client_context: Some(client.0),
     };
     match tollgate
         .enrollment

@@ -420,6 +420,7 @@ pub(crate) async fn verify(
 pub(crate) async fn send_sms(
     State(app): State<App>,
     jar: Jar,
+    client: Client,
     form: axum::Form<CsrfForm>,
 ) -> Response {
     let Some(Step::SecondFactor {
@@ -436,6 +437,7 @@ pub(crate) async fn send_sms(
     let mut tollgate = app.tollgate;
     let request = SendSmsCodeRequest {
         challenge_token: challenge_token.clone(),
+        client_context: Some(client.0),
         ..SendSmsCodeRequest::default()
     };
     match tollgate.authentication.send_sms_code(request).await {

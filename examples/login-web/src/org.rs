@@ -25,6 +25,7 @@ use tollgate_proto::v1::{
 };
 
 use crate::App;
+use crate::client::Client;
 use crate::cookies::Jar;
 use crate::login::expired_form;
 use crate::tollgate::{Clients, bearer, human, session_over, when};
@@ -269,6 +270,7 @@ pub(crate) struct PolicyForm {
 pub(crate) async fn update_policy(
     State(app): State<App>,
     jar: Jar,
+    client: Client,
     form: axum::Form<PolicyForm>,
 ) -> Response {
     let mut tollgate = app.tollgate;
@@ -296,6 +298,7 @@ pub(crate) async fn update_policy(
         }),
         update_mask: Some(FieldMask { paths }),
         password: form.password.clone(),
+        client_context: Some(client.0),
     };
     let message = match tollgate
         .organizations
@@ -370,6 +373,7 @@ pub(crate) struct ResetForm {
 pub(crate) async fn reset_member(
     State(app): State<App>,
     jar: Jar,
+    client: Client,
     form: axum::Form<ResetForm>,
 ) -> Response {
     let mut tollgate = app.tollgate;
@@ -380,6 +384,7 @@ pub(crate) async fn reset_member(
     let request = ResetMemberMfaRequest {
         organization_id: admin.organization_id,
         user_id: form.user_id.clone(),
+        client_context: Some(client.0),
     };
     let message = match tollgate
         .organizations

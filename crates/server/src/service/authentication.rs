@@ -57,6 +57,10 @@ fn password_key(app: &App, email: &str) -> String {
 /// With `budgets` (a login's client address and network, [`crate::client::Budgets`]), a
 /// lockout of either refuses before anything is hashed, and a failure counts against them
 /// too; a success leaves them as they are.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the password check and everything its counting and audit need"
+)]
 pub(crate) async fn verify_password_throttled(
     app: &App,
     email: &str,
@@ -64,6 +68,7 @@ pub(crate) async fn verify_password_throttled(
     subject: Option<Uuid>,
     password: Zeroizing<String>,
     budgets: &crate::client::Budgets,
+    client: storage::repo::ClientInfo<'_>,
     now: i64,
 ) -> ApiResult<()> {
     let key = password_key(app, email);
@@ -95,7 +100,7 @@ pub(crate) async fn verify_password_throttled(
             .inspect_err(locked_out);
     }
     budgets.fail(app, now).await.inspect_err(client_locked)?;
-    let failed = crate::throttle::fail(app, &key, subject, "password", now, |_| Vec::new())
+    let failed = crate::throttle::fail(app, &key, subject, "password", client, now, |_| Vec::new())
         .await
         .inspect_err(locked_out)?;
     app.metrics.login("password", "invalid_credentials");
@@ -219,10 +224,12 @@ impl Authentication {
                 Err(other) => return Err(other),
             }
         };
+        let client = crate::client::parse(body.client_context.as_ref(), false, &mut violations);
         if !violations.is_empty() {
             return Err(ApiError::InvalidArgument(violations));
         }
         let app = &self.app;
+        let stored = client.stored(&app.config.clients);
         let now = app.now();
         // No SMS for a user who is locked out or whose codes are suspended: it could not be
         // used anyway.
@@ -251,7 +258,8 @@ impl Authentication {
                 .next()
                 .ok_or(ApiError::NotFound("SMS factor"))?,
         };
-        let sent = crate::sms_flow::send_code(app, user_id, org_id, &factor, now).await?;
+        let sent =
+            crate::sms_flow::send_code(app, user_id, org_id, &factor, stored.info(), now).await?;
         Ok(v1::SendSmsCodeResponse {
             factor_id: factor.id.to_string(),
             masked_phone_number: sent.masked,
@@ -351,6 +359,7 @@ impl Authentication {
         let hash = user.as_ref().and_then(|u| u.password_hash.clone());
         let subject = user.as_ref().map(|u| u.id);
         let budgets = crate::client::Budgets::of(app, first.client);
+        let stored = first.client.stored(&app.config.clients);
         verify_password_throttled(
             app,
             &credentials.email,
@@ -358,6 +367,7 @@ impl Authentication {
             subject,
             password,
             &budgets,
+            stored.info(),
             now,
         )
         .await?;

@@ -289,6 +289,7 @@ impl Enrollment {
                 "must be the 6 to 8 digits the app shows",
             ));
         };
+        let client = crate::client::checked(&self.app, body.client_context.as_ref())?;
         let app = &self.app;
         let user_id = ctx.user_id();
         let now = app.now();
@@ -303,7 +304,14 @@ impl Enrollment {
         };
         failures.succeed(app, now).await?;
         let (factor, recovery_codes, session) = self
-            .finish(&ctx, &factor, Some(step), "totp", replaces.as_ref())
+            .finish(
+                &ctx,
+                &factor,
+                Some(step),
+                "totp",
+                replaces.as_ref(),
+                &client,
+            )
             .await?;
         Ok(v1::ConfirmTotpEnrollmentResponse {
             factor: Some(factor),
@@ -318,6 +326,10 @@ impl Enrollment {
     /// opens the session that completes the login. The confirming code was settled against
     /// the user's failure budget before (which cleared their failures): a lockout that
     /// failures in flight alongside it wrote since is left in force.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "each confirmation hands over what it checked"
+    )]
     pub(super) async fn finish(
         &self,
         ctx: &UserContext,
@@ -325,13 +337,19 @@ impl Enrollment {
         step: Option<i64>,
         kind: &str,
         replaces: Option<&storage::entity::factor::Model>,
+        client: &crate::client::Stored,
     ) -> ApiResult<(v1::Factor, Vec<String>, Option<v1::Session>)> {
-        self.finish_with(ctx, factor, step, kind, replaces, None)
+        self.finish_with(ctx, factor, step, kind, replaces, None, client)
             .await
     }
 
     /// [`Enrollment::finish`] for a WebAuthn factor, whose credential (its id and JSON) is
-    /// stored with the activation.
+    /// stored with the activation. The events carry `client`; so does the session of an
+    /// enrollment token's login (else the client its first step kept).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "each confirmation hands over what it checked"
+    )]
     pub(super) async fn finish_with(
         &self,
         ctx: &UserContext,
@@ -340,6 +358,7 @@ impl Enrollment {
         kind: &str,
         replaces: Option<&storage::entity::factor::Model>,
         credential: Option<(&[u8], &str)>,
+        client: &crate::client::Stored,
     ) -> ApiResult<(v1::Factor, Vec<String>, Option<v1::Session>)> {
         let app = &self.app;
         let user_id = ctx.user_id();
@@ -413,7 +432,10 @@ impl Enrollment {
                 factor.id
             )
         });
-        let event = |kind, details| audit::own_event(ctx.org_id(), user_id, kind, details, now);
+        let event = |kind, details| storage::repo::NewAuditEvent {
+            client: client.info(),
+            ..audit::own_event(ctx.org_id(), user_id, kind, details, now)
+        };
         let mut events = vec![event("factor.enrolled", enrolled.as_str())];
         if let Some(details) = &removed {
             events.push(event("factor.removed", details));
@@ -443,8 +465,11 @@ impl Enrollment {
         // With an enrollment token, the login completes: the token is used up, a session issued.
         let session = match ctx {
             UserContext::Enrollment(challenge) => {
-                // The login's client, as Authenticate kept it with the enrollment token.
-                let client = crate::client::Stored::of_challenge(challenge);
+                // This call's client, else the login's as Authenticate kept it with the
+                // enrollment token.
+                let client = client
+                    .clone()
+                    .or(crate::client::Stored::of_challenge(challenge));
                 let session = super::authentication::create_session(
                     app,
                     user_id,
@@ -568,6 +593,7 @@ mod tests {
                 Some(1),
                 "totp",
                 None,
+                &Default::default(),
             )
             .await
             .unwrap();

@@ -149,6 +149,7 @@ impl Enrollment {
         let code = Zeroizing::new(body.code);
         let factor_id = parse_id("factor_id", &body.factor_id)?;
         let digits = code_field("code", &code)?;
+        let client = crate::client::checked(&self.app, body.client_context.as_ref())?;
         let app = &self.app;
         let user_id = ctx.user_id();
         let now = app.now();
@@ -169,7 +170,14 @@ impl Enrollment {
         };
         failures.succeed(app, now).await?;
         let (factor, recovery_codes, session) = self
-            .finish(&ctx, &factor, Some(counter), "hotp", replaces.as_ref())
+            .finish(
+                &ctx,
+                &factor,
+                Some(counter),
+                "hotp",
+                replaces.as_ref(),
+                &client,
+            )
             .await?;
         Ok(v1::ConfirmHotpEnrollmentResponse {
             factor: Some(factor),
@@ -455,6 +463,7 @@ impl Enrollment {
                 storage::repo::AuditOf {
                     actor_id: Some(user_id),
                     kind: "mfa.reset",
+                    client: Default::default(),
                 },
                 |r| {
                     serde_json::json!({

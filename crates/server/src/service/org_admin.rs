@@ -331,9 +331,11 @@ impl Organizations {
         if password.chars().count() > 256 {
             violations.push(("password".to_owned(), "at most 256 characters".to_owned()));
         }
+        let client = crate::client::parse(body.client_context.as_ref(), false, &mut violations);
         let (Some(new), true) = (new, violations.is_empty()) else {
             return Err(ApiError::InvalidArgument(violations));
         };
+        let client = client.stored(&self.app.config.clients);
         let current = org_policy(&admin.org);
         let wanted = org_policy(&organization::Model {
             mfa_required: new.mfa_required,
@@ -357,6 +359,7 @@ impl Organizations {
             Some(admin.user.id),
             password,
             &crate::client::Budgets::default(),
+            client.info(),
             now,
         )
         .await
@@ -383,6 +386,7 @@ impl Organizations {
                 AuditOf {
                     actor_id: Some(admin.user.id),
                     kind: "mfa_policy.updated",
+                    client: client.info(),
                 },
                 |revoked, devices| {
                     serde_json::json!({
@@ -433,9 +437,15 @@ impl Organizations {
             &mut violations,
             parse_id("user_id", &request.get_ref().user_id),
         );
-        let (Some(org_id), Some(target)) = (org_id, target) else {
+        let client = crate::client::parse(
+            request.get_ref().client_context.as_ref(),
+            false,
+            &mut violations,
+        );
+        let (Some(org_id), Some(target), true) = (org_id, target, violations.is_empty()) else {
             return Err(ApiError::InvalidArgument(violations));
         };
+        let client = client.stored(&self.app.config.clients);
         let admin = self.admin_caller(&request, org_id).await?;
         // What depends on the caller alone (an admin, stepped up) comes before anything about
         // the member is looked at.
@@ -499,6 +509,7 @@ impl Organizations {
                 AuditOf {
                     actor_id: Some(admin.user.id),
                     kind: "member.mfa_reset",
+                    client: client.info(),
                 },
                 |r| {
                     serde_json::json!({

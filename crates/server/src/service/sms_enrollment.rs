@@ -79,19 +79,22 @@ impl Enrollment {
                     .await?
             }
         };
-        let sent = match sms_flow::send_code(app, user_id, ctx.org_id(), &factor, now).await {
-            Ok(sent) => sent,
-            Err(e) => {
-                // Nothing is left pending for a phone that got no code.
-                if created {
-                    app.storage
-                        .factors()
-                        .remove(user_id, factor.id, false, now, &[])
-                        .await?;
+        let sent =
+            match sms_flow::send_code(app, user_id, ctx.org_id(), &factor, Default::default(), now)
+                .await
+            {
+                Ok(sent) => sent,
+                Err(e) => {
+                    // Nothing is left pending for a phone that got no code.
+                    if created {
+                        app.storage
+                            .factors()
+                            .remove(user_id, factor.id, false, now, &[])
+                            .await?;
+                    }
+                    return Err(e);
                 }
-                return Err(e);
-            }
-        };
+            };
         Ok(v1::BeginSmsEnrollmentResponse {
             factor: Some(factor_to_proto(&factor)),
             masked_phone_number: sent.masked,
@@ -124,10 +127,13 @@ impl Enrollment {
                 "must be the 6 digits the SMS gave".to_owned(),
             ));
         }
-        let (Some(factor_id), Some(digits)) = (factor_id, digits) else {
+        let client = crate::client::parse(body.client_context.as_ref(), false, &mut violations);
+        let (Some(factor_id), Some(digits), true) = (factor_id, digits, violations.is_empty())
+        else {
             return Err(ApiError::InvalidArgument(violations));
         };
         let app = &self.app;
+        let client = client.stored(&app.config.clients);
         let user_id = ctx.user_id();
         let now = app.now();
         let factor =
@@ -141,7 +147,7 @@ impl Enrollment {
             return Err(mfa::record_failure(app, user_id, ErrorReason::InvalidCode, now).await);
         }
         let (factor, recovery_codes, session) = self
-            .finish(&ctx, &factor, None, "sms", replaces.as_ref())
+            .finish(&ctx, &factor, None, "sms", replaces.as_ref(), &client)
             .await?;
         Ok(v1::ConfirmSmsEnrollmentResponse {
             factor: Some(factor),

@@ -182,6 +182,7 @@ impl Users {
                     Some(user.id),
                     current,
                     &crate::client::Budgets::default(),
+                    Default::default(),
                     now,
                 )
                 .await?;
@@ -193,6 +194,7 @@ impl Users {
         let event = storage::repo::AuditOf {
             actor_id: None,
             kind: "password.set",
+            client: Default::default(),
         };
         let revoked = self
             .app

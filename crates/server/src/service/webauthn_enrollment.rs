@@ -72,10 +72,12 @@ impl Enrollment {
                 "the browser's credential.toJSON() is required".to_owned(),
             ));
         }
+        let client = crate::client::parse(body.client_context.as_ref(), false, &mut violations);
         let (Some(factor_id), true) = (factor_id, violations.is_empty()) else {
             return Err(ApiError::InvalidArgument(violations));
         };
         let app = &self.app;
+        let client = client.stored(&app.config.clients);
         webauthn::relying_party(app)?;
         let user_id = ctx.user_id();
         let now = app.now();
@@ -101,6 +103,7 @@ impl Enrollment {
                 "webauthn",
                 replaces.as_ref(),
                 Some((&registered.credential_id, &registered.credential)),
+                &client,
             )
             .await?;
         Ok(v1::ConfirmWebAuthnRegistrationResponse {

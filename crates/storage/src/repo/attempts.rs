@@ -28,6 +28,8 @@ pub struct FailureAudit<'a> {
     pub subject_id: Option<uuid::Uuid>,
     /// The events for a count and the lockout it started (if any).
     pub events: &'a (dyn Fn(i64, Option<i64>) -> Vec<(&'static str, String)> + Send + Sync),
+    /// Where the failing call came from, kept on the events.
+    pub client: super::ClientInfo<'a>,
 }
 
 impl std::fmt::Debug for FailureAudit<'_> {
@@ -211,7 +213,7 @@ impl<'a> Attempts<'a> {
                                 subject_id: audit.subject_id,
                                 kind,
                                 details,
-                                client: Default::default(),
+                                client: audit.client,
                             })
                             .collect();
                         append_all_with(&txn, &events).await?;

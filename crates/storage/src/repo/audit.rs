@@ -41,6 +41,8 @@ pub struct AuditOf<'e> {
     pub actor_id: Option<Uuid>,
     /// What happened, e.g. `mfa_policy.updated` (at most 64 bytes).
     pub kind: &'e str,
+    /// Where the call that made it came from, when its caller said.
+    pub client: super::ClientInfo<'e>,
 }
 
 impl<'e> AuditOf<'e> {
@@ -50,6 +52,10 @@ impl<'e> AuditOf<'e> {
         Self {
             actor_id: None,
             kind,
+            client: super::ClientInfo {
+                ip: None,
+                user_agent: None,
+            },
         }
     }
 
@@ -71,7 +77,7 @@ impl<'e> AuditOf<'e> {
             subject_id,
             kind: self.kind,
             details,
-            client: Default::default(),
+            client: self.client,
         }
     }
 }
