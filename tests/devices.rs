@@ -268,8 +268,12 @@ async fn a_remembered_device_skips_the_second_factor_and_nothing_more(backend: B
     let listed = rows.list(w.ann.parse().unwrap(), w.now(), None, 10).await;
     let stored = listed.unwrap().items;
     assert_eq!(stored.len(), 1);
-    assert_ne!(stored[0].token_hash, token.as_bytes());
-    assert_eq!(stored[0].token_hash.len(), 32);
+    let hasher = w.server.app.storage.hasher();
+    let keyed = hasher.hash(
+        storage::crypto::HashPurpose::DeviceToken,
+        &[token.as_bytes()],
+    );
+    assert_eq!(stored[0].token_hash, keyed.0.to_vec());
     let event = &w.events("trusted_device.remembered").await[0];
     let details: serde_json::Value = serde_json::from_str(&event.details).unwrap();
     assert_eq!(details["device_id"], stored[0].id.to_string());
@@ -350,6 +354,41 @@ async fn a_remembered_device_skips_the_second_factor_and_nothing_more(backend: B
         .await
         .unwrap();
 
+    // Nor for an administrator: an admin with 2FA whose session a remembered device let in
+    // must step up before an admin RPC.
+    let carl = w.server.create_user("carl@example.com", PASSWORD).await.id;
+    let mut orgs = w.server.organizations().await;
+    orgs.add_member(v1::AddMemberRequest {
+        organization_id: w.org.clone(),
+        user_id: carl.clone(),
+        role: v1::Role::Admin as i32,
+    })
+    .await
+    .unwrap();
+    let carl_id = carl.parse().unwrap();
+    tollgate_e2e::active_totp(
+        &w.server.app.storage,
+        carl_id,
+        BOB_SEED,
+        None,
+        None,
+        w.now(),
+    )
+    .await;
+    let (carl_token, _) = w.remember("carl@example.com").await;
+    let carl_session = w.skips("carl@example.com", &carl_token).await.unwrap();
+    let request = v1::ResetMemberMfaRequest {
+        organization_id: w.org.clone(),
+        user_id: w.bob.clone(),
+        client_context: None,
+    };
+    let refused = orgs
+        .reset_member_mfa(bearer(request, &carl_session.token))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&refused).as_deref(), Some("STEP_UP_REQUIRED"));
+
     // Tokens that are not valid here count as none: the factor is asked, nothing else.
     let made_up = "A".repeat(43);
     assert!(w.skips("ann@example.com", &made_up).await.is_none());
@@ -392,9 +431,15 @@ async fn a_remembered_device_skips_the_second_factor_and_nothing_more(backend: B
     assert_eq!(refused.code(), Code::InvalidArgument);
     assert_eq!(violated_fields(&refused), ["device_token"]);
 
-    // After its days: asked again, and no longer listed.
+    // After its days: asked again, and no longer listed; and nothing counted for it.
     w.clock.advance(remembered_at + 30 * DAY - w.now());
     assert!(w.skips("ann@example.com", &token).await.is_none());
+    let key = storage::repo::second_factor_counter(w.ann.parse().unwrap());
+    let counter = counters.get(&key).await.unwrap();
+    assert!(
+        counter.as_ref().is_none_or(|c| c.failures == 0),
+        "{counter:?}"
+    );
     let (_, fresh) = w.remember("ann@example.com").await;
     let listed = w.devices(&fresh).await;
     assert_eq!(listed.len(), 1, "only the new one");
@@ -484,6 +529,50 @@ async fn each_way_a_remembered_device_ends(backend: Backend) {
     };
     enrollment
         .remove_factor(bearer(remove, &session))
+        .await
+        .unwrap();
+    assert!(w.skips(ann, &token).await.is_none());
+    assert!(w.devices(&session).await.is_empty());
+
+    // Replacing a factor in an enrollment's confirmation (a new app for an old one; Ann's
+    // first app stays).
+    let old = tollgate_e2e::active_totp(
+        &w.server.app.storage,
+        ann_id,
+        b"qwertyuiopqwertyuiop",
+        None,
+        None,
+        w.now(),
+    )
+    .await;
+    let (token, session) = w.remember(ann).await;
+    let begun = enrollment
+        .begin_totp_enrollment(bearer(
+            v1::BeginTotpEnrollmentRequest {
+                label: "new phone".into(),
+            },
+            &session,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let new_app = otp_core::OtpAuthUri::parse(&begun.otpauth_uri)
+        .unwrap()
+        .to_totp(TotpParams::default())
+        .unwrap()
+        .unwrap();
+    let old = old.id.to_string();
+    let confirm = v1::ConfirmTotpEnrollmentRequest {
+        factor_id: begun.factor.unwrap().id,
+        code: new_app
+            .generate(u64::try_from(w.now()).unwrap())
+            .unwrap()
+            .to_string(),
+        replaces_factor_id: old,
+        client_context: None,
+    };
+    enrollment
+        .confirm_totp_enrollment(bearer(confirm, &session))
         .await
         .unwrap();
     assert!(w.skips(ann, &token).await.is_none());

@@ -163,18 +163,19 @@ pub async fn clean_up_expired(app: &App) -> Result<(u64, u64), storage::StorageE
     let now = app.now();
     let factors = app.storage.factors().delete_expired_pending(now).await?;
     let challenges = app.storage.challenges().delete_expired(now).await?
-        + app.storage.ceremonies().delete_expired(now).await?
-        + app.storage.trusted_devices().delete_expired(now).await?;
+        + app.storage.ceremonies().delete_expired(now).await?;
+    let devices = app.storage.trusted_devices().delete_expired(now).await?;
     // SMS counters: every window is at most a day long.
     app.storage
         .sms_limits()
         .delete_older_than(now - 2 * 86_400)
         .await?;
-    if factors + challenges > 0 {
+    if factors + challenges + devices > 0 {
         tracing::info!(
             factors,
             challenges,
-            "expired enrollments and challenges deleted"
+            devices,
+            "expired enrollments, challenges and remembered devices deleted"
         );
     }
     Ok((factors, challenges))

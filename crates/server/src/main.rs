@@ -410,11 +410,12 @@ async fn run(cli: Cli, serving: Option<Serving>) -> Result<(), String> {
                 .map_err(|e| e.to_string())?
             {
                 Some(reset) => println!(
-                    "reset the 2FA of user {}: {} factors and {} recovery codes removed, {} sessions revoked; they enroll again at their next login",
+                    "reset the 2FA of user {}: {} factors and {} recovery codes removed, {} sessions revoked, {} remembered devices forgotten; they enroll again at their next login",
                     reset.user_id,
                     reset.outcome.factors_removed,
                     reset.outcome.recovery_codes_removed,
-                    reset.outcome.sessions_revoked
+                    reset.outcome.sessions_revoked,
+                    reset.outcome.trusted_devices_revoked
                 ),
                 None => return Err("no account with that email; nothing was changed".to_owned()),
             }

@@ -67,7 +67,9 @@ async fn account(mut tollgate: Clients, jar: Jar, message: Message) -> Response 
         Ok(reply) => reply.into_inner(),
         Err(status) => return failure(jar, &status),
     };
-    let stepped_up = session.assurance_level == AssuranceLevel::SecondFactor as i32;
+    // A remembered device skipped the factor: not a step-up.
+    let stepped_up = session.assurance_level == AssuranceLevel::SecondFactor as i32
+        && !session.remembered_device;
     let active = factors
         .factors
         .iter()

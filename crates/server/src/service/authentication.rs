@@ -763,8 +763,9 @@ fn invalid_challenge() -> ApiError {
     }
 }
 
-/// What the first step of a login brings beside its credentials.
-#[derive(Clone, Copy, Debug)]
+/// What the first step of a login brings beside its credentials. `Debug` leaves the device
+/// token out.
+#[derive(Clone, Copy)]
 struct FirstStep<'a> {
     /// The organization the request names.
     requested_org: Option<Uuid>,
@@ -772,6 +773,16 @@ struct FirstStep<'a> {
     client: &'a crate::client::Client,
     /// A remembered device's token, if one was presented.
     device: Option<&'a str>,
+}
+
+impl std::fmt::Debug for FirstStep<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FirstStep")
+            .field("requested_org", &self.requested_org)
+            .field("client", &self.client)
+            .field("device", &self.device.map(|_| "[REDACTED]"))
+            .finish()
+    }
 }
 
 /// Authenticate's `device_token`: None when empty; a violation when it cannot be a token
@@ -1111,7 +1122,12 @@ impl Authentication {
                 if let (true, Some(org)) = (body.remember_device, org.first())
                     && org.trusted_device_days > 0
                 {
-                    device = Some(remember_device(app, user_id, org, stored.info(), now).await?);
+                    let seen = storage::repo::SeenUser {
+                        password_hash: user.password_hash.as_deref(),
+                        factor_generation: user.factor_generation,
+                        active_factors: u64::from(state.factors.total()),
+                    };
+                    device = remember_device(app, user_id, org, seen, stored.info(), now).await?;
                 }
                 v1::verify_second_factor_response::Result::Authenticated(session)
             }
@@ -1156,14 +1172,16 @@ fn method_to_proto(method: policy::Method) -> v1::SecondFactorMethod {
 
 /// Remembers the device of a login that passed its second factor, for `org`'s
 /// `trusted_device_days`, with the event `trusted_device.remembered` in the same
-/// transaction. Returns the device token (shown only now) and its expiry.
+/// transaction. Returns the device token (shown only now) and its expiry; None when what
+/// allowed it changed since the login read it (the policy, the password, the factors).
 async fn remember_device(
     app: &App,
     user_id: Uuid,
     org: &storage::entity::organization::Model,
+    seen: storage::repo::SeenUser<'_>,
     client: storage::repo::ClientInfo<'_>,
     now: i64,
-) -> ApiResult<(Zeroizing<String>, i64)> {
+) -> ApiResult<Option<(Zeroizing<String>, i64)>> {
     let token = storage::crypto::new_token().map_err(|e| ApiError::Internal(e.to_string()))?;
     let days = org.trusted_device_days;
     let event = storage::repo::NewAuditEvent {
@@ -1181,12 +1199,13 @@ async fn remember_device(
                 days,
                 now,
                 client,
+                seen,
             },
             event,
-            |id| serde_json::json!({"device_id": id.to_string(), "days": days}).to_string(),
+            |id, days| serde_json::json!({"device_id": id.to_string(), "days": days}).to_string(),
         )
         .await?;
-    Ok((token, device.expires_at))
+    Ok(device.map(|device| (token, device.expires_at)))
 }
 
 /// The user, what the policy needs to know about them, and the `organizations` asked for,

@@ -412,23 +412,24 @@ impl Sessions {
     ) -> ApiResult<v1::RevokeTrustedDeviceResponse> {
         caller(&request)?.require("sessions")?;
         let app = &self.app;
-        let device = parse_id("device_id", &request.get_ref().device_id)?;
         let session = acting_session(app, &request).await?;
+        let device = parse_id("device_id", &request.get_ref().device_id)?;
         let now = app.now();
         let details = serde_json::json!({ "device_id": device.to_string() }).to_string();
-        let event = audit::own_event(
-            session.org_id,
-            session.user_id,
-            "trusted_device.revoked",
-            &details,
-            now,
-        );
-        // The removal and its event are one transaction; another user's device is as
-        // unknown as a made-up id.
+        // The removal and its event (about the device's organization) are one transaction;
+        // another user's device, or an expired one, is as unknown as a made-up id.
         if !app
             .storage
             .trusted_devices()
-            .revoke(session.user_id, device, &[event])
+            .revoke(session.user_id, device, now, |found| {
+                audit::own_event(
+                    Some(found.org_id),
+                    session.user_id,
+                    "trusted_device.revoked",
+                    &details,
+                    now,
+                )
+            })
             .await?
         {
             return Err(ApiError::NotFound("trusted device"));

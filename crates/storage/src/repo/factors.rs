@@ -554,13 +554,19 @@ impl<'a> Factors<'a> {
                 return Err(StorageError::NotFound("factor to replace"));
             }
         }
+        let mut retired = 0;
         if !retires.is_empty() {
-            Entity::delete_many()
+            retired = Entity::delete_many()
                 .filter(Column::Id.is_in(retires.iter().copied()))
                 .filter(Column::Id.ne(factor_id))
                 .filter(Column::UserId.eq(user_id))
                 .exec(&txn)
-                .await?;
+                .await?
+                .rows_affected;
+        }
+        // Devices remembered on the strength of a factor that goes end with it.
+        if replaces.is_some() || retired > 0 {
+            super::trusted_devices::revoke_of_user(&txn, user_id, now).await?;
         }
         if let Some(codes) = recovery_codes {
             recovery_code::Entity::delete_many()
@@ -745,6 +751,14 @@ impl<'a> Factors<'a> {
         audit: &[NewAuditEvent<'_>],
     ) -> Result<bool> {
         let (_writing, txn) = self.storage.begin_write().await?;
+        // The user's row first (a write, so SQLite takes the write lock at once): a device
+        // being remembered meanwhile holds it shared on PostgreSQL, and either sees this
+        // removal or is ended by it.
+        crate::entity::user::Entity::update_many()
+            .col_expr(crate::entity::user::Column::UpdatedAt, Expr::value(now))
+            .filter(crate::entity::user::Column::Id.eq(user_id))
+            .exec(&txn)
+            .await?;
         let removed = Entity::delete_many()
             .filter(Column::Id.eq(factor_id))
             .filter(Column::UserId.eq(user_id))

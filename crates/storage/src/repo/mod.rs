@@ -29,7 +29,7 @@ pub use recovery_codes::RecoveryCodes;
 pub use sessions::{NewSession, Sessions};
 pub use sms_codes::SmsCodes;
 pub use sms_limits::{Limit, LimitReached, PumpingGuard, Refused, SmsLimits, Taken};
-pub use trusted_devices::{MAX_TRUSTED_DEVICE_DAYS, NewTrustedDevice, TrustedDevices};
+pub use trusted_devices::{MAX_TRUSTED_DEVICE_DAYS, NewTrustedDevice, SeenUser, TrustedDevices};
 pub use users::{MfaSummary, OrganizationsToRead, Users};
 
 /// Where a login came from, as it is stored: the client address its caller relayed (full,

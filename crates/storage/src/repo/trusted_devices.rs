@@ -25,12 +25,38 @@ pub struct NewTrustedDevice<'a> {
     pub user_id: Uuid,
     /// The organization whose policy allows it.
     pub org_id: Uuid,
-    /// For how many days (1 to [`MAX_TRUSTED_DEVICE_DAYS`]).
+    /// For how many days (1 to [`MAX_TRUSTED_DEVICE_DAYS`]), as the login read its
+    /// organization's policy; fewer if the policy has fewer now.
     pub days: i16,
     /// Created (Unix seconds).
     pub now: i64,
     /// Where the login that remembered it came from.
     pub client: ClientInfo<'a>,
+    /// The user as the login that passed its second factor read them: a device is
+    /// remembered only while they still are so.
+    pub seen: SeenUser<'a>,
+}
+
+/// What a login read of the user, for a device to be remembered on: anything that ends
+/// devices changes one of these (a password change the hash; a reset, a removal, a
+/// replacement or a new factor the active factors or the factor generation).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SeenUser<'a> {
+    /// The password hash.
+    pub password_hash: Option<&'a str>,
+    /// The factor generation.
+    pub factor_generation: i64,
+    /// How many active factors the user had.
+    pub active_factors: u64,
+}
+
+impl std::fmt::Debug for SeenUser<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeenUser")
+            .field("factor_generation", &self.factor_generation)
+            .field("active_factors", &self.active_factors)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Remembered devices.
@@ -51,20 +77,55 @@ impl<'a> TrustedDevices<'a> {
     }
 
     /// Remembers a device for `token` (only its keyed hash is kept) and appends `audit`,
-    /// its details made from the new device's id, in one transaction.
+    /// its details made from the new device and its days, in one transaction; None, and
+    /// nothing written, when what allowed it changed since the login read it: the
+    /// organization turned remembering off, or the user is not as `new.seen` says (a password
+    /// change, a reset, a factor removed or replaced). The user's and the organization's rows
+    /// are read under a shared lock on PostgreSQL (SQLite writes one at a time), so a change
+    /// that ends devices either commits first and is seen here, or waits for this device and
+    /// ends it too. With fewer days in the policy now, the device gets those.
     pub async fn create(
         &self,
         token: &str,
         new: NewTrustedDevice<'_>,
         audit: NewAuditEvent<'_>,
-        details: impl FnOnce(Uuid) -> String + Send,
-    ) -> Result<Model> {
+        details: impl FnOnce(Uuid, i16) -> String + Send,
+    ) -> Result<Option<Model>> {
+        use crate::entity::{factor, organization, user};
         new.client.check()?;
         if !(1..=MAX_TRUSTED_DEVICE_DAYS).contains(&new.days) {
             return Err(StorageError::Invalid {
                 field: "days",
                 reason: "must be 1 to 90",
             });
+        }
+        let (_writing, txn) = self.storage.begin_write().await?;
+        let postgres = self.storage.db().get_database_backend() == sea_orm::DbBackend::Postgres;
+        let mut org = organization::Entity::find_by_id(new.org_id);
+        let mut found = user::Entity::find_by_id(new.user_id);
+        if postgres {
+            org = org.lock_shared();
+            found = found.lock_shared();
+        }
+        let days = match org.one(&txn).await? {
+            Some(org) => Ord::min(org.trusted_device_days, new.days),
+            None => 0,
+        };
+        let Some(found) = found.one(&txn).await? else {
+            return Ok(None);
+        };
+        let active = factor::Entity::find()
+            .filter(factor::Column::UserId.eq(new.user_id))
+            .filter(factor::Column::Status.eq(crate::entity::enums::FactorStatus::Active))
+            .count_on(&txn)
+            .await?;
+        let seen = SeenUser {
+            password_hash: found.password_hash.as_deref(),
+            factor_generation: found.factor_generation,
+            active_factors: active,
+        };
+        if days <= 0 || seen != new.seen || active == 0 {
+            return Ok(None);
         }
         let id = Uuid::now_v7();
         let model = ActiveModel {
@@ -73,13 +134,12 @@ impl<'a> TrustedDevices<'a> {
             user_id: Set(new.user_id),
             org_id: Set(new.org_id),
             created_at: Set(new.now),
-            expires_at: Set(new.now.saturating_add(i64::from(new.days) * DAY)),
+            expires_at: Set(new.now.saturating_add(i64::from(days) * DAY)),
             last_used_at: Set(None),
             client_ip: Set(new.client.ip.map(str::to_owned)),
             client_user_agent: Set(new.client.user_agent.map(str::to_owned)),
         };
-        let details = details(id);
-        let (_writing, txn) = self.storage.begin_write().await?;
+        let details = details(id, days);
         let model = Entity::insert(model)
             .exec_with_returning(&txn)
             .await
@@ -98,7 +158,7 @@ impl<'a> TrustedDevices<'a> {
         )
         .await?;
         txn.commit().await?;
-        Ok(model)
+        Ok(Some(model))
     }
 
     /// Uses the device of `token` for a login of `user_id` in `org_id` at `now`: the device
@@ -160,27 +220,28 @@ impl<'a> TrustedDevices<'a> {
         Ok(page(rows, limit, |m| m.id))
     }
 
-    /// Forgets one of the user's devices and appends `audit` in one transaction. Returns
-    /// whether it was there (an expired one counts: it is gone either way); nothing is
-    /// recorded for a device that was not.
-    pub async fn revoke(
+    /// Forgets one of the user's unexpired devices and appends the event `audit` makes of
+    /// it, in one transaction. Returns whether there was one; nothing is recorded otherwise.
+    pub async fn revoke<'e>(
         &self,
         user_id: Uuid,
         id: Uuid,
-        audit: &[NewAuditEvent<'_>],
+        now: i64,
+        audit: impl FnOnce(&Model) -> NewAuditEvent<'e> + Send,
     ) -> Result<bool> {
         let (_writing, txn) = self.storage.begin_write().await?;
         let removed = Entity::delete_many()
             .filter(Column::Id.eq(id))
             .filter(Column::UserId.eq(user_id))
-            .exec(&txn)
-            .await?
-            .rows_affected;
-        if removed == 1 {
-            append_all_with(&txn, audit).await?;
-        }
+            .filter(Column::ExpiresAt.gt(now))
+            .exec_with_returning(&txn)
+            .await?;
+        let [device] = removed.as_slice() else {
+            return Ok(false);
+        };
+        append_all_with(&txn, &[audit(device)]).await?;
         txn.commit().await?;
-        Ok(removed == 1)
+        Ok(true)
     }
 
     /// Deletes devices that expired before `now`. Returns how many.

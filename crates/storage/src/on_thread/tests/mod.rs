@@ -132,12 +132,24 @@ async fn populated() -> TestDb {
         trusted_device_id: None,
     };
     s.sessions().create("token-1", session).await.unwrap();
+    let orgs = s.organizations();
+    let policy = crate::repo::PolicyUpdate {
+        trusted_device_days: 30,
+        ..crate::repo::PolicyUpdate::of(&orgs.get(org).await.unwrap().unwrap())
+    };
+    orgs.update_policy(org, policy, NOW).await.unwrap();
+    let user = s.users().get(alice).await.unwrap().unwrap();
     let device = crate::repo::NewTrustedDevice {
         user_id: alice,
         org_id: org,
         days: 30,
         now: NOW,
         client: session.client,
+        seen: crate::repo::SeenUser {
+            password_hash: user.password_hash.as_deref(),
+            factor_generation: user.factor_generation,
+            active_factors: 1,
+        },
     };
     let remembered = NewAuditEvent {
         occurred_at: NOW,
@@ -150,9 +162,10 @@ async fn populated() -> TestDb {
     };
     let device = s
         .trusted_devices()
-        .create("device-1", device, remembered, |_| "{}".to_owned())
+        .create("device-1", device, remembered, |_, _| "{}".to_owned())
         .await
-        .unwrap();
+        .unwrap()
+        .expect("the organization remembers devices");
     // A session its device let in: the device's id read back both ways.
     let remembered_session = NewSession {
         trusted_device_id: Some(device.id),
