@@ -2,11 +2,13 @@
 
 The tests run in order and share the accounts they make (pytest runs a file top to bottom):
 alice signs up with an organization and an authenticator app, turns on mandatory 2FA for
-bob, bob is locked out by wrong codes, and dave uses passkeys. Each step saves a screenshot
+bob, bob is locked out by wrong codes, dave uses passkeys, and alice has her browser remembered,
+ends her other sessions and forgets the browser. Each step saves a screenshot
 under target/browser/.
 """
 
 import hashlib
+import http.cookiejar
 import io
 import json
 import re
@@ -338,6 +340,94 @@ def test_passkey_as_second_factor_then_passwordless(chromium, stack):
     finally:
         driver.remove_all_credentials()
         driver.remove_virtual_authenticator()
+
+
+
+def test_a_remembered_browser_skips_the_code_until_it_is_forgotten(chromium, stack):
+    driver = chromium
+    codes = shared["alice_codes"]
+
+    def second_factor(code, remember):
+        at(driver, "/login/verify")
+        press(driver, "#recovery summary", navigates=False)
+        if remember:
+            driver.find_element(By.ID, "remember-device-recovery").click()
+        fill(driver, "recovery_code", code)
+        press(driver, "#use-recovery-code")
+        at(driver, "/account")
+
+    # Alice's organization lets members' browsers be remembered for 30 days.
+    log_in(driver, stack, "alice@example.com")
+    second_factor(codes[2], remember=False)
+    assert driver.get_cookie("tollgate_device") is None, "not asked to remember"
+    driver.find_element(By.LINK_TEXT, "Your organization").click()
+    at(driver, "/org")
+    fill(driver, "trusted-device-days", "30")
+    fill(driver, "policy-password", PASSWORD)
+    press(driver, "#save-policy")
+    assert "Policy saved." in main_text(driver)
+    days = driver.find_element(By.ID, "trusted-device-days").get_attribute("value")
+    assert days == "30", days
+    log_out(driver)
+
+    # Remember this browser: a persistent, HttpOnly cookie, and the device listed.
+    log_in(driver, stack, "alice@example.com")
+    second_factor(codes[3], remember=True)
+    cookie = driver.get_cookie("tollgate_device")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax", cookie
+    assert cookie["expiry"] > time.time() + 29 * 86_400, cookie
+    devices = driver.find_elements(By.CSS_SELECTOR, "#devices tr.device")
+    assert len(devices) == 1, main_text(driver)
+    shot(driver, "5-alice-remembered")
+    log_out(driver)
+    assert driver.get_cookie("tollgate_device") is not None, "kept across a logout"
+
+    # The next login here skips the code; the session says how it was made.
+    log_in(driver, stack, "alice@example.com")
+    at(driver, "/account")
+    assert "Signed in as alice@example.com on a remembered browser." in main_text(driver)
+    rows = [row.text for row in driver.find_elements(By.CSS_SELECTOR, "#sessions tr.session")]
+    assert any("this browser" in row for row in rows), rows
+    # Not a step-up: changing factors still asks for a code.
+    assert driver.find_elements(By.ID, "step-up"), "the step-up form is offered"
+
+    # Another browser logs in too (a plain HTTP client through the same forms)...
+    other = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}),
+        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()),
+    )
+
+    def form_post(path, fields):
+        page = other.open(stack.base + path_before[path], timeout=10).read().decode()
+        token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+        body = urllib.parse.urlencode(dict(fields, csrf=token)).encode()
+        with other.open(stack.base + path, data=body, timeout=10) as response:
+            return response.geturl()
+
+    path_before = {"/login": "/login", "/login/verify": "/login/verify"}
+    landed = form_post("/login", {"email": "alice@example.com", "password": PASSWORD})
+    assert landed.endswith("/login/verify"), landed
+    landed = form_post("/login/verify", {"recovery_code": codes[4]})
+    assert landed.endswith("/account"), landed
+    # ...and "log out everywhere else" ends it, not this one.
+    driver.get(stack.base + "/account")
+    rows = driver.find_elements(By.CSS_SELECTOR, "#sessions tr.session")
+    assert len(rows) == 2, main_text(driver)
+    shot(driver, "5-alice-sessions")
+    press(driver, "#log-out-elsewhere")
+    assert "Signed out everywhere else (1 sessions ended)." in main_text(driver)
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#sessions tr.session")) == 1
+    with other.open(stack.base + "/account", timeout=10) as response:
+        assert response.geturl().endswith("/login"), response.geturl()
+
+    # Forgotten: the next login here asks for the second factor again.
+    press(driver, "#devices .forget-device")
+    assert "Browser forgotten" in main_text(driver)
+    assert not driver.find_elements(By.CSS_SELECTOR, "#devices tr.device")
+    log_out(driver)
+    log_in(driver, stack, "alice@example.com")
+    second_factor(codes[5], remember=False)
+    log_out(driver)
 
 
 def test_a_form_or_script_call_without_its_csrf_token_is_refused(chromium, stack):

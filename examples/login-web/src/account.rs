@@ -16,9 +16,10 @@ use tollgate_proto::v1::{
     AssuranceLevel, BeginSmsEnrollmentRequest, BeginTotpEnrollmentRequest,
     BeginWebAuthnRegistrationRequest, BeginWebAuthnVerificationRequest,
     ConfirmSmsEnrollmentRequest, ConfirmTotpEnrollmentRequest, ConfirmWebAuthnRegistrationRequest,
-    FactorKind, FactorStatus, GetUserRequest, ListFactorsRequest, RegenerateRecoveryCodesRequest,
-    RemoveFactorRequest, ResetMfaRequest, SendSmsCodeRequest, Session, ValidateSessionRequest,
-    VerifyStepUpRequest, get_user_request,
+    FactorKind, FactorStatus, GetUserRequest, ListFactorsRequest, ListSessionsRequest,
+    ListTrustedDevicesRequest, RegenerateRecoveryCodesRequest, RemoveFactorRequest,
+    ResetMfaRequest, RevokeOtherSessionsRequest, RevokeTrustedDeviceRequest, SendSmsCodeRequest,
+    Session, ValidateSessionRequest, VerifyStepUpRequest, get_user_request,
 };
 
 use crate::App;
@@ -67,6 +68,34 @@ async fn account(mut tollgate: Clients, jar: Jar, message: Message) -> Response 
         Ok(reply) => reply.into_inner(),
         Err(status) => return failure(jar, &status),
     };
+    let listed = tollgate
+        .sessions
+        .list_sessions(bearer(
+            ListSessionsRequest {
+                page_size: 20,
+                ..ListSessionsRequest::default()
+            },
+            &token,
+        ))
+        .await;
+    let sessions = match listed {
+        Ok(reply) => reply.into_inner().sessions,
+        Err(status) => return failure(jar, &status),
+    };
+    let listed = tollgate
+        .sessions
+        .list_trusted_devices(bearer(
+            ListTrustedDevicesRequest {
+                page_size: 20,
+                ..ListTrustedDevicesRequest::default()
+            },
+            &token,
+        ))
+        .await;
+    let devices = match listed {
+        Ok(reply) => reply.into_inner().devices,
+        Err(status) => return failure(jar, &status),
+    };
     // A remembered device skipped the factor: not a step-up.
     let stepped_up = session.assurance_level == AssuranceLevel::SecondFactor as i32
         && !session.remembered_device;
@@ -84,7 +113,9 @@ async fn account(mut tollgate: Clients, jar: Jar, message: Message) -> Response 
     let body = html! {
         p #signed-in {
             "Signed in as " strong { (email) }
-            @if stepped_up { " with a second factor." } @else { " with a password only." }
+            @if stepped_up { " with a second factor." }
+            @else if session.remembered_device { " on a remembered browser." }
+            @else { " with a password only." }
         }
         @if !session.organization_id.is_empty() {
             p { a href="/org" { "Your organization" } }
@@ -172,6 +203,56 @@ async fn account(mut tollgate: Clients, jar: Jar, message: Message) -> Response 
                 }
             }
         }
+        section #sessions {
+            h2 { "Where you're signed in" }
+            table {
+                thead { tr { th { "Signed in" } th { "Last active" } th { "From" } th { "" } } }
+                tbody {
+                    @for other in &sessions {
+                        tr.session {
+                            td { (when(other.create_time.as_ref())) }
+                            td { (when(other.last_seen_time.as_ref())) }
+                            td { (client_text(other.client_context.as_ref())) }
+                            td { @if other.current { "this browser" } }
+                        }
+                    }
+                }
+            }
+            @if sessions.len() > 1 {
+                form method="post" action="/account/sessions/others" {
+                    (csrf_field(&csrf))
+                    button type="submit" #log-out-elsewhere { "Log out everywhere else" }
+                }
+            }
+        }
+        section #devices {
+            h2 { "Remembered browsers" }
+            @if devices.is_empty() {
+                p { "None: every login asks for your second factor." }
+            } @else {
+                table {
+                    thead { tr { th { "Remembered" } th { "Until" } th { "Last used" }
+                        th { "From" } th { "" } } }
+                    tbody {
+                        @for device in &devices {
+                            tr.device {
+                                td { (when(device.create_time.as_ref())) }
+                                td { (when(device.expire_time.as_ref())) }
+                                td { (when(device.last_used_time.as_ref())) }
+                                td { (client_text(device.client_context.as_ref())) }
+                                td {
+                                    form method="post" action="/account/devices/forget" {
+                                        (csrf_field(&csrf))
+                                        input type="hidden" name="device_id" value=(device.device_id);
+                                        button type="submit" .forget-device { "Forget" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
         form method="post" action="/logout" {
             (csrf_field(&csrf))
             button type="submit" #log-out { "Log out" }
@@ -201,6 +282,79 @@ fn failure(jar: Jar, status: &tonic::Status) -> Response {
         ),
     )
         .into_response()
+}
+
+/// Where a session or a remembered browser came from, as the page shows it.
+fn client_text(client: Option<&tollgate_proto::v1::ClientContext>) -> String {
+    match client {
+        Some(client) if !client.user_agent.is_empty() && !client.ip_address.is_empty() => {
+            format!("{} ({})", client.user_agent, client.ip_address)
+        }
+        Some(client) if !client.user_agent.is_empty() => client.user_agent.clone(),
+        Some(client) => client.ip_address.clone(),
+        None => "unknown".to_owned(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct CsrfOnly {
+    csrf: String,
+}
+
+/// `RevokeOtherSessions`: every session of the user but this browser's ends.
+pub(crate) async fn log_out_elsewhere(
+    State(app): State<App>,
+    jar: Jar,
+    form: axum::Form<CsrfOnly>,
+) -> Response {
+    let (mut tollgate, jar, token) = match session_form(app, jar, &form.csrf).await {
+        Ok(checked) => checked,
+        Err(page) => return page,
+    };
+    let message = match tollgate
+        .sessions
+        .revoke_other_sessions(bearer(RevokeOtherSessionsRequest {}, &token))
+        .await
+    {
+        Ok(reply) => Message::Notice(format!(
+            "Signed out everywhere else ({} sessions ended).",
+            reply.get_ref().revoked_count
+        )),
+        Err(status) => Message::Error(human(&status)),
+    };
+    account(tollgate, jar, message).await
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct DeviceForm {
+    csrf: String,
+    device_id: String,
+}
+
+/// `RevokeTrustedDevice`: that browser's next login asks for the second factor again.
+pub(crate) async fn forget_device(
+    State(app): State<App>,
+    jar: Jar,
+    form: axum::Form<DeviceForm>,
+) -> Response {
+    let (mut tollgate, jar, token) = match session_form(app, jar, &form.csrf).await {
+        Ok(checked) => checked,
+        Err(page) => return page,
+    };
+    let request = RevokeTrustedDeviceRequest {
+        device_id: form.device_id.clone(),
+    };
+    let message = match tollgate
+        .sessions
+        .revoke_trusted_device(bearer(request, &token))
+        .await
+    {
+        Ok(_) => Message::Notice(
+            "Browser forgotten: its next login asks for your second factor.".to_owned(),
+        ),
+        Err(status) => Message::Error(human(&status)),
+    };
+    account(tollgate, jar, message).await
 }
 
 /// Where a factor page goes back to with a message: the account page, or the enrollment page

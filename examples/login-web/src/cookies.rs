@@ -5,7 +5,10 @@
 //! - the user's Tollgate session token, once they are logged in;
 //! - the pending step of a login: the challenge token of the second-factor step, or the
 //!   enrollment token when the organization requires a factor the user does not have yet;
-//! - the CSRF token, which every form and script call sends back and the app compares.
+//! - the CSRF token, which every form and script call sends back and the app compares;
+//! - the device token of a browser the user asked to be remembered (`remember_device`),
+//!   until Tollgate's expiry for it: the only cookie that outlives a logout, since it is
+//!   what lets the next login skip the second factor.
 //!
 //! No token or code ever goes in a URL, so none reaches a log, a history or a referrer.
 
@@ -25,6 +28,7 @@ use crate::App;
 const SESSION: &str = "tollgate_session";
 const STEP: &str = "tollgate_step";
 const CSRF: &str = "tollgate_csrf";
+const DEVICE: &str = "tollgate_device";
 
 /// The pending step of a login, between `Authenticate` and a session.
 #[derive(Debug, Serialize, Deserialize)]
@@ -112,6 +116,24 @@ impl Jar {
     /// Logged out (or the session ended): both tokens forgotten.
     pub(crate) fn logged_out(self) -> Self {
         self.unset(SESSION).unset(STEP)
+    }
+
+    /// The device token of this browser, if the user asked to remember it.
+    pub(crate) fn device(&self) -> Option<String> {
+        self.cookies
+            .get(DEVICE)
+            .map(|cookie| cookie.value().to_owned())
+    }
+
+    /// This browser remembered: its device token kept until `expires` (Unix seconds), when
+    /// Tollgate stops taking it anyway.
+    pub(crate) fn remembering(mut self, token: String, expires: i64) -> Self {
+        let mut cookie = self.cookie(DEVICE, token);
+        if let Ok(at) = time::OffsetDateTime::from_unix_timestamp(expires) {
+            cookie.set_expires(at);
+        }
+        self.cookies = self.cookies.add(cookie);
+        self
     }
 
     /// The pending login step, if any.

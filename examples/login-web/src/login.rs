@@ -249,7 +249,9 @@ async fn password_login(
         ),
         organization_id,
         client_context: Some(client.0),
-        device_token: String::new(),
+        // A remembered browser's token: Tollgate skips the second factor for it when it is
+        // still valid for this user, and ignores it otherwise.
+        device_token: jar.device().unwrap_or_default(),
     };
     match tollgate.authentication.authenticate(request).await {
         Ok(reply) => {
@@ -341,6 +343,7 @@ fn verify_form(jar: Jar, message: &Message) -> Response {
             form method="post" action="/login/verify" {
                 (csrf_field(&csrf))
                 (code_input("code", &format!("Code from your {}", coded.join(" or "))))
+                (remember_box("remember-device"))
                 button type="submit" #verify { "Continue" }
             }
         }
@@ -360,6 +363,7 @@ fn verify_form(jar: Jar, message: &Message) -> Response {
                 form method="post" action="/login/verify" {
                     (csrf_field(&csrf))
                     (proof_input("recovery_code", "recovery_code", "Recovery code"))
+                    (remember_box("remember-device-recovery"))
                     button type="submit" #use-recovery-code { "Use this recovery code" }
                 }
             }
@@ -369,6 +373,19 @@ fn verify_form(jar: Jar, message: &Message) -> Response {
     (jar, respond(message, page(title, &csrf, message, &body))).into_response()
 }
 
+/// "Remember this browser": honoured when the organization allows it
+/// (`trusted_device_days`), ignored by Tollgate otherwise.
+fn remember_box(id: &str) -> maud::Markup {
+    html! {
+        p {
+            label {
+                input type="checkbox" name="remember_device" value="on" id=(id);
+                " Remember this browser (no code at the next logins here, for as long as your organization allows)"
+            }
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 pub(crate) struct VerifyForm {
     csrf: String,
@@ -376,6 +393,8 @@ pub(crate) struct VerifyForm {
     code: String,
     #[serde(default)]
     recovery_code: String,
+    #[serde(default)]
+    remember_device: Option<String>,
 }
 
 /// `VerifySecondFactor` with a code or a recovery code (Tollgate takes both in `code`).
@@ -405,11 +424,19 @@ pub(crate) async fn verify(
         code,
         webauthn_response_json: String::new(),
         client_context: Some(client.0),
-        remember_device: false,
+        remember_device: form.remember_device.is_some(),
     };
     match tollgate.authentication.verify_second_factor(request).await {
         Ok(reply) => {
-            let (jar, next) = after_second_factor(jar, reply.into_inner().result);
+            let reply = reply.into_inner();
+            let jar = match (
+                reply.device_token.is_empty(),
+                reply.device_token_expire_time,
+            ) {
+                (false, Some(expires)) => jar.remembering(reply.device_token, expires.seconds),
+                _ => jar,
+            };
+            let (jar, next) = after_second_factor(jar, reply.result);
             (jar, Redirect::to(next)).into_response()
         }
         Err(status) => step_failed(jar, &status),

@@ -8,7 +8,8 @@
 //!   cookies, and the CSRF token every form carries.
 //! - `login.rs`: sign up, log in (password, second factor, SMS, recovery code, passkey,
 //!   passwordless), the enrollment a policy asks for, log out.
-//! - `account.rs`: the user's factors, adding and removing them, recovery codes, own reset.
+//! - `account.rs`: the user's factors, adding and removing them, recovery codes, own reset, the sessions and
+//!   remembered browsers.
 //! - `org.rs`: the organization page for owners and admins.
 //! - `views.rs`: the HTML shared by the pages.
 
@@ -168,6 +169,8 @@ fn router(app: App) -> Router {
         )
         .route("/account/recovery-codes", post(account::new_recovery_codes))
         .route("/account/reset", post(account::reset))
+        .route("/account/sessions/others", post(account::log_out_elsewhere))
+        .route("/account/devices/forget", post(account::forget_device))
         .route("/factors/app", post(account::add_app))
         .route("/factors/app/confirm", post(account::confirm_app))
         .route("/factors/phone", post(account::add_phone))

@@ -166,6 +166,11 @@ async fn organization(mut tollgate: Clients, jar: Jar, message: Message) -> Resp
                     option value="enforce" selected[policy.sso_mode == SsoMode::Enforce as i32] {
                         "also need a second factor" }
                 }
+                label for="trusted-device-days" {
+                    "Members may ask a browser to be remembered for this many days (0: never; at most 90)"
+                }
+                input #trusted-device-days name="trusted_device_days" type="number" min="0"
+                    max="90" value=(policy.trusted_device_days);
                 label for="policy-password" { "Your password, to confirm" }
                 input #policy-password name="password" type="password"
                     autocomplete="current-password" required;
@@ -262,6 +267,8 @@ pub(crate) struct PolicyForm {
     sso_enabled: Option<String>,
     #[serde(default)]
     sso_mode: String,
+    #[serde(default)]
+    trusted_device_days: i32,
     password: String,
 }
 
@@ -279,7 +286,11 @@ pub(crate) async fn update_policy(
         Err(page) => return page,
     };
     let sso_enabled = form.sso_enabled.is_some();
-    let mut paths = vec!["mfa_required".to_owned(), "sso_enabled".to_owned()];
+    let mut paths = vec![
+        "mfa_required".to_owned(),
+        "sso_enabled".to_owned(),
+        "trusted_device_days".to_owned(),
+    ];
     if sso_enabled {
         paths.push("sso_mode".to_owned());
     }
@@ -294,6 +305,7 @@ pub(crate) async fn update_policy(
             mfa_required: form.mfa_required.is_some(),
             sso_enabled,
             sso_mode: sso_mode as i32,
+            trusted_device_days: form.trusted_device_days,
             ..MfaPolicy::default()
         }),
         update_mask: Some(FieldMask { paths }),
