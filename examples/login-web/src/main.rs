@@ -8,8 +8,8 @@
 //!   cookies, and the CSRF token every form carries.
 //! - `login.rs`: sign up, log in (password, second factor, SMS, recovery code, passkey,
 //!   passwordless), the enrollment a policy asks for, log out.
-//! - `account.rs`: the user's factors, adding and removing them, recovery codes, own reset, the sessions and
-//!   remembered browsers.
+//! - `account.rs`: the user's factors, adding and removing them, recovery codes, own reset,
+//!   the sessions and remembered browsers.
 //! - `org.rs`: the organization page for owners and admins.
 //! - `views.rs`: the HTML shared by the pages.
 
