@@ -310,8 +310,15 @@ async fn a_quiet_window_forgets_and_a_lockout_ends(backend: Backend) {
     for i in 0..10 {
         assert_eq!(attempt(&server, wrong(i)).await, "INVALID_CREDENTIALS");
     }
-    // An hour without failures (clients.window_secs): the count starts over.
+    // An hour without failures (clients.window_secs): the count starts over, and the
+    // clean-up deletes the counters that say nothing any more.
     clock.advance(3_600);
+    let counters = server.app.storage.attempts();
+    let keys = ["client:ip:192.0.2.60", "client:net:192.0.2.0/24"];
+    server::clean_up_expired(&server.app).await.unwrap();
+    for key in keys {
+        assert!(counters.get(key).await.unwrap().is_none(), "{key}");
+    }
     for i in 10..20 {
         assert_eq!(
             attempt(&server, wrong(i)).await,
@@ -331,6 +338,17 @@ async fn a_quiet_window_forgets_and_a_lockout_ends(backend: Backend) {
     clock.advance(60);
     assert_eq!(attempt(&server, wrong(25)).await, "INVALID_CREDENTIALS");
     assert!((240..=241).contains(&locked_for(&server, wrong(26)).await));
+    // Counters in use stay (the address's locked now).
+    server::clean_up_expired(&server.app).await.unwrap();
+    for key in keys {
+        assert!(counters.get(key).await.unwrap().is_some(), "{key}");
+    }
+    let address = counters.get(keys[0]).await.unwrap().unwrap();
+    assert!(
+        address
+            .locked_until
+            .is_some_and(|until| until > clock_now(&clock))
+    );
     server.stop().await.unwrap();
 }
 
@@ -396,6 +414,10 @@ fn context(ip: &str, user_agent: &str) -> Option<v1::ClientContext> {
         ip_address: ip.to_owned(),
         user_agent: user_agent.to_owned(),
     })
+}
+
+fn clock_now(clock: &server::ManualClock) -> i64 {
+    server::Clock::now(clock)
 }
 
 /// The newest audit event of `kind`.

@@ -467,7 +467,10 @@ async fn a_replica_whose_clock_is_off_stops_serving(backend: Backend) {
             .status()
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while health(&ahead).await != ServingStatus::NotServing
+    // NOT_SERVING for the skew itself (a replica also starts out NOT_SERVING until its
+    // first check), and the right one serving.
+    while ahead.app.db_health.refusal() != Some(server::health::Refusal::ClockSkew)
+        || health(&ahead).await != ServingStatus::NotServing
         || health(&right).await != ServingStatus::Serving
     {
         assert!(std::time::Instant::now() < deadline, "health never settled");

@@ -158,24 +158,31 @@ impl App {
 }
 
 /// Deletes what expired: pending enrollments never confirmed, login challenges and
-/// enrollment tokens, remembered devices. Runs with the health check; callable directly (tests, operators).
+/// enrollment tokens, remembered devices, per-client failure counters past their window. Runs with the health check; callable directly (tests, operators).
 pub async fn clean_up_expired(app: &App) -> Result<(u64, u64), storage::StorageError> {
     let now = app.now();
     let factors = app.storage.factors().delete_expired_pending(now).await?;
     let challenges = app.storage.challenges().delete_expired(now).await?
         + app.storage.ceremonies().delete_expired(now).await?;
     let devices = app.storage.trusted_devices().delete_expired(now).await?;
+    // Per-client counters (one per address and network ever seen failing) start over after
+    // `clients.window_secs` without a failure: once that has passed and no lockout is in
+    // force, the row says nothing and goes.
+    let window = app.config.clients.window_secs;
+    let attempts = app.storage.attempts();
+    let clients = attempts.delete_forgotten("client:", window, now).await?;
     // SMS counters: every window is at most a day long.
     app.storage
         .sms_limits()
         .delete_older_than(now - 2 * 86_400)
         .await?;
-    if factors + challenges + devices > 0 {
+    if factors + challenges + devices + clients > 0 {
         tracing::info!(
             factors,
             challenges,
             devices,
-            "expired enrollments, challenges and remembered devices deleted"
+            client_counters = clients,
+            "expired enrollments, challenges, remembered devices and client counters deleted"
         );
     }
     Ok((factors, challenges))

@@ -275,6 +275,22 @@ impl<'a> Attempts<'a> {
             .await?)
     }
 
+    /// Deletes the counters whose key starts with `prefix` that have seen no failure for
+    /// `idle_secs` and hold no lockout in force at `now`: counters that count over a window
+    /// of that length (the per-client budgets) would start over anyway. Returns how many.
+    pub async fn delete_forgotten(&self, prefix: &str, idle_secs: i64, now: i64) -> Result<u64> {
+        Ok(Entity::delete_many()
+            .filter(Column::Key.starts_with(prefix))
+            .filter(Column::UpdatedAt.lte(now.saturating_sub(idle_secs)))
+            .filter(
+                Condition::any()
+                    .add(Column::LockedUntil.is_null())
+                    .add(Column::LockedUntil.lte(now)),
+            )
+            .change_on(&*self.storage.write().await)
+            .await?)
+    }
+
     /// Clears the counter and any lock (an operator's unlock).
     pub async fn reset(&self, key: &str) -> Result<()> {
         Entity::delete_by_id(key.to_owned())
