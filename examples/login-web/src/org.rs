@@ -170,7 +170,7 @@ async fn organization(mut tollgate: Clients, jar: Jar, message: Message) -> Resp
                     "Members may ask a browser to be remembered for this many days (0: never; at most 90)"
                 }
                 input #trusted-device-days name="trusted_device_days" type="number" min="0"
-                    max="90" value=(policy.trusted_device_days);
+                    max="90" required value=(policy.trusted_device_days);
                 label for="policy-password" { "Your password, to confirm" }
                 input #policy-password name="password" type="password"
                     autocomplete="current-password" required;

@@ -287,7 +287,7 @@ impl<'a> Attempts<'a> {
                     .add(Column::LockedUntil.is_null())
                     .add(Column::LockedUntil.lte(now)),
             )
-            .change_on(&*self.storage.write().await)
+            .change_on(&*self.storage.write_on_pool().await)
             .await?)
     }
 

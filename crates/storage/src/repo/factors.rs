@@ -540,6 +540,25 @@ impl<'a> Factors<'a> {
         if activated.rows_affected != 1 {
             return Err(StorageError::NotFound("pending factor"));
         }
+        // A new factor ends a pending re-enrollment, and moves the user's factor generation
+        // on (voiding the enrollment tokens issued before it), in the same transaction; the
+        // user's row is written before any factor or device goes, so that a device being
+        // remembered meanwhile (which holds the row shared on PostgreSQL) is either seen and
+        // ended below, or sees this change and is not remembered.
+        {
+            use crate::entity::user;
+            let generation = Expr::col((user::Entity, user::Column::FactorGeneration));
+            user::Entity::update_many()
+                .col_expr(user::Column::MustReenroll, Expr::value(false))
+                .col_expr(
+                    user::Column::FactorGeneration,
+                    sea_orm::sea_query::ExprTrait::add(generation, 1),
+                )
+                .col_expr(user::Column::UpdatedAt, Expr::value(now))
+                .filter(user::Column::Id.eq(user_id))
+                .exec(&txn)
+                .await?;
+        }
         if let Some(old) = replaces {
             let removed = Entity::delete_many()
                 .filter(Column::Id.eq(old))
@@ -574,22 +593,6 @@ impl<'a> Factors<'a> {
                 .exec(&txn)
                 .await?;
             insert_codes(&txn, self.storage, user_id, codes, now).await?;
-        }
-        // A new factor ends a pending re-enrollment, and moves the user's factor generation
-        // on (voiding the enrollment tokens issued before it), in the same transaction.
-        {
-            use crate::entity::user;
-            let generation = Expr::col((user::Entity, user::Column::FactorGeneration));
-            user::Entity::update_many()
-                .col_expr(user::Column::MustReenroll, Expr::value(false))
-                .col_expr(
-                    user::Column::FactorGeneration,
-                    sea_orm::sea_query::ExprTrait::add(generation, 1),
-                )
-                .col_expr(user::Column::UpdatedAt, Expr::value(now))
-                .filter(user::Column::Id.eq(user_id))
-                .exec(&txn)
-                .await?;
         }
         append_all_with(&txn, audit).await?;
         txn.commit().await?;
