@@ -439,25 +439,8 @@ async fn the_calls_around_a_login_keep_their_client_on_their_events(backend: Bac
     let server = TestServer::start_with(backend, config()).await;
     let owner = server.create_user("owner@example.com", PASSWORD).await.id;
     let mia = server.create_user("mia@example.com", PASSWORD).await.id;
+    let org = server.organization("Acme", &owner, &[&mia]).await;
     let mut orgs = server.organizations().await;
-    let org = orgs
-        .create_organization(v1::CreateOrganizationRequest {
-            name: "Acme".into(),
-            owner_user_id: owner,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .organization
-        .unwrap()
-        .id;
-    orgs.add_member(v1::AddMemberRequest {
-        organization_id: org.clone(),
-        user_id: mia.clone(),
-        role: v1::Role::Member as i32,
-    })
-    .await
-    .unwrap();
     let session = |email: &'static str| {
         let request = tollgate_e2e::password_login(email, PASSWORD, &org);
         let server = &server;

@@ -61,7 +61,7 @@ impl World {
         let owner = server.create_user("owner@example.com", PASSWORD).await.id;
         let ann = server.create_user("ann@example.com", PASSWORD).await.id;
         let bob = server.create_user("bob@example.com", PASSWORD).await.id;
-        let org = organization(&server, "Acme", &owner, &[&ann, &bob]).await;
+        let org = server.organization("Acme", &owner, &[&ann, &bob]).await;
         for (id, seed) in [(&ann, ANN_SEED), (&bob, BOB_SEED)] {
             let id = id.parse().unwrap();
             tollgate_e2e::active_totp(&server.app.storage, id, seed, None, None, T0).await;
@@ -208,32 +208,6 @@ impl World {
         let audit = self.server.app.storage.audit();
         audit.list(&filter, None, 10).await.unwrap().items
     }
-}
-
-/// A new organization named `name` owned by `owner`, with `members` as members: its id.
-async fn organization(server: &TestServer, name: &str, owner: &str, members: &[&str]) -> String {
-    let mut orgs = server.organizations().await;
-    let org = orgs
-        .create_organization(v1::CreateOrganizationRequest {
-            name: name.into(),
-            owner_user_id: owner.to_owned(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .organization
-        .unwrap()
-        .id;
-    for member in members {
-        orgs.add_member(v1::AddMemberRequest {
-            organization_id: org.clone(),
-            user_id: (*member).to_owned(),
-            role: v1::Role::Member as i32,
-        })
-        .await
-        .unwrap();
-    }
-    org
 }
 
 async fn a_remembered_device_skips_the_second_factor_and_nothing_more(backend: Backend) {
@@ -395,7 +369,7 @@ async fn a_remembered_device_skips_the_second_factor_and_nothing_more(backend: B
     // Another user's.
     assert!(w.skips("bob@example.com", &token).await.is_none());
     // Another organization's login, though that one remembers devices too.
-    let other = organization(&w.server, "Other", &w.bob, &[&w.ann]).await;
+    let other = w.server.organization("Other", &w.bob, &[&w.ann]).await;
     let orgs = w.server.app.storage.organizations();
     let model = orgs.get(other.parse().unwrap()).await.unwrap().unwrap();
     let remembering = storage::repo::PolicyUpdate {

@@ -27,32 +27,6 @@ async fn login(server: &TestServer, email: &str, org: &str) -> v1::Session {
     session
 }
 
-/// A new organization named `name` owned by `owner`, with `members` as members: its id.
-async fn organization(server: &TestServer, name: &str, owner: &str, members: &[&str]) -> String {
-    let mut orgs = server.organizations().await;
-    let org = orgs
-        .create_organization(v1::CreateOrganizationRequest {
-            name: name.into(),
-            owner_user_id: owner.to_owned(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .organization
-        .unwrap()
-        .id;
-    for member in members {
-        orgs.add_member(v1::AddMemberRequest {
-            organization_id: org.clone(),
-            user_id: (*member).to_owned(),
-            role: v1::Role::Member as i32,
-        })
-        .await
-        .unwrap();
-    }
-    org
-}
-
 fn list(user_id: &str, page_size: i32, page_token: &str) -> v1::ListSessionsRequest {
     v1::ListSessionsRequest {
         user_id: user_id.to_owned(),
@@ -97,8 +71,10 @@ async fn listing_and_ending_the_other_sessions(backend: Backend) {
     let owner_id = server.create_user("owner@example.com", PASSWORD).await.id;
     let member_id = server.create_user("member@example.com", PASSWORD).await.id;
     let other_owner = server.create_user("other@example.com", PASSWORD).await.id;
-    let org = organization(&server, "Acme", &owner_id, &[&member_id]).await;
-    let other_org = organization(&server, "Other", &other_owner, &[&member_id]).await;
+    let org = server.organization("Acme", &owner_id, &[&member_id]).await;
+    let other_org = server
+        .organization("Other", &other_owner, &[&member_id])
+        .await;
     let mut sessions = server.sessions().await;
     let first = login(&server, "owner@example.com", &org).await;
     let second = login(&server, "owner@example.com", &org).await;

@@ -213,6 +213,32 @@ impl TestServer {
             .unwrap()
     }
 
+    /// A new organization named `name` owned by `owner`, with `members` as members: its id.
+    pub async fn organization(&self, name: &str, owner: &str, members: &[&str]) -> String {
+        let mut orgs = self.organizations().await;
+        let org = orgs
+            .create_organization(tollgate_proto::v1::CreateOrganizationRequest {
+                name: name.into(),
+                owner_user_id: owner.to_owned(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .organization
+            .unwrap()
+            .id;
+        for member in members {
+            orgs.add_member(tollgate_proto::v1::AddMemberRequest {
+                organization_id: org.clone(),
+                user_id: (*member).to_owned(),
+                role: tollgate_proto::v1::Role::Member as i32,
+            })
+            .await
+            .unwrap();
+        }
+        org
+    }
+
     pub async fn sessions(&self) -> SessionServiceClient<Channel> {
         SessionServiceClient::new(self.channel().await)
     }

@@ -149,6 +149,30 @@ fn not_yours() -> ApiError {
     }
 }
 
+/// Where a page of `user`'s list starts: after the id in `page_token` (None for the first
+/// page, or when the token is not one of this list's, which is a violation of `page_token`).
+fn page_position(
+    user: storage::Uuid,
+    page_token: &str,
+    violations: &mut Vec<(String, String)>,
+) -> ApiResult<Option<storage::Uuid>> {
+    if page_token.is_empty() {
+        return Ok(None);
+    }
+    let position = decode_page_token(user, page_token).and_then(|after| {
+        storage::Uuid::from_slice(&after)
+            .map_err(|_| ApiError::field("page_token", "is not a page token of this list"))
+    });
+    match position {
+        Ok(id) => Ok(Some(id)),
+        Err(ApiError::InvalidArgument(mut v)) => {
+            violations.append(&mut v);
+            Ok(None)
+        }
+        Err(other) => Err(other),
+    }
+}
+
 /// A session as ListSessions shows it.
 fn session_to_proto(
     session: &storage::entity::session::Model,
@@ -278,22 +302,7 @@ impl Sessions {
             }
         };
         let limit = page_size(&mut violations, body.page_size, 100);
-        let before = if body.page_token.is_empty() {
-            None
-        } else {
-            let position = decode_page_token(user, &body.page_token).and_then(|after| {
-                storage::Uuid::from_slice(&after)
-                    .map_err(|_| ApiError::field("page_token", "is not a page token of this list"))
-            });
-            match position {
-                Ok(id) => Some(id),
-                Err(ApiError::InvalidArgument(mut v)) => {
-                    violations.append(&mut v);
-                    None
-                }
-                Err(other) => return Err(other),
-            }
-        };
+        let before = page_position(user, &body.page_token, &mut violations)?;
         if !violations.is_empty() {
             return Err(ApiError::InvalidArgument(violations));
         }
@@ -373,22 +382,7 @@ impl Sessions {
         let user = session.user_id;
         let mut violations = Vec::new();
         let limit = page_size(&mut violations, body.page_size, 100);
-        let before = if body.page_token.is_empty() {
-            None
-        } else {
-            let position = decode_page_token(user, &body.page_token).and_then(|after| {
-                storage::Uuid::from_slice(&after)
-                    .map_err(|_| ApiError::field("page_token", "is not a page token of this list"))
-            });
-            match position {
-                Ok(id) => Some(id),
-                Err(ApiError::InvalidArgument(mut v)) => {
-                    violations.append(&mut v);
-                    None
-                }
-                Err(other) => return Err(other),
-            }
-        };
+        let before = page_position(user, &body.page_token, &mut violations)?;
         if !violations.is_empty() {
             return Err(ApiError::InvalidArgument(violations));
         }
