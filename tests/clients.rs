@@ -635,6 +635,64 @@ async fn the_calls_around_a_login_keep_their_client_on_their_events(backend: Bac
     let event = last_event(&server, "user.locked_out").await;
     assert_eq!(event.client_ip.as_deref(), Some("192.0.2.99"));
     assert_eq!(event.client_user_agent.as_deref(), Some("Guess/1"));
+
+    // So do the events wrong codes write (the lockout, the suspected password).
+    let ned = server.create_user("ned@example.com", PASSWORD).await.id;
+    let seed = b"12345678901234567890";
+    let now = server::Clock::now(&*server.app.clock);
+    tollgate_e2e::active_totp(
+        &server.app.storage,
+        ned.parse().unwrap(),
+        seed,
+        None,
+        None,
+        now,
+    )
+    .await;
+    let app = otp_core::Totp::new(
+        otp_core::Secret::from_bytes(seed.to_vec()),
+        otp_core::TotpParams::default(),
+    )
+    .unwrap();
+    let at = u64::try_from(now).unwrap();
+    let valid: Vec<String> = [at - 60, at - 30, at, at + 30, at + 60]
+        .iter()
+        .map(|t| app.generate(*t).unwrap().to_string())
+        .collect();
+    let wrong = ["000000", "111111", "222222"]
+        .into_iter()
+        .find(|code| !valid.iter().any(|v| v == code))
+        .unwrap();
+    for _ in 0..=free {
+        let challenge = match server
+            .first_step(tollgate_e2e::password_login(
+                "ned@example.com",
+                PASSWORD,
+                "",
+            ))
+            .await
+        {
+            authenticate_response::Result::SecondFactorRequired(c) => c.challenge_token,
+            other => panic!("{other:?}"),
+        };
+        let request = v1::VerifySecondFactorRequest {
+            client_context: context("192.0.2.77", "Codes/1"),
+            ..tollgate_e2e::verify_code(&challenge, wrong)
+        };
+        let refused = server
+            .authentication()
+            .await
+            .verify_second_factor(request)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::Unauthenticated);
+    }
+    for kind in ["user.locked_out", "password.suspected_compromised"] {
+        let event = last_event(&server, kind).await;
+        assert_eq!(event.subject_id.map(|id| id.to_string()), Some(ned.clone()));
+        assert_eq!(event.client_ip.as_deref(), Some("192.0.2.77"), "{kind}");
+        assert_eq!(event.client_user_agent.as_deref(), Some("Codes/1"));
+    }
 }
 
 both!(

@@ -51,18 +51,8 @@ pub(crate) fn own_event<'e>(
     }
 }
 
-/// Appends an event in which a user acts on their own account (actor and subject alike).
-pub(crate) async fn own(
-    app: &App,
-    org_id: Option<Uuid>,
-    user_id: Uuid,
-    kind: &str,
-    details: &str,
-) -> ApiResult<()> {
-    own_from(app, org_id, user_id, kind, details, Default::default()).await
-}
-
-/// [`own`], from the client the call's caller relayed (`ClientContext`).
+/// Appends an event in which a user acts on their own account (actor and subject alike), from
+/// the client the call's caller relayed (`ClientContext`; empty when it did not).
 pub(crate) async fn own_from(
     app: &App,
     org_id: Option<Uuid>,

@@ -182,6 +182,17 @@ pub(crate) async fn record_failure(
     reason: ErrorReason,
     now: i64,
 ) -> ApiError {
+    record_failure_from(app, user, reason, Default::default(), now).await
+}
+
+/// [`record_failure`] of a call that relayed its client: the events it writes keep it.
+pub(crate) async fn record_failure_from(
+    app: &App,
+    user: Uuid,
+    reason: ErrorReason,
+    client: storage::repo::ClientInfo<'_>,
+    now: i64,
+) -> ApiError {
     let first_lockout = i64::from(app.config.login.free_failures) + 1;
     let suspend_at = i64::from(app.config.login.max_consecutive_failures);
     let events = move |failures: i64| {
@@ -200,7 +211,7 @@ pub(crate) async fn record_failure(
         &mfa_key(user),
         Some(user),
         "second",
-        Default::default(),
+        client,
         now,
         events,
     )
@@ -440,6 +451,8 @@ pub(crate) async fn prove_along(
         None => check_lockout(app, user, now).await?,
     };
     let factors = read.map(|read| read.factors.as_slice());
+    // The client of the call, as its event carries it (VerifyStepUp's).
+    let client = along.audit.map(|event| event.client).unwrap_or_default();
     let result = if let Some(digits) = looks_like_otp(proof) {
         let checked = match factors {
             Some(factors) => check_code_among(app, failures, factors, &digits, now, along).await?,
@@ -454,14 +467,14 @@ pub(crate) async fn prove_along(
             CodeCheck::NoMatch => Err(ErrorReason::InvalidCode),
         }
     } else if use_recovery_code(app, failures, user, proof, now, false).await? {
-        audit::own(app, org, user, "recovery_code.used", "{}").await?;
+        audit::own_from(app, org, user, "recovery_code.used", "{}", client).await?;
         Ok((policy::Proof::RecoveryCode, None))
     } else {
         Err(recovery_code_refusal(app, user, proof).await?)
     };
     match result {
         Ok(proof) => Ok(proof),
-        Err(reason) => Err(record_failure(app, user, reason, now).await),
+        Err(reason) => Err(record_failure_from(app, user, reason, client, now).await),
     }
 }
 

@@ -1040,13 +1040,22 @@ impl Authentication {
                 crate::mfa::CodeCheck::NoMatch => Some(ErrorReason::InvalidCode),
             };
             if let Some(reason) = reason {
-                return Err(crate::mfa::record_failure(app, user_id, reason, now).await);
+                return Err(crate::mfa::record_failure_from(
+                    app,
+                    user_id,
+                    reason,
+                    stored.info(),
+                    now,
+                )
+                .await);
             }
         } else if crate::mfa::use_recovery_code(app, failures, user_id, &code, now, true).await? {
             used_recovery_code = true;
         } else {
             let reason = crate::mfa::recovery_code_refusal(app, user_id, &code).await?;
-            return Err(crate::mfa::record_failure(app, user_id, reason, now).await);
+            let failed =
+                crate::mfa::record_failure_from(app, user_id, reason, stored.info(), now).await;
+            return Err(failed);
         }
 
         // Exactly one caller completes the challenge.
@@ -1070,7 +1079,16 @@ impl Authentication {
             });
         }
         if used_recovery_code {
-            audit::own(app, challenge.org_id, user_id, "recovery_code.used", "{}").await?;
+            let client = stored.info();
+            audit::own_from(
+                app,
+                challenge.org_id,
+                user_id,
+                "recovery_code.used",
+                "{}",
+                client,
+            )
+            .await?;
             // The last code, no other factor: 2FA is set up again now, in this login (an
             // enrollment token instead of a session), never later on a password alone.
             if policy::after_recovery_code(state.recovery_codes_left, &state.factors)

@@ -300,7 +300,8 @@ impl Enrollment {
         let failures = mfa::check_lockout(app, user_id, now).await?;
         let totp = mfa::totp_of(app, &factor)?;
         let Some(step) = mfa::totp_step(&totp, &digits, now) else {
-            return Err(mfa::record_failure(app, user_id, ErrorReason::InvalidCode, now).await);
+            let (reason, client) = (ErrorReason::InvalidCode, client.info());
+            return Err(mfa::record_failure_from(app, user_id, reason, client, now).await);
         };
         failures.succeed(app, now).await?;
         let (factor, recovery_codes, session) = self

@@ -166,7 +166,8 @@ impl Enrollment {
             .ok()
             .and_then(|c| i64::try_from(c).ok())
         else {
-            return Err(mfa::record_failure(app, user_id, ErrorReason::InvalidCode, now).await);
+            let (reason, client) = (ErrorReason::InvalidCode, client.info());
+            return Err(mfa::record_failure_from(app, user_id, reason, client, now).await);
         };
         failures.succeed(app, now).await?;
         let (factor, recovery_codes, session) = self

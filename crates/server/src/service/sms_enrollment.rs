@@ -144,7 +144,8 @@ impl Enrollment {
             .await?;
         let failures = mfa::check_lockout(app, user_id, now).await?;
         if !sms_flow::check_code(app, failures, factor.id, &digits, now).await? {
-            return Err(mfa::record_failure(app, user_id, ErrorReason::InvalidCode, now).await);
+            let (reason, client) = (ErrorReason::InvalidCode, client.info());
+            return Err(mfa::record_failure_from(app, user_id, reason, client, now).await);
         }
         let (factor, recovery_codes, session) = self
             .finish(&ctx, &factor, None, "sms", replaces.as_ref(), &client)
