@@ -705,6 +705,46 @@ async fn bad_responses_name_the_field(backend: Backend) {
     off.stop().await.unwrap();
 }
 
+/// A refused assertion counts with the call's client: the lockout it starts names it.
+async fn a_refused_assertion_keeps_the_client_on_its_events(backend: Backend) {
+    let mut config = config();
+    config.login.free_failures = 0;
+    let server = TestServer::start_with(backend, config).await;
+    let email = "phished@example.com";
+    let (_, session) = user(&server, email).await;
+    let mut key = token();
+    register(&server, &session, &mut key, false).await;
+    let login = challenge(&server, email).await;
+    let options = begin_verification(&server, &login, "").await.unwrap();
+    let phished = get_at(&mut key, "http://localhost:9999", &options, None).unwrap();
+    let err = server
+        .authentication()
+        .await
+        .verify_second_factor(v1::VerifySecondFactorRequest {
+            challenge_token: login.clone(),
+            code: String::new(),
+            webauthn_response_json: phished,
+            client_context: Some(v1::ClientContext {
+                ip_address: "198.51.100.66".into(),
+                user_agent: "Phish/1".into(),
+            }),
+            remember_device: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err).as_deref(), Some("WEBAUTHN_REJECTED"));
+    let filter = storage::repo::AuditFilter {
+        kinds: vec!["user.locked_out".into()],
+        ..Default::default()
+    };
+    let audit = server.app.storage.audit();
+    let events = audit.list(&filter, None, 10).await.unwrap().items;
+    assert_eq!(events.len(), 1, "the first failure locks here");
+    assert_eq!(events[0].client_ip.as_deref(), Some("198.51.100.66"));
+    assert_eq!(events[0].client_user_agent.as_deref(), Some("Phish/1"));
+    server.stop().await.unwrap();
+}
+
 both!(
     a_security_key_is_a_second_factor,
     a_passkey_logs_in_without_a_password,
@@ -712,4 +752,5 @@ both!(
     an_assertion_raced_to_two_replicas_is_accepted_once,
     an_organization_can_allow_webauthn_only,
     bad_responses_name_the_field,
+    a_refused_assertion_keeps_the_client_on_its_events,
 );

@@ -158,13 +158,15 @@ enum Assertion {
 
 /// Whose assertion is verified, and for what.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Asserting {
+pub(crate) struct Asserting<'a> {
     /// The user.
     pub(crate) user_id: Uuid,
     /// The organization of the login or session (for the audit log).
     pub(crate) org_id: Option<Uuid>,
     /// The login challenge or session the ceremony serves.
     pub(crate) binding: Binding,
+    /// Where the call came from, for the events a failure writes.
+    pub(crate) client: storage::repo::ClientInfo<'a>,
 }
 
 /// What an assertion ceremony serves, and so what its response must come with.
@@ -435,6 +437,7 @@ async fn record_use(
 async fn refuse_assertion(
     app: &App,
     (user_id, org_id): (Uuid, Option<Uuid>),
+    client: storage::repo::ClientInfo<'_>,
     credential_id: &[u8],
     error: &WebauthnError,
     now: i64,
@@ -451,15 +454,17 @@ async fn refuse_assertion(
         tracing::info!(user_id = %user_id, error = %error, "WebAuthn assertion refused");
         ErrorReason::WebauthnRejected
     };
-    crate::mfa::record_failure(app, user_id, reason, now).await
+    crate::mfa::record_failure_from(app, user_id, reason, client, now).await
 }
 
 /// Verifies an assertion made for a step-up or a proof with `session` (see
-/// [`verify_assertion`]), against the user's failure budget as it is now.
+/// [`verify_assertion`]), against the user's failure budget as it is now; `client`: where
+/// the call came from, when it said.
 pub(crate) async fn verify_for_session(
     app: &App,
     session: &storage::entity::session::Model,
     response_json: &str,
+    client: storage::repo::ClientInfo<'_>,
     now: i64,
 ) -> ApiResult<()> {
     let failures = crate::mfa::check_lockout(app, session.user_id, now).await?;
@@ -467,6 +472,7 @@ pub(crate) async fn verify_for_session(
         user_id: session.user_id,
         org_id: session.org_id,
         binding: Binding::Session(session.id),
+        client,
     };
     verify_assertion(
         app,
@@ -489,16 +495,16 @@ pub(crate) async fn verify_for_session(
 pub(crate) async fn verify_assertion(
     app: &App,
     failures: crate::mfa::Failures,
-    asserting: Asserting,
+    asserting: Asserting<'_>,
     field: &str,
     response_json: &str,
     now: i64,
 ) -> ApiResult<()> {
     let Asserting {
-        user_id,
-        org_id,
-        binding,
+        user_id, binding, ..
     } = asserting;
+    let failed =
+        |reason| crate::mfa::record_failure_from(app, user_id, reason, asserting.client, now);
     let rp = relying_party(app)?;
     let challenge = challenge_of(field, response_json)?;
     let response: PublicKeyCredential = parse(field, response_json)?;
@@ -518,9 +524,7 @@ pub(crate) async fn verify_assertion(
         });
     let Some(ceremony) = ceremony else {
         app.metrics.check("webauthn", "rejected");
-        return Err(
-            crate::mfa::record_failure(app, user_id, ErrorReason::WebauthnRejected, now).await,
-        );
+        return Err(failed(ErrorReason::WebauthnRejected).await);
     };
     let state: Assertion = state_of(&ceremony)?;
     let verified = match &state {
@@ -532,7 +536,9 @@ pub(crate) async fn verify_assertion(
         Ok(result) => result,
         Err(e) => {
             let credential = response.get_credential_id();
-            return Err(refuse_assertion(app, (user_id, org_id), credential, &e, now).await);
+            let who = (user_id, asserting.org_id);
+            let client = asserting.client;
+            return Err(refuse_assertion(app, who, client, credential, &e, now).await);
         }
     };
     // Settled against the budget, then the ceremony used up: exactly one caller gets here
@@ -546,9 +552,7 @@ pub(crate) async fn verify_assertion(
         .is_none()
     {
         app.metrics.check("webauthn", "replayed");
-        return Err(
-            crate::mfa::record_failure(app, user_id, ErrorReason::WebauthnRejected, now).await,
-        );
+        return Err(failed(ErrorReason::WebauthnRejected).await);
     }
     let factors = app.storage.factors().of_user(user_id, true).await?;
     if let Some(factor) = webauthn_factors(&factors)
@@ -626,6 +630,7 @@ pub(crate) async fn finish_passkey_login(
     app: &App,
     ceremony_id: Uuid,
     response_json: &str,
+    client: storage::repo::ClientInfo<'_>,
     now: i64,
 ) -> ApiResult<(Uuid, Option<Uuid>)> {
     const FIELD: &str = "passkey.response_json";
@@ -659,7 +664,7 @@ pub(crate) async fn finish_passkey_login(
         Ok(result) => result,
         Err(e) => {
             let who = (user_id, ceremony.org_id);
-            return Err(refuse_assertion(app, who, credential_id, &e, now).await);
+            return Err(refuse_assertion(app, who, client, credential_id, &e, now).await);
         }
     };
     failures.succeed(app, now).await?;

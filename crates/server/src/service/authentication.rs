@@ -470,9 +470,10 @@ impl Authentication {
         };
         let app = &self.app;
         let now = app.now();
+        let stored = first.client.stored(&app.config.clients);
+        let json = &credentials.response_json;
         let (user_id, ceremony_org) =
-            crate::webauthn::finish_passkey_login(app, ceremony, &credentials.response_json, now)
-                .await?;
+            crate::webauthn::finish_passkey_login(app, ceremony, json, stored.info(), now).await?;
         let first = FirstStep {
             requested_org: first.requested_org.or(ceremony_org),
             ..first
@@ -929,7 +930,8 @@ impl Authentication {
             })?
             .1
         } else {
-            crate::webauthn::verify_for_session(app, &session, webauthn, now).await?;
+            crate::webauthn::verify_for_session(app, &session, webauthn, stored.info(), now)
+                .await?;
             None
         };
         let live = match written {
@@ -1018,6 +1020,7 @@ impl Authentication {
                     user_id,
                     org_id: challenge.org_id,
                     binding: crate::webauthn::Binding::Login(challenge.id),
+                    client: stored.info(),
                 },
                 "webauthn_response_json",
                 webauthn,

@@ -518,7 +518,7 @@ async fn prove_either(
     let UserContext::Session(session) = ctx else {
         return Err(ApiError::Internal("a proof without a session".to_owned()));
     };
-    crate::webauthn::verify_for_session(app, session, webauthn, now).await?;
+    crate::webauthn::verify_for_session(app, session, webauthn, Default::default(), now).await?;
     Ok(policy::Proof::FactorCode)
 }
 
