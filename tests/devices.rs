@@ -189,6 +189,18 @@ impl World {
         (answer.device_token, session.token)
     }
 
+    async fn validated(&self, token: &str) -> v1::ValidateSessionResponse {
+        let request = v1::ValidateSessionRequest {
+            token: token.to_owned(),
+        };
+        let mut sessions = self.server.sessions().await;
+        sessions
+            .validate_session(request)
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     async fn devices(&self, session: &str) -> Vec<v1::TrustedDevice> {
         self.server
             .sessions()
@@ -261,16 +273,7 @@ async fn a_remembered_device_skips_the_second_factor_and_nothing_more(backend: B
         v1::AssuranceLevel::SecondFactor as i32
     );
     assert!(session.remembered_device);
-    let validated = w
-        .server
-        .sessions()
-        .await
-        .validate_session(v1::ValidateSessionRequest {
-            token: session.token.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let validated = w.validated(&session.token).await;
     assert!(validated.remembered_device);
     let login = &w.events("login.succeeded").await[0];
     let details: serde_json::Value = serde_json::from_str(&login.details).unwrap();
@@ -312,16 +315,7 @@ async fn a_remembered_device_skips_the_second_factor_and_nothing_more(backend: B
         .await
         .unwrap();
     // ...which clears the mark.
-    let validated = w
-        .server
-        .sessions()
-        .await
-        .validate_session(v1::ValidateSessionRequest {
-            token: session.token.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let validated = w.validated(&session.token).await;
     assert!(!validated.remembered_device);
     enrollment
         .begin_totp_enrollment(bearer(begin, &session.token))

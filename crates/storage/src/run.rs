@@ -167,3 +167,22 @@ where
         rows.iter().map(|row| row.model::<A::Entity>("")).collect()
     }
 }
+
+/// Updates rows on a [`Run`] and reads them back.
+pub(crate) trait UpdateOn<E: EntityTrait> {
+    /// The rows changed, as `RETURNING *` gives them.
+    async fn returning_on<C: Run>(self, db: &C) -> Result<Vec<E::Model>, DbErr>;
+}
+
+impl<E> UpdateOn<E> for sea_orm::UpdateMany<E>
+where
+    E: EntityTrait,
+    E::ActiveModel: TryIntoModel<E::Model>,
+{
+    async fn returning_on<C: Run>(self, db: &C) -> Result<Vec<E::Model>, DbErr> {
+        let mut query = self.into_query();
+        query.returning_all();
+        let rows = db.rows(db.backend().build(&query)).await?;
+        rows.iter().map(|row| row.model::<E>("")).collect()
+    }
+}

@@ -236,16 +236,6 @@ impl<'a> Sessions<'a> {
         Ok(revoked)
     }
 
-    /// Revokes every live session of a user but `keep`. Returns how many.
-    pub async fn revoke_all_of_user_except(
-        &self,
-        user_id: Uuid,
-        keep: Uuid,
-        now: i64,
-    ) -> Result<u64> {
-        revoke_of_user(&*self.storage.write().await, user_id, Some(keep), now).await
-    }
-
     /// Revokes every live session of a user. Returns how many.
     pub async fn revoke_all_of_user(&self, user_id: Uuid, now: i64) -> Result<u64> {
         revoke_of_user(&*self.storage.write().await, user_id, None, now).await

@@ -9,7 +9,7 @@ use super::audit::{NewAuditEvent, append_all_with};
 use super::{ClientInfo, Page, page};
 use crate::crypto::{HashPurpose, TokenHash};
 use crate::entity::trusted_device::{ActiveModel, Column, Entity, Model};
-use crate::run::{ChangeOn as _, Run, SelectOn as _};
+use crate::run::{ChangeOn as _, Run, SelectOn as _, UpdateOn as _};
 use crate::{Result, Storage, StorageError};
 
 /// Seconds in a day: remembered devices are granted in days.
@@ -162,9 +162,10 @@ impl<'a> TrustedDevices<'a> {
     }
 
     /// Uses the device of `token` for a login of `user_id` in `org_id` at `now`: the device
-    /// if it is theirs, for that organization, and not expired, with its last use recorded.
-    /// None otherwise (unknown, another user's or organization's, expired, or ended while
-    /// this was read): such a token counts as no token at all.
+    /// if it is theirs, for that organization, and not expired, with its last use recorded,
+    /// in one statement (the check and the write cannot part). None otherwise (unknown,
+    /// another user's or organization's, expired or ended): such a token counts as no token
+    /// at all.
     pub async fn use_valid(
         &self,
         token: &str,
@@ -172,28 +173,15 @@ impl<'a> TrustedDevices<'a> {
         org_id: Uuid,
         now: i64,
     ) -> Result<Option<Model>> {
-        let Some(device) = Entity::find()
-            .filter(Column::TokenHash.eq(self.hash(token).0.to_vec()))
-            .one_by_key(&self.storage.reads())
-            .await?
-        else {
-            return Ok(None);
-        };
-        if device.user_id != user_id || device.org_id != org_id || device.expires_at <= now {
-            return Ok(None);
-        }
-        // Conditional on the device still being there and unexpired: a revocation or a
-        // lowered policy that committed since the read wins.
         let used = Entity::update_many()
             .col_expr(Column::LastUsedAt, Expr::value(Some(now)))
-            .filter(Column::Id.eq(device.id))
+            .filter(Column::TokenHash.eq(self.hash(token).0.to_vec()))
+            .filter(Column::UserId.eq(user_id))
+            .filter(Column::OrgId.eq(org_id))
             .filter(Column::ExpiresAt.gt(now))
-            .change_on(&*self.storage.write().await)
+            .returning_on(&*self.storage.write().await)
             .await?;
-        Ok((used == 1).then_some(Model {
-            last_used_at: Some(now),
-            ..device
-        }))
+        Ok(used.into_iter().next())
     }
 
     /// The user's unexpired devices at `now`, newest first, a page of at most `limit` (1 to
