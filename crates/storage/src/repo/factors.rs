@@ -687,10 +687,10 @@ impl<'a> Factors<'a> {
                 .filter(super::attempts::no_lockout_in_force(a.lock_key, a.now))
         };
         // An SQLite file: the statements in one transaction on the calling thread, each only
-        // when the one before changed its row.
+        // when the one before changed its row. They are built before the write turn, which
+        // every other writer waits for, and the turn is handed on as soon as they ran.
         {
             let backend = sea_orm::DbBackend::Sqlite;
-            let writing = self.storage.write().await;
             let mut chain = vec![guard().build(backend)];
             if let Some(session) = a.raise {
                 chain.push(super::sessions::raise_update(session, a.now).build(backend));
@@ -698,7 +698,10 @@ impl<'a> Factors<'a> {
             if let Some(event) = a.audit {
                 chain.push(super::audit::insert_statement(&[event], backend)?);
             }
-            if let Some(rows) = writing.transaction_chain(&chain) {
+            let writing = self.storage.write().await;
+            let ran = writing.transaction_chain(&chain);
+            writing.hand_on().await;
+            if let Some(rows) = ran {
                 let rows = rows?;
                 let accepted = rows.first() == Some(&1);
                 return Ok(Accepted {
