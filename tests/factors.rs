@@ -1177,6 +1177,21 @@ async fn failures_count_across_methods_and_codes_work_in_any_order(backend: Back
         Some("LOCKED_OUT"),
         "recovery codes are locked out too"
     );
+    // So is a step-up of a session of theirs (its one read brings the counter).
+    let err = w
+        .server
+        .authentication()
+        .await
+        .verify_step_up(bearer(
+            v1::VerifyStepUpRequest {
+                code: right,
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err).as_deref(), Some("LOCKED_OUT"), "step-up");
     w.server.stop().await.unwrap();
 }
 

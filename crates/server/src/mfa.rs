@@ -89,6 +89,14 @@ pub(crate) async fn read_factors(app: &App, user: Uuid) -> ApiResult<FactorsRead
 }
 
 impl FactorsRead {
+    /// The factors and counter read with a session ([`storage::repo::Sessions::find_valid_with_factors`]).
+    pub(crate) fn read_with_session(
+        factors: Vec<storage::entity::factor::Model>,
+        counter: Option<storage::entity::attempt_counter::Model>,
+    ) -> Self {
+        Self { factors, counter }
+    }
+
     /// [`check_lockout`] on the counter read with the factors (read now when no factor
     /// carried it).
     pub(crate) async fn check_lockout(

@@ -11,8 +11,11 @@ mod common;
 
 use common::{NOW, TestDb, race};
 use sea_orm::EntityTrait;
+use storage::entity::enums::FactorKind;
 use storage::entity::session;
-use storage::repo::{AuditFilter, NewAuditEvent, NewSession};
+use storage::repo::{
+    AuditFilter, Lockouts, NewAuditEvent, NewSession, OtpParams, second_factor_counter,
+};
 use storage::{Storage, Uuid};
 
 async fn user(storage: &Storage, email: &str) -> Uuid {
@@ -523,7 +526,136 @@ async fn concurrent_audit_events_are_each_written_once(db: &TestDb) {
     assert_eq!(written, 10);
 }
 
+/// An active TOTP factor of `user_id` (or a pending one).
+async fn totp(storage: &Storage, user_id: Uuid, active: bool) -> Uuid {
+    let params = OtpParams {
+        algorithm: "SHA1",
+        digits: 6,
+        period: Some(30),
+    };
+    let factors = storage.factors();
+    let f = factors
+        .create_otp_pending(
+            user_id,
+            FactorKind::Totp,
+            "app",
+            b"12345678901234567890",
+            params,
+            None,
+            NOW,
+            NOW + 600,
+            &[],
+        )
+        .await
+        .unwrap();
+    if active {
+        factors
+            .activate(f.id, user_id, Some(1), None, NOW)
+            .await
+            .unwrap();
+    }
+    f.id
+}
+
+/// A step-up's one read: the valid session, only its user's active factors (oldest first),
+/// and only its user's failure counter, under the key the rest of the code counts with.
+async fn a_session_is_read_with_its_users_factors_and_counter(db: &TestDb) {
+    let s = &db.storage;
+    let uid = user(s, "a@example.com").await;
+    let other = user(s, "b@example.com").await;
+    let bare = user(s, "c@example.com").await;
+    let first = totp(s, uid, true).await;
+    let second = totp(s, uid, true).await;
+    totp(s, uid, false).await;
+    totp(s, other, true).await;
+    let session = s
+        .sessions()
+        .create("tok-f", new(uid, None, 1))
+        .await
+        .unwrap();
+    s.sessions()
+        .create("tok-bare", new(bare, None, 1))
+        .await
+        .unwrap();
+    let lockouts = Lockouts::new(0, &[30]);
+    let attempts = s.attempts();
+    attempts
+        .record_failure(&second_factor_counter(other), NOW, &lockouts, None)
+        .await
+        .unwrap();
+
+    let read = s
+        .sessions()
+        .find_valid_with_factors("tok-f", NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.session, session);
+    let ids: Vec<Uuid> = read.factors.iter().map(|f| f.id).collect();
+    assert_eq!(
+        ids,
+        vec![first, second],
+        "active factors only, oldest first"
+    );
+    assert!(
+        read.counter.is_none(),
+        "another user's counter is not theirs"
+    );
+
+    attempts
+        .record_failure(&second_factor_counter(uid), NOW, &lockouts, None)
+        .await
+        .unwrap();
+    let read = s
+        .sessions()
+        .find_valid_with_factors("tok-f", NOW + 1)
+        .await
+        .unwrap()
+        .unwrap();
+    let counter = read.counter.unwrap();
+    assert_eq!(counter.key, second_factor_counter(uid));
+    assert_eq!(
+        (counter.failures, counter.locked_until, counter.updated_at),
+        (1, Some(NOW + 30), NOW)
+    );
+    assert_eq!(read.factors.len(), 2, "one row per factor, one counter");
+
+    let bare = s
+        .sessions()
+        .find_valid_with_factors("tok-bare", NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(bare.factors.is_empty() && bare.counter.is_none());
+
+    // Invalid as find_valid says: unknown, expired, revoked.
+    let sessions = s.sessions();
+    assert!(
+        sessions
+            .find_valid_with_factors("tok-x", NOW)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        sessions
+            .find_valid_with_factors("tok-f", NOW + 3_600)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(sessions.revoke(session.id, NOW + 2, &[]).await.unwrap());
+    assert!(
+        sessions
+            .find_valid_with_factors("tok-f", NOW + 2)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
 both!(
+    a_session_is_read_with_its_users_factors_and_counter,
     listing_and_revoking_the_other_sessions,
     concurrent_audit_events_are_each_written_once,
     sessions_expire_touch_and_revoke,

@@ -879,13 +879,18 @@ impl Authentication {
         let app = &self.app;
         let stored = client.stored(&app.config.clients);
         let now = app.now();
-        let session = app
+        // The session with the user's factors and their failure counter: one read.
+        let storage::repo::SessionFactors {
+            session,
+            factors,
+            counter,
+        } = app
             .storage
             .sessions()
-            .find_valid(&session_token, now)
+            .find_valid_with_factors(&session_token, now)
             .await?
             .ok_or_else(super::sessions::invalid_session)?;
-        let read = crate::mfa::read_factors(app, session.user_id).await?;
+        let read = crate::mfa::FactorsRead::read_with_session(factors, counter);
         if read.factors.is_empty() {
             return Err(ApiError::FailedPrecondition {
                 reason: ErrorReason::NoFactor,

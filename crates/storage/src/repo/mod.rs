@@ -26,7 +26,7 @@ pub use factors::{
 pub use memberships::Memberships;
 pub use organizations::{Organizations, PolicyChanged, PolicyUpdate};
 pub use recovery_codes::RecoveryCodes;
-pub use sessions::{NewSession, Sessions};
+pub use sessions::{NewSession, SessionFactors, Sessions};
 pub use sms_codes::SmsCodes;
 pub use sms_limits::{Limit, LimitReached, PumpingGuard, Refused, SmsLimits, Taken};
 pub use trusted_devices::{MAX_TRUSTED_DEVICE_DAYS, NewTrustedDevice, SeenUser, TrustedDevices};

@@ -7,21 +7,84 @@ use uuid::Uuid;
 use super::audit::{NewAuditEvent, append_all_with};
 use super::{Page, page};
 use crate::crypto::{HashPurpose, TokenHash};
-use crate::entity::membership;
 use crate::entity::session::{ActiveModel, Column, Entity, Model};
+use crate::entity::{attempt_counter, factor, membership};
 use crate::run::{ChangeOn as _, InsertOn as _, Run, SelectOn as _};
 use crate::{Result, Storage, StorageError};
 
+/// What makes a session valid ([`Sessions::find_valid`]): $1 the token's hash, $2 now.
+macro_rules! valid_session {
+    () => {
+        "sessions.token_hash = $1 AND sessions.revoked_at IS NULL
+  AND sessions.expires_at > $2 AND sessions.idle_expires_at > $2
+  AND (sessions.assurance >= 2 OR sessions.org_id IS NULL OR NOT EXISTS (
+      SELECT 1 FROM organizations WHERE organizations.id = sessions.org_id
+        AND organizations.mfa_required))"
+    };
+}
+
 /// [`Sessions::find_valid`]'s query, the same on SQLite and PostgreSQL (SQLite numbers `$1`
 /// and `$2` by their first use): $1 the token's hash, $2 now.
-const FIND_VALID: &str = "\
-SELECT id, token_hash, user_id, org_id, assurance, created_at, last_seen_at, idle_expires_at,
-       expires_at, revoked_at, client_ip, client_user_agent, trusted_device_id
+const FIND_VALID: &str = concat!(
+    "SELECT id, token_hash, user_id, org_id, assurance, created_at, last_seen_at,
+       idle_expires_at, expires_at, revoked_at, client_ip, client_user_agent, trusted_device_id
+FROM sessions WHERE ",
+    valid_session!()
+);
+
+/// [`Sessions::find_valid_with_factors`]'s query, given how the engine spells the user's
+/// second-factor counter key ([`super::second_factor_counter`]): one row per active factor
+/// (its columns unprefixed, NULL when there is none), each with the session (`s_`) and the
+/// counter (`counter_`).
+macro_rules! valid_with_factors {
+    ($counter_key:literal) => {
+        concat!(
+            "SELECT factors.*, sessions.id AS s_id, sessions.token_hash AS s_token_hash,
+       sessions.user_id AS s_user_id, sessions.org_id AS s_org_id,
+       sessions.assurance AS s_assurance, sessions.created_at AS s_created_at,
+       sessions.last_seen_at AS s_last_seen_at, sessions.idle_expires_at AS s_idle_expires_at,
+       sessions.expires_at AS s_expires_at, sessions.revoked_at AS s_revoked_at,
+       sessions.client_ip AS s_client_ip, sessions.client_user_agent AS s_client_user_agent,
+       sessions.trusted_device_id AS s_trusted_device_id,
+       attempt_counters.failures AS counter_failures,
+       attempt_counters.locked_until AS counter_locked_until,
+       attempt_counters.updated_at AS counter_updated_at
 FROM sessions
-WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > $2 AND idle_expires_at > $2
-  AND (assurance >= 2 OR org_id IS NULL OR NOT EXISTS (
-      SELECT 1 FROM organizations WHERE organizations.id = sessions.org_id
-        AND organizations.mfa_required))";
+LEFT JOIN factors ON factors.user_id = sessions.user_id AND factors.status = 'active'
+LEFT JOIN attempt_counters ON attempt_counters.key = ",
+            $counter_key,
+            "
+WHERE ",
+            valid_session!(),
+            "
+ORDER BY factors.id"
+        )
+    };
+}
+
+/// [`valid_with_factors`] on PostgreSQL, where a UUID's text is the key's form.
+const VALID_WITH_FACTORS_POSTGRES: &str =
+    valid_with_factors!("'mfa:' || CAST(sessions.user_id AS TEXT)");
+
+/// [`valid_with_factors`] on SQLite, where a UUID is stored as its 16 bytes: their hex,
+/// lowercase and hyphenated.
+const VALID_WITH_FACTORS_SQLITE: &str = valid_with_factors!(
+    "'mfa:' || lower(substr(hex(sessions.user_id), 1, 8) || '-'
+  || substr(hex(sessions.user_id), 9, 4) || '-' || substr(hex(sessions.user_id), 13, 4) || '-'
+  || substr(hex(sessions.user_id), 17, 4) || '-' || substr(hex(sessions.user_id), 21, 12))"
+);
+
+/// A valid session with its user's active factors and their second-factor failure counter:
+/// what a step-up reads before it compares a code ([`Sessions::find_valid_with_factors`]).
+#[derive(Clone, Debug)]
+pub struct SessionFactors {
+    /// The session.
+    pub session: Model,
+    /// The user's active factors, oldest first.
+    pub factors: Vec<factor::Model>,
+    /// The user's second-factor failure counter, if it exists.
+    pub counter: Option<attempt_counter::Model>,
+}
 
 /// What a new session needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,6 +184,53 @@ impl<'a> Sessions<'a> {
             Some(row) => Ok(Some(row.model::<Entity>("")?)),
             None => Ok(None),
         }
+    }
+
+    /// [`Sessions::find_valid`] with the user's active factors and their second-factor
+    /// failure counter ([`super::second_factor_counter`]), in one query: a step-up's only
+    /// read (two before, and on PostgreSQL each a round trip and the pool's ping).
+    pub async fn find_valid_with_factors(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<Option<SessionFactors>> {
+        let backend = self.storage.db().get_database_backend();
+        let sql = match backend {
+            sea_orm::DbBackend::Postgres => VALID_WITH_FACTORS_POSTGRES,
+            _ => VALID_WITH_FACTORS_SQLITE,
+        };
+        let stmt = sea_orm::Statement::from_sql_and_values(
+            backend,
+            sql,
+            [self.hash(token).0.to_vec().into(), now.into()],
+        );
+        let rows = self.storage.reads().rows(stmt).await?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let session = first.model::<Entity>("s_")?;
+        let counter = match first.get::<Option<i64>>("counter_failures")? {
+            Some(failures) => Some(attempt_counter::Model {
+                key: super::second_factor_counter(session.user_id),
+                failures,
+                locked_until: first.get("counter_locked_until")?,
+                updated_at: first
+                    .get::<Option<i64>>("counter_updated_at")?
+                    .unwrap_or_default(),
+            }),
+            None => None,
+        };
+        let mut factors = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if row.get::<Option<Uuid>>("id")?.is_some() {
+                factors.push(row.model::<factor::Entity>("")?);
+            }
+        }
+        Ok(Some(SessionFactors {
+            session,
+            factors,
+            counter,
+        }))
     }
 
     /// Records use of a valid session at `now`: its idle expiry moves to `now + idle_ttl`,
