@@ -11,11 +11,8 @@ mod common;
 
 use common::{NOW, TestDb, race};
 use sea_orm::EntityTrait;
-use storage::entity::enums::FactorKind;
 use storage::entity::session;
-use storage::repo::{
-    AuditFilter, Lockouts, NewAuditEvent, NewSession, OtpParams, second_factor_counter,
-};
+use storage::repo::{AuditFilter, Lockouts, NewAuditEvent, NewSession, second_factor_counter};
 use storage::{Storage, Uuid};
 
 async fn user(storage: &Storage, email: &str) -> Uuid {
@@ -526,37 +523,6 @@ async fn concurrent_audit_events_are_each_written_once(db: &TestDb) {
     assert_eq!(written, 10);
 }
 
-/// An active TOTP factor of `user_id` (or a pending one).
-async fn totp(storage: &Storage, user_id: Uuid, active: bool) -> Uuid {
-    let params = OtpParams {
-        algorithm: "SHA1",
-        digits: 6,
-        period: Some(30),
-    };
-    let factors = storage.factors();
-    let f = factors
-        .create_otp_pending(
-            user_id,
-            FactorKind::Totp,
-            "app",
-            b"12345678901234567890",
-            params,
-            None,
-            NOW,
-            NOW + 600,
-            &[],
-        )
-        .await
-        .unwrap();
-    if active {
-        factors
-            .activate(f.id, user_id, Some(1), None, NOW)
-            .await
-            .unwrap();
-    }
-    f.id
-}
-
 /// A step-up's one read: the valid session, only its user's active factors (oldest first),
 /// and only its user's failure counter, under the key the rest of the code counts with.
 async fn a_session_is_read_with_its_users_factors_and_counter(db: &TestDb) {
@@ -564,10 +530,10 @@ async fn a_session_is_read_with_its_users_factors_and_counter(db: &TestDb) {
     let uid = user(s, "a@example.com").await;
     let other = user(s, "b@example.com").await;
     let bare = user(s, "c@example.com").await;
-    let first = totp(s, uid, true).await;
-    let second = totp(s, uid, true).await;
-    totp(s, uid, false).await;
-    totp(s, other, true).await;
+    let first = common::totp_factor(s, uid, true).await;
+    let second = common::totp_factor(s, uid, true).await;
+    common::totp_factor(s, uid, false).await;
+    common::totp_factor(s, other, true).await;
     let session = s
         .sessions()
         .create("tok-f", new(uid, None, 1))

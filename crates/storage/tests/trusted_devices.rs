@@ -14,8 +14,7 @@ mod common;
 use common::{NOW, TestDb};
 use storage::Uuid;
 use storage::crypto::HashPurpose;
-use storage::entity::enums::FactorKind;
-use storage::repo::{AuditOf, NewAuditEvent, NewTrustedDevice, OtpParams, PolicyUpdate, SeenUser};
+use storage::repo::{AuditOf, NewAuditEvent, NewTrustedDevice, PolicyUpdate, SeenUser};
 
 const DAY: i64 = 86_400;
 
@@ -51,30 +50,7 @@ async fn setup(db: &TestDb, days: i16) -> Setup {
         .update_policy(org.id, policy, NOW)
         .await
         .unwrap();
-    let params = OtpParams {
-        algorithm: "SHA1",
-        digits: 6,
-        period: Some(30),
-    };
-    let factors = s.factors();
-    let app = factors
-        .create_otp_pending(
-            user,
-            FactorKind::Totp,
-            "app",
-            b"12345678901234567890",
-            params,
-            None,
-            NOW,
-            NOW + 60,
-            &[],
-        )
-        .await
-        .unwrap();
-    factors
-        .activate(app.id, user, None, None, NOW)
-        .await
-        .unwrap();
+    common::totp_factor(s, user, true).await;
     let generation = s
         .users()
         .get(user)
