@@ -75,26 +75,8 @@ pub fn init_with<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    use tracing_subscriber::Layer as _;
-    use tracing_subscriber::filter::FilterExt as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    let filter = || EnvFilter::try_new(&config.level).map_err(|e| format!("log.level: {e}"));
-    // The logs leave out the database statements' spans (`sea_orm.*`, sea-orm's and the
-    // calling thread's alike): a line never shows them, yet the log layer would format each
-    // one's SQL for nothing, a tenth of a session validation's CPU. Traces keep them.
-    let statements = tracing_subscriber::filter::filter_fn(|meta| {
-        !(meta.is_span() && meta.name().starts_with("sea_orm."))
-    });
-    let log_filter = filter()?.and(statements);
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_ansi(ansi && config.format == LogFormat::Text)
-        .with_writer(writer);
-    let fmt = match config.format {
-        LogFormat::Text => fmt.boxed(),
-        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
-    };
     let (otel, provider) = if tracing.otlp_endpoint.is_empty() {
         (None, None)
     } else {
@@ -119,21 +101,59 @@ where
             )
             .build();
         let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("tollgate"));
-        (Some(layer), Some(provider))
+        (Some(Box::new(layer) as BoxedLayer), Some(provider))
     };
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
-    let otel = match otel {
-        Some(layer) => Some(layer.with_filter(filter()?)),
-        None => None,
-    };
     tracing_subscriber::registry()
-        .with(fmt.with_filter(log_filter))
-        .with(otel)
+        .with(layers(config, writer, otel)?)
         .try_init()
         .map_err(|e| e.to_string())?;
     Ok(Traces(provider))
+}
+
+/// A layer of the global subscriber.
+type BoxedLayer = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
+
+/// The subscriber's layers: the logs to `writer`, and the spans to `otel` when traces are on,
+/// each filtered by `log.level`. A list, with no empty place for traces when they are off:
+/// an absent layer (`None`) counts as wanting every span, and the registry would create
+/// each span the log filter leaves out (every statement's) for no layer at all.
+fn layers<W>(
+    config: &LogConfig,
+    writer: W,
+    otel: Option<BoxedLayer>,
+) -> Result<Vec<BoxedLayer>, String>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::FilterExt as _;
+    let filter = || EnvFilter::try_new(&config.level).map_err(|e| format!("log.level: {e}"));
+    // The logs leave out the database statements' spans (`sea_orm.*`, sea-orm's and the
+    // calling thread's alike): a line never shows them, yet the log layer would format each
+    // one's SQL for nothing, a tenth of a session validation's CPU. Traces keep them.
+    // This filter enables nothing the level does not (its hint says so): without a hint the
+    // combined filter's would be unknown, and every crate's trace-level spans (h2 opens
+    // several per frame) would be created and filtered out one by one on every call.
+    let statements = tracing_subscriber::filter::filter_fn(|meta| {
+        !(meta.is_span() && meta.name().starts_with("sea_orm."))
+    })
+    .with_max_level_hint(tracing_subscriber::filter::LevelFilter::TRACE);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(ansi && config.format == LogFormat::Text)
+        .with_writer(writer);
+    let fmt = match config.format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+    };
+    let mut layers = vec![fmt.with_filter(filter()?.and(statements)).boxed()];
+    if let Some(otel) = otel {
+        layers.push(otel.with_filter(filter()?).boxed());
+    }
+    Ok(layers)
 }
 
 /// The W3C trace context of a call's metadata (`traceparent`, `tracestate`).
@@ -308,5 +328,54 @@ where
             }
             .instrument(span),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::level_filters::LevelFilter;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    use super::*;
+
+    /// The subscriber `init` installs without traces, at `level`.
+    fn logs_only(level: &str) -> impl tracing::Subscriber + Send + Sync {
+        let config = LogConfig {
+            level: level.to_owned(),
+            ..LogConfig::default()
+        };
+        tracing_subscriber::registry().with(layers(&config, std::io::sink, None).unwrap())
+    }
+
+    #[test]
+    fn spans_the_level_leaves_out_are_never_created() {
+        let subscriber = logs_only("info");
+        assert_eq!(
+            tracing::Subscriber::max_level_hint(&subscriber),
+            Some(LevelFilter::INFO)
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            // As h2 opens per frame.
+            assert!(tracing::trace_span!("pop_frame").is_disabled());
+            assert!(tracing::debug_span!("poll").is_disabled());
+            // A statement's span, which only traces would keep.
+            assert!(tracing::info_span!("sea_orm.query_one").is_disabled());
+            // A call's span, which the logs show around its lines.
+            assert!(!tracing::info_span!("rpc").is_disabled());
+        });
+    }
+
+    #[test]
+    fn a_finer_level_enables_the_finer_spans_but_not_the_statements() {
+        let subscriber = logs_only("info,h2=trace");
+        assert_eq!(
+            tracing::Subscriber::max_level_hint(&subscriber),
+            Some(LevelFilter::TRACE)
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(!tracing::trace_span!(target: "h2::proto", "pop_frame").is_disabled());
+            assert!(tracing::trace_span!(target: "hyper", "poll").is_disabled());
+            assert!(tracing::info_span!("sea_orm.query_one").is_disabled());
+        });
     }
 }
