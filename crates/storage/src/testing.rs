@@ -40,6 +40,7 @@ pub struct TestDb {
 #[allow(dead_code)]
 #[derive(Debug)]
 enum Cleanup {
+    Nothing,
     Sqlite(tempfile::TempDir),
     Postgres(PgGuard),
 }
@@ -149,6 +150,24 @@ impl TestDb {
                 });
                 Self::postgres_at(&admin_url, ring).await
             }
+        }
+    }
+
+    /// An SQLite database in memory, on one connection: every write runs on sqlx's pool, the
+    /// way a file's does when it cannot run on the calling thread (the database busy).
+    pub async fn sqlite_in_memory() -> Self {
+        let config = DbConfig {
+            max_connections: Some(1),
+            ..DbConfig::from_url("sqlite::memory:".to_owned())
+        };
+        let storage = Storage::open(&config, keyring(1, &[1]), hasher())
+            .await
+            .unwrap();
+        Self {
+            storage,
+            config,
+            backend: Backend::Sqlite,
+            _cleanup: Cleanup::Nothing,
         }
     }
 

@@ -365,13 +365,22 @@ async fn a_code_is_accepted_with_its_raise_and_event_or_not_at_all(db: &TestDb) 
         }
     };
     let live = session("tok-live").await;
+    let org = s.organizations().create("Acme", NOW).await.unwrap().id;
     let accept = |step: i64, now: i64, raise: Option<Uuid>| Acceptance {
         factor_id: f.id,
         step,
         now,
         lock_key: &key,
         raise,
-        audit: Some(own_event(uid, "session.stepped_up")),
+        audit: Some(NewAuditEvent {
+            org_id: Some(org),
+            details: r#"{"via":"hotp"}"#,
+            client: storage::repo::ClientInfo {
+                ip: Some("203.0.113.7"),
+                user_agent: Some("Firefox/140"),
+            },
+            ..own_event(uid, "session.stepped_up")
+        }),
     };
     let last_step = || async { s.factors().get(f.id).await.unwrap().unwrap().last_step };
     let before = audit_kinds(s).await.len();
@@ -389,6 +398,33 @@ async fn a_code_is_accepted_with_its_raise_and_event_or_not_at_all(db: &TestDb) 
     let raised = s.sessions().find_valid("tok-live", NOW).await.unwrap();
     assert_eq!(raised.unwrap().assurance, 2);
     assert_eq!(audit_kinds(s).await[before..], ["session.stepped_up"]);
+    let event = audit_event::Entity::find()
+        .order_by_desc(audit_event::Column::Id)
+        .one(s.db())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            event.occurred_at,
+            event.org_id,
+            event.actor_id,
+            event.subject_id,
+            event.details.as_str(),
+            event.client_ip.as_deref(),
+            event.client_user_agent.as_deref(),
+        ),
+        (
+            NOW,
+            Some(org),
+            Some(uid),
+            Some(uid),
+            r#"{"via":"hotp"}"#,
+            Some("203.0.113.7"),
+            Some("Firefox/140"),
+        ),
+        "every column of the event as given"
+    );
 
     // A replayed step writes nothing.
     let replay = s
@@ -1126,6 +1162,24 @@ async fn a_webauthn_credential_is_registered_once(db: &TestDb) {
     );
     let found = s.factors().by_credential_id(credential_id).await.unwrap();
     assert_eq!(found.map(|f| f.user_id), Some(alice));
+}
+
+/// A code's acceptance where it cannot run on the calling thread (a database in memory, or a
+/// file busy): the same statements in a transaction on the pool, with the same outcomes.
+mod on_the_pool {
+    use super::common::TestDb;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_code_is_accepted_with_its_raise_and_event_or_not_at_all() {
+        let db = TestDb::sqlite_in_memory().await;
+        super::a_code_is_accepted_with_its_raise_and_event_or_not_at_all(&db).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_step_is_not_accepted_under_a_lockout() {
+        let db = TestDb::sqlite_in_memory().await;
+        super::a_step_is_not_accepted_under_a_lockout(&db).await;
+    }
 }
 
 both!(

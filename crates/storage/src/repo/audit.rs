@@ -110,19 +110,6 @@ pub(crate) async fn append_all_with<C: ConnectionTrait>(
     Ok(())
 }
 
-/// The `INSERT` of `events` (at least one) for `backend`, unrun.
-pub(crate) fn insert_statement(
-    events: &[NewAuditEvent<'_>],
-    backend: sea_orm::DbBackend,
-) -> Result<sea_orm::Statement> {
-    use sea_orm::QueryTrait as _;
-    let models = events
-        .iter()
-        .map(active_model)
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Entity::insert_many(models).build(backend))
-}
-
 /// An event's kind must be 1 to 64 bytes.
 pub(crate) fn check_kind(kind: &str) -> Result<()> {
     if kind.is_empty() || kind.len() > 64 {
