@@ -21,10 +21,14 @@ use crate::config::{LogConfig, LogFormat, TracingConfig};
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::{Metrics, code_name};
 
-/// What `init` installed that must be flushed at exit: the span exporter, when traces are on.
+/// What `init` installed that must be flushed at exit: the span exporter, when traces are on,
+/// and the thread that writes the log lines (dropped last, after the exporter's last words).
 #[derive(Debug, Default)]
 #[must_use = "spans still batched are lost unless the guard is shut down"]
-pub struct Traces(Option<opentelemetry_sdk::trace::SdkTracerProvider>);
+pub struct Traces(
+    Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+    Option<tracing_appender::non_blocking::WorkerGuard>,
+);
 
 impl Traces {
     /// Sends the spans still batched (at exit; `Drop` does it too).
@@ -52,7 +56,16 @@ impl Drop for Traces {
 
 /// Installs the global subscriber for the binary. Returns an error if one is installed.
 pub fn init(config: &LogConfig, tracing: &TracingConfig) -> Result<Traces, String> {
-    init_with(config, tracing, std::io::stdout)
+    // The lines are written on a thread of their own, as many at a time as are waiting (one
+    // write call each time, not one per line); a call only formats its line. None is
+    // dropped: past 128,000 lines waiting, logging waits.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("tollgate-logs")
+        .finish(std::io::BufWriter::new(std::io::stdout()));
+    let mut traces = init_with(config, tracing, writer)?;
+    traces.1 = Some(guard);
+    Ok(traces)
 }
 
 /// Installs the global subscriber writing to `writer` (tests capture logs this way).
@@ -110,7 +123,7 @@ where
         .with(layers(config, writer, otel)?)
         .try_init()
         .map_err(|e| e.to_string())?;
-    Ok(Traces(provider))
+    Ok(Traces(provider, None))
 }
 
 /// A layer of the global subscriber.
