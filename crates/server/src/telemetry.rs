@@ -56,11 +56,13 @@ impl Drop for Traces {
 
 /// Installs the global subscriber for the binary. Returns an error if one is installed.
 pub fn init(config: &LogConfig, tracing: &TracingConfig) -> Result<Traces, String> {
-    // The lines are written on a thread of their own, as many at a time as are waiting (one
-    // write call each time, not one per line); a call only formats its line. None is
-    // dropped: past 128,000 lines waiting, logging waits.
+    // The lines are written on a thread of their own, those waiting together (a write call
+    // per 8 KiB, not per line); a call only formats its line. None is dropped: past 16,384
+    // lines waiting (a queue of 512 KiB, allocated at start), logging waits. At exit the
+    // guard waits up to a second for the queue to be written.
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
+        .buffered_lines_limit(16_384)
         .thread_name("tollgate-logs")
         .finish(std::io::BufWriter::new(std::io::stdout()));
     let mut traces = init_with(config, tracing, writer)?;

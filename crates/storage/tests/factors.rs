@@ -366,6 +366,7 @@ async fn a_code_is_accepted_with_its_raise_and_event_or_not_at_all(db: &TestDb) 
     };
     let live = session("tok-live").await;
     let org = s.organizations().create("Acme", NOW).await.unwrap().id;
+    let admin = user(s, "stepup-admin@example.com").await;
     let accept = |step: i64, now: i64, raise: Option<Uuid>| Acceptance {
         factor_id: f.id,
         step,
@@ -373,7 +374,9 @@ async fn a_code_is_accepted_with_its_raise_and_event_or_not_at_all(db: &TestDb) 
         lock_key: &key,
         raise,
         audit: Some(NewAuditEvent {
+            occurred_at: NOW - 1,
             org_id: Some(org),
+            actor_id: Some(admin),
             details: r#"{"via":"hotp"}"#,
             client: storage::repo::ClientInfo {
                 ip: Some("203.0.113.7"),
@@ -415,9 +418,9 @@ async fn a_code_is_accepted_with_its_raise_and_event_or_not_at_all(db: &TestDb) 
             event.client_user_agent.as_deref(),
         ),
         (
-            NOW,
+            NOW - 1,
             Some(org),
-            Some(uid),
+            Some(admin),
             Some(uid),
             r#"{"via":"hotp"}"#,
             Some("203.0.113.7"),

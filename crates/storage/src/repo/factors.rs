@@ -107,7 +107,8 @@ pub struct Accepted {
 /// [`Factors::accept_code`] on PostgreSQL: the replay guard's update, the session's raise
 /// and the event in one statement, so one round trip and one commit. Parameters: $1 step,
 /// $2 now, $3 factor, $4 failure counter key, $5 session (or NULL), $6 whether to record,
-/// $7-$11 the event's organization, actor, subject, kind, details.
+/// $7-$13 the event's organization, actor, subject, kind, details, client's address and
+/// user agent, $14 its time.
 const ACCEPT_CODE_POSTGRES: &str = "\
 WITH accepted AS (
     UPDATE factors SET last_step = $1, last_used_at = $2
@@ -122,7 +123,7 @@ WITH accepted AS (
 ), recorded AS (
     INSERT INTO audit_events (occurred_at, org_id, actor_id, subject_id, kind, details,
                               client_ip, client_user_agent)
-    SELECT $2, $7::uuid, $8::uuid, $9::uuid, $10, $11, $12::text, $13::text FROM accepted
+    SELECT $14, $7::uuid, $8::uuid, $9::uuid, $10, $11, $12::text, $13::text FROM accepted
     WHERE $6 AND ($5::uuid IS NULL OR EXISTS (SELECT 1 FROM raised))
     RETURNING id
 )
@@ -143,7 +144,7 @@ const RAISE_SQLITE: &str = "\
 UPDATE sessions SET assurance = 2, trusted_device_id = NULL
 WHERE id = ?1 AND revoked_at IS NULL AND expires_at > ?2 AND idle_expires_at > ?2";
 
-/// The event: ?1 now, ?2-?8 its organization, actor, subject, kind, details, client's
+/// The event: ?1 its time, ?2-?8 its organization, actor, subject, kind, details, client's
 /// address and user agent.
 const RECORD_SQLITE: &str = "\
 INSERT INTO audit_events (occurred_at, org_id, actor_id, subject_id, kind, details,
@@ -666,7 +667,7 @@ impl<'a> Factors<'a> {
         }
         if self.storage.db().get_database_backend() == sea_orm::DbBackend::Postgres {
             let event = a.audit.as_ref();
-            let values: [sea_orm::Value; 13] = [
+            let values: [sea_orm::Value; 14] = [
                 a.step.into(),
                 a.now.into(),
                 a.factor_id.into(),
@@ -683,6 +684,7 @@ impl<'a> Factors<'a> {
                     .and_then(|e| e.client.user_agent)
                     .map(str::to_owned)
                     .into(),
+                event.map_or(a.now, |e| e.occurred_at).into(),
             ];
             let stmt = sea_orm::Statement::from_sql_and_values(
                 sea_orm::DbBackend::Postgres,
