@@ -131,18 +131,14 @@ SELECT (SELECT count(*) FROM accepted) AS accepted, (SELECT count(*) FROM raised
        (SELECT count(*) FROM recorded) AS recorded";
 
 /// [`Factors::accept_code`] elsewhere (SQLite): the same writes as three statements in one
-/// transaction, each run only when the one before changed its row. SQL written once, as on
-/// PostgreSQL, not built per call (building them took a tenth of a verification's CPU).
+/// transaction, each run only when the one before changed its row (the session's raise is
+/// [`super::sessions::raise_statement`]). SQL written once, as on PostgreSQL, not built per
+/// call (building them took a tenth of a verification's CPU).
 /// The replay guard's update: ?1 step, ?2 now, ?3 factor, ?4 failure counter key.
 const ACCEPT_STEP_SQLITE: &str = "\
 UPDATE factors SET last_step = ?1, last_used_at = ?2
 WHERE id = ?3 AND status = 'active' AND (last_step IS NULL OR last_step < ?1)
   AND NOT EXISTS (SELECT 1 FROM attempt_counters WHERE key = ?4 AND locked_until > ?2)";
-
-/// The session's raise: ?1 session, ?2 now.
-const RAISE_SQLITE: &str = "\
-UPDATE sessions SET assurance = 2, trusted_device_id = NULL
-WHERE id = ?1 AND revoked_at IS NULL AND expires_at > ?2 AND idle_expires_at > ?2";
 
 /// The event: ?1 its time, ?2-?8 its organization, actor, subject, kind, details, client's
 /// address and user agent.
@@ -719,7 +715,11 @@ impl<'a> Factors<'a> {
             ],
         )];
         if let Some(session) = a.raise {
-            chain.push(sqlite(RAISE_SQLITE, vec![session.into(), a.now.into()]));
+            chain.push(super::sessions::raise_statement(
+                session,
+                a.now,
+                sea_orm::DbBackend::Sqlite,
+            ));
         }
         if let Some(event) = a.audit {
             chain.push(sqlite(

@@ -271,7 +271,7 @@ impl<'a> Sessions<'a> {
         audit: &[NewAuditEvent<'_>],
     ) -> Result<bool> {
         let (_writing, txn) = self.storage.begin_write().await?;
-        if raise && raise_update(id, now).exec(&txn).await?.rows_affected != 1 {
+        if raise && txn.change(raise_statement(id, now, txn.backend())).await? != 1 {
             return Ok(false);
         }
         append_all_with(&txn, audit).await?;
@@ -360,16 +360,20 @@ impl<'a> Sessions<'a> {
     }
 }
 
+/// [`raise_statement`]'s SQL, the same on SQLite and PostgreSQL (SQLite numbers `$1` and
+/// `$2` by their first use): $1 the session, $2 now.
+const RAISE: &str = "\
+UPDATE sessions SET assurance = 2, trusted_device_id = NULL
+WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2 AND idle_expires_at > $2";
+
 /// Raises a live session to assurance 2 with a factor (one at 2 stays so, and counts as
 /// raised; one a remembered device let in is now proven by a factor).
-pub(crate) fn raise_update(id: Uuid, now: i64) -> sea_orm::UpdateMany<Entity> {
-    Entity::update_many()
-        .col_expr(Column::Assurance, Expr::value(2i16))
-        .col_expr(Column::TrustedDeviceId, Expr::value(Option::<Uuid>::None))
-        .filter(Column::Id.eq(id))
-        .filter(Column::RevokedAt.is_null())
-        .filter(Column::ExpiresAt.gt(now))
-        .filter(Column::IdleExpiresAt.gt(now))
+pub(crate) fn raise_statement(
+    id: Uuid,
+    now: i64,
+    backend: sea_orm::DbBackend,
+) -> sea_orm::Statement {
+    sea_orm::Statement::from_sql_and_values(backend, RAISE, [id.into(), now.into()])
 }
 
 /// Revokes every live session of a user, but `keep` if given, on `conn`. Returns how many.
