@@ -162,10 +162,13 @@ pub(crate) async fn fail(
         })
         .inc();
     tracing::warn!(user_id = ?subject, factor, failures, locked_until = until, "lockout");
+    // The wait from now, not from the call's start: the lockout starts when the failure is
+    // recorded, which a slow password check puts seconds after the call began.
+    let answered = app.now().max(now);
     Ok(Failed {
         failures,
         locked_for: Some(Duration::from_secs(
-            u64::try_from(until - now).unwrap_or(1).max(1),
+            u64::try_from(until - answered).unwrap_or(1).max(1),
         )),
     })
 }
