@@ -14,6 +14,7 @@ pub mod crypto;
 mod db;
 pub mod entity;
 mod error;
+mod group_commit;
 mod migration;
 mod on_thread;
 pub mod repo;
@@ -150,6 +151,8 @@ const WRITE_CONNECTIONS: u32 = 2;
 struct Here {
     readers: on_thread::Connections,
     writer: on_thread::Connections,
+    /// Write chains waiting for the write turn, to be committed together ([`group_commit`]).
+    chains: group_commit::Queue,
 }
 
 /// The SQLite write turn while held (None on PostgreSQL).
@@ -223,6 +226,7 @@ impl Storage {
                         usize::try_from(count).unwrap_or(1),
                     )?,
                     writer: on_thread::Connections::writer(path)?,
+                    chains: group_commit::Queue::default(),
                 }));
             }
         }

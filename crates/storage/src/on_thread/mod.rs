@@ -23,9 +23,9 @@
 //!
 //! Repositories do not see the difference: they run statements through [`crate::run::Run`],
 //! which both sea-orm's connections and [`OnThread`] implement. Transactions stay on sqlx,
-//! in the write turn, as does everything on PostgreSQL, but for one: a chain of single-row
-//! writes, each only if the one before took ([`OnThread::transaction_chain`], a code's
-//! acceptance). Only short statements run here, on a key: reads and writes that may touch
+//! in the write turn, as does everything on PostgreSQL, but for one: chains of single-row
+//! writes, each statement only if the one before took, several chains committed together
+//! ([`OnThread::transaction_chains`], codes' acceptances, `crate::group_commit`). Only short statements run here, on a key: reads and writes that may touch
 //! many rows (lists, clean-ups, key rotation, a policy's revocations) go to the pool, whose
 //! thread may take its time (`Storage::db`, `Storage::write_on_pool`).
 //!
@@ -47,7 +47,7 @@ pub(crate) use values::SqliteRow;
 
 use crate::run::{Row, Run};
 use connections::Access;
-use sqlite::{NotHere, not_here, statement_span};
+use sqlite::{NotHere, statement_span};
 
 /// Where repositories run statements: the pool, or on an SQLite file the calling thread
 /// first (see the module's documentation). Not `Copy`: a [`crate::Writing`]'s may not outlive
@@ -58,6 +58,17 @@ pub(crate) struct OnThread<'a> {
     pub(crate) pool: &'a DatabaseConnection,
     /// Where statements run on the calling thread, if they may.
     pub(crate) here: Option<Route<'a>>,
+}
+
+/// What became of one chain of [`OnThread::transaction_chains`].
+#[derive(Debug)]
+pub(crate) enum ChainRan {
+    /// Committed: the rows each statement changed, up to the first that changed none.
+    Done(Vec<u64>),
+    /// It failed and is undone; the chains beside it were not affected.
+    Failed(DbErr),
+    /// Nothing of it was written here: run it on the pool.
+    Pool,
 }
 
 impl OnThread<'_> {
@@ -73,35 +84,41 @@ impl OnThread<'_> {
         }
     }
 
-    /// Runs `chain` in one transaction on the writer's connection (a write in the turn:
-    /// [`Route::Write`]), each statement only when the one before changed a row, and commits
-    /// what ran. Returns the rows each changed, up to the first that changed none. None when
-    /// it cannot run here (no such connection, the database busy, a constraint refused):
-    /// nothing was written, and the caller runs it on the pool.
-    pub(crate) fn transaction_chain(&self, chain: &[Statement]) -> Option<Result<Vec<u64>, DbErr>> {
-        let Some(Route::Write(_)) = self.here else {
-            return None;
+    /// Runs `chains` in one transaction on the writer's connection (a write in the turn:
+    /// [`Route::Write`]) and commits what ran, once for all: in each chain every statement
+    /// only when the one before changed a row, each chain of several in a savepoint of its
+    /// own, so that one that fails is undone alone. Returns what became of each, in order:
+    /// every one [`ChainRan::Pool`] when the transaction could not run here or commit (no
+    /// such connection, the database busy, SQLite ending the transaction; nothing was
+    /// written), and a lone chain's failure too, for the pool to report.
+    pub(crate) fn transaction_chains(&self, chains: &[&[Statement]]) -> Vec<ChainRan> {
+        let to_pool = || chains.iter().map(|_| ChainRan::Pool).collect();
+        let (Some(route @ Route::Write(_)), Some(first)) =
+            (self.here, chains.iter().find_map(|chain| chain.first()))
+        else {
+            return to_pool();
         };
-        let first = chain.first()?;
         let _span = statement_span("sea_orm.transaction", first).entered();
-        self.here(|conn, access| {
-            let control = |sql: &str| {
-                conn.prepare_cached(sql)
-                    .and_then(|mut s| s.execute([]))
-                    .map(|_| ())
-            };
-            control("BEGIN IMMEDIATE").map_err(not_here)?;
-            let ran = sqlite::run_chain(conn, access, chain);
-            let end = if ran.is_ok() { "COMMIT" } else { "ROLLBACK" };
-            match control(end).map_err(not_here) {
-                Ok(()) => ran,
-                Err(e) => {
-                    // A commit that failed leaves the transaction open: end it.
-                    let _ = conn.execute_batch("ROLLBACK");
-                    Err(e)
+        let ran = route.run(|conn, access| {
+            sqlite::control(conn, "BEGIN IMMEDIATE")?;
+            let ran = match chains {
+                [chain] => {
+                    sqlite::run_chain(conn, access, chain).map(|rows| vec![ChainRan::Done(rows)])
                 }
+                _ => chains
+                    .iter()
+                    .map(|chain| sqlite::run_in_savepoint(conn, access, chain))
+                    .collect(),
+            };
+            let committed = ran.and_then(|ran| sqlite::control(conn, "COMMIT").map(|()| ran));
+            if committed.is_err() {
+                // A statement that failed, or a commit that did (busy), leaves the
+                // transaction open: end it. SQLite may have ended it already.
+                let _ = conn.execute_batch("ROLLBACK");
             }
-        })
+            committed
+        });
+        ran.unwrap_or_else(|_| to_pool())
     }
 }
 

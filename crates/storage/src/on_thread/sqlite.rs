@@ -7,6 +7,7 @@ use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, ErrorCode};
 use sea_orm::{DbErr, RuntimeErr, Statement};
 
+use super::ChainRan;
 use super::connections::Access;
 use super::values::{SqliteRow, to_sql};
 
@@ -167,6 +168,40 @@ pub(super) fn run_chain(
         }
     }
     Ok(changed)
+}
+
+/// `chain` ([`run_chain`]) in a savepoint, undone if it fails (what became of it). Err when
+/// the transaction itself is lost (SQLite ends one on an I/O error or a full disk) or a
+/// savepoint could not be made or ended: the caller ends the transaction.
+pub(super) fn run_in_savepoint(
+    conn: &Connection,
+    access: Access,
+    chain: &[Statement],
+) -> Result<ChainRan, NotHere> {
+    control(conn, "SAVEPOINT chain")?;
+    match run_chain(conn, access, chain) {
+        Ok(rows) => {
+            control(conn, "RELEASE chain")?;
+            Ok(ChainRan::Done(rows))
+        }
+        Err(failure) if conn.is_autocommit() => Err(failure),
+        Err(failure) => {
+            control(conn, "ROLLBACK TO chain")?;
+            control(conn, "RELEASE chain")?;
+            Ok(match failure {
+                NotHere::Pool => ChainRan::Pool,
+                NotHere::Failed(e) => ChainRan::Failed(e),
+            })
+        }
+    }
+}
+
+/// A statement without values or rows (`BEGIN`, `COMMIT`, a savepoint), from the cache.
+pub(super) fn control(conn: &Connection, sql: &str) -> Result<(), NotHere> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute([]))
+        .map(|_| ())
+        .map_err(not_here)
 }
 
 /// The span of a statement run on the calling thread, named and shaped as sea-orm's own

@@ -700,8 +700,8 @@ impl<'a> Factors<'a> {
             });
         }
         // SQLite: the statements in one transaction, each only when the one before changed
-        // its row. They are made before the write turn, which every other writer waits for,
-        // and on a file the turn is handed on as soon as they ran.
+        // its row, made before the write turn, which every other writer waits for; on a
+        // file committed together with the acceptances waiting beside it (group commit).
         let sqlite = |sql: &str, values: Vec<sea_orm::Value>| {
             sea_orm::Statement::from_sql_and_values(sea_orm::DbBackend::Sqlite, sql, values)
         };
@@ -736,26 +736,7 @@ impl<'a> Factors<'a> {
                 ],
             ));
         }
-        let writing = self.storage.write().await;
-        let ran = writing.transaction_chain(&chain);
-        writing.hand_on().await;
-        let rows = match ran {
-            Some(rows) => rows?,
-            // Elsewhere (in memory, or the database busy): a transaction on the pool.
-            None => {
-                let (_writing, txn) = self.storage.begin_write().await?;
-                let mut rows = Vec::with_capacity(chain.len());
-                for stmt in chain {
-                    let changed = txn.change(stmt).await?;
-                    rows.push(changed);
-                    if changed == 0 {
-                        break;
-                    }
-                }
-                txn.commit().await?;
-                rows
-            }
-        };
+        let rows = self.storage.write_chain(chain).await?;
         let accepted = rows.first() == Some(&1);
         Ok(Accepted {
             accepted,
