@@ -143,7 +143,7 @@ mod tests {
     use sea_orm::{ConnectionTrait as _, DbBackend};
 
     use super::*;
-    use crate::repo::{Acceptance, NewAuditEvent, OtpParams};
+    use crate::repo::{Acceptance, NewAuditEvent};
     use crate::testing::{Backend, NOW, TestDb};
 
     fn sql(sql: &str) -> Statement {
@@ -265,30 +265,7 @@ mod tests {
             .await
             .unwrap()
             .id;
-        let params = OtpParams {
-            algorithm: "SHA1",
-            digits: 6,
-            period: Some(30),
-        };
-        let f = s
-            .factors()
-            .create_otp_pending(
-                uid,
-                crate::entity::enums::FactorKind::Totp,
-                "",
-                b"12345678901234567890",
-                params,
-                None,
-                NOW,
-                NOW + 60,
-                &[],
-            )
-            .await
-            .unwrap();
-        s.factors()
-            .activate(f.id, uid, Some(99), None, NOW)
-            .await
-            .unwrap();
+        let factor = crate::testing::totp_factor(s, uid, true).await;
         let turn = s.write().await;
         let key = format!("mfa:{uid}");
         let tasks: Vec<_> = (0..4)
@@ -305,7 +282,7 @@ mod tests {
                         client: crate::repo::ClientInfo::default(),
                     };
                     let acceptance = Acceptance {
-                        factor_id: f.id,
+                        factor_id: factor,
                         step: 100,
                         now: NOW,
                         lock_key: &key,

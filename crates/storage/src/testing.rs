@@ -232,6 +232,38 @@ where
 
 pub const NOW: i64 = 1_700_000_000;
 
+/// A TOTP factor of `user` (RFC 6238's SHA-1 seed), activated at [`NOW`] when `active`;
+/// its id.
+pub async fn totp_factor(storage: &Storage, user: crate::Uuid, active: bool) -> crate::Uuid {
+    let params = crate::repo::OtpParams {
+        algorithm: "SHA1",
+        digits: 6,
+        period: Some(30),
+    };
+    let factors = storage.factors();
+    let pending = factors
+        .create_otp_pending(
+            user,
+            crate::entity::enums::FactorKind::Totp,
+            "app",
+            b"12345678901234567890",
+            params,
+            None,
+            NOW,
+            NOW + 600,
+            &[],
+        )
+        .await
+        .unwrap();
+    if active {
+        factors
+            .activate(pending.id, user, None, None, NOW)
+            .await
+            .unwrap();
+    }
+    pending.id
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
