@@ -233,6 +233,14 @@ async fn serve(serving: Serving) -> Result<(), String> {
     if let Some(task) = metrics {
         task.abort();
     }
+    if served.is_ok() {
+        // The last line: written before exit with every line queued before it (dropping
+        // `_traces` waits for the log writer).
+        tracing::info!(
+            uptime_s = started.elapsed().as_secs(),
+            "stopped: in-flight calls finished"
+        );
+    }
     served
 }
 

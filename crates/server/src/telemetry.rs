@@ -56,18 +56,27 @@ impl Drop for Traces {
 
 /// Installs the global subscriber for the binary. Returns an error if one is installed.
 pub fn init(config: &LogConfig, tracing: &TracingConfig) -> Result<Traces, String> {
-    // The lines are written on a thread of their own, those waiting together (a write call
-    // per 8 KiB, not per line); a call only formats its line. None is dropped: past 16,384
-    // lines waiting (a queue of 512 KiB, allocated at start), logging waits. At exit the
-    // guard waits up to a second for the queue to be written.
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(16_384)
-        .thread_name("tollgate-logs")
-        .finish(std::io::BufWriter::new(std::io::stdout()));
+    let (writer, guard) = log_writer(std::io::stdout());
     let mut traces = init_with(config, tracing, writer)?;
     traces.1 = Some(guard);
     Ok(traces)
+}
+
+/// Where `init` writes log lines: on a thread of their own, to `out`, those waiting together
+/// (a write call per 8 KiB, not per line); a call only formats its line. None is dropped:
+/// past 16,384 lines waiting (a queue of 512 KiB, allocated at start), logging waits.
+/// Dropping the guard waits up to a second for the lines queued to be written.
+fn log_writer<W: std::io::Write + Send + 'static>(
+    out: W,
+) -> (
+    tracing_appender::non_blocking::NonBlocking,
+    tracing_appender::non_blocking::WorkerGuard,
+) {
+    tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(16_384)
+        .thread_name("tollgate-logs")
+        .finish(std::io::BufWriter::new(out))
 }
 
 /// Installs the global subscriber writing to `writer` (tests capture logs this way).
@@ -360,6 +369,42 @@ mod tests {
             ..LogConfig::default()
         };
         tracing_subscriber::registry().with(layers(&config, std::io::sink, None).unwrap())
+    }
+
+    /// An output that takes its time over every write.
+    #[derive(Clone, Default)]
+    struct Slow(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Slow {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_line_logged_is_written_before_the_guard_goes() {
+        let out = Slow::default();
+        let (writer, guard) = log_writer(out.clone());
+        let subscriber = tracing_subscriber::registry()
+            .with(layers(&LogConfig::default(), writer, None).unwrap());
+        tracing::subscriber::with_default(subscriber, || {
+            for i in 0..1_000 {
+                tracing::info!(i, "a line; the buffer holds about eighty");
+            }
+        });
+        drop(guard);
+        let written = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(written.lines().count(), 1_000);
+        assert!(
+            written.lines().last().unwrap().contains("i=999"),
+            "{written}"
+        );
     }
 
     #[test]
