@@ -234,8 +234,8 @@ async fn serve(serving: Serving) -> Result<(), String> {
         task.abort();
     }
     if served.is_ok() {
-        // The last line: written before exit with every line queued before it (dropping
-        // `_traces` waits for the log writer).
+        // Written before exit with every line queued before it: dropping `_traces` waits for
+        // the log writer (only the trace exporter's warning, if its last spans fail, follows).
         tracing::info!(
             uptime_s = started.elapsed().as_secs(),
             "stopped: in-flight calls finished"

@@ -377,7 +377,7 @@ mod tests {
 
     impl std::io::Write for Slow {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            std::thread::sleep(std::time::Duration::from_millis(10));
+            std::thread::sleep(std::time::Duration::from_millis(2));
             self.0.lock().unwrap().extend_from_slice(buf);
             Ok(buf.len())
         }

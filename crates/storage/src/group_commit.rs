@@ -23,9 +23,18 @@ use crate::on_thread::ChainRan;
 use crate::run::Run as _;
 use crate::{Here, Result, Storage, StorageError};
 
+/// The most chains committed in one transaction: a group runs on the calling thread without
+/// yielding (about 15 µs a chain), so a long queue is taken in turns of this many.
+const GROUP: usize = 64;
+
 /// Chains waiting for the write turn (an SQLite file's, in [`Here`]).
 #[derive(Debug, Default)]
-pub(crate) struct Queue(Mutex<Vec<Queued>>);
+pub(crate) struct Queue {
+    waiting: Mutex<Vec<Queued>>,
+    /// Groups committed (tests check that chains waiting together went in one).
+    #[cfg(test)]
+    groups: std::sync::atomic::AtomicUsize,
+}
 
 /// A chain and where to tell its caller what became of it.
 #[derive(Debug)]
@@ -45,18 +54,46 @@ enum Ran {
 
 impl Queue {
     fn push(&self, queued: Queued) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(queued);
+        self.waiting().push(queued);
     }
 
-    /// Every chain waiting whose caller still waits.
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Vec<Queued>> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The first [`GROUP`] chains waiting, less those whose caller no longer waits.
     fn take(&self) -> Vec<Queued> {
-        let mut queued =
-            std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
-        queued.retain(|q| !q.ran.is_closed());
-        queued
+        let mut taken = {
+            let mut waiting = self.waiting();
+            let first = waiting.len().min(GROUP);
+            let rest = waiting.split_off(first);
+            std::mem::replace(&mut *waiting, rest)
+        };
+        taken.retain(|q| !q.ran.is_closed());
+        taken
+    }
+
+    /// Runs `group` in one transaction (a write in the turn) and tells each caller what
+    /// became of its chain.
+    fn run(&self, writing: &crate::Writing<'_>, group: Vec<Queued>) {
+        if group.is_empty() {
+            return;
+        }
+        let chains: Vec<&[Statement]> = group.iter().map(|q| q.chain.as_slice()).collect();
+        let outcomes = writing.transaction_chains(&chains);
+        debug_assert_eq!(outcomes.len(), group.len());
+        #[cfg(test)]
+        self.groups
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        for (q, outcome) in group.into_iter().zip(outcomes) {
+            let told = match outcome {
+                ChainRan::Done(rows) => Ran::Here(Ok(rows)),
+                ChainRan::Failed(e) => Ran::Here(Err(e)),
+                ChainRan::Pool => Ran::Pool(q.chain),
+            };
+            // A caller that has gone has nothing to be told.
+            let _ = q.ran.send(told);
+        }
     }
 }
 
@@ -88,41 +125,39 @@ impl Storage {
         Ok(rows)
     }
 
-    /// Queues `chain` and waits for a writer in its turn to run it, or for the turn, then to
-    /// run every chain queued.
+    /// Queues `chain` and waits for a writer in its turn to run it, or for the turn, then
+    /// runs the chains queued, a group at a time, until its own has run.
     async fn queue_chain(&self, here: &Here, chain: Vec<Statement>) -> Result<Ran> {
         let (sender, mut ran) = oneshot::channel();
         here.chains.push(Queued { chain, ran: sender });
-        tokio::select! {
+        let writing = tokio::select! {
             biased;
             by_another = &mut ran => return by_another.map_err(lost),
-            writing = self.write() => {
-                // Every chain queued before this turn was given is run by now, or queued
-                // still: this one is run here or was by the writer before.
-                let queued = here.chains.take();
-                if !queued.is_empty() {
-                    let chains: Vec<&[Statement]> =
-                        queued.iter().map(|q| q.chain.as_slice()).collect();
-                    let outcomes = writing.transaction_chains(&chains);
-                    for (q, outcome) in queued.into_iter().zip(outcomes) {
-                        let told = match outcome {
-                            ChainRan::Done(rows) => Ran::Here(Ok(rows)),
-                            ChainRan::Failed(e) => Ran::Here(Err(e)),
-                            ChainRan::Pool => Ran::Pool(q.chain),
-                        };
-                        // A caller that has gone has nothing to be told.
-                        let _ = q.ran.send(told);
-                    }
+            writing = self.write() => writing,
+        };
+        // Chains are taken only in the turn, and every one taken is told before the turn
+        // ends: this one waits in the queue still, or was run by the writer before.
+        for group in 0_usize.. {
+            match ran.try_recv() {
+                Ok(mine) => {
+                    writing.hand_on().await;
+                    return Ok(mine);
                 }
-                writing.hand_on().await;
+                Err(oneshot::error::TryRecvError::Closed) => break,
+                Err(oneshot::error::TryRecvError::Empty) => {}
             }
+            if group > 0 {
+                // More than a group waited: other tasks on this thread run between them.
+                tokio::task::yield_now().await;
+            }
+            here.chains.run(&writing, here.chains.take());
         }
-        ran.await.map_err(lost)
+        Err(lost(()))
     }
 }
 
 /// The writer that took a chain ended without telling what became of it (it panicked).
-fn lost(_: oneshot::error::RecvError) -> StorageError {
+fn lost<E>(_: E) -> StorageError {
     StorageError::Db(DbErr::Custom(
         "the writer that took the chain ended without saying what became of it".to_owned(),
     ))
@@ -132,22 +167,38 @@ fn lost(_: oneshot::error::RecvError) -> StorageError {
 impl Queue {
     /// Chains waiting.
     fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.waiting().len()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+    #![allow(
+        clippy::unwrap_used,
+        clippy::indexing_slicing,
+        reason = "a failed unwrap is a failed test"
+    )]
+
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
 
     use sea_orm::{ConnectionTrait as _, DbBackend};
 
     use super::*;
-    use crate::repo::{Acceptance, NewAuditEvent};
+    use crate::repo::{Acceptance, ClientInfo, Lockouts, NewAuditEvent};
     use crate::testing::{Backend, NOW, TestDb};
 
     fn sql(sql: &str) -> Statement {
         Statement::from_string(DbBackend::Sqlite, sql)
+    }
+
+    fn here(storage: &Storage) -> &Here {
+        storage.here.as_deref().unwrap()
+    }
+
+    /// Groups committed so far.
+    fn groups(storage: &Storage) -> usize {
+        here(storage).chains.groups.load(Ordering::SeqCst)
     }
 
     /// A file database with a table `t` (`x` unique) holding row 1 (`x` = 1).
@@ -164,15 +215,15 @@ mod tests {
     }
 
     /// Runs each chain in a task of its own while the write turn is held, and gives the
-    /// turn up once every chain waits in the queue: the first to get it runs them all, in
-    /// the order they were queued (the tasks', so the chains must not depend on it).
+    /// turn up once every chain waits in the queue: the first to get it runs them, in the
+    /// order they were queued (the tasks', so the chains must not depend on it).
     async fn queued_together(
         storage: &Storage,
         chains: Vec<Vec<Statement>>,
-    ) -> Vec<tokio::task::JoinHandle<Result<Vec<u64>>>> {
+    ) -> Vec<Result<Vec<u64>>> {
         let count = chains.len();
         let turn = storage.write().await;
-        let tasks = chains
+        let tasks: Vec<_> = chains
             .into_iter()
             .map(|chain| {
                 let storage = storage.clone();
@@ -181,14 +232,20 @@ mod tests {
             .collect();
         wait_for(storage, count).await;
         drop(turn);
-        tasks
+        let mut ran = Vec::with_capacity(count);
+        for task in tasks {
+            ran.push(task.await.unwrap());
+        }
+        ran
     }
 
     async fn wait_for(storage: &Storage, queued: usize) {
-        let here = storage.here.as_deref().unwrap();
-        while here.chains.len() < queued {
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
+        let waited = tokio::time::timeout(Duration::from_secs(10), async {
+            while here(storage).chains.len() < queued {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        waited.await.expect("the chains never all waited");
     }
 
     async fn xs(storage: &Storage) -> Vec<(i64, i64)> {
@@ -207,11 +264,16 @@ mod tests {
             .collect()
     }
 
+    async fn count(storage: &Storage, query: &str) -> i64 {
+        let row = storage.db().query_one_raw(sql(query)).await.unwrap();
+        row.unwrap().try_get_by_index(0).unwrap()
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn chains_waiting_together_commit_together_each_on_its_own() {
         let db = with_table().await;
         let s = &db.storage;
-        let tasks = queued_together(
+        let ran = queued_together(
             s,
             vec![
                 // Each statement only when the one before changed a row.
@@ -237,10 +299,7 @@ mod tests {
             ],
         )
         .await;
-        let mut ran = Vec::new();
-        for task in tasks {
-            ran.push(task.await.unwrap());
-        }
+        assert_eq!(groups(s), 1, "one commit for all");
         assert_eq!(ran[0].as_ref().unwrap(), &[1, 1]);
         assert_eq!(ran[1].as_ref().unwrap(), &[0]);
         assert!(ran[2].is_err());
@@ -253,62 +312,118 @@ mod tests {
         assert_eq!(xs(s).await, [(1, 1), (2, 20), (9, 9)]);
     }
 
-    /// Two uses of one step in one commit: the second sees the first and is refused; each
-    /// accepted code's event is written with it.
+    /// A long queue goes in groups of at most [`GROUP`], each caller told its own outcome.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_step_used_twice_in_one_commit_is_accepted_once() {
+    async fn a_long_queue_is_committed_a_group_at_a_time() {
+        let db = with_table().await;
+        let s = &db.storage;
+        let chains = (10..160)
+            .map(|i| vec![sql(&format!("INSERT INTO t VALUES ({i}, {i})"))])
+            .collect();
+        let ran = queued_together(s, chains).await;
+        assert!(ran.iter().all(|r| r.as_ref().unwrap() == &[1]));
+        assert_eq!(groups(s), 3, "64 + 64 + 22");
+        assert_eq!(count(s, "SELECT count(*) FROM t").await, 151);
+    }
+
+    /// Another process (a second replica) holding the write lock: the group cannot begin
+    /// here, and every chain runs on the pool, which waits for the lock.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn chains_go_to_the_pool_while_another_process_writes() {
+        let db = with_table().await;
+        let s = &db.storage;
+        let path = crate::db::sqlite_path(&db.config.url).unwrap().to_owned();
+        let other = rusqlite::Connection::open(path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            other.execute_batch("COMMIT").unwrap();
+        });
+        let ran = queued_together(
+            s,
+            vec![
+                vec![sql("INSERT INTO t VALUES (2, 2)")],
+                vec![sql("INSERT INTO t VALUES (3, 3)")],
+            ],
+        )
+        .await;
+        release.await.unwrap();
+        assert!(ran.iter().all(|r| r.as_ref().unwrap() == &[1]));
+        assert_eq!(xs(s).await, [(1, 1), (2, 2), (3, 3)]);
+    }
+
+    /// Codes' acceptances in one commit: a second use of a step sees the first and is
+    /// refused; a lockout in force refuses another user's; each accepted code's event is
+    /// written with it, and a refused one's is not.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acceptances_in_one_commit_keep_the_replay_guard_and_the_lockout() {
         let db = TestDb::new(Backend::Sqlite).await;
         let s = &db.storage;
-        let uid = s
-            .users()
-            .create("a@example.com", None, NOW)
+        let mut users = Vec::new();
+        for email in ["a@example.com", "b@example.com"] {
+            let uid = s.users().create(email, None, NOW).await.unwrap().id;
+            let factor = crate::testing::totp_factor(s, uid, true).await;
+            users.push((uid, factor));
+        }
+        let locked = users[1].0;
+        s.attempts()
+            .record_failure(
+                &format!("mfa:{locked}"),
+                NOW,
+                &Lockouts::new(0, &[30]),
+                None,
+            )
             .await
-            .unwrap()
-            .id;
-        let factor = crate::testing::totp_factor(s, uid, true).await;
+            .unwrap();
         let turn = s.write().await;
-        let key = format!("mfa:{uid}");
-        let tasks: Vec<_> = (0..4)
-            .map(|_| {
-                let (s, key) = (s.clone(), key.clone());
+        let tasks: Vec<_> = [users[0], users[0], users[0], users[1]]
+            .into_iter()
+            .map(|(uid, factor)| {
+                let s = s.clone();
                 tokio::spawn(async move {
-                    let event = NewAuditEvent {
-                        occurred_at: NOW,
-                        org_id: None,
-                        actor_id: Some(uid),
-                        subject_id: Some(uid),
-                        kind: "session.stepped_up",
-                        details: "{}",
-                        client: crate::repo::ClientInfo::default(),
-                    };
+                    let key = format!("mfa:{uid}");
                     let acceptance = Acceptance {
                         factor_id: factor,
                         step: 100,
                         now: NOW,
                         lock_key: &key,
                         raise: None,
-                        audit: Some(event),
+                        audit: Some(NewAuditEvent {
+                            occurred_at: NOW,
+                            org_id: None,
+                            actor_id: Some(uid),
+                            subject_id: Some(uid),
+                            kind: "session.stepped_up",
+                            details: "{}",
+                            client: ClientInfo::default(),
+                        }),
                     };
-                    s.factors().accept_code(&acceptance).await.unwrap().accepted
+                    let accepted = s.factors().accept_code(&acceptance).await.unwrap();
+                    (uid, accepted.accepted)
                 })
             })
             .collect();
         wait_for(s, 4).await;
         drop(turn);
-        let mut accepted = 0;
+        let mut accepted = Vec::new();
         for task in tasks {
-            accepted += usize::from(task.await.unwrap());
+            let (uid, yes) = task.await.unwrap();
+            if yes {
+                accepted.push(uid);
+            }
         }
-        assert_eq!(accepted, 1);
-        let events = s
-            .db()
-            .query_one_raw(sql(
-                "SELECT count(*) FROM audit_events WHERE kind = 'session.stepped_up'",
-            ))
+        assert_eq!(groups(s), 1, "one commit for all");
+        assert_eq!(accepted, [users[0].0], "once, and never under the lockout");
+        let events = "SELECT count(*) FROM audit_events WHERE kind = 'session.stepped_up'";
+        assert_eq!(count(s, events).await, 1);
+        let last = s
+            .factors()
+            .get(users[1].1)
             .await
             .unwrap()
-            .unwrap();
-        assert_eq!(events.try_get_by_index::<i64>(0).unwrap(), 1);
+            .unwrap()
+            .last_step;
+        assert_eq!(last, None, "the locked user's step left unused");
     }
 
     /// A caller that gives up while its chain waits has nothing written.

@@ -249,8 +249,9 @@ impl Storage {
         }
     }
 
-    /// For one write statement of a row or a few: waits for the SQLite write turn, then
-    /// writes on the calling thread (SQLite file) or the pool.
+    /// For one write statement of a row or a few, or a group of short chains of them
+    /// ([`group_commit`]): waits for the SQLite write turn, then writes on the calling thread
+    /// (SQLite file) or the pool.
     pub(crate) async fn write(&self) -> Writing<'_> {
         self.writing(
             self.here

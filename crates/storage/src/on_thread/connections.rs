@@ -109,8 +109,8 @@ fn take(slot: &Mutex<Connection>) -> Option<MutexGuard<'_, Connection>> {
     match slot.try_lock() {
         Ok(conn) => Some(conn),
         Err(TryLockError::WouldBlock) => None,
-        // A statement runs whole or not at all (no transaction spans two): a panic left
-        // nothing half-done.
+        // A statement runs whole or not at all, and a transaction run here is rolled back
+        // if it panics (`OnThread::transaction_chains`): a panic left nothing half-done.
         Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
     }
 }

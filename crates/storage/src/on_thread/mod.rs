@@ -25,7 +25,7 @@
 //! which both sea-orm's connections and [`OnThread`] implement. Transactions stay on sqlx,
 //! in the write turn, as does everything on PostgreSQL, but for one: chains of single-row
 //! writes, each statement only if the one before took, several chains committed together
-//! ([`OnThread::transaction_chains`], codes' acceptances, `crate::group_commit`). Only short statements run here, on a key: reads and writes that may touch
+//! ([`OnThread::transaction_chains`]: codes' acceptances, `crate::group_commit`). Only short statements run here, on a key: reads and writes that may touch
 //! many rows (lists, clean-ups, key rotation, a policy's revocations) go to the pool, whose
 //! thread may take its time (`Storage::db`, `Storage::write_on_pool`).
 //!
@@ -101,6 +101,9 @@ impl OnThread<'_> {
         let _span = statement_span("sea_orm.transaction", first).entered();
         let ran = route.run(|conn, access| {
             sqlite::control(conn, "BEGIN IMMEDIATE")?;
+            // Whatever ends this closure, a panic included, leaves no transaction open on
+            // the writer's connection (the next write would run inside it, uncommitted).
+            let _open = sqlite::EndsOpenTransaction(conn);
             let ran = match chains {
                 [chain] => {
                     sqlite::run_chain(conn, access, chain).map(|rows| vec![ChainRan::Done(rows)])
@@ -110,13 +113,9 @@ impl OnThread<'_> {
                     .map(|chain| sqlite::run_in_savepoint(conn, access, chain))
                     .collect(),
             };
-            let committed = ran.and_then(|ran| sqlite::control(conn, "COMMIT").map(|()| ran));
-            if committed.is_err() {
-                // A statement that failed, or a commit that did (busy), leaves the
-                // transaction open: end it. SQLite may have ended it already.
-                let _ = conn.execute_batch("ROLLBACK");
-            }
-            committed
+            // A statement that failed, or a commit that did (busy), leaves the transaction
+            // open, for `_open` to roll back.
+            ran.and_then(|ran| sqlite::control(conn, "COMMIT").map(|()| ran))
         });
         ran.unwrap_or_else(|_| to_pool())
     }

@@ -196,6 +196,17 @@ pub(super) fn run_in_savepoint(
     }
 }
 
+/// Rolls back the transaction open on its connection, if one is, when dropped.
+pub(super) struct EndsOpenTransaction<'c>(pub(super) &'c Connection);
+
+impl Drop for EndsOpenTransaction<'_> {
+    fn drop(&mut self) {
+        if !self.0.is_autocommit() {
+            let _ = self.0.execute_batch("ROLLBACK");
+        }
+    }
+}
+
 /// A statement without values or rows (`BEGIN`, `COMMIT`, a savepoint), from the cache.
 pub(super) fn control(conn: &Connection, sql: &str) -> Result<(), NotHere> {
     conn.prepare_cached(sql)

@@ -294,3 +294,22 @@ async fn the_readers_never_write() {
         .unwrap();
     assert_eq!(users.len(), 2, "nothing was deleted");
 }
+
+/// A transaction on the writer's connection is rolled back whatever ends the code that
+/// opened it, a panic included: the next write does not run inside it, uncommitted.
+#[test]
+fn a_transaction_left_open_by_a_panic_is_rolled_back() {
+    let conn = Connection::open_in_memory().unwrap();
+    conn.execute_batch("CREATE TABLE t (x INTEGER); BEGIN; INSERT INTO t VALUES (1)")
+        .unwrap();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _open = super::super::sqlite::EndsOpenTransaction(&conn);
+        panic!("mid-transaction");
+    }));
+    assert!(panicked.is_err());
+    assert!(conn.is_autocommit());
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 0);
+}
