@@ -426,6 +426,50 @@ mod tests {
         assert_eq!(last, None, "the locked user's step left unused");
     }
 
+    /// Records what each `sea_orm.transaction` span was told of its group's size.
+    #[derive(Clone, Default)]
+    struct GroupSizes(std::sync::Arc<Mutex<Vec<u64>>>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for GroupSizes {
+        fn on_record(
+            &self,
+            _: &tracing::span::Id,
+            values: &tracing::span::Record<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            struct Size<'a>(&'a Mutex<Vec<u64>>);
+            impl tracing::field::Visit for Size<'_> {
+                fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+                    if field.name() == "db.operation.batch.size" {
+                        self.0.lock().unwrap().push(value);
+                    }
+                }
+                fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+            }
+            values.record(&mut Size(&self.0));
+        }
+    }
+
+    /// A group's one span says how many chains it committed (one thread here: the
+    /// subscriber is the thread's).
+    #[tokio::test]
+    async fn a_groups_span_says_how_many_chains_it_committed() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let sizes = GroupSizes::default();
+        let _subscriber =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(sizes.clone()));
+        let db = with_table().await;
+        let chains = (10..13)
+            .map(|i| vec![sql(&format!("INSERT INTO t VALUES ({i}, {i})"))])
+            .collect();
+        // Tests on other threads, with no subscriber, may have cached the span as unwanted
+        // while this one was being set.
+        tracing::callsite::rebuild_interest_cache();
+        let ran = queued_together(&db.storage, chains).await;
+        assert!(ran.iter().all(Result::is_ok));
+        assert_eq!(*sizes.0.lock().unwrap(), [3]);
+    }
+
     /// A caller that gives up while its chain waits has nothing written.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_chain_whose_caller_gave_up_is_not_run() {

@@ -98,7 +98,11 @@ impl OnThread<'_> {
         else {
             return to_pool();
         };
-        let _span = statement_span("sea_orm.transaction", first).entered();
+        // One span for the group, in the trace of the call that ran it (the other callers'
+        // traces have none); its size says why it lasts longer than one acceptance.
+        let span = statement_span("sea_orm.transaction", first);
+        span.record("db.operation.batch.size", chains.len());
+        let _span = span.entered();
         let ran = route.run(|conn, access| {
             sqlite::control(conn, "BEGIN IMMEDIATE")?;
             // Whatever ends this closure, a panic included, leaves no transaction open on
