@@ -25,8 +25,8 @@
 //! which both sea-orm's connections and [`OnThread`] implement. Transactions stay on sqlx,
 //! in the write turn, as does everything on PostgreSQL, but for one: chains of single-row
 //! writes, each statement only if the one before took, several chains committed together
-//! ([`OnThread::transaction_chains`]: codes' acceptances, `crate::group_commit`). Only short statements run here, on a key: reads and writes that may touch
-//! many rows (lists, clean-ups, key rotation, a policy's revocations) go to the pool, whose
+//! ([`OnThread::transaction_chains`]: codes' acceptances, `crate::group_commit`). Only
+//! short statements run here, on a key: reads and writes that may touch many rows (lists, clean-ups, key rotation, a policy's revocations) go to the pool, whose
 //! thread may take its time (`Storage::db`, `Storage::write_on_pool`).
 //!
 //! The contract with sea-orm, that every entity and projection reads the same both ways and
@@ -86,11 +86,10 @@ impl OnThread<'_> {
 
     /// Runs `chains` in one transaction on the writer's connection (a write in the turn:
     /// [`Route::Write`]) and commits what ran, once for all: in each chain every statement
-    /// only when the one before changed a row, each chain of several in a savepoint of its
-    /// own, so that one that fails is undone alone. Returns what became of each, in order:
-    /// every one [`ChainRan::Pool`] when the transaction could not run here or commit (no
-    /// such connection, the database busy, SQLite ending the transaction; nothing was
-    /// written), and a lone chain's failure too, for the pool to report.
+    /// only when the one before changed a row, each chain in a savepoint of its own, so that
+    /// one that fails is undone alone. Returns what became of each, in order: every one
+    /// [`ChainRan::Pool`] when the transaction could not run here or commit (no such
+    /// connection, the database busy, SQLite ending the transaction; nothing was written).
     pub(crate) fn transaction_chains(&self, chains: &[&[Statement]]) -> Vec<ChainRan> {
         let to_pool = || chains.iter().map(|_| ChainRan::Pool).collect();
         let (Some(route @ Route::Write(_)), Some(first)) =
@@ -108,17 +107,12 @@ impl OnThread<'_> {
             // Whatever ends this closure, a panic included, leaves no transaction open on
             // the writer's connection (the next write would run inside it, uncommitted).
             let _open = sqlite::EndsOpenTransaction(conn);
-            let ran = match chains {
-                [chain] => {
-                    sqlite::run_chain(conn, access, chain).map(|rows| vec![ChainRan::Done(rows)])
-                }
-                _ => chains
-                    .iter()
-                    .map(|chain| sqlite::run_in_savepoint(conn, access, chain))
-                    .collect(),
-            };
-            // A statement that failed, or a commit that did (busy), leaves the transaction
-            // open, for `_open` to roll back.
+            let ran: Result<Vec<_>, _> = chains
+                .iter()
+                .map(|chain| sqlite::run_in_savepoint(conn, access, chain))
+                .collect();
+            // A transaction lost, or a commit that failed (busy), leaves it open for `_open`
+            // to roll back.
             ran.and_then(|ran| sqlite::control(conn, "COMMIT").map(|()| ran))
         });
         ran.unwrap_or_else(|_| to_pool())
