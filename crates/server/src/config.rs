@@ -228,9 +228,10 @@ impl Default for ServerConfig {
 pub struct DatabaseConfig {
     /// `sqlite://PATH` or `postgres://USER:PASSWORD@HOST:PORT/DB`.
     pub url: String,
-    /// Pool size; 0 means the engine's default (8 on PostgreSQL; 4 readers on SQLite, which
-    /// also keeps 2 connections for its writes, one writing at a time, and as many readers
-    /// again plus one writer for the statements it runs on the calling thread).
+    /// Pool size; 0 means the engine's default (8 on PostgreSQL, where as many again run
+    /// single statements, so up to twice this many connections per replica; 4 readers on
+    /// SQLite, which also keeps 2 connections for its writes, one writing at a time, and as
+    /// many readers again plus one writer for the statements it runs on the calling thread).
     pub max_connections: u32,
     /// Seconds to wait to connect or for a pooled connection.
     pub connect_timeout_secs: u64,

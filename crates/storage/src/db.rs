@@ -17,7 +17,8 @@ pub struct DbConfig {
     pub url: String,
     /// Pool size. SQLite: concurrent readers; `Storage::open` adds a pool of 2 for writes,
     /// which take turns, and as many readers again plus one writer used on the calling
-    /// thread. Default 8 on PostgreSQL, 4 on SQLite.
+    /// thread. PostgreSQL: `Storage::open` holds as many again for single statements
+    /// (`crate::held`). Default 8 on PostgreSQL, 4 on SQLite.
     pub max_connections: Option<u32>,
     /// Connections kept open when idle. Default 1.
     pub min_connections: u32,
@@ -97,6 +98,10 @@ impl DbConfig {
 /// `Storage`'s checkpointer checkpoints it.
 pub(crate) const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
+/// PostgreSQL's pool size when `max_connections` is not set (sqlx's pool, and as many again
+/// held for single statements, `crate::held`).
+pub(crate) const POSTGRES_POOL: u32 = 8;
+
 /// SQLite's readers when `max_connections` is not set.
 pub(crate) const SQLITE_READERS: u32 = 4;
 
@@ -129,11 +134,11 @@ pub(crate) async fn connect_pool(
     let mut options = ConnectOptions::new(config.url.clone());
     let sqlite = config.is_sqlite();
     options
-        .max_connections(
-            config
-                .max_connections
-                .unwrap_or(if sqlite { SQLITE_READERS } else { 8 }),
-        )
+        .max_connections(config.max_connections.unwrap_or(if sqlite {
+            SQLITE_READERS
+        } else {
+            POSTGRES_POOL
+        }))
         .min_connections(config.min_connections)
         .connect_timeout(config.connect_timeout)
         .acquire_timeout(config.connect_timeout)

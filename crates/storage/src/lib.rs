@@ -15,6 +15,7 @@ mod db;
 pub mod entity;
 mod error;
 mod group_commit;
+mod held;
 mod migration;
 mod on_thread;
 pub mod repo;
@@ -57,6 +58,9 @@ pub struct Storage {
     /// there in the write turn and reads there when it is free (see [`on_thread`]). None on
     /// PostgreSQL and for an in-memory database.
     here: Option<Arc<Here>>,
+    /// PostgreSQL: connections that single statements run on without sqlx's ping on
+    /// release (see [`held`]). None on SQLite and for a pool given to [`Storage::new`].
+    held: Option<Arc<held::Held>>,
 }
 
 /// How often the SQLite write-ahead log is checkpointed.
@@ -203,6 +207,9 @@ impl Storage {
         let db = db::connect_pool(config, checkpoints).await?;
         migrate_up(&db).await?;
         let mut storage = Self::new(db, keyring, hasher);
+        if storage.db.get_database_backend() == sea_orm::DbBackend::Postgres {
+            storage.held = Some(held::Held::new(config)?);
+        }
         if background {
             let writer = DbConfig {
                 max_connections: Some(WRITE_CONNECTIONS),
@@ -246,6 +253,7 @@ impl Storage {
             audit_queue: Arc::default(),
             checkpointer: None,
             here: None,
+            held: None,
         }
     }
 
@@ -274,6 +282,7 @@ impl Storage {
             db: on_thread::OnThread {
                 pool: self.write_pool(),
                 here,
+                held: self.held.as_deref(),
             },
             _turn: self.write_turn().await,
         }
@@ -314,6 +323,7 @@ impl Storage {
                 writer: &here.writer,
                 readers: &here.readers,
             }),
+            held: self.held.as_deref(),
         }
     }
 
@@ -417,8 +427,10 @@ impl Storage {
         repo::Attempts::new(self)
     }
 
-    /// The connection pool's size and idle connections, for metrics (on an SQLite file, the
-    /// pool that reads when the calling thread's connections are busy, and lists).
+    /// The connections open and idle, for metrics: on an SQLite file, the pool that reads
+    /// when the calling thread's connections are busy, and lists; on PostgreSQL, sqlx's pool
+    /// (transactions, lists) and the connections held for single statements ([`held`])
+    /// together.
     pub fn pool_state(&self) -> Option<(u32, usize)> {
         use sea_orm::DbBackend;
         let db = self.db();
@@ -429,7 +441,11 @@ impl Storage {
             }
             DbBackend::Postgres => {
                 let pool = db.get_postgres_connection_pool();
-                Some((pool.size(), pool.num_idle()))
+                let (held, held_idle) = self.held.as_ref().map_or((0, 0), |held| held.state());
+                Some((
+                    pool.size().saturating_add(held),
+                    pool.num_idle().saturating_add(held_idle),
+                ))
             }
             _ => None,
         }

@@ -45,9 +45,13 @@ use sea_orm::{DatabaseConnection, DbBackend, DbErr, Statement};
 pub(crate) use connections::{Connections, Route};
 pub(crate) use values::SqliteRow;
 
-use crate::run::{Row, Run};
+use crate::held::Held;
+use crate::run::{Row, Run, statement_span};
 use connections::Access;
-use sqlite::{NotHere, statement_span};
+use sqlite::NotHere;
+
+/// OpenTelemetry's `db.system` for the statements run here.
+const SQLITE: &str = "sqlite";
 
 /// Where repositories run statements: the pool, or on an SQLite file the calling thread
 /// first (see the module's documentation). Not `Copy`: a [`crate::Writing`]'s may not outlive
@@ -58,6 +62,8 @@ pub(crate) struct OnThread<'a> {
     pub(crate) pool: &'a DatabaseConnection,
     /// Where statements run on the calling thread, if they may.
     pub(crate) here: Option<Route<'a>>,
+    /// PostgreSQL: the connections single statements run on instead of the pool's.
+    pub(crate) held: Option<&'a Held>,
 }
 
 /// What became of one chain of [`OnThread::transaction_chains`].
@@ -99,7 +105,7 @@ impl OnThread<'_> {
         };
         // One span for the group, in the trace of the call that ran it (the other callers'
         // traces have none); its size says why it lasts longer than one acceptance.
-        let span = statement_span("sea_orm.transaction", first);
+        let span = statement_span("sea_orm.transaction", SQLITE, first);
         span.record("db.operation.batch.size", chains.len());
         let _span = span.entered();
         let ran = route.run(|conn, access| {
@@ -125,8 +131,11 @@ impl Run for OnThread<'_> {
     }
 
     async fn row(&self, stmt: Statement) -> Result<Option<Row>, DbErr> {
+        if let Some(held) = self.held {
+            return Ok(held.row(&stmt).await?.map(|row| Row::Pool(row.into())));
+        }
         let here = self.here(|conn, access| {
-            statement_span("sea_orm.query_one", &stmt)
+            statement_span("sea_orm.query_one", SQLITE, &stmt)
                 .in_scope(|| sqlite::query(conn, access, &stmt, 1))
         });
         match here {
@@ -136,8 +145,12 @@ impl Run for OnThread<'_> {
     }
 
     async fn rows(&self, stmt: Statement) -> Result<Vec<Row>, DbErr> {
+        if let Some(held) = self.held {
+            let rows = held.rows(&stmt).await?;
+            return Ok(rows.into_iter().map(|row| Row::Pool(row.into())).collect());
+        }
         let here = self.here(|conn, access| {
-            statement_span("sea_orm.query_all", &stmt)
+            statement_span("sea_orm.query_all", SQLITE, &stmt)
                 .in_scope(|| sqlite::query(conn, access, &stmt, usize::MAX))
         });
         match here {
@@ -147,8 +160,11 @@ impl Run for OnThread<'_> {
     }
 
     async fn change(&self, stmt: Statement) -> Result<u64, DbErr> {
+        if let Some(held) = self.held {
+            return held.change(&stmt).await;
+        }
         let here = self.here(|conn, access| {
-            statement_span("sea_orm.execute", &stmt)
+            statement_span("sea_orm.execute", SQLITE, &stmt)
                 .in_scope(|| sqlite::execute(conn, access, &stmt))
         });
         match here {

@@ -214,18 +214,3 @@ pub(super) fn control(conn: &Connection, sql: &str) -> Result<(), NotHere> {
         .map(|_| ())
         .map_err(not_here)
 }
-
-/// The span of a statement run on the calling thread, named and shaped as sea-orm's own
-/// (`tracing-spans`) for the pool's statements: the SQL with its placeholders (never a
-/// bound value). A statement that goes to the pool gets sea-orm's span instead.
-pub(super) fn statement_span(name: &'static str, stmt: &Statement) -> tracing::Span {
-    tracing::info_span!(
-        "sea_orm.statement",
-        otel.name = name,
-        otel.kind = "client",
-        db.system = "sqlite",
-        db.statement = stmt.sql.as_str(),
-        // How many chains a transaction of a group committed (OpenTelemetry's attribute).
-        db.operation.batch.size = tracing::field::Empty,
-    )
-}
