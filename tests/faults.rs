@@ -1,8 +1,9 @@
 //! Database faults against a PostgreSQL server the test starts itself: killed under load
 //! (every answer UNAVAILABLE with DATABASE_UNAVAILABLE and RetryInfo, never INTERNAL; fast
 //! once health says NOT_SERVING), started again (the server recovers on its own, nothing
-//! lost), and restarted in under a second with the pool idle (no call fails on a connection
-//! the restart broke).
+//! lost), and restarted in under a second with the connections idle (no call fails on a
+//! connection the restart broke: validations run on the connections storage holds for
+//! single statements, the health check on sqlx's pool).
 
 #![allow(
     clippy::unwrap_used,
@@ -256,7 +257,7 @@ async fn a_killed_database_answers_unavailable_fast_and_the_server_recovers_alon
 async fn a_sub_second_restart_fails_no_call_on_a_stale_connection() {
     let (pg, server, token) = on_own_postgres("blip@example.com").await;
 
-    // Fill the pool: sixteen calls at once open its eight connections.
+    // Sixteen calls at once open the eight connections held for single statements.
     let validate_all = |n: usize| {
         let token = token.clone();
         let server = &server;
@@ -281,7 +282,7 @@ async fn a_sub_second_restart_fails_no_call_on_a_stale_connection() {
     };
     assert!(validate_all(16).await.iter().all(Result::is_ok));
 
-    // With the pool idle, the database restarts in well under a second.
+    // With the connections idle, the database restarts in well under a second.
     let started = Instant::now();
     pg.kill();
     pg.start_again();

@@ -66,7 +66,7 @@ pub(crate) fn db_unavailable(err: &DbErr) -> bool {
     }
 }
 
-pub(crate) fn sqlx_unavailable(err: &sea_orm::sqlx::Error) -> bool {
+fn sqlx_unavailable(err: &sea_orm::sqlx::Error) -> bool {
     use sea_orm::sqlx::Error as E;
     match err {
         E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed => true,

@@ -7,42 +7,53 @@
 //! during validations, and as much again of PostgreSQL's (BENCHMARKS.md).
 //!
 //! [`Held`] lends a connection to one statement at a time and takes it back without a ping,
-//! because it takes back only a connection whose statement ran to its end (its rows read, or
-//! a database error: either way nothing of it is left on the connection). A statement cut
-//! short (its call cancelled) or an I/O failure drops the connection instead, which closes
-//! it. A connection idle for longer than [`crate::db::PING_IDLE_AFTER`] is pinged before it
-//! is lent, as the pool does, so that one cut by a restart is replaced before a statement
-//! fails on it. Transactions, lists and migrations stay on sqlx's pool.
+//! because it takes back only a connection whose statement ran to its end: its rows read, or
+//! refused by the database for the statement's own sake (data, a constraint, a conflict,
+//! the SQL; [`refused_by_statement`]). Any other failure closes the connection. A statement
+//! cut short (its call cancelled) leaves its connection to a task that waits for the
+//! statement to end (a ping, up to the acquire timeout) and then closes it, keeping its
+//! place until then, so that the connections open on PostgreSQL never outnumber
+//! `max_connections`. A connection idle for longer than [`crate::db::PING_IDLE_AFTER`] is
+//! pinged before it is lent, as the pool does, so that one cut by a restart is replaced
+//! before a statement fails on it; one idle longer than the idle timeout, or open longer
+//! than [`MAX_LIFETIME`], is closed. Transactions, lists, migrations and writes that may
+//! touch many rows stay on sqlx's pool.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
-use sea_orm::sqlx::{self, Connection as _};
+use sea_orm::sqlx::{self, ConnectOptions as _, Connection as _};
 use sea_orm::{ConnAcquireErr, DbErr, RuntimeErr, Statement};
 use sea_query_sqlx::SqlxValues;
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument as _;
 
 use crate::db::{DbConfig, PING_IDLE_AFTER};
-use crate::error::sqlx_unavailable;
+
+/// A connection open this long is closed when it is next given back (as sqlx's pool does by
+/// default): statements it prepared before a migration are prepared again on a new one.
+pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
 
 /// Connections to PostgreSQL lent to one statement at a time.
 pub(crate) struct Held {
     options: PgConnectOptions,
     /// Idle connections, the longest idle first.
     idle: Mutex<VecDeque<Idle>>,
-    /// One per connection that may be open (`max_connections`).
-    permits: Semaphore,
+    /// One per connection that may be open (`max_connections`), lent or draining.
+    permits: Arc<Semaphore>,
     /// That number.
     max: usize,
-    /// How long to wait for a connection, and to open one.
+    /// How long to wait for a connection (a free place, a ping, opening one), and for a
+    /// statement cut short to end.
     acquire_timeout: Duration,
     /// An idle connection older than this is closed.
     idle_timeout: Duration,
     /// An idle connection older than this is pinged before it is lent.
     ping_idle_after: Duration,
+    /// A connection open longer than this is closed when given back.
+    max_lifetime: Duration,
 }
 
 impl std::fmt::Debug for Held {
@@ -53,17 +64,24 @@ impl std::fmt::Debug for Held {
     }
 }
 
+/// An open connection, and since when.
+struct Conn {
+    conn: PgConnection,
+    opened: Instant,
+}
+
 /// A connection waiting to be lent.
 struct Idle {
-    conn: PgConnection,
+    conn: Conn,
     since: Instant,
 }
 
-/// A connection lent to one statement; dropped (closed) unless given back.
+/// A connection lent to one statement. Given back when the statement ended; else, when
+/// dropped (the statement cut short), left to a task that waits for it to end and closes it.
 struct Lease<'a> {
     held: &'a Held,
-    conn: PgConnection,
-    _permit: SemaphorePermit<'a>,
+    conn: Option<Conn>,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Held {
@@ -77,13 +95,15 @@ impl Held {
         let max = usize::try_from(config.max_connections.unwrap_or(crate::db::POSTGRES_POOL))
             .unwrap_or(1);
         Ok(Arc::new(Self {
-            options,
+            // As the pool's (`sqlx_logging(false)`): statements are traced, not logged.
+            options: options.disable_statement_logging(),
             idle: Mutex::default(),
-            permits: Semaphore::new(max),
+            permits: Arc::new(Semaphore::new(max)),
             max,
             acquire_timeout: config.connect_timeout,
             idle_timeout: config.idle_timeout,
             ping_idle_after: PING_IDLE_AFTER,
+            max_lifetime: MAX_LIFETIME,
         }))
     }
 
@@ -92,7 +112,7 @@ impl Held {
         let span = span("sea_orm.query_one", stmt);
         async {
             let mut lease = self.lease().await?;
-            let row = query(stmt).fetch_optional(&mut lease.conn).await;
+            let row = query(stmt).fetch_optional(lease.conn()).await;
             lease.settle(row, DbErr::Query)
         }
         .instrument(span)
@@ -104,7 +124,7 @@ impl Held {
         let span = span("sea_orm.query_all", stmt);
         async {
             let mut lease = self.lease().await?;
-            let rows = query(stmt).fetch_all(&mut lease.conn).await;
+            let rows = query(stmt).fetch_all(lease.conn()).await;
             lease.settle(rows, DbErr::Query)
         }
         .instrument(span)
@@ -116,7 +136,7 @@ impl Held {
         let span = span("sea_orm.execute", stmt);
         async {
             let mut lease = self.lease().await?;
-            let done = query(stmt).execute(&mut lease.conn).await;
+            let done = query(stmt).execute(lease.conn()).await;
             lease
                 .settle(done, DbErr::Exec)
                 .map(|done| done.rows_affected())
@@ -125,41 +145,57 @@ impl Held {
         .await
     }
 
-    /// A connection: an idle one (pinged first when it has been idle a while), else a new
-    /// one. Waits up to the acquire timeout for one to be free.
+    /// A connection: the most recently idle one (pinged first when it has been idle a
+    /// while), else a new one; the whole wait bounded by the acquire timeout.
     async fn lease(&self) -> Result<Lease<'_>, DbErr> {
-        let permit = tokio::time::timeout(self.acquire_timeout, self.permits.acquire())
+        tokio::time::timeout(self.acquire_timeout, self.lease_now())
             .await
             .map_err(|_| DbErr::ConnectionAcquire(ConnAcquireErr::Timeout))?
+    }
+
+    async fn lease_now(&self) -> Result<Lease<'_>, DbErr> {
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
             .map_err(|_| DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed))?;
+        let mut permit = Some(permit);
+        let mut lease = |conn| Lease {
+            held: self,
+            conn: Some(conn),
+            permit: permit.take(),
+        };
         loop {
-            let idle = self.idle().pop_back();
+            let idle = {
+                let mut idle = self.idle();
+                let newest = idle.pop_back();
+                // The others have been idle longer still.
+                if newest
+                    .as_ref()
+                    .is_some_and(|newest| newest.since.elapsed() > self.idle_timeout)
+                {
+                    idle.clear();
+                    None
+                } else {
+                    newest
+                }
+            };
             let Some(Idle { mut conn, since }) = idle else {
                 break;
             };
-            if since.elapsed() < self.ping_idle_after || conn.ping().await.is_ok() {
-                return Ok(Lease {
-                    held: self,
-                    conn,
-                    _permit: permit,
-                });
+            if since.elapsed() < self.ping_idle_after || conn.conn.ping().await.is_ok() {
+                return Ok(lease(conn));
             }
         }
-        let conn = tokio::time::timeout(
-            self.acquire_timeout,
-            PgConnection::connect_with(&self.options),
-        )
-        .await
-        .map_err(|_| DbErr::ConnectionAcquire(ConnAcquireErr::Timeout))?
-        .map_err(|e| DbErr::Conn(RuntimeErr::SqlxError(Arc::new(e))))?;
-        Ok(Lease {
-            held: self,
+        let conn = PgConnection::connect_with(&self.options)
+            .await
+            .map_err(|e| DbErr::Conn(RuntimeErr::SqlxError(Arc::new(e))))?;
+        Ok(lease(Conn {
             conn,
-            _permit: permit,
-        })
+            opened: Instant::now(),
+        }))
     }
 
-    /// Connections open (lent or idle) and idle, for metrics.
+    /// Connections open (lent, draining or idle) and idle, for metrics.
     pub(crate) fn state(&self) -> (u32, usize) {
         let idle = self.idle().len();
         let lent = self.max.saturating_sub(self.permits.available_permits());
@@ -172,47 +208,78 @@ impl Held {
 }
 
 impl Lease<'_> {
-    /// What the statement gave, the connection given back when it is fit for the next: the
-    /// statement ended, its rows read or refused by the database (but not for the server
-    /// shutting down or the connection failing, [`crate::error::sqlx_unavailable`]).
-    fn settle<T>(
-        self,
-        out: Result<T, sqlx::Error>,
-        err: fn(RuntimeErr) -> DbErr,
-    ) -> Result<T, DbErr> {
-        match out {
-            Ok(out) => {
-                self.give_back();
-                Ok(out)
-            }
-            Err(e) => {
-                if matches!(e, sqlx::Error::Database(_)) && !sqlx_unavailable(&e) {
-                    self.give_back();
-                }
-                Err(err(RuntimeErr::SqlxError(Arc::new(e))))
-            }
+    /// The connection lent.
+    fn conn(&mut self) -> &mut PgConnection {
+        match &mut self.conn {
+            Some(conn) => &mut conn.conn,
+            None => unreachable!("a lease holds its connection until it is settled"),
         }
     }
 
-    /// Back among the idle, closing those idle longer than the idle timeout.
-    fn give_back(self) {
-        let Lease {
-            held,
-            conn,
-            _permit,
-        } = self;
-        let mut idle = held.idle();
-        while idle
-            .front()
-            .is_some_and(|oldest| oldest.since.elapsed() > held.idle_timeout)
+    /// What the statement gave; the connection given back when it ended (rows read, or
+    /// [`refused_by_statement`]), else closed.
+    fn settle<T>(
+        mut self,
+        out: Result<T, sqlx::Error>,
+        err: fn(RuntimeErr) -> DbErr,
+    ) -> Result<T, DbErr> {
+        let ended = match &out {
+            Ok(_) => true,
+            Err(e) => refused_by_statement(e),
+        };
+        let conn = self.conn.take();
+        if let Some(conn) =
+            conn.filter(|conn| ended && conn.opened.elapsed() < self.held.max_lifetime)
         {
-            idle.pop_front();
+            self.held.give_back(conn);
         }
-        idle.push_back(Idle {
+        out.map_err(|e| err(RuntimeErr::SqlxError(Arc::new(e))))
+    }
+}
+
+impl Drop for Lease<'_> {
+    /// A statement cut short: its connection keeps its place until the statement has ended
+    /// (a ping waits for that, up to the acquire timeout), then is closed.
+    fn drop(&mut self) {
+        let (Some(Conn { mut conn, .. }), Some(permit)) = (self.conn.take(), self.permit.take())
+        else {
+            return;
+        };
+        let wait = self.held.acquire_timeout;
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ended = tokio::time::timeout(wait, conn.ping()).await;
+                drop(conn);
+                drop(permit);
+            });
+        }
+    }
+}
+
+impl Held {
+    /// Back among the idle.
+    fn give_back(&self, conn: Conn) {
+        self.idle().push_back(Idle {
             conn,
             since: Instant::now(),
         });
     }
+}
+
+/// Whether the database refused the statement for its own sake, the connection fit for the
+/// next: SQLSTATE classes 22 (data), 23 (a constraint), 40 (a serialization failure or
+/// deadlock, the statement rolled back) and 42 (the SQL or a privilege). Anything else (a
+/// connection or protocol error, the server shutting down or ending the session, a cached
+/// plan a migration made stale) closes the connection.
+fn refused_by_statement(err: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = err else {
+        return false;
+    };
+    db.code().is_some_and(|code| {
+        ["22", "23", "40", "42"]
+            .iter()
+            .any(|class| code.starts_with(class))
+    })
 }
 
 /// `stmt` as sqlx runs it (prepared once per connection, then from its statement cache).
@@ -251,27 +318,30 @@ mod tests {
         row.unwrap().get(0)
     }
 
-    /// Held connections to a new database, `tune`d.
-    async fn held(db: &TestDb, tune: impl FnOnce(&mut Held)) -> Held {
+    /// Held connections to the test's database, `tune`d.
+    fn held(db: &TestDb, tune: impl FnOnce(&mut Held)) -> Held {
         let mut held = Arc::into_inner(Held::new(&db.config).unwrap()).unwrap();
         tune(&mut held);
         held
     }
 
-    /// Ends the backend process `pid` and waits until it is gone.
-    async fn terminate(db: &TestDb, pid: i32) {
-        let pool = db.storage.db();
-        pool.execute_unprepared(&format!("SELECT pg_terminate_backend({pid})"))
-            .await
-            .unwrap();
+    /// At most one connection.
+    fn one(held: &mut Held) {
+        held.permits = Arc::new(Semaphore::new(1));
+        held.max = 1;
+    }
+
+    /// Whether the backend process `pid` is still there, asked on sqlx's pool.
+    async fn alive(db: &TestDb, pid: i32) -> bool {
+        let query = format!("SELECT 1 AS one FROM pg_stat_activity WHERE pid = {pid}");
+        let row = db.storage.db().query_one_raw(sql(&query)).await.unwrap();
+        row.is_some()
+    }
+
+    /// Waits (up to 2 s) until the backend process `pid` is gone.
+    async fn gone(db: &TestDb, pid: i32) {
         for _ in 0..100 {
-            let alive = pool
-                .query_one_raw(sql(&format!(
-                    "SELECT 1 AS one FROM pg_stat_activity WHERE pid = {pid}"
-                )))
-                .await
-                .unwrap();
-            if alive.is_none() {
+            if !alive(db, pid).await {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -279,10 +349,17 @@ mod tests {
         panic!("backend {pid} still there");
     }
 
+    /// Ends the backend process `pid` and waits until it is gone.
+    async fn terminate(db: &TestDb, pid: i32) {
+        let stop = format!("SELECT pg_terminate_backend({pid})");
+        db.storage.db().execute_unprepared(&stop).await.unwrap();
+        gone(db, pid).await;
+    }
+
     #[tokio::test]
-    async fn a_connection_is_lent_again_without_a_ping_and_counted() {
+    async fn a_connection_is_lent_again_and_counted() {
         let db = TestDb::new(Backend::Postgres).await;
-        let held = held(&db, |_| {}).await;
+        let held = held(&db, |_| {});
         assert_eq!(held.state(), (0, 0));
         let first = pid(&held).await;
         assert_eq!(held.state(), (1, 1));
@@ -297,47 +374,71 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rows.len(), 2);
+        // One row of several read: the rest are read to the end, the connection is clean.
+        let first_of_two = held.row(&sql("SELECT x FROM t ORDER BY x")).await.unwrap();
+        assert_eq!(first_of_two.unwrap().get::<i32, _>(0), 1);
         assert_eq!(pid(&held).await, first);
         assert_eq!(held.state(), (1, 1));
-        // And through the storage: on PostgreSQL single statements run on held connections.
+        // And through the storage: on PostgreSQL single statements run on held connections,
+        // counted with the pool's.
         let (open, idle) = db.storage.pool_state().unwrap();
         db.storage.reads().row(sql("SELECT 1")).await.unwrap();
         let storage_held = db.storage.held.as_deref().unwrap();
         assert_eq!(storage_held.state(), (1, 1));
         assert_eq!(db.storage.pool_state().unwrap(), (open + 1, idle + 1));
+        // But not writes that may touch many rows.
+        db.storage
+            .write_on_pool()
+            .await
+            .change(sql("SELECT 1"))
+            .await
+            .unwrap();
+        assert_eq!(storage_held.state(), (1, 1));
     }
 
     #[tokio::test]
-    async fn a_statement_refused_by_the_database_keeps_its_connection() {
+    async fn a_statement_refused_for_its_own_sake_keeps_its_connection_and_others_close_it() {
         let db = TestDb::new(Backend::Postgres).await;
-        let held = held(&db, |_| {}).await;
+        let held = held(&db, |_| {});
         let first = pid(&held).await;
         let err = held.row(&sql("SELECT 1 / 0")).await.unwrap_err();
         assert!(err.to_string().contains("division by zero"), "{err}");
         assert!(!StorageError::Db(err).is_unavailable());
         assert_eq!(pid(&held).await, first);
-    }
-
-    #[tokio::test]
-    async fn a_statement_cut_short_closes_its_connection() {
-        let db = TestDb::new(Backend::Postgres).await;
-        let held = held(&db, |_| {}).await;
-        let first = pid(&held).await;
-        let cut = tokio::time::timeout(
-            Duration::from_millis(200),
-            held.row(&sql("SELECT pg_sleep(30)")),
-        )
-        .await;
-        assert!(cut.is_err(), "the sleep was not cut short");
-        // The connection still runs the sleep: it is closed, not lent to the next statement.
+        // 0A000, as a statement prepared before a migration changed its result gets.
+        let stale = "DO $$ BEGIN RAISE EXCEPTION 'stale' USING ERRCODE = '0A000'; END $$";
+        let err = held.change(&sql(stale)).await.unwrap_err();
+        assert!(err.to_string().contains("stale"), "{err}");
         assert_eq!(held.state(), (0, 0));
         assert_ne!(pid(&held).await, first);
     }
 
     #[tokio::test]
+    async fn a_statement_cut_short_keeps_its_place_until_it_ends_then_closes_its_connection() {
+        let db = TestDb::new(Backend::Postgres).await;
+        let held = held(&db, one);
+        let first = pid(&held).await;
+        let cut = tokio::time::timeout(
+            Duration::from_millis(100),
+            held.row(&sql("SELECT pg_sleep(1)")),
+        )
+        .await;
+        assert!(cut.is_err(), "the sleep was not cut short");
+        // Its backend still sleeps: the one place stays taken (the task that waits for the
+        // sleep has had time to start), no second connection opens.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(held.state(), (1, 0));
+        assert!(alive(&db, first).await);
+        // The next statement waits for the sleep to end, on a new connection.
+        assert_ne!(pid(&held).await, first);
+        gone(&db, first).await;
+        assert_eq!(held.state(), (1, 1));
+    }
+
+    #[tokio::test]
     async fn an_idle_connection_cut_off_is_replaced_before_a_statement_runs() {
         let db = TestDb::new(Backend::Postgres).await;
-        let held = held(&db, |held| held.ping_idle_after = Duration::ZERO).await;
+        let held = held(&db, |held| held.ping_idle_after = Duration::ZERO);
         let first = pid(&held).await;
         terminate(&db, first).await;
         // Pinged, found closed, replaced: the statement does not fail.
@@ -347,9 +448,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_connection_cut_off_in_use_fails_unavailable_and_is_not_lent_again() {
+    async fn a_connection_a_statement_finds_closed_fails_unavailable_and_is_not_lent_again() {
         let db = TestDb::new(Backend::Postgres).await;
-        let held = held(&db, |held| held.ping_idle_after = Duration::from_secs(3600)).await;
+        let held = held(&db, |held| held.ping_idle_after = Duration::from_secs(3600));
         let first = pid(&held).await;
         terminate(&db, first).await;
         // Not pinged (idle only briefly): the statement finds the connection closed.
@@ -360,22 +461,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn connections_idle_too_long_or_open_too_long_are_closed() {
+        let db = TestDb::new(Backend::Postgres).await;
+        let idle = held(&db, |held| held.idle_timeout = Duration::from_millis(50));
+        let first = pid(&idle).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_ne!(pid(&idle).await, first);
+        assert_eq!(idle.state(), (1, 1));
+        gone(&db, first).await;
+
+        let old = held(&db, |held| held.max_lifetime = Duration::ZERO);
+        let first = pid(&old).await;
+        assert_eq!(old.state(), (0, 0));
+        assert_ne!(pid(&old).await, first);
+    }
+
+    #[tokio::test]
     async fn statements_wait_for_a_free_connection_up_to_the_timeout() {
         let db = TestDb::new(Backend::Postgres).await;
         let held = held(&db, |held| {
-            held.permits = Semaphore::new(1);
-            held.max = 1;
+            one(held);
             held.acquire_timeout = Duration::from_millis(300);
-        })
-        .await;
-        let lease = held.lease().await.unwrap();
+        });
+        let mut lease = held.lease().await.unwrap();
+        let taken: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(lease.conn())
+            .await
+            .unwrap();
         let err = held.row(&sql("SELECT 1")).await.unwrap_err();
         assert!(
             matches!(err, DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)),
             "{err:?}"
         );
         assert!(StorageError::Db(err).is_unavailable());
-        lease.give_back();
-        assert!(held.row(&sql("SELECT 1")).await.unwrap().is_some());
+        // A statement waiting gets the connection once it is given back.
+        let (waiter, ()) = tokio::join!(pid(&held), async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            lease.settle(Ok(()), DbErr::Query).unwrap();
+        });
+        assert_eq!(waiter, taken);
     }
 }

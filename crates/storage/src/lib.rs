@@ -259,30 +259,37 @@ impl Storage {
 
     /// For one write statement of a row or a few, or a group of short chains of them
     /// ([`group_commit`]): waits for the SQLite write turn, then writes on the calling thread
-    /// (SQLite file) or the pool.
+    /// (SQLite file), the held connections (PostgreSQL, [`held`]) or the pool.
     pub(crate) async fn write(&self) -> Writing<'_> {
         self.writing(
             self.here
                 .as_deref()
                 .map(|here| on_thread::Route::Write(&here.writer)),
+            self.held.as_deref(),
         )
         .await
     }
 
     /// For one write statement that may touch many rows (clean-ups, a policy's revocations):
     /// waits for the SQLite write turn, then writes on the pool, whose thread may take its
-    /// time, never on the calling thread.
+    /// time, never on the calling thread (nor, on PostgreSQL, on the held connections, which
+    /// serve the hot paths).
     pub(crate) async fn write_on_pool(&self) -> Writing<'_> {
-        self.writing(None).await
+        self.writing(None, None).await
     }
 
-    /// A write in the turn, on `here` first when given, else on the pool that writes.
-    async fn writing<'a>(&'a self, here: Option<on_thread::Route<'a>>) -> Writing<'a> {
+    /// A write in the turn, on `here` or `held` first when given, else on the pool that
+    /// writes.
+    async fn writing<'a>(
+        &'a self,
+        here: Option<on_thread::Route<'a>>,
+        held: Option<&'a held::Held>,
+    ) -> Writing<'a> {
         Writing {
             db: on_thread::OnThread {
                 pool: self.write_pool(),
                 here,
-                held: self.held.as_deref(),
+                held,
             },
             _turn: self.write_turn().await,
         }
@@ -314,7 +321,7 @@ impl Storage {
 
     /// Where repositories read a row or a few (by a key): on an SQLite file, on the calling
     /// thread when a connection of its own is free (the writer's first, [`on_thread::Route`]),
-    /// else (and on PostgreSQL) the pool. Reads
+    /// else the pool; on PostgreSQL, on the held connections ([`held`]). Reads
     /// that may scan many rows (lists, rotation) use [`Storage::db`].
     pub(crate) fn reads(&self) -> on_thread::OnThread<'_> {
         on_thread::OnThread {

@@ -15,7 +15,8 @@ use crate::on_thread::SqliteRow;
 /// A row read by a statement.
 #[derive(Debug)]
 pub(crate) enum Row {
-    /// Read by sea-orm, on the pool or in a transaction.
+    /// Read by sqlx: on the pool or in a transaction (through sea-orm), or on a held
+    /// PostgreSQL connection (`crate::held`).
     Pool(QueryResult),
     /// Read on the calling thread.
     Here(SqliteRow),

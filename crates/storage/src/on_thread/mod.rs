@@ -22,8 +22,9 @@
 //!   the variable's, [`crate::run::Row::get`]).
 //!
 //! Repositories do not see the difference: they run statements through [`crate::run::Run`],
-//! which both sea-orm's connections and [`OnThread`] implement. Transactions stay on sqlx,
-//! in the write turn, as does everything on PostgreSQL, but for one: chains of single-row
+//! which both sea-orm's connections and [`OnThread`] implement (on PostgreSQL, it runs them
+//! on [`crate::held`]'s connections). Transactions stay on sqlx, in the write turn, but for
+//! one: chains of single-row
 //! writes, each statement only if the one before took, several chains committed together
 //! ([`OnThread::transaction_chains`]: codes' acceptances, `crate::group_commit`). Only
 //! short statements run here, on a key: reads and writes that may touch many rows (lists, clean-ups, key rotation, a policy's revocations) go to the pool, whose
@@ -58,7 +59,7 @@ const SQLITE: &str = "sqlite";
 /// its write turn.
 #[derive(Debug)]
 pub(crate) struct OnThread<'a> {
-    /// sqlx's pool: the fallback, and everything on PostgreSQL.
+    /// sqlx's pool: the fallback, and everything on PostgreSQL without `held`.
     pub(crate) pool: &'a DatabaseConnection,
     /// Where statements run on the calling thread, if they may.
     pub(crate) here: Option<Route<'a>>,
