@@ -12,8 +12,9 @@
 //! the SQL; [`refused_by_statement`]). Any other failure closes the connection. A statement
 //! cut short (its call cancelled) leaves its connection to a task that waits for the
 //! statement to end (a ping, up to the acquire timeout) and then closes it, keeping its
-//! place until then, so that the connections open on PostgreSQL never outnumber
-//! `max_connections`. A connection idle for longer than [`crate::db::PING_IDLE_AFTER`] is
+//! place until then, so that the connections open on PostgreSQL do not outnumber
+//! `max_connections` (unless a statement cut short runs on past that timeout: PostgreSQL
+//! ends it only when it next writes to the closed connection). A connection idle for longer than [`crate::db::PING_IDLE_AFTER`] is
 //! pinged before it is lent, as the pool does, so that one cut by a restart is replaced
 //! before a statement fails on it; one idle longer than the idle timeout, or open longer
 //! than [`MAX_LIFETIME`], is closed. Transactions, lists, migrations and writes that may
@@ -23,7 +24,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection, PgDatabaseError, PgRow, PgSeverity};
 use sea_orm::sqlx::{self, ConnectOptions as _, Connection as _};
 use sea_orm::{ConnAcquireErr, DbErr, RuntimeErr, Statement};
 use sea_query_sqlx::SqlxValues;
@@ -158,26 +159,21 @@ impl Held {
             .acquire_owned()
             .await
             .map_err(|_| DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed))?;
-        let mut permit = Some(permit);
-        let mut lease = |conn| Lease {
+        let lease = move |conn| Lease {
             held: self,
             conn: Some(conn),
-            permit: permit.take(),
+            permit: Some(permit),
         };
         loop {
             let idle = {
                 let mut idle = self.idle();
-                let newest = idle.pop_back();
-                // The others have been idle longer still.
-                if newest
-                    .as_ref()
-                    .is_some_and(|newest| newest.since.elapsed() > self.idle_timeout)
+                while idle
+                    .front()
+                    .is_some_and(|oldest| oldest.since.elapsed() > self.idle_timeout)
                 {
-                    idle.clear();
-                    None
-                } else {
-                    newest
+                    idle.pop_front();
                 }
+                idle.pop_back()
             };
             let Some(Idle { mut conn, since }) = idle else {
                 break;
@@ -267,19 +263,22 @@ impl Held {
 }
 
 /// Whether the database refused the statement for its own sake, the connection fit for the
-/// next: SQLSTATE classes 22 (data), 23 (a constraint), 40 (a serialization failure or
-/// deadlock, the statement rolled back) and 42 (the SQL or a privilege). Anything else (a
-/// connection or protocol error, the server shutting down or ending the session, a cached
-/// plan a migration made stale) closes the connection.
+/// next: an error of severity ERROR (not FATAL: a session the server ended, a hot standby's
+/// conflict with recovery among them) in SQLSTATE classes 22 (data), 23 (a constraint), 40 (a
+/// serialization failure or deadlock, the statement rolled back) and 42 (the SQL or a
+/// privilege). Anything else (a connection or protocol error, the server shutting down, a
+/// cached plan a migration made stale) closes the connection.
 fn refused_by_statement(err: &sqlx::Error) -> bool {
     let sqlx::Error::Database(db) = err else {
         return false;
     };
-    db.code().is_some_and(|code| {
-        ["22", "23", "40", "42"]
+    let Some(pg) = db.try_downcast_ref::<PgDatabaseError>() else {
+        return false;
+    };
+    pg.severity() == PgSeverity::Error
+        && ["22", "23", "40", "42"]
             .iter()
-            .any(|class| code.starts_with(class))
-    })
+            .any(|class| pg.code().starts_with(class))
 }
 
 /// `stmt` as sqlx runs it (prepared once per connection, then from its statement cache).
@@ -386,13 +385,17 @@ mod tests {
         let storage_held = db.storage.held.as_deref().unwrap();
         assert_eq!(storage_held.state(), (1, 1));
         assert_eq!(db.storage.pool_state().unwrap(), (open + 1, idle + 1));
-        // But not writes that may touch many rows.
-        db.storage
+        // But not writes that may touch many rows: those run on sqlx's pool.
+        let on_held = pid(storage_held).await;
+        let row = db
+            .storage
             .write_on_pool()
             .await
-            .change(sql("SELECT 1"))
+            .row(sql("SELECT pg_backend_pid() AS pid"))
             .await
             .unwrap();
+        let on_pool: i32 = row.unwrap().get("pid").unwrap();
+        assert_ne!(on_pool, on_held);
         assert_eq!(storage_held.state(), (1, 1));
     }
 
@@ -463,12 +466,26 @@ mod tests {
     #[tokio::test]
     async fn connections_idle_too_long_or_open_too_long_are_closed() {
         let db = TestDb::new(Backend::Postgres).await;
-        let idle = held(&db, |held| held.idle_timeout = Duration::from_millis(50));
-        let first = pid(&idle).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_ne!(pid(&idle).await, first);
+        let idle = held(&db, |held| held.idle_timeout = Duration::from_millis(300));
+        // Two connections, then only the newer one kept busy: the older one is closed once
+        // it has been idle too long, though the newer one never is.
+        let (shorter, longer) = (
+            sql("SELECT pg_sleep(0.1), pg_backend_pid()"),
+            sql("SELECT pg_sleep(0.2), pg_backend_pid()"),
+        );
+        let (older, newer) = tokio::join!(idle.row(&shorter), idle.row(&longer));
+        let older: i32 = older.unwrap().unwrap().get(1);
+        let newer: i32 = newer.unwrap().unwrap().get(1);
+        assert_eq!(idle.state(), (2, 2));
+        for _ in 0..6 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert_eq!(pid(&idle).await, newer);
+        }
         assert_eq!(idle.state(), (1, 1));
-        gone(&db, first).await;
+        gone(&db, older).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_ne!(pid(&idle).await, newer);
+        gone(&db, newer).await;
 
         let old = held(&db, |held| held.max_lifetime = Duration::ZERO);
         let first = pid(&old).await;
@@ -479,10 +496,10 @@ mod tests {
     #[tokio::test]
     async fn statements_wait_for_a_free_connection_up_to_the_timeout() {
         let db = TestDb::new(Backend::Postgres).await;
-        let held = held(&db, |held| {
-            one(held);
-            held.acquire_timeout = Duration::from_millis(300);
-        });
+        let mut held = held(&db, one);
+        // Opened before the short timeout, which a slow connect could outlast.
+        let opened = pid(&held).await;
+        held.acquire_timeout = Duration::from_secs(1);
         let mut lease = held.lease().await.unwrap();
         let taken: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
             .fetch_one(lease.conn())
@@ -500,5 +517,6 @@ mod tests {
             lease.settle(Ok(()), DbErr::Query).unwrap();
         });
         assert_eq!(waiter, taken);
+        assert_eq!(taken, opened);
     }
 }
