@@ -24,11 +24,11 @@
 //! Repositories do not see the difference: they run statements through [`crate::run::Run`],
 //! which both sea-orm's connections and [`OnThread`] implement (on PostgreSQL, it runs them
 //! on [`crate::held`]'s connections). Transactions stay on sqlx, in the write turn, but for
-//! one: chains of single-row
-//! writes, each statement only if the one before took, several chains committed together
-//! ([`OnThread::transaction_chains`]: codes' acceptances, `crate::group_commit`). Only
-//! short statements run here, on a key: reads and writes that may touch many rows (lists, clean-ups, key rotation, a policy's revocations) go to the pool, whose
-//! thread may take its time (`Storage::db`, `Storage::write_on_pool`).
+//! one: chains of single-row writes, each statement only if the one before took, several
+//! chains committed together ([`OnThread::transaction_chains`]: codes' acceptances,
+//! `crate::group_commit`). Only short statements run here, on a key: reads and writes that
+//! may touch many rows (lists, clean-ups, key rotation, a policy's revocations) go to the
+//! pool, whose thread may take its time (`Storage::db`, `Storage::write_on_pool`).
 //!
 //! The contract with sea-orm, that every entity and projection reads the same both ways and
 //! that writes and their refusals are reported alike, is tested in `tests`.
