@@ -4,10 +4,19 @@
 //! the write-ahead log gets a frame for every page changed (the factor's row, the session's,
 //! the audit table with its indexes). Under load acceptances wait for the write turn one
 //! behind the other, each to write its own frames and hand the turn on. Here an acceptance
-//! joins a queue before it waits for the turn; whoever gets the turn runs every chain
-//! queued by then in one transaction ([`crate::on_thread::OnThread::transaction_chains`]),
-//! each in a savepoint of its own, commits once, and tells each waiting caller what became
-//! of its chain. Pages that several chains change are written once per commit.
+//! joins a queue, and one caller at a time leads it: it takes the write turn and runs every
+//! chain queued by then in one transaction
+//! ([`crate::on_thread::OnThread::transaction_chains`]), each in a savepoint of its own,
+//! commits once, and tells each waiting caller what became of its chain. Pages that several
+//! chains change are written once per commit.
+//!
+//! The leader runs group after group while chains keep coming, up to [`LEAD_GROUPS`], so the
+//! turn goes from one group to the next without changing hands. Only the leader waits for
+//! the turn: were every caller to wait for it, the turn would go first to each caller whose
+//! chain a group had already run, one after the other as their tasks were polled, while
+//! the next group waited (closed-loop verifications 0.21-0.22 → 0.26-0.29 of the floor, in
+//! alternated runs, BENCHMARKS.md). A leader that stops with chains still queued (at the
+//! bound, or because its call was cancelled) wakes one of their callers to lead next.
 //!
 //! Nothing is weakened: the chains run one after the other as they would have in turns of
 //! their own, so a second use of a step sees the first in the same transaction and is
@@ -27,13 +36,30 @@ use crate::{Here, Result, Storage, StorageError};
 /// yielding (about 15 µs a chain), so a long queue is taken in turns of this many.
 const GROUP: usize = 64;
 
+/// The most groups one leader runs: its own call waits for them all, so the bound keeps its
+/// answer from waiting on a queue that never empties.
+const LEAD_GROUPS: usize = 8;
+
 /// Chains waiting for the write turn (an SQLite file's, in [`Here`]).
 #[derive(Debug, Default)]
 pub(crate) struct Queue {
-    waiting: Mutex<Vec<Queued>>,
+    waiting: Mutex<State>,
+    /// Wakes a waiting caller to lead when a leader stops with chains still queued.
+    vacancy: tokio::sync::Notify,
     /// Groups committed (tests check that chains waiting together went in one).
     #[cfg(test)]
     groups: std::sync::atomic::AtomicUsize,
+    /// Leaderships taken (tests check that a leader hands on at its bound).
+    #[cfg(test)]
+    leaders: std::sync::atomic::AtomicUsize,
+}
+
+/// The queue and whether a caller leads it: whenever a chain waits, one does (or has been
+/// woken to).
+#[derive(Debug, Default)]
+struct State {
+    chains: Vec<Queued>,
+    leading: bool,
 }
 
 /// A chain and where to tell its caller what became of it.
@@ -53,24 +79,56 @@ enum Ran {
 }
 
 impl Queue {
-    fn push(&self, queued: Queued) {
-        self.waiting().push(queued);
+    /// Queues a chain; true if its caller is to lead (nobody did).
+    fn push(&self, queued: Queued) -> bool {
+        let mut s = self.waiting();
+        s.chains.push(queued);
+        !std::mem::replace(&mut s.leading, true)
     }
 
-    fn waiting(&self) -> std::sync::MutexGuard<'_, Vec<Queued>> {
+    /// Leads if nobody does and chains wait; true if the caller is to lead.
+    fn claim(&self) -> bool {
+        let mut s = self.waiting();
+        if s.leading || s.chains.is_empty() {
+            return false;
+        }
+        s.leading = true;
+        true
+    }
+
+    /// The leader stops; if chains still wait, one of their callers is woken to lead. A
+    /// woken caller whose chain has run since passes the wake on as it returns (tokio's
+    /// `Notified` does, dropped after `notify_one` chose it).
+    fn resign(&self) {
+        let waiting = {
+            let mut s = self.waiting();
+            s.leading = false;
+            !s.chains.is_empty()
+        };
+        if waiting {
+            self.vacancy.notify_one();
+        }
+    }
+
+    fn waiting(&self) -> std::sync::MutexGuard<'_, State> {
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The first [`GROUP`] chains waiting, less those whose caller no longer waits.
-    fn take(&self) -> Vec<Queued> {
+    /// The first [`GROUP`] chains waiting, less those whose caller no longer waits; None,
+    /// and the leader stopped, when none waits.
+    fn take(&self) -> Option<Vec<Queued>> {
         let mut taken = {
-            let mut waiting = self.waiting();
-            let first = waiting.len().min(GROUP);
-            let rest = waiting.split_off(first);
-            std::mem::replace(&mut *waiting, rest)
+            let mut s = self.waiting();
+            if s.chains.is_empty() {
+                s.leading = false;
+                return None;
+            }
+            let first = s.chains.len().min(GROUP);
+            let rest = s.chains.split_off(first);
+            std::mem::replace(&mut s.chains, rest)
         };
         taken.retain(|q| !q.ran.is_closed());
-        taken
+        Some(taken)
     }
 
     /// Runs `group` in one transaction (a write in the turn) and tells each caller what
@@ -125,34 +183,62 @@ impl Storage {
         Ok(rows)
     }
 
-    /// Queues `chain` and waits for a writer in its turn to run it, or for the turn, then
-    /// runs the chains queued, a group at a time, until its own has run.
+    /// Queues `chain` and waits for the leader to run it, leading itself when nobody does
+    /// (or when woken to, [`Queue::resign`]).
     async fn queue_chain(&self, here: &Here, chain: Vec<Statement>) -> Result<Ran> {
         let (sender, mut ran) = oneshot::channel();
-        here.chains.push(Queued { chain, ran: sender });
-        let writing = tokio::select! {
-            biased;
-            by_another = &mut ran => return by_another.map_err(lost),
-            writing = self.write() => writing,
-        };
-        // Chains are taken only in the turn, and every one taken is told before the turn
-        // ends: this one waits in the queue still, or was run by the writer before.
-        for group in 0_usize.. {
-            match ran.try_recv() {
-                Ok(mine) => {
-                    writing.hand_on().await;
-                    return Ok(mine);
-                }
-                Err(oneshot::error::TryRecvError::Closed) => break,
-                Err(oneshot::error::TryRecvError::Empty) => {}
+        // Before the chain is queued: a wake from a leader that stops after it counts.
+        let vacancy = here.chains.vacancy.notified();
+        tokio::pin!(vacancy);
+        let mut lead = here.chains.push(Queued { chain, ran: sender });
+        loop {
+            if lead {
+                self.lead(&here.chains).await;
             }
+            tokio::select! {
+                biased;
+                mine = &mut ran => return mine.map_err(lost),
+                () = &mut vacancy => {
+                    vacancy.set(here.chains.vacancy.notified());
+                    lead = here.chains.claim();
+                }
+            }
+        }
+    }
+
+    /// Takes the write turn and runs the chains queued, a group at a time, until none waits
+    /// or [`LEAD_GROUPS`] have run. Cancelled (its caller gone), it stops as at the bound.
+    async fn lead(&self, queue: &Queue) {
+        /// Leadership until it ends: dropped still leading, the leader stops.
+        struct Leading<'a>(Option<&'a Queue>);
+        impl Drop for Leading<'_> {
+            fn drop(&mut self) {
+                if let Some(queue) = self.0 {
+                    queue.resign();
+                }
+            }
+        }
+        let mut leading = Leading(Some(queue));
+        #[cfg(test)]
+        queue
+            .leaders
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let writing = self.write().await;
+        for group in 0..LEAD_GROUPS {
             if group > 0 {
-                // More than a group waited: other tasks on this thread run between them.
+                // Other tasks on this thread run between groups.
                 tokio::task::yield_now().await;
             }
-            here.chains.run(&writing, here.chains.take());
+            match queue.take() {
+                Some(chains) => queue.run(&writing, chains),
+                None => {
+                    leading.0 = None;
+                    break;
+                }
+            }
         }
-        Err(lost(()))
+        drop(leading);
+        writing.hand_on().await;
     }
 }
 
@@ -167,7 +253,7 @@ fn lost<E>(_: E) -> StorageError {
 impl Queue {
     /// Chains waiting.
     fn len(&self) -> usize {
-        self.waiting().len()
+        self.waiting().chains.len()
     }
 }
 
@@ -199,6 +285,20 @@ mod tests {
     /// Groups committed so far.
     fn groups(storage: &Storage) -> usize {
         here(storage).chains.groups.load(Ordering::SeqCst)
+    }
+
+    /// Leaderships taken so far.
+    fn leaders(storage: &Storage) -> usize {
+        here(storage).chains.leaders.load(Ordering::SeqCst)
+    }
+
+    /// `task`'s outcome, failing the test if it has not ended within ten seconds (a chain
+    /// left in the queue with nobody to lead it).
+    async fn ended<T>(task: tokio::task::JoinHandle<T>) -> T {
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("a queued chain was never run")
+            .unwrap()
     }
 
     /// A file database with a table `t` (`x` unique) holding row 1 (`x` = 1).
@@ -234,7 +334,7 @@ mod tests {
         drop(turn);
         let mut ran = Vec::with_capacity(count);
         for task in tasks {
-            ran.push(task.await.unwrap());
+            ran.push(ended(task).await);
         }
         ran
     }
@@ -323,7 +423,56 @@ mod tests {
         let ran = queued_together(s, chains).await;
         assert!(ran.iter().all(|r| r.as_ref().unwrap() == &[1]));
         assert_eq!(groups(s), 3, "64 + 64 + 22");
+        assert_eq!(
+            leaders(s),
+            1,
+            "the groups ran one after the other, by one leader"
+        );
         assert_eq!(count(s, "SELECT count(*) FROM t").await, 151);
+    }
+
+    /// A leader runs at most [`LEAD_GROUPS`] groups, then wakes a waiting caller, who leads
+    /// the rest.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_leader_hands_the_queue_on_after_its_groups() {
+        let db = with_table().await;
+        let s = &db.storage;
+        let past = GROUP * LEAD_GROUPS + 10;
+        let chains = (10..10 + past)
+            .map(|i| vec![sql(&format!("INSERT INTO t VALUES ({i}, {i})"))])
+            .collect();
+        let ran = queued_together(s, chains).await;
+        assert!(ran.iter().all(|r| r.as_ref().unwrap() == &[1]));
+        assert_eq!(groups(s), LEAD_GROUPS + 1);
+        assert_eq!(leaders(s), 2);
+        let rows = i64::try_from(past).unwrap() + 1;
+        assert_eq!(count(s, "SELECT count(*) FROM t").await, rows);
+    }
+
+    /// A leader whose call is cancelled while it waits for the turn wakes a caller queued
+    /// behind it, who leads instead.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_leader_hands_the_queue_on() {
+        let db = with_table().await;
+        let s = &db.storage;
+        let turn = s.write().await;
+        let spawn = |i: i64| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.write_chain(vec![sql(&format!("INSERT INTO t VALUES ({i}, {i})"))])
+                    .await
+            })
+        };
+        let leader = spawn(7);
+        wait_for(s, 1).await;
+        let behind = spawn(8);
+        wait_for(s, 2).await;
+        leader.abort();
+        assert!(leader.await.unwrap_err().is_cancelled());
+        drop(turn);
+        assert_eq!(ended(behind).await.unwrap(), [1]);
+        assert_eq!(leaders(s), 2);
+        assert_eq!(xs(s).await, [(1, 1), (8, 8)]);
     }
 
     /// Another process (a second replica) holding the write lock: the group cannot begin
@@ -495,7 +644,7 @@ mod tests {
         };
         wait_for(s, 2).await;
         drop(turn);
-        assert_eq!(stays.await.unwrap().unwrap(), [1]);
+        assert_eq!(ended(stays).await.unwrap(), [1]);
         assert_eq!(xs(s).await, [(1, 1), (8, 8)]);
     }
 }
