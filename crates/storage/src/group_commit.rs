@@ -14,14 +14,14 @@
 //! turn goes from one group to the next without changing hands. Only the leader waits for
 //! the turn: were every caller to wait for it, the turn would go first to each caller whose
 //! chain a group had already run, one after the other as their tasks were polled, while
-//! the next group waited (closed-loop verifications 0.21-0.22 → 0.26-0.29 of the floor, in
-//! alternated runs, BENCHMARKS.md). A leader that stops with chains still queued (at the
-//! bound, or because its call was cancelled) wakes one of their callers to lead next.
+//! the next group waited (closed-loop verifications 0.20-0.23 → 0.25-0.29 of the floor, in
+//! alternated runs). A leader that stops with chains still queued (at the bound, or because
+//! its call was cancelled or it panicked) wakes a waiting caller to lead next.
 //!
 //! Nothing is weakened: the chains run one after the other as they would have in turns of
 //! their own, so a second use of a step sees the first in the same transaction and is
 //! refused; a chain's statements and its event still commit together or not at all; a
-//! caller that gave up before its chain ran (its call cancelled) has nothing written.
+//! caller that gave up before its group was taken (its call cancelled) has nothing written.
 
 use std::sync::{Mutex, PoisonError};
 
@@ -54,8 +54,9 @@ pub(crate) struct Queue {
     leaders: std::sync::atomic::AtomicUsize,
 }
 
-/// The queue and whether a caller leads it: whenever a chain waits, one does (or has been
-/// woken to).
+/// The queue and whether a caller leads it. When a leader stops with chains still queued,
+/// a wake is outstanding instead: to a waiting caller, or kept by tokio for the next to wait
+/// ([`Queue::resign`]).
 #[derive(Debug, Default)]
 struct State {
     chains: Vec<Queued>,
@@ -96,9 +97,10 @@ impl Queue {
         true
     }
 
-    /// The leader stops; if chains still wait, one of their callers is woken to lead. A
-    /// woken caller whose chain has run since passes the wake on as it returns (tokio's
-    /// `Notified` does, dropped after `notify_one` chose it).
+    /// The leader stops; if chains still wait, a waiting caller is woken to lead: the one
+    /// that began to wait last, whose chain is the likeliest to be queued still. A woken
+    /// caller whose chain has run passes the wake on as it returns (tokio's `Notified` does,
+    /// dropped after it was chosen); with nobody waiting, tokio keeps it for the next.
     fn resign(&self) {
         let waiting = {
             let mut s = self.waiting();
@@ -106,7 +108,7 @@ impl Queue {
             !s.chains.is_empty()
         };
         if waiting {
-            self.vacancy.notify_one();
+            self.vacancy.notify_last();
         }
     }
 
@@ -159,7 +161,7 @@ impl Storage {
     /// Runs `chain` in a transaction that writes, each statement only when the one before
     /// changed a row, and commits what ran; returns the rows each changed, up to the first
     /// that changed none. On an SQLite file, committed together with the chains of other
-    /// callers waiting for the write turn at the same time (see the module's documentation);
+    /// callers queued at the same time (see the module's documentation);
     /// elsewhere, or when it cannot run on the calling thread, in a transaction of its own
     /// on the pool.
     pub(crate) async fn write_chain(&self, chain: Vec<Statement>) -> Result<Vec<u64>> {
@@ -187,7 +189,6 @@ impl Storage {
     /// (or when woken to, [`Queue::resign`]).
     async fn queue_chain(&self, here: &Here, chain: Vec<Statement>) -> Result<Ran> {
         let (sender, mut ran) = oneshot::channel();
-        // Before the chain is queued: a wake from a leader that stops after it counts.
         let vacancy = here.chains.vacancy.notified();
         tokio::pin!(vacancy);
         let mut lead = here.chains.push(Queued { chain, ran: sender });
