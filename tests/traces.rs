@@ -3,7 +3,9 @@
 //! served in this test) in the caller's trace: the call's span under the caller's, the
 //! database statements and the password hash under it; with the method, the code and the
 //! caller's name as attributes, and no password, email or token anywhere. The log lines of
-//! the call carry the trace id. Its own test binary: it installs the global subscriber.
+//! the call carry the trace id. A session's validation on PostgreSQL, whose one statement
+//! runs on the connections storage holds itself, is traced the same way. Its own test
+//! binary: it installs the global subscriber.
 
 #![allow(
     clippy::unwrap_used,
@@ -27,7 +29,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use server::config::{LogConfig, LogFormat, TracingConfig};
 use tollgate_e2e::{Backend, TestServer, password_login};
-use tollgate_proto::v1::authenticate_response;
+use tollgate_proto::v1::{self, authenticate_response};
 
 /// The collector: every export it received.
 #[derive(Clone, Default)]
@@ -70,6 +72,38 @@ impl Write for Capture {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// `request` carrying a W3C `traceparent` of `trace_id`, under the caller's span `parent_id`.
+fn in_trace<T>(body: T, trace_id: &str, parent_id: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(body);
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-{parent_id}-01").parse().unwrap(),
+    );
+    request
+}
+
+/// The spans exported so far once one is named `name` (the batch goes out on flush).
+async fn spans_with(
+    collector: &Collector,
+    traces: &server::telemetry::Traces,
+    name: &str,
+) -> Vec<Span> {
+    let mut spans = Vec::new();
+    for _ in 0..50 {
+        traces.flush();
+        spans = collector.spans();
+        if spans.iter().any(|s| s.name == name) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    spans
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn attribute(span: &Span, key: &str) -> Option<String> {
@@ -115,11 +149,7 @@ async fn a_login_is_traced_in_the_callers_trace() {
     // The caller's trace: its span is the parent of Tollgate's.
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent_id = "00f067aa0ba902b7";
-    let mut request = tonic::Request::new(password_login(EMAIL, PASSWORD, ""));
-    request.metadata_mut().insert(
-        "traceparent",
-        format!("00-{trace_id}-{parent_id}-01").parse().unwrap(),
-    );
+    let request = in_trace(password_login(EMAIL, PASSWORD, ""), trace_id, parent_id);
     let answer = server
         .authentication()
         .await
@@ -132,20 +162,7 @@ async fn a_login_is_traced_in_the_callers_trace() {
     };
     server.stop().await.unwrap();
 
-    // The batch goes out on flush.
-    let mut spans = Vec::new();
-    for _ in 0..50 {
-        traces.flush();
-        spans = collector.spans();
-        if spans
-            .iter()
-            .any(|s| s.name == "AuthenticationService/Authenticate")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let spans = spans_with(&collector, &traces, "AuthenticationService/Authenticate").await;
     let call = spans
         .iter()
         .find(|s| s.name == "AuthenticationService/Authenticate")
@@ -187,5 +204,56 @@ async fn a_login_is_traced_in_the_callers_trace() {
             && line.contains(trace_id)),
         "{logs}"
     );
+
+    // On PostgreSQL a validation's one statement runs on a held connection: its span is
+    // the call's child, named and shaped as sea-orm's.
+    let server = TestServer::start(Backend::Postgres).await;
+    server.create_user(EMAIL, PASSWORD).await;
+    let answer = server
+        .authentication()
+        .await
+        .authenticate(password_login(EMAIL, PASSWORD, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(authenticate_response::Result::Authenticated(session)) = answer.result else {
+        panic!("{answer:?}")
+    };
+    let trace_id = "5cf92f3577b34da6a3ce929d0e0e4737";
+    let request = in_trace(
+        v1::ValidateSessionRequest {
+            token: session.token.clone(),
+        },
+        trace_id,
+        parent_id,
+    );
+    server
+        .sessions()
+        .await
+        .validate_session(request)
+        .await
+        .unwrap();
+    server.stop().await.unwrap();
+    let spans = spans_with(&collector, &traces, "SessionService/ValidateSession").await;
+    let call = spans
+        .iter()
+        .find(|s| s.name == "SessionService/ValidateSession" && hex(&s.trace_id) == trace_id)
+        .expect("the validation's span");
+    let statements: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.parent_span_id == call.span_id && s.name.starts_with("sea_orm."))
+        .collect();
+    assert_eq!(statements.len(), 1, "one statement: {statements:?}");
+    let statement = statements[0];
+    assert_eq!(statement.name, "sea_orm.query_one");
+    assert_eq!(
+        attribute(statement, "db.system").as_deref(),
+        Some("postgresql")
+    );
+    assert!(
+        attribute(statement, "db.statement").is_some_and(|sql| sql.contains("FROM sessions")),
+        "{statement:?}"
+    );
+    assert!(!format!("{spans:?}").contains(session.token.as_str()));
     drop(traces);
 }

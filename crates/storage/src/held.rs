@@ -275,10 +275,16 @@ fn refused_by_statement(err: &sqlx::Error) -> bool {
     let Some(pg) = db.try_downcast_ref::<PgDatabaseError>() else {
         return false;
     };
-    pg.severity() == PgSeverity::Error
+    statements_own(pg.severity(), pg.code())
+}
+
+/// Whether an error of `severity` and SQLSTATE `code` is the statement's own refusal
+/// ([`refused_by_statement`]).
+fn statements_own(severity: PgSeverity, code: &str) -> bool {
+    severity == PgSeverity::Error
         && ["22", "23", "40", "42"]
             .iter()
-            .any(|class| pg.code().starts_with(class))
+            .any(|class| code.starts_with(class))
 }
 
 /// `stmt` as sqlx runs it (prepared once per connection, then from its statement cache).
@@ -309,6 +315,23 @@ mod tests {
 
     fn sql(sql: &str) -> Statement {
         Statement::from_string(DbBackend::Postgres, sql)
+    }
+
+    /// The rule behind [`refused_by_statement`], for what PostgreSQL here cannot be made to
+    /// send: a FATAL error in a class whose ERRORs keep the connection (a hot standby's
+    /// conflict with recovery, 40001) closes it.
+    #[test]
+    fn only_errors_of_the_statements_own_classes_keep_a_connection() {
+        for code in ["22P02", "23505", "40001", "40P01", "42601", "42501"] {
+            assert!(statements_own(PgSeverity::Error, code), "{code}");
+            assert!(!statements_own(PgSeverity::Fatal, code), "FATAL {code}");
+            assert!(!statements_own(PgSeverity::Panic, code), "PANIC {code}");
+        }
+        for code in [
+            "0A000", "57P01", "57014", "08006", "25P02", "53300", "XX000",
+        ] {
+            assert!(!statements_own(PgSeverity::Error, code), "{code}");
+        }
     }
 
     /// The backend process of the connection a statement was lent.
