@@ -209,15 +209,10 @@ async fn a_login_is_traced_in_the_callers_trace() {
     // the call's child, named and shaped as sea-orm's.
     let server = TestServer::start(Backend::Postgres).await;
     server.create_user(EMAIL, PASSWORD).await;
-    let answer = server
-        .authentication()
-        .await
-        .authenticate(password_login(EMAIL, PASSWORD, ""))
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(authenticate_response::Result::Authenticated(session)) = answer.result else {
-        panic!("{answer:?}")
+    let authenticate_response::Result::Authenticated(session) =
+        server.first_step(password_login(EMAIL, PASSWORD, "")).await
+    else {
+        panic!("no session")
     };
     let trace_id = "5cf92f3577b34da6a3ce929d0e0e4737";
     let request = in_trace(
