@@ -122,10 +122,23 @@ impl Held {
 
     /// Every row `stmt` returns.
     pub(crate) async fn rows(&self, stmt: &Statement) -> Result<Vec<PgRow>, DbErr> {
-        let span = span("sea_orm.query_all", stmt);
+        self.fetch_all(query(stmt), span("sea_orm.query_all", stmt))
+            .await
+    }
+
+    /// Every row `query` returns, in `span`: also for a statement with values sea-query does
+    /// not bind (the arrays of [`crate::batched`]).
+    pub(crate) async fn fetch_all<A>(
+        &self,
+        query: sqlx::query::Query<'_, sqlx::Postgres, A>,
+        span: tracing::Span,
+    ) -> Result<Vec<PgRow>, DbErr>
+    where
+        A: Send + sqlx::IntoArguments<sqlx::Postgres>,
+    {
         async {
             let mut lease = self.lease().await?;
-            let rows = query(stmt).fetch_all(lease.conn()).await;
+            let rows = query.fetch_all(lease.conn()).await;
             lease.settle(rows, DbErr::Query)
         }
         .instrument(span)

@@ -10,6 +10,7 @@
 
 #![warn(missing_docs)]
 
+mod batched;
 pub mod crypto;
 mod db;
 pub mod entity;
@@ -61,6 +62,9 @@ pub struct Storage {
     /// PostgreSQL: connections that single statements run on without sqlx's ping on
     /// release (see [`held`]). None on SQLite and for a pool given to [`Storage::new`].
     held: Option<Arc<held::Held>>,
+    /// PostgreSQL: the reads of valid sessions, run together for the calls that make them at
+    /// the same time (see [`batched`]). Where `held` is.
+    session_reads: Option<Arc<repo::sessions::BatchedReads>>,
 }
 
 /// How often the SQLite write-ahead log is checkpointed.
@@ -208,7 +212,9 @@ impl Storage {
         migrate_up(&db).await?;
         let mut storage = Self::new(db, keyring, hasher);
         if storage.db.get_database_backend() == sea_orm::DbBackend::Postgres {
-            storage.held = Some(held::Held::new(config)?);
+            let held = held::Held::new(config)?;
+            storage.session_reads = Some(Arc::new(repo::sessions::BatchedReads::spawn(&held)));
+            storage.held = Some(held);
         }
         if background {
             let writer = DbConfig {
@@ -254,6 +260,7 @@ impl Storage {
             checkpointer: None,
             here: None,
             held: None,
+            session_reads: None,
         }
     }
 

@@ -620,8 +620,71 @@ async fn a_session_is_read_with_its_users_factors_and_counter(db: &TestDb) {
     );
 }
 
+/// Reads of many sessions at the same moment (on PostgreSQL run together as one statement
+/// each time, `storage::batched`), each answered as if it ran alone: by its own token and
+/// its own time, a token wanted twice answered twice.
+async fn sessions_read_at_once_are_each_answered_as_alone(db: &TestDb) {
+    let s = &db.storage;
+    let uid = user(s, "a@example.com").await;
+    let bare = user(s, "b@example.com").await;
+    let factor = common::totp_factor(s, uid, true).await;
+    let live = s
+        .sessions()
+        .create("tok-live", new(uid, None, 1))
+        .await
+        .unwrap();
+    let other = s
+        .sessions()
+        .create("tok-bare", new(bare, None, 1))
+        .await
+        .unwrap();
+    let revoked = s
+        .sessions()
+        .create("tok-gone", new(uid, None, 1))
+        .await
+        .unwrap();
+    assert!(s.sessions().revoke(revoked.id, NOW, &[]).await.unwrap());
+    // (token, now, the session valid then, its factors)
+    let cases: [(&str, i64, Option<Uuid>, Vec<Uuid>); 5] = [
+        ("tok-live", NOW, Some(live.id), vec![factor]),
+        ("tok-live", NOW + 601, None, vec![]), // idle for longer than its 600 s
+        ("tok-bare", NOW + 1, Some(other.id), vec![]),
+        ("tok-gone", NOW, None, vec![]),
+        ("tok-none", NOW, None, vec![]),
+    ];
+    let valid = race(s, 40, |s, i| {
+        let (token, now, ..) = cases[i % cases.len()];
+        async move { s.sessions().find_valid(token, now).await.unwrap() }
+    })
+    .await;
+    let with_factors = race(s, 40, |s, i| {
+        let (token, now, ..) = cases[i % cases.len()];
+        async move {
+            s.sessions()
+                .find_valid_with_factors(token, now)
+                .await
+                .unwrap()
+        }
+    })
+    .await;
+    for (i, (valid, with_factors)) in valid.into_iter().zip(with_factors).enumerate() {
+        let (token, now, wanted, factors) = &cases[i % cases.len()];
+        assert_eq!(valid.map(|s| s.id), *wanted, "{token} at {now}");
+        let read = with_factors.map(|read| {
+            let ids: Vec<Uuid> = read.factors.iter().map(|f| f.id).collect();
+            (read.session.id, ids)
+        });
+        assert_eq!(
+            read,
+            wanted.map(|id| (id, factors.clone())),
+            "{token} at {now}"
+        );
+    }
+}
+
 both!(
     a_session_is_read_with_its_users_factors_and_counter,
+    sessions_read_at_once_are_each_answered_as_alone,
     listing_and_revoking_the_other_sessions,
     concurrent_audit_events_are_each_written_once,
     sessions_expire_touch_and_revoke,

@@ -8,7 +8,7 @@ mod factors;
 mod memberships;
 mod organizations;
 mod recovery_codes;
-mod sessions;
+pub(crate) mod sessions;
 mod sms_codes;
 mod sms_limits;
 mod trusted_devices;

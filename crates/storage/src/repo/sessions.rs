@@ -1,35 +1,72 @@
 //! Sessions, found by the keyed hash of their token.
 
+use std::sync::Arc;
+
 use sea_orm::sea_query::{Condition, Expr, Query};
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
 use super::audit::{NewAuditEvent, append_all_with};
 use super::{Page, page};
+use crate::batched::Batched;
 use crate::crypto::{HashPurpose, TokenHash};
 use crate::entity::session::{ActiveModel, Column, Entity, Model};
 use crate::entity::{attempt_counter, factor, membership};
-use crate::run::{ChangeOn as _, InsertOn as _, Run, SelectOn as _};
+use crate::held::Held;
+use crate::run::{ChangeOn as _, InsertOn as _, Row, Run, SelectOn as _};
 use crate::{Result, Storage, StorageError};
 
-/// What makes a session valid ([`Sessions::find_valid`]): $1 the token's hash, $2 now.
+/// What makes a session valid ([`Sessions::find_valid`]), given the SQL of the token's hash
+/// and of now: by default `$1` and `$2`.
 macro_rules! valid_session {
     () => {
-        "sessions.token_hash = $1 AND sessions.revoked_at IS NULL
-  AND sessions.expires_at > $2 AND sessions.idle_expires_at > $2
+        valid_session!("$1", "$2")
+    };
+    ($hash:literal, $now:literal) => {
+        concat!(
+            "sessions.token_hash = ",
+            $hash,
+            " AND sessions.revoked_at IS NULL
+  AND sessions.expires_at > ",
+            $now,
+            " AND sessions.idle_expires_at > ",
+            $now,
+            "
   AND (sessions.assurance >= 2 OR sessions.org_id IS NULL OR NOT EXISTS (
       SELECT 1 FROM organizations WHERE organizations.id = sessions.org_id
         AND organizations.mfa_required))"
+        )
+    };
+}
+
+/// A session's columns, as [`Model`] reads them.
+macro_rules! session_columns {
+    () => {
+        "id, token_hash, user_id, org_id, assurance, created_at, last_seen_at,
+       idle_expires_at, expires_at, revoked_at, client_ip, client_user_agent, trusted_device_id"
     };
 }
 
 /// [`Sessions::find_valid`]'s query, the same on SQLite and PostgreSQL (SQLite numbers `$1`
 /// and `$2` by their first use): $1 the token's hash, $2 now.
 const FIND_VALID: &str = concat!(
-    "SELECT id, token_hash, user_id, org_id, assurance, created_at, last_seen_at,
-       idle_expires_at, expires_at, revoked_at, client_ip, client_user_agent, trusted_device_id
+    "SELECT ",
+    session_columns!(),
+    "
 FROM sessions WHERE ",
     valid_session!()
+);
+
+/// [`FIND_VALID`] for many validations at once on PostgreSQL ([`crate::batched`]): $1 the
+/// tokens' hashes, $2 each one's now (arrays of the same length). Each row names in `wanted`
+/// which of them it answers (from 1), so a token wanted twice has a row for each.
+const FIND_VALID_BATCH: &str = concat!(
+    "SELECT wanted.i AS wanted, ",
+    session_columns!(),
+    "
+FROM unnest($1::bytea[], $2::int8[]) WITH ORDINALITY AS wanted(hash, at, i), sessions
+WHERE ",
+    valid_session!("wanted.hash", "wanted.at")
 );
 
 /// [`Sessions::find_valid_with_factors`]'s query, given how the engine spells the user's
@@ -38,8 +75,15 @@ FROM sessions WHERE ",
 /// counter (`counter_`).
 macro_rules! valid_with_factors {
     ($counter_key:literal) => {
+        valid_with_factors!($counter_key, "", "sessions", "$1", "$2")
+    };
+    // With the columns before the factor's (`$wanted`), the tables before `sessions`'
+    // joins (`$from`), and the SQL of the token's hash and of now.
+    ($counter_key:literal, $wanted:literal, $from:literal, $hash:literal, $now:literal) => {
         concat!(
-            "SELECT factors.*, sessions.id AS s_id, sessions.token_hash AS s_token_hash,
+            "SELECT ",
+            $wanted,
+            "factors.*, sessions.id AS s_id, sessions.token_hash AS s_token_hash,
        sessions.user_id AS s_user_id, sessions.org_id AS s_org_id,
        sessions.assurance AS s_assurance, sessions.created_at AS s_created_at,
        sessions.last_seen_at AS s_last_seen_at, sessions.idle_expires_at AS s_idle_expires_at,
@@ -49,13 +93,15 @@ macro_rules! valid_with_factors {
        attempt_counters.failures AS counter_failures,
        attempt_counters.locked_until AS counter_locked_until,
        attempt_counters.updated_at AS counter_updated_at
-FROM sessions
+FROM ",
+            $from,
+            "
 LEFT JOIN factors ON factors.user_id = sessions.user_id AND factors.status = 'active'
 LEFT JOIN attempt_counters ON attempt_counters.key = ",
             $counter_key,
             "
 WHERE ",
-            valid_session!(),
+            valid_session!($hash, $now),
             "
 ORDER BY factors.id"
         )
@@ -63,8 +109,23 @@ ORDER BY factors.id"
 }
 
 /// [`valid_with_factors`] on PostgreSQL, where a UUID's text is the key's form.
-const VALID_WITH_FACTORS_POSTGRES: &str =
-    valid_with_factors!("'mfa:' || CAST(sessions.user_id AS TEXT)");
+macro_rules! valid_with_factors_postgres {
+    ($($rest:literal),*) => {
+        valid_with_factors!("'mfa:' || CAST(sessions.user_id AS TEXT)", $($rest),*)
+    };
+}
+
+/// [`valid_with_factors`] on PostgreSQL.
+const VALID_WITH_FACTORS_POSTGRES: &str = valid_with_factors_postgres!("", "sessions", "$1", "$2");
+
+/// [`VALID_WITH_FACTORS_POSTGRES`] for many step-ups at once ([`crate::batched`]), as
+/// [`FIND_VALID_BATCH`] is for validations.
+const VALID_WITH_FACTORS_BATCH: &str = valid_with_factors_postgres!(
+    "wanted.i AS wanted, ",
+    "unnest($1::bytea[], $2::int8[]) WITH ORDINALITY AS wanted(hash, at, i), sessions",
+    "wanted.hash",
+    "wanted.at"
+);
 
 /// [`valid_with_factors`] on SQLite, where a UUID is stored as its 16 bytes: their hex,
 /// lowercase and hyphenated.
@@ -73,6 +134,26 @@ const VALID_WITH_FACTORS_SQLITE: &str = valid_with_factors!(
   || substr(hex(sessions.user_id), 9, 4) || '-' || substr(hex(sessions.user_id), 13, 4) || '-'
   || substr(hex(sessions.user_id), 17, 4) || '-' || substr(hex(sessions.user_id), 21, 12))"
 );
+
+/// The reads of valid sessions on PostgreSQL, each run together for the calls that make it
+/// at the same time ([`crate::batched`]).
+#[derive(Debug)]
+pub(crate) struct BatchedReads {
+    /// [`Sessions::find_valid`]'s.
+    valid: Batched,
+    /// [`Sessions::find_valid_with_factors`]'s.
+    with_factors: Batched,
+}
+
+impl BatchedReads {
+    /// Starts both on `held`'s connections.
+    pub(crate) fn spawn(held: &Arc<Held>) -> Self {
+        Self {
+            valid: Batched::spawn(Arc::clone(held), FIND_VALID_BATCH),
+            with_factors: Batched::spawn(Arc::clone(held), VALID_WITH_FACTORS_BATCH),
+        }
+    }
+}
 
 /// A valid session with its user's active factors and their second-factor failure counter:
 /// what a step-up reads before it compares a code ([`Sessions::find_valid_with_factors`]).
@@ -173,8 +254,16 @@ impl<'a> Sessions<'a> {
     /// closes the race between a login that read the old policy and the revocation that
     /// comes with turning 2FA on: whichever commits first, such a session is never valid.
     /// One statement, by two unique keys (the token's hash, and the organization's id), its
-    /// SQL a constant ([`FIND_VALID`]): every validation runs it.
+    /// SQL a constant ([`FIND_VALID`]): every validation runs it. On PostgreSQL, validations
+    /// that come together are read in one statement ([`crate::batched`]).
     pub async fn find_valid(&self, token: &str, now: i64) -> Result<Option<Model>> {
+        if let Some(batched) = self.storage.session_reads.as_deref() {
+            let rows = batched.valid.rows(self.hash(token).0.to_vec(), now).await?;
+            return match rows.into_iter().next() {
+                Some(row) => Ok(Some(Row::Pool(row.into()).model::<Entity>("")?)),
+                None => Ok(None),
+            };
+        }
         let stmt = sea_orm::Statement::from_sql_and_values(
             self.storage.db().get_database_backend(),
             FIND_VALID,
@@ -194,17 +283,25 @@ impl<'a> Sessions<'a> {
         token: &str,
         now: i64,
     ) -> Result<Option<SessionFactors>> {
-        let backend = self.storage.db().get_database_backend();
-        let sql = match backend {
-            sea_orm::DbBackend::Postgres => VALID_WITH_FACTORS_POSTGRES,
-            _ => VALID_WITH_FACTORS_SQLITE,
+        let rows = if let Some(batched) = self.storage.session_reads.as_deref() {
+            let rows = batched.with_factors.rows(self.hash(token).0.to_vec(), now);
+            rows.await?
+                .into_iter()
+                .map(|row| Row::Pool(row.into()))
+                .collect()
+        } else {
+            let backend = self.storage.db().get_database_backend();
+            let sql = match backend {
+                sea_orm::DbBackend::Postgres => VALID_WITH_FACTORS_POSTGRES,
+                _ => VALID_WITH_FACTORS_SQLITE,
+            };
+            let stmt = sea_orm::Statement::from_sql_and_values(
+                backend,
+                sql,
+                [self.hash(token).0.to_vec().into(), now.into()],
+            );
+            self.storage.reads().rows(stmt).await?
         };
-        let stmt = sea_orm::Statement::from_sql_and_values(
-            backend,
-            sql,
-            [self.hash(token).0.to_vec().into(), now.into()],
-        );
-        let rows = self.storage.reads().rows(stmt).await?;
         let Some(first) = rows.first() else {
             return Ok(None);
         };
