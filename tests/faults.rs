@@ -257,8 +257,8 @@ async fn a_killed_database_answers_unavailable_fast_and_the_server_recovers_alon
 async fn a_sub_second_restart_fails_no_call_on_a_stale_connection() {
     let (pg, server, token) = on_own_postgres("blip@example.com").await;
 
-    // Sixteen calls at once open connections held for single statements (validations that
-    // come together share one statement, `storage::batched`).
+    // Sixteen calls at once open connections held for single statements: one or a few,
+    // since validations that come together share a statement (`storage::batched`).
     let validate_all = |n: usize| {
         let token = token.clone();
         let server = &server;

@@ -10,22 +10,27 @@
 //!
 //! Here a read joins a queue, and a task of its own takes every read queued by then, up to
 //! [`MOST`], runs them as one statement on a held connection ([`crate::held`]) and hands
-//! each caller its rows. One statement runs at a time: reads that come meanwhile wait and
-//! go in the next, so a statement never waits to fill, and under light load each read runs
-//! alone, as before. Closed-loop validations went from 0.23-0.26 of the floor to 0.34-0.46
-//! (server CPU 37-54 → 24-36 µs per call), in alternated runs; two statements at a time
-//! measured 0.32-0.33 and four 0.26, the batches smaller.
+//! each caller its rows. One statement runs at a time: reads that come meanwhile wait for it
+//! to end and go in the next, so a statement never waits to fill, and a read that finds
+//! none running runs at once, alone. Closed-loop validations went from 0.23-0.26 of the
+//! floor to 0.34-0.46 (server CPU 37-54 → 24-36 µs per call), in alternated runs; two
+//! statements at a time measured 0.32-0.33 and four 0.26, the batches smaller.
 //!
-//! Nothing is weakened: each token is read with its own time, by the same conditions, in a
-//! statement that begins after the call asked, so a revocation or a policy committed before
-//! the call is seen, as with a statement of its own.
+//! The rules are those of a statement per read: each token is read with its own time, by
+//! the same conditions, in a statement that begins after the call asked, so a revocation
+//! or a policy committed before the call is seen. What changes is the waiting: a read may
+//! wait for the statement before its own, and one statement that hangs holds up the reads
+//! behind it, so each is bounded ([`Held::acquire_timeout`] for a connection, as long again
+//! for the statement) and then fails UNAVAILABLE. A statement that fails, or a batch that
+//! panics, fails only the reads in it.
 
 use std::sync::Arc;
 
 use sea_orm::sqlx::postgres::PgRow;
 use sea_orm::sqlx::{self, Row as _};
-use sea_orm::{ConnAcquireErr, DbErr, Statement};
+use sea_orm::{ConnAcquireErr, DbErr};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument as _;
 
 use crate::held::Held;
 
@@ -36,6 +41,8 @@ const MOST: usize = 64;
 #[derive(Debug)]
 pub(crate) struct Batched {
     wanted: mpsc::UnboundedSender<Wanted>,
+    /// The query, for each read's span.
+    sql: &'static str,
     /// The most reads one statement answered (tests check that reads waiting together went
     /// in one).
     #[cfg(test)]
@@ -43,13 +50,28 @@ pub(crate) struct Batched {
 }
 
 /// A read and where to hand its rows.
-#[derive(Debug)]
 struct Wanted {
+    /// The keyed hash of the token.
     hash: Vec<u8>,
     now: i64,
-    /// The caller's span, the statement's parent (the first read's) or a link.
+    /// The read's statement span, in its caller's trace (given the statement's size).
     span: tracing::Span,
     rows: oneshot::Sender<Result<Vec<PgRow>, DbErr>>,
+}
+
+impl std::fmt::Debug for Wanted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the token's hash: it finds the session.
+        f.debug_struct("Wanted")
+            .field("now", &self.now)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A read that got no answer: the statement it went in was cut short by a panic, or the
+/// runtime is shutting down. UNAVAILABLE, as when no connection can be had.
+fn unanswered() -> DbErr {
+    DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed)
 }
 
 impl Batched {
@@ -69,6 +91,7 @@ impl Batched {
         ));
         Self {
             wanted,
+            sql,
             #[cfg(test)]
             largest,
         }
@@ -76,18 +99,17 @@ impl Batched {
 
     /// The rows that answer the read of the token hashed as `hash` at `now`.
     pub(crate) async fn rows(&self, hash: Vec<u8>, now: i64) -> Result<Vec<PgRow>, DbErr> {
+        // The read's own span, the child of its call: its wait and the statement it went in.
+        let span = crate::run::statement_span("sea_orm.query_all", "postgresql", self.sql);
         let (rows, answer) = oneshot::channel();
         let wanted = Wanted {
             hash,
             now,
-            span: tracing::Span::current(),
+            span: span.clone(),
             rows,
         };
-        // The task stops only with the runtime: a read then fails as if no connection could
-        // be had (UNAVAILABLE).
-        let gone = || DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed);
-        self.wanted.send(wanted).map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        self.wanted.send(wanted).map_err(|_| unanswered())?;
+        answer.instrument(span).await.map_err(|_| unanswered())?
     }
 }
 
@@ -109,35 +131,35 @@ async fn serve(
         }
         #[cfg(test)]
         largest.fetch_max(batch.len(), std::sync::atomic::Ordering::Relaxed);
-        run(&held, sql, batch).await;
+        // On a task of its own, so that a panic drops only this batch's answers
+        // ([`unanswered`]) and the queue goes on.
+        let _ran = tokio::spawn(run(Arc::clone(&held), sql, batch)).await;
     }
 }
 
 /// Runs the reads of `batch` whose callers still wait as one statement and hands each its
 /// rows, or the statement's error.
-async fn run(held: &Held, sql: &'static str, mut batch: Vec<Wanted>) {
+async fn run(held: Arc<Held>, sql: &'static str, mut batch: Vec<Wanted>) {
     batch.retain(|wanted| !wanted.rows.is_closed());
-    let Some(first) = batch.first() else {
+    if batch.is_empty() {
         return;
-    };
-    let span = first.span.in_scope(|| {
-        crate::run::statement_span(
-            "sea_orm.query_all",
-            "postgresql",
-            &Statement::from_string(sea_orm::DbBackend::Postgres, sql),
-        )
-    });
-    span.record("db.operation.batch.size", batch.len());
-    for wanted in batch.iter().skip(1) {
-        span.follows_from(&wanted.span);
+    }
+    for wanted in &batch {
+        wanted.span.record("db.operation.batch.size", batch.len());
     }
     let (hashes, nows): (Vec<_>, Vec<_>) = batch
         .iter_mut()
         .map(|wanted| (std::mem::take(&mut wanted.hash), wanted.now))
         .unzip();
     let query = sqlx::query(sql).bind(hashes).bind(nows);
+    // The wait for a connection is bounded inside; the statement gets as long again. One cut
+    // short leaves its connection to be closed (`Held`'s lease).
+    let limit = held.acquire_timeout().saturating_mul(2);
+    let read = tokio::time::timeout(limit, held.fetch_all(query, tracing::Span::none()))
+        .await
+        .unwrap_or(Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)));
     let mut answers: Vec<Vec<PgRow>> = batch.iter().map(|_| Vec::new()).collect();
-    let read = held.fetch_all(query, span).await.and_then(|rows| {
+    let read = read.and_then(|rows| {
         for row in rows {
             let wanted: i64 = row
                 .try_get("wanted")
@@ -169,6 +191,11 @@ mod tests {
     const ECHO: &str = "SELECT wanted.i AS wanted, wanted.hash, n
 FROM unnest($1::bytea[], $2::int8[]) WITH ORDINALITY AS wanted(hash, at, i),
      generate_series(1, wanted.at) AS n";
+
+    /// A row per read, each after `at` tenths of a second.
+    const SLOW: &str = "SELECT wanted.i AS wanted, wanted.hash, n
+FROM unnest($1::bytea[], $2::int8[]) WITH ORDINALITY AS wanted(hash, at, i),
+     LATERAL (SELECT 1::int8 AS n FROM pg_sleep(wanted.at / 10.0)) AS slept";
 
     /// A read of `ECHO`'s that divides by zero.
     const FAILS: &str = "SELECT wanted.i AS wanted, 1 / (wanted.at - wanted.at) AS boom
@@ -253,7 +280,7 @@ FROM unnest($1::bytea[], $2::int8[]) WITH ORDINALITY AS wanted(hash, at, i)";
                 )
             })
             .unzip();
-        run(&held, FAILS, batch).await;
+        run(Arc::clone(&held), FAILS, batch).await;
         for answer in waiting {
             let err = answer.await.unwrap().unwrap_err();
             assert!(err.to_string().contains("division by zero"), "{err}");
@@ -265,30 +292,51 @@ FROM unnest($1::bytea[], $2::int8[]) WITH ORDINALITY AS wanted(hash, at, i)";
         assert!(answers(3, &echo.rows(hash, at).await.unwrap()));
     }
 
+    /// A read of `SLOW`'s, on a task: `at` tenths of a second.
+    fn slow(batched: &Arc<Batched>, i: u8, at: i64) -> tokio::task::JoinHandle<Vec<PgRow>> {
+        let batched = Arc::clone(batched);
+        tokio::spawn(async move { batched.rows(vec![i], at).await.unwrap() })
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn a_read_given_up_leaves_the_others_answered() {
+    async fn reads_given_up_while_queued_leave_the_others_answered() {
         let db = TestDb::new(Backend::Postgres).await;
-        let batched = batched(&db, ECHO);
-        let tasks: Vec<_> = (0..32)
-            .map(|i| {
-                let batched = Arc::clone(&batched);
-                let task = tokio::spawn(async move {
-                    let (hash, at) = read(i);
-                    batched.rows(hash, at).await
-                });
-                if i % 2 == 0 {
-                    task.abort();
-                }
-                (i, task)
-            })
-            .collect();
-        for (i, task) in tasks {
+        let batched = batched(&db, SLOW);
+        let first = slow(&batched, 0, 3);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // Queued behind the first statement, which runs for 0.3 s; every other one gives up.
+        let queued: Vec<_> = (1..=16).map(|i| (i, slow(&batched, i, 0))).collect();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        for (i, task) in &queued {
+            if i % 2 == 0 {
+                task.abort();
+            }
+        }
+        assert_eq!(first.await.unwrap().len(), 1);
+        for (i, task) in queued {
             match task.await {
-                Ok(rows) => assert!(answers(i, &rows.unwrap()), "read {i}"),
+                Ok(rows) => {
+                    let hashes: Vec<Vec<u8>> = rows.iter().map(|row| row.get("hash")).collect();
+                    assert_eq!(hashes, vec![vec![i]]);
+                }
                 Err(e) => assert!(e.is_cancelled() && i % 2 == 0, "read {i}: {e}"),
             }
         }
-        let (hash, at) = read(7);
-        assert!(answers(7, &batched.rows(hash, at).await.unwrap()));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_statement_that_hangs_fails_its_reads_unavailable_and_the_next_runs() {
+        let db = TestDb::new(Backend::Postgres).await;
+        let config = crate::db::DbConfig {
+            connect_timeout: std::time::Duration::from_millis(300),
+            ..db.config.clone()
+        };
+        let batched = Arc::new(Batched::spawn(Held::new(&config).unwrap(), SLOW));
+        let started = std::time::Instant::now();
+        // Would sleep 3 s; given up after twice the 0.3 s the wait for a connection may take.
+        let err = batched.rows(vec![1], 30).await.unwrap_err();
+        assert!(crate::error::db_unavailable(&err), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_millis(2500));
+        assert_eq!(batched.rows(vec![2], 0).await.unwrap().len(), 1);
     }
 }

@@ -159,6 +159,11 @@ impl Held {
         .await
     }
 
+    /// How long a statement waits for a connection.
+    pub(crate) fn acquire_timeout(&self) -> Duration {
+        self.acquire_timeout
+    }
+
     /// A connection: the most recently idle one (pinged first when it has been idle a
     /// while), else a new one; the whole wait bounded by the acquire timeout.
     async fn lease(&self) -> Result<Lease<'_>, DbErr> {
@@ -311,7 +316,7 @@ fn query(stmt: &Statement) -> sqlx::query::Query<'_, sqlx::Postgres, SqlxValues>
 
 /// The span of a statement, named and shaped as sea-orm's for the pool's statements.
 fn span(name: &'static str, stmt: &Statement) -> tracing::Span {
-    crate::run::statement_span(name, "postgresql", stmt)
+    crate::run::statement_span(name, "postgresql", &stmt.sql)
 }
 
 #[cfg(test)]

@@ -192,17 +192,13 @@ where
 /// PostgreSQL connection), named and shaped as sea-orm's own (`tracing-spans`) for the
 /// pool's statements: the SQL with its placeholders (never a bound value). `system` is
 /// OpenTelemetry's `db.system`: `sqlite` or `postgresql`.
-pub(crate) fn statement_span(
-    name: &'static str,
-    system: &'static str,
-    stmt: &Statement,
-) -> tracing::Span {
+pub(crate) fn statement_span(name: &'static str, system: &'static str, sql: &str) -> tracing::Span {
     tracing::info_span!(
         "sea_orm.statement",
         otel.name = name,
         otel.kind = "client",
         db.system = system,
-        db.statement = stmt.sql.as_str(),
+        db.statement = sql,
         // How many chains a transaction of a group committed (OpenTelemetry's attribute).
         db.operation.batch.size = tracing::field::Empty,
     )

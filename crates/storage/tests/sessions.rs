@@ -11,6 +11,7 @@ mod common;
 
 use common::{NOW, TestDb, race};
 use sea_orm::EntityTrait;
+use storage::entity::enums::SsoMode;
 use storage::entity::session;
 use storage::repo::{AuditFilter, Lockouts, NewAuditEvent, NewSession, second_factor_counter};
 use storage::{Storage, Uuid};
@@ -627,37 +628,52 @@ async fn sessions_read_at_once_are_each_answered_as_alone(db: &TestDb) {
     let s = &db.storage;
     let uid = user(s, "a@example.com").await;
     let bare = user(s, "b@example.com").await;
-    let factor = common::totp_factor(s, uid, true).await;
-    let live = s
-        .sessions()
-        .create("tok-live", new(uid, None, 1))
+    let first = common::totp_factor(s, uid, true).await;
+    let second = common::totp_factor(s, uid, true).await;
+    let counter = second_factor_counter(uid);
+    s.attempts()
+        .record_failure(&counter, NOW, &Lockouts::new(0, &[30]), None)
         .await
         .unwrap();
-    let other = s
-        .sessions()
-        .create("tok-bare", new(bare, None, 1))
+    let org = s.organizations().create("ACME", NOW).await.unwrap().id;
+    let session = |token: &'static str, user: Uuid, org: Option<Uuid>, assurance: i16| async move {
+        let new = new(user, org, assurance);
+        s.sessions().create(token, new).await.unwrap().id
+    };
+    let live = session("tok-live", uid, None, 1).await;
+    let other = session("tok-bare", bare, None, 1).await;
+    let revoked = session("tok-gone", uid, None, 1).await;
+    assert!(s.sessions().revoke(revoked, NOW, &[]).await.unwrap());
+    session("tok-org-1", bare, Some(org), 1).await;
+    let stepped = session("tok-org-2", bare, Some(org), 2).await;
+    let policy = storage::repo::PolicyUpdate {
+        mfa_required: true,
+        allowed_methods: 0b001,
+        sso_enabled: false,
+        sso_mode: SsoMode::Exempt,
+        trusted_device_days: 0,
+    };
+    s.organizations()
+        .update_policy(org, policy, NOW)
         .await
         .unwrap();
-    let revoked = s
-        .sessions()
-        .create("tok-gone", new(uid, None, 1))
-        .await
-        .unwrap();
-    assert!(s.sessions().revoke(revoked.id, NOW, &[]).await.unwrap());
-    // (token, now, the session valid then, its factors)
-    let cases: [(&str, i64, Option<Uuid>, Vec<Uuid>); 5] = [
-        ("tok-live", NOW, Some(live.id), vec![factor]),
-        ("tok-live", NOW + 601, None, vec![]), // idle for longer than its 600 s
-        ("tok-bare", NOW + 1, Some(other.id), vec![]),
-        ("tok-gone", NOW, None, vec![]),
-        ("tok-none", NOW, None, vec![]),
+    // The token, now, the session valid then, its factors, whether its counter comes with it.
+    type Case = (&'static str, i64, Option<Uuid>, Vec<Uuid>, bool);
+    let cases: [Case; 7] = [
+        ("tok-live", NOW, Some(live), vec![first, second], true),
+        ("tok-live", NOW + 601, None, vec![], false), // idle for longer than its 600 s
+        ("tok-bare", NOW + 1, Some(other), vec![], false),
+        ("tok-gone", NOW, None, vec![], false),
+        ("tok-none", NOW, None, vec![], false),
+        ("tok-org-1", NOW, None, vec![], false), // one factor where 2FA is required
+        ("tok-org-2", NOW, Some(stepped), vec![], false),
     ];
-    let valid = race(s, 40, |s, i| {
+    let valid = race(s, 42, |s, i| {
         let (token, now, ..) = cases[i % cases.len()];
         async move { s.sessions().find_valid(token, now).await.unwrap() }
     })
     .await;
-    let with_factors = race(s, 40, |s, i| {
+    let with_factors = race(s, 42, |s, i| {
         let (token, now, ..) = cases[i % cases.len()];
         async move {
             s.sessions()
@@ -668,17 +684,14 @@ async fn sessions_read_at_once_are_each_answered_as_alone(db: &TestDb) {
     })
     .await;
     for (i, (valid, with_factors)) in valid.into_iter().zip(with_factors).enumerate() {
-        let (token, now, wanted, factors) = &cases[i % cases.len()];
+        let (token, now, wanted, factors, counted) = &cases[i % cases.len()];
         assert_eq!(valid.map(|s| s.id), *wanted, "{token} at {now}");
         let read = with_factors.map(|read| {
             let ids: Vec<Uuid> = read.factors.iter().map(|f| f.id).collect();
-            (read.session.id, ids)
+            (read.session.id, ids, read.counter.map(|c| c.key))
         });
-        assert_eq!(
-            read,
-            wanted.map(|id| (id, factors.clone())),
-            "{token} at {now}"
-        );
+        let expected = wanted.map(|id| (id, factors.clone(), counted.then(|| counter.clone())));
+        assert_eq!(read, expected, "{token} at {now}");
     }
 }
 

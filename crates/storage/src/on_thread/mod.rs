@@ -106,7 +106,7 @@ impl OnThread<'_> {
         };
         // One span for the group, in the trace of the call that ran it (the other callers'
         // traces have none); its size says why it lasts longer than one acceptance.
-        let span = statement_span("sea_orm.transaction", SQLITE, first);
+        let span = statement_span("sea_orm.transaction", SQLITE, &first.sql);
         span.record("db.operation.batch.size", chains.len());
         let _span = span.entered();
         let ran = route.run(|conn, access| {
@@ -136,7 +136,7 @@ impl Run for OnThread<'_> {
             return Ok(held.row(&stmt).await?.map(|row| Row::Pool(row.into())));
         }
         let here = self.here(|conn, access| {
-            statement_span("sea_orm.query_one", SQLITE, &stmt)
+            statement_span("sea_orm.query_one", SQLITE, &stmt.sql)
                 .in_scope(|| sqlite::query(conn, access, &stmt, 1))
         });
         match here {
@@ -151,7 +151,7 @@ impl Run for OnThread<'_> {
             return Ok(rows.into_iter().map(|row| Row::Pool(row.into())).collect());
         }
         let here = self.here(|conn, access| {
-            statement_span("sea_orm.query_all", SQLITE, &stmt)
+            statement_span("sea_orm.query_all", SQLITE, &stmt.sql)
                 .in_scope(|| sqlite::query(conn, access, &stmt, usize::MAX))
         });
         match here {
@@ -165,7 +165,7 @@ impl Run for OnThread<'_> {
             return held.change(&stmt).await;
         }
         let here = self.here(|conn, access| {
-            statement_span("sea_orm.execute", SQLITE, &stmt)
+            statement_span("sea_orm.execute", SQLITE, &stmt.sql)
                 .in_scope(|| sqlite::execute(conn, access, &stmt))
         });
         match here {

@@ -253,9 +253,9 @@ impl<'a> Sessions<'a> {
     /// not a single-factor session of an organization that requires 2FA. That last rule
     /// closes the race between a login that read the old policy and the revocation that
     /// comes with turning 2FA on: whichever commits first, such a session is never valid.
-    /// One statement, by two unique keys (the token's hash, and the organization's id), its
-    /// SQL a constant ([`FIND_VALID`]): every validation runs it. On PostgreSQL, validations
-    /// that come together are read in one statement ([`crate::batched`]).
+    /// One read, by two unique keys (the token's hash, and the organization's id), its SQL a
+    /// constant: [`FIND_VALID`] on SQLite; on PostgreSQL [`FIND_VALID_BATCH`], which reads
+    /// the validations that come together in one statement ([`crate::batched`]).
     pub async fn find_valid(&self, token: &str, now: i64) -> Result<Option<Model>> {
         if let Some(batched) = self.storage.session_reads.as_deref() {
             let rows = batched.valid.rows(self.hash(token).0.to_vec(), now).await?;
