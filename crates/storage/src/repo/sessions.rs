@@ -257,19 +257,19 @@ impl<'a> Sessions<'a> {
     /// constant: [`FIND_VALID`] on SQLite; on PostgreSQL [`FIND_VALID_BATCH`], which reads
     /// the validations that come together in one statement ([`crate::batched`]).
     pub async fn find_valid(&self, token: &str, now: i64) -> Result<Option<Model>> {
-        if let Some(batched) = self.storage.session_reads.as_deref() {
-            let rows = batched.valid.rows(self.hash(token).0.to_vec(), now).await?;
-            return match rows.into_iter().next() {
-                Some(row) => Ok(Some(Row::Pool(row.into()).model::<Entity>("")?)),
-                None => Ok(None),
-            };
-        }
-        let stmt = sea_orm::Statement::from_sql_and_values(
-            self.storage.db().get_database_backend(),
-            FIND_VALID,
-            [self.hash(token).0.to_vec().into(), now.into()],
-        );
-        match self.storage.reads().row(stmt).await? {
+        let hash = self.hash(token).0.to_vec();
+        let row = if let Some(batched) = self.storage.session_reads.as_deref() {
+            let rows = batched.valid.rows(hash, now).await?;
+            rows.into_iter().next().map(|row| Row::Pool(row.into()))
+        } else {
+            let stmt = sea_orm::Statement::from_sql_and_values(
+                self.storage.db().get_database_backend(),
+                FIND_VALID,
+                [hash.into(), now.into()],
+            );
+            self.storage.reads().row(stmt).await?
+        };
+        match row {
             Some(row) => Ok(Some(row.model::<Entity>("")?)),
             None => Ok(None),
         }
@@ -283,23 +283,18 @@ impl<'a> Sessions<'a> {
         token: &str,
         now: i64,
     ) -> Result<Option<SessionFactors>> {
+        let hash = self.hash(token).0.to_vec();
         let rows = if let Some(batched) = self.storage.session_reads.as_deref() {
-            let rows = batched.with_factors.rows(self.hash(token).0.to_vec(), now);
-            rows.await?
-                .into_iter()
-                .map(|row| Row::Pool(row.into()))
-                .collect()
+            let rows = batched.with_factors.rows(hash, now).await?;
+            rows.into_iter().map(|row| Row::Pool(row.into())).collect()
         } else {
             let backend = self.storage.db().get_database_backend();
             let sql = match backend {
                 sea_orm::DbBackend::Postgres => VALID_WITH_FACTORS_POSTGRES,
                 _ => VALID_WITH_FACTORS_SQLITE,
             };
-            let stmt = sea_orm::Statement::from_sql_and_values(
-                backend,
-                sql,
-                [self.hash(token).0.to_vec().into(), now.into()],
-            );
+            let stmt =
+                sea_orm::Statement::from_sql_and_values(backend, sql, [hash.into(), now.into()]);
             self.storage.reads().rows(stmt).await?
         };
         let Some(first) = rows.first() else {
